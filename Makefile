@@ -1,0 +1,41 @@
+# precast: `make demo` shows it working, `make test` runs every check CI runs.
+# Both do their own set-up on a fresh machine: a .venv with the Python
+# dependencies, and (as root) the Debian packages the tests use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: all venv sysdeps lint typecheck test demo bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+sysdeps:
+	@sh tools/sysdeps.sh
+
+lint: venv
+	$(BIN)/ruff check host tests tools firmware
+	$(BIN)/ruff format --check host tests tools
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: venv sysdeps lint typecheck
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/python tools/demo.py
+
+bench: venv sysdeps
+	$(BIN)/python tools/bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build host/*.egg-info

@@ -1,0 +1,38 @@
+"""precast: compile a sensor's Ethernet/IPv4/UDP frame once, patch only the readings.
+
+The public API:
+
+    layout = compile_template(load_template("templates/env-node.toml"))
+    frame = encode(layout, {"temperature": 21.5, ...}, device=7, seq=1)
+    reading = Codec([layout]).decode(frame)   # a Reading, or a Rejected reason
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .codec import Codec, Reading, Rejected, encode, encode_raw
+from .errors import EncodeError, PrecastError, TemplateError, UsageError
+from .layout import Layout, compile_template
+from .template import Field, Network, Template, load_template, load_templates, parse_template
+
+__all__ = [
+    "Codec",
+    "EncodeError",
+    "Field",
+    "Layout",
+    "Network",
+    "PrecastError",
+    "Reading",
+    "Rejected",
+    "Template",
+    "TemplateError",
+    "UsageError",
+    "__version__",
+    "compile_template",
+    "encode",
+    "encode_raw",
+    "load_template",
+    "load_templates",
+    "parse_template",
+]

@@ -1,0 +1,249 @@
+"""The `precast` command: argument parsing, dispatch, and the one place errors become exits.
+
+Each command is a function taking the parsed arguments and returning an
+exit status; domain errors (PrecastError) become one line on stderr and
+exit 2 here, in main(), with --traceback to see where they came from.
+Modules that own a command (collector, sender, ...) add it through their
+own `register(subparsers)` listed in COMMAND_MODULES.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .checks import parse_key
+from .codec import Codec, encode
+from .errors import PrecastError, UsageError
+from .layout import PAYLOAD_OFFSET, Layout, compile_template
+from .template import load_templates
+
+# Modules with a `register(subparsers)` that adds their commands, in help order.
+COMMAND_MODULES: list[str] = []
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def load_layouts(paths: Iterable[str | Path]) -> list[Layout]:
+    """Compiled layouts for template files and directories."""
+    return [compile_template(t) for t in load_templates(paths)]
+
+
+def pick_layout(paths: Sequence[str | Path], which: str | None) -> Layout:
+    """One layout from files/directories: the only one, or the one named by id or name."""
+    layouts = load_layouts(paths)
+    if which is not None:
+        for lay in layouts:
+            if which in (str(lay.template.id), lay.template.name):
+                return lay
+        raise UsageError(f"no template {which!r} in {', '.join(map(str, paths))}")
+    if len(layouts) != 1:
+        names = ", ".join(f"{lay.template.name} ({lay.template.id})" for lay in layouts)
+        raise UsageError(f"several templates ({names}): pick one with --template NAME|ID")
+    return layouts[0]
+
+
+def is_template_arg(arg: str) -> bool:
+    """True when a command-line word names a template file or a directory of them."""
+    return arg.endswith(".toml") or Path(arg).is_dir()
+
+
+def key_arg(text: str) -> bytes:
+    """argparse type for --key: 32 hex digits."""
+    try:
+        return parse_key(text)
+    except PrecastError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def uint32(text: str) -> int:
+    """argparse type for a device id or sequence number."""
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= v <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"{v} is out of range 0..4294967295")
+    return v
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, str]:
+    """NAME=VALUE words as a dict; a word without '=' or a repeated name is an error."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise UsageError(f"expected NAME=VALUE, got {item!r}")
+        if name in out:
+            raise UsageError(f"field {name!r} given twice")
+        out[name] = value
+    return out
+
+
+# ---- compile -------------------------------------------------------------------------------
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    layouts = load_layouts(args.template)
+    if args.json:
+        docs = [lay.to_json() for lay in layouts]
+        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+        return 0
+    for lay in layouts:
+        t = lay.template
+        n = t.network
+        print(f"template {t.id} {t.name!r} ({t.source}): check {t.check}")
+        print(f"  {n.src_mac} {n.src_ip}:{n.src_port} -> {n.dst_mac} {n.dst_ip}:{n.dst_port}"
+              f" ttl {n.ttl} dscp {n.dscp}")  # fmt: skip
+        print(f"  frame {lay.frame_len} bytes, payload {lay.payload_len} bytes at {PAYLOAD_OFFSET},"
+              f" IPv4 checksum 0x{lay.ip_checksum:04x}, struct {lay.body_fmt!r}")  # fmt: skip
+        for s in lay.fields:
+            f = s.field
+            scale = f" x{f.scale}" if f.scale != 1 else ""
+            off = f" {f.offset:+}" if f.offset else ""
+            print(f"  {s.offset:5d}  {f.type:<4} {f.name}{scale}{off} {f.unit}".rstrip())
+        print(f"  {lay.check_offset:5d}  {t.check}")
+    return 0
+
+
+# ---- encode --------------------------------------------------------------------------------
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    lay = pick_layout([args.template], args.which)
+    values = parse_assignments(args.values)
+    frame = encode(lay, values, args.device, args.seq, args.key)
+    print((frame[PAYLOAD_OFFSET:] if args.payload_only else frame).hex())
+    return 0
+
+
+# ---- decode --------------------------------------------------------------------------------
+
+
+def _hex_inputs(words: Sequence[str]) -> Iterator[str]:
+    if words:
+        yield from words
+        return
+    for line in sys.stdin:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            yield line
+
+
+def decode_lines(codec: Codec, inputs: Iterable[bytes | str]) -> int:
+    """Print one JSON line per input; 1 when any was refused, else 0."""
+    status = 0
+    for item in inputs:
+        out: dict[str, Any]
+        if isinstance(item, str):
+            try:
+                data = bytes.fromhex(item.replace(":", " "))
+            except ValueError:
+                print(json.dumps({"error": f"not hex: {item[:40]!r}"}), flush=True)
+                status = 1
+                continue
+        else:
+            data = item
+        r = codec.decode(data)
+        out = r.to_json()
+        if "error" in out:
+            status = 1
+        print(json.dumps(out), flush=True)
+    return status
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    templates = [a for a in args.items if is_template_arg(a)]
+    hexes = [a for a in args.items if not is_template_arg(a)]
+    if not templates:
+        raise UsageError("decode needs at least one template (.toml file or directory)")
+    codec = Codec(load_layouts(templates), key=args.key)
+    pcap = getattr(args, "pcap", None)
+    if pcap:
+        if hexes:
+            raise UsageError("give hex frames or --pcap, not both")
+        from .pcap import read_frames
+
+        return decode_lines(codec, read_frames(pcap))
+    return decode_lines(codec, _hex_inputs(hexes))
+
+
+# ---- parser and main -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="precast",
+        description="Precomputed Ethernet/IPv4/UDP frames for sensor readings.",
+    )
+    p.add_argument("--version", action="version", version=f"precast {__version__}")
+    p.add_argument("--traceback", action="store_true", help="show the traceback of an error")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    c = sub.add_parser("compile", help="compile templates and show their frame layout")
+    c.add_argument("template", nargs="+", help="template .toml file or directory")
+    c.add_argument("--json", action="store_true", help="print the layout as JSON")
+    c.set_defaults(func=cmd_compile)
+
+    e = sub.add_parser("encode", help="encode one reading as a hex frame")
+    e.add_argument("template", help="template .toml file or directory")
+    e.add_argument("--template", dest="which", metavar="NAME|ID",
+                   help="which template, when TEMPLATE is a directory of several")  # fmt: skip
+    e.add_argument("--device", type=uint32, required=True, help="device id (u32)")
+    e.add_argument("--seq", type=uint32, required=True, help="sequence number (u32)")
+    e.add_argument("--key", type=key_arg, help="AES-128 key, 32 hex digits (cmac templates)")
+    e.add_argument("--payload-only", action="store_true", help="print the UDP payload only")
+    e.add_argument("values", nargs="*", metavar="NAME=VALUE", help="field values in units")
+    e.set_defaults(func=cmd_encode, intermixed="values")
+
+    d = sub.add_parser(
+        "decode",
+        help="decode hex frames or payloads to JSON lines",
+        description="Arguments naming a .toml file or a directory are templates, the others hex "
+        "frames or payloads; with no hex argument, hex lines are read from stdin. One JSON line "
+        "per input; exit 1 when any input was refused.",
+    )
+    d.add_argument("items", nargs="+", metavar="TEMPLATE|HEX")
+    d.add_argument("--key", type=key_arg, help="AES-128 key, 32 hex digits (cmac templates)")
+    d.add_argument("--pcap", metavar="FILE", help="read frames from a pcap capture")
+    d.set_defaults(func=cmd_decode, intermixed="items")
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run precast; every domain error becomes one line on stderr and exit 2."""
+    parser = build_parser()
+    # argparse takes positionals in one run; NAME=VALUE words and hex frames may also come
+    # after options, so a command that collects words names its list in `intermixed`.
+    args, extra = parser.parse_known_args(argv)
+    dest = getattr(args, "intermixed", None)
+    if extra:
+        if dest is None or any(w.startswith("-") for w in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        getattr(args, dest).extend(extra)
+    func: Handler = args.func
+    try:
+        return func(args)
+    except PrecastError as e:
+        if args.traceback:
+            raise
+        print(f"precast: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

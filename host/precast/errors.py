@@ -1,0 +1,31 @@
+"""One tree of exceptions for the host side of precast.
+
+Every error a user can cause (a bad template, a bad value, a bad option)
+is a PrecastError; the CLI turns it into one line on stderr and exit 2.
+Bad bytes on the wire are not errors: a decoder returns a reason.
+"""
+
+from __future__ import annotations
+
+
+class PrecastError(Exception):
+    """Base of every error precast raises on purpose."""
+
+
+class TemplateError(PrecastError):
+    """A template file that cannot be read, parsed or validated."""
+
+    def __init__(self, source: str, key: str | None, reason: str) -> None:
+        self.source = source
+        self.key = key
+        self.reason = reason
+        where = f"{source}: {key}: " if key else f"{source}: "
+        super().__init__(where + reason)
+
+
+class EncodeError(PrecastError):
+    """Values that cannot be put into a frame (missing, unknown, out of range)."""
+
+
+class UsageError(PrecastError):
+    """A command-line argument that does not make sense."""

@@ -48,7 +48,6 @@ NO_KEY = "no-key"
 REASONS = (SHORT, MAGIC_BAD, VERSION_BAD, FLAGS_BAD, UNKNOWN_TEMPLATE, CHECK_KIND, LENGTH,
            CRC, MIC, NO_KEY)  # fmt: skip
 
-_F32_MAX = 3.4028234663852886e38
 _HDR = struct.Struct(">BBH")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -104,9 +103,9 @@ def to_units(slot: FieldSlot, raw: int | float) -> int | float:
     """A raw wire value in units: raw * scale + offset, rounded to the scale's decimals."""
     f = slot.field
     if f.type == "f32":
-        raw = _f32_repr(float(raw))
-        if f.scale == 1 and f.offset == 0:
-            return raw
+        # A float carries its own precision: no rounding to the scale's decimals.
+        x = _f32_repr(float(raw))
+        return x if f.scale == 1 and f.offset == 0 else x * f.scale + f.offset
     v = raw * f.scale + f.offset
     if isinstance(v, int):
         return v
@@ -132,8 +131,10 @@ def to_raw(slot: FieldSlot, value: object) -> int | float:
     exact = (d - Decimal(repr(f.offset))) / Decimal(repr(f.scale))
     if f.type == "f32":
         x = float(exact)
-        if abs(x) > _F32_MAX:
-            raise EncodeError(f"field {f.name!r}: {value} is out of range for f32")
+        try:
+            struct.pack(">f", x)  # rounds to the nearest float32; overflows past its range
+        except OverflowError:
+            raise EncodeError(f"field {f.name!r}: {value} is out of range for f32") from None
         return x
     raw = int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
     lo, hi = f.range

@@ -1,0 +1,119 @@
+"""Codec properties: round trips, checksums that match a full recomputation, every bit checked."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from conftest import TEMPLATES
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from precast import Codec, EncodeError, Layout, compile_template, encode, encode_raw, load_template
+from precast.checks import checksum, ones_sum
+from precast.codec import Reading, Rejected
+from precast.layout import PAYLOAD_OFFSET
+from strategies import KEY, raws, templates
+
+
+def full_udp_checksum(frame: bytes) -> int:
+    """UDP checksum recomputed from scratch over the pseudo-header and the whole datagram."""
+    ip = frame[14:34]
+    udp_len = struct.unpack(">H", frame[38:40])[0]
+    udp = bytearray(frame[34 : 34 + udp_len])
+    udp[6:8] = b"\0\0"
+    pseudo = ip[12:20] + struct.pack(">BBH", 0, 17, udp_len)
+    c = checksum(pseudo + bytes(udp))
+    return c or 0xFFFF
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_round_trip_raw_and_units(data: st.DataObject) -> None:
+    lay: Layout = data.draw(templates())
+    values = data.draw(raws(lay))
+    device = data.draw(st.integers(0, 0xFFFFFFFF))
+    seq = data.draw(st.integers(0, 0xFFFFFFFF))
+    frame = encode_raw(lay, values, device, seq, KEY)
+    r = Codec([lay], key=KEY).decode(frame)
+    assert isinstance(r, Reading), r
+    assert (r.template, r.device, r.seq) == (lay.template.id, device, seq)
+    assert list(r.raw) == values
+    # decode(encode(x)) == x in units: x is what the first decode gave.
+    again = Codec([lay], key=KEY).decode(encode(lay, r.fields, device, seq, KEY))
+    assert isinstance(again, Reading) and again.fields == r.fields
+    if all(s.field.type != "f32" for s in lay.fields):
+        assert again.raw == r.raw  # integers: the very same bytes
+    # and the bare payload decodes the same
+    assert Codec([lay], key=KEY).decode(frame[PAYLOAD_OFFSET:]) == r
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_checksums_equal_full_recomputation(data: st.DataObject) -> None:
+    lay: Layout = data.draw(templates())
+    frame = encode_raw(lay, data.draw(raws(lay)), data.draw(st.integers(0, 2**32 - 1)),
+                       data.draw(st.integers(0, 2**32 - 1)), KEY)  # fmt: skip
+    assert checksum(frame[14:34]) == 0  # a correct IPv4 header sums to 0xFFFF
+    assert struct.unpack(">H", frame[24:26])[0] == lay.ip_checksum
+    assert struct.unpack(">H", frame[40:42])[0] == full_udp_checksum(frame)
+    assert len(frame) == PAYLOAD_OFFSET + lay.payload_len
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_any_single_flipped_payload_bit_is_refused(data: st.DataObject) -> None:
+    lay: Layout = data.draw(templates(max_fields=4))
+    frame = encode_raw(lay, data.draw(raws(lay)), 1, 2, KEY)
+    codec = Codec([lay], key=KEY)
+    payload = frame[PAYLOAD_OFFSET:]
+    for bit in range(len(payload) * 8):
+        bad = bytearray(payload)
+        bad[bit // 8] ^= 1 << (bit % 8)
+        assert isinstance(codec.decode(bytes(bad)), Rejected), f"bit {bit} flipped went unnoticed"
+
+
+def test_udp_checksum_zero_goes_out_as_ffff() -> None:
+    # Search seq values until the computed checksum is 0: it must be sent as 0xFFFF.
+    lay = compile_template(load_template(TEMPLATES / "minimal.toml"))
+    for seq in range(200_000):
+        f = encode_raw(lay, [0], 0, seq)
+        s = ones_sum(f[26:34]) + ones_sum(f[34:40]) + 17 + len(f[34:]) + ones_sum(f[42:])
+        while s >> 16:
+            s = (s & 0xFFFF) + (s >> 16)
+        if s == 0xFFFF:  # complement would be 0
+            assert f[40:42] == b"\xff\xff"
+            return
+    pytest.fail("no seq gave a zero checksum in range")
+
+
+def test_rounding_is_half_away_from_zero() -> None:
+    lay = compile_template(load_template(TEMPLATES / "env-node.toml"))
+    base = {"humidity": 1, "pressure": 1, "battery": 1}
+    for value, raw in [("0.005", 1), ("-0.005", -1), ("0.0049", 0), ("21.455", 2146),
+                       (-21.455, -2146), (327.67, 32767)]:  # fmt: skip
+        f = encode(lay, {**base, "temperature": value}, 1, 1)
+        r = Codec([lay]).decode(f)
+        assert isinstance(r, Reading) and r.raw[0] == raw, (value, r)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("temperature", 327.68), ("temperature", -327.69), ("humidity", -0.01),
+     ("pressure", 2**32), ("battery", "abc"), ("battery", "nan"), ("pressure", "inf")],
+)  # fmt: skip
+def test_out_of_range_is_refused_never_wrapped(field: str, value: object) -> None:
+    lay = compile_template(load_template(TEMPLATES / "env-node.toml"))
+    values: dict[str, object] = {"temperature": 1, "humidity": 1, "pressure": 1, "battery": 1}
+    values[field] = value
+    with pytest.raises(EncodeError, match=field):
+        encode(lay, values, 1, 1)
+
+
+def test_only_the_variable_bytes_change() -> None:
+    lay = compile_template(load_template(TEMPLATES / "env-node.toml"))
+    a = encode(lay, {"temperature": 1, "humidity": 2, "pressure": 3, "battery": 4}, 5, 6)
+    b = encode(lay, {"temperature": 9, "humidity": 8, "pressure": 7, "battery": 6}, 5, 7)
+    changed = {i for i in range(len(a)) if a[i] != b[i]}
+    allowed = set(range(40, 42)) | set(range(PAYLOAD_OFFSET + 4, len(a)))
+    assert changed and changed <= allowed
+    assert a[:40] == lay.frame[:40]

@@ -1,0 +1,115 @@
+"""Template files: the shipped ones load, and every kind of bad one gets one clear line, exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import TEMPLATES, precast
+from precast import TemplateError, compile_template, load_template, load_templates
+
+GOOD = """
+id = 9
+[[field]]
+name = "v"
+type = "u16"
+"""
+
+
+def test_shipped_templates_load_and_match_the_issue() -> None:
+    env = load_template(TEMPLATES / "env-node.toml")
+    assert [(f.name, f.type, f.scale, f.unit) for f in env.fields] == [
+        ("temperature", "i16", 0.01, "degC"),
+        ("humidity", "u16", 0.01, "%"),
+        ("pressure", "u32", 1, "Pa"),
+        ("battery", "u16", 1, "mV"),
+    ]
+    assert env.payload_len == 12 + 10 + 2
+    minimal = load_template(TEMPLATES / "minimal.toml")
+    assert [f.type for f in minimal.fields] == ["u16"]
+    power = load_template(TEMPLATES / "power-meter.toml")
+    assert {"u32", "i32", "f32"} <= {f.type for f in power.fields}
+    assert len(load_templates([TEMPLATES])) == 3
+
+
+def test_defaults_fill_the_network_table(tmp_path: Path) -> None:
+    p = tmp_path / "t.toml"
+    p.write_text(GOOD)
+    t = load_template(p)
+    assert t.check == "crc16" and t.name == "t"
+    n = t.network
+    assert (n.src_port, n.dst_port, n.ttl, n.dscp) == (20547, 20547, 64, 0)
+    assert (n.dst_mac, n.dst_ip, n.src_ip) == ("ff:ff:ff:ff:ff:ff", "192.0.2.1", "192.0.2.2")
+
+
+BAD = [
+    ("not toml", "id = = 3", None, "not valid TOML"),
+    ("unknown top key", "colour = 1\n" + GOOD, "colour", "unknown key"),
+    ("unknown type", GOOD.replace("u16", "i64"), "field[0].type", "unknown type 'i64'"),
+    ("unknown field key", GOOD + "bits = 3\n", "field[0].bits", "unknown key"),
+    (
+        "duplicate field",
+        GOOD + '[[field]]\nname = "v"\ntype = "u8"\n',
+        "field[1].name",
+        "duplicate",
+    ),
+    ("id too big", GOOD.replace("id = 9", "id = 65536"), "id", "out of range"),
+    ("id negative", GOOD.replace("id = 9", "id = -1"), "id", "out of range"),
+    ("id missing", GOOD.replace("id = 9", ""), "id", "missing"),
+    ("bad mac", GOOD + '[network]\nsrc_mac = "02:00:00:00:01"\n', "network.src_mac", "bad MAC"),
+    ("bad ip", GOOD + '[network]\ndst_ip = "192.0.2.300"\n', "network.dst_ip", "bad IPv4"),
+    ("bad port", GOOD + "[network]\ndst_port = 70000\n", "network.dst_port", "out of range"),
+    ("port zero", GOOD + "[network]\nsrc_port = 0\n", "network.src_port", "out of range"),
+    ("bad dscp", GOOD + "[network]\ndscp = 64\n", "network.dscp", "out of range"),
+    ("bad check", 'check = "md5"\n' + GOOD, "check", "unknown check"),
+    ("no fields", "id = 1\n", "field", "at least one"),
+    ("zero scale", GOOD.replace('type = "u16"', 'type = "u16"\nscale = 0'), "field[0].scale", ""),
+    ("bad name", GOOD.replace('name = "v"', 'name = "2v"'), "field[0].name", "identifier"),
+    (
+        "too big",
+        "id = 1\n" + "".join(f'[[field]]\nname = "f{i}"\ntype = "u32"\n' for i in range(366)),
+        "field",
+        "over the 1472-byte maximum",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "key", "reason"), BAD, ids=[b[0] for b in BAD])
+def test_bad_template_one_line_exit_2(tmp_path: Path, case: str, text: str, key: str | None,
+                                      reason: str) -> None:  # fmt: skip
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(TemplateError) as ei:
+        load_template(p)
+    assert ei.value.key == key
+    assert reason in ei.value.reason
+    r = precast("compile", str(p))
+    assert r.returncode == 2
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert str(p) in lines[0] and (key or "") in lines[0] and reason in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_largest_payload_fits(tmp_path: Path) -> None:
+    # 12 header + 365 * 4 + 2 CRC = 1474 > 1472; 364 u32 + 1 u16 + CRC = 1472 exactly.
+    text = "id = 1\n" + "".join(f'[[field]]\nname = "f{i}"\ntype = "u32"\n' for i in range(364))
+    text += '[[field]]\nname = "last"\ntype = "u16"\n'
+    p = tmp_path / "big.toml"
+    p.write_text(text)
+    assert compile_template(load_template(p)).payload_len == 1472
+
+
+def test_duplicate_ids_in_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text(GOOD)
+    (tmp_path / "b.toml").write_text(GOOD)
+    r = precast("compile", str(tmp_path))
+    assert r.returncode == 2 and "id 9 is also used by" in r.stderr
+
+
+def test_missing_file_and_empty_directory(tmp_path: Path) -> None:
+    r = precast("compile", str(tmp_path / "nope.toml"))
+    assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
+    r = precast("compile", str(tmp_path))
+    assert r.returncode == 2 and "no *.toml" in r.stderr

@@ -29,3 +29,7 @@ class EncodeError(PrecastError):
 
 class UsageError(PrecastError):
     """A command-line argument that does not make sense."""
+
+
+class TransportError(PrecastError):
+    """A transport that cannot be opened or used (no interface, no privilege, bad address)."""

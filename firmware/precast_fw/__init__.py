@@ -1,0 +1,16 @@
+"""precast firmware: sends sensor readings as precompiled frames, patched in place.
+
+The host compiles a template into `precast_template` (constants: the
+frame, offsets, struct format, partial sums) and writes `precast_config`;
+`main.py` hands both to `app.main`. Modules:
+
+- sender: the frame, patched per reading (seq, fields, check, UDP checksum)
+- checks: CRC-16 and the UDP checksum (viper where the port has it)
+- cmac: AES-128-CMAC (RFC 4493) over cryptolib's AES
+- transport_<name>: udp, packet, mem (one class `Transport` each)
+- robust: retry with backoff around a transport, counting failures
+- sensors.<name>: drivers that fill a list with raw integers
+- app: the main loop
+"""
+
+VERSION = "0.1.0"

@@ -1,0 +1,45 @@
+"""A simulated sensor for the unix port and tests: seeded, drifting, noisy raw integers.
+
+Each field walks from the middle of its range by a drift of a few raw
+units per reading, turning at the edges, with noise on top. The random
+source is a 16-bit xorshift (every intermediate fits a 32-bit port's
+small int), so a seed gives the same readings on every port.
+"""
+
+
+class Sensor:
+    """read(values) fills values with the next simulated raw reading of every field."""
+
+    def __init__(self, tpl, cfg=None):
+        seed = getattr(cfg, "SEED", 1)
+        self._x = (seed & 0xFFFF) or 1
+        self._n = tpl.FIELD_COUNT
+        self._lo = list(tpl.SIM_LO)
+        self._hi = list(tpl.SIM_HI)
+        self._v = [(lo + hi) // 2 for lo, hi in zip(self._lo, self._hi)]
+        self._noise = [max(1, min(100, (hi - lo) // 256)) for lo, hi in zip(self._lo, self._hi)]
+        self._drift = [1 + (self._next() & 3) for _ in range(self._n)]
+
+    def _next(self):
+        x = self._x
+        x ^= (x << 7) & 0xFFFF
+        x ^= x >> 9
+        x ^= (x << 8) & 0xFFFF
+        self._x = x
+        return x
+
+    def read(self, values):
+        i = 0
+        n = self._n
+        while i < n:
+            lo = self._lo[i]
+            hi = self._hi[i]
+            v = self._v[i] + self._drift[i]
+            if v < lo or v > hi:
+                self._drift[i] = -self._drift[i]
+                v = self._v[i] + self._drift[i]
+            self._v[i] = v
+            a = self._noise[i]
+            v += self._next() % (2 * a + 1) - a
+            values[i] = lo if v < lo else hi if v > hi else v
+            i += 1

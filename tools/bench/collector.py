@@ -1,0 +1,270 @@
+"""Benchmark: the highest rate `precast collect` stores 100 % of, against a naive collector.
+
+For each offered rate a sender process (pre-encoded env-node payloads, unique
+device/seq pairs, paced by a token bucket) sends for --seconds; then the
+collector is given time to drain, stopped with SIGTERM, and its database
+counted. A rate passes when every reading sent is stored. The rate climbs
+until one fails, then bisects between the last pass and the first fail.
+CPU per reading is the collector's utime + stime (/proc/PID/stat) over the
+readings it stored.
+
+The naive collector is what one writes first: recvfrom, struct.unpack, one
+INSERT and one commit per reading, SQLite and the socket at their defaults.
+
+    .venv/bin/python tools/bench/collector.py            # both, table on stdout
+    .venv/bin/python tools/bench/collector.py --only precast --start 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "host"))
+
+from precast.checks import crc16  # noqa: E402
+from precast.cli import load_layouts  # noqa: E402
+
+BIN = Path(sys.executable).parent
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+# ---- the sender (runs in its own process) --------------------------------------------------
+
+
+def payloads(n: int, devices: int) -> list[bytes]:
+    """n distinct env-node payloads: device 1..devices round robin, seq counting up."""
+    lay = next(lay for lay in load_layouts([ROOT / "templates"]) if lay.template.id == 1)
+    buf = bytearray(lay.payload)
+    c = lay.check_offset
+    pack = struct.Struct(">II").pack_into
+    fields = struct.Struct(lay.fields_fmt).pack_into
+    out = []
+    for i in range(n):
+        pack(buf, 4, 1 + i % devices, i // devices)
+        fields(buf, 12, 2000 + i % 500, 4000 + i % 1000, 101325 + i % 100, 3300)
+        struct.pack_into(">H", buf, c, crc16(memoryview(buf)[:c]))
+        out.append(bytes(buf))
+    return out
+
+
+def send(port: int, rate: int, seconds: float, devices: int) -> None:
+    """Send rate*seconds payloads at rate per second; print what was sent, as JSON."""
+    frames = payloads(int(rate * seconds), devices)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    s.connect(("127.0.0.1", port))
+    out = s.send
+    chunk = max(1, rate // 5000)  # a burst every 200 us
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t0 = time.perf_counter()
+    sent = errors = 0
+    for i in range(0, len(frames), chunk):
+        due = t0 + i / rate
+        while (now := time.perf_counter()) < due:
+            if due - now > 0.001:
+                time.sleep(due - now - 0.0005)
+        for f in frames[i : i + chunk]:
+            try:
+                out(f)
+                sent += 1
+            except OSError:
+                errors += 1
+    took = time.perf_counter() - t0
+    print(json.dumps({"sent": sent, "errors": errors, "seconds": took}), flush=True)
+
+
+# ---- the naive collector (runs in its own process) -----------------------------------------
+
+
+def naive(db: str, ready: str) -> None:
+    """recvfrom, struct.unpack, one INSERT and commit per reading; SIGTERM ends it."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE readings (device, template, seq, received_at, source, "
+                 "temperature, humidity, pressure, battery)")  # fmt: skip
+    conn.commit()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    Path(ready).write_text(json.dumps({"port": s.getsockname()[1], "pid": os.getpid()}))
+    fmt = struct.Struct(">BBHIIhHIHH")
+    while True:
+        data, addr = s.recvfrom(2048)
+        try:
+            _, _, tid, dev, seq, t, h, p, b, crc = fmt.unpack(data)
+        except struct.error:
+            continue
+        if crc16(data[:-2]) != crc:
+            continue
+        conn.execute("INSERT INTO readings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (dev, tid, seq, time.time(), f"{addr[0]}:{addr[1]}", t * 0.01, h * 0.01,
+                      p, b))  # fmt: skip
+        conn.commit()
+
+
+# ---- the driver ----------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def start_collector(kind: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    db = tmp / f"{kind}.db"
+    ready = tmp / f"{kind}.ready"
+    for p in (db, ready):
+        p.unlink(missing_ok=True)
+    if kind == "precast":
+        cmd = [str(BIN / "precast"), "collect", "--listen", "127.0.0.1:0", "--templates",
+               str(ROOT / "templates"), "--db", str(db), "--ready-file", str(ready),
+               "--log-level", "warning"]  # fmt: skip
+    else:
+        cmd = [sys.executable, __file__, "--naive", str(db), str(ready)]
+    proc = subprocess.Popen(cmd)
+    deadline = time.monotonic() + 20
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{kind} collector did not start")
+        time.sleep(0.05)
+    port = json.loads(ready.read_text())["port"]
+    return proc, port, db
+
+
+def count(kind: str, db: Path) -> int:
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        if kind == "precast":
+            return int(conn.execute("SELECT count(*) FROM readings_1").fetchone()[0])
+        return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def trial(kind: str, rate: int, seconds: float, devices: int, tmp: Path) -> dict[str, float]:
+    proc, port, db = start_collector(kind, tmp)
+    sender = subprocess.Popen(
+        [sys.executable, __file__, "--send", str(port), str(rate), str(seconds), str(devices)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert sender.stdin is not None and sender.stdout is not None
+    sender.stdout.readline()  # pre-encoding done
+    cpu0 = cpu_seconds(proc.pid)
+    sender.stdin.write("go\n")
+    sender.stdin.flush()
+    result = json.loads(sender.stdout.readline())
+    sender.wait()
+    # Let the collector drain: done when the stored count stops moving.
+    last, still = -1, 0
+    while still < 3:
+        time.sleep(0.5)
+        n = count(kind, db)
+        still = still + 1 if n == last else 0
+        last = n
+    cpu = cpu_seconds(proc.pid) - cpu0
+    proc.terminate()
+    proc.wait(timeout=60)
+    stored = count(kind, db)
+    sent = result["sent"]
+    return {
+        "rate": rate,
+        "offered": sent / result["seconds"],
+        "sent": sent,
+        "stored": stored,
+        "ok": stored == sent and result["errors"] == 0,
+        "us_per_reading": 1e6 * cpu / stored if stored else float("nan"),
+    }
+
+
+def search(kind: str, start: int, step: float, seconds: float, devices: int, tmp: Path,
+           limit: int) -> tuple[dict[str, float] | None, list[dict[str, float]]]:  # fmt: skip
+    """Climb by `step` until a rate loses readings, then bisect twice; (best pass, all trials)."""
+    trials = []
+    best: dict[str, float] | None = None
+    rate = start
+    fail = None
+    while rate <= limit:
+        t = trial(kind, rate, seconds, devices, tmp)
+        trials.append(t)
+        print(f"{kind:8} {rate:>8,}/s offered {t['offered']:>10,.0f}/s sent {t['sent']:>9,} "
+              f"stored {t['stored']:>9,} {'ok' if t['ok'] else 'LOSS'} "
+              f"{t['us_per_reading']:.2f} us/reading", file=sys.stderr, flush=True)  # fmt: skip
+        if not t["ok"]:
+            fail = rate
+            break
+        best = t
+        rate = int(rate * step)
+    lo = int(best["rate"]) if best else 0
+    for _ in range(2 if fail else 0):
+        mid = (lo + int(fail or 0)) // 2
+        if mid <= lo:
+            break
+        t = trial(kind, mid, seconds, devices, tmp)
+        trials.append(t)
+        print(f"{kind:8} {mid:>8,}/s stored {t['stored']:>9,} of {t['sent']:>9,} "
+              f"{'ok' if t['ok'] else 'LOSS'}", file=sys.stderr, flush=True)  # fmt: skip
+        if t["ok"]:
+            best, lo = t, mid
+        else:
+            fail = mid
+    return best, trials
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--send":
+        send(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--naive":
+        naive(sys.argv[2], sys.argv[3])
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=10.0, help="sending time per trial")
+    ap.add_argument("--devices", type=int, default=50, help="simulated devices")
+    ap.add_argument("--start", type=int, default=50_000, help="first rate for precast")
+    ap.add_argument("--naive-start", type=int, default=500, help="first rate for naive")
+    ap.add_argument("--step", type=float, default=1.5, help="rate factor per climbing trial")
+    ap.add_argument("--limit", type=int, default=600_000, help="highest rate tried")
+    ap.add_argument("--only", choices=["precast", "naive"], help="run one collector only")
+    args = ap.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="precast-bench-") as d:
+        tmp = Path(d)
+        for kind in ("precast", "naive"):
+            if args.only and kind != args.only:
+                continue
+            start = args.start if kind == "precast" else args.naive_start
+            best, _ = search(kind, start, args.step, args.seconds, args.devices, tmp, args.limit)
+            results[kind] = best
+    print(f"\n{args.seconds:.0f} s per trial, {args.devices} devices, env-node payloads "
+          f"(24 bytes), sender in its own process, {os.cpu_count()} CPUs\n")  # fmt: skip
+    print("| collector | highest rate stored 100 % | CPU per reading |")
+    print("|---|---:|---:|")
+    for kind, best in results.items():
+        if best is None:
+            print(f"| {kind} | below the first rate tried | |")
+        else:
+            print(f"| {kind} | {best['rate']:,.0f} readings/s | {best['us_per_reading']:.1f} us |")
+    if results.get("precast") and results.get("naive"):
+        p, n = results["precast"], results["naive"]
+        assert p is not None and n is not None
+        print(
+            f"\nprecast / naive: {p['rate'] / n['rate']:.0f}x the rate, "
+            f"{n['us_per_reading'] / p['us_per_reading']:.1f}x less CPU per reading"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -25,7 +25,14 @@ from .layout import PAYLOAD_OFFSET, Layout, compile_template
 from .template import load_templates
 
 # Modules with a `register(subparsers)` that adds their commands, in help order.
-COMMAND_MODULES: list[str] = ["precast.collector", "precast.build", "precast.sender", "precast.fleet"]
+COMMAND_MODULES: list[str] = [
+    "precast.collector",
+    "precast.build",
+    "precast.sender",
+    "precast.fleet",
+    "precast.board",
+    "precast.deploy",
+]
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -33,3 +33,7 @@ class UsageError(PrecastError):
 
 class TransportError(PrecastError):
     """A transport that cannot be opened or used (no interface, no privilege, bad address)."""
+
+
+class BoardError(PrecastError):
+    """A board that cannot be reached, or that does not answer as MicroPython does."""

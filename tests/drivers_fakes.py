@@ -186,3 +186,36 @@ class FakeADC:
 
     def read_u16(self):
         return self.mv * 65535 // 3300
+
+
+class FakeRTC:
+    """machine.RTC's memory(): bytes that survive deep sleep. Not real: the unix port has none.
+
+    Like ESP32's, memory(data) keeps a copy of data (its length too) and
+    memory() returns it; it lives as long as this object, i.e. across the
+    "reboots" a test simulates by making new stores in one process.
+    """
+
+    def __init__(self):
+        self._mem = bytearray(64)  # ESP32 keeps up to 2 KiB; a write allocates nothing here
+        self._len = 0
+        self.writes = 0
+
+    def memory(self, data=None):
+        if data is None:
+            return bytes(self._mem[: self._len])
+        for i in range(len(data)):
+            self._mem[i] = data[i]
+        self._len = len(data)
+        self.writes += 1
+        return None
+
+
+class FakeWDT:
+    """machine.WDT: counts feeds. Not real: the unix port has no watchdog."""
+
+    def __init__(self):
+        self.feeds = 0
+
+    def feed(self):
+        self.feeds += 1

@@ -1,0 +1,201 @@
+"""Board set-up and the pause between readings: WiFi, the watchdog, sleep, the seq store.
+
+WiFi (ESP32, Pico W: network.WLAN in station mode) comes up from
+`precast_secrets.py`, a module that `precast build --secrets` or deploy
+puts on the device and that never enters the repository:
+
+    WIFI_SSID = "my-network"
+    WIFI_PASSWORD = "..."
+    WIFI_TIMEOUT_MS = 20000  # optional
+
+The unix port has no network module: the host's network is already up.
+
+The watchdog (machine.WDT) resets a board whose loop stops; it is fed
+before every reading and during long pauses, and is None where the port
+has no WDT (the unix port). Between readings the board waits in one of
+three ways (cfg.SLEEP): "none" (time.sleep_ms, the radio stays up),
+"light" (machine.lightsleep: the CPU stops, RAM and the connection are
+kept) or "deep" (machine.deepsleep: the board powers down and boots again
+into main.py; the seq crosses the reboot in RTC memory, see seqstore).
+"""
+
+import time
+
+import machine
+import micropython
+
+from .seqstore import DEFAULT_RESERVE, SeqStore
+
+SLEEP_MODES = ("none", "light", "deep")
+DEFAULT_WDT_MS = 30000
+# The longest a single sleep may last with a watchdog running: rp2's WDT stops at 8388 ms.
+_MAX_WDT_MS = 8000
+
+
+def wifi_up(timeout_ms=None):
+    """Connect to the secrets' WiFi (True when up, or when the port has no WiFi)."""
+    try:
+        import network
+    except ImportError:  # the unix port: the host's own network is up
+        return True
+    try:
+        import precast_secrets as secrets
+    except ImportError:
+        print("precast: no precast_secrets.py on the board: build with --secrets FILE")
+        return False
+    ssid = getattr(secrets, "WIFI_SSID", None)
+    if not ssid:
+        print("precast: precast_secrets.py has no WIFI_SSID")
+        return False
+    if timeout_ms is None:
+        timeout_ms = getattr(secrets, "WIFI_TIMEOUT_MS", 20000)
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    if wlan.isconnected():
+        return True
+    wlan.connect(ssid, getattr(secrets, "WIFI_PASSWORD", ""))
+    start = time.ticks_ms()
+    while not wlan.isconnected():
+        status = wlan.status()
+        if status in _fatal_statuses(network):
+            print("precast: WiFi %r: %s" % (ssid, _status_text(network, status)))
+            wlan.disconnect()
+            return False
+        if time.ticks_diff(time.ticks_ms(), start) > timeout_ms:
+            print("precast: WiFi %r: no connection after %d ms (status %s)"
+                  % (ssid, timeout_ms, _status_text(network, status)))  # fmt: skip
+            wlan.disconnect()
+            return False
+        time.sleep_ms(100)
+    print("precast: WiFi %r up, address %s" % (ssid, wlan.ifconfig()[0]))
+    return True
+
+
+# The ports' names for failed connections; rp2 reports negative numbers without names.
+_STATUS_NAMES = (
+    ("STAT_WRONG_PASSWORD", -3, "wrong password"),
+    ("STAT_NO_AP_FOUND", -2, "no access point with that SSID"),
+    ("STAT_CONNECT_FAIL", -1, "connection failed"),
+)
+
+
+def _fatal_statuses(network):
+    return [getattr(network, name, code) for name, code, _ in _STATUS_NAMES]
+
+
+def _status_text(network, status):
+    for name, code, text in _STATUS_NAMES:
+        if status == getattr(network, name, code):
+            return text
+    return str(status)
+
+
+def watchdog(timeout_ms=DEFAULT_WDT_MS):
+    """A started machine.WDT, or None where the port has none (0 turns it off)."""
+    if not timeout_ms:
+        return None
+    try:
+        return machine.WDT(timeout=timeout_ms)
+    except AttributeError:  # no WDT on this port (unix)
+        return None
+
+
+# Looked up once: under heap_lock a failed lookup could not even build its AttributeError.
+try:
+    _lightsleep = machine.lightsleep
+    _deepsleep = machine.deepsleep
+except AttributeError:  # the unix port has neither: an ordinary wait stands in
+    _lightsleep = _deepsleep = None
+
+
+def _sleep(ms, mode):
+    if mode == 1 and _lightsleep is not None:
+        _lightsleep(ms)
+    elif mode == 2 and _deepsleep is not None:
+        _deepsleep(ms)  # does not return: the board boots into main.py
+    else:
+        time.sleep_ms(ms)  # "none", and the unix port's stand-in (deep: go on as if rebooted)
+
+
+class Board:
+    """What app's loop asks of the board: first_seq(), tick() per reading, pace() between."""
+
+    def __init__(self, cfg, store=None, wdt=None):
+        self.sleep_mode = SLEEP_MODES.index(getattr(cfg, "SLEEP", "none"))
+        self.heap_lock = getattr(cfg, "HEAP_LOCK", False)
+        self.wlan = None
+        if getattr(cfg, "WIFI", False):
+            import network
+
+            self.wlan = network.WLAN(network.STA_IF)
+        if store is None and getattr(cfg, "SEQ_FILE", None):
+            store = SeqStore(cfg.SEQ_FILE, getattr(cfg, "SEQ_RESERVE", DEFAULT_RESERVE))
+        self.store = store
+        self.wdt = wdt
+        self._slice = _MAX_WDT_MS if wdt is not None else 0
+
+    def first_seq(self, default=0):
+        """The seq of this boot's first reading: from the store, else `default`."""
+        if self.store is None:
+            return default
+        return self.store.start()
+
+    def tick(self):
+        """Before each send: feed the watchdog and claim the seq from the store."""
+        if self.wdt is not None:
+            self.wdt.feed()
+        if self.store is not None:
+            self.store.take()
+
+    def pause(self, ms):
+        """Wait ms in the configured sleep mode, feeding the watchdog; deep sleep reboots."""
+        if ms <= 0:
+            return
+        if self.sleep_mode == 2 and self.store is not None:
+            self.store.save_rtc()
+        # A watchdog must be fed more often than it bites: sleep in slices it allows.
+        # Deep sleep stops the watchdog with the chip, so it goes in one piece.
+        step = self._slice if self.sleep_mode != 2 else 0
+        while ms > 0:
+            n = ms if not step or ms < step else step
+            _sleep(n, self.sleep_mode)
+            ms -= n
+            if self.wdt is not None:
+                self.wdt.feed()
+        if self.sleep_mode == 1 and self.wlan is not None and not self.wlan.isconnected():
+            self._reconnect()
+
+    def pace(self, deadline, interval_ms):
+        """Pause until `deadline` (ticks_ms); the next deadline. Never bursts to catch up."""
+        now = time.ticks_ms()
+        wait = time.ticks_diff(deadline, now)
+        if wait > 0:
+            self.pause(wait)
+            return time.ticks_add(deadline, interval_ms)
+        return time.ticks_add(now, interval_ms)
+
+    def _reconnect(self):
+        # After a light sleep the access point may have dropped the station; reconnecting
+        # needs the heap, so under heap_lock it is lifted for the moment (rare, not per reading).
+        if self.heap_lock:
+            micropython.heap_unlock()
+        try:
+            wifi_up()
+        finally:
+            if self.heap_lock:
+                micropython.heap_lock()
+
+    def close(self):
+        if self.store is not None:
+            self.store.close()
+
+
+def setup(cfg):
+    """Bring the board up (WiFi, watchdog) and return its Board for the loop."""
+    wifi = getattr(cfg, "WIFI", False)
+    if wifi and not wifi_up():
+        # Without a network there is nothing to send: sleep and try again from boot.
+        print("precast: no network; retrying after %d ms" % getattr(cfg, "INTERVAL_MS", 1000))
+        _sleep(max(1000, getattr(cfg, "INTERVAL_MS", 1000)), 2)
+        machine.reset()
+    return Board(cfg, wdt=watchdog(getattr(cfg, "WATCHDOG_MS", 0)))

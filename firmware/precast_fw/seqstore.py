@@ -1,0 +1,166 @@
+"""The sequence number across deep sleep, resets and power loss: never the same seq twice.
+
+Flash holds a reservation: a number L above every seq sent so far. At
+power-on the store reads L, starts at seq L and writes L + R before the
+first send; sending counts down the R numbers reserved, and the send that
+reaches the limit first writes the next reservation. A power loss at any
+moment restarts from a saved L that no sent seq has reached, so no seq
+repeats, at the cost of skipping up to R numbers (the collector counts
+those as lost readings).
+
+The file holds two slots, written alternately, each "%010d/%010d\\n" (the
+limit twice): a write torn by a power loss leaves its slot unreadable and
+the other slot's older limit, which is still above every seq sent. The
+file is opened once and rewritten in place from a preallocated buffer, so
+a reservation allocates nothing (littlefs, ESP32's and the Pico W's file
+system, commits a file at flush; the unix port's flush is an fsync).
+
+Deep sleep ends in a reboot but keeps the RTC's memory (ESP32): before
+sleeping the store leaves "PCSQ", seq, limit and a check there, and the
+next boot takes the seq from it instead of the flash, so waking costs no
+flash write and skips nothing. The record is cleared as soon as it is read,
+so a later reset cannot replay it.
+"""
+
+import struct
+
+import machine
+
+_SLOT = 22  # "0000001000/0000001000\n"
+_MAGIC = b"PCSQ"
+_RTC_FMT = ">4sIII"  # magic, seq, limit, check
+_RTC_LEN = 16
+DEFAULT_RESERVE = 1000
+
+
+def _rtc():
+    """The RTC whose memory survives deep sleep, or None where the port has none."""
+    try:
+        return machine.RTC()
+    except AttributeError:  # the unix port has no RTC class
+        return None
+
+
+def _check(seq, limit):
+    return (seq ^ limit ^ 0x5EC5EC5E) & 0xFFFFFFFF
+
+
+def parse_slot(b):
+    """The limit in one slot's bytes; -2 for a slot never written, -1 torn or garbage."""
+    if len(b) < _SLOT or b[0] == 0x0A:
+        return -2
+    if b[10] != 0x2F or b[21] != 0x0A:
+        return -1
+    a = 0
+    for i in range(10):
+        c = b[i]
+        if c < 0x30 or c > 0x39 or c != b[11 + i]:
+            return -1
+        a = a * 10 + c - 0x30
+    return a
+
+
+class SeqStore:
+    """start() gives the first seq; take() before each send; save_rtc() before deep sleep."""
+
+    def __init__(self, path="precast_seq", reserve=DEFAULT_RESERVE, rtc=None):
+        # rtc: an object with memory() / memory(buf); None asks machine for the RTC.
+        self.path = path
+        self.reserve = reserve
+        self.rtc = _rtc() if rtc is None else rtc
+        self.limit = 0
+        self.left = 0
+        self.resumed = False  # True when start() took the seq from RTC memory
+        self._file = None
+        self._slot = 0
+        self._buf = bytearray(b"0000000000/0000000000\n")
+        self._rec = bytearray(_RTC_LEN)
+
+    def start(self):
+        """The seq of the first reading after this boot."""
+        slots = self._read_file()
+        self._slot = 0 if slots[0] <= slots[1] else 1  # overwrite the older slot first
+        best = max(slots)
+        if self._resume(best):
+            return self.limit - self.left
+        if best < 0:
+            # No limit in either slot: a device's first boot, or both slots lost (say so).
+            if -1 in slots:
+                print("precast: seq file %s unreadable; starting seq at 0" % self.path)
+            best = 0
+        self.limit = best
+        self.left = 0  # the first take() reserves [best, best + R)
+        return best
+
+    def take(self):
+        """Claim the next seq for a send; writes a new reservation once every R calls."""
+        if self.left <= 0:
+            self._reserve(self.limit + self.reserve)
+            self.left = self.reserve
+        self.left -= 1
+
+    @property
+    def next_seq(self):
+        """The seq the next take() hands out."""
+        return self.limit - self.left
+
+    def save_rtc(self):
+        """Leave next_seq in RTC memory for the boot after a deep sleep (False: no RTC)."""
+        if self.rtc is None:
+            return False
+        seq = self.limit - self.left
+        struct.pack_into(_RTC_FMT, self._rec, 0, _MAGIC, seq, self.limit, _check(seq, self.limit))
+        self.rtc.memory(self._rec)
+        return True
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _resume(self, flash_limit):
+        if self.rtc is None:
+            return False
+        rec = self.rtc.memory()
+        if len(rec) < _RTC_LEN:
+            return False
+        self.rtc.memory(b"")  # read once: a later reset must not replay this record
+        magic, seq, limit, check = struct.unpack_from(_RTC_FMT, rec, 0)
+        # The flash always holds the current limit: a record that disagrees is stale.
+        if magic != _MAGIC or check != _check(seq, limit) or limit != flash_limit:
+            return False
+        if seq > limit:
+            return False
+        self.resumed = True
+        self.limit = limit
+        self.left = limit - seq
+        return True
+
+    def _read_file(self):
+        """Both slots' limits (see parse_slot), leaving the file open for writes."""
+        try:
+            f = open(self.path, "r+b")
+        except OSError:  # no file yet: the device's first boot
+            f = open(self.path, "w+b")
+            f.write(b"\n" * (2 * _SLOT))
+            f.flush()
+            self._file = f
+            return [-2, -2]
+        self._file = f
+        data = f.read(2 * _SLOT)
+        return [parse_slot(data[:_SLOT]), parse_slot(data[_SLOT:])]
+
+    def _reserve(self, limit):
+        b = self._buf
+        n = limit
+        for i in range(9, -1, -1):
+            d = 0x30 + n % 10
+            b[i] = d
+            b[11 + i] = d
+            n //= 10
+        f = self._file
+        f.seek(self._slot * _SLOT)
+        f.write(b)
+        f.flush()
+        self._slot ^= 1
+        self.limit = limit

@@ -289,6 +289,7 @@ class Collector:
         self.stored = 0
         self._saved_counters: dict[str, int] = {}
         self.error: BaseException | None = None
+        self._reported_drops = 0
 
     # -- setup
 
@@ -436,32 +437,35 @@ class Collector:
         poller.register(sock, select.POLLIN)
         backlog = self.backlog
         next_check = 0.0
-        reported_drops = 0
         while not self.stopping.is_set():
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + 1.0
-                kd = kernel_drops(sock)
-                if kd is not None:
-                    self.kernel_drops = kd
-                drops = self.kernel_drops + backlog.dropped
-                if drops > reported_drops:
-                    log.warning("dropped datagrams: %d by the kernel (receive buffer full), "
-                                "%d by the queue (storing too slow)",
-                                self.kernel_drops, backlog.dropped)  # fmt: skip
-                    reported_drops = drops
+                self._check_drops()
             if not poller.poll(200):
                 continue
-            self._drain(recv, backlog)
-        # Stopping: what is already in the socket buffer was received, so store it too.
-        self._drain(recv, backlog)
-        kd = kernel_drops(sock)
+            self._drain(recv, backlog, 16)
+        # Stopping: what is already in the socket buffer was received, so store it too (a
+        # sender still going would keep it full: take at most what an 8 MiB buffer holds).
+        self._drain(recv, backlog, 64)
+        self._check_drops()
+
+    def _check_drops(self) -> None:
+        """Read the kernel's drop count; log a warning when any drop count grew."""
+        kd = kernel_drops(self.sock)
         if kd is not None:
             self.kernel_drops = kd
+        drops = self.kernel_drops + self.backlog.dropped
+        if drops > self._reported_drops:
+            log.warning("dropped datagrams: %d by the kernel (receive buffer full), "
+                        "%d by the queue (storing too slow)",
+                        self.kernel_drops, self.backlog.dropped)  # fmt: skip
+            self._reported_drops = drops
 
     @staticmethod
-    def _drain(recv: Callable[[int], tuple[bytes, Any]], backlog: Backlog) -> None:
-        while True:
+    def _drain(recv: Callable[[int], tuple[bytes, Any]], backlog: Backlog, batches: int) -> None:
+        """Read until EAGAIN, or `batches` full batches; queue them."""
+        for _ in range(batches):
             batch: list[tuple[bytes, Any]] = []
             append = batch.append
             try:

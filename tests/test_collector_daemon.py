@@ -1,0 +1,206 @@
+"""The collector as a daemon: signals, reload, metrics, drops accounted, stale devices, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import sqlite3
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from collector_harness import (
+    KEY,
+    TEMPLATES,
+    Collector,
+    by_device,
+    payload,
+    run_precast,
+    stats,
+    wait_for,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def minimal(device: int, seq: int) -> bytes:
+    return payload("minimal", {"value": seq % 65536}, device, seq)
+
+
+def count_rows(db: Path, template: int = 2) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute(f"SELECT count(*) FROM readings_{template}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_sigterm_in_a_burst_loses_nothing_decoded(tmp_path: Path) -> None:
+    """SIGTERM while readings pour in: every JSON line is a stored row and the reverse."""
+    jsonl = tmp_path / "out.jsonl"
+    col = Collector(tmp_path, "--jsonl", str(jsonl))
+    frames = [minimal(1 + i % 8, i // 8) for i in range(60_000)]
+    stop = threading.Event()
+
+    def blast() -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for f in frames:
+            if stop.is_set():
+                break
+            try:
+                s.sendto(f, ("127.0.0.1", col.port))
+            except OSError:
+                pass
+        s.close()
+
+    t = threading.Thread(target=blast)
+    t.start()
+    try:
+        wait_for(lambda: jsonl.exists() and jsonl.stat().st_size > 50_000, 20, "readings")
+        col.signal(signal.SIGTERM)
+        rc = col.proc.wait(30)
+    finally:
+        stop.set()
+        t.join()
+        col.kill()
+    assert rc == 0, col.stderr()
+    lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    conn = sqlite3.connect(col.db)
+    db = conn.execute("SELECT device, seq, value FROM readings_2").fetchall()
+    conn.close()
+    assert len(lines) > 1000
+    assert sorted((x["device"], x["seq"], x["fields"]["value"]) for x in lines) == sorted(db)
+    doc = stats(col.db)
+    assert sum(d["received"] for d in doc["devices"]) == len(db)
+    assert "SIGTERM" in col.stderr()
+
+
+def test_queue_full_is_counted_never_silent(tmp_path: Path) -> None:
+    """A queue of one datagram overflows; stored + dropped == sent, exactly."""
+    col = Collector(tmp_path, "--queue", "1")
+    try:
+        sent = col.send(minimal(9, i) for i in range(20_000))
+    finally:
+        assert col.stop() == 0
+    doc = stats(col.db)
+    stored = sum(d["received"] for d in doc["devices"])
+    assert stored == count_rows(col.db)
+    assert doc["drops"]["queue"] > 0
+    assert stored + doc["drops"]["queue"] + doc["drops"]["kernel"] == sent
+    assert "by the queue" in col.stderr()
+
+
+def test_sighup_reloads_templates_and_keys(tmp_path: Path) -> None:
+    tdir = tmp_path / "templates"
+    tdir.mkdir()
+    shutil.copy(TEMPLATES / "env-node.toml", tdir)
+    keys = tmp_path / "keys"
+    keys.write_text("")
+    col = Collector(tmp_path, "--keys", str(keys), templates=tdir)
+    meter = payload("power-meter", {"energy": 1, "power": 2.5, "voltage": 230, "power_factor": 1},
+                    44, 1, KEY)  # fmt: skip
+    try:
+        col.send([minimal(5, 1), meter])
+        wait_for(lambda: stats(col.db)["rejected"].get("unknown-template") == 2, 10, "rejects")
+        shutil.copy(TEMPLATES / "minimal.toml", tdir)
+        shutil.copy(TEMPLATES / "power-meter.toml", tdir)
+        col.signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded" in col.stderr(), 10, "reload")
+        col.send([minimal(5, 2), meter])
+        wait_for(lambda: stats(col.db)["rejected"].get("no-key") == 1, 10, "no-key")
+        keys.write_text(f"44 {KEY.hex()}\n")
+        col.signal(signal.SIGHUP)
+        wait_for(lambda: col.stderr().count("reloaded") == 2, 10, "second reload")
+        col.send([meter])
+        # A broken template on reload keeps the ones in use.
+        (tdir / "broken.toml").write_text("id = 'x'\n")
+        col.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in col.stderr(), 10, "failed reload")
+        col.send([minimal(5, 3)])
+    finally:
+        assert col.stop() == 0
+    devs = by_device(stats(col.db))
+    assert devs[5]["received"] == 2 and devs[5]["last_seq"] == 3
+    assert devs[44]["received"] == 1
+    assert count_rows(col.db, 3) == 1
+
+
+def test_metrics_served_as_prometheus_text(tmp_path: Path) -> None:
+    col = Collector(tmp_path, "--metrics", "127.0.0.1:0")
+    try:
+        good = [minimal(3, s) for s in (0, 1, 2, 6)]
+        bad = bytearray(minimal(3, 7))
+        bad[12] ^= 1
+        col.send([*good, bytes(bad), b"x"])
+        wait_for(lambda: stats(col.db)["rejected"].get("short") == 1, 10, "stored")
+        url = f"http://{col.info['metrics']}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+    finally:
+        assert col.stop() == 0
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+    assert samples[("precast_rejected_total", (("reason", "crc"),))] == 1
+    assert samples[("precast_rejected_total", (("reason", "short"),))] == 1
+    assert samples[("precast_device_received_total", (("device", "3"),))] == 4
+    assert samples[("precast_device_lost", (("device", "3"),))] == 3
+    assert samples[("precast_device_bad_total", (("device", "3"),))] == 1
+    assert samples[("precast_dropped_total", (("where", "kernel"),))] == 0
+
+
+def test_stale_device_and_the_table(tmp_path: Path) -> None:
+    """A device silent for more than a few of its usual intervals is stale; the table says so."""
+    col = Collector(tmp_path)
+    try:
+        for s in range(10):  # every 10 ms
+            col.send([minimal(1, s)])
+            time.sleep(0.01)
+        col.send([minimal(2, 0)])
+        time.sleep(1.0)
+        col.send([minimal(2, 1)])  # device 2: one reading a second
+        wait_for(lambda: by_device(stats(col.db)).get(2, {}).get("received") == 2, 10, "dev 2")
+        time.sleep(0.2)
+        doc = stats(col.db)
+        table = run_precast("stats", "--db", str(col.db))
+    finally:
+        assert col.stop() == 0
+    devs = by_device(doc)
+    assert devs[1]["stale"] is True and devs[2]["stale"] is False
+    assert 0.005 < devs[1]["interval_s"] < 0.1
+    assert 0.5 < devs[2]["interval_s"] < 2
+    assert table.returncode == 0
+    lines = table.stdout.splitlines()
+    row1 = next(x for x in lines if x.strip("│┃ ").startswith("1 "))
+    row2 = next(x for x in lines if x.strip("│┃ ").startswith("2 "))
+    assert "stale" in row1 and "stale" not in row2 and "minimal" in row1
+
+
+def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("7 not-hex\n")
+    cases = [
+        ["collect", "--keys", str(keys), "--db", str(tmp_path / "a.db")],
+        ["collect", "--listen", "nowhere", "--db", str(tmp_path / "a.db")],
+        ["collect", "--templates", str(tmp_path / "none"), "--db", str(tmp_path / "a.db")],
+        ["stats", "--db", str(tmp_path / "missing.db")],
+    ]
+    for args in cases:
+        r = run_precast(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.startswith("precast: error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "keys:1" in run_precast(*cases[0]).stderr
+
+
+def test_port_in_use_is_an_error(tmp_path: Path) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    try:
+        r = run_precast("collect", "--listen", f"127.0.0.1:{s.getsockname()[1]}",
+                        "--templates", str(TEMPLATES), "--db", str(tmp_path / "a.db"))  # fmt: skip
+    finally:
+        s.close()
+    assert r.returncode == 2 and "in use" in r.stderr

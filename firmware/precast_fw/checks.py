@@ -9,7 +9,7 @@ payload [0, 8)) plus the sum of payload [8, P); a computed 0 goes out as
 0xFFFF (RFC 768). Frame offsets are PROTOCOL.md's: payload at 42, seq at
 50, UDP checksum at 40.
 
-The plain functions here allocate nothing; the viper ones in checks_viper
+The plain functions here allocate nothing; the viper ones in `viper`
 replace them where the port has a native emitter (about 10x faster).
 """
 
@@ -91,8 +91,9 @@ def copy_into(dst, src, n):
 
 
 PLAIN = (crc16_seal, udp_seal, xor_into, copy_into)
+fill = None  # the plain way to write the fields is the template's own pack()
 try:
-    from .checks_viper import copy_into, crc16_seal, udp_seal, xor_into
+    from .viper import copy_into, crc16_seal, fill, udp_seal, xor_into  # noqa: F401
 
     VIPER = True
 except (ImportError, SyntaxError, ValueError):  # no viper on this port, or .mpy of another arch

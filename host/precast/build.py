@@ -37,7 +37,7 @@ CHECK_KINDS = {"crc16": 0, "cmac4": 1, "cmac8": 1}
 PACK_CHUNK = 16
 # The simulated sensor keeps raw values inside a 32-bit port's small ints.
 SIM_LIMIT = 2**29
-VIPER_MODULE = "checks_viper.py"
+VIPER_MODULE = "viper.py"
 
 
 def _collector(text: str) -> tuple[str, int | None]:
@@ -184,6 +184,7 @@ def template_source(lay: Layout, device: int) -> str:
         f"FIELD_COUNT = const({len(lay.fields)})",
         f"FIELD_NAMES = {tuple(s.name for s in lay.fields)!r}",
         f"FIELD_OFFSETS = {tuple(s.offset for s in lay.fields)!r}",
+        f"FIELD_SIZES = {tuple(s.field.size for s in lay.fields)!r}",
         f"INTEGER = {integer!r}  # no f32 field: a reading allocates nothing",
         f"DST_IP = {n.dst_ip!r}",
         f"DST_PORT = const({n.dst_port})",

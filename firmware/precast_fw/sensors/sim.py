@@ -3,7 +3,9 @@
 Each field walks from the middle of its range by a drift of a few raw
 units per reading, turning at the edges, with noise on top. The random
 source is a 16-bit xorshift (every intermediate fits a 32-bit port's
-small int), so a seed gives the same readings on every port.
+small int), so a seed gives the same readings on every port. Functions
+stay small: a bytecode function whose locals and stack pass 11 slots
+takes its frame from the heap on each call.
 """
 
 
@@ -28,18 +30,21 @@ class Sensor:
         self._x = x
         return x
 
+    def _walk(self, i):
+        v = self._v[i] + self._drift[i]
+        if v < self._lo[i] or v > self._hi[i]:
+            self._drift[i] = -self._drift[i]
+            v = self._v[i] + self._drift[i]
+        self._v[i] = v
+        return v
+
+    def _noisy(self, i, v):
+        a = self._noise[i]
+        v += self._next() % (2 * a + 1) - a
+        return max(self._lo[i], min(self._hi[i], v))
+
     def read(self, values):
         i = 0
-        n = self._n
-        while i < n:
-            lo = self._lo[i]
-            hi = self._hi[i]
-            v = self._v[i] + self._drift[i]
-            if v < lo or v > hi:
-                self._drift[i] = -self._drift[i]
-                v = self._v[i] + self._drift[i]
-            self._v[i] = v
-            a = self._noise[i]
-            v += self._next() % (2 * a + 1) - a
-            values[i] = lo if v < lo else hi if v > hi else v
+        while i < self._n:
+            values[i] = self._noisy(i, self._walk(i))
             i += 1

@@ -1,15 +1,49 @@
-"""The per-reading checks as viper code: CRC-16/CCITT-FALSE and the UDP checksum.
+"""The per-reading hot path as viper code: the fields, CRC-16/CCITT-FALSE, the UDP checksum.
 
-Imported by `checks` where the port has a native emitter; the plain
-versions there compute the same. Offsets are PROTOCOL.md's and the same
-for every template: payload at frame byte 42, seq at 50, UDP checksum at 40.
-Viper takes at most four arguments, so the CRC table is a module global.
+Imported where the port has a native emitter; `checks` holds plain
+versions that compute the same, and the generated `tpl.pack` (one
+struct.pack_into) is the plain way to write the fields. Viper keeps its
+locals on the C stack: a bytecode function with a deep stack (a
+pack_into call with many arguments) gets its frame from the heap on every
+call unless the heap is locked, which mem_total counts. Offsets are
+PROTOCOL.md's, the same for every template: payload at frame byte 42, seq
+at 50, fields at 54, UDP checksum at 40. Viper takes at most four
+arguments, so the CRC table is a module global.
 """
 # ruff: noqa: F821  (ptr8, ptr16 and uint are viper's built-in types)
 
 import micropython
 
 from .checks import CRC_TABLE
+
+
+@micropython.viper
+def fill(frame: ptr8, values, sizes: ptr8, lo: int):
+    """Write seq's low half at 52 and values[i] (big-endian, sizes[1 + i] bytes) from 54 on.
+
+    sizes[0] is the field count. Two's complement makes signed and unsigned
+    the same bytes; a u32 above 2**31 arrives truncated to the machine word.
+    """
+    frame[52] = lo >> 8
+    frame[53] = lo
+    n = sizes[0]
+    i = 0
+    p = 54
+    while i < n:
+        v = int(values[i])
+        size = sizes[i + 1]
+        if size == 1:
+            frame[p] = v
+        elif size == 2:
+            frame[p] = v >> 8
+            frame[p + 1] = v
+        else:
+            frame[p] = v >> 24
+            frame[p + 1] = v >> 16
+            frame[p + 2] = v >> 8
+            frame[p + 3] = v
+        p += size
+        i += 1
 
 
 @micropython.viper

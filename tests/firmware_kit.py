@@ -1,0 +1,151 @@
+"""Helpers for the firmware tests: build a bundle, run it on the MicroPython unix port, sink it.
+
+Every firmware test runs the real unix port (`.venv/bin/micropython`) on a
+bundle written by `precast build`'s own code (build_bundle), with options
+parsed by the same argparse set the CLI uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import BIN, VethPair, netns_available
+from precast.build import add_build_arguments, build_bundle
+
+MICROPYTHON = BIN / "micropython"
+COUNTS = re.compile(r"precast: readings (\d+) sent (\d+) failed (\d+) dropped (\d+) reopened (\d+)")
+
+
+def micropython() -> str:
+    """The unix port's binary, or a skip saying how to get it."""
+    if not MICROPYTHON.exists():
+        pytest.skip("needs the MicroPython unix port (.venv/bin/micropython, `make venv`)")
+    return str(MICROPYTHON)
+
+
+def build(out: Path, template: Path | str, *args: str) -> list[Path]:
+    """`precast build TEMPLATE --out OUT ARGS...` through build_bundle; the files written."""
+    p = argparse.ArgumentParser()
+    add_build_arguments(p)
+    opts = p.parse_args([str(template), "--out", str(out), *args])
+    return build_bundle(opts)
+
+
+def run_mp(
+    bundle: Path, script: str | None = None, *, netns: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`cd bundle && micropython main.py` (or a test script written into the bundle)."""
+    target = "main.py"
+    if script is not None:
+        target = "test_script.py"
+        (bundle / target).write_text(script)
+    cmd = [micropython(), target]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"}
+    return subprocess.run(
+        cmd, cwd=bundle, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def counts(stdout: str) -> dict[str, int]:
+    """The counts line main.py prints at the end."""
+    m = COUNTS.search(stdout)
+    assert m, f"no counts line in {stdout!r}"
+    keys = ("readings", "sent", "failed", "dropped", "reopened")
+    return dict(zip(keys, map(int, m.groups()), strict=True))
+
+
+class UdpSink:
+    """A UDP socket on loopback with a receive buffer big enough for a burst (root forces it)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+    @property
+    def collector(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def drain(self, quiet: float = 0.3) -> list[bytes]:
+        """Every datagram waiting, until none comes for `quiet` seconds."""
+        out = []
+        self.sock.settimeout(quiet)
+        try:
+            while True:
+                out.append(self.sock.recv(2048))
+        except TimeoutError:
+            pass
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+RECEIVER = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+print("ready", flush=True)
+got = []
+s.settimeout(float(sys.argv[2]))
+try:
+    while True:
+        got.append(s.recv(2048).hex())
+        s.settimeout(0.5)
+except socket.timeout:
+    pass
+print(json.dumps(got), flush=True)
+"""
+
+
+class NsReceiver:
+    """A UDP socket in a namespace: the kernel there checks every frame's IPv4/UDP checksums."""
+
+    def __init__(self, veth: VethPair, port: int, first_timeout: float = 20) -> None:
+        self.proc = subprocess.Popen(
+            veth.exec(sys.executable, "-c", RECEIVER, str(port), str(first_timeout)),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        assert line == "ready", line
+
+    def result(self, timeout: float = 30) -> list[bytes]:
+        out, _ = self.proc.communicate(timeout=timeout)
+        return [bytes.fromhex(h) for h in json.loads(out)]
+
+
+def make_veth() -> VethPair:
+    why = netns_available()
+    if why:
+        pytest.skip(why)
+    return VethPair("pcf")
+
+
+def template_for(veth: VethPair, source: Path, out: Path) -> Path:
+    """A copy of a template addressed to the namespace's end of the veth pair."""
+    text = source.read_text()
+    net = f'dst_mac = "{veth.inner_mac}"\ndst_ip = "{veth.inner_ip}"\n'
+    if "[network]" in text:
+        text = re.sub(r"(?m)^(dst_mac|dst_ip)\s*=.*\n", "", text)
+        text = text.replace("[network]\n", "[network]\n" + net, 1)
+    else:
+        text = text.replace("[[field]]", "[network]\n" + net + "\n[[field]]", 1)
+    out.write_text(text)
+    return out

@@ -1,0 +1,139 @@
+"""Byte for byte: the frames the firmware builds on MicroPython are the host codec's.
+
+For every shipped template and for temporary ones covering each check kind
+(crc16, cmac4, cmac8), every integer type, odd lengths, CMAC messages of
+one short block, one complete block and several blocks, and more fields
+than one pack_into call takes, seeded random readings (with each type's
+extremes and seqs across the 16- and 32-bit wraps) are patched on the unix
+port, through the viper checks and through the plain fallback, and
+compared with `codec.encode_raw`. scapy recomputes the IPv4 and UDP
+checksums of the firmware's frames as a second judge.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+from pathlib import Path
+
+import pytest
+from conftest import KEY_HEX, TEMPLATES
+from firmware_kit import build, run_mp
+from precast.cli import load_layouts
+from precast.codec import encode_raw
+from precast.layout import Layout
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
+KEY = bytes.fromhex(KEY_HEX)
+DEVICE = 0xDEADBEEF
+CASES = 200
+
+SCRIPT = r"""
+import json, binascii
+import precast_template as tpl
+from precast_fw import sender, cmac, checks
+if PLAIN:
+    crc16_seal, udp_seal, xor_into, copy_into = checks.PLAIN
+    sender.crc16_seal = crc16_seal
+    sender.udp_seal = udp_seal
+    sender.fill = None
+    sender.copy_into = copy_into
+    cmac.xor_into = xor_into
+    cmac.copy_into = copy_into
+with open("cases.json") as f:
+    cases = json.load(f)
+s = sender.Sender(tpl, KEY)
+v = [0] * tpl.FIELD_COUNT
+print("viper", checks.VIPER and not PLAIN)
+for seq, raws in cases:
+    s.seq = seq
+    i = 0
+    for r in raws:
+        v[i] = r
+        i += 1
+    s.patch(v)
+    print(binascii.hexlify(s.frame).decode(), s.seq)
+"""
+
+INT_TYPES = ["u8", "i8", "u16", "i16", "u32", "i32"]
+
+
+def _template(path: Path, tid: int, check: str, types: list[str]) -> Path:
+    fields = "".join(f'\n[[field]]\nname = "f{i}"\ntype = "{t}"\n' for i, t in enumerate(types))
+    path.write_text(f'id = {tid}\nname = "t{tid}"\ncheck = "{check}"\n{fields}')
+    return path
+
+
+def _extra_templates(tmp: Path) -> list[Path]:
+    wide = [INT_TYPES[i % 6] for i in range(20)]  # 20 fields: two pack_into calls, odd length
+    out = []
+    for tid, check in ((101, "crc16"), (102, "cmac4"), (103, "cmac8")):
+        out.append(_template(tmp / f"wide-{check}.toml", tid, check, wide))
+    # CMAC message lengths: 13 (one short block), 16 (one complete block), 32 (two complete)
+    out.append(_template(tmp / "short.toml", 110, "cmac4", ["u8"]))
+    out.append(_template(tmp / "block.toml", 111, "cmac8", ["u32"]))
+    out.append(_template(tmp / "blocks.toml", 112, "cmac4", ["i32"] * 5))
+    out.append(_template(tmp / "u8crc.toml", 113, "crc16", ["u8"]))
+    return out
+
+
+def _raw(rng: random.Random, typ: str) -> int | float:
+    if typ == "f32":
+        return struct.unpack(">f", struct.pack(">f", rng.uniform(-1e6, 1e6)))[0]
+    from precast.template import TYPES
+
+    lo, hi = TYPES[typ][2], TYPES[typ][3]
+    assert lo is not None and hi is not None
+    return rng.choice([lo, hi, 0, rng.randint(lo, hi), rng.randint(lo, hi)])
+
+
+def _cases(lay: Layout, seed: int) -> list[tuple[int, list[int | float]]]:
+    rng = random.Random(seed)
+    seqs = [0, 0xFFFF, 0x10000, 0xFFFFFFFF, 0x3FFFFFFF, 0x40000000]
+    seqs += [rng.randrange(1 << 32) for _ in range(CASES - len(seqs))]
+    return [(seq, [_raw(rng, s.field.type) for s in lay.fields]) for seq in seqs]
+
+
+def _check_frames(lay: Layout, cases: list[tuple[int, list[int | float]]], out: str) -> None:
+    lines = out.split("\n")
+    assert len(lines) == len(cases) + 1
+    for (seq, raws), line in zip(cases, lines[1:], strict=True):
+        hexframe, next_seq = line.split()
+        want = encode_raw(lay, raws, DEVICE, seq, KEY)
+        assert bytes.fromhex(hexframe) == want, (seq, raws)
+        assert int(next_seq) == (seq + 1) & 0xFFFFFFFF
+
+
+def _scapy_agrees(frame: bytes) -> None:
+    p = Ether(frame)
+    ip_sum, udp_sum = p[IP].chksum, p[UDP].chksum
+    del p[IP].chksum
+    del p[UDP].chksum
+    q = Ether(bytes(p))
+    assert (q[IP].chksum, q[UDP].chksum) == (ip_sum, udp_sum)
+
+
+def _templates(tmp: Path) -> list[Path]:
+    return sorted(TEMPLATES.glob("*.toml")) + _extra_templates(tmp)
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["viper", "plain"])
+def test_firmware_frames_equal_host_encode(tmp_path: Path, plain: bool) -> None:
+    paths = _templates(tmp_path)
+    checks_seen = set()
+    for n, path in enumerate(paths):
+        lay = load_layouts([path])[0]
+        checks_seen.add(lay.template.check)
+        out = tmp_path / f"b{n}"
+        build(out, path, "--device", str(DEVICE), "--key", KEY_HEX)
+        cases = _cases(lay, seed=n)
+        (out / "cases.json").write_text(json.dumps(cases))
+        script = f"PLAIN = {plain}\nKEY = {KEY!r}\n" + SCRIPT
+        r = run_mp(out, script)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"viper {not plain}"), r.stdout[:40]
+        _check_frames(lay, cases, r.stdout.strip())
+        _scapy_agrees(bytes.fromhex(r.stdout.split("\n")[1].split()[0]))
+    assert checks_seen == {"crc16", "cmac4", "cmac8"}

@@ -27,6 +27,8 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy
+	$(BIN)/python tools/fw_typeshed.py build/fw-typeshed
+	$(BIN)/mypy --config-file firmware/mypy.ini
 
 test: venv sysdeps lint typecheck
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

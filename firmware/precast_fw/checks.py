@@ -93,7 +93,8 @@ def copy_into(dst, src, n):
 PLAIN = (crc16_seal, udp_seal, xor_into, copy_into)
 fill = None  # the plain way to write the fields is the template's own pack()
 try:
-    from .viper import copy_into, crc16_seal, fill, udp_seal, xor_into  # noqa: F401
+    # mypy (firmware/mypy.ini): fill's first binding above is None, the plain ports' value
+    from .viper import copy_into, crc16_seal, fill, udp_seal, xor_into  # type: ignore[assignment]  # noqa: F401
 
     VIPER = True
 except (ImportError, SyntaxError, ValueError):  # no viper on this port, or .mpy of another arch

@@ -71,7 +71,7 @@ class Sender:
         else:
             if lo == 0:
                 self._put_hi()
-            fill(frame, values, self._sizes, lo)
+            fill(frame, values, self._sizes, lo)  # type: ignore[misc]  # not None: _sizes is set
         if self._cmac is None:
             crc16_seal(frame, self._check_off, self._crc_init, self._partial)
         else:

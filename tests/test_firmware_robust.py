@@ -1,0 +1,116 @@
+"""Injected send failures do not stop the loop, and the counts say what happened.
+
+The real UDP transport to a loopback socket, wrapped (in the test script,
+on the unix port) so that chosen sends raise OSError(ENOBUFS), or with its
+socket closed under it mid-run. Robust retries with backoff, reopens the
+closed socket, gives a reading up only after every retry failed, and the
+counts line reports it; what arrives is exactly what the counts say.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import TEMPLATES
+from firmware_kit import UdpSink, build, counts, run_mp
+from precast.cli import load_layouts
+from precast.codec import Codec, Reading
+
+N = 200
+
+FLAKY = r"""
+import errno
+import precast_config as cfg, precast_template as tpl
+from precast_fw import app
+from precast_fw.transport_udp import Transport
+
+class Flaky:
+    # Fails the send attempts whose number is in FAIL (counting from 0).
+    def __init__(self, inner):
+        self.inner = inner
+        self.attempt = 0
+        self.FRAME = inner.FRAME
+    def send(self, mv):
+        a = self.attempt
+        self.attempt += 1
+        if a in FAIL:
+            raise OSError(errno.ENOBUFS)
+        self.inner.send(mv)
+    def reopen(self):
+        self.inner.reopen()
+    def close(self):
+        self.inner.close()
+
+print(app.run(tpl, cfg, transport=Flaky(Transport(tpl, cfg))))
+"""
+
+CLOSER = r"""
+import precast_config as cfg, precast_template as tpl
+from precast_fw import app
+from precast_fw.sensors.sim import Sensor
+from precast_fw.transport_udp import Transport
+
+transport = Transport(tpl, cfg)
+sim = Sensor(tpl, cfg)
+
+class Closing:
+    # Closes the transport's socket under it before reading number CLOSE_AT.
+    def __init__(self):
+        self.n = 0
+    def read(self, values):
+        if self.n == CLOSE_AT:
+            transport.sock.close()
+        self.n += 1
+        sim.read(values)
+
+print(app.run(tpl, cfg, transport=transport, sensor=Closing()))
+"""
+
+
+def _run(tmp_path: Path, script: str, *extra: str) -> tuple[dict[str, int], list[Reading]]:
+    sink = UdpSink()
+    try:
+        template = TEMPLATES / "env-node.toml"
+        build(tmp_path / "b", template, "--device", "3", "--collector", sink.collector,
+              "--count", str(N), "--interval-ms", "0", *extra)  # fmt: skip
+        r = run_mp(tmp_path / "b", script)
+        assert r.returncode == 0, r.stdout + r.stderr
+        got = sink.drain()
+    finally:
+        sink.close()
+    codec = Codec(load_layouts([template]))
+    readings = [codec.decode(g) for g in got]
+    assert all(isinstance(x, Reading) for x in readings)
+    return counts(r.stdout), [x for x in readings if isinstance(x, Reading)]
+
+
+def test_firmware_enobufs_is_retried(tmp_path: Path) -> None:
+    # 20 single failures: each retried once with success
+    fail = set(range(10, 210, 10))
+    c, got = _run(tmp_path, f"FAIL = {fail!r}\n" + FLAKY)
+    assert c == {"readings": N, "sent": N, "failed": 20, "dropped": 0, "reopened": 0}
+    assert [r.seq for r in got] == list(range(N))
+
+
+def test_firmware_enobufs_past_the_retries_drops_one_reading(tmp_path: Path) -> None:
+    # attempts 50..53 fail: reading 50's first try and its 3 retries, so it is dropped
+    c, got = _run(tmp_path, "FAIL = {50, 51, 52, 53}\n" + FLAKY)
+    assert c["readings"] == N
+    assert c["failed"] == 4
+    assert c["dropped"] == 1
+    assert c["sent"] == N - 1
+    assert c["reopened"] == 1  # retries used up: the transport is reopened
+    assert [r.seq for r in got] == [s for s in range(N) if s != 50]
+
+
+@pytest.mark.parametrize("lock", [False, True], ids=["unlocked", "heap-locked"])
+def test_firmware_closed_socket_is_reopened(tmp_path: Path, lock: bool) -> None:
+    extra = ("--heap-lock",) if lock else ()
+    c, got = _run(tmp_path, "CLOSE_AT = 100\n" + CLOSER, *extra)
+    assert c["readings"] == N
+    assert c["failed"] >= 1
+    assert c["reopened"] >= 1
+    assert c["dropped"] == 0
+    assert c["sent"] == N
+    assert [r.seq for r in got] == list(range(N))

@@ -38,12 +38,19 @@ def open_transport(name, tpl, cfg):
 
 
 def open_sensor(name, tpl, cfg):
-    """The sensor driver named `name`: precast_fw.sensors.<name>."""
+    """The sensor driver named `name`: precast_fw.sensors.<name>; "a,b" reads a then b."""
+    if "," in name:
+        from .sensors.group import Group
+
+        return Group([open_sensor(n, tpl, cfg) for n in name.split(",")])
     return _module("precast_fw.sensors", name).Sensor(tpl, cfg)
 
 
 def setup_board(cfg):
-    """Bring the board up before the first reading (nothing to do on the unix port)."""
+    """Bring the board up (WiFi, watchdog, seq store, sleep mode): a board.Board."""
+    from .board import setup
+
+    return setup(cfg)
 
 
 def first_seq(cfg):
@@ -85,14 +92,14 @@ class Counts:
 
 def run(tpl, cfg, transport=None, sensor=None):
     """Send cfg.COUNT readings (0: forever); the Counts."""
-    setup_board(cfg)
+    board = setup_board(cfg)
     if transport is None:
         transport = open_transport(getattr(cfg, "TRANSPORT", "udp"), tpl, cfg)
     if sensor is None:
         sensor = open_sensor(getattr(cfg, "SENSOR", "sim"), tpl, cfg)
     link = Robust(transport, getattr(cfg, "RETRIES", 3), getattr(cfg, "BACKOFF_MS", 2))
     sender = Sender(tpl, getattr(cfg, "KEY", None))
-    sender.seq = first_seq(cfg)
+    sender.seq = board.first_seq(first_seq(cfg))  # the seq store's, when it has one
     mv = sender.frame_mv if link.FRAME else sender.payload_mv
     values = [0] * tpl.FIELD_COUNT
     count = getattr(cfg, "COUNT", 0)
@@ -102,6 +109,7 @@ def run(tpl, cfg, transport=None, sensor=None):
     # Warm-up: the first reading outside the lock (first calls may allocate caches).
     sensor.read(values)
     sender.patch(values)
+    board.tick()  # feeds the watchdog, claims the seq from the store
     link.send(mv)
     n = 1
     deadline = time.ticks_add(time.ticks_ms(), interval)
@@ -111,9 +119,10 @@ def run(tpl, cfg, transport=None, sensor=None):
     try:
         while count == 0 or n < count:
             if interval:
-                deadline = pace(deadline, interval)
+                deadline = board.pace(deadline, interval)  # in cfg.SLEEP's way
             sensor.read(values)
             sender.patch(values)
+            board.tick()
             link.send(mv)
             n += 1
     finally:
@@ -121,6 +130,7 @@ def run(tpl, cfg, transport=None, sensor=None):
             link.heap_locked = False
             micropython.heap_unlock()
         link.close()
+        board.close()
     return Counts(n, link)
 
 

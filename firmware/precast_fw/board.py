@@ -32,7 +32,7 @@ DEFAULT_WDT_MS = 30000
 _MAX_WDT_MS = 8000
 
 
-def wifi_up(timeout_ms=None):
+def wifi_up(timeout_ms=None, wdt=None):
     """Connect to the secrets' WiFi (True when up, or when the port has no WiFi)."""
     try:
         import network
@@ -66,6 +66,8 @@ def wifi_up(timeout_ms=None):
                   % (ssid, timeout_ms, _status_text(network, status)))  # fmt: skip
             wlan.disconnect()
             return False
+        if wdt is not None:
+            wdt.feed()
         time.sleep_ms(100)
     print("precast: WiFi %r up, address %s" % (ssid, wlan.ifconfig()[0]))
     return True
@@ -98,6 +100,8 @@ def watchdog(timeout_ms=DEFAULT_WDT_MS):
         return machine.WDT(timeout=timeout_ms)
     except AttributeError:  # no WDT on this port (unix)
         return None
+    except ValueError:  # longer than the port's watchdog can count (rp2: 8388 ms)
+        return machine.WDT(timeout=_MAX_WDT_MS)
 
 
 # Looked up once: under heap_lock a failed lookup could not even build its AttributeError.
@@ -124,10 +128,13 @@ class Board:
         self.sleep_mode = SLEEP_MODES.index(getattr(cfg, "SLEEP", "none"))
         self.heap_lock = getattr(cfg, "HEAP_LOCK", False)
         self.wlan = None
-        if getattr(cfg, "WIFI", False):
-            import network
+        if getattr(cfg, "WIFI", getattr(cfg, "TRANSPORT", "udp") == "udp"):
+            try:
+                import network
 
-            self.wlan = network.WLAN(network.STA_IF)
+                self.wlan = network.WLAN(network.STA_IF)
+            except ImportError:  # the unix port: the host keeps its own network up
+                pass
         if store is None and getattr(cfg, "SEQ_FILE", None):
             store = SeqStore(cfg.SEQ_FILE, getattr(cfg, "SEQ_RESERVE", DEFAULT_RESERVE))
         self.store = store
@@ -180,7 +187,7 @@ class Board:
         if self.heap_lock:
             micropython.heap_unlock()
         try:
-            wifi_up()
+            wifi_up(wdt=self.wdt)
         finally:
             if self.heap_lock:
                 micropython.heap_lock()
@@ -190,9 +197,45 @@ class Board:
             self.store.close()
 
 
+def i2c_bus(cfg):
+    """The I2C bus the config names (I2C_ID, I2C_SCL, I2C_SDA pins)."""
+    try:
+        return machine.I2C(
+            getattr(cfg, "I2C_ID", 0),
+            scl=machine.Pin(getattr(cfg, "I2C_SCL", 22)),
+            sda=machine.Pin(getattr(cfg, "I2C_SDA", 21)),
+            freq=getattr(cfg, "I2C_FREQ", 100000),
+        )
+    except AttributeError:  # the unix port has no I2C controller
+        raise OSError("this port has no machine.I2C: the BME280 needs a board") from None
+
+
+def onewire_bus(cfg):
+    """The 1-Wire bus on pin ONEWIRE_PIN."""
+    try:
+        import onewire
+
+        return onewire.OneWire(machine.Pin(getattr(cfg, "ONEWIRE_PIN", 4)))
+    except (ImportError, AttributeError):  # the unix port has no pins
+        raise OSError("this port has no onewire/machine.Pin: the DS18B20 needs a board") from None
+
+
+def adc(cfg):
+    """The ADC on pin BATTERY_PIN, set to read up to about 3.1 V where the port can."""
+    try:
+        pin = machine.Pin(getattr(cfg, "BATTERY_PIN", 35))
+        try:
+            return machine.ADC(pin, atten=machine.ADC.ATTN_11DB)  # ESP32: 0 dB ends at 1.1 V
+        except (AttributeError, TypeError):  # rp2: one fixed 0..3.3 V range
+            return machine.ADC(pin)
+    except AttributeError:  # the unix port has no ADC
+        raise OSError("this port has no machine.ADC: the battery reading needs a board") from None
+
+
 def setup(cfg):
     """Bring the board up (WiFi, watchdog) and return its Board for the loop."""
-    wifi = getattr(cfg, "WIFI", False)
+    # Only a socket transport needs the network (serial goes over the UART).
+    wifi = getattr(cfg, "WIFI", getattr(cfg, "TRANSPORT", "udp") == "udp")
     if wifi and not wifi_up():
         # Without a network there is nothing to send: sleep and try again from boot.
         print("precast: no network; retrying after %d ms" % getattr(cfg, "INTERVAL_MS", 1000))

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import hardware
 from .checks import crc16, fold, ones_sum
 from .cli import key_arg, pick_layout, uint32
 from .errors import PrecastError, UsageError
@@ -90,6 +91,7 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--march", metavar="ARCH",
                    help="mpy-cross -march for the viper module with --mpy (x64, xtensawin, "
                    "armv6m, ...); without it that module stays source")  # fmt: skip
+    hardware.add_arguments(p)  # --sensor and its pins, --sleep, --watchdog-ms, --seq-*, --secrets
 
 
 def register(subparsers: Any) -> None:
@@ -221,6 +223,7 @@ def config_entries(options: Any, lay: Layout) -> dict[str, Any]:
         "INTERVAL_MS": _opt(options, "interval_ms", DEFAULT_INTERVAL_MS),
         "COUNT": _opt(options, "count", 0),
         "HEAP_LOCK": bool(_opt(options, "heap_lock", False)),
+        **hardware.config_entries(options, lay),  # SENSOR (its final say), SLEEP, SEQ_FILE, ...
         "KEY": bytes(key) if key is not None else None,
     }
 
@@ -293,6 +296,7 @@ def build_bundle(options: Any) -> list[Path]:
         (out / "precast_template.py").write_text(template_source(lay, options.device))
         (out / "precast_config.py").write_text(config_source(config_entries(options, lay)))
         (out / "main.py").write_text(MAIN_SOURCE)
+        hardware.write_secrets(options, out)  # into DIR, never into the listing
     except OSError as e:
         raise PrecastError(f"cannot write {out}: {e}") from None
     if _opt(options, "mpy"):

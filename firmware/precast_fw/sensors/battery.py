@@ -40,3 +40,17 @@ class Battery:
     def read(self, values):
         """Write the battery voltage in mV into values[slot]."""
         values[self.slot] = self.millivolts()
+
+
+class Sensor(Battery):
+    """The battery reading `precast build --sensor battery` set up: pin, divider, slot."""
+
+    def __init__(self, tpl, cfg):
+        from ..board import adc
+
+        Battery.__init__(
+            self,
+            adc(cfg),
+            getattr(cfg, "BATTERY_RATIO_MILLI", 2000),
+            getattr(cfg, "BATTERY_SLOT", 0),
+        )

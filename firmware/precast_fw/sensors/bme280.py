@@ -174,3 +174,17 @@ class BME280:
             v = 419430400
         # v >> 12 is %RH in Q22.10; in hundredths, rounded to nearest
         return ((v >> 12) * 100 + 512) >> 10
+
+
+class Sensor(BME280):
+    """The BME280 that `precast build --sensor bme280` set up: bus, address, template slots."""
+
+    def __init__(self, tpl, cfg):
+        from ..board import i2c_bus
+
+        BME280.__init__(
+            self,
+            i2c_bus(cfg),
+            getattr(cfg, "BME280_ADDR", ADDRESS),
+            getattr(cfg, "BME280_SLOTS", (0, 1, 2)),
+        )

@@ -103,3 +103,17 @@ class DS18B20:
             if t & 0x8000:
                 t -= 0x10000
             values[self.slots[i]] = t if self.raw else centi(t)
+
+
+class Sensor(DS18B20):
+    """The DS18B20s that `precast build --sensor ds18b20` set up: pin, template slots."""
+
+    def __init__(self, tpl, cfg):
+        from ..board import onewire_bus
+
+        DS18B20.__init__(
+            self,
+            onewire_bus(cfg),
+            slots=getattr(cfg, "DS18B20_SLOTS", (0,)),
+            raw=getattr(cfg, "DS18B20_RAW", False),
+        )

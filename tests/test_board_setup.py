@@ -1,0 +1,201 @@
+"""The board layer on the real MicroPython unix port: seq across kills, sleep modes, WiFi, WDT.
+
+main.py runs as built by `precast build` and sends to a UDP socket on
+loopback; the host codec decodes what arrives. WiFi and the watchdog are
+hardware this machine does not have: a fake `network` module (written into
+the test's directory) and FakeWDT stand in for them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from board_mp import FIRMWARE, TESTS, run_mp
+from conftest import TEMPLATES
+from firmware_kit import UdpSink, build, counts, micropython
+from firmware_kit import run_mp as run_bundle
+from precast.cli import load_layouts
+from precast.codec import Codec, Reading
+
+ENV = TEMPLATES / "env-node.toml"
+
+
+def seqs(frames: list[bytes]) -> list[int]:
+    codec = Codec(load_layouts([ENV]))
+    out = []
+    for f in frames:
+        r = codec.decode(f)
+        assert isinstance(r, Reading), r
+        assert r.device == 5
+        out.append(r.seq)
+    return out
+
+
+def test_killed_main_never_sends_a_seq_twice(tmp_path: Path) -> None:
+    """Power loss, as SIGKILL at random moments: every seq that reaches the collector is new."""
+    sink = UdpSink()
+    try:
+        out = tmp_path / "b"
+        build(out, ENV, "--device", "5", "--collector", sink.collector, "--interval-ms", "1",
+              "--seq-reserve", "50")  # fmt: skip
+        rnd = random.Random(5)
+        per_run = []
+        for _ in range(6):
+            p = subprocess.Popen([micropython(), "main.py"], cwd=out, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)  # fmt: skip
+            time.sleep(rnd.uniform(0.1, 0.4))
+            p.send_signal(signal.SIGKILL)
+            _, err = p.communicate(timeout=30)
+            assert not err, err
+            per_run.append(seqs(sink.drain(quiet=0.2)))
+    finally:
+        sink.close()
+    everything = [s for run in per_run for s in run]
+    assert len(everything) > 200
+    assert len(set(everything)) == len(everything), "a seq went out twice"
+    for a, b in itertools.pairwise(per_run):
+        if a and b:
+            assert b[0] > a[-1]  # a restart starts above every seq sent before
+            assert b[0] - a[-1] <= 50 + 1  # and skips at most one reservation
+    assert per_run[0][0] == 0
+
+
+def test_sleep_modes_on_the_unix_port(tmp_path: Path) -> None:
+    """light and deep fall back to time.sleep_ms here; readings and seqs go on unbroken."""
+    sink = UdpSink()
+    try:
+        for mode in ("light", "deep"):
+            out = tmp_path / mode
+            build(out, ENV, "--device", "5", "--collector", sink.collector, "--sleep", mode,
+                  "--interval-ms", "5", "--count", "20")  # fmt: skip
+            t0 = time.monotonic()
+            r = run_bundle(out)
+            assert r.returncode == 0, r.stderr
+            assert time.monotonic() - t0 >= 19 * 0.005  # it did pace
+            assert counts(r.stdout)["sent"] == 20
+            assert seqs(sink.drain(quiet=0.2)) == list(range(20))
+    finally:
+        sink.close()
+
+
+def test_board_hooks_allocate_nothing_under_heap_lock(tmp_path: Path) -> None:
+    """--heap-lock with light sleep, the watchdog hook and a reservation every 3 readings."""
+    sink = UdpSink()
+    try:
+        out = tmp_path / "b"
+        build(out, ENV, "--device", "5", "--collector", sink.collector, "--heap-lock",
+              "--sleep", "light", "--interval-ms", "1", "--count", "300",
+              "--seq-reserve", "3")  # fmt: skip
+        r = run_bundle(out)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert counts(r.stdout)["sent"] == 300
+        assert seqs(sink.drain(quiet=0.2)) == list(range(300))
+        # 100 reservations, the last one [300, 303) written before seq 300 could go out
+        slots = (out / "precast_seq").read_bytes()
+        assert b"0000000300/0000000300\n" in slots
+    finally:
+        sink.close()
+
+
+FAKE_NETWORK = '''
+"""A stand-in for network.WLAN (ESP32 names): this machine has no WiFi radio."""
+import itertools
+import os
+STA_IF = 0
+STAT_IDLE = 0
+STAT_CONNECTING = 1
+STAT_WRONG_PASSWORD = 2
+STAT_NO_AP_FOUND = 3
+STAT_CONNECT_FAIL = 4
+STAT_GOT_IP = 5
+MODE = os.getenv("FAKE_WIFI") or "ok"  # ok, badpass, never
+class WLAN:
+    def __init__(self, i):
+        self.polls = 0
+        self.up = False
+    def active(self, on=None):
+        return True
+    def isconnected(self):
+        self.polls += 1
+        self.up = MODE == "ok" and self.polls > 3
+        return self.up
+    def connect(self, ssid, password):
+        print("fake: connect", ssid, len(password))
+    def disconnect(self):
+        print("fake: disconnect")
+    def status(self):
+        return STAT_WRONG_PASSWORD if MODE == "badpass" else STAT_CONNECTING
+    def ifconfig(self):
+        return ("10.9.8.7", "255.255.255.0", "10.9.8.1", "10.9.8.1")
+'''
+
+WIFI_SCRIPT = """
+from precast_fw import board
+from drivers_fakes import FakeWDT
+w = FakeWDT()
+print("result", board.wifi_up(300, w), "feeds", w.feeds)
+"""
+
+
+def test_wifi_up_from_the_secrets_module(tmp_path: Path) -> None:
+    (tmp_path / "network.py").write_text(FAKE_NETWORK)
+    secret = "correct-horse"
+
+    def run(mode: str) -> str:
+        env = dict(os.environ, MICROPYPATH=f"{tmp_path}:{FIRMWARE}:{TESTS}", FAKE_WIFI=mode)
+        r = subprocess.run([micropython(), "-c", WIFI_SCRIPT], env=env, capture_output=True,
+                           text=True, timeout=30, check=False)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert secret not in r.stdout
+        return r.stdout
+
+    assert "no precast_secrets.py" in run("ok") and "result False" in run("ok")
+    (tmp_path / "precast_secrets.py").write_text(f'WIFI_SSID = "lab"\nWIFI_PASSWORD = "{secret}"\n')
+    ok = run("ok")
+    assert "fake: connect lab 13" in ok and "up, address 10.9.8.7" in ok and "result True" in ok
+    bad = run("badpass")
+    assert "WiFi 'lab': wrong password" in bad and "result False" in bad
+    never = run("never")
+    assert "no connection after 300 ms" in never and "result False" in never
+    assert "fake: disconnect" in never
+    feeds = int(never.split()[-1])
+    assert feeds >= 2  # the watchdog is fed while it waits
+
+
+BOARD_SCRIPT = """
+import time
+from precast_fw import board
+from drivers_fakes import FakeWDT, FakeRTC
+from precast_fw.seqstore import SeqStore
+class Cfg:
+    SLEEP = "deep"
+    TRANSPORT = "udp"
+print("wdt", board.watchdog(5000))  # None: the unix port has no machine.WDT
+w = FakeWDT()
+rtc = FakeRTC()
+b = board.Board(Cfg, store=SeqStore("seq", reserve=10, rtc=rtc), wdt=w)
+print("first", b.first_seq())
+b.tick(); b.tick()
+print("feeds", w.feeds)
+t0 = time.ticks_ms()
+b.pause(30)  # deep: leaves the seq in RTC memory first, then (here) waits
+print("paused", time.ticks_diff(time.ticks_ms(), t0) >= 30, "rtc", rtc.writes, "feeds", w.feeds)
+b.close()
+b = board.Board(Cfg, store=SeqStore("seq", reserve=10, rtc=rtc))
+print("woke", b.first_seq())
+"""
+
+
+def test_board_feeds_the_watchdog_and_keeps_the_seq_over_deep_sleep(tmp_path: Path) -> None:
+    out = run_mp(BOARD_SCRIPT, cwd=tmp_path).stdout.split("\n")
+    assert out[0] == "wdt None"
+    assert out[1] == "first 0"
+    assert out[2] == "feeds 2"
+    assert out[3] == "paused True rtc 1 feeds 3"
+    assert out[4] == "woke 2"

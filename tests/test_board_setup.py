@@ -105,7 +105,6 @@ def test_board_hooks_allocate_nothing_under_heap_lock(tmp_path: Path) -> None:
 
 FAKE_NETWORK = '''
 """A stand-in for network.WLAN (ESP32 names): this machine has no WiFi radio."""
-import itertools
 import os
 STA_IF = 0
 STAT_IDLE = 0

@@ -100,9 +100,8 @@ from precast_fw import sender, cmac, checks
 from precast_fw.sensors.sim import Sensor
 from precast_fw.transport_mem import Transport
 if PLAIN:
-    sender.crc16_seal, sender.udp_seal, cmac.xor_into, cmac.copy_into = checks.PLAIN
-    sender.copy_into = cmac.copy_into
-    sender.fill = None
+    sender.seal, sender.mac_seal, cmac.xor_into, cmac.copy_into = checks.PLAIN
+    sender.Sender.patch = sender.seal
 def loop(n):
     s = sender.Sender(tpl, cfg.KEY)
     sensor = Sensor(tpl, cfg)

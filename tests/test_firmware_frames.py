@@ -35,13 +35,8 @@ import json, binascii
 import precast_template as tpl
 from precast_fw import sender, cmac, checks
 if PLAIN:
-    crc16_seal, udp_seal, xor_into, copy_into = checks.PLAIN
-    sender.crc16_seal = crc16_seal
-    sender.udp_seal = udp_seal
-    sender.fill = None
-    sender.copy_into = copy_into
-    cmac.xor_into = xor_into
-    cmac.copy_into = copy_into
+    sender.seal, sender.mac_seal, cmac.xor_into, cmac.copy_into = checks.PLAIN
+    sender.Sender.patch = sender.seal
 with open("cases.json") as f:
     cases = json.load(f)
 s = sender.Sender(tpl, KEY)

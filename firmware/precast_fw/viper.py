@@ -1,16 +1,19 @@
-"""The per-reading hot path as viper code: the fields, CRC-16/CCITT-FALSE, the UDP checksum.
+"""The per-reading hot path as viper code: seq, the fields, CRC-16/CCITT-FALSE, UDP checksum.
 
 Imported where the port has a native emitter; `checks` holds plain
-versions that compute the same, and the generated `tpl.pack` (one
-struct.pack_into) is the plain way to write the fields. Viper keeps its
-locals on the C stack: a bytecode function with a deep stack (a
-pack_into call with many arguments) gets its frame from the heap on every
-call unless the heap is locked, which mem_total counts. Offsets are
-PROTOCOL.md's, the same for every template: payload at frame byte 42, seq
-at 50, fields at 54, UDP checksum at 40. Viper takes at most four
-arguments, so the CRC table is a module global.
+versions with the same names that compute the same bytes. Viper keeps its
+locals on the C stack and reaches buffers through raw pointers, so a
+reading is one call (two more for a CMAC) and allocates nothing.
+
+`sender.params` is an array('I') (layout in checks: P_SEQ, ...).
+Offsets are PROTOCOL.md's, the same for every template: payload at frame
+byte 42, seq at 50, fields from 54, UDP checksum at 40. Viper takes at
+most four arguments, so the CRC table is a module global.
+
+The UDP checksum is RFC 1624's incremental form: the template's partial
+sum (pseudo-header, UDP header, payload [0, 8)) plus payload [8, P).
 """
-# ruff: noqa: F821  (ptr8, ptr16 and uint are viper's built-in types)
+# ruff: noqa: F821  (ptr8, ptr16 and ptr32 are viper's built-in types)
 
 import micropython
 
@@ -18,20 +21,28 @@ from .checks import CRC_TABLE
 
 
 @micropython.viper
-def fill(frame: ptr8, values, sizes: ptr8, lo: int):
-    """Write seq's low half at 52 and values[i] (big-endian, sizes[1 + i] bytes) from 54 on.
+def seal(sender, values):
+    """Write seq (then count it up) and the fields; for CRC-16 also the CRC and UDP checksum.
 
-    sizes[0] is the field count. Two's complement makes signed and unsigned
-    the same bytes; a u32 above 2**31 arrives truncated to the machine word.
+    A method of Sender (its `patch` for an integer CRC-16 template: one call
+    per reading). values[i] goes out big-endian in params[P_SIZES + i]
+    bytes; two's complement makes signed and unsigned the same bytes. With
+    P_FIELDS 0 (a template with f32 fields) the fields are already in place.
     """
-    frame[52] = lo >> 8
-    frame[53] = lo
-    n = sizes[0]
+    frame = ptr8(sender.frame)
+    params = ptr32(sender.params)
+    seq = params[0]
+    frame[50] = seq >> 24
+    frame[51] = seq >> 16
+    frame[52] = seq >> 8
+    frame[53] = seq
+    params[0] = seq + 1
+    n = params[1]
     i = 0
     p = 54
     while i < n:
         v = int(values[i])
-        size = sizes[i + 1]
+        size = params[8 + i]
         if size == 1:
             frame[p] = v
         elif size == 2:
@@ -44,23 +55,22 @@ def fill(frame: ptr8, values, sizes: ptr8, lo: int):
             frame[p + 3] = v
         p += size
         i += 1
-
-
-@micropython.viper
-def crc16_seal(frame: ptr8, end: int, init: int, partial: int) -> int:
-    """CRC over frame[50:42+end) from `init`, stored at 42+end; then the UDP checksum."""
+    if params[6]:
+        return  # a CMAC: mac_seal finishes the frame
     t = ptr16(CRC_TABLE)
-    crc = init
+    crc = params[4]
     i = 50
-    stop = 42 + end
+    stop = 42 + params[2]
     while i < stop:
         crc = ((crc << 8) ^ t[((crc >> 8) ^ frame[i]) & 0xFF]) & 0xFFFF
         i += 1
     frame[stop] = crc >> 8
     frame[stop + 1] = crc
-    s = partial
-    i = 50
     stop += 2
+    # The UDP checksum: the same lines as in mac_seal (a viper-to-viper call
+    # would box the frame pointer as an int, a heap object on 32-bit ports).
+    s = params[5]
+    i = 50
     while i + 1 < stop:
         s += (frame[i] << 8) | frame[i + 1]
         i += 2
@@ -70,18 +80,25 @@ def crc16_seal(frame: ptr8, end: int, init: int, partial: int) -> int:
     s = (s & 0xFFFF) + (s >> 16)
     c = (s ^ 0xFFFF) & 0xFFFF
     if c == 0:
-        c = 0xFFFF
+        c = 0xFFFF  # RFC 768: a computed 0 goes out as all ones
     frame[40] = c >> 8
     frame[41] = c
-    return c
 
 
 @micropython.viper
-def udp_seal(frame: ptr8, plen: int, partial: int) -> int:
-    """UDP checksum from `partial` plus the sum of frame[50:42+plen), stored at 40."""
-    s = partial
+def mac_seal(sender, mac: ptr8):
+    """Copy the first P_CHECK_LEN bytes of mac into the check, then the UDP checksum."""
+    frame = ptr8(sender.frame)
+    params = ptr32(sender.params)
+    p = 42 + params[2]
+    n = params[3]
+    i = 0
+    while i < n:
+        frame[p + i] = mac[i]
+        i += 1
+    stop = p + n
+    s = params[5]
     i = 50
-    stop = 42 + plen
     while i + 1 < stop:
         s += (frame[i] << 8) | frame[i + 1]
         i += 2
@@ -91,10 +108,9 @@ def udp_seal(frame: ptr8, plen: int, partial: int) -> int:
     s = (s & 0xFFFF) + (s >> 16)
     c = (s ^ 0xFFFF) & 0xFFFF
     if c == 0:
-        c = 0xFFFF
+        c = 0xFFFF  # RFC 768: a computed 0 goes out as all ones
     frame[40] = c >> 8
     frame[41] = c
-    return c
 
 
 @micropython.viper

@@ -155,7 +155,9 @@ class Board:
         except TransportError as e:
             self.close()
             why = str(e.args[0]) if e.args else str(e)
-            if why.startswith("could not enter raw repl"):
+            if why.startswith("failed to access"):  # mpremote keeps pyserial's reason
+                why = "cannot open the port (no such device, connection refused, or in use)"
+            elif why.startswith("could not enter raw repl"):
                 why = f"no MicroPython raw REPL answered in {timeout:g} s"
             raise BoardError(f"{port}: {why}") from None
         except (SerialException, OSError, ValueError) as e:

@@ -299,7 +299,7 @@ class MicropythonBoard:
             flag = "--" + name.replace("_", "-")
             if value is True:
                 cmd.append(flag)
-            elif value not in (None, False):
+            elif value is not None and value is not False:
                 cmd += [flag, str(value)]
         r = subprocess.run(
             [*cmd, *args], capture_output=True, text=True, timeout=timeout, check=False

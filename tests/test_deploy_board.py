@@ -1,0 +1,193 @@
+"""precast deploy end to end: a collector, a virtual board, the bundle deployed with mpremote,
+main.py running on the MicroPython unix port after the reset, readings in SQLite; only changed
+files copied; secrets on the board only; clear errors for boards that are not there."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from precast.pytest_plugin import MicropythonBoard, PrecastCollector
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = ROOT / "templates"
+KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def precast_key() -> bytes:
+    """The collector checks power-meter's CMAC with this key."""
+    return KEY
+
+
+def _sqlite_seqs(col: PrecastCollector, device: int) -> list[int]:
+    import sqlite3
+
+    con = sqlite3.connect(col.db)
+    try:
+        rows = con.execute("SELECT seq FROM readings WHERE device = ? ORDER BY seq", (device,))
+        return [r[0] for r in rows]
+    finally:
+        con.close()
+
+
+def test_deploy_runs_main_and_readings_arrive(
+    micropython_board: MicropythonBoard, precast_collector: PrecastCollector
+) -> None:
+    out = micropython_board.deploy(TEMPLATES / "minimal.toml", 7, transport="udp", count=20,
+                                   interval_ms=0, collector=precast_collector.address)  # fmt: skip
+    assert out.splitlines()[-1].endswith("board reset")
+    assert (micropython_board.root / "main.py").exists()
+    precast_collector.wait_for_readings(20, device=7, timeout=20)
+    assert _sqlite_seqs(precast_collector, 7) == list(range(20))
+    dev = precast_collector.device(7)
+    assert (dev["received"], dev["lost"], dev["template"]) == (20, 0, 2)
+
+
+def test_secrets_stay_on_the_board_and_redeploy_copies_changes(
+    micropython_board: MicropythonBoard, precast_collector: PrecastCollector, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "key.hex"
+    key_file.write_text(KEY.hex() + "\n")
+    pw_file = tmp_path / "wifi.txt"
+    pw_file.write_text(PASSWORD + "\n")
+    bundle = tmp_path / "bundle"
+    opts = dict(collector=precast_collector.address, interval_ms=0, key_file=key_file,
+                wifi_ssid="lab", wifi_password_file=pw_file, out=bundle)  # fmt: skip
+    out = micropython_board.deploy(TEMPLATES / "power-meter.toml", 9, count=10, **opts)
+    # A cmac8 template: the collector accepts the readings only with the key from
+    # precast_secrets.py on the board, as precast_config.py names no key.
+    precast_collector.wait_for_readings(10, device=9, timeout=20)
+    assert _sqlite_seqs(precast_collector, 9) == list(range(10))
+    secrets = (micropython_board.root / "precast_secrets.py").read_text()
+    assert repr(KEY) in secrets and repr(PASSWORD) in secrets and "'lab'" in secrets
+    for text in [out, *(p.read_bytes().decode(errors="replace") for p in bundle.rglob("*.py"))]:
+        assert KEY.hex() not in text.lower() and repr(KEY) not in text and PASSWORD not in text
+    assert "KEY =" not in (micropython_board.root / "precast_config.py").read_text()
+
+    # Again with one option changed: only precast_config.py differs.
+    out = micropython_board.deploy(TEMPLATES / "power-meter.toml", 9, count=12, **opts)
+    copied = [line.split()[1] for line in out.splitlines() if line.startswith("copied")]
+    unchanged = [line.split()[1] for line in out.splitlines() if line.startswith("unchanged")]
+    assert copied == ["precast_config.py"]
+    assert "precast_secrets.py" in unchanged and "precast_fw/app.py" in unchanged
+    # The board rebooted into main.py again: 12 more readings, under new seqs (the firmware
+    # never sends a seq twice, across resets too).
+    precast_collector.wait_for_readings(22, device=9, timeout=20)
+    seqs = _sqlite_seqs(precast_collector, 9)
+    assert seqs[:10] == list(range(10)) and min(seqs[10:]) > 9
+
+
+def test_deploy_mpy_replaces_sources(
+    micropython_board: MicropythonBoard, precast_collector: PrecastCollector
+) -> None:
+    common = dict(collector=precast_collector.address, interval_ms=0, count=5)
+    micropython_board.deploy(TEMPLATES / "minimal.toml", 11, **common)
+    assert (micropython_board.root / "precast_fw" / "app.py").exists()
+    precast_collector.wait_for_readings(5, device=11, timeout=20)
+    out = micropython_board.deploy(TEMPLATES / "minimal.toml", 12, mpy=True, **common)
+    fw = micropython_board.root / "precast_fw"
+    # A stale app.py would shadow app.mpy on import: deploy removes it.
+    assert (fw / "app.mpy").exists() and not (fw / "app.py").exists()
+    assert "removed    precast_fw/app.py" in out
+    precast_collector.wait_for_readings(5, device=12, timeout=20)
+
+
+def _deploy_cli(port: str, *extra: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "precast.cli", "deploy", "--port", port,
+                        str(TEMPLATES / "minimal.toml"), "--device", "1", *extra],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    return r, time.monotonic() - t0
+
+
+def _one_line_error(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("precast: error: "), r.stderr
+    return lines[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def fake_board() -> Iterator[tuple[int, list[bytes]]]:
+    """A TCP server that answers everything with garbage, as a board without MicroPython."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    got: list[bytes] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(0.2)
+                while not stop.is_set():
+                    try:
+                        data = conn.recv(1024)
+                    except TimeoutError:
+                        continue
+                    if not data:
+                        break
+                    got.append(data)
+                    conn.sendall(b"\xff\xfe rst:0x1 (POWERON_RESET) garbage\r\n>>")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield srv.getsockname()[1], got
+    stop.set()
+    t.join(timeout=5)
+    srv.close()
+
+
+def test_deploy_to_nothing_fails_fast_in_one_line() -> None:
+    r, took = _deploy_cli(f"socket://127.0.0.1:{_free_port()}")
+    assert "cannot open" in _one_line_error(r)
+    assert took < 5
+
+
+def test_deploy_to_a_board_without_micropython(fake_board: tuple[int, list[bytes]]) -> None:
+    port, got = fake_board
+    r, took = _deploy_cli(f"socket://127.0.0.1:{port}", "--timeout", "2")
+    assert "no MicroPython raw REPL answered" in _one_line_error(r)
+    assert got, "deploy never spoke to the fake board"
+    assert took < 8
+
+
+def test_monitor_shows_the_console(micropython_board: MicropythonBoard) -> None:
+    mon = subprocess.Popen([sys.executable, "-m", "precast.cli", "monitor", "--port",
+                            micropython_board.port], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert mon.stdin is not None and mon.stdout is not None
+    try:
+        mon.stdin.write(b"\x03\r")  # stop whatever runs, get a prompt
+        mon.stdin.write(b"print(6 * 7 * 1000)\r")
+        mon.stdin.flush()
+        seen = b""
+        deadline = time.monotonic() + 10
+        while b"42000" not in seen and time.monotonic() < deadline:
+            seen += mon.stdout.read1(4096)
+        assert b"42000" in seen
+        mon.stdin.write(b"\x1d")  # Ctrl-] quits
+        mon.stdin.flush()
+        assert mon.wait(timeout=10) == 0
+    finally:
+        if mon.poll() is None:
+            mon.kill()
+            mon.wait()

@@ -9,11 +9,14 @@ uint32 types checked at every step, and its double-precision formulas.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
+from typing import Any
 
 import pytest
 from board_mp import firmware_on_path, run_mp
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 firmware_on_path()
@@ -199,10 +202,10 @@ calibrations = st.sampled_from(
 )  # fmt: skip
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     calibrations,
-    st.integers(400000, 600000),  # about -40..+85 degC with these trimmings
+    st.integers(300000, 700000),
     st.integers(250000, 500000),
     st.integers(0, 65535),
 )
@@ -210,6 +213,7 @@ def test_matches_the_datasheet_formulas(cal, adc_t: int, adc_p: int, adc_h: int)
     t, p, h = cal
     b = sensor(bme280_calibration(t, p, h))
     ref = Reference(t, p, h)
+    assume(-4000 <= b.temperature(adc_t) <= 8500)  # the BME280's operating range, -40..85 degC
     assert b.temperature(adc_t) == ref.T(adc_t)
     assert b.t_fine == ref.t_fine
     assert b.pressure(adc_p) == ref.P(adc_p)
@@ -220,6 +224,53 @@ def test_matches_the_datasheet_formulas(cal, adc_t: int, adc_p: int, adc_h: int)
     assert abs(b.temperature(adc_t) / 100 - dt) <= 0.011  # 0.01 degC steps, floor shifts
     assert abs(b.pressure(adc_p) - dp) <= max(5.0, dp * 5e-5)
     assert abs(got_h / 100 - dh) <= 0.05
+
+
+def instrumented_bme280() -> Any:
+    """The driver module with every binary operation's result passed through a recorder."""
+    from precast_fw.sensors import bme280
+
+    class Record(ast.NodeTransformer):
+        def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+            self.generic_visit(node)
+            call = ast.Call(ast.Name("_seen", ast.Load()), [node, ast.Constant(node.lineno)], [])
+            return ast.copy_location(call, node)
+
+    tree = ast.fix_missing_locations(Record().visit(ast.parse(inspect.getsource(bme280))))
+    ns: dict[str, Any] = {"__name__": "bme280_recorded", "big": {}}
+
+    def seen(v: int, line: int) -> int:
+        if abs(v) >= 2**30:
+            ns["big"][line] = v
+        return v
+
+    ns["_seen"] = seen
+    exec(compile(tree, bme280.__file__, "exec"), ns)
+    return ns
+
+
+def test_no_value_passes_a_32_bit_ports_small_int() -> None:
+    """Over -40..85 degC, 300..1100 hPa and 0..100 %RH every intermediate stays below 2**30:
+    on ESP32 (31-bit small ints) a bigger one would be a heap object, every reading."""
+    ns = instrumented_bme280()
+    for t, p, h in (
+        (DS_T, DS_P, DS_H),
+        ((28268, 26231, 50), (37544, -10969, 3024, 6255, -54, -7, 9900, -10230, 4285),
+         (75, 357, 0, 331, 0, 30)),
+    ):  # fmt: skip
+        ref = sensor(bme280_calibration(t, p, h))
+        b = ns["BME280"](FakeI2C(bme280_calibration(t, p, h)))
+        for adc_t in range(300000, 700001, 4001):
+            if not -4000 <= ref.temperature(adc_t) <= 8500:
+                continue
+            b.temperature(adc_t)
+            for adc_p in range(150000, 600001, 9001):
+                if 30000 <= ref.pressure(adc_p) <= 110000:
+                    b.pressure(adc_p)
+            for adc_h in range(0, 65536, 1499):
+                if 0 < ref.humidity(adc_h) < 10000:
+                    b.humidity(adc_h)
+    assert ns["big"] == {}, f"line: value {ns['big']}"
 
 
 # ---- the same on MicroPython ---------------------------------------------------------------------

@@ -137,10 +137,20 @@ class BME280:
     def pressure(self, adc_p):
         """Pressure in Pa from the raw 20-bit value, after temperature() (datasheet 8.2)."""
         var1 = (self.t_fine >> 1) - 64000
-        v = (var1 >> 2) * (var1 >> 2)
-        var2 = ((v >> 11) * self.P6) + ((var1 * self.P5) << 1)
+        # The datasheet squares var1 >> 2 and multiplies var1 by dig_P2; below about -13 degC
+        # or above 63 degC those products pass 2**30, a long int (an allocation) on a 32-bit
+        # port. So the same floor divisions are taken on split operands, exactly:
+        # w*w = h*h*65536 + x with w = h*256 + l, and var1 = m*4096 + n.
+        w = var1 >> 2
+        if w < 0:
+            w = -w
+        h = w >> 8
+        x = h * (w & 0xFF) * 512 + (w & 0xFF) * (w & 0xFF)
+        var2 = ((h * h * 32 + (x >> 11)) * self.P6) + ((var1 * self.P5) << 1)  # (w*w) >> 11
         var2 = (var2 >> 2) + (self.P4 << 16)
-        var1 = (((self.P3 * (v >> 13)) >> 3) + ((self.P2 * var1) >> 1)) >> 18
+        a = (self.P3 * (h * h * 8 + (x >> 13))) >> 3  # (w*w) >> 13
+        # (a + ((P2 * var1) >> 1)) >> 18
+        var1 = ((((a << 1) + self.P2 * (var1 & 0xFFF)) >> 12) + self.P2 * (var1 >> 12)) >> 7
         # ((32768 + var1) * P1) >> 15, split so no term passes 2**30 (a long int on 32-bit ports)
         var1 = self.P1 + ((var1 * self.P1) >> 15)
         if var1 <= 0:

@@ -15,8 +15,9 @@ before every reading and during long pauses, and is None where the port
 has no WDT (the unix port). Between readings the board waits in one of
 three ways (cfg.SLEEP): "none" (time.sleep_ms, the radio stays up),
 "light" (machine.lightsleep: CPU and radio stop, RAM is kept; WiFi is
-rejoined on waking if the access point dropped the station) or "deep" (machine.deepsleep: the board powers down and boots again
-into main.py; the seq crosses the reboot in RTC memory, see seqstore).
+rejoined on waking if the access point dropped the station) or "deep"
+(machine.deepsleep: the board powers down and boots again into main.py;
+the seq crosses the reboot in RTC memory, see seqstore).
 """
 
 import time

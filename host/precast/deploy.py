@@ -245,6 +245,8 @@ def _prepare(args: argparse.Namespace, out: Path) -> tuple[dict[str, bytes], byt
         raise UsageError("give --key or --key-file, not both")
     if (args.wifi_ssid is None) != (args.wifi_password_file is None):
         raise UsageError("--wifi-ssid and --wifi-password-file go together")
+    if getattr(args, "secrets", None) and args.wifi_ssid is not None:
+        raise UsageError("give --secrets FILE or --wifi-ssid/--wifi-password-file, not both")
     key: bytes | None = args.key
     if args.key_file is not None:
         from .checks import parse_key
@@ -269,6 +271,12 @@ def _prepare(args: argparse.Namespace, out: Path) -> tuple[dict[str, bytes], byt
     secrets = None
     if key is not None or args.wifi_ssid is not None:
         secrets = secrets_source(key, args.wifi_ssid, password)
+    copied = out / SECRETS_FILE  # build --secrets FILE put the user's own file there
+    if getattr(args, "secrets", None) and copied.exists():
+        text = copied.read_text().rstrip("\n") + "\n"
+        if key is not None:
+            text += f"KEY = {key!r}\n"
+        secrets = text.encode()
     return files, secrets
 
 

@@ -106,11 +106,16 @@ def run(tpl, cfg, transport=None, sensor=None):
     interval = getattr(cfg, "INTERVAL_MS", DEFAULT_INTERVAL_MS)
     lock = getattr(cfg, "HEAP_LOCK", False)
 
+    # Bound once, outside the loop: a method lookup per call costs ~30 ns on a PC.
+    read = sensor.read
+    patch = sender.patch
+    tick = board.tick
+    send = link.send
     # Warm-up: the first reading outside the lock (first calls may allocate caches).
-    sensor.read(values)
-    sender.patch(values)
-    board.tick()  # feeds the watchdog, claims the seq from the store
-    link.send(mv)
+    read(values)
+    patch(values)
+    tick()  # feeds the watchdog, claims the seq from the store
+    send(mv)
     n = 1
     deadline = time.ticks_add(time.ticks_ms(), interval)
     if lock:
@@ -120,10 +125,10 @@ def run(tpl, cfg, transport=None, sensor=None):
         while count == 0 or n < count:
             if interval:
                 deadline = board.pace(deadline, interval)  # in cfg.SLEEP's way
-            sensor.read(values)
-            sender.patch(values)
-            board.tick()
-            link.send(mv)
+            read(values)
+            patch(values)
+            tick()
+            send(mv)
             n += 1
     finally:
         if lock:

@@ -57,25 +57,28 @@ def seal(sender, values):
         i += 1
     if params[6]:
         return  # a CMAC: mac_seal finishes the frame
+    # CRC over payload [8, check) and the UDP sum over [8, P), in one pass of words.
     t = ptr16(CRC_TABLE)
     crc = params[4]
-    i = 50
-    stop = 42 + params[2]
-    while i < stop:
-        crc = ((crc << 8) ^ t[((crc >> 8) ^ frame[i]) & 0xFF]) & 0xFFFF
-        i += 1
-    frame[stop] = crc >> 8
-    frame[stop + 1] = crc
-    stop += 2
-    # The UDP checksum: the same lines as in mac_seal (a viper-to-viper call
-    # would box the frame pointer as an int, a heap object on 32-bit ports).
     s = params[5]
+    stop = 42 + params[2]
     i = 50
     while i + 1 < stop:
-        s += (frame[i] << 8) | frame[i + 1]
+        a = frame[i]
+        b = frame[i + 1]
+        crc = ((crc << 8) ^ t[((crc >> 8) ^ a) & 0xFF]) & 0xFFFF
+        crc = ((crc << 8) ^ t[((crc >> 8) ^ b) & 0xFF]) & 0xFFFF
+        s += (a << 8) | b
         i += 2
-    if i < stop:
-        s += frame[i] << 8
+    if i < stop:  # an odd check offset: the last byte pairs with the CRC's high byte
+        a = frame[i]
+        crc = ((crc << 8) ^ t[((crc >> 8) ^ a) & 0xFF]) & 0xFFFF
+        s += (a << 8) | (crc >> 8)
+        s += (crc & 0xFF) << 8
+    else:
+        s += crc
+    frame[stop] = crc >> 8
+    frame[stop + 1] = crc
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
     c = (s ^ 0xFFFF) & 0xFFFF

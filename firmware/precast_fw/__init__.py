@@ -9,7 +9,10 @@ frame, offsets, struct format, partial sums) and writes `precast_config`;
 - cmac: AES-128-CMAC (RFC 4493) over cryptolib's AES
 - transport_<name>: udp, packet, mem (one class `Transport` each)
 - robust: retry with backoff around a transport, counting failures
-- sensors.<name>: drivers that fill a list with raw integers
+- sensors.<name>: drivers that fill a list with raw integers (sim, bme280, ds18b20,
+  battery; group reads several)
+- board: WiFi from precast_secrets, the watchdog, sleep between readings
+- seqstore: the seq across deep sleep (RTC memory) and resets (a flash reservation)
 - app: the main loop
 """
 

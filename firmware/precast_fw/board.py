@@ -31,6 +31,9 @@ SLEEP_MODES = ("none", "light", "deep")
 DEFAULT_WDT_MS = 30000
 # The longest a single sleep may last with a watchdog running: rp2's WDT stops at 8388 ms.
 _MAX_WDT_MS = 8000
+# lwIP queues a datagram and the WiFi driver sends it later: deep sleep at once would cut the
+# radio first. A margin, not a measurement.
+_TX_DRAIN_MS = 100
 
 
 def wifi_up(timeout_ms=None, wdt=None):
@@ -159,8 +162,12 @@ class Board:
         """Wait ms in the configured sleep mode, feeding the watchdog; deep sleep reboots."""
         if ms <= 0:
             return
-        if self.sleep_mode == 2 and self.store is not None:
-            self.store.save_rtc()
+        if self.sleep_mode == 2:
+            if self.store is not None:
+                self.store.save_rtc()
+            if _deepsleep is not None and self.wlan is not None:
+                time.sleep_ms(_TX_DRAIN_MS)
+                ms -= _TX_DRAIN_MS
         # A watchdog must be fed more often than it bites: sleep in slices it allows.
         # Deep sleep stops the watchdog with the chip, so it goes in one piece.
         step = self._slice if self.sleep_mode != 2 else 0

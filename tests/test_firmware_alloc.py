@@ -100,7 +100,7 @@ from precast_fw import sender, cmac, checks
 from precast_fw.sensors.sim import Sensor
 from precast_fw.transport_mem import Transport
 if PLAIN:
-    sender.seal, sender.mac_seal, cmac.xor_into, cmac.copy_into = checks.PLAIN
+    sender.seal, cmac.xor_into, cmac.copy_into = checks.PLAIN
     sender.Sender.patch = sender.seal
 def loop(n):
     s = sender.Sender(tpl, cfg.KEY)

@@ -35,7 +35,7 @@ import json, binascii
 import precast_template as tpl
 from precast_fw import sender, cmac, checks
 if PLAIN:
-    sender.seal, sender.mac_seal, cmac.xor_into, cmac.copy_into = checks.PLAIN
+    sender.seal, cmac.xor_into, cmac.copy_into = checks.PLAIN
     sender.Sender.patch = sender.seal
 with open("cases.json") as f:
     cases = json.load(f)

@@ -9,8 +9,8 @@ payload [0, 8)) plus the sum of payload [8, P); a computed 0 goes out as
 0xFFFF (RFC 768). Frame offsets are PROTOCOL.md's: payload at 42, seq at
 50, fields from 54, UDP checksum at 40.
 
-seal and mac_seal take the Sender (seal is its `patch` for an integer
-CRC-16 template) and use its frame and its array('I') `params` (indices
+seal takes the Sender (it is its `patch` for an integer template) and
+uses its frame, its Cmac (`mac`) and its array('I') `params` (indices
 P_*). The plain functions here are the fallback; the viper ones in
 `viper`, with the same names, replace them where the port has a native
 emitter (6x faster here).
@@ -26,7 +26,7 @@ P_CHECK = const(2)  # check offset in the payload
 P_CHECK_LEN = const(3)
 P_CRC_INIT = const(4)
 P_PARTIAL = const(5)
-P_MAC = const(6)  # 1: the check is a CMAC, mac_seal() finishes the frame
+P_MAC = const(6)  # 1: the check is a CMAC of sender.mac
 P_PLEN = const(7)
 P_SIZES = const(8)  # one size (1, 2, 4) per field from here
 
@@ -80,7 +80,7 @@ def _crc(frame, stop, crc):
 
 
 def seal(sender, values):
-    """Write seq (then count it up) and the fields; for CRC-16 also the CRC and UDP checksum."""
+    """Write seq (then count it up), the fields, the check and the UDP checksum."""
     frame = sender.frame
     params = sender.params
     _put(frame, 50, params[P_SEQ], 4)
@@ -91,24 +91,20 @@ def seal(sender, values):
         _put(frame, p, values[i], params[P_SIZES + i])
         p += params[P_SIZES + i]
         i += 1
-    if params[P_MAC]:
-        return
     stop = 42 + params[P_CHECK]
-    _put(frame, stop, _crc(frame, stop, params[P_CRC_INIT]), 2)
-    _udp(frame, stop + 2, params[P_PARTIAL])
+    if params[P_MAC]:
+        _copy_mac(frame, stop, sender.mac.compute(), params[P_CHECK_LEN])
+        _udp(frame, stop + params[P_CHECK_LEN], params[P_PARTIAL])
+    else:
+        _put(frame, stop, _crc(frame, stop, params[P_CRC_INIT]), 2)
+        _udp(frame, stop + 2, params[P_PARTIAL])
 
 
-def mac_seal(sender, mac):
-    """Copy the first P_CHECK_LEN bytes of mac into the check, then the UDP checksum."""
-    frame = sender.frame
-    params = sender.params
-    p = 42 + params[P_CHECK]
-    n = params[P_CHECK_LEN]
+def _copy_mac(frame, p, mac, n):
     i = 0
     while i < n:
         frame[p + i] = mac[i]
         i += 1
-    _udp(frame, p + n, params[P_PARTIAL])
 
 
 def xor_into(dst, src, n):
@@ -127,9 +123,9 @@ def copy_into(dst, src, n):
         i += 1
 
 
-PLAIN = (seal, mac_seal, xor_into, copy_into)
+PLAIN = (seal, xor_into, copy_into)
 try:
-    from .viper import copy_into, mac_seal, seal, xor_into
+    from .viper import copy_into, seal, xor_into
 
     VIPER = True
 except (ImportError, SyntaxError, ValueError):  # no viper on this port, or .mpy of another arch

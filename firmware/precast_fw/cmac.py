@@ -30,7 +30,12 @@ def _double(b):
 
 
 class Cmac:
-    """CMAC of `msg` (a memoryview whose first `length` bytes change, not its place)."""
+    """CMAC of `msg` (a memoryview whose first `length` bytes change, not its place).
+
+    compute() is the plain way; viper's seal runs the same steps on the
+    public attributes: x (the state, then the tag), enc (AES-ECB in place),
+    last_key (K1, or K2 with the padding), n (blocks), rest (bytes in the last).
+    """
 
     def __init__(self, key, msg, length):
         if len(key) != 16:
@@ -38,7 +43,7 @@ class Cmac:
         aes = cryptolib.aes(key, _ECB)
         lkey = bytearray(16)
         aes.encrypt(lkey, lkey)
-        self._enc = aes.encrypt  # bound once: fetching it per message would allocate
+        self.enc = aes.encrypt  # bound once: fetching it per message would allocate
         k1 = _double(lkey)
         n = (length + 15) // 16 or 1
         rest = length - (n - 1) * 16
@@ -47,20 +52,20 @@ class Cmac:
         else:
             last = _double(k1)
             last[rest] ^= 0x80
-        self._last_key = last
-        self._rest = rest
+        self.last_key = last
+        self.rest = rest
         self.x = bytearray(16)
         self._blocks = [msg[i * 16 : i * 16 + 16] for i in range(n)]
-        self._n = n
+        self.n = n
 
     def compute(self):
         """The CMAC of the message as it is now, in self.x (16 bytes)."""
         x = self.x
-        enc = self._enc
+        enc = self.enc
         blocks = self._blocks
-        n = self._n
+        n = self.n
         if n == 1:
-            copy_into(x, self._last_key, 16)
+            copy_into(x, self.last_key, 16)
         else:
             copy_into(x, blocks[0], 16)
             enc(x, x)
@@ -69,7 +74,7 @@ class Cmac:
                 xor_into(x, blocks[i], 16)
                 enc(x, x)
                 i += 1
-            xor_into(x, self._last_key, 16)
-        xor_into(x, blocks[n - 1], self._rest)
+            xor_into(x, self.last_key, 16)
+        xor_into(x, blocks[n - 1], self.rest)
         enc(x, x)
         return x

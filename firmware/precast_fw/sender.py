@@ -2,11 +2,11 @@
 
 The frame comes whole from the generated template module (`tpl`). Per
 reading, `seal` (viper where the port has it, see checks) writes seq and
-the fields at their fixed offsets, then the CRC-16 and the UDP checksum
-(RFC 1624); for a CMAC template, `Cmac.compute` and `mac_seal` write the
-truncated AES-CMAC and the checksum. A template with an f32 field has its
-fields written by tpl.pack instead: one struct.pack_into with the
-template's format, spelled out (a `*values` call would build a tuple).
+the fields at their fixed offsets, then the check (CRC-16, or AES-CMAC
+truncated to 4 or 8 bytes) and the UDP checksum (RFC 1624). A template
+with an f32 field has its fields written by tpl.pack first: one
+struct.pack_into with the template's format, spelled out (a `*values`
+call would build a tuple).
 
 For an integer template nothing is allocated: the memoryviews, the
 params array, the CMAC's buffers and its bound method are made once, here.
@@ -16,7 +16,7 @@ seq lives in the params array as a uint32, so it never becomes a big int
 
 from array import array
 
-from .checks import P_FIELDS, P_SEQ, mac_seal, seal
+from .checks import P_FIELDS, P_SEQ, seal
 
 PAYLOAD_OFFSET = 42  # Ethernet 14 + IPv4 20 + UDP 8 (PROTOCOL.md)
 CHECK_CRC16 = 0  # tpl.CHECK_KIND; anything else is a CMAC of tpl.CHECK_LEN bytes
@@ -26,8 +26,9 @@ class Sender:
     """Patches a template's frame for each reading; `frame_mv`/`payload_mv` are what to send.
 
     patch(values) writes the next seq, `values` (raw numbers in field
-    order) and the checks. For an integer CRC-16 template it is `seal`
-    itself (one viper call, 0.2 us on a PC); otherwise it goes in steps.
+    order) and the checks. For an integer template it is `seal` itself
+    (one viper call: 0.2 us with a CRC-16 on a PC); with an f32 field,
+    tpl.pack goes first.
     """
 
     patch = seal
@@ -43,15 +44,15 @@ class Sender:
         if not tpl.INTEGER:
             self._pack = tpl.pack  # struct.pack_into writes the fields, f32 included
             self.params[P_FIELDS] = 0
-        self._cmac = None
+        self.mac = None
         if mac:
             if key is None:
                 raise ValueError("template %s uses %s: a key is needed" % (tpl.NAME, tpl.CHECK))
             from .cmac import Cmac
 
-            self._cmac = Cmac(key, self.payload_mv, tpl.OFF_CHECK)
-        if mac or self._pack is not None:
-            self.patch = self._patch_in_steps  # bound once, here
+            self.mac = Cmac(key, self.payload_mv, tpl.OFF_CHECK)
+        if self._pack is not None:
+            self.patch = self._patch_in_steps  # type: ignore[method-assign]  # bound once
 
     @property
     def seq(self):
@@ -63,8 +64,5 @@ class Sender:
         self.params[P_SEQ] = value & 0xFFFFFFFF
 
     def _patch_in_steps(self, values):
-        if self._pack is not None:
-            self._pack(self.frame, 0, 0, values)  # seal writes seq over the zeros
+        self._pack(self.frame, 0, 0, values)  # seal writes seq over the zeros
         seal(self, values)
-        if self._cmac is not None:
-            mac_seal(self, self._cmac.compute())

@@ -1,9 +1,10 @@
-"""The per-reading hot path as viper code: seq, the fields, CRC-16/CCITT-FALSE, UDP checksum.
+"""The per-reading hot path as viper code: seq, fields, CRC-16 or AES-CMAC, UDP checksum.
 
 Imported where the port has a native emitter; `checks` holds plain
 versions with the same names that compute the same bytes. Viper keeps its
 locals on the C stack and reaches buffers through raw pointers, so a
-reading is one call (two more for a CMAC) and allocates nothing.
+reading is one call and allocates nothing (a CMAC calls cryptolib's AES
+in place, once per 16-byte block).
 
 `sender.params` is an array('I') (layout in checks: P_SEQ, ...).
 Offsets are PROTOCOL.md's, the same for every template: payload at frame
@@ -22,11 +23,11 @@ from .checks import CRC_TABLE
 
 @micropython.viper
 def seal(sender, values):
-    """Write seq (then count it up) and the fields; for CRC-16 also the CRC and UDP checksum.
+    """Write seq (then count it up), the fields, the check and the UDP checksum.
 
-    A method of Sender (its `patch` for an integer CRC-16 template: one call
-    per reading). values[i] goes out big-endian in params[P_SIZES + i]
-    bytes; two's complement makes signed and unsigned the same bytes. With
+    A method of Sender (its `patch` for an integer template: one call per
+    reading). values[i] goes out big-endian in params[P_SIZES + i] bytes;
+    two's complement makes signed and unsigned the same bytes. With
     P_FIELDS 0 (a template with f32 fields) the fields are already in place.
     """
     frame = ptr8(sender.frame)
@@ -55,58 +56,80 @@ def seal(sender, values):
             frame[p + 3] = v
         p += size
         i += 1
+    stop = 42 + params[2]  # the check
+    s = params[5]
     if params[6]:
-        return  # a CMAC: mac_seal finishes the frame
-    # CRC over payload [8, check) and the UDP sum over [8, P), in one pass of words.
-    t = ptr16(CRC_TABLE)
-    crc = params[4]
-    s = params[5]
-    stop = 42 + params[2]
-    i = 50
-    while i + 1 < stop:
-        a = frame[i]
-        b = frame[i + 1]
-        crc = ((crc << 8) ^ t[((crc >> 8) ^ a) & 0xFF]) & 0xFFFF
-        crc = ((crc << 8) ^ t[((crc >> 8) ^ b) & 0xFF]) & 0xFFFF
-        s += (a << 8) | b
-        i += 2
-    if i < stop:  # an odd check offset: the last byte pairs with the CRC's high byte
-        a = frame[i]
-        crc = ((crc << 8) ^ t[((crc >> 8) ^ a) & 0xFF]) & 0xFFFF
-        s += (a << 8) | (crc >> 8)
-        s += (crc & 0xFF) << 8
+        # AES-CMAC (RFC 4493) of payload [0, check), steps as in Cmac.compute.
+        mac = sender.mac
+        xo = mac.x
+        x = ptr8(xo)
+        k = ptr8(mac.last_key)
+        enc = mac.enc
+        n = int(mac.n)
+        if n == 1:
+            i = 0
+            while i < 16:
+                x[i] = k[i]
+                i += 1
+        else:
+            i = 0
+            while i < 16:
+                x[i] = frame[42 + i]
+                i += 1
+            enc(xo, xo)
+            b = 1
+            while b < n - 1:
+                p = 42 + b * 16
+                i = 0
+                while i < 16:
+                    x[i] = x[i] ^ frame[p + i]
+                    i += 1
+                enc(xo, xo)
+                b += 1
+            i = 0
+            while i < 16:
+                x[i] = x[i] ^ k[i]
+                i += 1
+        p = 42 + (n - 1) * 16
+        rest = int(mac.rest)
+        i = 0
+        while i < rest:
+            x[i] = x[i] ^ frame[p + i]
+            i += 1
+        enc(xo, xo)
+        n = params[3]
+        i = 0
+        while i < n:
+            frame[stop + i] = x[i]
+            i += 1
+        stop += n
+        i = 50
+        while i + 1 < stop:
+            s += (frame[i] << 8) | frame[i + 1]
+            i += 2
+        if i < stop:
+            s += frame[i] << 8
     else:
-        s += crc
-    frame[stop] = crc >> 8
-    frame[stop + 1] = crc
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    c = (s ^ 0xFFFF) & 0xFFFF
-    if c == 0:
-        c = 0xFFFF  # RFC 768: a computed 0 goes out as all ones
-    frame[40] = c >> 8
-    frame[41] = c
-
-
-@micropython.viper
-def mac_seal(sender, mac: ptr8):
-    """Copy the first P_CHECK_LEN bytes of mac into the check, then the UDP checksum."""
-    frame = ptr8(sender.frame)
-    params = ptr32(sender.params)
-    p = 42 + params[2]
-    n = params[3]
-    i = 0
-    while i < n:
-        frame[p + i] = mac[i]
-        i += 1
-    stop = p + n
-    s = params[5]
-    i = 50
-    while i + 1 < stop:
-        s += (frame[i] << 8) | frame[i + 1]
-        i += 2
-    if i < stop:
-        s += frame[i] << 8
+        # CRC over payload [8, check) and the UDP sum over [8, P), in one pass of words.
+        t = ptr16(CRC_TABLE)
+        crc = params[4]
+        i = 50
+        while i + 1 < stop:
+            a = frame[i]
+            b = frame[i + 1]
+            crc = ((crc << 8) ^ t[((crc >> 8) ^ a) & 0xFF]) & 0xFFFF
+            crc = ((crc << 8) ^ t[((crc >> 8) ^ b) & 0xFF]) & 0xFFFF
+            s += (a << 8) | b
+            i += 2
+        if i < stop:  # an odd check offset: the last byte pairs with the CRC's high byte
+            a = frame[i]
+            crc = ((crc << 8) ^ t[((crc >> 8) ^ a) & 0xFF]) & 0xFFFF
+            s += (a << 8) | (crc >> 8)
+            s += (crc & 0xFF) << 8
+        else:
+            s += crc
+        frame[stop] = crc >> 8
+        frame[stop + 1] = crc
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
     c = (s ^ 0xFFFF) & 0xFFFF

@@ -160,3 +160,22 @@ s.close()
     seq.write_bytes(b"x" * 44)
     r = run_mp(script)
     assert r.stdout.split()[-1] == "0" and "unreadable" in r.stdout
+
+
+def test_deep_sleep_without_rtc_memory_cuts_the_reservation(tmp_path: Path) -> None:
+    """The unix port (like rp2) has no RTC memory: next_seq itself goes to the flash."""
+    script = f"""
+import micropython
+from precast_fw.seqstore import SeqStore
+s = SeqStore({str(tmp_path / "seq")!r}, reserve=10)
+print(s.rtc, s.start())
+for i in range(3):
+    s.take()
+micropython.heap_lock()
+s.save_for_sleep()  # allocation-free: the loop may run under heap_lock
+micropython.heap_unlock()
+s.close()
+s = SeqStore({str(tmp_path / "seq")!r}, reserve=10)
+print(s.start())
+"""
+    assert run_mp(script).stdout.split() == ["None", "0", "3"]

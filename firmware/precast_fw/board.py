@@ -164,7 +164,7 @@ class Board:
             return
         if self.sleep_mode == 2:
             if self.store is not None:
-                self.store.save_rtc()
+                self.store.save_for_sleep()
             if _deepsleep is not None and self.wlan is not None:
                 time.sleep_ms(_TX_DRAIN_MS)
                 ms -= _TX_DRAIN_MS

@@ -19,7 +19,8 @@ Deep sleep ends in a reboot but keeps the RTC's memory (ESP32): before
 sleeping the store leaves "PCSQ", seq, limit and a check there, and the
 next boot takes the seq from it instead of the flash, so waking costs no
 flash write and skips nothing. The record is cleared as soon as it is read,
-so a later reset cannot replay it.
+so a later reset cannot replay it. A port without RTC memory (rp2) writes
+next_seq itself as the reservation before sleeping instead.
 """
 
 import struct
@@ -36,9 +37,10 @@ DEFAULT_RESERVE = 1000
 def _rtc():
     """The RTC whose memory survives deep sleep, or None where the port has none."""
     try:
-        return machine.RTC()
+        rtc = machine.RTC()
     except AttributeError:  # the unix port has no RTC class
         return None
+    return rtc if hasattr(rtc, "memory") else None  # rp2's RTC keeps no memory
 
 
 def _check(seq, limit):
@@ -61,7 +63,7 @@ def parse_slot(b):
 
 
 class SeqStore:
-    """start() gives the first seq; take() before each send; save_rtc() before deep sleep."""
+    """start() gives the first seq; take() before each send; save_for_sleep() before deep sleep."""
 
     def __init__(self, path="precast_seq", reserve=DEFAULT_RESERVE, rtc=None):
         # rtc: an object with memory() / memory(buf); None asks machine for the RTC.
@@ -103,6 +105,21 @@ class SeqStore:
     def next_seq(self):
         """The seq the next take() hands out."""
         return self.limit - self.left
+
+    def save_for_sleep(self):
+        """Before a deep sleep: next_seq into RTC memory, or where there is none into the flash.
+
+        Without RTC memory (rp2) the reservation is cut back to next_seq itself, so a wake
+        skips nothing, for one flash write per sleep.
+        """
+        if self.save_rtc():
+            return
+        # Into both slots, one after the other: boot takes the larger slot, and until the
+        # second write lands the other slot's larger, older limit is just as safe.
+        n = self.limit - self.left
+        self._reserve(n)
+        self._reserve(n)
+        self.left = 0
 
     def save_rtc(self):
         """Leave next_seq in RTC memory for the boot after a deep sleep (False: no RTC)."""

@@ -37,7 +37,7 @@ from .errors import BoardError, UsageError
 
 CONNECT_TIMEOUT_S = 5.0  # a board answers the raw REPL well within this after a soft reset
 IO_TIMEOUT_S = 10.0  # longest wait for any one read once the board answered
-CHUNK = 1024  # bytes per write into a file on the board
+CHUNK = 2048  # bytes per exec writing a file on the board (up to 8 KB of source as repr)
 SECRETS_FILE = "precast_secrets.py"
 # Bundle files that replace each other by suffix: only the bundle's kind may stay.
 _TOP_MODULES = ("precast_template", "precast_config")
@@ -198,12 +198,10 @@ class Board:
         return digests, firmware
 
     def write(self, path: str, data: bytes) -> None:
-        """Write a file on the board, CHUNK bytes per round trip."""
-        code = [f"f = open({path!r}, 'wb')"]
-        self.exec(code[0])
-        for i in range(0, len(data), CHUNK):
-            self.exec(f"f.write({data[i : i + CHUNK]!r})")
-        self.exec("f.close()")
+        """Write a file on the board: one exec per CHUNK bytes, each opening and closing it."""
+        for i in range(0, max(len(data), 1), CHUNK):
+            mode = "ab" if i else "wb"
+            self.exec(f"with open({path!r}, {mode!r}) as f:\n f.write({data[i : i + CHUNK]!r})")
 
     def reset(self) -> None:
         """Hard-reset the board (machine.reset()), as `mpremote reset` does."""

@@ -54,6 +54,7 @@ _PROMPT = b"\n>>> "
 _INTERRUPT_HOLD_S = 1.0
 _RAW_BOOT_TIMEOUT_S = 5.0
 _SEND_TIMEOUT_S = 5.0
+_MIN_BOOT_S = 0.1
 
 # The files the unix port runs first (micropython -i _boot.py): the board's filesystem root,
 # machine.reset(), then boot.py and main.py, then the REPL.
@@ -221,6 +222,7 @@ class VirtualBoard:
         self._raw_boot_sent = False
         self._stopping = False
         self.boots = 0
+        self._booted_at = 0.0
 
     # ---- the unix process ----
 
@@ -264,6 +266,7 @@ class VirtualBoard:
         self._tail = b""
         self._hold_until = 0.0
         self.boots += 1
+        self._booted_at = time.monotonic()
 
     def _kill(self) -> None:
         if self.master is not None:
@@ -286,6 +289,9 @@ class VirtualBoard:
         except subprocess.TimeoutExpired:
             status = -1
         self._kill()
+        # A main.py that resets or crashes at once would spin the CPU: reboot at most
+        # every _MIN_BOOT_S, as a real board's boot takes that long anyway.
+        time.sleep(max(0.0, self._booted_at + _MIN_BOOT_S - time.monotonic()))
         if status == RESET_STATUS or status < 0:
             self._say("hard reset" if status == RESET_STATUS else f"crashed ({status}), reset")
             self._spawn(run_main=True)

@@ -9,7 +9,10 @@ CPU per reading is the collector's utime + stime (/proc/PID/stat) over the
 readings it stored.
 
 The naive collector is what one writes first: recvfrom, struct.unpack, one
-INSERT and one commit per reading, SQLite and the socket at their defaults.
+INSERT and one commit per reading, SQLite and the socket at their defaults
+(so each commit waits for fsync). `naive-wal` is the same loop with WAL and
+synchronous=NORMAL, to show how much of the gap is fsync and how much is
+batching and threads.
 
     .venv/bin/python tools/bench/collector.py            # both, table on stdout
     .venv/bin/python tools/bench/collector.py --only precast --start 100000
@@ -37,6 +40,7 @@ from precast.cli import load_layouts  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TICK = os.sysconf("SC_CLK_TCK")
+KINDS = ("precast", "naive", "naive-wal")
 
 
 # ---- the sender (runs in its own process) --------------------------------------------------
@@ -88,12 +92,15 @@ def send(port: int, rate: int, seconds: float, devices: int) -> None:
 # ---- the naive collector (runs in its own process) -----------------------------------------
 
 
-def naive(db: str, ready: str) -> None:
+def naive(db: str, ready: str, wal: bool) -> None:
     """recvfrom, struct.unpack, one INSERT and commit per reading; SIGTERM ends it."""
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     conn = sqlite3.connect(db)
+    if wal:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("CREATE TABLE readings (device, template, seq, received_at, source, "
                  "temperature, humidity, pressure, battery)")  # fmt: skip
     conn.commit()
@@ -133,7 +140,7 @@ def start_collector(kind: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int,
                str(ROOT / "templates"), "--db", str(db), "--ready-file", str(ready),
                "--log-level", "warning"]  # fmt: skip
     else:
-        cmd = [sys.executable, __file__, "--naive", str(db), str(ready)]
+        cmd = [sys.executable, __file__, "--naive", str(db), str(ready), kind]
     proc = subprocess.Popen(cmd)
     deadline = time.monotonic() + 20
     while not ready.exists():
@@ -228,24 +235,25 @@ def main() -> None:
         send(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--naive":
-        naive(sys.argv[2], sys.argv[3])
+        naive(sys.argv[2], sys.argv[3], sys.argv[4] == "naive-wal")
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="sending time per trial")
     ap.add_argument("--devices", type=int, default=50, help="simulated devices")
     ap.add_argument("--start", type=int, default=50_000, help="first rate for precast")
     ap.add_argument("--naive-start", type=int, default=500, help="first rate for naive")
+    ap.add_argument("--wal-start", type=int, default=5000, help="first rate for naive-wal")
     ap.add_argument("--step", type=float, default=1.5, help="rate factor per climbing trial")
     ap.add_argument("--limit", type=int, default=600_000, help="highest rate tried")
-    ap.add_argument("--only", choices=["precast", "naive"], help="run one collector only")
+    ap.add_argument("--only", choices=KINDS, help="run one collector only")
     args = ap.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="precast-bench-") as d:
         tmp = Path(d)
-        for kind in ("precast", "naive"):
+        for kind in KINDS:
             if args.only and kind != args.only:
                 continue
-            start = args.start if kind == "precast" else args.naive_start
+            start = {"precast": args.start, "naive": args.naive_start}.get(kind, args.wal_start)
             best, _ = search(kind, start, args.step, args.seconds, args.devices, tmp, args.limit)
             results[kind] = best
     print(f"\n{args.seconds:.0f} s per trial, {args.devices} devices, env-node payloads "
@@ -257,13 +265,12 @@ def main() -> None:
             print(f"| {kind} | below the first rate tried | |")
         else:
             print(f"| {kind} | {best['rate']:,.0f} readings/s | {best['us_per_reading']:.1f} us |")
-    if results.get("precast") and results.get("naive"):
-        p, n = results["precast"], results["naive"]
-        assert p is not None and n is not None
-        print(
-            f"\nprecast / naive: {p['rate'] / n['rate']:.0f}x the rate, "
-            f"{n['us_per_reading'] / p['us_per_reading']:.1f}x less CPU per reading"
-        )
+    p = results.get("precast")
+    for kind in KINDS[1:]:
+        n = results.get(kind)
+        if p and n:
+            print(f"\nprecast / {kind}: {p['rate'] / n['rate']:.0f}x the rate, "
+                  f"{n['us_per_reading'] / p['us_per_reading']:.1f}x less CPU per reading")  # fmt: skip
 
 
 if __name__ == "__main__":

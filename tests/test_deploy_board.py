@@ -84,6 +84,16 @@ def test_secrets_stay_on_the_board_and_redeploy_copies_changes(
     seqs = _sqlite_seqs(precast_collector, 9)
     assert seqs[:10] == list(range(10)) and min(seqs[10:]) > 9
 
+    # build's --secrets FILE instead: the user's file, with the key added, on the board only.
+    mine = tmp_path / "mine.py"
+    mine.write_text(f'WIFI_SSID = "home"\nWIFI_PASSWORD = "{PASSWORD}"\n')
+    out = micropython_board.deploy(TEMPLATES / "power-meter.toml", 9, count=12,
+                                   collector=precast_collector.address, interval_ms=0,
+                                   key_file=key_file, secrets=mine)  # fmt: skip
+    assert "copied     precast_secrets.py (secrets, not shown)" in out and PASSWORD not in out
+    secrets = (micropython_board.root / "precast_secrets.py").read_text()
+    assert "'home'" not in secrets and '"home"' in secrets and repr(KEY) in secrets
+
 
 def test_deploy_mpy_replaces_sources(
     micropython_board: MicropythonBoard, precast_collector: PrecastCollector

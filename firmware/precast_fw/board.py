@@ -162,12 +162,12 @@ class Board:
         """Wait ms in the configured sleep mode, feeding the watchdog; deep sleep reboots."""
         if ms <= 0:
             return
-        if self.sleep_mode == 2:
-            if self.store is not None:
-                self.store.save_for_sleep()
-            if _deepsleep is not None and self.wlan is not None:
-                time.sleep_ms(_TX_DRAIN_MS)
-                ms -= _TX_DRAIN_MS
+        deep = self.sleep_mode == 2
+        if deep and _deepsleep is not None and self.wlan is not None:
+            time.sleep_ms(_TX_DRAIN_MS)
+            ms -= _TX_DRAIN_MS
+        if deep and ms > 0 and self.store is not None:
+            self.store.save_for_sleep()
         # A watchdog must be fed more often than it bites: sleep in slices it allows.
         # Deep sleep stops the watchdog with the chip, so it goes in one piece.
         step = self._slice if self.sleep_mode != 2 else 0
@@ -177,6 +177,10 @@ class Board:
             ms -= n
             if self.wdt is not None:
                 self.wdt.feed()
+        if deep and self.store is not None:
+            # Still running: no deep sleep happened (the unix port's stand-in). A record left
+            # in RTC memory must not outlive this moment, or a later reset would replay it.
+            self.store.clear_rtc()
         if self.sleep_mode == 1 and self.wlan is not None and not self.wlan.isconnected():
             self._reconnect()
 

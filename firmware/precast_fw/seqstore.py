@@ -130,6 +130,11 @@ class SeqStore:
         self.rtc.memory(self._rec)
         return True
 
+    def clear_rtc(self):
+        """Forget a record left in RTC memory (the board did not sleep after all)."""
+        if self.rtc is not None:
+            self.rtc.memory(b"")
+
     def close(self):
         if self._file is not None:
             self._file.close()
@@ -141,7 +146,7 @@ class SeqStore:
         rec = self.rtc.memory()
         if len(rec) < _RTC_LEN:
             return False
-        self.rtc.memory(b"")  # read once: a later reset must not replay this record
+        self.clear_rtc()  # read once: a later reset must not replay this record
         magic, seq, limit, check = struct.unpack_from(_RTC_FMT, rec, 0)
         # The flash always holds the current limit: a record that disagrees is stale.
         if magic != _MAGIC or check != _check(seq, limit) or limit != flash_limit:

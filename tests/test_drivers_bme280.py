@@ -190,8 +190,8 @@ def test_slots_and_skips() -> None:
 
 
 def test_absent_or_wrong_chip_is_an_error() -> None:
-    with pytest.raises(OSError):
-        BME280(FakeI2C(bme280_calibration(DS_T, DS_P, DS_H), address=0x77))  # nothing at 0x76
+    with pytest.raises(OSError, match="nothing answers at 0x76"):
+        BME280(FakeI2C(bme280_calibration(DS_T, DS_P, DS_H), address=0x77))
     with pytest.raises(OSError, match="chip id 0x58"):
         BME280(FakeI2C(bme280_calibration(DS_T, DS_P, DS_H), chip_id=0x58))  # a BMP280
 

@@ -71,7 +71,10 @@ class BME280:
         self.t_fine = 0
         self._one = bytearray(1)
         self._data = bytearray(8)
-        i2c.readfrom_mem_into(address, _REG_ID, self._one)
+        try:
+            i2c.readfrom_mem_into(address, _REG_ID, self._one)
+        except OSError:  # ENODEV/ETIMEDOUT: no acknowledge at that address
+            raise OSError("BME280: nothing answers at 0x%02x" % address) from None
         if self._one[0] != CHIP_ID:
             raise OSError("BME280: chip id 0x%02x at 0x%02x, not 0x60" % (self._one[0], address))
         c = bytearray(26)

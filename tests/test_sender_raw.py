@@ -67,8 +67,8 @@ def test_raw_send_without_cap_net_raw_points_to_udp(veth: VethPair, tmp_path: Pa
     tpl = template_to(tmp_path, veth)
     setpriv = ["setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw"]
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    r = subprocess.run([*setpriv, "precast", "send", str(tpl), "--device", "1", "--iface",
-                        veth.outer, *ENV_VALUES], capture_output=True, text=True, env=env)  # fmt: skip
+    cmd = [*setpriv, "precast", "send", str(tpl), "--device", "1", "--iface", veth.outer]
+    r = subprocess.run([*cmd, *ENV_VALUES], capture_output=True, text=True, env=env)
     assert r.returncode == 2, r
     assert "CAP_NET_RAW" in r.stderr and "--udp" in r.stderr
     assert "Traceback" not in r.stderr

@@ -4,7 +4,8 @@ Format: a 24-byte global header (magic 0xa1b2c3d4 for microseconds or
 0xa1b23c4d for nanoseconds, in either byte order; version 2.4; snaplen;
 link type 1 = Ethernet) then per packet a 16-byte record header (seconds,
 fraction, captured length, original length) and the captured bytes.
-Link type 113 (Linux cooked, `tcpdump -i any`) is read too.
+Link types 113 and 276 (Linux cooked v1 and v2: `tcpdump -i any`) are read
+too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .errors import PrecastError
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_LINUX_SLL = 113
+LINKTYPE_LINUX_SLL2 = 276
 _MAGICS = {0xA1B2C3D4: 1_000_000, 0xA1B23C4D: 1_000_000_000}
 
 
@@ -71,7 +73,7 @@ def read_frames(path: str | Path) -> Iterator[bytes]:
                 f"{p}: not a pcap file (magic 0x{head[:4].hex()}; pcapng is not read)"
             )
         linktype = struct.unpack(endian + "I", head[20:24])[0] & 0x0FFFFFFF
-        if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL):
+        if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2):
             raise PrecastError(f"{p}: link type {linktype} is not Ethernet")
         rec = struct.Struct(endian + "IIII")
         while True:
@@ -87,4 +89,9 @@ def read_frames(path: str | Path) -> Iterator[bytes]:
                 if len(data) < 16:
                     continue
                 data = b"\x00" * 12 + data[14:16] + data[16:]
+            elif linktype == LINKTYPE_LINUX_SLL2:
+                # 20-byte cooked v2 header starting with the protocol.
+                if len(data) < 20:
+                    continue
+                data = b"\x00" * 12 + data[0:2] + data[20:]
             yield data

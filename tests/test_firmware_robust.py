@@ -1,19 +1,27 @@
-"""Injected send failures do not stop the loop, and the counts say what happened.
+"""Send failures do not stop the loop, and the counts say what happened.
 
-The real UDP transport to a loopback socket, wrapped (in the test script,
-on the unix port) so that chosen sends raise OSError(ENOBUFS), or with its
-socket closed under it mid-run. Robust retries with backoff, reopens the
-closed socket, gives a reading up only after every retry failed, and the
-counts line reports it; what arrives is exactly what the counts say.
+Injected: the real UDP transport to a loopback socket, wrapped (in the
+test script, on the unix port) so that chosen sends raise
+OSError(ENOBUFS), or with its socket closed under it mid-run. Real: the
+packet transport into a veth pair whose queue a token bucket keeps full
+(the kernel answers ENOBUFS and counts its drops), or whose link is down
+(ENETDOWN). Robust retries with backoff, reopens, gives a reading up only
+after every retry failed, and the counts line reports it; what arrives is
+exactly what the counts say.
 """
 
 from __future__ import annotations
 
+import errno
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATES
-from firmware_kit import UdpSink, build, counts, run_mp
+from conftest import TEMPLATES, VethPair
+from firmware_kit import UdpSink, build, counts, make_veth, run_mp
 from precast.cli import load_layouts
 from precast.codec import Codec, Reading
 
@@ -114,3 +122,52 @@ def test_firmware_closed_socket_is_reopened(tmp_path: Path, lock: bool) -> None:
     assert c["dropped"] == 0
     assert c["sent"] == N
     assert [r.seq for r in got] == list(range(N))
+
+
+@pytest.fixture
+def veth() -> Iterator[VethPair]:
+    pair = make_veth()
+    try:
+        yield pair
+    finally:
+        pair.close()
+
+
+def _tc_dropped(dev: str) -> int:
+    out = subprocess.run(["tc", "-s", "qdisc", "show", "dev", dev], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    m = re.search(r"dropped (\d+)", out)
+    assert m, out
+    return int(m.group(1))
+
+
+def test_firmware_real_enobufs_from_a_full_queue(tmp_path: Path, veth: VethPair) -> None:
+    """A token bucket on the veth lets ~1 frame a second through: the kernel says ENOBUFS."""
+    if shutil.which("tc") is None:
+        pytest.skip("needs tc (iproute2)")
+    subprocess.run(["tc", "qdisc", "add", "dev", veth.outer, "root", "tbf", "rate", "8kbit",
+                    "burst", "1600", "limit", "1600"], check=True)  # fmt: skip
+    n = 100
+    build(tmp_path / "b", TEMPLATES / "env-node.toml", "--device", "3", "--transport", "packet",
+          "--iface", veth.outer, "--count", str(n), "--interval-ms", "0")  # fmt: skip
+    r = run_mp(tmp_path / "b")
+    assert r.returncode == 0, r.stdout + r.stderr
+    c = counts(r.stdout)
+    assert c["readings"] == n
+    assert c["sent"] + c["dropped"] == n
+    assert c["failed"] > 0
+    assert c["dropped"] > 0
+    assert f"last_errno {errno.ENOBUFS}" in r.stdout
+    assert _tc_dropped(veth.outer) >= c["failed"]  # the kernel's own count of refusals
+
+
+def test_firmware_link_down_counts_every_reading(tmp_path: Path, veth: VethPair) -> None:
+    subprocess.run(["ip", "link", "set", veth.outer, "down"], check=True)
+    n = 20
+    build(tmp_path / "b", TEMPLATES / "minimal.toml", "--device", "3", "--transport", "packet",
+          "--iface", veth.outer, "--count", str(n), "--interval-ms", "0")  # fmt: skip
+    r = run_mp(tmp_path / "b")
+    assert r.returncode == 0, r.stdout + r.stderr
+    c = counts(r.stdout)
+    assert c == {"readings": n, "sent": 0, "failed": 4 * n, "dropped": n, "reopened": n}
+    assert f"last_errno {errno.ENETDOWN}" in r.stdout

@@ -150,3 +150,21 @@ def test_mpremote_mount_serves_host_files(micropython_board: MicropythonBoard,
     out = micropython_board.mpremote("mount", str(tmp_path), "exec", code)
     assert "from the host /remote" in out
     assert not (micropython_board.root / "hostmod.py").exists()
+
+
+def test_board_refusals_are_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        for args, why in (
+            (["--listen", f"127.0.0.1:{port}", "--root", str(tmp_path)], "in use"),
+            (["--listen", "127.0.0.1", "--root", str(tmp_path)], "expected HOST:PORT"),
+            (["--root", "/proc/no/such/dir"], "--root"),
+        ):
+            r = subprocess.run([sys.executable, "-m", "precast.cli", "board", *args],
+                               capture_output=True, text=True, timeout=30)  # fmt: skip
+            assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+            lines = r.stderr.strip().splitlines()
+            assert len(lines) == 1 and why in lines[0], r.stderr

@@ -170,15 +170,23 @@ class VirtualBoard:
         log: Any = None,
     ) -> None:
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--root {root}: {e.strerror}") from None
         self.micropython = micropython or find_micropython()
+        if not os.access(self.micropython, os.X_OK):
+            raise UsageError(f"--micropython {self.micropython}: not an executable")
         self.log = log
+        try:
+            self.listener = socket.create_server(listen, reuse_port=False)
+        except OSError as e:
+            raise UsageError(f"--listen {listen[0]}:{listen[1]}: {e.strerror}") from None
         self._shim_dir = Path(tempfile.mkdtemp(prefix="precast-board-"))
         (self._shim_dir / "_precast_os.py").write_text(_OS_MODULE)
         (self._shim_dir / "_precast_machine.py").write_text(_MACHINE_MODULE)
         (self._shim_dir / "_boot.py").write_text(_BOOT)
         self._sel = selectors.DefaultSelector()
-        self.listener = socket.create_server(listen, reuse_port=False)
         self.listener.setblocking(False)
         self._sel.register(self.listener, selectors.EVENT_READ, "listen")
         self.address: tuple[str, int] = self.listener.getsockname()[:2]

@@ -243,8 +243,6 @@ def _prepare(args: argparse.Namespace, out: Path) -> tuple[dict[str, bytes], byt
         raise UsageError("give --key or --key-file, not both")
     if (args.wifi_ssid is None) != (args.wifi_password_file is None):
         raise UsageError("--wifi-ssid and --wifi-password-file go together")
-    if getattr(args, "secrets", None):  # build's option: deploy writes precast_secrets.py itself
-        raise UsageError("deploy takes --wifi-ssid and --wifi-password-file, not --secrets")
     if getattr(args, "secrets", None) and args.wifi_ssid is not None:
         raise UsageError("give --secrets FILE or --wifi-ssid/--wifi-password-file, not both")
     key: bytes | None = args.key

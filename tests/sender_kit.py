@@ -79,15 +79,19 @@ class Capture:
                      "root", "-U", "-n", "udp")  # fmt: skip
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None
-        line = self.proc.stderr.readline()
-        assert "listening on" in line, line
         self.stats = ""
+        for _ in range(5):
+            line = self.proc.stderr.readline()
+            self.stats += line
+            if "listening on" in line:
+                break
+        assert "listening on" in self.stats, self.stats
 
     def stop(self) -> list[tuple[float, bytes]]:
         """Stop tcpdump (after the kernel delivered what is in flight); the frames captured."""
         time.sleep(1.2)  # libpcap hands over a TPACKET_V3 block at its 1 s timeout
         self.proc.send_signal(signal.SIGINT)
         _, err = self.proc.communicate(timeout=30)
-        self.stats = err
+        self.stats += err
         assert "0 packets dropped by kernel" in err, err
         return read_pcap(self.path)

@@ -105,6 +105,8 @@ class BatchPatcher:
             out[:, sl] = _be(raw, dt, rows)
         if self.layout.template.mic:
             self._patch_mic(out)
+            if partial is not None:  # the MIC covers the payload alone, not the addresses
+                self._udp_checksum(out, partial)
             return
         idx = out[:, self._var].astype(np.intp)
         idx += self._crc_pos

@@ -1,8 +1,8 @@
 """Simulated sensor fleets: the `simulate` command, for testing a collector before hardware.
 
 A fleet is K devices with distinct device ids (--device-base on), MACs
-(02:00 then the device id's four bytes) and source IPs (the template's
-plus the device's index), given the templates round-robin. Each reading
+(02:00 then the device id's four bytes) and source IPs (the first
+template's plus the device's index), given the templates round-robin. Each reading
 is a sine per field, a period of a minute with a phase per device, plus a
 little noise, inside the field's range. Devices report in rounds (one
 reading each); the fleet's rate is frames per second over all devices.
@@ -101,10 +101,10 @@ class Fleet:
         self.devices = devices
         members: dict[int, list[Layout]] = {}
         ids: dict[int, list[int]] = {}
+        first_ip = ipaddress.IPv4Address(layouts[0].template.network.src_ip)
         for i in range(devices):
-            base = layouts[i % len(layouts)]
-            t = base.template
-            ip = ipaddress.IPv4Address(t.network.src_ip) + i
+            t = layouts[i % len(layouts)].template
+            ip = first_ip + i
             net = dataclasses.replace(t.network, src_mac=_device_mac(device_base + i),
                                       src_ip=str(ip))  # fmt: skip
             members.setdefault(t.id, []).append(

@@ -13,7 +13,7 @@ seal takes the Sender (it is its `patch` for an integer template) and
 uses its frame, its Cmac (`mac`) and its array('I') `params` (indices
 P_*). The plain functions here are the fallback; the viper ones in
 `viper`, with the same names, replace them where the port has a native
-emitter (6x faster here).
+emitter (18x faster on the unix port: 0.2 against 3.8 µs a reading).
 """
 
 from array import array

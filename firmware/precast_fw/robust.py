@@ -4,8 +4,9 @@ A send can fail for a while and then work again: ESP32's WiFi buffers are
 full (ENOMEM, EAGAIN), the kernel's queue is (ENOBUFS), no route, link
 down. Robust.send retries with a doubling backoff, then gives the reading
 up (counted as dropped). A closed or broken socket (EBADF, ENOTCONN, or
-retries used up) is reopened when the transport can. Nothing here
-allocates on the way through a failure, except reopening.
+retries used up) is reopened when the transport can. Robust allocates
+nothing on the way through a failure, except to reopen (the port builds
+the OSError; under heap_lock it uses its emergency exception object).
 """
 
 import errno

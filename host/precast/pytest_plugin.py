@@ -2,9 +2,9 @@
 
 Installed with precast (entry point `precast`), so a test only names a fixture:
 
-- `precast_templates`: the template files or directories the other fixtures use: the
-  `precast_templates` ini option if set, else `templates/` under pytest's rootdir. Override
-  the fixture in a conftest.py or a test module to use your own.
+- `precast_templates`: the template files or directories the other fixtures use,
+  `templates/` under pytest's rootdir by default. Override the fixture in a conftest.py or a
+  test module to use your own.
 - `precast_key`: the AES-128 key (bytes) of cmac templates, None by default; override it.
 - `precast_collector`: a running `precast collect` on 127.0.0.1 and an ephemeral port with a
   temporary SQLite database. `.address` ("127.0.0.1:PORT") is what a sender or
@@ -20,7 +20,7 @@ Installed with precast (entry point `precast`), so a test only names a fixture:
   `precast deploy` (options as build's flags: count=5 is --count 5), `.mpremote(*args)`
   the mpremote CLI. Skipped, with the reason, where the unix port is missing.
 
-Each fixture starts real processes and stops them when the test ends.
+Fixtures only, no hooks: each starts real processes and stops them when the test ends.
 """
 
 from __future__ import annotations
@@ -336,19 +336,9 @@ class MicropythonBoard:
 # ---- fixtures ------------------------------------------------------------------------------
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addini(
-        "precast_templates", "template files or directories for precast's fixtures", type="args"
-    )
-
-
 @pytest.fixture
 def precast_templates(request: pytest.FixtureRequest) -> list[str]:
-    """Template files or directories: the ini option, else rootdir/templates."""
-    configured: list[str] = request.config.getini("precast_templates")
-    if configured:
-        base = request.config.rootpath
-        return [str(base / t) for t in configured]
+    """Template files or directories: rootdir/templates; override to use your own."""
     return [str(request.config.rootpath / "templates")]
 
 

@@ -18,7 +18,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import KEY_HEX, TEMPLATES
+from conftest import KEY_HEX, TEMPLATES, precast
 from firmware_kit import build, run_mp
 from precast.cli import load_layouts
 from precast.codec import encode_raw
@@ -132,3 +132,16 @@ def test_firmware_frames_equal_host_encode(tmp_path: Path, plain: bool) -> None:
         _check_frames(lay, cases, r.stdout.strip())
         _scapy_agrees(bytes.fromhex(r.stdout.split("\n")[1].split()[0]))
     assert checks_seen == {"crc16", "cmac4", "cmac8"}
+
+
+def test_firmware_frame_equals_precast_encode(tmp_path: Path) -> None:
+    """The CLI as the judge: `precast encode` of values in units, the firmware given raws."""
+    template = TEMPLATES / "env-node.toml"
+    values = ["temperature=-12.34", "humidity=56.78", "pressure=101325", "battery=3300"]
+    r = precast("encode", str(template), "--device", "7", "--seq", "70000", *values)
+    assert r.returncode == 0, r.stderr
+    build(tmp_path / "b", template, "--device", "7")
+    (tmp_path / "b" / "cases.json").write_text(json.dumps([[70000, [-1234, 5678, 101325, 3300]]]))
+    out = run_mp(tmp_path / "b", f"PLAIN = False\nKEY = None\n{SCRIPT}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.split("\n")[1].split()[0] == r.stdout.strip()

@@ -47,7 +47,9 @@ def template_to(tmp: Path, v: VethPair, name: str = "env-node.toml") -> Path:
     """A copy of a shipped template whose frames go to the far end's MAC."""
     text = (TEMPLATES / name).read_text()
     text = text.replace('dst_mac = "ff:ff:ff:ff:ff:ff"', f'dst_mac = "{v.inner_mac}"')
-    if "dst_mac" not in text:
+    if "dst_mac" not in text and "[network]" in text:
+        text = text.replace("[network]", f'[network]\ndst_mac = "{v.inner_mac}"', 1)
+    elif "dst_mac" not in text:
         text = text.replace("[[field]]", f'[network]\ndst_mac = "{v.inner_mac}"\n\n[[field]]', 1)
     out = tmp / name
     out.write_text(text)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import serial
-from conftest import TEMPLATES
+from conftest import BIN, TEMPLATES
 from firmware_kit import build, run_mp
 from hypothesis import given
 from hypothesis import strategies as st

@@ -204,3 +204,21 @@ def test_port_in_use_is_an_error(tmp_path: Path) -> None:
     finally:
         s.close()
     assert r.returncode == 2 and "in use" in r.stderr
+
+
+def test_a_locked_database_delays_but_loses_nothing(tmp_path: Path) -> None:
+    """Another writer holds the database: the collector logs, retries, and stores it all."""
+    col = Collector(tmp_path)
+    try:
+        col.send([minimal(6, 0)])
+        wait_for(lambda: count_rows(col.db) == 1, 10, "first reading")
+        other = sqlite3.connect(col.db, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        col.send(minimal(6, s) for s in range(1, 501))
+        wait_for(lambda: "retrying" in col.stderr(), 10, "a retry")
+        other.execute("COMMIT")
+        other.close()
+        wait_for(lambda: count_rows(col.db) == 501, 10, "all readings")
+    finally:
+        assert col.stop() == 0
+    assert by_device(stats(col.db))[6]["received"] == 501

@@ -96,7 +96,9 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # A short busy timeout: the collector retries a locked write itself, and logs it.
+            self.conn = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
+                                        check_same_thread=False)  # fmt: skip
             self.conn.execute("PRAGMA journal_mode=WAL")
             # WAL with synchronous=NORMAL: a committed batch survives a crash of the collector;
             # the last batches may be lost only when the machine itself loses power.

@@ -39,15 +39,21 @@ MP_SCRIPT = """
 import json, micropython
 from drivers_fakes import FakeADC
 from precast_fw.sensors.battery import Battery
+from precast_fw.sensors.group import Group
 a = Battery(FakeADC(1850), ratio_milli=2000, slot=0)
 b = Battery(FakeADC(1650, False), ratio_milli=3000, slot=1)
+g = Group([a, b])  # what --sensor x,y builds
 v = [0, 0]
-a.read(v)
-b.read(v)
+
+
+def steady(n):
+    for _ in range(n):
+        g.read(v)
+
+
+g.read(v)
 micropython.heap_lock()
-for i in range(100):
-    a.read(v)
-    b.read(v)
+steady(100)
 micropython.heap_unlock()
 print(json.dumps(v))
 """

@@ -132,6 +132,26 @@ def deadline(seconds: float, message: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
+_SHORTCUTS = {"a": "/dev/ttyACM", "u": "/dev/ttyUSB", "c": "COM"}
+
+
+def resolve_port(port: str) -> str:
+    """mpremote's names for ports: auto (the first USB serial device), a0..a99, u0..u99,
+    c0..c99 and port:NAME; anything else is a pyserial URL or device as it is."""
+    if port == "auto":
+        from serial.tools.list_ports import comports
+
+        found = sorted(p.device for p in comports() if p.vid is not None)
+        if not found:
+            raise BoardError("auto: no USB serial device found")
+        return str(found[0])
+    if port.startswith("port:"):
+        return port[len("port:") :]
+    if len(port) >= 2 and port[0] in _SHORTCUTS and port[1:].isdigit() and len(port) <= 3:
+        return _SHORTCUTS[port[0]] + port[1:]
+    return port
+
+
 class Board:
     """A MicroPython board behind a port, in its raw REPL (mpremote's SerialTransport)."""
 
@@ -139,6 +159,7 @@ class Board:
         from mpremote.transport import TransportError
         from serial import SerialException
 
+        port = resolve_port(port)
         self.port = port
         self.transport: Any = None
         quiet = io.StringIO()  # mpremote prints what it got when the REPL does not answer
@@ -334,6 +355,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def _open_port(port: str) -> Any:
     import serial
 
+    port = resolve_port(port)
     try:
         return serial.serial_for_url(port, baudrate=115200, timeout=0.05)
     except (serial.SerialException, OSError, ValueError) as e:
@@ -428,7 +450,8 @@ def add_deploy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--port",
         required=True,
-        help="the board: a serial device, socket://HOST:PORT or rfc2217://HOST:PORT",
+        help="the board: a serial device, socket://HOST:PORT, rfc2217://HOST:PORT, or "
+        "mpremote's auto, a0, u0, c0",
     )
     p.add_argument("--key-file", metavar="F", help="file holding the AES-128 key (32 hex digits)")
     p.add_argument("--wifi-ssid", metavar="S", help="WiFi network the board joins")
@@ -463,6 +486,7 @@ def register(subparsers: Any) -> None:
     m.add_argument(
         "--port",
         required=True,
-        help="the board: a serial device, socket://HOST:PORT or rfc2217://HOST:PORT",
+        help="the board: a serial device, socket://HOST:PORT, rfc2217://HOST:PORT, or "
+        "mpremote's auto, a0, u0, c0",
     )
     m.set_defaults(func=cmd_monitor)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -264,13 +265,18 @@ def test_collector_restart_keeps_counting(tmp_path: Path) -> None:
     again.good(last[3])
     again.good(gap)
     second = again.sends + second
-    col = Collector(tmp_path, "--window", str(WINDOW), name="first")
+    # The first run stops on SIGINT (Ctrl-C) and prints its JSON lines on stdout.
+    col = Collector(tmp_path, "--window", str(WINDOW), "--jsonl", "-", name="first")
     try:
         col.send(p for p, _, _ in first)
+        col.signal(signal.SIGINT)
+        out, _ = col.proc.communicate(timeout=30)
     finally:
         assert col.stop() == 0
     mid = by_device(stats(col.db))[7]
     assert mid["received"] == len({x for _, x, _ in first})
+    printed = [json.loads(x) for x in out.decode().splitlines()]
+    assert [x["seq"] for x in printed] == list(dict.fromkeys(x for _, x, _ in first))
     col = Collector(tmp_path, "--window", str(WINDOW), db=col.db, name="second")
     try:
         col.send(p for p, _, _ in second)

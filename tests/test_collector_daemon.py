@@ -150,6 +150,7 @@ def test_metrics_served_as_prometheus_text(tmp_path: Path) -> None:
     assert samples[("precast_device_lost", (("device", "3"),))] == 3
     assert samples[("precast_device_bad_total", (("device", "3"),))] == 1
     assert samples[("precast_dropped_total", (("where", "kernel"),))] == 0
+    assert abs(samples[("precast_device_last_seen_seconds", (("device", "3"),))] - time.time()) < 60
 
 
 def test_stale_device_and_the_table(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def test_tracker_matches_the_definitions(seqs: list[int], base: int) -> None:
     assert REPLAY not in out
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(0, 100), min_size=1, max_size=200), st.integers(1, 199))
 def test_store_round_trip_continues_counting(seqs: list[int], cut: int) -> None:
     """Saved and loaded half way (a restart), the counts are those of one uninterrupted run."""

@@ -704,6 +704,14 @@ def serve_metrics(collector: Collector, hostport: tuple[str, int]) -> tuple[str,
                 for d in s["devices"]:
                     fam.add_metric([str(d.device)], getattr(d, name))
                 yield fam
+            seen = GaugeMetricFamily(
+                "precast_device_last_seen_seconds",
+                "Unix time of the device's last reading",
+                labels=["device"],
+            )
+            for d in s["devices"]:
+                seen.add_metric([str(d.device)], d.last_seen)
+            yield seen
             drops = CounterMetricFamily("precast_dropped", "Datagrams never decoded, by where",
                                         labels=["where"])  # fmt: skip
             drops.add_metric(["kernel"], s["counters"]["kernel_drops"])

@@ -249,6 +249,14 @@ def search(kind: str, start: int, step: float, seconds: float, devices: int, tmp
             why = "sender-limited: it stored all the sender could offer"
             break
         rate = int(rate * step)
+    while best is None and rate >= 20:  # the first rate lost readings: go down
+        rate //= 2
+        t = run(rate)
+        if t["ok"]:
+            best = t
+        else:
+            fail = rate
+            why = f"lost readings at {t['offered']:,.0f}/s"
     lo = int(best["rate"]) if best else 0
     for _ in range(2 if fail else 0):
         mid = (lo + fail) // 2

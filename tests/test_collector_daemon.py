@@ -171,6 +171,7 @@ def test_stale_device_and_the_table(tmp_path: Path) -> None:
         assert col.stop() == 0
     devs = by_device(doc)
     assert devs[1]["stale"] is True and devs[2]["stale"] is False
+    assert devs[1]["tail_lost"] >= 5 and devs[2]["tail_lost"] == 0  # 0.2 s+ at 10 ms
     assert 0.005 < devs[1]["interval_s"] < 0.1
     assert 0.5 < devs[2]["interval_s"] < 2
     assert table.returncode == 0

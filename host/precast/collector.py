@@ -783,6 +783,7 @@ def _stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
         interval = (d["last_seen"] - d["epoch_started"]) / span if span > 0 else None
         silent = max(0.0, now - d["last_seen"])
         total = d["received"] + d["lost"]
+        stale = interval is not None and silent > STALE_INTERVALS * interval
         devices.append({
             "device": d["device"],
             "template": d["template"],
@@ -801,7 +802,9 @@ def _stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
             "last_seen": utc_iso(d["last_seen"]),
             "silent_s": round(silent, 3),
             "interval_s": round(interval, 6) if interval is not None else None,
-            "stale": interval is not None and silent > STALE_INTERVALS * interval,
+            "stale": stale,
+            # The silent tail is loss too, but uncounted until the next reading says how much.
+            "tail_lost": int(silent / interval) if stale and interval else 0,
         })  # fmt: skip
     c = raw["counters"]
     return {
@@ -836,7 +839,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     for d in doc["devices"]:
         name = d["template_name"] or "?"
         table.add_row(
-            str(d["device"]), f"{name}", str(d["received"]), str(d["lost"]),
+            str(d["device"]), f"{name}", str(d["received"]),
+            f"{d['lost']} +~{d['tail_lost']}" if d["tail_lost"] else str(d["lost"]),
             f"{d['loss_pct']:.2f}", str(d["duplicates"]), str(d["late"]), str(d["bad"]),
             str(d["reboots"]), str(d["last_seq"]), _age(d["silent_s"]),
             "[bold red]stale[/]" if d["stale"] else "ok",

@@ -381,7 +381,10 @@ class VirtualBoard:
                     if key.data == "listen":
                         self._accept()
                     elif key.data == "client":
-                        assert self.client is not None
+                        # One select() may report a client that an accept or a reboot
+                        # before it in the same round has already replaced.
+                        if key.fileobj is not self.client or self.client is None:
+                            continue
                         try:
                             data = self.client.recv(65536)
                         except OSError:
@@ -390,7 +393,7 @@ class VirtualBoard:
                             self._pending += data
                         else:
                             self._drop_client()
-                    elif key.data == "pty" and self.master is not None:
+                    elif key.data == "pty" and key.fd == self.master:
                         try:
                             out = os.read(self.master, 65536)
                         except BlockingIOError:

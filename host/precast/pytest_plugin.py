@@ -305,7 +305,9 @@ class MicropythonBoard:
             [*cmd, *args], capture_output=True, text=True, timeout=timeout, check=False
         )
         if r.returncode != 0:
-            raise AssertionError(f"precast deploy failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+            raise AssertionError(
+                f"precast deploy failed ({r.returncode}):\n{r.stdout}{r.stderr}{self._died()}"
+            )
         return r.stdout
 
     def mpremote(self, *args: str, timeout: float = 60, check: bool = True) -> str:
@@ -318,8 +320,15 @@ class MicropythonBoard:
             check=False,
         )
         if check and r.returncode != 0:
-            raise AssertionError(f"mpremote {' '.join(args)} failed:\n{r.stdout}{r.stderr}")
+            raise AssertionError(
+                f"mpremote {' '.join(args)} failed:\n{r.stdout}{r.stderr}{self._died()}"
+            )
         return r.stdout
+
+    def _died(self) -> str:
+        if self.proc.poll() is None:
+            return ""
+        return f"\nthe board process ended ({self.proc.returncode}):\n{_tail(self.log_path)}"
 
     def exec(self, code: str) -> str:
         """Run code on the board after a soft reset (mpremote exec); its output."""

@@ -16,7 +16,7 @@ import pytest
 from conftest import BIN, VethPair, precast
 from precast import encode
 from precast.cli import load_layouts
-from sender_kit import ENV_VALUES, Capture, pair, template_to
+from sender_kit import ENV_VALUES, Capture, need, pair, template_to
 
 SUMMARY = re.compile(r"^sent (\d+) frames in ([\d.]+) s: (\d+) frames/s, (\d+) errors$")
 
@@ -65,7 +65,7 @@ def test_tx_ring_sends_byte_for_byte_what_per_frame_sends(veth: VethPair, tmp_pa
 
 def test_raw_send_without_cap_net_raw_points_to_udp(veth: VethPair, tmp_path: Path) -> None:
     tpl = template_to(tmp_path, veth)
-    setpriv = ["setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw"]
+    setpriv = [need("setpriv", "util-linux"), "--bounding-set=-net_raw", "--inh-caps=-net_raw"]
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     cmd = [*setpriv, "precast", "send", str(tpl), "--device", "1", "--iface", veth.outer]
     r = subprocess.run([*cmd, *ENV_VALUES], capture_output=True, text=True, env=env)

@@ -59,11 +59,12 @@ class TokenBucket:
         least = min(want, self.quantum)
         while True:
             self._refill()
-            if self.tokens >= least:
-                n = min(want, int(self.tokens))
+            have = self.tokens + 1e-6  # float sums fall a hair short of whole tokens
+            if have >= least:
+                n = min(want, int(have))
                 self.tokens -= n
                 return n
-            self._sleep((least - self.tokens) / self.rate)
+            self._sleep(max((least - self.tokens) / self.rate, 1e-5))
 
 
 @dataclass

@@ -1,0 +1,183 @@
+"""The sender's parts on their own: batch patching, the token bucket, UDP, progress, errors."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+from conftest import BIN, KEY_HEX, TEMPLATES, precast
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from precast.batch import BatchPatcher
+from precast.cli import load_layouts
+from precast.codec import encode_raw
+from precast.fleet import Faults, Fleet, fleet_frames
+from precast.layout import PAYLOAD_OFFSET
+from precast.sender import TokenBucket, pump
+from precast.transports import open_transport
+from precast.transports.memory import MemoryTransport
+from sender_kit import ENV_VALUES
+
+LAYOUTS = load_layouts([TEMPLATES])
+KEY = bytes.fromhex(KEY_HEX)
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> tuple[int, list[int], list[int], list[list[int | float]]]:
+    i = draw(st.integers(0, len(LAYOUTS) - 1))
+    n = draw(st.integers(1, 40))
+    u32 = st.integers(0, 0xFFFFFFFF)
+    devices = draw(st.lists(u32, min_size=n, max_size=n))
+    seqs = draw(st.lists(u32, min_size=n, max_size=n))
+    cols: list[list[int | float]] = []
+    for s in LAYOUTS[i].fields:
+        lo, hi = s.field.range
+        el = (st.floats(width=32, allow_nan=False, allow_infinity=False) if lo is None
+              else st.integers(lo, hi))  # fmt: skip
+        cols.append(draw(st.lists(el, min_size=n, max_size=n)))
+    return i, devices, seqs, cols
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches())
+def test_batch_patcher_makes_exactly_what_encode_makes(
+    b: tuple[int, list[int], list[int], list[list[int | float]]],
+) -> None:
+    i, devices, seqs, cols = b
+    lay = LAYOUTS[i]
+    p = BatchPatcher(lay, KEY)
+    out = p.empty(len(devices))
+    dtype = [np.float32 if s.field.type == "f32" else np.int64 for s in lay.fields]
+    p.patch(out, np.array(devices), np.array(seqs),
+            [np.array(c, dtype=d) for c, d in zip(cols, dtype, strict=True)])  # fmt: skip
+    for r, (dev, seq) in enumerate(zip(devices, seqs, strict=True)):
+        want = encode_raw(lay, [c[r] for c in cols], dev, seq, KEY)
+        assert out[r].tobytes() == want
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+        self.slept = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s
+        self.slept += s
+
+
+def test_token_bucket_holds_its_rate_and_catches_up_a_stall_only_so_far() -> None:
+    c = FakeClock()
+    b = TokenBucket(10_000, clock=c, sleep=c.sleep)
+    sent = 0
+    while sent < 20_000:
+        sent += b.take(1_000)
+    assert abs(c.t - 100.0 - 2.0) < 0.01  # 20,000 frames at 10,000/s: 2 s
+    c.t += 5.0  # a 5 s stall: at most 0.1 s of tokens are waiting after it
+    assert b.take(10**9) == 1_000
+
+
+def test_pump_at_rate_zero_sends_everything_at_once() -> None:
+    mem = MemoryTransport()
+    stats = pump(mem, [np.zeros((5, 60), np.uint8), [b"x" * 60] * 3], rate=0)
+    assert stats.sent == len(mem.frames) == 8 and stats.errors == 0
+    assert re.fullmatch(r"sent 8 frames in [\d.]+ s: \d+ frames/s, 0 errors", stats.summary())
+
+
+def test_fleet_devices_have_distinct_ids_macs_and_ips() -> None:
+    fleet = Fleet(LAYOUTS, devices=9, device_base=500, key=KEY, seed=1)
+    frames = [f.tobytes() for chunk in fleet_frames(fleet, Faults(), 1, 1.0, 64) for f in chunk]
+    assert len(frames) == 9
+    ids = {int.from_bytes(f[PAYLOAD_OFFSET + 4 : PAYLOAD_OFFSET + 8], "big") for f in frames}
+    assert ids == set(range(500, 509))
+    assert len({f[6:12] for f in frames}) == 9
+    assert len({f[26:30] for f in frames}) == 9
+
+
+def test_udp_sends_the_payload_alone() -> None:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    try:
+        to = f"127.0.0.1:{rx.getsockname()[1]}"
+        r = precast("send", str(TEMPLATES / "env-node.toml"), "--device", "3", "--seq", "10",
+                    "--count", "3", "--udp", to, *ENV_VALUES)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        got = [rx.recv(2048) for _ in range(3)]
+    finally:
+        rx.close()
+    raws = [2150, 4025, 101325, 3000]  # ENV_VALUES in raw units
+    lay = next(lay for lay in LAYOUTS if lay.template.name == "env-node")
+    assert got == [encode_raw(lay, raws, 3, s)[PAYLOAD_OFFSET:] for s in (10, 11, 12)]
+    assert r.stdout.splitlines()[-1].startswith("sent 3 frames in ")
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    env_node = str(TEMPLATES / "env-node.toml")
+    cases = [
+        (["send", env_node, "--device", "1", "--udp", "nohostport", *ENV_VALUES], "HOST:PORT"),
+        (["send", str(TEMPLATES / "power-meter.toml"), "--device", "1", "--pcap",
+          str(tmp_path / "x.pcap"), "energy=1", "power=1", "voltage=1", "power_factor=1"],
+         "--key"),
+        (["send", env_node, "--device", "1", "--pcap", str(tmp_path / "x.pcap"),
+          "temperature=900"], "temperature"),
+        (["simulate", "--devices", "3", "--rate", "10", "--loss", "0.7", "--dup", "0.7",
+          "--pcap", str(tmp_path / "y.pcap")], "more than 1"),
+        (["bridge", "--serial", str(tmp_path / "no-such-tty"), "--udp", "127.0.0.1:9"],
+         "serial port"),
+    ]  # fmt: skip
+    for args, word in cases:
+        r = precast(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.startswith("precast: error: ") and word in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_transport_urls() -> None:
+    mem = open_transport("memory://")
+    assert mem.send_frames([b"abc"]) == 0
+    assert mem.frames == [b"abc"]  # type: ignore[attr-defined]
+
+
+def _run_on_a_terminal(args: list[str]) -> str:
+    """Run precast with stderr on a pty; everything it drew there."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen([str(BIN / "precast"), *args], stdout=subprocess.PIPE, stderr=slave,
+                         env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})  # fmt: skip
+    os.close(slave)
+    drawn = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        elif p.poll() is not None:
+            break
+    p.wait(timeout=30)
+    os.close(master)
+    return drawn.decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_for_runs_over_a_second(tmp_path: Path) -> None:
+    base = ["send", str(TEMPLATES / "env-node.toml"), "--device", "1", "--pcap",
+            str(tmp_path / "p.pcap"), *ENV_VALUES]  # fmt: skip
+    t0 = time.monotonic()
+    long = _run_on_a_terminal([*base, "--count", "1600", "--rate", "1000"])
+    assert time.monotonic() - t0 > 1.5
+    assert "frames/s" in long and "/1600" in long
+    short = _run_on_a_terminal([*base, "--count", "300", "--rate", "1000"])
+    assert "frames/s" not in short

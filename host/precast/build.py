@@ -1,11 +1,13 @@
 """`precast build`: everything a board needs to send one template's readings, in one directory.
 
 The device never parses TOML: the template is compiled here into
-`precast_template.py`, a module of constants (the frame, offsets, the
-struct format, the partial UDP sum and the CRC state after the constant
-header) plus one generated function, `pack`, which is the template's
-struct.pack_into call spelled out (a `*values` call would allocate a tuple
-per reading). `precast_config.py` holds the run's options, `main.py` runs
+`precast_template.py`, a module of constants (the frame with the device
+id in it, offsets, field sizes, the struct formats, the partial UDP sum
+and the CRC state after the constant header) plus one generated
+function, `pack`: the template's struct.pack_into call spelled out (a
+`*values` call would allocate a tuple per reading), which the firmware
+uses for a template with an f32 field (integer fields go through viper).
+`precast_config.py` holds the run's options, `main.py` runs
 `precast_fw.app`, and `precast_fw/` is the firmware package, copied.
 
 Other commands reuse the option set: `add_build_arguments(parser)` adds the

@@ -5,9 +5,10 @@ frame, offsets, struct format, partial sums) and writes `precast_config`;
 `main.py` hands both to `app.main`. Modules:
 
 - sender: the frame, patched per reading (seq, fields, check, UDP checksum)
-- checks: CRC-16 and the UDP checksum (viper where the port has it)
-- cmac: AES-128-CMAC (RFC 4493) over cryptolib's AES
-- transport_<name>: udp, packet, mem (one class `Transport` each)
+- checks: seq, fields, CRC-16 or CMAC, UDP checksum in plain Python; viper:
+  the same as one viper call, used where the port has a native emitter
+- cmac: AES-128-CMAC (RFC 4493) over cryptolib's AES, subkeys computed once
+- transport_<name>: udp, packet, serial, mem (one class `Transport` each)
 - robust: retry with backoff around a transport, counting failures
 - sensors.<name>: drivers that fill a list with raw integers (sim, bme280, ds18b20,
   battery; group reads several)

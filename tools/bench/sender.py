@@ -144,7 +144,9 @@ def command(way: str, link: Link, template: Path, cfg: Path) -> list[str]:
 
 
 def measure(cmd: list[str], dev: str, warmup: float, seconds: float) -> float:
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Its own process group: trafgen forks its workers, and a signal must reach them all.
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         start_new_session=True)  # fmt: skip
     try:
         time.sleep(warmup)
         if p.poll() is not None:
@@ -153,12 +155,16 @@ def measure(cmd: list[str], dev: str, warmup: float, seconds: float) -> float:
         time.sleep(seconds)
         t2, c2 = time.monotonic(), tx_packets(p.pid, dev)
     finally:
-        p.send_signal(signal.SIGINT)
+        os.killpg(p.pid, signal.SIGINT)
         try:
             p.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            p.kill()
+            os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+        try:
+            os.killpg(p.pid, signal.SIGKILL)  # any worker left behind
+        except ProcessLookupError:
+            pass
     return (c2 - c1) / (t2 - t1)
 
 
@@ -191,6 +197,7 @@ def main() -> int:
 
     link = Link()
     tmp = Path(tempfile.mkdtemp(prefix="pcsbench"))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # clean up the namespaces
     try:
         text = TEMPLATE.read_text().replace('dst_mac = "ff:ff:ff:ff:ff:ff"',
                                             f'dst_mac = "{link.mac_b}"')  # fmt: skip

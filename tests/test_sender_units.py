@@ -60,6 +60,10 @@ def test_batch_patcher_makes_exactly_what_encode_makes(
     for r, (dev, seq) in enumerate(zip(devices, seqs, strict=True)):
         want = encode_raw(lay, [c[r] for c in cols], dev, seq, KEY)
         assert out[r].tobytes() == want
+    # Scalars broadcast: one device, fixed values, seq varying (what `precast send` does).
+    p.patch(out, devices[0], np.array(seqs), [c[0] for c in cols])
+    for r, seq in enumerate(seqs):
+        assert out[r].tobytes() == encode_raw(lay, [c[0] for c in cols], devices[0], seq, KEY)
 
 
 class FakeClock:

@@ -80,9 +80,8 @@ class BatchPatcher:
             fixed[:OFF_DEVICE] = head
             self._crc_base = crc16(bytes(fixed))
             _, tables = _crc_tables(c, OFF_DEVICE)
-            n = c - OFF_DEVICE
             self._crc_flat = tables.reshape(-1)
-            self._crc_pos = (np.arange(n, dtype=np.intp) * 256)[None, :]
+            self._crc_plans: dict[tuple[int, ...], tuple[npt.NDArray[np.intp], ...]] = {}
         # Words summed for the UDP checksum: payload [4, P), zero-padded to even.
         self._sum_from = p + OFF_DEVICE
         self._odd = layout.payload_len % 2 == 1
@@ -99,6 +98,8 @@ class BatchPatcher:
         different addresses (a fleet); by default the layout's own.
         """
         rows = out.shape[0]
+        if rows == 0:
+            return
         out[:, self._dev] = _be(device, ">u4", rows)
         out[:, self._seq] = _be(seq, ">u4", rows)
         for (sl, dt), raw in zip(self._fields, raws, strict=True):
@@ -108,16 +109,39 @@ class BatchPatcher:
             if partial is not None:  # the MIC covers the payload alone, not the addresses
                 self._udp_checksum(out, partial)
             return
-        idx = out[:, self._var].astype(np.intp)
-        idx += self._crc_pos
-        crc = np.bitwise_xor.reduce(self._crc_flat[idx], axis=1) ^ np.uint16(self._crc_base)
+        crc = self._crc(out, [np.ndim(device), np.ndim(seq), *map(np.ndim, raws)])
         out[:, self._crc_at : self._crc_at + 2] = _be(crc, ">u2", rows)
         self._udp_checksum(out, self.partial if partial is None else partial)
 
+    def _crc(self, out: Frames, ndims: list[int]) -> npt.NDArray[np.uint16]:
+        """Each row's CRC: table lookups gathered over the columns that differ between rows."""
+        key = tuple(ndims)
+        if key not in self._crc_plans:
+            p = PAYLOAD_OFFSET + OFF_DEVICE
+            varies = np.zeros(self._var.stop - self._var.start, dtype=bool)
+            spans = [self._dev, self._seq, *(sl for sl, _ in self._fields)]
+            for sl, nd in zip(spans, ndims, strict=True):
+                varies[sl.start - p : sl.stop - p] = nd > 0
+            self._crc_plans[key] = (np.flatnonzero(varies), np.flatnonzero(~varies))
+        var, fixed = self._crc_plans[key]
+        # Bytes that are the same in every row: one row's lookups, once.
+        row0 = out[0, self._var]
+        c = self._crc_base
+        if len(fixed):
+            c ^= int(np.bitwise_xor.reduce(self._crc_flat[fixed * 256 + row0[fixed]]))
+        if not len(var):
+            return np.full(out.shape[0], c, dtype=np.uint16)
+        idx = out[:, self._var][:, var].astype(np.intp)
+        idx += var * 256
+        crc: npt.NDArray[np.uint16] = np.bitwise_xor.reduce(self._crc_flat[idx], axis=1)
+        return crc ^ np.uint16(c)
+
     def _udp_checksum(self, out: Frames, partial: int | npt.NDArray[np.uint32]) -> None:
-        body = out[:, self._sum_from :]
-        s = body[:, 0::2].sum(axis=1, dtype=np.uint32) << 8
-        s += body[:, 1::2].sum(axis=1, dtype=np.uint32)
+        # Rows and the payload start at even offsets: the words are a big-endian u16 view.
+        end = self._sum_from + (out.shape[1] - self._sum_from) // 2 * 2
+        s = out[:, self._sum_from : end].view(">u2").sum(axis=1, dtype=np.uint32)
+        if self._odd:
+            s += out[:, -1].astype(np.uint32) << 8
         s += partial
         s = (s & 0xFFFF) + (s >> 16)
         s = (s & 0xFFFF) + (s >> 16)

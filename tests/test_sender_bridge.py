@@ -144,3 +144,59 @@ def test_bridge_carries_the_firmware_serial_transport_over_a_pty(tmp_path: Path)
     assert [(r.device, r.seq) for r in readings if isinstance(r, Reading)] == [
         (61, i) for i in range(n)
     ]
+
+
+MP_ALLOC = """
+import sys
+sys.path.insert(0, {fw!r})
+import micropython
+from precast_fw.transport_serial import Transport
+
+
+class Tpl:
+    PAYLOAD_LEN = {plen}
+
+
+class Cfg:
+    SERIAL_PORT = {out!r}
+
+
+def run(t, payloads):
+    for mv in payloads:
+        t.send(mv)
+
+
+t = Transport(Tpl, Cfg)
+payloads = [memoryview(bytes.fromhex(h)) for h in {hexes!r}]
+run(t, payloads)
+micropython.heap_lock()
+try:
+    run(t, payloads)
+finally:
+    micropython.heap_unlock()
+t.close()
+print("done")
+"""
+
+
+def test_firmware_serial_transport_allocates_nothing_and_host_slip_reads_it(
+    tmp_path: Path,
+) -> None:
+    mp = BIN / "micropython"
+    if not mp.exists():
+        pytest.skip("needs the MicroPython unix port (.venv/bin/micropython)")
+    lay = load_layouts([TEMPLATES / "env-node.toml"])[0]
+    # Payloads full of the bytes SLIP escapes, and plain ones.
+    payloads = [bytes([0xC0, 0xDB] * (lay.payload_len // 2)), bytes(range(lay.payload_len))]
+    payloads += [encode(lay, dict.fromkeys((s.name for s in lay.fields), 0), 3, s)[
+        PAYLOAD_OFFSET:] for s in range(20)]  # fmt: skip
+    out = tmp_path / "uart.bin"
+    script = tmp_path / "alloc.py"
+    script.write_text(MP_ALLOC.format(fw=str(Path(__file__).resolve().parents[1] / "firmware"),
+                                      plen=lay.payload_len, out=str(out),
+                                      hexes=[p.hex() for p in payloads]))  # fmt: skip
+    r = subprocess.run([str(mp), str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "done" in r.stdout, r.stdout + r.stderr
+    d = slip.Decoder()
+    assert d.feed(out.read_bytes()) == payloads * 2
+    assert d.corrupt == 0

@@ -51,7 +51,6 @@ class Transport:
         self._port = getattr(cfg, "SERIAL_PORT", 1)
         self._baud = getattr(cfg, "SERIAL_BAUD", 115200)
         self._buf = bytearray(2 * tpl.PAYLOAD_LEN + 2)
-        self._mv = memoryview(self._buf)
         self.out = None
         self.reopen()
 
@@ -67,7 +66,8 @@ class Transport:
 
     def send(self, mv):
         n = slip_into(mv, self._buf)
-        if self.out.write(self._mv[:n]) != n:
+        # write(buf, n): the stream protocol's length argument; a slice would allocate.
+        if self.out.write(self._buf, n) != n:
             raise OSError(5)  # EIO: the UART timed out, or a short write
 
     def close(self):

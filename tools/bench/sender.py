@@ -226,7 +226,8 @@ def main() -> int:
     print("|---|---:|---:|---:|")
     for w in ways:
         vt = f"{med[w] / anchor:.2f}" if anchor else "-"
-        vs = f"{med[w] / l2:,.0f}x" if l2 else "-"
+        x = med[w] / l2 if l2 else 0.0
+        vs = "-" if not l2 else f"{x:,.0f}x" if x >= 10 else f"{x:.2f}x"
         print(f"| {w} | {med[w]:,.0f} | {vt} | {vs} |")
     if anchor and "precast-tx-ring" in med:
         per_round = [a / b for a, b in zip(rates["precast-tx-ring"], rates["trafgen"], strict=True)]

@@ -34,12 +34,20 @@ def need(tool: str, package: str) -> str:
     return path
 
 
+_RUNNING: list[subprocess.Popen[str]] = []  # captures a failed test left behind
+
+
 def pair() -> Iterator[VethPair]:
     need_netns()
     p = VethPair("pcs")
     try:
         yield p
     finally:
+        while _RUNNING:
+            proc = _RUNNING.pop()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
         p.close()
 
 
@@ -80,6 +88,7 @@ class Capture:
         cmd = v.exec("tcpdump", "-i", iface or v.inner, "-w", str(path), "-B", "65536", "-Z",
                      "root", "-U", "-n", "udp")  # fmt: skip
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        _RUNNING.append(self.proc)
         assert self.proc.stderr is not None
         self.stats = ""
         for _ in range(5):

@@ -92,6 +92,7 @@ def test_bridge_carries_the_firmware_serial_transport_over_a_pty(tmp_path: Path)
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sink.bind(("127.0.0.1", 0))
+    bridge: subprocess.Popen[str] | None = None
     try:
         for _ in range(100):
             if a.exists() and b.exists():
@@ -132,6 +133,9 @@ def test_bridge_carries_the_firmware_serial_transport_over_a_pty(tmp_path: Path)
             pass
     finally:
         sink.close()
+        if bridge is not None and bridge.poll() is None:
+            bridge.kill()
+            bridge.wait(timeout=10)
         pty.terminate()
         pty.wait(timeout=10)
     m, s = SERIAL_LINE.search(out), SENT.search(out)

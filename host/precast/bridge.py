@@ -90,6 +90,8 @@ class Bridge:
                     break
         except KeyboardInterrupt:
             st.notes.append("interrupted")
+        except OSError as e:  # pyserial's SerialException too: the port went away
+            st.notes.append(f"serial port closed: {e}")
         st.end = time.monotonic()
         return st
 

@@ -221,6 +221,7 @@ class Backlog:
         self._cv = threading.Condition()
 
     def put(self, batch: Batch) -> bool:
+        """Queue a batch; False (and its datagrams counted as dropped) when it does not fit."""
         n = len(batch[1])
         with self._cv:
             if self.size + n > self.limit:
@@ -242,6 +243,7 @@ class Backlog:
         return out
 
     def close(self) -> None:
+        """No more batches: take() stops waiting."""
         with self._cv:
             self.closed = True
             self._cv.notify()
@@ -662,6 +664,7 @@ class Collector:
         return 1 if self.error is not None else 0
 
     def stop(self) -> None:
+        """Stop receiving; run() then stores what was received and returns."""
         self.stopping.set()
 
     def status(self) -> dict[str, Any]:
@@ -734,6 +737,7 @@ def serve_metrics(collector: Collector, hostport: tuple[str, int]) -> tuple[str,
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
+    """`precast collect`: run the daemon until SIGTERM or SIGINT."""
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     if args.window < 1:
@@ -825,6 +829,7 @@ def _age(seconds: float) -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    """`precast stats`: the per-device table, or the JSON document."""
     doc = _stats_doc(read_stats(args.db), time.time())
     if args.json:
         print(json.dumps(doc, indent=2))

@@ -85,6 +85,7 @@ def _seen_blob(seen: int) -> bytes:
 
 
 def device_row(d: Device) -> tuple[Any, ...]:
+    """A tracker Device as a row of the devices table."""
     return (d.device, d.template, d.epoch, d.epoch_seq, d.epoch_started, d.lowest, d.highest,
             _seen_blob(d.seen), d.received, d.lost, d.duplicates, d.late, d.bad, d.reboots,
             d.replays, d.first_seen, d.last_seen)  # fmt: skip
@@ -113,6 +114,7 @@ class Store:
         self.insert_sql: dict[int, str] = {}
 
     def close(self) -> None:
+        """Close the database (WAL checkpointed by SQLite)."""
         self.conn.close()
 
     def ensure_templates(self, layouts: Iterable[Layout]) -> None:

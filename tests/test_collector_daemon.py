@@ -224,3 +224,32 @@ def test_a_locked_database_delays_but_loses_nothing(tmp_path: Path) -> None:
     finally:
         assert col.stop() == 0
     assert by_device(stats(col.db))[6]["received"] == 501
+
+
+def proc_net_udp_drops(port: int) -> int:
+    """The kernel's drop count for the UDP socket bound to 127.0.0.1:port (an outside judge)."""
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        cols = line.split()
+        if cols[1] == f"0100007F:{port:04X}":
+            return int(cols[-1])
+    raise AssertionError(f"no socket on port {port}")
+
+
+def test_kernel_drops_are_counted(tmp_path: Path) -> None:
+    """A stopped collector with a small buffer: the kernel drops, the collector counts them all."""
+    col = Collector(tmp_path, "--rcvbuf", "65536")
+    try:
+        col.signal(signal.SIGSTOP)
+        try:
+            sent = col.send(minimal(8, i) for i in range(3000))
+            dropped = proc_net_udp_drops(col.port)
+        finally:
+            col.signal(signal.SIGCONT)
+        wait_for(lambda: count_rows(col.db) == sent - dropped, 10, "the rest stored")
+    finally:
+        assert col.stop() == 0
+    assert dropped > 0
+    doc = stats(col.db)
+    assert doc["drops"] == {"queue": 0, "kernel": dropped}
+    assert by_device(doc)[8]["received"] + dropped == sent
+    assert "by the kernel" in col.stderr()

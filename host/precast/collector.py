@@ -738,6 +738,8 @@ def serve_metrics(collector: Collector, hostport: tuple[str, int]) -> tuple[str,
 
 def cmd_collect(args: argparse.Namespace) -> int:
     """`precast collect`: run the daemon until SIGTERM or SIGINT."""
+    # A SIGHUP while starting would kill the process: templates are being loaded anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     if args.window < 1:

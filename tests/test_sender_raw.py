@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,6 +81,32 @@ def test_missing_interface_is_one_line(tmp_path: Path) -> None:
                 *ENV_VALUES)  # fmt: skip
     assert r.returncode == 2
     assert r.stderr.strip() == "precast: error: no network interface 'pcsnosuch0'"
+
+
+@pytest.mark.parametrize("per_frame", [False, True], ids=["ring", "per-frame"])
+def test_interface_deleted_mid_run_stops_the_sender(tmp_path: Path, per_frame: bool) -> None:
+    # A sender left running forever on a vanished interface would spin a core for nothing.
+    pair = VethPair("pcsg")
+    try:
+        tpl = template_to(tmp_path, pair)
+        cmd = [str(BIN / "precast"), "send", str(tpl), "--device", "1", "--count", "0",
+               "--rate", "2000", "--iface", pair.outer, *ENV_VALUES]  # fmt: skip
+        p = subprocess.Popen([*cmd, *(["--per-frame"] if per_frame else [])], text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        try:
+            time.sleep(0.5)
+            assert p.poll() is None, p.communicate()
+        finally:
+            pair.close()
+        _, err = p.communicate(timeout=10)
+    finally:
+        pair.close()
+    assert p.returncode == 2
+    assert (
+        err.strip().splitlines()[-1]
+        == f"precast: error: network interface {pair.outer!r} went away"
+    )
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("rate", [1000, 50000])

@@ -61,6 +61,11 @@ def open_raw(iface: str) -> socket.socket:
     return sock
 
 
+# A send on a socket bound to a deleted interface (packet_snd, tpacket_snd: no device
+# for the bound ifindex) fails with ENXIO; ENODEV where the device is unregistering.
+_GONE = (errno.ENXIO, errno.ENODEV)
+
+
 class PacketTransport:
     """Whole frames out of one interface: through a TX ring, or one send() per frame."""
 
@@ -120,13 +125,19 @@ class PacketTransport:
             errors += self._ring_array(np.frombuffer(f, dtype=np.uint8)[None, :])
         return errors
 
+    def _gone(self, e: OSError) -> None:
+        """Raise when the interface no longer exists: no later send can succeed."""
+        if e.errno in _GONE:
+            raise TransportError(f"network interface {self.iface!r} went away") from None
+
     def _send_each(self, frames: FrameRows) -> int:
         errors = 0
         send = self._sock.send
         for f in rows_of(frames):
             try:
                 send(f)
-            except OSError:
+            except OSError as e:
+                self._gone(e)
                 errors += 1
         return errors
 
@@ -157,6 +168,7 @@ class PacketTransport:
             try:
                 self._sock.send(b"")
             except OSError as e:
+                self._gone(e)
                 if e.errno not in (errno.ENOBUFS, errno.EAGAIN, errno.EINTR):
                     # The interface is gone or down: nothing pending will go out.
                     pending = status != TP_STATUS_AVAILABLE
@@ -178,6 +190,9 @@ class PacketTransport:
     def close(self) -> None:
         if self._mm is not None:
             del self._ring, self._status, self._len
-            self._mm.close()
+            try:
+                self._mm.close()
+            except BufferError:
+                pass  # a view still lives (in an exception's traceback): unmapped when it goes
             self._mm = None
         self._sock.close()

@@ -100,7 +100,7 @@ def test_bridge_carries_the_firmware_serial_transport_over_a_pty(tmp_path: Path)
             time.sleep(0.05)
         bundle = tmp_path / "bundle"
         build(bundle, TEMPLATES / "env-node.toml", "--device", "61", "--count", str(n),
-              "--interval-ms", "0")  # fmt: skip
+              "--interval-ms", "0", "--transport", "serial", "--serial-port", str(a))  # fmt: skip
         bridge = subprocess.Popen(
             ["precast", "bridge", "--serial", str(b), "--templates", str(TEMPLATES),
              "--udp", f"127.0.0.1:{sink.getsockname()[1]}", "--count", str(n + 3)],
@@ -112,7 +112,6 @@ def test_bridge_carries_the_firmware_serial_transport_over_a_pty(tmp_path: Path)
             "import precast_config as cfg, precast_template as tpl\n"
             "from precast_fw import app\n"
             "from precast_fw.transport_serial import Transport\n"
-            f"cfg.TRANSPORT = 'serial'\ncfg.SERIAL_PORT = {str(a)!r}\n"
             "app.main(tpl, cfg)\n"
             "t = Transport(tpl, cfg)\n"
             f"t.out.write({BAD_ESCAPE!r})\n"

@@ -33,7 +33,7 @@ from .errors import PrecastError, UsageError
 from .layout import OFF_DEVICE, OFF_SEQ, PAYLOAD_OFFSET, UDP_CSUM_OFFSET, Layout, compile_template
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware" / "precast_fw"
-TRANSPORTS = ["udp", "packet"]  # firmware/precast_fw/transport_<name>.py
+TRANSPORTS = ["udp", "packet", "serial"]  # firmware/precast_fw/transport_<name>.py
 DEFAULT_INTERVAL_MS = 1000  # rate cap by default (RFC 8085)
 CHECK_KINDS = {"crc16": 0, "cmac4": 1, "cmac8": 1}
 # Fields per generated pack_into call: MicroPython passes positional arguments on its stack.
@@ -41,6 +41,18 @@ PACK_CHUNK = 16
 # The simulated sensor keeps raw values inside a 32-bit port's small ints.
 SIM_LIMIT = 2**29
 VIPER_MODULE = "viper.py"
+
+
+def _serial_port(text: str) -> int | str:
+    """argparse type for --serial-port: a UART number, or a device path."""
+    return int(text) if text.isdigit() else text
+
+
+def _positive_baud(text: str) -> int:
+    """argparse type for --serial-baud."""
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"not a baud rate: {text!r}")
+    return int(text)
 
 
 def _collector(text: str) -> tuple[str, int | None]:
@@ -77,10 +89,16 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", type=key_arg, help="AES-128 key, 32 hex digits (cmac templates)")
     p.add_argument("--transport", choices=TRANSPORTS, default="udp",
                    help="udp: a socket sends the payload; packet: AF_PACKET sends the "
-                   "whole frame on --iface (unix port)")  # fmt: skip
+                   "whole frame on --iface (unix port); serial: SLIP-framed payloads on "
+                   "--serial-port, for `precast bridge`")  # fmt: skip
     p.add_argument("--collector", type=_collector, metavar="IP[:PORT]",
                    help="destination, overriding the template's dst_ip/dst_port")  # fmt: skip
     p.add_argument("--iface", metavar="IF", help="interface for --transport packet")
+    p.add_argument("--serial-port", type=_serial_port, default=1, metavar="UART|PATH",
+                   help="for --transport serial: a UART id on a board (default 1), or a "
+                   "tty path on the unix port")  # fmt: skip
+    p.add_argument("--serial-baud", type=_positive_baud, default=115200, metavar="BAUD",
+                   help="for --transport serial: the baud rate (default 115200)")  # fmt: skip
     p.add_argument("--interval-ms", type=_non_negative, default=DEFAULT_INTERVAL_MS,
                    metavar="MS", help="at most one reading per MS (0: no rate cap; "
                    f"default {DEFAULT_INTERVAL_MS})")  # fmt: skip
@@ -220,6 +238,8 @@ def config_entries(options: Any, lay: Layout) -> dict[str, Any]:
     return {
         "TRANSPORT": _opt(options, "transport", "udp"),
         "IFACE": _opt(options, "iface"),
+        "SERIAL_PORT": _opt(options, "serial_port", 1),
+        "SERIAL_BAUD": _opt(options, "serial_baud", 115200),
         "SENSOR": _opt(options, "sensor", "sim"),
         "SEED": _opt(options, "seed", 1),
         "INTERVAL_MS": _opt(options, "interval_ms", DEFAULT_INTERVAL_MS),

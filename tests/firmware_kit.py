@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BIN, VethPair, netns_available
+from conftest import BIN, VethPair
 from precast.build import add_build_arguments, build_bundle
 
 MICROPYTHON = BIN / "micropython"
@@ -129,13 +129,6 @@ class NsReceiver:
     def result(self, timeout: float = 30) -> list[bytes]:
         out, _ = self.proc.communicate(timeout=timeout)
         return [bytes.fromhex(h) for h in json.loads(out)]
-
-
-def make_veth() -> VethPair:
-    why = netns_available()
-    if why:
-        pytest.skip(why)
-    return VethPair("pcf")
 
 
 def template_for(veth: VethPair, source: Path, out: Path) -> Path:

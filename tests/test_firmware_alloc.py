@@ -10,12 +10,11 @@ bytes over 10,000 patches, through the viper checks and the plain ones.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import KEY_HEX, TEMPLATES, VethPair
-from firmware_kit import UdpSink, build, counts, make_veth, run_mp
+from firmware_kit import UdpSink, build, counts, run_mp
 
 N = 10_000
 
@@ -35,15 +34,6 @@ def template(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     if request.param == "crc16":
         return TEMPLATES / "env-node.toml"
     return _cmac_template(tmp_path)
-
-
-@pytest.fixture
-def veth() -> Iterator[VethPair]:
-    pair = make_veth()
-    try:
-        yield pair
-    finally:
-        pair.close()
 
 
 def _locked_args() -> list[str]:

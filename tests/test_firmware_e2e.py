@@ -10,25 +10,15 @@ reading arrives, in order, and the host codec decodes it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import KEY_HEX, TEMPLATES, VethPair, precast
-from firmware_kit import NsReceiver, UdpSink, build, counts, make_veth, run_mp, template_for
+from firmware_kit import NsReceiver, UdpSink, build, counts, run_mp, template_for
 from precast.cli import load_layouts
 from precast.codec import Codec, Reading
 
 KEY = bytes.fromhex(KEY_HEX)
-
-
-@pytest.fixture
-def veth() -> Iterator[VethPair]:
-    pair = make_veth()
-    try:
-        yield pair
-    finally:
-        pair.close()
 
 
 def _decoded(templates: list[Path], frames: list[bytes], device: int) -> list[Reading]:

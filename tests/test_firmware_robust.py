@@ -16,12 +16,11 @@ import errno
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import TEMPLATES, VethPair
-from firmware_kit import UdpSink, build, counts, make_veth, run_mp
+from firmware_kit import UdpSink, build, counts, run_mp
 from precast.cli import load_layouts
 from precast.codec import Codec, Reading
 
@@ -122,15 +121,6 @@ def test_firmware_closed_socket_is_reopened(tmp_path: Path, lock: bool) -> None:
     assert c["dropped"] == 0
     assert c["sent"] == N
     assert [r.seq for r in got] == list(range(N))
-
-
-@pytest.fixture
-def veth() -> Iterator[VethPair]:
-    pair = make_veth()
-    try:
-        yield pair
-    finally:
-        pair.close()
 
 
 def _tc_dropped(dev: str) -> int:

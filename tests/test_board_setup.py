@@ -66,6 +66,28 @@ def test_killed_main_never_sends_a_seq_twice(tmp_path: Path) -> None:
     assert per_run[0][0] == 0
 
 
+def test_a_clean_stop_keeps_the_exact_seq(tmp_path: Path) -> None:
+    """Ctrl-C (as mpremote and deploy send it) or --count ending: the next run skips nothing."""
+    sink = UdpSink()
+    try:
+        out = tmp_path / "b"
+        build(out, ENV, "--device", "5", "--collector", sink.collector, "--interval-ms", "2",
+              "--seq-reserve", "50")  # fmt: skip
+        per_run = []
+        for _ in range(3):
+            p = subprocess.Popen([micropython(), "main.py"], cwd=out, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
+            time.sleep(0.3)
+            p.send_signal(signal.SIGINT)  # the unix port raises KeyboardInterrupt
+            p.communicate(timeout=30)
+            per_run.append(seqs(sink.drain(quiet=0.2)))
+    finally:
+        sink.close()
+    everything = [s for run in per_run for s in run]
+    assert all(len(run) > 20 for run in per_run)  # each run crossed a reservation
+    assert everything == list(range(len(everything)))  # no repeat, and no gap either
+
+
 def test_sleep_modes_on_the_unix_port(tmp_path: Path) -> None:
     """light and deep fall back to time.sleep_ms here; readings and seqs go on unbroken."""
     sink = UdpSink()

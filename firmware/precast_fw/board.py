@@ -205,7 +205,9 @@ class Board:
                 micropython.heap_lock()
 
     def close(self):
+        """A clean stop (count reached, Ctrl-C from mpremote or deploy): keep the exact seq."""
         if self.store is not None:
+            self.store.save_exact()
             self.store.close()
 
 

@@ -112,11 +112,20 @@ class SeqStore:
         Without RTC memory (rp2) the reservation is cut back to next_seq itself, so a wake
         skips nothing, for one flash write per sleep.
         """
-        if self.save_rtc():
-            return
-        # Into both slots, one after the other: boot takes the larger slot, and until the
-        # second write lands the other slot's larger, older limit is just as safe.
+        if not self.save_rtc():
+            self.save_exact()
+
+    def save_exact(self):
+        """Cut the reservation back to next_seq: after a clean stop the next boot skips nothing.
+
+        Every seq below next_seq was claimed by take() before its send, so starting there
+        repeats none. Into both slots, the older first: boot takes the larger slot, so until
+        the second write lands the current, larger limit still stands (an interrupt or a
+        power loss halfway costs a skip, never a repeat).
+        """
         n = self.limit - self.left
+        if self._file is None or n == self.limit:
+            return  # nothing reserved beyond next_seq: no flash write
         self._reserve(n)
         self._reserve(n)
         self.left = 0

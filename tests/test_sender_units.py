@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import pty
 import re
@@ -185,3 +186,28 @@ def test_progress_bar_on_a_terminal_for_runs_over_a_second(tmp_path: Path) -> No
     assert "frames/s" in long and "/1600" in long
     short = _run_on_a_terminal([*base, "--count", "300", "--rate", "1000"])
     assert "frames/s" not in short
+
+
+def test_a_paced_fleet_spreads_each_devices_readings_over_time(tmp_path: Path) -> None:
+    # 6 devices of 3 templates at 300 frames/s: each device sends every 20 ms, so in a
+    # well-behaved stream no device falls silent for long (a collector would call it stale).
+    out = tmp_path / "fleet.pcap"
+    r = precast("simulate", "--templates", str(TEMPLATES), "--key", KEY_HEX, "--devices", "6",
+                "--rate", "300", "--duration", "2", "--pcap", str(out), "--seed", "1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    times: dict[int, list[float]] = {}
+    for ts, frame in read_frames_with_times(out):
+        device = int.from_bytes(frame[PAYLOAD_OFFSET + 4 : PAYLOAD_OFFSET + 8], "big")
+        times.setdefault(device, []).append(ts)
+    assert len(times) == 6 and all(len(t) == 100 for t in times.values())
+    worst = max(b - a for t in times.values() for a, b in itertools.pairwise(t))
+    assert worst < 0.2, f"a device fell silent for {worst:.2f} s"
+    shortest = min(t[-1] - t[0] for t in times.values())
+    assert shortest > 1.6, f"a device sent all its readings within {shortest:.2f} s of 2 s"
+
+
+def read_frames_with_times(path: Path) -> list[tuple[float, bytes]]:
+    """(timestamp, frame) of each record of a microsecond pcap, read by scapy."""
+    from scapy.utils import rdpcap
+
+    return [(float(p.time), bytes(p)) for p in rdpcap(str(path))]

@@ -216,6 +216,9 @@ class FaultInjector:
         return bytes(b)
 
 
+CHUNK_S = 0.05  # seconds of sending a chunk of frames spans, at most, when paced
+
+
 def fleet_frames(fleet: Fleet, faults: Faults, rounds: int | None, interval: float,
                  batch: int, deadline: float | None = None) -> Iterator[Any]:  # fmt: skip
     """Chunks of frames for `rounds` rounds (None: until the deadline on time.monotonic())."""
@@ -266,10 +269,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     interval = args.devices / args.rate if args.rate > 0 else 0.001
     rounds = max(1, round(args.rate * args.duration / args.devices)) if args.rate > 0 else None
     deadline = None if rounds else time.monotonic() + args.duration
+    # A chunk sends each template group's rounds in turn: at a paced rate keep a chunk to
+    # CHUNK_S of sending, so each device's readings spread out as a real device's do
+    # instead of coming in bursts with long silences (which a collector reports as stale).
+    batch = args.batch
+    if args.rate > 0:
+        batch = max(args.devices, min(batch, int(args.rate * CHUNK_S)))
     stop_on_sigterm()
     transport = transport_from_args(args, max(lay.frame_len for lay in layouts))
     try:
-        chunks = fleet_frames(fleet, faults, rounds, interval, args.batch, deadline)
+        chunks = fleet_frames(fleet, faults, rounds, interval, batch, deadline)
         total = rounds * args.devices if rounds else None
         progress = Progress(total, f"{args.devices} devices", enabled=not args.no_progress)
         stats = pump(transport, chunks, args.rate, total, progress)

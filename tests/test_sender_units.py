@@ -211,3 +211,13 @@ def read_frames_with_times(path: Path) -> list[tuple[float, bytes]]:
     from scapy.utils import rdpcap
 
     return [(float(p.time), bytes(p)) for p in rdpcap(str(path))]
+
+
+def test_templates_option_takes_several_paths_and_repeats(tmp_path: Path) -> None:
+    # `--templates a b` and `--templates a --templates b` both mean a and b, as for collect.
+    a, b = str(TEMPLATES / "minimal.toml"), str(TEMPLATES / "env-node.toml")
+    for words in (["--templates", a, b], ["--templates", a, "--templates", b]):
+        r = precast("simulate", *words, "--devices", "2", "--rate", "100", "--duration", "0.05",
+                    "--pcap", str(tmp_path / "x.pcap"))  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert "(minimal x1, env-node x1)" in r.stdout, r.stdout

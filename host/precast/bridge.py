@@ -103,7 +103,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     from .errors import TransportError
     from .sender import print_summary, stop_on_sigterm, transport_from_args
 
-    layouts = load_layouts(args.templates)
+    layouts = load_layouts(args.templates or ["templates"])
     codec = Codec(layouts, key=args.key)
     try:
         port = serial.serial_for_url(args.serial, baudrate=args.baud, timeout=READ_TIMEOUT)
@@ -137,7 +137,7 @@ def register(sub: Any) -> None:
     b.add_argument("--serial", required=True, metavar="PORT",
                    help="serial device or pyserial URL (loop://, rfc2217://...)")  # fmt: skip
     b.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
-    b.add_argument("--templates", nargs="+", default=["templates"], metavar="PATH",
+    b.add_argument("--templates", nargs="+", action="extend", metavar="PATH",
                    help="template files or directories (default: templates)")  # fmt: skip
     b.add_argument("--key", type=key_arg, help="AES-128 key, 32 hex digits (cmac templates)")
     b.add_argument("--count", type=int, default=0, metavar="N",

@@ -730,7 +730,8 @@ def register(sub: Any) -> None:
     )
     c.add_argument(
         "--templates",
-        action="append",
+        nargs="+",
+        action="extend",
         metavar="DIR|FILE",
         help="template directory or file, repeatable (default templates/)",
     )

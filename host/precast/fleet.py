@@ -254,7 +254,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     faults = Faults(args.loss, args.dup, args.reorder, args.corrupt)
     if faults.loss + faults.dup + faults.reorder + faults.corrupt > 1:
         raise UsageError("--loss, --dup, --reorder and --corrupt add up to more than 1")
-    layouts = load_layouts(args.templates)
+    layouts = load_layouts(args.templates or ["templates"])
     if args.key is None:
         keyed = [lay.template.name for lay in layouts if lay.template.mic]
         layouts = [lay for lay in layouts if not lay.template.mic]
@@ -301,7 +301,7 @@ def register(sub: Any) -> None:
         "corruption on demand. The summary counts the faults injected; its last line reads "
         "`sent N frames in S s: R frames/s, E errors`.",
     )
-    s.add_argument("--templates", nargs="+", default=["templates"], metavar="PATH",
+    s.add_argument("--templates", nargs="+", action="extend", metavar="PATH",
                    help="template files or directories (default: templates)")  # fmt: skip
     s.add_argument("--devices", type=int, required=True, metavar="K", help="fleet size")
     s.add_argument("--device-base", type=uint32, default=1, help="first device id (default 1)")

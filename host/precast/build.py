@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import ipaddress
 import shutil
 import struct
@@ -32,7 +33,20 @@ from .cli import key_arg, pick_layout, uint32
 from .errors import PrecastError, UsageError
 from .layout import OFF_DEVICE, OFF_SEQ, PAYLOAD_OFFSET, UDP_CSUM_OFFSET, Layout, compile_template
 
-FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware" / "precast_fw"
+
+def _firmware_dir() -> Path:
+    """firmware/precast_fw: shipped in the package as precast.firmware (pyproject.toml).
+
+    find_spec locates it without running its __init__ (MicroPython code), both in an
+    installed wheel and in an editable install of a checkout.
+    """
+    spec = importlib.util.find_spec("precast.firmware")
+    if spec is not None and spec.origin is not None:
+        return Path(spec.origin).parent
+    return Path(__file__).resolve().parents[2] / "firmware" / "precast_fw"
+
+
+FIRMWARE_DIR = _firmware_dir()
 TRANSPORTS = ["udp", "packet", "serial"]  # firmware/precast_fw/transport_<name>.py
 DEFAULT_INTERVAL_MS = 1000  # rate cap by default (RFC 8085)
 CHECK_KINDS = {"crc16": 0, "cmac4": 1, "cmac8": 1}

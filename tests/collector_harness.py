@@ -37,8 +37,9 @@ def precast_cmd(*args: str) -> list[str]:
 
 
 def run_precast(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(precast_cmd(*args), capture_output=True, text=True, timeout=timeout,
-                          check=False)  # fmt: skip
+    return subprocess.run(
+        precast_cmd(*args), capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def stats(db: Path) -> dict[str, Any]:
@@ -64,16 +65,31 @@ def wait_for(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condi
 class Collector:
     """A `precast collect` subprocess on 127.0.0.1 with an ephemeral port."""
 
-    def __init__(self, tmp: Path, *extra: str, db: Path | None = None,
-                 templates: Path = TEMPLATES, name: str = "c") -> None:  # fmt: skip
+    def __init__(
+        self,
+        tmp: Path,
+        *extra: str,
+        db: Path | None = None,
+        templates: Path = TEMPLATES,
+        name: str = "c",
+    ) -> None:
         self.db = db or tmp / "precast.db"
         self.ready = tmp / f"{name}.ready"
         self.ready.unlink(missing_ok=True)
         self.log = tmp / f"{name}.log"
         self._log = open(self.log, "ab")
-        cmd = precast_cmd("collect", "--listen", "127.0.0.1:0", "--templates", str(templates),
-                          "--db", str(self.db), "--ready-file", str(self.ready),
-                          *extra)  # fmt: skip
+        cmd = precast_cmd(
+            "collect",
+            "--listen",
+            "127.0.0.1:0",
+            "--templates",
+            str(templates),
+            "--db",
+            str(self.db),
+            "--ready-file",
+            str(self.ready),
+            *extra,
+        )
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log)
         try:
             wait_for(lambda: self.ready.exists() or self.proc.poll() is not None, 20, "ready")
@@ -121,8 +137,9 @@ class Collector:
         self._log.close()
 
 
-def payload(layout: str, values: dict[str, object], device: int, seq: int,
-            key: bytes | None = None) -> bytes:  # fmt: skip
+def payload(
+    layout: str, values: dict[str, object], device: int, seq: int, key: bytes | None = None
+) -> bytes:
     """The UDP payload of a frame built by precast.codec.encode."""
     return encode(LAYOUTS[layout], values, device, seq, key)[PAYLOAD_OFFSET:]
 

@@ -85,8 +85,20 @@ class Capture:
     def __init__(self, v: VethPair, path: Path, iface: str | None = None) -> None:
         need("tcpdump", "tcpdump")
         self.path = path
-        cmd = v.exec("tcpdump", "-i", iface or v.inner, "-w", str(path), "-B", "65536", "-Z",
-                     "root", "-U", "-n", "udp")  # fmt: skip
+        cmd = v.exec(
+            "tcpdump",
+            "-i",
+            iface or v.inner,
+            "-w",
+            str(path),
+            "-B",
+            "65536",
+            "-Z",
+            "root",
+            "-U",
+            "-n",
+            "udp",
+        )
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
         _RUNNING.append(self.proc)
         assert self.proc.stderr is not None

@@ -47,9 +47,23 @@ def test_defaults_are_the_simulated_sensor_and_a_seq_file(tmp_path: Path) -> Non
 
 
 def test_bme280_and_battery_fill_env_node_by_field_name(tmp_path: Path) -> None:
-    rc, _, err, out = build(tmp_path, "--sensor", "bme280,battery", "--i2c-sda", "8",
-                            "--i2c-scl", "9", "--bme280-addr", "0x77", "--battery-pin", "34",
-                            "--battery-divider", "1.5", "--sleep", "deep")  # fmt: skip
+    rc, _, err, out = build(
+        tmp_path,
+        "--sensor",
+        "bme280,battery",
+        "--i2c-sda",
+        "8",
+        "--i2c-scl",
+        "9",
+        "--bme280-addr",
+        "0x77",
+        "--battery-pin",
+        "34",
+        "--battery-divider",
+        "1.5",
+        "--sleep",
+        "deep",
+    )
     assert rc == 0, err
     cfg = config_of(out)
     # env-node: temperature, humidity, pressure, battery

@@ -41,8 +41,17 @@ def test_fs_commands_use_the_root(micropython_board: MicropythonBoard, tmp_path:
     (tmp_path / "blob.bin").write_bytes(blob)
     b = micropython_board
     b.mpremote("fs", "mkdir", ":lib")
-    b.mpremote("fs", "cp", str(src), ":lib/hello.py", "+", "fs", "cp", str(tmp_path / "blob.bin"),
-               ":/blob.bin")  # fmt: skip
+    b.mpremote(
+        "fs",
+        "cp",
+        str(src),
+        ":lib/hello.py",
+        "+",
+        "fs",
+        "cp",
+        str(tmp_path / "blob.bin"),
+        ":/blob.bin",
+    )
     assert (b.root / "lib" / "hello.py").read_text() == src.read_text()
     assert (b.root / "blob.bin").read_bytes() == blob
     listing = b.mpremote("fs", "ls", ":")
@@ -86,8 +95,9 @@ def test_soft_reboot_banner_on_the_wire(micropython_board: MicropythonBoard) -> 
         assert b"42" in _read_until(s, b"42")
 
 
-def test_reset_runs_main_and_ctrl_c_stops_it(micropython_board: MicropythonBoard,
-                                             tmp_path: Path) -> None:  # fmt: skip
+def test_reset_runs_main_and_ctrl_c_stops_it(
+    micropython_board: MicropythonBoard, tmp_path: Path
+) -> None:
     b = micropython_board
     main = tmp_path / "main.py"
     # Counts its boots in a file, then loops forever as a sender does.
@@ -132,19 +142,25 @@ def _closed(sock: socket.socket) -> bool:
 
 
 @pytest.mark.parametrize("code", ["print(undefined_name)"])
-def test_errors_come_back_as_mpremote_errors(micropython_board: MicropythonBoard,
-                                             code: str) -> None:  # fmt: skip
+def test_errors_come_back_as_mpremote_errors(
+    micropython_board: MicropythonBoard, code: str
+) -> None:
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "mpremote", "connect", micropython_board.port,
-                        "exec", code], capture_output=True, text=True, timeout=30)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "mpremote", "connect", micropython_board.port, "exec", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 1
     assert "NameError" in r.stdout + r.stderr
 
 
-def test_mpremote_mount_serves_host_files(micropython_board: MicropythonBoard,
-                                          tmp_path: Path) -> None:  # fmt: skip
+def test_mpremote_mount_serves_host_files(
+    micropython_board: MicropythonBoard, tmp_path: Path
+) -> None:
     (tmp_path / "hostmod.py").write_text("VALUE = 'from the host'\n")
     code = "import os, hostmod\nprint(hostmod.VALUE, os.getcwd())"
     out = micropython_board.mpremote("mount", str(tmp_path), "exec", code)
@@ -163,8 +179,12 @@ def test_board_refusals_are_one_line(tmp_path: Path) -> None:
             (["--listen", "127.0.0.1", "--root", str(tmp_path)], "expected HOST:PORT"),
             (["--root", "/proc/no/such/dir"], "--root"),
         ):
-            r = subprocess.run([sys.executable, "-m", "precast.cli", "board", *args],
-                               capture_output=True, text=True, timeout=30)  # fmt: skip
+            r = subprocess.run(
+                [sys.executable, "-m", "precast.cli", "board", *args],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
             lines = r.stderr.strip().splitlines()
             assert len(lines) == 1 and why in lines[0], r.stderr

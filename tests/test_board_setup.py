@@ -42,13 +42,27 @@ def test_killed_main_never_sends_a_seq_twice(tmp_path: Path) -> None:
     sink = UdpSink()
     try:
         out = tmp_path / "b"
-        build(out, ENV, "--device", "5", "--collector", sink.collector, "--interval-ms", "1",
-              "--seq-reserve", "50")  # fmt: skip
+        build(
+            out,
+            ENV,
+            "--device",
+            "5",
+            "--collector",
+            sink.collector,
+            "--interval-ms",
+            "1",
+            "--seq-reserve",
+            "50",
+        )
         rnd = random.Random(5)
         per_run = []
         for _ in range(6):
-            p = subprocess.Popen([micropython(), "main.py"], cwd=out, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE)  # fmt: skip
+            p = subprocess.Popen(
+                [micropython(), "main.py"],
+                cwd=out,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             time.sleep(rnd.uniform(0.1, 0.4))
             p.send_signal(signal.SIGKILL)
             _, err = p.communicate(timeout=30)
@@ -71,12 +85,27 @@ def test_a_clean_stop_keeps_the_exact_seq(tmp_path: Path) -> None:
     sink = UdpSink()
     try:
         out = tmp_path / "b"
-        build(out, ENV, "--device", "5", "--collector", sink.collector, "--interval-ms", "2",
-              "--seq-reserve", "50")  # fmt: skip
+        build(
+            out,
+            ENV,
+            "--device",
+            "5",
+            "--collector",
+            sink.collector,
+            "--interval-ms",
+            "2",
+            "--seq-reserve",
+            "50",
+        )
         per_run = []
         for _ in range(3):
-            p = subprocess.Popen([micropython(), "main.py"], cwd=out, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
+            p = subprocess.Popen(
+                [micropython(), "main.py"],
+                cwd=out,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             time.sleep(0.3)
             p.send_signal(signal.SIGINT)  # the unix port raises KeyboardInterrupt
             p.communicate(timeout=30)
@@ -94,8 +123,20 @@ def test_sleep_modes_on_the_unix_port(tmp_path: Path) -> None:
     try:
         for mode in ("light", "deep"):
             out = tmp_path / mode
-            build(out, ENV, "--device", "5", "--collector", sink.collector, "--sleep", mode,
-                  "--interval-ms", "5", "--count", "20")  # fmt: skip
+            build(
+                out,
+                ENV,
+                "--device",
+                "5",
+                "--collector",
+                sink.collector,
+                "--sleep",
+                mode,
+                "--interval-ms",
+                "5",
+                "--count",
+                "20",
+            )
             t0 = time.monotonic()
             r = run_bundle(out)
             assert r.returncode == 0, r.stderr
@@ -111,9 +152,23 @@ def test_board_hooks_allocate_nothing_under_heap_lock(tmp_path: Path) -> None:
     sink = UdpSink()
     try:
         out = tmp_path / "b"
-        build(out, ENV, "--device", "5", "--collector", sink.collector, "--heap-lock",
-              "--sleep", "light", "--interval-ms", "1", "--count", "300",
-              "--seq-reserve", "3")  # fmt: skip
+        build(
+            out,
+            ENV,
+            "--device",
+            "5",
+            "--collector",
+            sink.collector,
+            "--heap-lock",
+            "--sleep",
+            "light",
+            "--interval-ms",
+            "1",
+            "--count",
+            "300",
+            "--seq-reserve",
+            "3",
+        )
         r = run_bundle(out)
         assert r.returncode == 0, r.stdout + r.stderr
         assert counts(r.stdout)["sent"] == 300
@@ -170,8 +225,14 @@ def test_wifi_up_from_the_secrets_module(tmp_path: Path) -> None:
 
     def run(mode: str) -> str:
         env = dict(os.environ, MICROPYPATH=f"{tmp_path}:{FIRMWARE}:{TESTS}", FAKE_WIFI=mode)
-        r = subprocess.run([micropython(), "-c", WIFI_SCRIPT], env=env, capture_output=True,
-                           text=True, timeout=30, check=False)  # fmt: skip
+        r = subprocess.run(
+            [micropython(), "-c", WIFI_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert r.returncode == 0, r.stderr
         assert secret not in r.stdout
         return r.stdout

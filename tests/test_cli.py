@@ -19,9 +19,11 @@ def test_compile_json_contract() -> None:
     assert doc["payload_offset"] == 42 and doc["payload_length"] == 24
     assert len(bytes.fromhex(doc["frame"])) == 42 + 24
     assert [(f["name"], f["offset"], f["type"]) for f in doc["fields"]] == [
-        ("temperature", 12, "i16"), ("humidity", 14, "u16"), ("pressure", 16, "u32"),
+        ("temperature", 12, "i16"),
+        ("humidity", 14, "u16"),
+        ("pressure", 16, "u32"),
         ("battery", 20, "u16"),
-    ]  # fmt: skip
+    ]
     # a directory compiles every template in it
     docs = json.loads(precast("compile", str(TEMPLATES), "--json").stdout)
     assert sorted(d["template"] for d in docs) == [1, 2, 3]
@@ -40,9 +42,11 @@ def test_encode_then_decode_round_trip() -> None:
     d = precast("decode", str(TEMPLATES), hexframe)
     assert d.returncode == 0, d.stderr
     assert json.loads(d.stdout) == {
-        "template": 1, "device": 42, "seq": 7,
+        "template": 1,
+        "device": 42,
+        "seq": 7,
         "fields": {"temperature": -12.34, "humidity": 55.5, "pressure": 98765, "battery": 3712},
-    }  # fmt: skip
+    }
 
 
 def test_payload_only_and_stdin_and_mic() -> None:
@@ -56,8 +60,12 @@ def test_payload_only_and_stdin_and_mic() -> None:
     d = precast("decode", PM, "--key", KEY_HEX, input=payload + "\n" + payload + "\n")
     lines = [json.loads(x) for x in d.stdout.splitlines()]
     assert d.returncode == 0 and len(lines) == 2
-    assert lines[0]["fields"] == {"energy": 5, "power": -12.5, "voltage": 229.99,
-                                  "power_factor": 0.875}  # fmt: skip
+    assert lines[0]["fields"] == {
+        "energy": 5,
+        "power": -12.5,
+        "voltage": 229.99,
+        "power_factor": 0.875,
+    }
     wrong = precast("decode", PM, "--key", "00" * 16, payload)
     assert wrong.returncode == 1 and json.loads(wrong.stdout) == {"error": "mic"}
 
@@ -87,8 +95,18 @@ def test_encode_errors_are_one_line_exit_2() -> None:
         assert r.returncode == 2, (values, r)
         assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert "Traceback" not in r.stderr
-    r = precast("encode", PM, "--device", "1", "--seq", "1", "energy=1", "power=1", "voltage=1",
-                "power_factor=1")  # fmt: skip
+    r = precast(
+        "encode",
+        PM,
+        "--device",
+        "1",
+        "--seq",
+        "1",
+        "energy=1",
+        "power=1",
+        "voltage=1",
+        "power_factor=1",
+    )
     assert r.returncode == 2 and "key is needed" in r.stderr
     r = precast("encode", ENV, "--device", "-1", "--seq", "1", *VALUES)
     assert r.returncode == 2 and "out of range" in r.stderr

@@ -51,8 +51,13 @@ def test_round_trip_raw_and_units(data: st.DataObject) -> None:
 @given(st.data())
 def test_checksums_equal_full_recomputation(data: st.DataObject) -> None:
     lay: Layout = data.draw(templates())
-    frame = encode_raw(lay, data.draw(raws(lay)), data.draw(st.integers(0, 2**32 - 1)),
-                       data.draw(st.integers(0, 2**32 - 1)), KEY)  # fmt: skip
+    frame = encode_raw(
+        lay,
+        data.draw(raws(lay)),
+        data.draw(st.integers(0, 2**32 - 1)),
+        data.draw(st.integers(0, 2**32 - 1)),
+        KEY,
+    )
     assert checksum(frame[14:34]) == 0  # a correct IPv4 header sums to 0xFFFF
     assert struct.unpack(">H", frame[24:26])[0] == lay.ip_checksum
     assert struct.unpack(">H", frame[40:42])[0] == full_udp_checksum(frame)
@@ -89,8 +94,14 @@ def test_udp_checksum_zero_goes_out_as_ffff() -> None:
 def test_rounding_is_half_away_from_zero() -> None:
     lay = compile_template(load_template(TEMPLATES / "env-node.toml"))
     base = {"humidity": 1, "pressure": 1, "battery": 1}
-    for value, raw in [("0.005", 1), ("-0.005", -1), ("0.0049", 0), ("21.455", 2146),
-                       (-21.455, -2146), (327.67, 32767)]:  # fmt: skip
+    for value, raw in [
+        ("0.005", 1),
+        ("-0.005", -1),
+        ("0.0049", 0),
+        ("21.455", 2146),
+        (-21.455, -2146),
+        (327.67, 32767),
+    ]:
         f = encode(lay, {**base, "temperature": value}, 1, 1)
         r = Codec([lay]).decode(f)
         assert isinstance(r, Reading) and r.raw[0] == raw, (value, r)
@@ -98,9 +109,16 @@ def test_rounding_is_half_away_from_zero() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("temperature", 327.68), ("temperature", -327.69), ("humidity", -0.01),
-     ("pressure", 2**32), ("battery", "abc"), ("battery", "nan"), ("pressure", "inf")],
-)  # fmt: skip
+    [
+        ("temperature", 327.68),
+        ("temperature", -327.69),
+        ("humidity", -0.01),
+        ("pressure", 2**32),
+        ("battery", "abc"),
+        ("battery", "nan"),
+        ("pressure", "inf"),
+    ],
+)
 def test_out_of_range_is_refused_never_wrapped(field: str, value: object) -> None:
     lay = compile_template(load_template(TEMPLATES / "env-node.toml"))
     values: dict[str, object] = {"temperature": 1, "humidity": 1, "pressure": 1, "battery": 1}

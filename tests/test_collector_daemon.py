@@ -99,8 +99,9 @@ def test_sighup_reloads_templates_and_keys(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text("")
     col = Collector(tmp_path, "--keys", str(keys), templates=tdir)
-    meter = payload("power-meter", {"energy": 1, "power": 2.5, "voltage": 230, "power_factor": 1},
-                    44, 1, KEY)  # fmt: skip
+    meter = payload(
+        "power-meter", {"energy": 1, "power": 2.5, "voltage": 230, "power_factor": 1}, 44, 1, KEY
+    )
     try:
         col.send([minimal(5, 1), meter])
         wait_for(lambda: stats(col.db)["rejected"].get("unknown-template") == 2, 10, "rejects")
@@ -201,8 +202,15 @@ def test_port_in_use_is_an_error(tmp_path: Path) -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
     try:
-        r = run_precast("collect", "--listen", f"127.0.0.1:{s.getsockname()[1]}",
-                        "--templates", str(TEMPLATES), "--db", str(tmp_path / "a.db"))  # fmt: skip
+        r = run_precast(
+            "collect",
+            "--listen",
+            f"127.0.0.1:{s.getsockname()[1]}",
+            "--templates",
+            str(TEMPLATES),
+            "--db",
+            str(tmp_path / "a.db"),
+        )
     finally:
         s.close()
     assert r.returncode == 2 and "in use" in r.stderr

@@ -184,8 +184,9 @@ def test_collector_stores_and_counts_exactly(tmp_path: Path, keys_file: Path) ->
     rng = random.Random(4)
     streams = build_streams(rng)
     jsonl = tmp_path / "readings.jsonl"
-    col = Collector(tmp_path, "--window", str(WINDOW), "--keys", str(keys_file),
-                    "--jsonl", str(jsonl))  # fmt: skip
+    col = Collector(
+        tmp_path, "--window", str(WINDOW), "--keys", str(keys_file), "--jsonl", str(jsonl)
+    )
     try:
         sent = col.send(streams[d].sends[i][0] for d, i in interleave(rng, streams))
         junk = garbage()
@@ -238,8 +239,9 @@ def test_collector_stores_and_counts_exactly(tmp_path: Path, keys_file: Path) ->
     conn = sqlite3.connect(col.db)
     view = conn.execute("SELECT template, device, seq, fields FROM readings").fetchall()
     conn.close()
-    assert sorted((x["template"], x["device"], x["seq"], json.dumps(x["fields"])) for x in lines) \
-        == sorted((t, d, s, json.dumps(json.loads(f))) for t, d, s, f in view)  # fmt: skip
+    assert sorted(
+        (x["template"], x["device"], x["seq"], json.dumps(x["fields"])) for x in lines
+    ) == sorted((t, d, s, json.dumps(json.loads(f))) for t, d, s, f in view)
     assert all(x["received_at"].endswith("Z") for x in lines)
 
 

@@ -14,11 +14,32 @@ def test_counters_match_the_faults_simulate_injected(tmp_path: Path) -> None:
         pytest.skip("precast simulate is not installed")
     col = Collector(tmp_path, "--key", KEY.hex())
     try:
-        r = run_precast("simulate", "--templates", str(TEMPLATES), "--devices", "6",
-                        "--rate", "3000", "--duration", "1.5", "--loss", "0.05", "--dup", "0.03",
-                        "--reorder", "0.03", "--corrupt", "0.02", "--seed", "3",
-                        "--key", KEY.hex(), "--udp", f"127.0.0.1:{col.port}",
-                        "--no-progress")  # fmt: skip
+        r = run_precast(
+            "simulate",
+            "--templates",
+            str(TEMPLATES),
+            "--devices",
+            "6",
+            "--rate",
+            "3000",
+            "--duration",
+            "1.5",
+            "--loss",
+            "0.05",
+            "--dup",
+            "0.03",
+            "--reorder",
+            "0.03",
+            "--corrupt",
+            "0.02",
+            "--seed",
+            "3",
+            "--key",
+            KEY.hex(),
+            "--udp",
+            f"127.0.0.1:{col.port}",
+            "--no-progress",
+        )
     finally:
         assert col.stop() == 0, col.stderr()
     assert r.returncode == 0, r.stderr

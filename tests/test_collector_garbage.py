@@ -54,8 +54,12 @@ def test_garbage_never_crashes_and_is_never_stored(tmp_path: Path) -> None:
     col = Collector(tmp_path, "--key", KEY.hex())
     want: Counter[str] = Counter()
 
-    @settings(max_examples=150, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+    @settings(
+        max_examples=150,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(st.lists(datagrams, min_size=1, max_size=6))
     def check(batch: list[bytes]) -> None:
         for d in batch:

@@ -29,8 +29,11 @@ def test_row_builder_is_to_units(data: st.DataObject) -> None:
     assert all(same(a, b) for a, b in zip(row[5:], want, strict=True)), (row[5:], want)
 
 
-@given(st.integers(-(2**31), 2**31 - 1), st.sampled_from([0.1, 0.01, 0.001, 0.25, 2.5]),
-       st.sampled_from([0, -40, 273.15, 0.5, -0.005]))  # fmt: skip
+@given(
+    st.integers(-(2**31), 2**31 - 1),
+    st.sampled_from([0.1, 0.01, 0.001, 0.25, 2.5]),
+    st.sampled_from([0, -40, 273.15, 0.5, -0.005]),
+)
 def test_exact_division_equals_rounding(raw: int, scale: float, offset: float) -> None:
     """Also for the extremes of i32 and offsets with more decimals than the scale."""
     doc = {"id": 1, "field": [{"name": "x", "type": "i32", "scale": scale, "offset": offset}]}

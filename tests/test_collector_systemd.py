@@ -34,7 +34,12 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
         pytest.skip("no systemd-analyze")
     unit = tmp_path / UNIT.name
     unit.write_text(UNIT.read_text().replace(exec_start()[0], str(BIN / "precast")))
-    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
-                       text=True, timeout=60, check=False)  # fmt: skip
+    r = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     problems = [x for x in r.stderr.splitlines() if UNIT.name in x]
     assert r.returncode == 0 and not problems, r.stderr

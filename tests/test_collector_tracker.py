@@ -18,8 +18,13 @@ def run(tracker: Tracker, seqs: list[int], device: int = 1, mic: bool = False) -
 
 def counts(tracker: Tracker, device: int = 1) -> dict[str, int]:
     d = tracker.devices[device]
-    return {"received": d.received, "duplicates": d.duplicates, "late": d.late, "lost": d.lost,
-            "last_seq": d.highest}  # fmt: skip
+    return {
+        "received": d.received,
+        "duplicates": d.duplicates,
+        "late": d.late,
+        "lost": d.lost,
+        "last_seq": d.highest,
+    }
 
 
 @settings(max_examples=300, deadline=None)
@@ -76,9 +81,17 @@ def test_window_edge(mic: bool) -> None:
 def test_late_below_the_first_reading_counts_the_gap() -> None:
     t = Tracker(window=50)
     run(t, [10, 11, 5])
-    assert counts(t) == expected_counts([10, 11, 5]) == {
-        "received": 3, "duplicates": 0, "late": 1, "lost": 4, "last_seq": 11,
-    }  # fmt: skip
+    assert (
+        counts(t)
+        == expected_counts([10, 11, 5])
+        == {
+            "received": 3,
+            "duplicates": 0,
+            "late": 1,
+            "lost": 4,
+            "last_seq": 11,
+        }
+    )
 
 
 def test_bad_checks_count_only_known_devices() -> None:

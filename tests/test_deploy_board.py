@@ -41,8 +41,14 @@ def _sqlite_seqs(col: PrecastCollector, device: int) -> list[int]:
 def test_deploy_runs_main_and_readings_arrive(
     micropython_board: MicropythonBoard, precast_collector: PrecastCollector
 ) -> None:
-    out = micropython_board.deploy(TEMPLATES / "minimal.toml", 7, transport="udp", count=20,
-                                   interval_ms=0, collector=precast_collector.address)  # fmt: skip
+    out = micropython_board.deploy(
+        TEMPLATES / "minimal.toml",
+        7,
+        transport="udp",
+        count=20,
+        interval_ms=0,
+        collector=precast_collector.address,
+    )
     assert out.splitlines()[-1].endswith("board reset")
     assert (micropython_board.root / "main.py").exists()
     precast_collector.wait_for_readings(20, device=7, timeout=20)
@@ -59,8 +65,14 @@ def test_secrets_stay_on_the_board_and_redeploy_copies_changes(
     pw_file = tmp_path / "wifi.txt"
     pw_file.write_text(PASSWORD + "\n")
     bundle = tmp_path / "bundle"
-    opts = dict(collector=precast_collector.address, interval_ms=0, key_file=key_file,
-                wifi_ssid="lab", wifi_password_file=pw_file, out=bundle)  # fmt: skip
+    opts = dict(
+        collector=precast_collector.address,
+        interval_ms=0,
+        key_file=key_file,
+        wifi_ssid="lab",
+        wifi_password_file=pw_file,
+        out=bundle,
+    )
     out = micropython_board.deploy(TEMPLATES / "power-meter.toml", 9, count=10, **opts)
     # A cmac8 template: the collector accepts the readings only with the key from
     # precast_secrets.py on the board, as precast_config.py names no key.
@@ -87,9 +99,15 @@ def test_secrets_stay_on_the_board_and_redeploy_copies_changes(
     # build's --secrets FILE instead: the user's file, with the key added, on the board only.
     mine = tmp_path / "mine.py"
     mine.write_text(f'WIFI_SSID = "home"\nWIFI_PASSWORD = "{PASSWORD}"\n')
-    out = micropython_board.deploy(TEMPLATES / "power-meter.toml", 9, count=12,
-                                   collector=precast_collector.address, interval_ms=0,
-                                   key_file=key_file, secrets=mine)  # fmt: skip
+    out = micropython_board.deploy(
+        TEMPLATES / "power-meter.toml",
+        9,
+        count=12,
+        collector=precast_collector.address,
+        interval_ms=0,
+        key_file=key_file,
+        secrets=mine,
+    )
     assert "copied     precast_secrets.py (secrets, not shown)" in out and PASSWORD not in out
     secrets = (micropython_board.root / "precast_secrets.py").read_text()
     assert "'home'" not in secrets and '"home"' in secrets and repr(KEY) in secrets
@@ -112,9 +130,23 @@ def test_deploy_mpy_replaces_sources(
 
 def _deploy_cli(port: str, *extra: str) -> tuple[subprocess.CompletedProcess[str], float]:
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "precast.cli", "deploy", "--port", port,
-                        str(TEMPLATES / "minimal.toml"), "--device", "1", *extra],
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "precast.cli",
+            "deploy",
+            "--port",
+            port,
+            str(TEMPLATES / "minimal.toml"),
+            "--device",
+            "1",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return r, time.monotonic() - t0
 
 
@@ -181,9 +213,12 @@ def test_deploy_to_a_board_without_micropython(fake_board: tuple[int, list[bytes
 
 
 def test_monitor_shows_the_console(micropython_board: MicropythonBoard) -> None:
-    mon = subprocess.Popen([sys.executable, "-m", "precast.cli", "monitor", "--port",
-                            micropython_board.port], stdin=subprocess.PIPE,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    mon = subprocess.Popen(
+        [sys.executable, "-m", "precast.cli", "monitor", "--port", micropython_board.port],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert mon.stdin is not None and mon.stdout is not None
     try:
         mon.stdin.write(b"\x03\r")  # stop whatever runs, get a prompt

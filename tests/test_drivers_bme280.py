@@ -169,8 +169,12 @@ def test_forum_registers_end_to_end() -> None:
     b.read(values)
     assert values[0] == 2444
     assert abs(values[1] - 5417) <= 2
-    t, p, h = double((b.T1, b.T2, b.T3), (b.P1, b.P2, b.P3, b.P4, b.P5, b.P6, b.P7, b.P8, b.P9),
-                     (b.H1, b.H2, b.H3, b.H4, b.H5, b.H6), *unpack(FORUM_DATA))  # fmt: skip
+    t, p, h = double(
+        (b.T1, b.T2, b.T3),
+        (b.P1, b.P2, b.P3, b.P4, b.P5, b.P6, b.P7, b.P8, b.P9),
+        (b.H1, b.H2, b.H3, b.H4, b.H5, b.H6),
+        *unpack(FORUM_DATA),
+    )
     assert abs(values[0] / 100 - t) <= 0.011
     assert abs(values[1] / 100 - h) <= 0.05
     assert abs(values[2] - p) < 4
@@ -197,9 +201,15 @@ def test_absent_or_wrong_chip_is_an_error() -> None:
 
 
 calibrations = st.sampled_from(
-    [(DS_T, DS_P, DS_H), ((28268, 26231, 50), (37544, -10969, 3024, 6255, -54, -7, 9900,
-                                               -10230, 4285), (75, 357, 0, 331, 0, 30))]
-)  # fmt: skip
+    [
+        (DS_T, DS_P, DS_H),
+        (
+            (28268, 26231, 50),
+            (37544, -10969, 3024, 6255, -54, -7, 9900, -10230, 4285),
+            (75, 357, 0, 331, 0, 30),
+        ),
+    ]
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -257,9 +267,12 @@ def test_no_value_passes_a_32_bit_ports_small_int() -> None:
     ns = instrumented_bme280()
     for t, p, h in (
         (DS_T, DS_P, DS_H),
-        ((28268, 26231, 50), (37544, -10969, 3024, 6255, -54, -7, 9900, -10230, 4285),
-         (75, 357, 0, 331, 0, 30)),
-    ):  # fmt: skip
+        (
+            (28268, 26231, 50),
+            (37544, -10969, 3024, 6255, -54, -7, 9900, -10230, 4285),
+            (75, 357, 0, 331, 0, 30),
+        ),
+    ):
         ref = sensor(bme280_calibration(t, p, h))
         b = ns["BME280"](FakeI2C(bme280_calibration(t, p, h)))
         for adc_t in range(300000, 700001, 4001):
@@ -309,12 +322,18 @@ print(json.dumps(out))
 def test_on_micropython() -> None:
     cases = [
         [[DS_T, DS_P, DS_H], [[DS_ADC_T, DS_ADC_P, 30000], [430000, 300000, 50000]]],
-        [[list(x) for x in (
-            (28268, 26231, 50),
-            (37544, -10969, 3024, 6255, -54, -7, 9900, -10230, 4285),
-            (75, 357, 0, 331, 0, 30),
-        )], [list(unpack(FORUM_DATA)), [600000, 480000, 100]]],
-    ]  # fmt: skip
+        [
+            [
+                list(x)
+                for x in (
+                    (28268, 26231, 50),
+                    (37544, -10969, 3024, 6255, -54, -7, 9900, -10230, 4285),
+                    (75, 357, 0, 331, 0, 30),
+                )
+            ],
+            [list(unpack(FORUM_DATA)), [600000, 480000, 100]],
+        ],
+    ]
     r = run_mp(MP_SCRIPT % (json.dumps(cases), json.dumps([DS_T, DS_P, DS_H])))
     got = json.loads(r.stdout)
     want = []

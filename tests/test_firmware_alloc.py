@@ -37,8 +37,17 @@ def template(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 
 
 def _locked_args() -> list[str]:
-    return ["--device", "9", "--key", KEY_HEX, "--heap-lock", "--count", str(N),
-            "--interval-ms", "0"]  # fmt: skip
+    return [
+        "--device",
+        "9",
+        "--key",
+        KEY_HEX,
+        "--heap-lock",
+        "--count",
+        str(N),
+        "--interval-ms",
+        "0",
+    ]
 
 
 def test_firmware_udp_heap_locked(tmp_path: Path, template: Path) -> None:
@@ -47,16 +56,20 @@ def test_firmware_udp_heap_locked(tmp_path: Path, template: Path) -> None:
         build(tmp_path / "b", template, *_locked_args(), "--collector", sink.collector)
         r = run_mp(tmp_path / "b")
         assert r.returncode == 0, r.stderr
-        assert counts(r.stdout) == {"readings": N, "sent": N, "failed": 0, "dropped": 0,
-                                    "reopened": 0}  # fmt: skip
+        assert counts(r.stdout) == {
+            "readings": N,
+            "sent": N,
+            "failed": 0,
+            "dropped": 0,
+            "reopened": 0,
+        }
         assert len(sink.drain()) == N
     finally:
         sink.close()
 
 
 def test_firmware_packet_heap_locked(tmp_path: Path, template: Path, veth: VethPair) -> None:
-    build(tmp_path / "b", template, *_locked_args(), "--transport", "packet",
-          "--iface", veth.outer)  # fmt: skip
+    build(tmp_path / "b", template, *_locked_args(), "--transport", "packet", "--iface", veth.outer)
     r = run_mp(tmp_path / "b")
     assert r.returncode == 0, r.stderr
     assert counts(r.stdout)["sent"] == N
@@ -75,8 +88,17 @@ print("not caught")
 
 
 def test_firmware_heap_lock_catches_an_allocation(tmp_path: Path) -> None:
-    build(tmp_path / "b", TEMPLATES / "minimal.toml", "--device", "1", "--heap-lock",
-          "--count", "100", "--interval-ms", "0")  # fmt: skip
+    build(
+        tmp_path / "b",
+        TEMPLATES / "minimal.toml",
+        "--device",
+        "1",
+        "--heap-lock",
+        "--count",
+        "100",
+        "--interval-ms",
+        "0",
+    )
     r = run_mp(tmp_path / "b", ALLOCATING_SENSOR)
     assert r.returncode != 0
     assert "MemoryError" in r.stdout + r.stderr

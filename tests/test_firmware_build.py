@@ -18,19 +18,45 @@ print(t.TEMPLATE_ID, t.DEVICE, t.FRAME_LEN, t.PAYLOAD_LEN, t.OFF_CHECK, t.CHECK_
 
 def test_firmware_build_writes_the_bundle(tmp_path: Path) -> None:
     out = tmp_path / "b"
-    r = precast("build", str(TEMPLATES / "power-meter.toml"), "--device", "0x10",
-                "--key", KEY_HEX, "--out", str(out), "--collector", "127.0.0.1:4000")  # fmt: skip
+    r = precast(
+        "build",
+        str(TEMPLATES / "power-meter.toml"),
+        "--device",
+        "0x10",
+        "--key",
+        KEY_HEX,
+        "--out",
+        str(out),
+        "--collector",
+        "127.0.0.1:4000",
+    )
     assert r.returncode == 0, r.stderr
     listed = {Path(line) for line in r.stdout.split()}
-    names = ["main.py", "precast_template.py", "precast_config.py", "precast_fw/app.py",
-             "precast_fw/sender.py", "precast_fw/sensors/sim.py"]  # fmt: skip
+    names = [
+        "main.py",
+        "precast_template.py",
+        "precast_config.py",
+        "precast_fw/app.py",
+        "precast_fw/sender.py",
+        "precast_fw/sensors/sim.py",
+    ]
     for name in names:
         assert (out / name).is_file()
         assert out / name in listed
     lay = load_layouts([TEMPLATES / "power-meter.toml"])[0]
     got = run_mp(out, CONSTANTS).stdout.split()
-    want = [lay.id, 16, lay.frame_len, lay.payload_len, lay.check_offset, lay.check_len,
-            len(lay.fields), "127.0.0.1", 4000, 1]  # fmt: skip
+    want = [
+        lay.id,
+        16,
+        lay.frame_len,
+        lay.payload_len,
+        lay.check_offset,
+        lay.check_len,
+        len(lay.fields),
+        "127.0.0.1",
+        4000,
+        1,
+    ]
     assert got == [str(w) for w in want]
     config = (out / "precast_config.py").read_text()
     assert f"KEY = {bytes.fromhex(KEY_HEX)!r}" in config
@@ -40,12 +66,13 @@ def test_firmware_build_writes_the_bundle(tmp_path: Path) -> None:
 def test_firmware_build_errors_are_one_line(tmp_path: Path) -> None:
     cases = [
         ([str(TEMPLATES / "power-meter.toml"), "--device", "1"], "a key is needed"),
-        ([str(TEMPLATES / "minimal.toml"), "--device", "1", "--transport", "packet"],
-         "--iface"),
-        ([str(TEMPLATES / "minimal.toml"), "--device", "1", "--collector", "nohost"],
-         "not an IPv4 address"),
+        ([str(TEMPLATES / "minimal.toml"), "--device", "1", "--transport", "packet"], "--iface"),
+        (
+            [str(TEMPLATES / "minimal.toml"), "--device", "1", "--collector", "nohost"],
+            "not an IPv4 address",
+        ),
         ([str(tmp_path / "none.toml"), "--device", "1"], "no such file"),
-    ]  # fmt: skip
+    ]
     for args, why in cases:
         r = precast("build", *args, "--out", str(tmp_path / "b"))
         assert r.returncode == 2, (args, r.stderr)
@@ -57,9 +84,21 @@ def test_firmware_build_mpy_runs(tmp_path: Path) -> None:
     sink = UdpSink()
     try:
         out = tmp_path / "b"
-        files = build(out, TEMPLATES / "env-node.toml", "--device", "8", "--mpy",
-                      "--march", "x64", "--collector", sink.collector, "--count", "20",
-                      "--interval-ms", "0")  # fmt: skip
+        files = build(
+            out,
+            TEMPLATES / "env-node.toml",
+            "--device",
+            "8",
+            "--mpy",
+            "--march",
+            "x64",
+            "--collector",
+            sink.collector,
+            "--count",
+            "20",
+            "--interval-ms",
+            "0",
+        )
         assert not list((out / "precast_fw").rglob("*.py"))
         assert (out / "precast_fw" / "viper.mpy").is_file()
         assert (out / "precast_template.mpy").is_file()

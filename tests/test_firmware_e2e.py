@@ -36,14 +36,32 @@ def test_firmware_main_udp_to_loopback(tmp_path: Path, name: str) -> None:
     sink = UdpSink()
     try:
         template = TEMPLATES / f"{name}.toml"
-        r = precast("build", str(template), "--device", "77", "--key", KEY_HEX,
-                    "--out", str(tmp_path / "b"), "--collector", sink.collector,
-                    "--count", str(n), "--interval-ms", "0")  # fmt: skip
+        r = precast(
+            "build",
+            str(template),
+            "--device",
+            "77",
+            "--key",
+            KEY_HEX,
+            "--out",
+            str(tmp_path / "b"),
+            "--collector",
+            sink.collector,
+            "--count",
+            str(n),
+            "--interval-ms",
+            "0",
+        )
         assert r.returncode == 0, r.stderr
         run = run_mp(tmp_path / "b")
         assert run.returncode == 0, run.stdout + run.stderr
-        assert counts(run.stdout) == {"readings": n, "sent": n, "failed": 0, "dropped": 0,
-                                      "reopened": 0}  # fmt: skip
+        assert counts(run.stdout) == {
+            "readings": n,
+            "sent": n,
+            "failed": 0,
+            "dropped": 0,
+            "reopened": 0,
+        }
         got = sink.drain()
     finally:
         sink.close()
@@ -53,13 +71,29 @@ def test_firmware_main_udp_to_loopback(tmp_path: Path, name: str) -> None:
 
 def test_firmware_main_packet_into_namespace(tmp_path: Path, veth: VethPair) -> None:
     n = 300
-    templates = [template_for(veth, TEMPLATES / f"{t}.toml", tmp_path / f"{t}.toml")
-                 for t in ("env-node", "power-meter")]  # fmt: skip
+    templates = [
+        template_for(veth, TEMPLATES / f"{t}.toml", tmp_path / f"{t}.toml")
+        for t in ("env-node", "power-meter")
+    ]
     rx = NsReceiver(veth, 20547)
     for i, t in enumerate(templates):
         out = tmp_path / f"b{i}"
-        build(out, t, "--device", "5", "--key", KEY_HEX, "--transport", "packet",
-              "--iface", veth.outer, "--count", str(n), "--interval-ms", "0")  # fmt: skip
+        build(
+            out,
+            t,
+            "--device",
+            "5",
+            "--key",
+            KEY_HEX,
+            "--transport",
+            "packet",
+            "--iface",
+            veth.outer,
+            "--count",
+            str(n),
+            "--interval-ms",
+            "0",
+        )
         run = run_mp(out)
         assert run.returncode == 0, run.stdout + run.stderr
         assert counts(run.stdout)["sent"] == n
@@ -73,8 +107,18 @@ def test_firmware_main_packet_into_namespace(tmp_path: Path, veth: VethPair) -> 
 def test_firmware_rate_cap(tmp_path: Path) -> None:
     sink = UdpSink()
     try:
-        build(tmp_path / "b", TEMPLATES / "minimal.toml", "--device", "1",
-              "--collector", sink.collector, "--count", "6", "--interval-ms", "40")  # fmt: skip
+        build(
+            tmp_path / "b",
+            TEMPLATES / "minimal.toml",
+            "--device",
+            "1",
+            "--collector",
+            sink.collector,
+            "--count",
+            "6",
+            "--interval-ms",
+            "40",
+        )
         t0 = time.monotonic()
         run = run_mp(tmp_path / "b")
         took = time.monotonic() - t0

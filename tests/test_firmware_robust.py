@@ -79,8 +79,19 @@ def _run(tmp_path: Path, script: str, *extra: str) -> tuple[dict[str, int], list
     sink = UdpSink()
     try:
         template = TEMPLATES / "env-node.toml"
-        build(tmp_path / "b", template, "--device", "3", "--collector", sink.collector,
-              "--count", str(N), "--interval-ms", "0", *extra)  # fmt: skip
+        build(
+            tmp_path / "b",
+            template,
+            "--device",
+            "3",
+            "--collector",
+            sink.collector,
+            "--count",
+            str(N),
+            "--interval-ms",
+            "0",
+            *extra,
+        )
         r = run_mp(tmp_path / "b", script)
         assert r.returncode == 0, r.stdout + r.stderr
         got = sink.drain()
@@ -124,8 +135,9 @@ def test_firmware_closed_socket_is_reopened(tmp_path: Path, lock: bool) -> None:
 
 
 def _tc_dropped(dev: str) -> int:
-    out = subprocess.run(["tc", "-s", "qdisc", "show", "dev", dev], capture_output=True,
-                         text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["tc", "-s", "qdisc", "show", "dev", dev], capture_output=True, text=True, check=True
+    ).stdout
     m = re.search(r"dropped (\d+)", out)
     assert m, out
     return int(m.group(1))
@@ -135,11 +147,39 @@ def test_firmware_real_enobufs_from_a_full_queue(tmp_path: Path, veth: VethPair)
     """A token bucket on the veth lets ~1 frame a second through: the kernel says ENOBUFS."""
     if shutil.which("tc") is None:
         pytest.skip("needs tc (iproute2)")
-    subprocess.run(["tc", "qdisc", "add", "dev", veth.outer, "root", "tbf", "rate", "8kbit",
-                    "burst", "1600", "limit", "1600"], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            veth.outer,
+            "root",
+            "tbf",
+            "rate",
+            "8kbit",
+            "burst",
+            "1600",
+            "limit",
+            "1600",
+        ],
+        check=True,
+    )
     n = 100
-    build(tmp_path / "b", TEMPLATES / "env-node.toml", "--device", "3", "--transport", "packet",
-          "--iface", veth.outer, "--count", str(n), "--interval-ms", "0")  # fmt: skip
+    build(
+        tmp_path / "b",
+        TEMPLATES / "env-node.toml",
+        "--device",
+        "3",
+        "--transport",
+        "packet",
+        "--iface",
+        veth.outer,
+        "--count",
+        str(n),
+        "--interval-ms",
+        "0",
+    )
     r = run_mp(tmp_path / "b")
     assert r.returncode == 0, r.stdout + r.stderr
     c = counts(r.stdout)
@@ -154,8 +194,20 @@ def test_firmware_real_enobufs_from_a_full_queue(tmp_path: Path, veth: VethPair)
 def test_firmware_link_down_counts_every_reading(tmp_path: Path, veth: VethPair) -> None:
     subprocess.run(["ip", "link", "set", veth.outer, "down"], check=True)
     n = 20
-    build(tmp_path / "b", TEMPLATES / "minimal.toml", "--device", "3", "--transport", "packet",
-          "--iface", veth.outer, "--count", str(n), "--interval-ms", "0")  # fmt: skip
+    build(
+        tmp_path / "b",
+        TEMPLATES / "minimal.toml",
+        "--device",
+        "3",
+        "--transport",
+        "packet",
+        "--iface",
+        veth.outer,
+        "--count",
+        str(n),
+        "--interval-ms",
+        "0",
+    )
     r = run_mp(tmp_path / "b")
     assert r.returncode == 0, r.stdout + r.stderr
     c = counts(r.stdout)

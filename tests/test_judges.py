@@ -21,8 +21,13 @@ from strategies import KEY, raws, templates
 @given(st.data())
 def test_scapy_finds_the_headers_and_checksums_right(data: st.DataObject) -> None:
     lay: Layout = data.draw(templates())
-    frame = encode_raw(lay, data.draw(raws(lay)), data.draw(st.integers(0, 2**32 - 1)),
-                       data.draw(st.integers(0, 2**32 - 1)), KEY)  # fmt: skip
+    frame = encode_raw(
+        lay,
+        data.draw(raws(lay)),
+        data.draw(st.integers(0, 2**32 - 1)),
+        data.draw(st.integers(0, 2**32 - 1)),
+        KEY,
+    )
     pkt = Ether(frame)
     n = lay.template.network
     assert pkt.type == 0x0800 and pkt.src == n.src_mac and pkt.dst == n.dst_mac

@@ -35,8 +35,9 @@ print(json.dumps(got), flush=True)
 
 
 def snmp_udp(v: VethPair) -> dict[str, int]:
-    text = subprocess.run(v.exec("cat", "/proc/net/snmp"), capture_output=True, text=True,
-                          check=True).stdout.splitlines()  # fmt: skip
+    text = subprocess.run(
+        v.exec("cat", "/proc/net/snmp"), capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     rows = [line.split()[1:] for line in text if line.startswith("Udp:")]
     return dict(zip(rows[0], map(int, rows[1]), strict=True))
 
@@ -54,8 +55,9 @@ def test_kernel_accepts_every_frame_and_counts_no_checksum_error(veth: VethPair)
     for f in frames:
         f[0:6] = bytes.fromhex(veth.inner_mac.replace(":", ""))
 
-    rx = subprocess.Popen(veth.exec(sys.executable, "-c", RECEIVER), stdout=subprocess.PIPE,
-                          text=True)  # fmt: skip
+    rx = subprocess.Popen(
+        veth.exec(sys.executable, "-c", RECEIVER), stdout=subprocess.PIPE, text=True
+    )
     assert rx.stdout is not None
     assert rx.stdout.readline().strip() == "ready"
     before = snmp_udp(veth)

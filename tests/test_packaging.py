@@ -13,8 +13,11 @@ from conftest import ROOT
 def test_wheel_ships_every_firmware_file(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     (wheel,) = tmp_path.glob("precast-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

@@ -11,8 +11,9 @@ from precast.pytest_plugin import FleetRun, PrecastCollector
 def test_fleet_faults_match_the_collector_counters(
     sensor_fleet: Callable[..., FleetRun], precast_collector: PrecastCollector
 ) -> None:
-    run = sensor_fleet(devices=5, rate=4000, duration=0.6, loss=0.03, dup=0.03, reorder=0.03,
-                       corrupt=0.03, seed=11)  # fmt: skip
+    run = sensor_fleet(
+        devices=5, rate=4000, duration=0.6, loss=0.03, dup=0.03, reorder=0.03, corrupt=0.03, seed=11
+    )
     assert run.lost and run.duplicated and run.reordered and run.corrupted
     precast_collector.wait_for_readings(run.stored)
     stats = precast_collector.stats()

@@ -21,9 +21,13 @@ def readme_example() -> str:
 
 
 def _pytest(where: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                           str(where)], cwd=where, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(where)],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_readme_example_passes(tmp_path: Path) -> None:

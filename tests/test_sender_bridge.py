@@ -61,8 +61,11 @@ def test_slip_counts_corrupt_frames_and_resyncs() -> None:
 def test_bridge_through_loop_forwards_every_good_payload() -> None:
     layouts = load_layouts([TEMPLATES])
     key = bytes(range(16))
-    frames = [encode(lay, dict.fromkeys((s.name for s in lay.fields), 1), 40 + lay.id, seq, key)
-              for seq in range(150) for lay in layouts]  # fmt: skip
+    frames = [
+        encode(lay, dict.fromkeys((s.name for s in lay.fields), 1), 40 + lay.id, seq, key)
+        for seq in range(150)
+        for lay in layouts
+    ]
     bad_crc = bytearray(frames[0][PAYLOAD_OFFSET:])
     bad_crc[-1] ^= 0xFF
     parts = [slip.encode(f[PAYLOAD_OFFSET:]) for f in frames]
@@ -87,8 +90,9 @@ def test_bridge_carries_the_firmware_serial_transport_over_a_pty(tmp_path: Path)
         pytest.skip("needs socat (Debian package socat; tools/sysdeps.sh installs it)")
     n = 400
     a, b = tmp_path / "board", tmp_path / "host"
-    pty = subprocess.Popen(["socat", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
-                           stderr=subprocess.DEVNULL)  # fmt: skip
+    pty = subprocess.Popen(
+        ["socat", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"], stderr=subprocess.DEVNULL
+    )
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sink.bind(("127.0.0.1", 0))
@@ -99,14 +103,38 @@ def test_bridge_carries_the_firmware_serial_transport_over_a_pty(tmp_path: Path)
                 break
             time.sleep(0.05)
         bundle = tmp_path / "bundle"
-        build(bundle, TEMPLATES / "env-node.toml", "--device", "61", "--count", str(n),
-              "--interval-ms", "0", "--transport", "serial", "--serial-port", str(a))  # fmt: skip
+        build(
+            bundle,
+            TEMPLATES / "env-node.toml",
+            "--device",
+            "61",
+            "--count",
+            str(n),
+            "--interval-ms",
+            "0",
+            "--transport",
+            "serial",
+            "--serial-port",
+            str(a),
+        )
         bridge = subprocess.Popen(
-            ["precast", "bridge", "--serial", str(b), "--templates", str(TEMPLATES),
-             "--udp", f"127.0.0.1:{sink.getsockname()[1]}", "--count", str(n + 3)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                "precast",
+                "bridge",
+                "--serial",
+                str(b),
+                "--templates",
+                str(TEMPLATES),
+                "--udp",
+                f"127.0.0.1:{sink.getsockname()[1]}",
+                "--count",
+                str(n + 3),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"},
-        )  # fmt: skip
+        )
         time.sleep(0.5)
         script = (
             "import precast_config as cfg, precast_template as tpl\n"
@@ -191,13 +219,20 @@ def test_firmware_serial_transport_allocates_nothing_and_host_slip_reads_it(
     lay = load_layouts([TEMPLATES / "env-node.toml"])[0]
     # Payloads full of the bytes SLIP escapes, and plain ones.
     payloads = [bytes([0xC0, 0xDB] * (lay.payload_len // 2)), bytes(range(lay.payload_len))]
-    payloads += [encode(lay, dict.fromkeys((s.name for s in lay.fields), 0), 3, s)[
-        PAYLOAD_OFFSET:] for s in range(20)]  # fmt: skip
+    payloads += [
+        encode(lay, dict.fromkeys((s.name for s in lay.fields), 0), 3, s)[PAYLOAD_OFFSET:]
+        for s in range(20)
+    ]
     out = tmp_path / "uart.bin"
     script = tmp_path / "alloc.py"
-    script.write_text(MP_ALLOC.format(fw=str(Path(__file__).resolve().parents[1] / "firmware"),
-                                      plen=lay.payload_len, out=str(out),
-                                      hexes=[p.hex() for p in payloads]))  # fmt: skip
+    script.write_text(
+        MP_ALLOC.format(
+            fw=str(Path(__file__).resolve().parents[1] / "firmware"),
+            plen=lay.payload_len,
+            out=str(out),
+            hexes=[p.hex() for p in payloads],
+        )
+    )
     r = subprocess.run([str(mp), str(script)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "done" in r.stdout, r.stdout + r.stderr
     d = slip.Decoder()

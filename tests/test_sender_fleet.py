@@ -82,12 +82,34 @@ def fleet_templates(tmp: Path, v: VethPair) -> Path:
     return d
 
 
-def simulate(tpls: Path, v: VethPair, devices: int, rate: int, duration: float,
-             seed: int) -> tuple[dict[str, int], int]:  # fmt: skip
-    r = precast("simulate", "--templates", str(tpls), "--key", KEY_HEX, "--devices", str(devices),
-                "--rate", str(rate), "--duration", str(duration), "--loss", "0.03", "--dup",
-                "0.02", "--reorder", "0.02", "--corrupt", "0.02", "--seed", str(seed),
-                "--iface", v.outer)  # fmt: skip
+def simulate(
+    tpls: Path, v: VethPair, devices: int, rate: int, duration: float, seed: int
+) -> tuple[dict[str, int], int]:
+    r = precast(
+        "simulate",
+        "--templates",
+        str(tpls),
+        "--key",
+        KEY_HEX,
+        "--devices",
+        str(devices),
+        "--rate",
+        str(rate),
+        "--duration",
+        str(duration),
+        "--loss",
+        "0.03",
+        "--dup",
+        "0.02",
+        "--reorder",
+        "0.02",
+        "--corrupt",
+        "0.02",
+        "--seed",
+        str(seed),
+        "--iface",
+        v.outer,
+    )
     assert r.returncode == 0, r.stderr
     m = FAULTS.search(r.stdout)
     s = SENT.search(r.stdout)
@@ -101,8 +123,11 @@ def simulate(tpls: Path, v: VethPair, devices: int, rate: int, duration: float,
 def test_fleet_counts_at_a_plain_udp_socket(veth: VethPair, tmp_path: Path) -> None:
     tpls = fleet_templates(tmp_path, veth)
     host = str(Path(__file__).resolve().parent.parent / "host")
-    rx = subprocess.Popen(veth.exec(sys.executable, "-c", RECEIVER, str(tpls), host, KEY_HEX),
-                          stdout=subprocess.PIPE, text=True)  # fmt: skip
+    rx = subprocess.Popen(
+        veth.exec(sys.executable, "-c", RECEIVER, str(tpls), host, KEY_HEX),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert rx.stdout is not None
     assert rx.stdout.readline().strip() == "ready"
     faults, sent = simulate(tpls, veth, devices=30, rate=6000, duration=1.0, seed=11)
@@ -122,12 +147,29 @@ def test_fleet_counts_at_the_collector(veth: VethPair, tmp_path: Path) -> None:
         pytest.skip("precast collect is not in this tree yet")
     tpls = fleet_templates(tmp_path, veth)
     db, ready = tmp_path / "c.db", tmp_path / "c.ready"
-    exe = [str(BIN / "precast")] if (BIN / "precast").exists() else [sys.executable, "-m",
-                                                                     "precast.cli"]  # fmt: skip
-    col = subprocess.Popen(veth.exec(*exe, "collect", "--listen", "0.0.0.0:20547", "--templates",
-                                     str(tpls), "--db", str(db), "--key", KEY_HEX,
-                                     "--ready-file", str(ready)),
-                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    exe = (
+        [str(BIN / "precast")]
+        if (BIN / "precast").exists()
+        else [sys.executable, "-m", "precast.cli"]
+    )
+    col = subprocess.Popen(
+        veth.exec(
+            *exe,
+            "collect",
+            "--listen",
+            "0.0.0.0:20547",
+            "--templates",
+            str(tpls),
+            "--db",
+            str(db),
+            "--key",
+            KEY_HEX,
+            "--ready-file",
+            str(ready),
+        ),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while not ready.exists():

@@ -16,10 +16,28 @@ from sender_kit import ENV_VALUES, Capture, need, pair, template_to
 def checksum_status(path: Path) -> list[tuple[str, str]]:
     """tshark's verdict (1 good, 0 bad) on each frame's IPv4 and UDP checksums."""
     tshark = need("tshark", "tshark")
-    r = subprocess.run([tshark, "-n", "-r", str(path), "-o", "ip.check_checksum:TRUE",
-                        "-o", "udp.check_checksum:TRUE", "-T", "fields",
-                        "-e", "ip.checksum.status", "-e", "udp.checksum.status"],
-                       capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            tshark,
+            "-n",
+            "-r",
+            str(path),
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-o",
+            "udp.check_checksum:TRUE",
+            "-T",
+            "fields",
+            "-e",
+            "ip.checksum.status",
+            "-e",
+            "udp.checksum.status",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return [tuple(line.split("\t")) for line in r.stdout.splitlines()]  # type: ignore[misc]
 
 
@@ -35,13 +53,40 @@ def spoil(src: Path, dst: Path, record: int, offset: int) -> None:
 
 def test_tshark_finds_no_bad_checksum_in_what_send_and_simulate_write(tmp_path: Path) -> None:
     sent = tmp_path / "send.pcap"
-    r = precast("send", str(TEMPLATES / "env-node.toml"), "--device", "9", "--count", "300",
-                "--pcap", str(sent), *ENV_VALUES)  # fmt: skip
+    r = precast(
+        "send",
+        str(TEMPLATES / "env-node.toml"),
+        "--device",
+        "9",
+        "--count",
+        "300",
+        "--pcap",
+        str(sent),
+        *ENV_VALUES,
+    )
     assert r.returncode == 0, r.stderr
     fleet = tmp_path / "fleet.pcap"
-    r = precast("simulate", "--templates", str(TEMPLATES), "--key", "00" * 16, "--devices", "12",
-                "--rate", "0", "--duration", "0.3", "--corrupt", "0.05", "--dup", "0.05",
-                "--seed", "4", "--pcap", str(fleet))  # fmt: skip
+    r = precast(
+        "simulate",
+        "--templates",
+        str(TEMPLATES),
+        "--key",
+        "00" * 16,
+        "--devices",
+        "12",
+        "--rate",
+        "0",
+        "--duration",
+        "0.3",
+        "--corrupt",
+        "0.05",
+        "--dup",
+        "0.05",
+        "--seed",
+        "4",
+        "--pcap",
+        str(fleet),
+    )
     assert r.returncode == 0, r.stderr
     for path, least in ((sent, 300), (fleet, 12)):
         status = checksum_status(path)
@@ -71,8 +116,19 @@ def test_decode_pcap_reads_tcpdump_captures(veth: VethPair, tmp_path: Path, ifac
     """tcpdump on the interface (Ethernet) and on `any` (Linux cooked v2) both decode."""
     tpl = template_to(tmp_path, veth)
     cap = Capture(veth, tmp_path / "cap.pcap", iface=veth.inner if iface == "inner" else "any")
-    r = precast("send", str(tpl), "--device", "31", "--seq", "100", "--count", "50",
-                "--iface", veth.outer, *ENV_VALUES)  # fmt: skip
+    r = precast(
+        "send",
+        str(tpl),
+        "--device",
+        "31",
+        "--seq",
+        "100",
+        "--count",
+        "50",
+        "--iface",
+        veth.outer,
+        *ENV_VALUES,
+    )
     assert r.returncode == 0, r.stderr
     frames = cap.stop()
     assert len(frames) == 50
@@ -83,5 +139,9 @@ def test_decode_pcap_reads_tcpdump_captures(veth: VethPair, tmp_path: Path, ifac
     rows = [json.loads(line) for line in d.stdout.splitlines()]
     assert [row["seq"] for row in rows] == list(range(100, 150))
     assert {row["device"] for row in rows} == {31}
-    assert rows[0]["fields"] == {"temperature": 21.5, "humidity": 40.25, "pressure": 101325,
-                                 "battery": 3000}  # fmt: skip
+    assert rows[0]["fields"] == {
+        "temperature": 21.5,
+        "humidity": 40.25,
+        "pressure": 101325,
+        "battery": 3000,
+    }

@@ -43,16 +43,39 @@ def test_tx_ring_sends_byte_for_byte_what_per_frame_sends(veth: VethPair, tmp_pa
     tpl = template_to(tmp_path, veth)
     cap = Capture(veth, tmp_path / "ring.pcap")
     # 5000 frames through a 4096-slot ring: the ring wraps.
-    r = precast("send", str(tpl), "--device", "77", "--seq", "4294967000", "--count", "5000",
-                "--iface", veth.outer, *ENV_VALUES)  # fmt: skip
+    r = precast(
+        "send",
+        str(tpl),
+        "--device",
+        "77",
+        "--seq",
+        "4294967000",
+        "--count",
+        "5000",
+        "--iface",
+        veth.outer,
+        *ENV_VALUES,
+    )
     assert r.returncode == 0, r.stderr
     assert "TX ring" in r.stdout
     assert last_line(r.stdout).group(1, 4) == ("5000", "0")
     ring = [f for _, f in cap.stop()]
 
     cap = Capture(veth, tmp_path / "each.pcap")
-    r = precast("send", str(tpl), "--device", "77", "--seq", "4294967000", "--count", "5000",
-                "--iface", veth.outer, "--per-frame", *ENV_VALUES)  # fmt: skip
+    r = precast(
+        "send",
+        str(tpl),
+        "--device",
+        "77",
+        "--seq",
+        "4294967000",
+        "--count",
+        "5000",
+        "--iface",
+        veth.outer,
+        "--per-frame",
+        *ENV_VALUES,
+    )
     assert r.returncode == 0, r.stderr
     assert "one send() per frame" in r.stdout
     each = [f for _, f in cap.stop()]
@@ -77,8 +100,9 @@ def test_raw_send_without_cap_net_raw_points_to_udp(veth: VethPair, tmp_path: Pa
 
 
 def test_missing_interface_is_one_line(tmp_path: Path) -> None:
-    r = precast("send", "templates/env-node.toml", "--device", "1", "--iface", "pcsnosuch0",
-                *ENV_VALUES)  # fmt: skip
+    r = precast(
+        "send", "templates/env-node.toml", "--device", "1", "--iface", "pcsnosuch0", *ENV_VALUES
+    )
     assert r.returncode == 2
     assert r.stderr.strip() == "precast: error: no network interface 'pcsnosuch0'"
 
@@ -89,10 +113,26 @@ def test_interface_deleted_mid_run_stops_the_sender(tmp_path: Path, per_frame: b
     pair = VethPair("pcsg")
     try:
         tpl = template_to(tmp_path, pair)
-        cmd = [str(BIN / "precast"), "send", str(tpl), "--device", "1", "--count", "0",
-               "--rate", "2000", "--iface", pair.outer, *ENV_VALUES]  # fmt: skip
-        p = subprocess.Popen([*cmd, *(["--per-frame"] if per_frame else [])], text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        cmd = [
+            str(BIN / "precast"),
+            "send",
+            str(tpl),
+            "--device",
+            "1",
+            "--count",
+            "0",
+            "--rate",
+            "2000",
+            "--iface",
+            pair.outer,
+            *ENV_VALUES,
+        ]
+        p = subprocess.Popen(
+            [*cmd, *(["--per-frame"] if per_frame else [])],
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
             time.sleep(0.5)
             assert p.poll() is None, p.communicate()
@@ -114,8 +154,19 @@ def test_rate_holds_within_5_percent_over_2_s(veth: VethPair, tmp_path: Path, ra
     tpl = template_to(tmp_path, veth)
     count = 2 * rate
     cap = Capture(veth, tmp_path / "rate.pcap")
-    r = precast("send", str(tpl), "--device", "5", "--count", str(count), "--rate", str(rate),
-                "--iface", veth.outer, *ENV_VALUES)  # fmt: skip
+    r = precast(
+        "send",
+        str(tpl),
+        "--device",
+        "5",
+        "--count",
+        str(count),
+        "--rate",
+        str(rate),
+        "--iface",
+        veth.outer,
+        *ENV_VALUES,
+    )
     assert r.returncode == 0, r.stderr
     frames = cap.stop()
     assert len(frames) == count

@@ -40,8 +40,11 @@ def batches(draw: st.DrawFn) -> tuple[int, list[int], list[int], list[list[int |
     cols: list[list[int | float]] = []
     for s in LAYOUTS[i].fields:
         lo, hi = s.field.range
-        el = (st.floats(width=32, allow_nan=False, allow_infinity=False) if lo is None
-              else st.integers(lo, hi))  # fmt: skip
+        el = (
+            st.floats(width=32, allow_nan=False, allow_infinity=False)
+            if lo is None
+            else st.integers(lo, hi)
+        )
         cols.append(draw(st.lists(el, min_size=n, max_size=n)))
     return i, devices, seqs, cols
 
@@ -56,8 +59,12 @@ def test_batch_patcher_makes_exactly_what_encode_makes(
     p = BatchPatcher(lay, KEY)
     out = p.empty(len(devices))
     dtype = [np.float32 if s.field.type == "f32" else np.int64 for s in lay.fields]
-    p.patch(out, np.array(devices), np.array(seqs),
-            [np.array(c, dtype=d) for c, d in zip(cols, dtype, strict=True)])  # fmt: skip
+    p.patch(
+        out,
+        np.array(devices),
+        np.array(seqs),
+        [np.array(c, dtype=d) for c, d in zip(cols, dtype, strict=True)],
+    )
     for r, (dev, seq) in enumerate(zip(devices, seqs, strict=True)):
         want = encode_raw(lay, [c[r] for c in cols], dev, seq, KEY)
         assert out[r].tobytes() == want
@@ -114,8 +121,19 @@ def test_udp_sends_the_payload_alone() -> None:
     rx.settimeout(5)
     try:
         to = f"127.0.0.1:{rx.getsockname()[1]}"
-        r = precast("send", str(TEMPLATES / "env-node.toml"), "--device", "3", "--seq", "10",
-                    "--count", "3", "--udp", to, *ENV_VALUES)  # fmt: skip
+        r = precast(
+            "send",
+            str(TEMPLATES / "env-node.toml"),
+            "--device",
+            "3",
+            "--seq",
+            "10",
+            "--count",
+            "3",
+            "--udp",
+            to,
+            *ENV_VALUES,
+        )
         assert r.returncode == 0, r.stderr
         got = [rx.recv(2048) for _ in range(3)]
     finally:
@@ -130,16 +148,54 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     env_node = str(TEMPLATES / "env-node.toml")
     cases = [
         (["send", env_node, "--device", "1", "--udp", "nohostport", *ENV_VALUES], "HOST:PORT"),
-        (["send", str(TEMPLATES / "power-meter.toml"), "--device", "1", "--pcap",
-          str(tmp_path / "x.pcap"), "energy=1", "power=1", "voltage=1", "power_factor=1"],
-         "--key"),
-        (["send", env_node, "--device", "1", "--pcap", str(tmp_path / "x.pcap"),
-          "temperature=900"], "temperature"),
-        (["simulate", "--devices", "3", "--rate", "10", "--loss", "0.7", "--dup", "0.7",
-          "--pcap", str(tmp_path / "y.pcap")], "more than 1"),
-        (["bridge", "--serial", str(tmp_path / "no-such-tty"), "--udp", "127.0.0.1:9"],
-         "serial port"),
-    ]  # fmt: skip
+        (
+            [
+                "send",
+                str(TEMPLATES / "power-meter.toml"),
+                "--device",
+                "1",
+                "--pcap",
+                str(tmp_path / "x.pcap"),
+                "energy=1",
+                "power=1",
+                "voltage=1",
+                "power_factor=1",
+            ],
+            "--key",
+        ),
+        (
+            [
+                "send",
+                env_node,
+                "--device",
+                "1",
+                "--pcap",
+                str(tmp_path / "x.pcap"),
+                "temperature=900",
+            ],
+            "temperature",
+        ),
+        (
+            [
+                "simulate",
+                "--devices",
+                "3",
+                "--rate",
+                "10",
+                "--loss",
+                "0.7",
+                "--dup",
+                "0.7",
+                "--pcap",
+                str(tmp_path / "y.pcap"),
+            ],
+            "more than 1",
+        ),
+        (
+            ["bridge", "--serial", str(tmp_path / "no-such-tty"), "--udp", "127.0.0.1:9"],
+            "serial port",
+        ),
+    ]
     for args, word in cases:
         r = precast(*args)
         assert r.returncode == 2, (args, r.stderr)
@@ -156,8 +212,12 @@ def test_transport_urls() -> None:
 def _run_on_a_terminal(args: list[str]) -> str:
     """Run precast with stderr on a pty; everything it drew there."""
     master, slave = pty.openpty()
-    p = subprocess.Popen([str(BIN / "precast"), *args], stdout=subprocess.PIPE, stderr=slave,
-                         env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})  # fmt: skip
+    p = subprocess.Popen(
+        [str(BIN / "precast"), *args],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env={**os.environ, "COLUMNS": "100", "TERM": "xterm"},
+    )
     os.close(slave)
     drawn = b""
     while True:
@@ -178,8 +238,15 @@ def _run_on_a_terminal(args: list[str]) -> str:
 
 
 def test_progress_bar_on_a_terminal_for_runs_over_a_second(tmp_path: Path) -> None:
-    base = ["send", str(TEMPLATES / "env-node.toml"), "--device", "1", "--pcap",
-            str(tmp_path / "p.pcap"), *ENV_VALUES]  # fmt: skip
+    base = [
+        "send",
+        str(TEMPLATES / "env-node.toml"),
+        "--device",
+        "1",
+        "--pcap",
+        str(tmp_path / "p.pcap"),
+        *ENV_VALUES,
+    ]
     t0 = time.monotonic()
     long = _run_on_a_terminal([*base, "--count", "1600", "--rate", "1000"])
     assert time.monotonic() - t0 > 1.5
@@ -192,8 +259,23 @@ def test_a_paced_fleet_spreads_each_devices_readings_over_time(tmp_path: Path) -
     # 6 devices of 3 templates at 300 frames/s: each device sends every 20 ms, so in a
     # well-behaved stream no device falls silent for long (a collector would call it stale).
     out = tmp_path / "fleet.pcap"
-    r = precast("simulate", "--templates", str(TEMPLATES), "--key", KEY_HEX, "--devices", "6",
-                "--rate", "300", "--duration", "2", "--pcap", str(out), "--seed", "1")  # fmt: skip
+    r = precast(
+        "simulate",
+        "--templates",
+        str(TEMPLATES),
+        "--key",
+        KEY_HEX,
+        "--devices",
+        "6",
+        "--rate",
+        "300",
+        "--duration",
+        "2",
+        "--pcap",
+        str(out),
+        "--seed",
+        "1",
+    )
     assert r.returncode == 0, r.stderr
     times: dict[int, list[float]] = {}
     for ts, frame in read_frames_with_times(out):
@@ -217,7 +299,17 @@ def test_templates_option_takes_several_paths_and_repeats(tmp_path: Path) -> Non
     # `--templates a b` and `--templates a --templates b` both mean a and b, as for collect.
     a, b = str(TEMPLATES / "minimal.toml"), str(TEMPLATES / "env-node.toml")
     for words in (["--templates", a, b], ["--templates", a, "--templates", b]):
-        r = precast("simulate", *words, "--devices", "2", "--rate", "100", "--duration", "0.05",
-                    "--pcap", str(tmp_path / "x.pcap"))  # fmt: skip
+        r = precast(
+            "simulate",
+            *words,
+            "--devices",
+            "2",
+            "--rate",
+            "100",
+            "--duration",
+            "0.05",
+            "--pcap",
+            str(tmp_path / "x.pcap"),
+        )
         assert r.returncode == 0, r.stderr
         assert "(minimal x1, env-node x1)" in r.stdout, r.stdout

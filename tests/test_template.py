@@ -75,8 +75,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("case", "text", "key", "reason"), BAD, ids=[b[0] for b in BAD])
-def test_bad_template_one_line_exit_2(tmp_path: Path, case: str, text: str, key: str | None,
-                                      reason: str) -> None:  # fmt: skip
+def test_bad_template_one_line_exit_2(
+    tmp_path: Path, case: str, text: str, key: str | None, reason: str
+) -> None:
     p = tmp_path / "bad.toml"
     p.write_text(text)
     with pytest.raises(TemplateError) as ei:

@@ -45,12 +45,34 @@ def has_simulate() -> bool:
 def simulate(port: int, devices: int, rate: float, seconds: float) -> None:
     """The fleet simulator: faults on, so the table has something to show."""
     subprocess.run(
-        precast("simulate", "--templates", str(TEMPLATES), "--devices", str(devices),
-                "--rate", str(rate), "--duration", str(seconds), "--loss", "0.02",
-                "--dup", "0.01", "--reorder", "0.01", "--corrupt", "0.005", "--seed", "1",
-                "--key", KEY, "--udp", f"127.0.0.1:{port}", "--no-progress"),
+        precast(
+            "simulate",
+            "--templates",
+            str(TEMPLATES),
+            "--devices",
+            str(devices),
+            "--rate",
+            str(rate),
+            "--duration",
+            str(seconds),
+            "--loss",
+            "0.02",
+            "--dup",
+            "0.01",
+            "--reorder",
+            "0.01",
+            "--corrupt",
+            "0.005",
+            "--seed",
+            "1",
+            "--key",
+            KEY,
+            "--udp",
+            f"127.0.0.1:{port}",
+            "--no-progress",
+        ),
         check=True,
-    )  # fmt: skip
+    )
 
 
 def loop(port: int, devices: int, rate: float, seconds: float) -> None:
@@ -102,10 +124,22 @@ def main() -> int:
         jsonl = tmp / "readings.jsonl"
         print(f"$ precast collect --listen 127.0.0.1:0 --db {db} --key ... --jsonl {jsonl}")
         col = subprocess.Popen(
-            precast("collect", "--listen", "127.0.0.1:0", "--templates", str(TEMPLATES),
-                    "--db", str(db), "--key", KEY, "--jsonl", str(jsonl),
-                    "--ready-file", str(ready)),
-        )  # fmt: skip
+            precast(
+                "collect",
+                "--listen",
+                "127.0.0.1:0",
+                "--templates",
+                str(TEMPLATES),
+                "--db",
+                str(db),
+                "--key",
+                KEY,
+                "--jsonl",
+                str(jsonl),
+                "--ready-file",
+                str(ready),
+            ),
+        )
         try:
             deadline = time.monotonic() + 20
             while not ready.exists():
@@ -115,9 +149,11 @@ def main() -> int:
                 time.sleep(0.05)
             port = json.loads(ready.read_text())["port"]
             if not args.loop and has_simulate():
-                print(f"$ precast simulate --devices {args.devices} --rate {args.rate:g} "
-                      f"--duration {args.seconds:g} --loss 0.02 ... "
-                      f"--udp 127.0.0.1:{port}")  # fmt: skip
+                print(
+                    f"$ precast simulate --devices {args.devices} --rate {args.rate:g} "
+                    f"--duration {args.seconds:g} --loss 0.02 ... "
+                    f"--udp 127.0.0.1:{port}"
+                )
                 simulate(port, args.devices, args.rate, args.seconds)
             else:
                 print(f"sending from {args.devices} simulated sensors for {args.seconds:g} s")

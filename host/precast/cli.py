@@ -107,10 +107,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
         t = lay.template
         n = t.network
         print(f"template {t.id} {t.name!r} ({t.source}): check {t.check}")
-        print(f"  {n.src_mac} {n.src_ip}:{n.src_port} -> {n.dst_mac} {n.dst_ip}:{n.dst_port}"
-              f" ttl {n.ttl} dscp {n.dscp}")  # fmt: skip
-        print(f"  frame {lay.frame_len} bytes, payload {lay.payload_len} bytes at {PAYLOAD_OFFSET},"
-              f" IPv4 checksum 0x{lay.ip_checksum:04x}, struct {lay.body_fmt!r}")  # fmt: skip
+        print(
+            f"  {n.src_mac} {n.src_ip}:{n.src_port} -> {n.dst_mac} {n.dst_ip}:{n.dst_port}"
+            f" ttl {n.ttl} dscp {n.dscp}"
+        )
+        print(
+            f"  frame {lay.frame_len} bytes, payload {lay.payload_len} bytes at {PAYLOAD_OFFSET},"
+            f" IPv4 checksum 0x{lay.ip_checksum:04x}, struct {lay.body_fmt!r}"
+        )
         for s in lay.fields:
             f = s.field
             scale = f" x{f.scale}" if f.scale != 1 else ""
@@ -201,8 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("encode", help="encode one reading as a hex frame")
     e.add_argument("template", help="template .toml file or directory")
-    e.add_argument("--template", dest="which", metavar="NAME|ID",
-                   help="which template, when TEMPLATE is a directory of several")  # fmt: skip
+    e.add_argument(
+        "--template",
+        dest="which",
+        metavar="NAME|ID",
+        help="which template, when TEMPLATE is a directory of several",
+    )
     e.add_argument("--device", type=uint32, required=True, help="device id (u32)")
     e.add_argument("--seq", type=uint32, required=True, help="sequence number (u32)")
     e.add_argument("--key", type=key_arg, help="AES-128 key, 32 hex digits (cmac templates)")

@@ -45,8 +45,18 @@ LENGTH = "length"
 CRC = "crc"
 MIC = "mic"
 NO_KEY = "no-key"
-REASONS = (SHORT, MAGIC_BAD, VERSION_BAD, FLAGS_BAD, UNKNOWN_TEMPLATE, CHECK_KIND, LENGTH,
-           CRC, MIC, NO_KEY)  # fmt: skip
+REASONS = (
+    SHORT,
+    MAGIC_BAD,
+    VERSION_BAD,
+    FLAGS_BAD,
+    UNKNOWN_TEMPLATE,
+    CHECK_KIND,
+    LENGTH,
+    CRC,
+    MIC,
+    NO_KEY,
+)
 
 _HDR = struct.Struct(">BBH")
 _U16 = struct.Struct(">H")
@@ -83,8 +93,12 @@ class Reading:
         return {s.name: to_units(s, r) for s, r in zip(self.layout.fields, self.raw, strict=True)}
 
     def to_json(self) -> dict[str, Any]:
-        return {"template": self.template, "device": self.device, "seq": self.seq,
-                "fields": self.fields}  # fmt: skip
+        return {
+            "template": self.template,
+            "device": self.device,
+            "seq": self.seq,
+            "fields": self.fields,
+        }
 
 
 def _f32_repr(x: float) -> float:
@@ -171,8 +185,14 @@ def _check_ids(device: int, seq: int) -> None:
         raise EncodeError(f"seq {seq} is out of range 0..4294967295")
 
 
-def patch(layout: Layout, frame: bytearray, device: int, seq: int,
-          raw: Iterable[int | float], key: bytes | None = None) -> None:  # fmt: skip
+def patch(
+    layout: Layout,
+    frame: bytearray,
+    device: int,
+    seq: int,
+    raw: Iterable[int | float],
+    key: bytes | None = None,
+) -> None:
     """Patch a copy of layout.frame in place: device, seq, fields, check, UDP checksum."""
     p = PAYLOAD_OFFSET
     _U32.pack_into(frame, p + OFF_DEVICE, device)
@@ -185,8 +205,10 @@ def patch(layout: Layout, frame: bytearray, device: int, seq: int,
     body = memoryview(frame)[p:c]
     if layout.template.mic:
         if key is None:
-            raise EncodeError(f"template {layout.template.name!r} uses {layout.template.check}: "
-                              "a key is needed (--key HEX)")  # fmt: skip
+            raise EncodeError(
+                f"template {layout.template.name!r} uses {layout.template.check}: "
+                "a key is needed (--key HEX)"
+            )
         frame[c : c + layout.check_len] = cmac(key, body, layout.check_len)
     else:
         _U16.pack_into(frame, c, crc16(body))
@@ -195,8 +217,9 @@ def patch(layout: Layout, frame: bytearray, device: int, seq: int,
     _U16.pack_into(frame, UDP_CSUM_OFFSET, udp_final(s))
 
 
-def encode_raw(layout: Layout, raw: Iterable[int | float], device: int, seq: int,
-               key: bytes | None = None) -> bytes:  # fmt: skip
+def encode_raw(
+    layout: Layout, raw: Iterable[int | float], device: int, seq: int, key: bytes | None = None
+) -> bytes:
     """The whole frame for raw field values."""
     _check_ids(device, seq)
     frame = bytearray(layout.frame)
@@ -204,8 +227,9 @@ def encode_raw(layout: Layout, raw: Iterable[int | float], device: int, seq: int
     return bytes(frame)
 
 
-def encode(layout: Layout, values: Mapping[str, object], device: int, seq: int,
-           key: bytes | None = None) -> bytes:  # fmt: skip
+def encode(
+    layout: Layout, values: Mapping[str, object], device: int, seq: int, key: bytes | None = None
+) -> bytes:
     """The whole frame for {name: value in units}."""
     return encode_raw(layout, raw_values(layout, values), device, seq, key)
 
@@ -233,8 +257,12 @@ def payload_of(data: bytes | bytearray | memoryview) -> memoryview:
 class Codec:
     """Decodes frames against a set of compiled templates and the keys on file."""
 
-    def __init__(self, layouts: Iterable[Layout], key: bytes | None = None,
-                 keys: Mapping[int, bytes] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        layouts: Iterable[Layout],
+        key: bytes | None = None,
+        keys: Mapping[int, bytes] | None = None,
+    ) -> None:
         self.layouts: dict[int, Layout] = {lay.template.id: lay for lay in layouts}
         self.key = key
         self.keys: Mapping[int, bytes] = keys or {}

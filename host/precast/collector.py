@@ -253,10 +253,18 @@ class Backlog:
 class Collector:
     """Receive, check, track and store: `precast collect` as an object a test can drive."""
 
-    def __init__(self, listen: tuple[str, int], templates: list[str], db: str,
-                 key: bytes | None = None, keys_file: str | None = None,
-                 jsonl: str | None = None, window: int = DEFAULT_WINDOW,
-                 queue: int = DEFAULT_QUEUE, rcvbuf: int = DEFAULT_RCVBUF) -> None:  # fmt: skip
+    def __init__(
+        self,
+        listen: tuple[str, int],
+        templates: list[str],
+        db: str,
+        key: bytes | None = None,
+        keys_file: str | None = None,
+        jsonl: str | None = None,
+        window: int = DEFAULT_WINDOW,
+        queue: int = DEFAULT_QUEUE,
+        rcvbuf: int = DEFAULT_RCVBUF,
+    ) -> None:
         self.templates = templates
         self.key = key
         self.keys_file = keys_file
@@ -320,8 +328,9 @@ class Collector:
         sock.setblocking(False)
         got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         if got < rcvbuf:
-            log.warning("receive buffer is %d bytes, asked for %d (raise net.core.rmem_max)",
-                        got, rcvbuf)  # fmt: skip
+            log.warning(
+                "receive buffer is %d bytes, asked for %d (raise net.core.rmem_max)", got, rcvbuf
+            )
         return sock
 
     def reload(self) -> None:
@@ -397,16 +406,26 @@ class Collector:
                 r.append(row)
                 if lines is not None:
                     fields = dict(zip(sp.names, row[5:], strict=True))
-                    lines.append(json.dumps({"template": sp.id, "device": v[3], "seq": v[4],
-                                             "received_at": at, "fields": fields}))  # fmt: skip
+                    lines.append(
+                        json.dumps(
+                            {
+                                "template": sp.id,
+                                "device": v[3],
+                                "seq": v[4],
+                                "received_at": at,
+                                "fields": fields,
+                            }
+                        )
+                    )
         counters = self._counters()
         changed_counters = {k: n for k, n in counters.items() if self._saved_counters.get(k) != n}
         devices = tracker.take_dirty()
         failures = 0
         while True:
             try:
-                self.store.write(rows, devices, {k: rejects[k] for k in changed_rejects},
-                                 changed_counters)  # fmt: skip
+                self.store.write(
+                    rows, devices, {k: rejects[k] for k in changed_rejects}, changed_counters
+                )
                 break
             except sqlite3.Error as e:
                 # A locked or full disk: keep the batch and retry; the receiving thread goes
@@ -473,14 +492,18 @@ class Collector:
             self.kernel_drops = kd
         drops = self.kernel_drops + self.backlog.dropped
         if drops > self._reported_drops:
-            log.warning("dropped datagrams: %d by the kernel (receive buffer full), "
-                        "%d by the queue (storing too slow)",
-                        self.kernel_drops, self.backlog.dropped)  # fmt: skip
+            log.warning(
+                "dropped datagrams: %d by the kernel (receive buffer full), "
+                "%d by the queue (storing too slow)",
+                self.kernel_drops,
+                self.backlog.dropped,
+            )
             self._reported_drops = drops
 
     @staticmethod
-    def _drain(read: Callable[[int], list[tuple[bytes, Any]]], backlog: Backlog,
-               batches: int) -> None:  # fmt: skip
+    def _drain(
+        read: Callable[[int], list[tuple[bytes, Any]]], backlog: Backlog, batches: int
+    ) -> None:
         """Read until EAGAIN, or `batches` full batches; queue them."""
         for _ in range(batches):
             batch = read(BATCH_MAX)
@@ -509,8 +532,12 @@ class Collector:
                 if self.jsonl is not sys.stdout:
                     self.jsonl.close()
         c = self._counters()
-        log.info("stopped: %d readings stored this run; drops: %d queue, %d kernel",
-                 self.stored, c["queue_drops"], c["kernel_drops"])  # fmt: skip
+        log.info(
+            "stopped: %d readings stored this run; drops: %d queue, %d kernel",
+            self.stored,
+            c["queue_drops"],
+            c["kernel_drops"],
+        )
         return 1 if self.error is not None else 0
 
     def stop(self) -> None:
@@ -539,8 +566,9 @@ def serve_metrics(collector: Collector, hostport: tuple[str, int]) -> tuple[str,
     class Metrics(PromCollector):
         def collect(self) -> Iterator[Any]:
             s = collector.status()
-            rej = CounterMetricFamily("precast_rejected", "Frames refused, by reason",
-                                      labels=["reason"])  # fmt: skip
+            rej = CounterMetricFamily(
+                "precast_rejected", "Frames refused, by reason", labels=["reason"]
+            )
             for reason, n in sorted(s["rejects"].items()):
                 rej.add_metric([reason], n)
             yield rej
@@ -565,13 +593,15 @@ def serve_metrics(collector: Collector, hostport: tuple[str, int]) -> tuple[str,
             for d in s["devices"]:
                 seen.add_metric([str(d.device)], d.last_seen)
             yield seen
-            drops = CounterMetricFamily("precast_dropped", "Datagrams never decoded, by where",
-                                        labels=["where"])  # fmt: skip
+            drops = CounterMetricFamily(
+                "precast_dropped", "Datagrams never decoded, by where", labels=["where"]
+            )
             drops.add_metric(["kernel"], s["counters"]["kernel_drops"])
             drops.add_metric(["queue"], s["counters"]["queue_drops"])
             yield drops
-            yield GaugeMetricFamily("precast_queue_depth", "Datagrams waiting to be stored",
-                                    value=s["queue"])  # fmt: skip
+            yield GaugeMetricFamily(
+                "precast_queue_depth", "Datagrams waiting to be stored", value=s["queue"]
+            )
 
     registry = CollectorRegistry()
     registry.register(Metrics())
@@ -590,16 +620,27 @@ def cmd_collect(args: argparse.Namespace) -> int:
     """`precast collect`: run the daemon until SIGTERM or SIGINT."""
     # A SIGHUP while starting would kill the process: templates are being loaded anyway.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.window < 1:
         raise UsageError("--window must be at least 1")
     if args.queue < 1:
         raise UsageError("--queue must be at least 1")
     templates = args.templates or ["templates"]
-    col = Collector(parse_hostport(args.listen), templates, args.db, key=args.key,
-                    keys_file=args.keys, jsonl=args.jsonl, window=args.window, queue=args.queue,
-                    rcvbuf=args.rcvbuf)  # fmt: skip
+    col = Collector(
+        parse_hostport(args.listen),
+        templates,
+        args.db,
+        key=args.key,
+        keys_file=args.keys,
+        jsonl=args.jsonl,
+        window=args.window,
+        queue=args.queue,
+        rcvbuf=args.rcvbuf,
+    )
     metrics = (
         serve_metrics(col, parse_hostport(args.metrics, "127.0.0.1")) if args.metrics else None
     )
@@ -622,8 +663,13 @@ def cmd_collect(args: argparse.Namespace) -> int:
         if metrics:
             log.info("metrics on http://%s:%d/metrics", *metrics)
         if args.ready_file:
-            doc = {"pid": os.getpid(), "host": host, "port": port, "db": str(args.db),
-                   "metrics": f"{metrics[0]}:{metrics[1]}" if metrics else None}  # fmt: skip
+            doc = {
+                "pid": os.getpid(),
+                "host": host,
+                "port": port,
+                "db": str(args.db),
+                "metrics": f"{metrics[0]}:{metrics[1]}" if metrics else None,
+            }
             tmp = Path(f"{args.ready_file}.tmp")
             tmp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
             tmp.replace(args.ready_file)
@@ -640,28 +686,30 @@ def _stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
         silent = max(0.0, now - d["last_seen"])
         total = d["received"] + d["lost"]
         stale = interval is not None and silent > STALE_INTERVALS * interval
-        devices.append({
-            "device": d["device"],
-            "template": d["template"],
-            "received": d["received"],
-            "lost": d["lost"],
-            "duplicates": d["duplicates"],
-            "late": d["late"],
-            "last_seq": d["highest"],
-            "template_name": raw["templates"].get(d["template"]),
-            "loss_pct": round(100.0 * d["lost"] / total, 3) if total else 0.0,
-            "bad": d["bad"],
-            "reboots": d["reboots"],
-            "replays": d["replays"],
-            "epoch": d["epoch"],
-            "first_seen": utc_iso(d["first_seen"]),
-            "last_seen": utc_iso(d["last_seen"]),
-            "silent_s": round(silent, 3),
-            "interval_s": round(interval, 6) if interval is not None else None,
-            "stale": stale,
-            # The silent tail is loss too, but uncounted until the next reading says how much.
-            "tail_lost": int(silent / interval) if stale and interval else 0,
-        })  # fmt: skip
+        devices.append(
+            {
+                "device": d["device"],
+                "template": d["template"],
+                "received": d["received"],
+                "lost": d["lost"],
+                "duplicates": d["duplicates"],
+                "late": d["late"],
+                "last_seq": d["highest"],
+                "template_name": raw["templates"].get(d["template"]),
+                "loss_pct": round(100.0 * d["lost"] / total, 3) if total else 0.0,
+                "bad": d["bad"],
+                "reboots": d["reboots"],
+                "replays": d["replays"],
+                "epoch": d["epoch"],
+                "first_seen": utc_iso(d["first_seen"]),
+                "last_seen": utc_iso(d["last_seen"]),
+                "silent_s": round(silent, 3),
+                "interval_s": round(interval, 6) if interval is not None else None,
+                "stale": stale,
+                # The silent tail is loss too, but uncounted until the next reading says how much.
+                "tail_lost": int(silent / interval) if stale and interval else 0,
+            }
+        )
     c = raw["counters"]
     return {
         "devices": devices,
@@ -690,26 +738,47 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"precast devices ({args.db})")
-    for col in ("device", "template", "received", "lost", "loss %", "dup", "late", "bad",
-                "reboots", "last seq", "last seen", "stale"):  # fmt: skip
+    for col in (
+        "device",
+        "template",
+        "received",
+        "lost",
+        "loss %",
+        "dup",
+        "late",
+        "bad",
+        "reboots",
+        "last seq",
+        "last seen",
+        "stale",
+    ):
         table.add_column(col, justify="left" if col in ("template", "last seen") else "right")
     for d in doc["devices"]:
         name = d["template_name"] or "?"
         table.add_row(
-            str(d["device"]), f"{name}", str(d["received"]),
+            str(d["device"]),
+            f"{name}",
+            str(d["received"]),
             f"{d['lost']} +~{d['tail_lost']}" if d["tail_lost"] else str(d["lost"]),
-            f"{d['loss_pct']:.2f}", str(d["duplicates"]), str(d["late"]), str(d["bad"]),
-            str(d["reboots"]), str(d["last_seq"]), _age(d["silent_s"]),
+            f"{d['loss_pct']:.2f}",
+            str(d["duplicates"]),
+            str(d["late"]),
+            str(d["bad"]),
+            str(d["reboots"]),
+            str(d["last_seq"]),
+            _age(d["silent_s"]),
             "[bold red]stale[/]" if d["stale"] else "ok",
-        )  # fmt: skip
+        )
     console = Console()
     if not console.is_terminal:  # piped: no 80-column squeeze
         console = Console(width=160)
     console.print(table)
     rej = ", ".join(f"{k} {n}" for k, n in doc["rejected"].items()) or "none"
     console.print(f"rejected: {rej}")
-    console.print(f"dropped before decoding: {doc['drops']['queue']} by the queue, "
-                  f"{doc['drops']['kernel']} by the kernel")  # fmt: skip
+    console.print(
+        f"dropped before decoding: {doc['drops']['queue']} by the queue, "
+        f"{doc['drops']['kernel']} by the kernel"
+    )
     return 0
 
 

@@ -67,8 +67,10 @@ class Faults:
         return self.loss + self.dup + self.reorder + self.corrupt > 0
 
     def summary(self) -> str:
-        return (f"faults: lost {self.lost}, duplicated {self.duplicated}, reordered"
-                f" {self.reordered}, corrupted {self.corrupted}")  # fmt: skip
+        return (
+            f"faults: lost {self.lost}, duplicated {self.duplicated}, reordered"
+            f" {self.reordered}, corrupted {self.corrupted}"
+        )
 
 
 @dataclass
@@ -91,8 +93,14 @@ def _device_mac(device: int) -> str:
 class Fleet:
     """K devices over some templates, making their readings a round at a time."""
 
-    def __init__(self, layouts: list[Layout], devices: int, device_base: int = 1,
-                 key: bytes | None = None, seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        layouts: list[Layout],
+        devices: int,
+        device_base: int = 1,
+        key: bytes | None = None,
+        seed: int = 0,
+    ) -> None:
         if devices < 1:
             raise UsageError("a fleet needs at least one device (--devices K)")
         if device_base + devices - 1 > 0xFFFFFFFF:
@@ -105,8 +113,9 @@ class Fleet:
         for i in range(devices):
             t = layouts[i % len(layouts)].template
             ip = first_ip + i
-            net = dataclasses.replace(t.network, src_mac=_device_mac(device_base + i),
-                                      src_ip=str(ip))  # fmt: skip
+            net = dataclasses.replace(
+                t.network, src_mac=_device_mac(device_base + i), src_ip=str(ip)
+            )
             members.setdefault(t.id, []).append(
                 compile_template(dataclasses.replace(t, network=net))
             )
@@ -114,15 +123,17 @@ class Fleet:
         self.groups: list[Group] = []
         for tid, lays in members.items():
             first = lays[0]
-            self.groups.append(Group(
-                layout=first,
-                patcher=BatchPatcher(first, key),
-                ids=np.array(ids[tid], dtype=np.uint32),
-                frames=np.array([np.frombuffer(lay.frame, np.uint8) for lay in lays]),
-                partials=np.array([fold(lay.udp_partial) for lay in lays], dtype=np.uint32),
-                phases=self.rng.uniform(0, 2 * math.pi, len(lays)),
-                layouts=lays,
-            ))  # fmt: skip
+            self.groups.append(
+                Group(
+                    layout=first,
+                    patcher=BatchPatcher(first, key),
+                    ids=np.array(ids[tid], dtype=np.uint32),
+                    frames=np.array([np.frombuffer(lay.frame, np.uint8) for lay in lays]),
+                    partials=np.array([fold(lay.udp_partial) for lay in lays], dtype=np.uint32),
+                    phases=self.rng.uniform(0, 2 * math.pi, len(lays)),
+                    layouts=lays,
+                )
+            )
 
     def describe(self) -> str:
         parts = ", ".join(f"{g.layout.template.name} x{len(g.ids)}" for g in self.groups)
@@ -143,8 +154,9 @@ class Fleet:
             out.append(raw.astype(np.int64).reshape(-1))
         return out
 
-    def rounds(self, first: int, count: int, interval: float,
-               seq0: int = 0) -> Iterator[tuple[Group, npt.NDArray[np.uint8]]]:  # fmt: skip
+    def rounds(
+        self, first: int, count: int, interval: float, seq0: int = 0
+    ) -> Iterator[tuple[Group, npt.NDArray[np.uint8]]]:
         """Each group's frames for rounds [first, first+count), round-major, device order."""
         r = np.arange(first, first + count)
         t = (r * interval).astype(np.float64)
@@ -152,8 +164,13 @@ class Fleet:
             k = len(g.ids)
             out = np.tile(g.frames, (count, 1))
             seqs = ((r[:, None] + seq0) & 0xFFFFFFFF).astype(np.uint32).repeat(k, axis=1)
-            g.patcher.patch(out, np.tile(g.ids, count), seqs.reshape(-1), self.signals(g, t),
-                            np.tile(g.partials, count))  # fmt: skip
+            g.patcher.patch(
+                out,
+                np.tile(g.ids, count),
+                seqs.reshape(-1),
+                self.signals(g, t),
+                np.tile(g.partials, count),
+            )
             yield g, out
 
 
@@ -166,8 +183,9 @@ class FaultInjector:
         self.held: dict[int, bytes] = {}
         self.clean_next: set[int] = set()
 
-    def apply(self, g: Group, frames: npt.NDArray[np.uint8], first: bool,
-              last: bool) -> list[bytes]:  # fmt: skip
+    def apply(
+        self, g: Group, frames: npt.NDArray[np.uint8], first: bool, last: bool
+    ) -> list[bytes]:
         """The frames to send for these rows; `first`/`last`: they hold the first/last round."""
         f = self.f
         k = len(g.ids)
@@ -219,8 +237,14 @@ class FaultInjector:
 CHUNK_S = 0.05  # seconds of sending a chunk of frames spans, at most, when paced
 
 
-def fleet_frames(fleet: Fleet, faults: Faults, rounds: int | None, interval: float,
-                 batch: int, deadline: float | None = None) -> Iterator[Any]:  # fmt: skip
+def fleet_frames(
+    fleet: Fleet,
+    faults: Faults,
+    rounds: int | None,
+    interval: float,
+    batch: int,
+    deadline: float | None = None,
+) -> Iterator[Any]:
     """Chunks of frames for `rounds` rounds (None: until the deadline on time.monotonic())."""
     per_chunk = max(1, batch // fleet.devices)
     inject = FaultInjector(faults, fleet.rng) if faults.any else None
@@ -301,18 +325,36 @@ def register(sub: Any) -> None:
         "corruption on demand. The summary counts the faults injected; its last line reads "
         "`sent N frames in S s: R frames/s, E errors`.",
     )
-    s.add_argument("--templates", nargs="+", action="extend", metavar="PATH",
-                   help="template files or directories (default: templates)")  # fmt: skip
+    s.add_argument(
+        "--templates",
+        nargs="+",
+        action="extend",
+        metavar="PATH",
+        help="template files or directories (default: templates)",
+    )
     s.add_argument("--devices", type=int, required=True, metavar="K", help="fleet size")
     s.add_argument("--device-base", type=uint32, default=1, help="first device id (default 1)")
-    s.add_argument("--rate", type=rate_arg, required=True,
-                   help="frames per second over the whole fleet; 0: as fast as it can")  # fmt: skip
+    s.add_argument(
+        "--rate",
+        type=rate_arg,
+        required=True,
+        help="frames per second over the whole fleet; 0: as fast as it can",
+    )
     s.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
-    faults = (("loss", "not sent"), ("dup", "sent twice"), ("reorder", "sent after the next"),
-              ("corrupt", "one bit flipped"))  # fmt: skip
+    faults = (
+        ("loss", "not sent"),
+        ("dup", "sent twice"),
+        ("reorder", "sent after the next"),
+        ("corrupt", "one bit flipped"),
+    )
     for name, what in faults:
-        s.add_argument(f"--{name}", type=_probability, default=0.0, metavar="P",
-                       help=f"probability a reading is {what}")  # fmt: skip
+        s.add_argument(
+            f"--{name}",
+            type=_probability,
+            default=0.0,
+            metavar="P",
+            help=f"probability a reading is {what}",
+        )
     s.add_argument("--seed", type=int, help="random seed (printed in the summary)")
     s.add_argument("--key", type=key_arg, help="AES-128 key of every device (cmac templates)")
     s.add_argument("--batch", type=int, default=1024, help="frames made per batch")

@@ -68,35 +68,77 @@ def _ratio(text: str) -> float:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add build's board options (--sensor, pins, --sleep, --watchdog-ms, --seq-*, --secrets)."""
     g = p.add_argument_group("board")
-    g.add_argument("--sensor", type=_sensors, default=("sim",), metavar="NAME[,NAME]",
-                   help=f"what fills the fields: {', '.join(SENSORS)}; several real ones "
-                   "comma-separated, e.g. bme280,battery (default sim)")  # fmt: skip
+    g.add_argument(
+        "--sensor",
+        type=_sensors,
+        default=("sim",),
+        metavar="NAME[,NAME]",
+        help=f"what fills the fields: {', '.join(SENSORS)}; several real ones "
+        "comma-separated, e.g. bme280,battery (default sim)",
+    )
     g.add_argument("--i2c", type=_int, default=0, metavar="ID", help="I2C controller (default 0)")
     g.add_argument("--i2c-sda", type=_int, default=21, metavar="PIN", help="default 21")
     g.add_argument("--i2c-scl", type=_int, default=22, metavar="PIN", help="default 22")
     g.add_argument("--i2c-freq", type=_int, default=100000, metavar="HZ", help="default 100000")
-    g.add_argument("--bme280-addr", type=_int, default=0x76, choices=(0x76, 0x77),
-                   metavar="ADDR", help="0x76 (SDO low, default) or 0x77")  # fmt: skip
+    g.add_argument(
+        "--bme280-addr",
+        type=_int,
+        default=0x76,
+        choices=(0x76, 0x77),
+        metavar="ADDR",
+        help="0x76 (SDO low, default) or 0x77",
+    )
     g.add_argument("--onewire-pin", type=_int, default=4, metavar="PIN", help="default 4")
-    g.add_argument("--battery-pin", type=_int, default=35, metavar="PIN",
-                   help="ADC pin behind the divider (default 35)")  # fmt: skip
-    g.add_argument("--battery-divider", type=_ratio, default=2.0, metavar="RATIO",
-                   help="battery voltage over pin voltage (default 2: 100k over 100k)")  # fmt: skip
-    g.add_argument("--sleep", choices=SLEEP_MODES, default="none",
-                   help="between readings: none (time.sleep_ms), light (machine.lightsleep) "
-                   "or deep (machine.deepsleep; the board reboots per reading)")  # fmt: skip
-    g.add_argument("--watchdog-ms", type=_int, default=DEFAULT_WATCHDOG_MS, metavar="MS",
-                   help="machine.WDT timeout where the port has one; 0 turns it off "
-                   f"(default {DEFAULT_WATCHDOG_MS})")  # fmt: skip
-    g.add_argument("--seq-file", default=DEFAULT_SEQ_FILE, metavar="NAME",
-                   help="file on the board that keeps the seq across resets ('' to start "
-                   f"every boot at 0; default {DEFAULT_SEQ_FILE})")  # fmt: skip
-    g.add_argument("--seq-reserve", type=_int, default=DEFAULT_SEQ_RESERVE, metavar="R",
-                   help="seqs reserved per flash write: a reset skips up to R "
-                   f"(default {DEFAULT_SEQ_RESERVE})")  # fmt: skip
-    g.add_argument("--secrets", metavar="FILE",
-                   help=f"a Python file with WIFI_SSID and WIFI_PASSWORD, copied into DIR as "
-                   f"{SECRETS_NAME} (never listed)")  # fmt: skip
+    g.add_argument(
+        "--battery-pin",
+        type=_int,
+        default=35,
+        metavar="PIN",
+        help="ADC pin behind the divider (default 35)",
+    )
+    g.add_argument(
+        "--battery-divider",
+        type=_ratio,
+        default=2.0,
+        metavar="RATIO",
+        help="battery voltage over pin voltage (default 2: 100k over 100k)",
+    )
+    g.add_argument(
+        "--sleep",
+        choices=SLEEP_MODES,
+        default="none",
+        help="between readings: none (time.sleep_ms), light (machine.lightsleep) "
+        "or deep (machine.deepsleep; the board reboots per reading)",
+    )
+    g.add_argument(
+        "--watchdog-ms",
+        type=_int,
+        default=DEFAULT_WATCHDOG_MS,
+        metavar="MS",
+        help="machine.WDT timeout where the port has one; 0 turns it off "
+        f"(default {DEFAULT_WATCHDOG_MS})",
+    )
+    g.add_argument(
+        "--seq-file",
+        default=DEFAULT_SEQ_FILE,
+        metavar="NAME",
+        help="file on the board that keeps the seq across resets ('' to start "
+        f"every boot at 0; default {DEFAULT_SEQ_FILE})",
+    )
+    g.add_argument(
+        "--seq-reserve",
+        type=_int,
+        default=DEFAULT_SEQ_RESERVE,
+        metavar="R",
+        help="seqs reserved per flash write: a reset skips up to R "
+        f"(default {DEFAULT_SEQ_RESERVE})",
+    )
+    g.add_argument(
+        "--secrets",
+        metavar="FILE",
+        help=f"a Python file with WIFI_SSID and WIFI_PASSWORD, copied into DIR as "
+        f"{SECRETS_NAME} (never listed)",
+    )
 
 
 def _opt(options: Any, name: str, default: Any) -> Any:

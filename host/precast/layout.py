@@ -170,9 +170,18 @@ def compile_template(t: Template) -> Layout:
     ip = bytearray(
         struct.pack(
             ">BBHHHBBH4s4s",
-            0x45, n.dscp << 2, IP_LEN + udp_len, 0, 0x4000, n.ttl, 17, 0, src_ip, dst_ip,
+            0x45,
+            n.dscp << 2,
+            IP_LEN + udp_len,
+            0,
+            0x4000,
+            n.ttl,
+            17,
+            0,
+            src_ip,
+            dst_ip,
         )
-    )  # fmt: skip
+    )
     ip_csum = checksum(ip)
     struct.pack_into(">H", ip, 10, ip_csum)
     udp = struct.pack(">HHHH", n.src_port, n.dst_port, udp_len, 0)

@@ -55,10 +55,15 @@ class _Iovec(ctypes.Structure):
 
 
 class _Msghdr(ctypes.Structure):
-    _fields_ = (("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
-                ("msg_iov", ctypes.c_void_p), ("msg_iovlen", ctypes.c_size_t),
-                ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t),
-                ("msg_flags", ctypes.c_int))  # fmt: skip
+    _fields_ = (
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.c_void_p),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    )
 
 
 class _Mmsghdr(ctypes.Structure):
@@ -80,8 +85,13 @@ class MultiReceiver(Receiver):
         super().__init__(sock)
         libc = ctypes.CDLL(None, use_errno=True)
         self._call = libc.recvmmsg  # AttributeError without it: the caller falls back
-        self._call.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
-                               ctypes.c_void_p)  # fmt: skip
+        self._call.argtypes = (
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_void_p,
+        )
         self._call.restype = ctypes.c_int
         size = MAX_DATAGRAM + 1
         nl = self.NAME_LEN
@@ -115,8 +125,9 @@ class MultiReceiver(Receiver):
         data, name, lens = self._data, self._name, self._lens
         size, nl, kl, stride, at = self._size, self.NAME_LEN, self._key_len, self._stride, self._at
         while len(batch) < limit:
-            n = self._call(fd, self._msgs_addr, min(self.vlen, limit - len(batch)),
-                           self.MSG_DONTWAIT, None)  # fmt: skip
+            n = self._call(
+                fd, self._msgs_addr, min(self.vlen, limit - len(batch)), self.MSG_DONTWAIT, None
+            )
             if n < 0:
                 err = ctypes.get_errno()
                 if err == errno.EINTR:
@@ -125,10 +136,12 @@ class MultiReceiver(Receiver):
                     break
                 raise OSError(err, os.strerror(err))
             batch += [
-                (data[i * size : i * size + lens[i * stride + at]].tobytes(),
-                 name[i * nl : i * nl + kl].tobytes())
+                (
+                    data[i * size : i * size + lens[i * stride + at]].tobytes(),
+                    name[i * nl : i * nl + kl].tobytes(),
+                )
                 for i in range(n)
-            ]  # fmt: skip
+            ]
             if n < self.vlen:
                 break
         return batch

@@ -36,9 +36,13 @@ TICK = 0.001  # the pacer wakes about this often
 class TokenBucket:
     """Tokens accrue at `rate` per second up to `burst`; a frame takes one."""
 
-    def __init__(self, rate: float, burst: float | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if rate <= 0:
             raise UsageError(f"a token bucket needs a positive rate, got {rate}")
         self.rate = rate
@@ -87,8 +91,10 @@ class Stats:
 
     def summary(self) -> str:
         """The contract line: `sent N frames in S s: R frames/s, E errors`."""
-        return (f"sent {self.sent} frames in {self.elapsed:.3f} s: {self.rate:.0f} frames/s,"
-                f" {self.errors} errors")  # fmt: skip
+        return (
+            f"sent {self.sent} frames in {self.elapsed:.3f} s: {self.rate:.0f} frames/s,"
+            f" {self.errors} errors"
+        )
 
 
 class Progress:
@@ -111,14 +117,20 @@ class Progress:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
-                TextColumn,  # fmt: skip
+                TextColumn,
                 TimeElapsedColumn,
             )
             from rich.progress import Progress as Bar
 
-            self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]:>9.0f} frames/s"), TimeElapsedColumn(),
-                            console=Console(stderr=True), transient=True)  # fmt: skip
+            self._bar = Bar(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:>9.0f} frames/s"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
             self._task = self._bar.add_task(self.label, total=self.total, rate=0.0)
             self._bar.start()
         self._bar.update(self._task, completed=done, rate=done / elapsed)
@@ -128,8 +140,13 @@ class Progress:
             self._bar.stop()
 
 
-def pump(transport: Transport, chunks: Iterable[FrameRows], rate: float,
-         total: int | None = None, progress: Progress | None = None) -> Stats:  # fmt: skip
+def pump(
+    transport: Transport,
+    chunks: Iterable[FrameRows],
+    rate: float,
+    total: int | None = None,
+    progress: Progress | None = None,
+) -> Stats:
     """Send every chunk of frames through transport at `rate` frames/s (0: at once)."""
     stats = Stats(start=time.monotonic())
     bucket = TokenBucket(rate) if rate > 0 else None
@@ -153,8 +170,15 @@ def pump(transport: Transport, chunks: Iterable[FrameRows], rate: float,
     return stats
 
 
-def reading_batches(layout: Layout, device: int, seq: int, raws: list[int | float], count: int,
-                    batch: int, key: bytes | None = None) -> Iterator[FrameRows]:  # fmt: skip
+def reading_batches(
+    layout: Layout,
+    device: int,
+    seq: int,
+    raws: list[int | float],
+    count: int,
+    batch: int,
+    key: bytes | None = None,
+) -> Iterator[FrameRows]:
     """Frames of one device's readings with fixed values, seq counting up (count 0: forever)."""
     import numpy as np
 
@@ -183,8 +207,11 @@ def add_transport_args(p: argparse.ArgumentParser, pcap: bool = True) -> None:
     g.add_argument("--udp", metavar="HOST:PORT", help="send payloads from a UDP socket")
     if pcap:
         g.add_argument("--pcap", metavar="FILE", help="write the frames to a pcap file")
-    p.add_argument("--per-frame", action="store_true",
-                   help="with --iface: one send() per frame instead of the TX ring")  # fmt: skip
+    p.add_argument(
+        "--per-frame",
+        action="store_true",
+        help="with --iface: one send() per frame instead of the TX ring",
+    )
 
 
 def transport_from_args(args: argparse.Namespace, frame_len: int) -> Transport:
@@ -242,18 +269,24 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     lay = pick_layout([args.template], args.which)
     if lay.template.mic and args.key is None:
-        raise UsageError(f"template {lay.template.name!r} uses {lay.template.check}: "
-                         "give the device's key with --key HEX")  # fmt: skip
+        raise UsageError(
+            f"template {lay.template.name!r} uses {lay.template.check}: "
+            "give the device's key with --key HEX"
+        )
     raws = raw_values(lay, parse_assignments(args.values))
     if args.batch < 1:
         raise UsageError("--batch must be at least 1")
     stop_on_sigterm()
     transport = transport_from_args(args, lay.frame_len)
     try:
-        batches = reading_batches(lay, args.device, args.seq, raws, args.count, args.batch,
-                                  args.key)  # fmt: skip
-        progress = Progress(args.count or None, f"{lay.template.name} device {args.device}",
-                            enabled=not args.no_progress)  # fmt: skip
+        batches = reading_batches(
+            lay, args.device, args.seq, raws, args.count, args.batch, args.key
+        )
+        progress = Progress(
+            args.count or None,
+            f"{lay.template.name} device {args.device}",
+            enabled=not args.no_progress,
+        )
         stats = pump(transport, batches, args.rate, args.count or None, progress)
     finally:
         transport.close()
@@ -274,15 +307,27 @@ def register(sub: Any) -> None:
         "`sent N frames in S s: R frames/s, E errors`.",
     )
     s.add_argument("template", help="template .toml file or directory")
-    s.add_argument("--template", dest="which", metavar="NAME|ID",
-                   help="which template, when TEMPLATE is a directory of several")  # fmt: skip
+    s.add_argument(
+        "--template",
+        dest="which",
+        metavar="NAME|ID",
+        help="which template, when TEMPLATE is a directory of several",
+    )
     s.add_argument("--device", type=uint32, required=True, help="device id (u32)")
     s.add_argument("--seq", type=uint32, default=0, help="first sequence number (default 0)")
     s.add_argument("--key", type=key_arg, help="AES-128 key, 32 hex digits (cmac templates)")
-    s.add_argument("--rate", type=rate_arg, default=0.0,
-                   help="frames per second; 0 (default) sends as fast as it can")  # fmt: skip
-    s.add_argument("--count", type=count_arg, default=1,
-                   help="frames to send (default 1); 0 sends until interrupted")  # fmt: skip
+    s.add_argument(
+        "--rate",
+        type=rate_arg,
+        default=0.0,
+        help="frames per second; 0 (default) sends as fast as it can",
+    )
+    s.add_argument(
+        "--count",
+        type=count_arg,
+        default=1,
+        help="frames to send (default 1); 0 sends until interrupted",
+    )
     s.add_argument("--batch", type=int, default=1024, help="frames patched and sent per batch")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_transport_args(s)

@@ -33,9 +33,25 @@ from .tracker import Device
 
 SCHEMA_VERSION = 1
 FIXED_COLUMNS = ("device", "seq", "epoch", "received_at", "source")
-DEVICE_COLUMNS = ("device", "template", "epoch", "epoch_seq", "epoch_started", "lowest",
-                  "highest", "seen", "received", "lost", "duplicates", "late", "bad", "reboots",
-                  "replays", "first_seen", "last_seen")  # fmt: skip
+DEVICE_COLUMNS = (
+    "device",
+    "template",
+    "epoch",
+    "epoch_seq",
+    "epoch_started",
+    "lowest",
+    "highest",
+    "seen",
+    "received",
+    "lost",
+    "duplicates",
+    "late",
+    "bad",
+    "reboots",
+    "replays",
+    "first_seen",
+    "last_seen",
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS templates (
@@ -86,9 +102,25 @@ def _seen_blob(seen: int) -> bytes:
 
 def device_row(d: Device) -> tuple[Any, ...]:
     """A tracker Device as a row of the devices table."""
-    return (d.device, d.template, d.epoch, d.epoch_seq, d.epoch_started, d.lowest, d.highest,
-            _seen_blob(d.seen), d.received, d.lost, d.duplicates, d.late, d.bad, d.reboots,
-            d.replays, d.first_seen, d.last_seen)  # fmt: skip
+    return (
+        d.device,
+        d.template,
+        d.epoch,
+        d.epoch_seq,
+        d.epoch_started,
+        d.lowest,
+        d.highest,
+        _seen_blob(d.seen),
+        d.received,
+        d.lost,
+        d.duplicates,
+        d.late,
+        d.bad,
+        d.reboots,
+        d.replays,
+        d.first_seen,
+        d.last_seen,
+    )
 
 
 class Store:
@@ -98,8 +130,9 @@ class Store:
         self.path = Path(path)
         try:
             # A short busy timeout: the collector retries a locked write itself, and logs it.
-            self.conn = sqlite3.connect(self.path, timeout=1.0, isolation_level=None,
-                                        check_same_thread=False)  # fmt: skip
+            self.conn = sqlite3.connect(
+                self.path, timeout=1.0, isolation_level=None, check_same_thread=False
+            )
             self.conn.execute("PRAGMA journal_mode=WAL")
             # WAL with synchronous=NORMAL: a committed batch survives a crash of the collector;
             # the last batches may be lost only when the machine itself loses power.
@@ -129,15 +162,19 @@ class Store:
                 have = {r[1] for r in c.execute(f"PRAGMA table_info({_q(tbl)})")}
                 if not have:
                     defs = ", ".join(f"{_q(col)} {typ}" for col, _, typ in cols)
-                    c.execute(f"CREATE TABLE {_q(tbl)} (device INTEGER, seq INTEGER, "
-                              f"epoch INTEGER, received_at TEXT, source TEXT, {defs})")  # fmt: skip
+                    c.execute(
+                        f"CREATE TABLE {_q(tbl)} (device INTEGER, seq INTEGER, "
+                        f"epoch INTEGER, received_at TEXT, source TEXT, {defs})"
+                    )
                 else:
                     for col, _, typ in cols:
                         if col not in have:
                             c.execute(f"ALTER TABLE {_q(tbl)} ADD COLUMN {_q(col)} {typ}")
                 names = [*FIXED_COLUMNS, *(col for col, _, _ in cols)]
-                self.insert_sql[t.id] = (f"INSERT INTO {_q(tbl)} ({', '.join(map(_q, names))}) "
-                                         f"VALUES ({', '.join('?' * len(names))})")  # fmt: skip
+                self.insert_sql[t.id] = (
+                    f"INSERT INTO {_q(tbl)} ({', '.join(map(_q, names))}) "
+                    f"VALUES ({', '.join('?' * len(names))})"
+                )
                 c.execute(
                     "INSERT OR REPLACE INTO templates (id, name, tbl, columns) VALUES (?, ?, ?, ?)",
                     (t.id, t.name, tbl, json.dumps([[col, name] for col, name, _ in cols])),
@@ -151,8 +188,10 @@ class Store:
     def _create_view(self) -> None:
         selects = []
         for tid, tbl, columns in self.conn.execute("SELECT id, tbl, columns FROM templates"):
-            pairs = [f"'{name.replace(chr(39), chr(39) * 2)}', {_q(col)}"
-                     for col, name in json.loads(columns)]  # fmt: skip
+            pairs = [
+                f"'{name.replace(chr(39), chr(39) * 2)}', {_q(col)}"
+                for col, name in json.loads(columns)
+            ]
             chunks = [
                 f"json_object({', '.join(pairs[i : i + _JSON_CHUNK])})"
                 for i in range(0, len(pairs), _JSON_CHUNK)
@@ -160,8 +199,10 @@ class Store:
             fields = chunks[0]
             for more in chunks[1:]:
                 fields = f"json_patch({fields}, {more})"
-            selects.append(f"SELECT device, {int(tid)} AS template, seq, epoch, received_at, "
-                           f"source, {fields} AS fields FROM {_q(tbl)}")  # fmt: skip
+            selects.append(
+                f"SELECT device, {int(tid)} AS template, seq, epoch, received_at, "
+                f"source, {fields} AS fields FROM {_q(tbl)}"
+            )
         self.conn.execute("DROP VIEW IF EXISTS readings")
         if selects:
             self.conn.execute("CREATE VIEW readings AS " + " UNION ALL ".join(selects))
@@ -182,8 +223,13 @@ class Store:
         counters = dict(self.conn.execute("SELECT name, count FROM counters").fetchall())
         return rejects, counters
 
-    def write(self, rows: Mapping[int, Sequence[tuple[Any, ...]]], devices: Iterable[Device],
-              rejects: Mapping[str, int], counters: Mapping[str, int]) -> None:  # fmt: skip
+    def write(
+        self,
+        rows: Mapping[int, Sequence[tuple[Any, ...]]],
+        devices: Iterable[Device],
+        rejects: Mapping[str, int],
+        counters: Mapping[str, int],
+    ) -> None:
         """One transaction: readings by template id, changed devices, totals by name."""
         c = self.conn
         c.execute("BEGIN")

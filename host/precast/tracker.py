@@ -76,8 +76,9 @@ class Tracker:
         """The epoch to store a reading of device with seq under, or DUPLICATE or REPLAY."""
         d = self.devices.get(device)
         if d is None:
-            self.devices[device] = Device(device, template, 0, seq, now, seq, seq, 1,
-                                          first_seen=now, last_seen=now)  # fmt: skip
+            self.devices[device] = Device(
+                device, template, 0, seq, now, seq, seq, 1, first_seen=now, last_seen=now
+            )
             self.dirty.add(device)
             return 0
         self.dirty.add(device)

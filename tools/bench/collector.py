@@ -125,8 +125,10 @@ def naive(db: str, ready: str, wal: bool) -> None:
     if wal:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE readings (device, template, seq, received_at, source, "
-                 "temperature, humidity, pressure, battery)")  # fmt: skip
+    conn.execute(
+        "CREATE TABLE readings (device, template, seq, received_at, source, "
+        "temperature, humidity, pressure, battery)"
+    )
     conn.commit()
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
@@ -140,9 +142,10 @@ def naive(db: str, ready: str, wal: bool) -> None:
             continue
         if crc16(data[:-2]) != crc:
             continue
-        conn.execute("INSERT INTO readings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     (dev, tid, seq, time.time(), f"{addr[0]}:{addr[1]}", t * 0.01, h * 0.01,
-                      p, b))  # fmt: skip
+        conn.execute(
+            "INSERT INTO readings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (dev, tid, seq, time.time(), f"{addr[0]}:{addr[1]}", t * 0.01, h * 0.01, p, b),
+        )
         conn.commit()
 
 
@@ -160,9 +163,20 @@ def start_collector(kind: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int,
     for p in (db, ready):
         p.unlink(missing_ok=True)
     if kind == "precast":
-        cmd = [str(BIN / "precast"), "collect", "--listen", "127.0.0.1:0", "--templates",
-               str(ROOT / "templates"), "--db", str(db), "--ready-file", str(ready),
-               "--log-level", "warning"]  # fmt: skip
+        cmd = [
+            str(BIN / "precast"),
+            "collect",
+            "--listen",
+            "127.0.0.1:0",
+            "--templates",
+            str(ROOT / "templates"),
+            "--db",
+            str(db),
+            "--ready-file",
+            str(ready),
+            "--log-level",
+            "warning",
+        ]
     else:
         cmd = [sys.executable, __file__, "--naive", str(db), str(ready), kind]
     proc = subprocess.Popen(cmd)
@@ -189,8 +203,10 @@ def trial(kind: str, rate: int, seconds: float, devices: int, tmp: Path) -> dict
     proc, port, db = start_collector(kind, tmp)
     sender = subprocess.Popen(
         [sys.executable, __file__, "--send", str(port), str(rate), str(seconds), str(devices)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert sender.stdin is not None and sender.stdout is not None
     sender.stdout.readline()  # pre-encoding done
     cpu0 = cpu_seconds(proc.pid)
@@ -220,8 +236,9 @@ def trial(kind: str, rate: int, seconds: float, devices: int, tmp: Path) -> dict
     }
 
 
-def search(kind: str, start: int, step: float, seconds: float, devices: int, tmp: Path,
-           limit: int) -> tuple[dict[str, float] | None, str]:  # fmt: skip
+def search(
+    kind: str, start: int, step: float, seconds: float, devices: int, tmp: Path, limit: int
+) -> tuple[dict[str, float] | None, str]:
     """Climb by `step` until a rate loses readings, then bisect twice; (best pass, why it ends).
 
     Rates are what the sender achieved (sent / its sending time), not what it was
@@ -230,9 +247,13 @@ def search(kind: str, start: int, step: float, seconds: float, devices: int, tmp
 
     def run(rate: int) -> dict[str, float]:
         t = trial(kind, rate, seconds, devices, tmp)
-        print(f"{kind:9} target {rate:>8,}/s offered {t['offered']:>9,.0f}/s sent {t['sent']:>9,} "
-              f"stored {t['stored']:>9,} {'ok' if t['ok'] else 'LOSS'} "
-              f"{t['us_per_reading']:.2f} us/reading", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"{kind:9} target {rate:>8,}/s offered {t['offered']:>9,.0f}/s sent {t['sent']:>9,} "
+            f"stored {t['stored']:>9,} {'ok' if t['ok'] else 'LOSS'} "
+            f"{t['us_per_reading']:.2f} us/reading",
+            file=sys.stderr,
+            flush=True,
+        )
         return t
 
     best: dict[str, float] | None = None
@@ -297,27 +318,34 @@ def main() -> None:
             if args.only and kind != args.only:
                 continue
             start = {"precast": args.start, "naive": args.naive_start}.get(kind, args.wal_start)
-            results[kind] = search(kind, start, args.step, args.seconds, args.devices, tmp,
-                                   args.limit)  # fmt: skip
+            results[kind] = search(
+                kind, start, args.step, args.seconds, args.devices, tmp, args.limit
+            )
     load = os.getloadavg()[0]
-    print(f"\n{args.seconds:.0f} s per trial, {args.devices} devices, env-node payloads "
-          f"(24 bytes), sender in its own process, {os.cpu_count()} CPUs, "
-          f"load average {load:.1f} at the end\n")  # fmt: skip
+    print(
+        f"\n{args.seconds:.0f} s per trial, {args.devices} devices, env-node payloads "
+        f"(24 bytes), sender in its own process, {os.cpu_count()} CPUs, "
+        f"load average {load:.1f} at the end\n"
+    )
     print("| collector | highest offered rate stored 100 % | CPU per reading | then |")
     print("|---|---:|---:|---|")
     for kind, (best, why) in results.items():
         if best is None:
             print(f"| {kind} | below the first rate tried | | {why} |")
         else:
-            print(f"| {kind} | {best['offered']:,.0f} readings/s "
-                  f"| {best['us_per_reading']:.1f} us | {why} |")  # fmt: skip
+            print(
+                f"| {kind} | {best['offered']:,.0f} readings/s "
+                f"| {best['us_per_reading']:.1f} us | {why} |"
+            )
     p = results.get("precast", (None, ""))[0]
     for kind in KINDS[1:]:
         n = results.get(kind, (None, ""))[0]
         if p and n:
             cpu = n["us_per_reading"] / p["us_per_reading"]
-            print(f"\nprecast / {kind}: {p['offered'] / n['offered']:.0f}x the rate, "
-                  f"{cpu:.1f}x less CPU per reading")  # fmt: skip
+            print(
+                f"\nprecast / {kind}: {p['offered'] / n['offered']:.0f}x the rate, "
+                f"{cpu:.1f}x less CPU per reading"
+            )
 
 
 if __name__ == "__main__":

@@ -137,14 +137,26 @@ print(json.dumps(out))
 
 # The loop bodies, i counting readings: the same reading in (a), (a0), (b), (c).
 BODIES = [
-    ("a", ['d = {"device": 1, "seq": i, "temperature": 2150 + (i & 7), "humidity": 4000,'
-           ' "pressure": 101325, "battery": 3300}', "plain.sendto(json.dumps(d), ADDR)"]),
-    ("a0", ['d = {"device": 1, "seq": i, "temperature": 2150 + (i & 7), "humidity": 4000,'
-            ' "pressure": 101325, "battery": 3300}', "json.dumps(d)"]),
+    (
+        "a",
+        [
+            'd = {"device": 1, "seq": i, "temperature": 2150 + (i & 7), "humidity": 4000,'
+            ' "pressure": 101325, "battery": 3300}',
+            "plain.sendto(json.dumps(d), ADDR)",
+        ],
+    ),
+    (
+        "a0",
+        [
+            'd = {"device": 1, "seq": i, "temperature": 2150 + (i & 7), "humidity": 4000,'
+            ' "pressure": 101325, "battery": 3300}',
+            "json.dumps(d)",
+        ],
+    ),
     ("b", ["values[0] = 2150 + (i & 7)", "patch(values)"]),
     ("c", ["values[0] = 2150 + (i & 7)", "patch(values)", "conn.send(payload)"]),
     ("d", ["conn.send(fixed)"]),
-]  # fmt: skip
+]
 
 ROWS = [
     ("a", "naive: dict, json.dumps, sendto"),
@@ -158,8 +170,9 @@ ROWS = [
 def bundle(template: Path, out: Path) -> None:
     p = argparse.ArgumentParser()
     add_build_arguments(p)
-    build_bundle(p.parse_args([str(template), "--device", "1", "--key", KEY_HEX,
-                               "--out", str(out)]))  # fmt: skip
+    build_bundle(
+        p.parse_args([str(template), "--device", "1", "--key", KEY_HEX, "--out", str(out)])
+    )
 
 
 def run(template: Path, n: int, repeat: int, heap: str, work: Path) -> dict[str, object]:
@@ -167,8 +180,10 @@ def run(template: Path, n: int, repeat: int, heap: str, work: Path) -> dict[str,
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     try:
-        head = (f"N = {n}\nREPEAT = {repeat}\nPORT = {sink.getsockname()[1]}\n"
-                f"BODIES = {BODIES!r}\nHEAP = {heap!r}\n")  # fmt: skip
+        head = (
+            f"N = {n}\nREPEAT = {repeat}\nPORT = {sink.getsockname()[1]}\n"
+            f"BODIES = {BODIES!r}\nHEAP = {heap!r}\n"
+        )
         (work / "bench.py").write_text(head + BENCH)
         cmd = [str(BIN / "micropython"), "-X", f"heapsize={heap}", "bench.py"]
         r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, check=False)
@@ -189,8 +204,10 @@ def table(name: str, res: dict[str, dict[str, float]]) -> str:
     ]
     for key, label in ROWS:
         r = res[key]
-        lines.append(f"| ({key}) {label} | {r['us']:.2f} | {r['bytes']:.0f} | {r['median']:.0f}"
-                     f" | {r['p999']:.0f} | {r['worst']:.0f} |")  # fmt: skip
+        lines.append(
+            f"| ({key}) {label} | {r['us']:.2f} | {r['bytes']:.0f} | {r['median']:.0f}"
+            f" | {r['p999']:.0f} | {r['worst']:.0f} |"
+        )
     a, a0, b, c, d = (res[k]["us"] for k in ("a", "a0", "b", "c", "d"))
     lines += [
         "",
@@ -205,9 +222,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=100_000, help="readings per variant")
     ap.add_argument("--repeat", type=int, default=5, help="mean: the best of this many passes")
-    ap.add_argument("--heap", default="256K",
-                    help="MicroPython heap (-X heapsize), board-sized by default: an ESP32 "
-                    "with WiFi up has about 100K free, a Pico W about 190K")  # fmt: skip
+    ap.add_argument(
+        "--heap",
+        default="256K",
+        help="MicroPython heap (-X heapsize), board-sized by default: an ESP32 "
+        "with WiFi up has about 100K free, a Pico W about 190K",
+    )
     ap.add_argument("--json", action="store_true", help="print the raw numbers as JSON")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -215,16 +235,18 @@ def main() -> int:
         cmac = t / "env-node-cmac.toml"
         cmac.write_text(CMAC_TEMPLATE)
         results = {
-            "env-node (crc16)": run(ROOT / "templates" / "env-node.toml", args.n,
-                                    args.repeat, args.heap, t / "crc"),
+            "env-node (crc16)": run(
+                ROOT / "templates" / "env-node.toml", args.n, args.repeat, args.heap, t / "crc"
+            ),
             "env-node-cmac (cmac8)": run(cmac, args.n, args.repeat, args.heap, t / "cmac"),
-        }  # fmt: skip
+        }
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     ver = "import sys; print('.'.join(map(str, sys.implementation.version[:3])))"
-    out = subprocess.run([str(BIN / "micropython"), "-c", ver],
-                         capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    out = subprocess.run(
+        [str(BIN / "micropython"), "-c", ver], capture_output=True, text=True, check=False
+    ).stdout.strip()
     print(
         f"MicroPython {out} unix port, a {args.heap} heap, {args.n} readings per row;"
         " µs/reading is the"

@@ -24,8 +24,10 @@ def main(argv: list[str]) -> int:
     names = argv or BENCHES
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
-        print(f"bench: unknown benchmark {unknown[0]!r} (one of: {' '.join(BENCHES)})",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"bench: unknown benchmark {unknown[0]!r} (one of: {' '.join(BENCHES)})",
+            file=sys.stderr,
+        )
         return 2
     failed = []
     for name in names:

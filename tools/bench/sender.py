@@ -39,8 +39,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "templates" / "env-node.toml"
 VALUES = ["temperature=21.5", "humidity=40.25", "pressure=101325", "battery=3000"]
-WAYS = ["scapy-sendp", "scapy-l2socket", "udp-sendto", "precast-per-frame", "precast-tx-ring",
-        "trafgen"]  # fmt: skip
+WAYS = [
+    "scapy-sendp",
+    "scapy-l2socket",
+    "udp-sendto",
+    "precast-per-frame",
+    "precast-tx-ring",
+    "trafgen",
+]
 SRC_IP, DST_IP = "192.0.2.2", "192.0.2.1"
 
 
@@ -58,8 +64,21 @@ class Link:
         for ns in (self.a, self.b):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
             sh("ip", "netns", "add", ns)
-        sh("ip", "-n", self.a, "link", "add", self.ia, "type", "veth", "peer", "name", self.ib,
-           "netns", self.b)  # fmt: skip
+        sh(
+            "ip",
+            "-n",
+            self.a,
+            "link",
+            "add",
+            self.ia,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            self.ib,
+            "netns",
+            self.b,
+        )
         for ns, dev in ((self.a, self.ia), (self.b, self.ib)):
             sh(
                 "ip",
@@ -75,8 +94,20 @@ class Link:
         sh("ip", "-n", self.a, "addr", "add", f"{SRC_IP}/24", "dev", self.ia)
         self.mac_a = sh("ip", "-n", self.a, "-br", "link", "show", self.ia).split()[2]
         self.mac_b = sh("ip", "-n", self.b, "-br", "link", "show", self.ib).split()[2]
-        sh("ip", "-n", self.a, "neigh", "replace", DST_IP, "lladdr", self.mac_b, "dev", self.ia,
-           "nud", "permanent")  # fmt: skip
+        sh(
+            "ip",
+            "-n",
+            self.a,
+            "neigh",
+            "replace",
+            DST_IP,
+            "lladdr",
+            self.mac_b,
+            "dev",
+            self.ia,
+            "nud",
+            "permanent",
+        )
 
     def exec(self, *cmd: str) -> list[str]:
         return ["ip", "netns", "exec", self.a, *cmd]
@@ -132,8 +163,21 @@ def worker(way: str, iface: str, template: Path) -> None:
 
 def command(way: str, link: Link, template: Path, cfg: Path) -> list[str]:
     py = sys.executable
-    precast = [py, "-m", "precast.cli", "send", str(template), "--device", "1", "--count", "0",
-               "--iface", link.ia, "--no-progress", *VALUES]  # fmt: skip
+    precast = [
+        py,
+        "-m",
+        "precast.cli",
+        "send",
+        str(template),
+        "--device",
+        "1",
+        "--count",
+        "0",
+        "--iface",
+        link.ia,
+        "--no-progress",
+        *VALUES,
+    ]
     if way == "precast-tx-ring":
         return link.exec(*precast)
     if way == "precast-per-frame":
@@ -145,8 +189,9 @@ def command(way: str, link: Link, template: Path, cfg: Path) -> list[str]:
 
 def measure(cmd: list[str], dev: str, warmup: float, seconds: float) -> float:
     # Its own process group: trafgen forks its workers, and a signal must reach them all.
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         start_new_session=True)  # fmt: skip
+    p = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         time.sleep(warmup)
         if p.poll() is not None:
@@ -189,8 +234,11 @@ def main() -> int:
         return 2
     ways = list(args.ways)
     if "trafgen" in ways and shutil.which("trafgen") is None:
-        print("trafgen not found: `apt-get install netsniff-ng` for the native anchor; "
-              "leaving it out", file=sys.stderr)  # fmt: skip
+        print(
+            "trafgen not found: `apt-get install netsniff-ng` for the native anchor; "
+            "leaving it out",
+            file=sys.stderr,
+        )
         ways.remove("trafgen")
     sys.path.insert(0, str(ROOT / "host"))
     from precast.cli import load_layouts
@@ -199,8 +247,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="pcsbench"))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # clean up the namespaces
     try:
-        text = TEMPLATE.read_text().replace('dst_mac = "ff:ff:ff:ff:ff:ff"',
-                                            f'dst_mac = "{link.mac_b}"')  # fmt: skip
+        text = TEMPLATE.read_text().replace(
+            'dst_mac = "ff:ff:ff:ff:ff:ff"', f'dst_mac = "{link.mac_b}"'
+        )
         text = text.replace('src_mac = "02:00:00:00:00:01"', f'src_mac = "{link.mac_a}"')
         template = tmp / "env-node.toml"
         template.write_text(text)
@@ -210,8 +259,9 @@ def main() -> int:
         rates: dict[str, list[float]] = {w: [] for w in ways}
         for r in range(args.rounds):
             for way in ways:
-                rate = measure(command(way, link, template, cfg), link.ia, args.warmup,
-                               args.seconds)  # fmt: skip
+                rate = measure(
+                    command(way, link, template, cfg), link.ia, args.warmup, args.seconds
+                )
                 rates[way].append(rate)
                 print(f"round {r + 1} {way:>18}: {rate:12,.0f} frames/s", file=sys.stderr)
     finally:
@@ -220,8 +270,10 @@ def main() -> int:
     med = {w: statistics.median(v) for w, v in rates.items()}
     anchor = med.get("trafgen")
     l2 = med.get("scapy-l2socket")
-    print(f"\n{len(frame)}-byte frames into a veth pair, median of {args.rounds} rounds of "
-          f"{args.seconds:g} s, {os.cpu_count()} CPUs\n")  # fmt: skip
+    print(
+        f"\n{len(frame)}-byte frames into a veth pair, median of {args.rounds} rounds of "
+        f"{args.seconds:g} s, {os.cpu_count()} CPUs\n"
+    )
     print("| way | frames/s | vs trafgen | vs scapy L2 socket |")
     print("|---|---:|---:|---:|")
     for w in ways:

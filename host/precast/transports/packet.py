@@ -69,8 +69,14 @@ _GONE = (errno.ENXIO, errno.ENODEV)
 class PacketTransport:
     """Whole frames out of one interface: through a TX ring, or one send() per frame."""
 
-    def __init__(self, iface: str, ring: bool = True, slots: int = 4096,
-                 frame_len: int = 1514, qdisc_bypass: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        iface: str,
+        ring: bool = True,
+        slots: int = 4096,
+        frame_len: int = 1514,
+        qdisc_bypass: bool = True,
+    ) -> None:
         self.iface = iface
         self._sock = open_raw(iface)
         self.bypass = False
@@ -102,8 +108,9 @@ class PacketTransport:
         self._sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
         req = struct.pack("IIII", block, blocks, size, self.slots)
         self._sock.setsockopt(SOL_PACKET, PACKET_TX_RING, req)
-        self._mm = mmap.mmap(self._sock.fileno(), block * blocks, mmap.MAP_SHARED,
-                             mmap.PROT_READ | mmap.PROT_WRITE)  # fmt: skip
+        self._mm = mmap.mmap(
+            self._sock.fileno(), block * blocks, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+        )
         self.slot_size = size
         ring = np.frombuffer(self._mm, dtype=np.uint8).reshape(self.slots, size)
         self._ring = ring

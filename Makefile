@@ -27,8 +27,10 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy
-	$(BIN)/python tools/fw_typeshed.py build/fw-typeshed
+	$(BIN)/python tools/fw_typeshed.py build/fw-typeshed esp32
 	$(BIN)/mypy --config-file firmware/mypy.ini
+	$(BIN)/python tools/fw_typeshed.py build/fw-typeshed-unix unix
+	$(BIN)/mypy --config-file firmware/mypy-unix.ini
 
 test: venv sysdeps lint typecheck
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

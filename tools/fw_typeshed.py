@@ -1,11 +1,12 @@
-"""Assemble the typeshed that type-checks the firmware as ESP32 MicroPython code.
+"""Assemble the typeshed that type-checks the firmware as a port's MicroPython code.
 
 mypy treats stdlib names (time, socket, struct, ...) as typeshed's, so
 MicroPython's own stubs have to be a typeshed, not a package on the path:
 `stdlib/` from micropython-stdlib-stubs (MicroPython's builtins, typing,
-struct, ...) with every module of micropython-esp32-stubs (machine,
-network, time with sleep_ms, ...) added to it and to its VERSIONS, and
-mypy's own mypy-extensions stub. firmware/mypy.ini points
+struct, ...) with every module of the port's stubs (micropython-esp32-stubs:
+machine, network, time with sleep_ms, ...; or micropython-unix-stubs) added
+to it and to its VERSIONS, and mypy's own mypy-extensions stub.
+firmware/mypy.ini (esp32) and firmware/mypy-unix.ini point
 custom_typeshed_dir here.
 
 micropython-esp32-stubs and micropython-unix-stubs install files of the
@@ -13,7 +14,7 @@ same names into one site-packages, so the esp32 files are taken from there
 only when their RECORD hashes still match; otherwise the same version's
 wheel is fetched with pip (from its cache when it has it).
 
-Usage: python tools/fw_typeshed.py OUT_DIR
+Usage: python tools/fw_typeshed.py OUT_DIR [esp32|unix]   (default esp32)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-BOARD = "micropython-esp32-stubs"
+BOARDS = {"esp32": "micropython-esp32-stubs", "unix": "micropython-unix-stubs"}
 STDLIB = "micropython-stdlib-stubs"
 SKIP = {"__builtins__.pyi", "README.md", "LICENSE.md", "pyproject.toml"}
 
@@ -87,11 +88,11 @@ def stub_files(name: str, tmp: Path) -> dict[str, Path]:
     return files
 
 
-def build(out: Path) -> None:
+def build(out: Path, board_stubs: str = BOARDS["esp32"]) -> None:
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         std = stub_files(STDLIB, tmp / "std")
-        board = stub_files(BOARD, tmp / "board")
+        board = stub_files(board_stubs, tmp / "board")
         if out.exists():
             shutil.rmtree(out)
         stdlib = out / "stdlib"
@@ -111,7 +112,7 @@ def build(out: Path) -> None:
             shutil.copyfile(path, dst)
             added.add(top)
         with (stdlib / "VERSIONS").open("a") as f:
-            f.write("# " + BOARD + "\n")
+            f.write("# " + board_stubs + "\n")
             for top in sorted(added):
                 f.write(f"{top}: 3.0-\n")
         ext = Path(str(md.distribution("mypy").locate_file("mypy/typeshed/stubs/mypy-extensions")))
@@ -119,6 +120,6 @@ def build(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3) or sys.argv[2:3] not in ([], *([b] for b in BOARDS)):
         sys.exit(__doc__)
-    build(Path(sys.argv[1]))
+    build(Path(sys.argv[1]), BOARDS[sys.argv[2] if len(sys.argv) == 3 else "esp32"])

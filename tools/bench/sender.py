@@ -25,6 +25,7 @@ alike; the table shows each way's median over the rounds.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import shutil
 import signal
@@ -187,10 +188,24 @@ def command(way: str, link: Link, template: Path, cfg: Path) -> list[str]:
     return link.exec(py, __file__, "--worker", way, "--iface", link.ia, "--template", str(template))
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the benchmark dies, however it dies.
+
+    A worker sends flat out forever; a benchmark killed before its cleanup
+    once left one spinning a core for minutes. PR_SET_PDEATHSIG (1) survives
+    the exec of `ip netns exec`, which execs the command in turn.
+    """
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
 def measure(cmd: list[str], dev: str, warmup: float, seconds: float) -> float:
     # Its own process group: trafgen forks its workers, and a signal must reach them all.
     p = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     try:
         time.sleep(warmup)

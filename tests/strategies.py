@@ -6,7 +6,7 @@ import struct
 from typing import Any
 
 from hypothesis import strategies as st
-from precast import Layout, compile_template, parse_template
+from precast import Layout, compile_template, encode_raw, parse_template
 from precast.template import TYPES
 
 KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
@@ -66,3 +66,11 @@ def raws(draw: st.DrawFn, layout: Layout) -> list[int | float]:
             assert lo is not None and hi is not None
             out.append(draw(st.integers(lo, hi)))
     return out
+
+
+@st.composite
+def frames(draw: st.DrawFn, max_fields: int = 12) -> tuple[Layout, bytes]:
+    """A random template's layout and one whole frame of an in-range reading (keyed by KEY)."""
+    lay: Layout = draw(templates(max_fields))
+    u32 = st.integers(0, 0xFFFFFFFF)
+    return lay, encode_raw(lay, draw(raws(lay)), draw(u32), draw(u32), KEY)

@@ -37,6 +37,30 @@ def seqs(frames: list[bytes]) -> list[int]:
     return out
 
 
+def stopped_runs(
+    out: Path, sink: UdpSink, sig: int, delays: list[float]
+) -> tuple[list[list[int]], list[str]]:
+    """Run main.py in `out` once per delay, stopping it with `sig` after that long.
+
+    The seqs that reached `sink` in each run, and each run's stderr.
+    """
+    per_run, errs = [], []
+    for delay in delays:
+        p = subprocess.Popen(
+            [micropython(), "main.py"],
+            cwd=out,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(delay)
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=30)
+        errs.append(err)
+        per_run.append(seqs(sink.drain(quiet=0.2)))
+    return per_run, errs
+
+
 def test_killed_main_never_sends_a_seq_twice(tmp_path: Path) -> None:
     """Power loss, as SIGKILL at random moments: every seq that reaches the collector is new."""
     sink = UdpSink()
@@ -55,19 +79,9 @@ def test_killed_main_never_sends_a_seq_twice(tmp_path: Path) -> None:
             "50",
         )
         rnd = random.Random(5)
-        per_run = []
-        for _ in range(6):
-            p = subprocess.Popen(
-                [micropython(), "main.py"],
-                cwd=out,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            time.sleep(rnd.uniform(0.1, 0.4))
-            p.send_signal(signal.SIGKILL)
-            _, err = p.communicate(timeout=30)
-            assert not err, err
-            per_run.append(seqs(sink.drain(quiet=0.2)))
+        delays = [rnd.uniform(0.1, 0.4) for _ in range(6)]
+        per_run, errs = stopped_runs(out, sink, signal.SIGKILL, delays)
+        assert not any(errs), errs
     finally:
         sink.close()
     everything = [s for run in per_run for s in run]
@@ -97,19 +111,8 @@ def test_a_clean_stop_keeps_the_exact_seq(tmp_path: Path) -> None:
             "--seq-reserve",
             "50",
         )
-        per_run = []
-        for _ in range(3):
-            p = subprocess.Popen(
-                [micropython(), "main.py"],
-                cwd=out,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            time.sleep(0.3)
-            p.send_signal(signal.SIGINT)  # the unix port raises KeyboardInterrupt
-            p.communicate(timeout=30)
-            per_run.append(seqs(sink.drain(quiet=0.2)))
+        # SIGINT: the unix port raises KeyboardInterrupt, as Ctrl-C on a board's REPL does.
+        per_run, _ = stopped_runs(out, sink, signal.SIGINT, [0.3] * 3)
     finally:
         sink.close()
     everything = [s for run in per_run for s in run]

@@ -41,44 +41,32 @@ def last_line(stdout: str) -> re.Match[str]:
 
 def test_tx_ring_sends_byte_for_byte_what_per_frame_sends(veth: VethPair, tmp_path: Path) -> None:
     tpl = template_to(tmp_path, veth)
-    cap = Capture(veth, tmp_path / "ring.pcap")
+    sent: dict[str, list[bytes]] = {}
     # 5000 frames through a 4096-slot ring: the ring wraps.
-    r = precast(
-        "send",
-        str(tpl),
-        "--device",
-        "77",
-        "--seq",
-        "4294967000",
-        "--count",
-        "5000",
-        "--iface",
-        veth.outer,
-        *ENV_VALUES,
-    )
-    assert r.returncode == 0, r.stderr
-    assert "TX ring" in r.stdout
-    assert last_line(r.stdout).group(1, 4) == ("5000", "0")
-    ring = [f for _, f in cap.stop()]
-
-    cap = Capture(veth, tmp_path / "each.pcap")
-    r = precast(
-        "send",
-        str(tpl),
-        "--device",
-        "77",
-        "--seq",
-        "4294967000",
-        "--count",
-        "5000",
-        "--iface",
-        veth.outer,
-        "--per-frame",
-        *ENV_VALUES,
-    )
-    assert r.returncode == 0, r.stderr
-    assert "one send() per frame" in r.stdout
-    each = [f for _, f in cap.stop()]
+    for mode, flags, says in (
+        ("ring", [], "TX ring"),
+        ("each", ["--per-frame"], "one send() per frame"),
+    ):
+        cap = Capture(veth, tmp_path / f"{mode}.pcap")
+        r = precast(
+            "send",
+            str(tpl),
+            "--device",
+            "77",
+            "--seq",
+            "4294967000",
+            "--count",
+            "5000",
+            "--iface",
+            veth.outer,
+            *flags,
+            *ENV_VALUES,
+        )
+        assert r.returncode == 0, r.stderr
+        assert says in r.stdout
+        assert last_line(r.stdout).group(1, 4) == ("5000", "0")
+        sent[mode] = [f for _, f in cap.stop()]
+    ring, each = sent["ring"], sent["each"]
 
     # seq wraps past 2**32 - 1 back to 0, as a u32 does.
     want = expected(tpl, 77, range(4294967000, 4294967000 + 5000))

@@ -7,6 +7,8 @@ command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v tshark >/dev/null 2>&1 || need="$need tshark"
 command -v socat >/dev/null 2>&1 || need="$need socat"
 command -v tcpdump >/dev/null 2>&1 || need="$need tcpdump"
+# The PostgreSQL tests start their own cluster with initdb/pg_ctl (no system service needed).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "sysdeps: missing$need; not root or no apt-get, so the tests that need them will skip" >&2

@@ -54,10 +54,14 @@ from . import codec as codec_mod
 from .checks import cmac, crc16, parse_key
 from .cli import key_arg, load_layouts
 from .codec import Codec, Rejected, to_units
+from .collect.dburl import is_postgres, redact
+from .collect.outage import DEFAULT_STOP_TIMEOUT, StoreRetry, Unwritten
+from .collect.spill import DEFAULT_SPILL, read_spill, write_spill
 from .errors import PrecastError, UsageError
 from .layout import Layout
 from .receiver import kernel_drops, receiver_for
-from .store import Store, field_columns, read_stats
+from .store import Store, field_columns
+from .store import read_stats as sqlite_stats
 from .template import DEFAULT_PORT
 from .tracker import DEFAULT_WINDOW, REPLAY, Tracker
 
@@ -75,6 +79,46 @@ STALE_INTERVALS = 3  # silent for more than this many of its usual intervals: st
 
 Row = tuple[Any, ...]
 Batch = tuple[float, list[tuple[bytes, Any]]]
+
+
+# ---- the store ----------------------------------------------------------------------------
+
+
+def open_store(db: str) -> Any:
+    """The store a --db value names: postgresql:// or postgres:// URLs, else an SQLite path."""
+    if is_postgres(db):
+        try:
+            from .collect.store.postgres import PostgresStore
+        except ImportError as e:
+            raise UsageError(
+                f"--db {redact(db)}: PostgreSQL needs psycopg 3 "
+                f"(pip install 'precast[postgres]'): {e}"
+            ) from None
+        return PostgresStore(db)
+    return Store(db)
+
+
+def read_stats(db: str) -> dict[str, Any]:
+    """`precast stats`' data from either backend."""
+    if is_postgres(db):
+        from .collect.store.postgres import read_stats as pg_stats
+
+        return pg_stats(db)
+    return sqlite_stats(db)
+
+
+def display_db(db: str) -> str:
+    """The --db value as logs, the ready file and stats show it: never with a password."""
+    return redact(db) if is_postgres(db) else db
+
+
+def transient_errors(store: Any) -> tuple[type[BaseException], ...]:
+    """The errors a store's write may raise and recover from (retried, never fatal)."""
+    if getattr(store, "shared", False):
+        import psycopg
+
+        return (psycopg.Error,)
+    return (sqlite3.Error,)
 
 
 # ---- options -------------------------------------------------------------------------------
@@ -264,13 +308,20 @@ class Collector:
         window: int = DEFAULT_WINDOW,
         queue: int = DEFAULT_QUEUE,
         rcvbuf: int = DEFAULT_RCVBUF,
+        reuse_port: bool = False,
+        spill: str = DEFAULT_SPILL,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     ) -> None:
         self.templates = templates
         self.key = key
         self.keys_file = keys_file
         self.codec = self._load_codec()
         self.specs = {s.prefix: s for s in map(Spec, self.codec.layouts.values())}
-        self.store = Store(db)
+        self.store: Any = open_store(db)
+        self.where = display_db(db)
+        self.spill = spill
+        self.stop_timeout = stop_timeout
+        self.retry = StoreRetry(self.store, transient_errors(self.store))
         self.store.ensure_templates(self.codec.layouts.values())
         self.tracker = Tracker(window)
         for dev in self.store.load_devices():
@@ -288,7 +339,7 @@ class Collector:
             self.jsonl = open(jsonl, "a", encoding="utf-8")
         self.stopping = threading.Event()
         self.reload_wanted = threading.Event()
-        self.sock = self._bind(listen, rcvbuf)
+        self.sock = self._bind(listen, rcvbuf, reuse_port)
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self.receiver = receiver_for(self.sock)
         self.stored = 0
@@ -307,7 +358,7 @@ class Collector:
         return Codec(layouts, key=default, keys=keys)
 
     @staticmethod
-    def _bind(listen: tuple[str, int], rcvbuf: int) -> socket.socket:
+    def _bind(listen: tuple[str, int], rcvbuf: int, reuse_port: bool = False) -> socket.socket:
         host, port = listen
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
@@ -315,6 +366,9 @@ class Collector:
             raise UsageError(f"--listen {host}:{port}: {e.strerror}") from None
         family, _, _, _, addr = infos[0]
         sock = socket.socket(family, socket.SOCK_DGRAM)
+        if reuse_port:
+            # Several collectors bind the same port; the kernel hashes each source to one.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             # SO_RCVBUFFORCE passes net.core.rmem_max when we may (CAP_NET_ADMIN).
             sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), rcvbuf)
@@ -356,6 +410,74 @@ class Collector:
 
     def _process(self, batches: list[Batch]) -> None:
         """Check, track and store every datagram of the batches, in one transaction."""
+        if getattr(self.store, "shared", False):
+            self._process_shared(batches)
+            return
+        rows, devices, rejects, counters, lines = self._classify(batches)
+        failures = 0
+        while True:
+            try:
+                self.store.write(rows, devices, rejects, counters)
+                break
+            except sqlite3.Error as e:
+                # A locked or full disk: keep the batch and retry; the receiving thread goes
+                # on, and the queue counts what it cannot hold meanwhile.
+                failures += 1
+                if self.backlog.closed and failures > 10:
+                    raise  # stopping, and the disk stays bad: give up after 10 s
+                log.error("cannot write to the database (%s); retrying in 1 s", e)
+                time.sleep(1.0)
+        self._saved_counters.update(counters)
+        self.stored += sum(map(len, rows.values()))
+        self._write_lines(lines)
+
+    def _write_lines(self, lines: list[str] | None) -> None:
+        if lines and self.jsonl is not None:
+            self.jsonl.write("\n".join(lines) + "\n")
+            self.jsonl.flush()
+
+    def _process_shared(self, batches: list[Batch]) -> None:
+        """The same, for a database other collectors write too (the PostgreSQL store).
+
+        The store locks the books of the devices the batch touches and hands back
+        those another collector moved on; the tracker takes them, then classifies.
+        A failed attempt leaves nothing behind: the rejects are put back as they
+        were, the store forgets the touched devices, and the batch is classified
+        again from the database's books once it is back (store_retry).
+        """
+        store = self.store
+        specs = self.specs
+        touched = set()
+        for _, batch in batches:
+            for data, _ in batch:
+                sp = specs.get(data[:4])
+                if sp is not None and len(data) == sp.length:
+                    touched.add(int.from_bytes(data[4:8], "big"))
+        out: list[Any] = []
+
+        def work(fresh: dict[int, Any]) -> Any:
+            for dev, state in fresh.items():
+                if state is None:
+                    self.tracker.devices.pop(dev, None)
+                else:
+                    self.tracker.load(state)
+            rows, devices, rejects, counters, lines = self._classify(batches)
+            out[:] = [counters, lines]
+            return rows, devices, rejects, counters
+
+        saved = dict(self.rejects)
+        self.stored += self.retry.run(
+            lambda: store.transact(touched, work),
+            undo=lambda: (self.rejects.clear(), self.rejects.update(saved)),
+            pending=batches,
+        )
+        self._saved_counters.update(out[0])
+        self._write_lines(out[1])
+
+    def _classify(
+        self, batches: list[Batch]
+    ) -> tuple[dict[int, list[Row]], list[Any], dict[str, int], dict[str, int], list[str] | None]:
+        """Check and track every datagram: (rows, changed devices, rejects, counters, lines)."""
         specs = self.specs
         codec = self.codec
         tracker = self.tracker
@@ -420,26 +542,7 @@ class Collector:
         counters = self._counters()
         changed_counters = {k: n for k, n in counters.items() if self._saved_counters.get(k) != n}
         devices = tracker.take_dirty()
-        failures = 0
-        while True:
-            try:
-                self.store.write(
-                    rows, devices, {k: rejects[k] for k in changed_rejects}, changed_counters
-                )
-                break
-            except sqlite3.Error as e:
-                # A locked or full disk: keep the batch and retry; the receiving thread goes
-                # on, and the queue counts what it cannot hold meanwhile.
-                failures += 1
-                if self.backlog.closed and failures > 10:
-                    raise  # stopping, and the disk stays bad: give up after 10 s
-                log.error("cannot write to the database (%s); retrying in 1 s", e)
-                time.sleep(1.0)
-        self._saved_counters.update(changed_counters)
-        self.stored += sum(map(len, rows.values()))
-        if lines and self.jsonl is not None:
-            self.jsonl.write("\n".join(lines) + "\n")
-            self.jsonl.flush()
+        return rows, devices, {k: rejects[k] for k in changed_rejects}, changed_counters, lines
 
     def _storing(self) -> None:
         try:
@@ -452,10 +555,80 @@ class Collector:
                     self._process(batches)
                 elif self.backlog.closed:
                     return
+        except Unwritten as e:
+            self._spill(e)
         except BaseException as e:
             self.error = e
             log.exception("storing failed; stopping")
             self.stopping.set()
+
+    def _spill(self, e: Unwritten) -> None:
+        """Past the stop deadline with the database away: everything not written to the spill."""
+        batches = e.batches + self.backlog.take(0)
+        describe = self.receiver.describe
+        named = [(ts, [(d, self.sources.get(a) or describe(a)) for d, a in b]) for ts, b in batches]
+        c = self._counters()
+        grown = {k: n - self._saved_counters.get(k, self._base_counter(k)) for k, n in c.items()}
+        n = sum(len(b) for _, b in batches)
+        try:
+            write_spill(self.spill, named, grown)
+        except OSError as err:
+            self.error = err
+            log.error(
+                "the database stayed unreachable (%s) and the spill file %s cannot be written "
+                "(%s): %d datagrams received were not stored",
+                e.cause,
+                self.spill,
+                err.strerror,
+                n,
+            )
+            return
+        self.error = e
+        log.error(
+            "the database stayed unreachable for %.0f s after the stop (%s): %d datagrams "
+            "received were not stored; they are in %s (load them with "
+            "`precast collect --replay-spill %s`)",
+            self.stop_timeout,
+            " ".join(str(e.cause).split()),
+            n,
+            self.spill,
+            self.spill,
+        )
+
+    def _base_counter(self, name: str) -> int:
+        base = {"queue_drops": self.base_queue_drops, "kernel_drops": self.base_kernel_drops}
+        return int(base.get(name, 0))
+
+    def replay(self, path: str) -> int:
+        """Store a spill file's datagrams as if they had just arrived; rename it FILE.replayed."""
+        batches, counters = read_spill(path)
+        self.base_queue_drops += counters.get("queue_drops", 0)
+        self.base_kernel_drops += counters.get("kernel_drops", 0)
+        for _, b in batches:
+            for _, source in b:
+                self.sources[source] = source
+        chunk: list[Batch] = []
+        size = 0
+        for ts, b in batches:
+            chunk.append((ts, list(b)))
+            size += len(b)
+            if size >= 65536:
+                self._process(chunk)
+                chunk, size = [], 0
+        self._process(chunk)
+        self.sock.close()
+        self.store.close()
+        done = f"{path}.replayed"
+        os.replace(path, done)
+        n = sum(len(b) for _, b in batches)
+        log.info(
+            "replayed %d datagrams from %s: %d readings stored; the file is now %s",
+            n,
+            path,
+            self.stored,
+            done,
+        )
+        return 0
 
     # -- the receiving thread
 
@@ -523,6 +696,7 @@ class Collector:
         try:
             self._receive()
         finally:
+            self.retry.deadline = time.monotonic() + self.stop_timeout
             self.backlog.close()
             storer.join()
             self.sock.close()
@@ -629,9 +803,15 @@ def cmd_collect(args: argparse.Namespace) -> int:
         raise UsageError("--window must be at least 1")
     if args.queue < 1:
         raise UsageError("--queue must be at least 1")
+    if args.stop_timeout < 0:
+        raise UsageError("--stop-timeout must be at least 0")
     templates = args.templates or ["templates"]
+    if args.replay_spill:
+        listen = ("127.0.0.1", 0)  # nothing is received: the spill is the input
+    else:
+        listen = parse_hostport(args.listen)
     col = Collector(
-        parse_hostport(args.listen),
+        listen,
         templates,
         args.db,
         key=args.key,
@@ -640,7 +820,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
         window=args.window,
         queue=args.queue,
         rcvbuf=args.rcvbuf,
+        reuse_port=args.reuse_port,
+        spill=args.spill,
+        stop_timeout=args.stop_timeout,
     )
+    if args.replay_spill:
+        return col.replay(args.replay_spill)
     metrics = (
         serve_metrics(col, parse_hostport(args.metrics, "127.0.0.1")) if args.metrics else None
     )
@@ -659,7 +844,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     def ready() -> None:
         host, port = col.address
         names = ", ".join(f"{lay.template.name} ({tid})" for tid, lay in col.codec.layouts.items())
-        log.info("listening on %s:%d, storing in %s; templates: %s", host, port, args.db, names)
+        log.info("listening on %s:%d, storing in %s; templates: %s", host, port, col.where, names)
         if metrics:
             log.info("metrics on http://%s:%d/metrics", *metrics)
         if args.ready_file:
@@ -667,7 +852,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
                 "pid": os.getpid(),
                 "host": host,
                 "port": port,
-                "db": str(args.db),
+                "db": col.where,
                 "metrics": f"{metrics[0]}:{metrics[1]}" if metrics else None,
             }
             tmp = Path(f"{args.ready_file}.tmp")
@@ -737,7 +922,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"precast devices ({args.db})")
+    table = Table(title=f"precast devices ({display_db(args.db)})")
     for col in (
         "device",
         "template",
@@ -788,8 +973,11 @@ def register(sub: Any) -> None:
         "collect",
         help="receive, check and store readings (a daemon)",
         description="Receive precast frames over UDP, check each in PROTOCOL.md's order, track "
-        "every device's sequence and store readings in SQLite. SIGTERM/SIGINT: store what was "
-        "received and exit 0; SIGHUP: reload templates and keys.",
+        "every device's sequence and store readings in SQLite or PostgreSQL (several collectors "
+        "may share one PostgreSQL database: a reading is stored once, the books are exact). "
+        "SIGTERM/SIGINT: store what was received and exit 0; SIGHUP: reload templates and keys.",
+        epilog="example: precast collect --db postgresql://precast@db.example/precast "
+        "--reuse-port --spill /var/lib/precast/spill.jsonl",
     )
     c.add_argument(
         "--listen",
@@ -805,7 +993,11 @@ def register(sub: Any) -> None:
         help="template directory or file, repeatable (default templates/)",
     )
     c.add_argument(
-        "--db", default="precast.db", metavar="PATH", help="SQLite database (default precast.db)"
+        "--db",
+        default="precast.db",
+        metavar="PATH|URL",
+        help="SQLite database path, or postgresql://USER[:PASS]@HOST[:PORT]/DBNAME "
+        "(PG* environment variables apply; default precast.db)",
     )
     k = c.add_mutually_exclusive_group()
     k.add_argument("--key", type=key_arg, metavar="HEX", help="AES-128 key of every device")
@@ -839,12 +1031,42 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help="once listening, write JSON {pid, host, port, db, metrics} here",
     )
+    c.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="SO_REUSEPORT: several collectors on this host share the UDP port "
+        "(the kernel keeps each source on one of them)",
+    )
+    c.add_argument(
+        "--spill",
+        default=DEFAULT_SPILL,
+        metavar="FILE",
+        help="where datagrams go that could not be stored at exit because the database "
+        f"stayed unreachable (JSON lines, appended; default {DEFAULT_SPILL})",
+    )
+    c.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=DEFAULT_STOP_TIMEOUT,
+        metavar="S",
+        help="at SIGTERM, how long to wait for an unreachable database before spilling "
+        f"(default {DEFAULT_STOP_TIMEOUT:g})",
+    )
+    c.add_argument(
+        "--replay-spill",
+        metavar="FILE",
+        help="store a spill file's datagrams (checked and counted as if just received), "
+        "rename it FILE.replayed, and exit",
+    )
     c.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     c.set_defaults(func=cmd_collect)
 
     s = sub.add_parser("stats", help="per-device counters from a collector's database")
     s.add_argument(
-        "--db", default="precast.db", metavar="PATH", help="SQLite database (default precast.db)"
+        "--db",
+        default="precast.db",
+        metavar="PATH|URL",
+        help="SQLite database path or postgresql:// URL (default precast.db)",
     )
     s.add_argument(
         "--json",

@@ -1,0 +1,579 @@
+"""The collector's PostgreSQL store: the SQLite store's schema and methods, shared by collectors.
+
+`precast collect --db postgresql://USER[:PASS]@HOST[:PORT]/DBNAME` (libpq URIs,
+`postgres://` too, and the PG* environment variables). Tables go into the
+database's default schema (`public`) unless the URL's
+`options=-csearch_path=...` names another:
+
+    readings_<template id>(device bigint, seq bigint, epoch bigint,
+                           received_at timestamptz, source text, <field>...)
+        fields bigint when exact (integer scale and offset), else double precision;
+        unique (device, epoch, seq): a reading is stored once, however many
+        collectors received it; an index (device, received_at) for the query a
+        dashboard makes (one device's readings over time)
+    readings        a view over every readings_<id>: device, template, seq, epoch,
+                    received_at, source, fields (jsonb)
+    templates(id, name, tbl, columns jsonb)
+    devices(device, version, <the tracker's Device fields>)
+        seen (the window bitmap) is bytea, times are unix seconds (double precision)
+    rejects(reason, count), counters(name, count)
+
+Several collectors may write one database. The devices table is the truth
+about every device's books, a collector's tracker a cache of it: each batch
+is one transaction that first locks the rows of the devices it touches
+(SELECT ... FOR UPDATE, in device order so two collectors never deadlock;
+a device nobody has seen yet gets a placeholder row, version 0, so that it
+can be locked too), reloads into the tracker every device whose version
+moved on since this collector last wrote it, lets the tracker classify the
+batch, then writes the readings (COPY, binary, into a temporary table, then
+INSERT ... ON CONFLICT DO NOTHING into readings_<id>), the devices with
+version + 1, and rejects and counters as increments, and commits. Two
+collectors that hear the same frame thus serialize on its device: the
+second sees the first's books and counts a duplicate, exactly as one
+collector would have. If the transaction fails, the touched devices are
+forgotten (reloaded next time) and the caller retries the whole batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ...layout import Layout
+from ...store import FIXED_COLUMNS, StoreError, field_columns, table_name
+from ...tracker import Device
+from ..dburl import is_postgres, redact
+
+log = logging.getLogger("precast.store.postgres")
+
+SCHEMA_VERSION = 1
+SCHEMA_COMMENT = f"precast collector devices, schema {SCHEMA_VERSION}"
+# pg_advisory_xact_lock key for schema changes ('prcs' in ASCII): two collectors that start
+# together must not both CREATE the same table.
+DDL_LOCK = 0x70726373
+_PG_TYPES = {"INTEGER": "bigint", "REAL": "double precision"}
+_JSON_CHUNK = 50  # jsonb_build_object takes at most 100 arguments
+
+# What transact()'s work function returns: rows by template id, changed devices,
+# reject totals by reason and counter totals by name (of those that changed).
+Written = tuple[
+    Mapping[int, Sequence[tuple[Any, ...]]], Iterable[Device], Mapping[str, int], Mapping[str, int]
+]
+
+
+def _pg_error(e: BaseException) -> str:
+    """psycopg's message on one line (libpq's carry host and user, never the password)."""
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    """A connection, or a StoreError naming the (redacted) URL and the server's reason."""
+    kw: dict[str, Any] = {"application_name": "precast"}
+    if "connect_timeout" not in url and "PGCONNECT_TIMEOUT" not in os.environ:
+        kw["connect_timeout"] = 5
+    try:
+        return psycopg.connect(url, **kw)
+    except psycopg.Error as e:
+        raise StoreError(f"{redact(url)}: cannot connect: {_pg_error(e)}") from None
+
+
+# ---- the devices table, from the tracker's Device ------------------------------------------
+
+
+def device_fields() -> list[tuple[str, str]]:
+    """(column, PostgreSQL type) per field of the tracker's Device, in order.
+
+    Derived from the dataclass, so that a field the tracker gains becomes a
+    column (added to an existing table by ensure_templates).
+    """
+    out = []
+    for f in dataclasses.fields(Device):
+        ann = str(f.type).replace(" ", "")
+        if f.name == "seen":
+            typ = "bytea"  # a bitmap of window + 1 bits
+        elif ann.startswith("bool"):
+            typ = "boolean"
+        elif ann.startswith("int"):
+            typ = "bigint"
+        elif ann.startswith("float"):
+            typ = "double precision"
+        else:
+            typ = "text"
+        out.append((f.name, typ))
+    return out
+
+
+def _seen_bytes(seen: int) -> bytes:
+    return seen.to_bytes((seen.bit_length() + 7) // 8, "big")
+
+
+def _device_from_row(names: Sequence[str], row: Sequence[Any]) -> Device:
+    kw = dict(zip(names, row, strict=True))
+    kw["seen"] = int.from_bytes(kw.get("seen") or b"", "big")
+    return Device(**kw)
+
+
+def _q(name: str) -> sql.Identifier:
+    return sql.Identifier(name)
+
+
+class PostgresStore:
+    """The collector's writer into PostgreSQL; the methods of the SQLite store, plus transact()."""
+
+    shared = True  # other collectors may write the same database
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.where = redact(url)
+        self.dev_cols = device_fields()
+        self.dev_names = [c for c, _ in self.dev_cols]
+        self.layouts: dict[int, Layout] = {}
+        self.columns: dict[int, list[tuple[str, str, str]]] = {}
+        self.versions: dict[int, int] = {}  # device -> version this collector last saw
+        self.base_rejects: dict[str, int] = {}  # totals as last read or written
+        self.base_counters: dict[str, int] = {}
+        self._times: dict[str, datetime] = {}
+        self._locked: list[int] = []
+        self._pending: tuple[dict[int, int], dict[str, int], dict[str, int]] = ({}, {}, {})
+        self.conn = connect(url)
+        try:
+            self._create_schema()
+        except psycopg.Error as e:
+            self.conn.close()
+            raise StoreError(f"{self.where}: cannot create the schema: {_pg_error(e)}") from None
+
+    # -- connection
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except psycopg.Error:
+            pass
+
+    def reconnect(self) -> None:
+        """A new connection after an outage (raises psycopg.Error while the server is away)."""
+        self.close()
+        kw: dict[str, Any] = {"application_name": "precast"}
+        if "connect_timeout" not in self.url and "PGCONNECT_TIMEOUT" not in os.environ:
+            kw["connect_timeout"] = 5
+        self.conn = psycopg.connect(self.url, **kw)
+        self._staging()
+        # Whatever this collector cached may have moved on while it was away.
+        self.versions.clear()
+
+    @property
+    def broken(self) -> bool:
+        return bool(self.conn.closed or self.conn.broken)
+
+    # -- schema
+
+    def _create_schema(self) -> None:
+        c = self.conn
+        with c.transaction():
+            c.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
+            have = c.execute(
+                "SELECT obj_description(to_regclass('devices'), 'pg_class')"
+            ).fetchone()
+            comment = have[0] if have else None
+            exists = c.execute("SELECT to_regclass('devices') IS NOT NULL").fetchone()
+            if exists and exists[0] and comment != SCHEMA_COMMENT:
+                raise StoreError(
+                    f"{self.where}: a devices table that is not a precast collector's "
+                    f"(schema {SCHEMA_VERSION} expected)"
+                )
+            cols = sql.SQL(", ").join(
+                sql.SQL("{} {}").format(_q(n), sql.SQL(t))
+                for n, t in self.dev_cols
+                if n != "device"
+            )
+            c.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS devices (device bigint PRIMARY KEY, "
+                    "version bigint NOT NULL DEFAULT 0, {})"
+                ).format(cols)
+            )
+            present = {
+                r[0]
+                for r in c.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = 'devices'::regclass "
+                    "AND attnum > 0 AND NOT attisdropped"
+                )
+            }
+            for n, t in self.dev_cols:
+                if n not in present:
+                    c.execute(
+                        sql.SQL("ALTER TABLE devices ADD COLUMN {} {}").format(_q(n), sql.SQL(t))
+                    )
+            c.execute(sql.SQL("COMMENT ON TABLE devices IS {}").format(sql.Literal(SCHEMA_COMMENT)))
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS templates (id integer PRIMARY KEY, "
+                "name text NOT NULL, tbl text NOT NULL, columns jsonb NOT NULL)"
+            )
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS rejects "
+                "(reason text PRIMARY KEY, count bigint NOT NULL)"
+            )
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS counters (name text PRIMARY KEY, count bigint NOT NULL)"
+            )
+        self._staging()
+
+    def _staging(self) -> None:
+        """This connection's temporary tables for COPY (emptied at each commit)."""
+        c = self.conn
+        with c.transaction():
+            c.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS stage_devices "
+                "(LIKE devices INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            for tid in self.layouts:
+                self._stage_table(tid)
+
+    def _stage_table(self, tid: int) -> None:
+        stage = _q(f"stage_{tid}")
+        self.conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(stage))
+        self.conn.execute(
+            sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DELETE ROWS").format(
+                stage, _q(table_name(tid))
+            )
+        )
+
+    def ensure_templates(self, layouts: Iterable[Layout]) -> None:
+        """A readings table per template (new field columns added), and the readings view."""
+        c = self.conn
+        layouts = list(layouts)
+        try:
+            with c.transaction():
+                c.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
+                for lay in layouts:
+                    t = lay.template
+                    tbl = table_name(t.id)
+                    cols = field_columns(lay)
+                    have = {
+                        r[0]
+                        for r in c.execute(
+                            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+                            "AND attnum > 0 AND NOT attisdropped",
+                            (tbl,),
+                        )
+                    }
+                    if not have:
+                        defs = sql.SQL(", ").join(
+                            sql.SQL("{} {}").format(_q(col), sql.SQL(_PG_TYPES[typ]))
+                            for col, _, typ in cols
+                        )
+                        c.execute(
+                            sql.SQL(
+                                "CREATE TABLE {} (device bigint NOT NULL, seq bigint NOT NULL, "
+                                "epoch bigint NOT NULL, received_at timestamptz NOT NULL, "
+                                "source text, {})"
+                            ).format(_q(tbl), defs)
+                        )
+                        c.execute(
+                            sql.SQL("CREATE UNIQUE INDEX {} ON {} (device, epoch, seq)").format(
+                                _q(f"{tbl}_key"), _q(tbl)
+                            )
+                        )
+                        c.execute(
+                            sql.SQL("CREATE INDEX {} ON {} (device, received_at)").format(
+                                _q(f"{tbl}_time"), _q(tbl)
+                            )
+                        )
+                    else:
+                        for col, _, typ in cols:
+                            if col not in have:
+                                c.execute(
+                                    sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                                        _q(tbl), _q(col), sql.SQL(_PG_TYPES[typ])
+                                    )
+                                )
+                    c.execute(
+                        "INSERT INTO templates (id, name, tbl, columns) VALUES (%s, %s, %s, %s) "
+                        "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, tbl = EXCLUDED.tbl, "
+                        "columns = EXCLUDED.columns",
+                        (t.id, t.name, tbl, json.dumps([[col, name] for col, name, _ in cols])),
+                    )
+                    self.layouts[t.id] = lay
+                    self.columns[t.id] = cols
+                    self._stage_table(t.id)
+                self._create_view()
+        except psycopg.Error as e:
+            raise StoreError(
+                f"{self.where}: cannot create the readings tables: {_pg_error(e)}"
+            ) from None
+
+    def _create_view(self) -> None:
+        c = self.conn
+        selects = []
+        for tid, tbl, columns in c.execute("SELECT id, tbl, columns FROM templates ORDER BY id"):
+            pairs = [sql.SQL("{}, {}").format(sql.Literal(name), _q(col)) for col, name in columns]
+            chunks: list[sql.Composable] = [
+                sql.SQL("jsonb_build_object({})").format(
+                    sql.SQL(", ").join(pairs[i : i + _JSON_CHUNK])
+                )
+                for i in range(0, len(pairs), _JSON_CHUNK)
+            ] or [sql.SQL("'{}'::jsonb")]
+            selects.append(
+                sql.SQL(
+                    "SELECT device, {} AS template, seq, epoch, received_at, source, "
+                    "{} AS fields FROM {}"
+                ).format(sql.Literal(int(tid)), sql.SQL(" || ").join(chunks), _q(tbl))
+            )
+        c.execute("DROP VIEW IF EXISTS readings")
+        if selects:
+            c.execute(sql.SQL("CREATE VIEW readings AS ") + sql.SQL(" UNION ALL ").join(selects))
+
+    # -- reading state
+
+    def load_devices(self) -> list[Device]:
+        """Every device's books as the database holds them now."""
+        cols = sql.SQL(", ").join(map(_q, self.dev_names))
+        with self.conn.transaction():
+            rows = self.conn.execute(
+                sql.SQL("SELECT version, {} FROM devices WHERE version > 0").format(cols)
+            ).fetchall()
+        out = []
+        for version, *rest in rows:
+            d = _device_from_row(self.dev_names, rest)
+            self.versions[d.device] = version
+            out.append(d)
+        return out
+
+    def load_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(rejects by reason, counters by name) as the database holds them now."""
+        with self.conn.transaction():
+            rejects = dict(self.conn.execute("SELECT reason, count FROM rejects").fetchall())
+            counters = dict(self.conn.execute("SELECT name, count FROM counters").fetchall())
+        self.base_rejects = dict(rejects)
+        self.base_counters = dict(counters)
+        return rejects, counters
+
+    # -- writing
+
+    def write(
+        self,
+        rows: Mapping[int, Sequence[tuple[Any, ...]]],
+        devices: Iterable[Device],
+        rejects: Mapping[str, int],
+        counters: Mapping[str, int],
+    ) -> None:
+        """One transaction, no locking: the SQLite store's write(), for a lone collector."""
+        with self.conn.transaction():
+            self._locked = []
+            self._write(rows, list(devices), rejects, counters)
+        self._commit_cache()
+
+    def transact(
+        self, touched: Collection[int], work: Callable[[dict[int, Device | None]], Written]
+    ) -> int:
+        """One batch as one transaction, with the books of the touched devices locked.
+
+        work(fresh) gets the devices another collector moved on since this one
+        last saw them (None: no books yet), must load them into its tracker,
+        classify the batch and return what to write. Returns the readings stored.
+        On an error the transaction is rolled back, the touched devices are
+        forgotten (so the next attempt reloads them) and the error is raised.
+        """
+        ids = sorted(set(touched))
+        try:
+            with self.conn.transaction():
+                self._locked = ids
+                fresh = self._lock(ids)
+                stored = self._write(*work(fresh))
+        except BaseException:
+            for d in ids:
+                self.versions.pop(d, None)
+            raise
+        self._commit_cache()
+        return stored
+
+    def _commit_cache(self) -> None:
+        """After a commit: the versions written and the totals the database now holds."""
+        versions, rejects, counters = self._pending
+        self.versions.update(versions)
+        self.base_rejects.update(rejects)
+        self.base_counters.update(counters)
+
+    def _lock(self, ids: list[int]) -> dict[int, Device | None]:
+        c = self.conn
+        if not ids:
+            return {}
+        # A row for every device, so that even a first reading is serialized by a row lock.
+        c.execute(
+            "INSERT INTO devices (device, version) SELECT d, 0 FROM unnest(%s::bigint[]) AS d "
+            "ORDER BY d ON CONFLICT (device) DO NOTHING",
+            (ids,),
+        )
+        cols = sql.SQL(", ").join(map(_q, self.dev_names))
+        cur = c.execute(
+            sql.SQL(
+                "SELECT version, {} FROM devices WHERE device = ANY(%s) ORDER BY device FOR UPDATE"
+            ).format(cols),
+            (ids,),
+        )
+        fresh: dict[int, Device | None] = {}
+        for version, *rest in cur:
+            dev = rest[0]
+            if self.versions.get(dev, 0) == version:
+                continue  # this collector's cache is the truth
+            fresh[dev] = _device_from_row(self.dev_names, rest) if version > 0 else None
+            self.versions[dev] = version
+        return fresh
+
+    def _write(
+        self,
+        rows: Mapping[int, Sequence[tuple[Any, ...]]],
+        devices: Iterable[Device],
+        rejects: Mapping[str, int],
+        counters: Mapping[str, int],
+    ) -> int:
+        c = self.conn
+        stored = 0
+        for tid, batch in rows.items():
+            if not batch:
+                continue
+            stored += self._copy_readings(tid, batch)
+        devs = list(devices)
+        if devs:
+            with c.cursor().copy(
+                sql.SQL("COPY stage_devices ({}) FROM STDIN (FORMAT BINARY)").format(
+                    sql.SQL(", ").join(map(_q, self.dev_names))
+                )
+            ) as cp:
+                cp.set_types([t for _, t in self.dev_cols])
+                for d in devs:
+                    cp.write_row(
+                        [
+                            _seen_bytes(d.seen) if n == "seen" else getattr(d, n)
+                            for n in self.dev_names
+                        ]
+                    )
+            sets = sql.SQL(", ").join(
+                sql.SQL("{} = EXCLUDED.{}").format(_q(n), _q(n)) for n in self.dev_names[1:]
+            )
+            cols = sql.SQL(", ").join(map(_q, self.dev_names))
+            cur = c.execute(
+                sql.SQL(
+                    "INSERT INTO devices (version, {cols}) SELECT 1, {cols} FROM stage_devices "
+                    "ON CONFLICT (device) DO UPDATE SET version = devices.version + 1, {sets} "
+                    "RETURNING device, version"
+                ).format(cols=cols, sets=sets)
+            )
+            new_versions = dict(cur.fetchall())
+        else:
+            new_versions = {}
+        if self._locked:
+            # Placeholders of devices that got no books (every frame refused) go again.
+            c.execute("DELETE FROM devices WHERE device = ANY(%s) AND version = 0", (self._locked,))
+        drej = self._deltas(rejects, self.base_rejects)
+        if drej:
+            c.execute(
+                "INSERT INTO rejects (reason, count) SELECT * FROM unnest(%s::text[], "
+                "%s::bigint[]) ON CONFLICT (reason) DO UPDATE SET count = rejects.count + "
+                "EXCLUDED.count",
+                (list(drej), list(drej.values())),
+            )
+        dcnt = self._deltas(counters, self.base_counters)
+        if dcnt:
+            c.execute(
+                "INSERT INTO counters (name, count) SELECT * FROM unnest(%s::text[], "
+                "%s::bigint[]) ON CONFLICT (name) DO UPDATE SET count = counters.count + "
+                "EXCLUDED.count",
+                (list(dcnt), list(dcnt.values())),
+            )
+        # The cache moves on only once this commits (_commit_cache).
+        self._pending = (new_versions, dict(rejects), dict(counters))
+        return stored
+
+    @staticmethod
+    def _deltas(totals: Mapping[str, int], base: Mapping[str, int]) -> dict[str, int]:
+        return {k: n - base.get(k, 0) for k, n in totals.items() if n != base.get(k, 0)}
+
+    def _copy_readings(self, tid: int, batch: Sequence[tuple[Any, ...]]) -> int:
+        c = self.conn
+        cols = self.columns[tid]
+        names = [*FIXED_COLUMNS, *(col for col, _, _ in cols)]
+        types = ["int8", "int8", "int8", "timestamptz", "text"] + [
+            "int8" if typ == "INTEGER" else "float8" for _, _, typ in cols
+        ]
+        ident = sql.SQL(", ").join(map(_q, names))
+        times = self._times
+        if len(times) > 4096:
+            times.clear()
+        with c.cursor().copy(
+            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(_q(f"stage_{tid}"), ident)
+        ) as cp:
+            cp.set_types(types)
+            write_row = cp.write_row
+            for r in batch:
+                at = r[3]
+                ts = times.get(at)
+                if ts is None:
+                    ts = times[at] = _parse_utc(at)
+                write_row((r[0], r[1], r[2], ts, *r[4:]))
+        cur = c.execute(
+            sql.SQL(
+                "INSERT INTO {} ({cols}) SELECT {cols} FROM {} ON CONFLICT (device, epoch, seq) "
+                "DO NOTHING"
+            ).format(_q(table_name(tid)), _q(f"stage_{tid}"), cols=ident)
+        )
+        n = cur.rowcount
+        if n != len(batch):
+            # The books said new, the key said stored: only a book reset can cause it.
+            log.warning(
+                "template %d: %d of %d readings were stored already",
+                tid,
+                len(batch) - n,
+                len(batch),
+            )
+        return n
+
+
+def _parse_utc(at: str) -> datetime:
+    """The collector's received_at (UTC ISO 8601 with Z) as an aware datetime."""
+    return datetime.fromisoformat(at.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def read_stats(url: str) -> dict[str, Any]:
+    """Everything `precast stats` shows, read-only: devices, rejects, counters, template names."""
+    conn = connect(url)
+    names = [c for c, _ in device_fields()]
+    try:
+        conn.read_only = True
+        with conn.transaction():
+            if not conn.execute("SELECT to_regclass('devices') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
+                raise StoreError(
+                    f"{redact(url)}: no precast tables (start `precast collect --db URL`)"
+                )
+            cur = conn.execute(
+                sql.SQL("SELECT {} FROM devices WHERE version > 0 ORDER BY device").format(
+                    sql.SQL(", ").join(map(_q, names))
+                )
+            )
+            devices = []
+            for r in cur:
+                d = dict(zip(names, r, strict=True))
+                if isinstance(d.get("seen"), memoryview):
+                    d["seen"] = bytes(d["seen"])
+                devices.append(d)
+            rejects = dict(conn.execute("SELECT reason, count FROM rejects ORDER BY reason"))
+            counters = dict(conn.execute("SELECT name, count FROM counters ORDER BY name"))
+            tnames = dict(conn.execute("SELECT id, name FROM templates"))
+    except psycopg.Error as e:
+        raise StoreError(
+            f"{redact(url)}: not a precast collector database: {_pg_error(e)}"
+        ) from None
+    finally:
+        conn.close()
+    return {"devices": devices, "rejects": rejects, "counters": counters, "templates": tnames}
+
+
+__all__ = ["PostgresStore", "StoreError", "is_postgres", "read_stats", "redact"]

@@ -42,7 +42,7 @@ def run_precast(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[
     )
 
 
-def stats(db: Path) -> dict[str, Any]:
+def stats(db: Path | str) -> dict[str, Any]:
     """`precast stats --json`, parsed."""
     r = run_precast("stats", "--db", str(db), "--json")
     assert r.returncode == 0, r.stderr
@@ -69,9 +69,10 @@ class Collector:
         self,
         tmp: Path,
         *extra: str,
-        db: Path | None = None,
+        db: Path | str | None = None,
         templates: Path = TEMPLATES,
         name: str = "c",
+        listen: str = "127.0.0.1:0",
     ) -> None:
         self.db = db or tmp / "precast.db"
         self.ready = tmp / f"{name}.ready"
@@ -81,7 +82,7 @@ class Collector:
         cmd = precast_cmd(
             "collect",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--templates",
             str(templates),
             "--db",
@@ -144,8 +145,48 @@ def payload(
     return encode(LAYOUTS[layout], values, device, seq, key)[PAYLOAD_OFFSET:]
 
 
-def rows(db: Path, template_id: int, fields: Sequence[str]) -> list[tuple[Any, ...]]:
+def is_pg(db: Path | str) -> bool:
+    return str(db).startswith(("postgresql://", "postgres://"))
+
+
+def pg_query(url: str, q: str) -> list[tuple[Any, ...]]:
+    """Rows of a query, read with psycopg (not through precast)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return [tuple(r) for r in conn.execute(q).fetchall()]
+
+
+def count_rows(db: Path | str, template: int = 2) -> int:
+    """Rows in readings_<template>, counted by the database itself."""
+    q = f"SELECT count(*) FROM readings_{template}"
+    if is_pg(db):
+        return int(pg_query(str(db), q)[0][0])
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute(q).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def view_rows(db: Path | str) -> list[tuple[int, int, int, dict[str, Any]]]:
+    """(template, device, seq, fields) of the readings view."""
+    q = "SELECT template, device, seq, fields FROM readings"
+    if is_pg(db):
+        return [(t, d, s, f) for t, d, s, f in pg_query(str(db), q)]
+    conn = sqlite3.connect(db)
+    try:
+        return [(t, d, s, json.loads(f)) for t, d, s, f in conn.execute(q)]
+    finally:
+        conn.close()
+
+
+def rows(db: Path | str, template_id: int, fields: Sequence[str]) -> list[tuple[Any, ...]]:
     """(device, seq, epoch, *fields) of a readings table, in insertion order, read directly."""
+    cols = ", ".join(["device", "seq", "epoch", *fields])
+    if is_pg(db):
+        # A table only ever appended to: ctid order is insertion order.
+        return pg_query(str(db), f"SELECT {cols} FROM readings_{template_id} ORDER BY ctid")
     conn = sqlite3.connect(db)
     try:
         cols = ", ".join(["device", "seq", "epoch", *fields])

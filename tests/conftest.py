@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,6 +79,39 @@ class VethPair:
     def close(self) -> None:
         subprocess.run(["ip", "link", "del", self.outer], capture_output=True, check=False)
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A PostgreSQL cluster of the session's own (tests/pg_server.py), removed afterwards."""
+    from pg_server import PgServer, pg_bin
+
+    if pg_bin() is None:
+        if os.geteuid() == 0:
+            pytest.fail("PostgreSQL is missing: run `sh tools/sysdeps.sh` (make test does)")
+        pytest.skip("needs PostgreSQL (Debian package postgresql); make test installs it as root")
+    server = PgServer()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_server: Any, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the session's server; its URL (with the password)."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:55].lower()
+    url: str = pg_server.create_db(name)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """The collector's --db for each backend: an SQLite path, then a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return tmp_path / "precast.db"
+    url: str = request.getfixturevalue("pg_url")
+    return url
 
 
 @pytest.fixture

@@ -17,7 +17,9 @@ from collector_harness import (
     TEMPLATES,
     Collector,
     by_device,
+    count_rows,
     payload,
+    rows,
     run_precast,
     stats,
     wait_for,
@@ -29,18 +31,10 @@ def minimal(device: int, seq: int) -> bytes:
     return payload("minimal", {"value": seq % 65536}, device, seq)
 
 
-def count_rows(db: Path, template: int = 2) -> int:
-    conn = sqlite3.connect(db)
-    try:
-        return int(conn.execute(f"SELECT count(*) FROM readings_{template}").fetchone()[0])
-    finally:
-        conn.close()
-
-
-def test_sigterm_in_a_burst_loses_nothing_decoded(tmp_path: Path) -> None:
+def test_sigterm_in_a_burst_loses_nothing_decoded(tmp_path: Path, store_db: Path | str) -> None:
     """SIGTERM while readings pour in: every JSON line is a stored row and the reverse."""
     jsonl = tmp_path / "out.jsonl"
-    col = Collector(tmp_path, "--jsonl", str(jsonl))
+    col = Collector(tmp_path, "--jsonl", str(jsonl), db=store_db)
     frames = [minimal(1 + i % 8, i // 8) for i in range(60_000)]
     stop = threading.Event()
 
@@ -67,9 +61,7 @@ def test_sigterm_in_a_burst_loses_nothing_decoded(tmp_path: Path) -> None:
         col.kill()
     assert rc == 0, col.stderr()
     lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
-    conn = sqlite3.connect(col.db)
-    db = conn.execute("SELECT device, seq, value FROM readings_2").fetchall()
-    conn.close()
+    db = [(d, s, v) for d, s, _, v in rows(col.db, 2, ["value"])]
     assert len(lines) > 1000
     assert sorted((x["device"], x["seq"], x["fields"]["value"]) for x in lines) == sorted(db)
     doc = stats(col.db)
@@ -77,9 +69,9 @@ def test_sigterm_in_a_burst_loses_nothing_decoded(tmp_path: Path) -> None:
     assert "SIGTERM" in col.stderr()
 
 
-def test_queue_full_is_counted_never_silent(tmp_path: Path) -> None:
+def test_queue_full_is_counted_never_silent(tmp_path: Path, store_db: Path | str) -> None:
     """A queue of one datagram overflows; stored + dropped == sent, exactly."""
-    col = Collector(tmp_path, "--queue", "1")
+    col = Collector(tmp_path, "--queue", "1", db=store_db)
     try:
         sent = col.send(minimal(9, i) for i in range(20_000))
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from collector_harness import (
     payload,
     rows,
     stats,
+    view_rows,
 )
 
 WINDOW = 64
@@ -180,12 +180,21 @@ def keys_file(tmp_path: Path) -> Path:
     return p
 
 
-def test_collector_stores_and_counts_exactly(tmp_path: Path, keys_file: Path) -> None:
+def test_collector_stores_and_counts_exactly(
+    tmp_path: Path, keys_file: Path, store_db: Path | str
+) -> None:
     rng = random.Random(4)
     streams = build_streams(rng)
     jsonl = tmp_path / "readings.jsonl"
     col = Collector(
-        tmp_path, "--window", str(WINDOW), "--keys", str(keys_file), "--jsonl", str(jsonl)
+        tmp_path,
+        "--window",
+        str(WINDOW),
+        "--keys",
+        str(keys_file),
+        "--jsonl",
+        str(jsonl),
+        db=store_db,
     )
     try:
         sent = col.send(streams[d].sends[i][0] for d, i in interleave(rng, streams))
@@ -195,7 +204,7 @@ def test_collector_stores_and_counts_exactly(tmp_path: Path, keys_file: Path) ->
         assert col.stop() == 0, col.stderr()
     assert "Traceback" not in col.stderr()
 
-    # The rows, read directly with sqlite3, in arrival order, values in units.
+    # The rows, read directly (sqlite3, psycopg), in arrival order, values in units.
     env_rows = rows(col.db, 1, ENV_FIELDS)
     assert [r for r in env_rows if r[0] == 101] == expected_rows(streams[101], ENV_FIELDS)
     assert [r for r in env_rows if r[0] == 103] == expected_rows(streams[103], ENV_FIELDS)
@@ -236,16 +245,15 @@ def test_collector_stores_and_counts_exactly(tmp_path: Path, keys_file: Path) ->
     # The JSON lines are the stored rows, one each.
     lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
     assert len(lines) == stored
-    conn = sqlite3.connect(col.db)
-    view = conn.execute("SELECT template, device, seq, fields FROM readings").fetchall()
-    conn.close()
+    view = view_rows(col.db)
+    # Compared as numbers: jsonb writes 0.0 as 0.
     assert sorted(
-        (x["template"], x["device"], x["seq"], json.dumps(x["fields"])) for x in lines
-    ) == sorted((t, d, s, json.dumps(json.loads(f))) for t, d, s, f in view)
+        (x["template"], x["device"], x["seq"], sorted(x["fields"].items())) for x in lines
+    ) == sorted((t, d, s, sorted(f.items())) for t, d, s, f in view)
     assert all(x["received_at"].endswith("Z") for x in lines)
 
 
-def test_collector_restart_keeps_counting(tmp_path: Path) -> None:
+def test_collector_restart_keeps_counting(tmp_path: Path, store_db: Path | str) -> None:
     """Stopped and started again on the same database, it counts as if it never stopped."""
     rng = random.Random(7)
     s = Stream(7, "minimal")
@@ -268,7 +276,7 @@ def test_collector_restart_keeps_counting(tmp_path: Path) -> None:
     again.good(gap)
     second = again.sends + second
     # The first run stops on SIGINT (Ctrl-C) and prints its JSON lines on stdout.
-    col = Collector(tmp_path, "--window", str(WINDOW), "--jsonl", "-", name="first")
+    col = Collector(tmp_path, "--window", str(WINDOW), "--jsonl", "-", name="first", db=store_db)
     try:
         col.send(p for p, _, _ in first)
         col.signal(signal.SIGINT)

@@ -43,9 +43,20 @@ class StoreRetry:
     def __init__(self, store: Any, transient: tuple[type[BaseException], ...]) -> None:
         self.store = store
         self.transient = transient
-        self.deadline: float | None = None  # monotonic time a stopping collector gives up at
+        self._deadline: float | None = None
         self.down_since: float | None = None
         self.outages = 0
+
+    @property
+    def deadline(self) -> float | None:
+        """Monotonic time a stopping collector gives up at (the store's in-doubt checks too)."""
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, at: float | None) -> None:
+        self._deadline = at
+        if hasattr(self.store, "deadline"):
+            self.store.deadline = at
 
     def run(
         self, attempt: Callable[[], int], undo: Callable[[], object], pending: list[Any]

@@ -40,6 +40,8 @@ import dataclasses
 import json
 import logging
 import os
+import time
+import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +61,7 @@ SCHEMA_COMMENT = f"precast collector devices, schema {SCHEMA_VERSION}"
 # pg_advisory_xact_lock key for schema changes ('prcs' in ASCII): two collectors that start
 # together must not both CREATE the same table.
 DDL_LOCK = 0x70726373
+COMMIT_PREFIX = "commit:"  # counters rows a running collector keeps (removed at its exit)
 _PG_TYPES = {"INTEGER": "bigint", "REAL": "double precision"}
 _JSON_CHUNK = 50  # jsonb_build_object takes at most 100 arguments
 
@@ -141,6 +144,10 @@ class PostgresStore:
         self.base_rejects: dict[str, int] = {}  # totals as last read or written
         self.base_counters: dict[str, int] = {}
         self._times: dict[str, datetime] = {}
+        # Names this collector's commit count in the counters table while it runs.
+        self.token = f"{COMMIT_PREFIX}{uuid.uuid4().hex}"
+        self.commits = 0
+        self.deadline: float | None = None  # monotonic; set by a stopping collector
         self._locked: list[int] = []
         self._pending: tuple[dict[int, int], dict[str, int], dict[str, int]] = ({}, {}, {})
         self.conn = connect(url)
@@ -153,6 +160,12 @@ class PostgresStore:
     # -- connection
 
     def close(self) -> None:
+        try:
+            if not self.broken:
+                with self.conn.transaction():
+                    self.conn.execute("DELETE FROM counters WHERE name = %s", (self.token,))
+        except psycopg.Error:
+            pass
         try:
             self.conn.close()
         except psycopg.Error:
@@ -351,7 +364,12 @@ class PostgresStore:
         """(rejects by reason, counters by name) as the database holds them now."""
         with self.conn.transaction():
             rejects = dict(self.conn.execute("SELECT reason, count FROM rejects").fetchall())
-            counters = dict(self.conn.execute("SELECT name, count FROM counters").fetchall())
+            counters = dict(
+                self.conn.execute(
+                    "SELECT name, count FROM counters WHERE name NOT LIKE %s",
+                    (COMMIT_PREFIX + "%",),
+                ).fetchall()
+            )
         self.base_rejects = dict(rejects)
         self.base_counters = dict(counters)
         return rejects, counters
@@ -383,17 +401,59 @@ class PostgresStore:
         forgotten (so the next attempt reloads them) and the error is raised.
         """
         ids = sorted(set(touched))
+        self.commits += 1
+        committing = False
         try:
             with self.conn.transaction():
                 self._locked = ids
                 fresh = self._lock(ids)
                 stored = self._write(*work(fresh))
+                # This collector's commit count, written with the batch: if the connection
+                # dies during COMMIT, it tells whether the batch is in (see _in_doubt).
+                self.conn.execute(
+                    "INSERT INTO counters (name, count) VALUES (%s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET count = EXCLUDED.count",
+                    (self.token, self.commits),
+                )
+                committing = True
+        except psycopg.OperationalError:
+            if committing and self._in_doubt(self.commits):
+                self._commit_cache()
+                return stored
+            for d in ids:
+                self.versions.pop(d, None)
+            raise
         except BaseException:
             for d in ids:
                 self.versions.pop(d, None)
             raise
         self._commit_cache()
         return stored
+
+    def _in_doubt(self, n: int) -> bool:
+        """After a connection lost during COMMIT: reconnect until it can tell; True if it was.
+
+        Retried with backoff until `deadline` (a stopping collector's); past it the
+        batch counts as not written (retried or spilled by the caller): its readings
+        are then never stored twice (the unique key), though counted as duplicates.
+        """
+        delay = 0.1
+        log.warning("the connection was lost during a commit; finding out whether it was made")
+        while True:
+            try:
+                self.reconnect()
+                with self.conn.transaction():
+                    row = self.conn.execute(
+                        "SELECT count FROM counters WHERE name = %s", (self.token,)
+                    ).fetchone()
+                made = row is not None and row[0] == n
+                log.warning("the commit in doubt was %s", "made" if made else "not made")
+                return made
+            except psycopg.Error:
+                if self.deadline is not None and time.monotonic() >= self.deadline:
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _commit_cache(self) -> None:
         """After a commit: the versions written and the totals the database now holds."""
@@ -565,7 +625,12 @@ def read_stats(url: str) -> dict[str, Any]:
                     d["seen"] = bytes(d["seen"])
                 devices.append(d)
             rejects = dict(conn.execute("SELECT reason, count FROM rejects ORDER BY reason"))
-            counters = dict(conn.execute("SELECT name, count FROM counters ORDER BY name"))
+            counters = dict(
+                conn.execute(
+                    "SELECT name, count FROM counters WHERE name NOT LIKE %s ORDER BY name",
+                    (COMMIT_PREFIX + "%",),
+                )
+            )
             tnames = dict(conn.execute("SELECT id, name FROM templates"))
     except psycopg.Error as e:
         raise StoreError(

@@ -124,6 +124,10 @@ class PgServer:
         """Stop the server (it can be started again)."""
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
 
+    def running(self) -> bool:
+        r = self._run("pg_ctl", "-D", str(self.data), "status", check=False)
+        return r.returncode == 0
+
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)

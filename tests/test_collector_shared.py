@@ -266,13 +266,12 @@ def test_password_never_shown_and_unreachable_is_one_line(tmp_path: Path, pg_url
     assert json.loads(ready)["db"] == pg_url.replace(f":{PASSWORD}@", "@")
     nowhere = f"postgresql://precast:{PASSWORD}@127.0.0.1:{free_port()}/x"
     wrong = pg_url.replace(PASSWORD, "not-the-" + PASSWORD)
-    for url in (nowhere, wrong):
-        collect = ["collect", "--templates", str(TEMPLATES), "--listen", "127.0.0.1:0"]
-        for args in ([*collect, "--db", url], ["stats", "--json", "--db", url]):
-            r = run_precast(*args)
-            assert r.returncode == 2, r.stderr
-            assert r.stderr.startswith("precast: error: ") and r.stderr.count("\n") == 1
-            assert PASSWORD not in r.stderr, r.stderr
+    collect = ["collect", "--templates", str(TEMPLATES), "--listen", "127.0.0.1:0"]
+    for args in ([*collect, "--db", nowhere], [*collect, "--db", wrong], ["stats", "--db", wrong]):
+        r = run_precast(*args)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith("precast: error: ") and r.stderr.count("\n") == 1
+        assert "cannot connect" in r.stderr and PASSWORD not in r.stderr, r.stderr
 
 
 def test_schema_types_indexes_and_search_path(pg_server: PgServer, pg_url: str) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from precast import compile_template, parse_template
-from precast.codec import to_units
-from precast.collector import Spec
+from precast.collect.daemon import Spec
+from precast.wire.codec import to_units
 from strategies import raws, templates
 
 

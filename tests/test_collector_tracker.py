@@ -8,8 +8,8 @@ import pytest
 from collector_harness import LAYOUTS, expected_counts
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from precast.store import Store
-from precast.tracker import DUPLICATE, REPLAY, Tracker
+from precast.collect.store.sqlite import Store
+from precast.collect.tracker import DUPLICATE, REPLAY, Tracker
 
 
 def run(tracker: Tracker, seqs: list[int], device: int = 1, mic: bool = False) -> list[int]:

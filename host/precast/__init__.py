@@ -11,10 +11,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .codec import Codec, Reading, Rejected, encode, encode_raw
-from .errors import EncodeError, PrecastError, TemplateError, UsageError
-from .layout import Layout, compile_template
-from .template import Field, Network, Template, load_template, load_templates, parse_template
+from precast.errors import EncodeError, PrecastError, TemplateError, UsageError
+from precast.wire.codec import Codec, Reading, Rejected, encode, encode_raw
+from precast.wire.layout import Layout, compile_template
+from precast.wire.template import (
+    Field,
+    Network,
+    Template,
+    load_template,
+    load_templates,
+    parse_template,
+)
 
 __all__ = [
     "Codec",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import FrameRows, rows_of
+from precast.send.transports import FrameRows, rows_of
 
 
 class MemoryTransport:

@@ -37,13 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import TemplateError
-
-# PROTOCOL.md: header (magic, version/flags, template id, device id, seq).
-HEADER_LEN = 12
-# Largest UDP payload that fits a 1500-byte MTU: 1500 - 20 (IPv4) - 8 (UDP).
-MAX_PAYLOAD = 1472
-DEFAULT_PORT = 20547  # "PC"
+from precast.errors import TemplateError
+from precast.wire.constants import (
+    CHECKS,
+    DEFAULT_PORT,
+    HEADER_LEN,
+    MAX_PAYLOAD,
+)
 
 # type name -> (struct code, size, min, max); f32 has no integer range.
 TYPES: dict[str, tuple[str, int, int | None, int | None]] = {
@@ -55,7 +55,6 @@ TYPES: dict[str, tuple[str, int, int | None, int | None]] = {
     "i32": ("i", 4, -0x80000000, 0x7FFFFFFF),
     "f32": ("f", 4, None, None),
 }
-CHECKS: dict[str, int] = {"crc16": 2, "cmac4": 4, "cmac8": 8}
 
 _TOP_KEYS = {"id", "name", "check", "network", "field"}
 _NET_KEYS = {"src_mac", "dst_mac", "src_ip", "dst_ip", "src_port", "dst_port", "ttl", "dscp"}

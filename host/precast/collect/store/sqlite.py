@@ -27,9 +27,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import PrecastError
-from .layout import Layout
-from .tracker import Device
+from precast.collect.tracker import Device
+from precast.errors import PrecastError
+from precast.wire.layout import Layout
 
 SCHEMA_VERSION = 1
 FIXED_COLUMNS = ("device", "seq", "epoch", "received_at", "source")

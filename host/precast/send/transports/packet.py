@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TransportError
-from . import FrameRows, rows_of
+from precast.errors import TransportError
+from precast.send.transports import FrameRows, rows_of
 
 SOL_PACKET = 263
 PACKET_VERSION = 10

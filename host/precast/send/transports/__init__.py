@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy.typing as npt
 
-from ..errors import TransportError
+from precast.errors import TransportError
 
 FrameRows = npt.NDArray[Any] | Sequence[bytes | bytearray | memoryview]
 
@@ -46,20 +46,20 @@ def open_transport(url: str, **options: Any) -> Transport:
     u = urlsplit(url)
     query = {k: v[-1] for k, v in parse_qs(u.query).items()}
     if u.scheme == "packet":
-        from .packet import PacketTransport
+        from precast.send.transports.packet import PacketTransport
 
         ring = query.get("ring", "on") not in ("off", "0", "no")
         return PacketTransport(u.netloc or u.path, ring=ring, **options)
     if u.scheme == "udp":
-        from .udp import UdpTransport
+        from precast.send.transports.udp import UdpTransport
 
         return UdpTransport(u.netloc)
     if u.scheme == "pcap":
-        from .pcapfile import PcapTransport
+        from precast.send.transports.pcapfile import PcapTransport
 
         return PcapTransport(u.netloc + u.path)
     if u.scheme == "memory":
-        from .memory import MemoryTransport
+        from precast.send.transports.memory import MemoryTransport
 
         return MemoryTransport()
     raise TransportError(f"unknown transport {url!r} (packet://, udp://, pcap://, memory://)")

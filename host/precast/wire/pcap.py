@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import PrecastError
+from precast.errors import PrecastError
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_LINUX_SLL = 113

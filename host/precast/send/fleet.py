@@ -34,17 +34,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .batch import BatchPatcher
-from .checks import fold, ones_sum, udp_final
-from .errors import UsageError
-from .layout import (
-    OFF_DEVICE,
-    PAYLOAD_OFFSET,
-    UDP_CSUM_OFFSET,
-    VARIABLE_FROM,
-    Layout,
-    compile_template,
-)
+from precast.errors import UsageError
+from precast.send.batch import BatchPatcher
+from precast.wire.checks import fold, ones_sum, udp_final
+from precast.wire.constants import OFF_DEVICE, PAYLOAD_OFFSET, UDP_CSUM_OFFSET, VARIABLE_FROM
+from precast.wire.layout import Layout, compile_template
 
 PERIOD = 60.0  # seconds, of every simulated signal
 
@@ -272,8 +266,14 @@ def _probability(text: str) -> float:
 def cmd_simulate(args: argparse.Namespace) -> int:
     import sys
 
-    from .cli import load_layouts
-    from .sender import Progress, print_summary, pump, stop_on_sigterm, transport_from_args
+    from precast.send.engine import (
+        Progress,
+        print_summary,
+        pump,
+        stop_on_sigterm,
+        transport_from_args,
+    )
+    from precast.wire.layout import load_layouts
 
     faults = Faults(args.loss, args.dup, args.reorder, args.corrupt)
     if faults.loss + faults.dup + faults.reorder + faults.corrupt > 1:
@@ -314,8 +314,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add the `simulate` command."""
-    from .cli import key_arg, uint32
-    from .sender import add_transport_args, rate_arg
+    from precast.args import key_arg, uint32
+    from precast.send.engine import add_transport_args, rate_arg
 
     s = sub.add_parser(
         "simulate",

@@ -33,7 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from .errors import BoardError, UsageError
+from precast.errors import BoardError, UsageError
 
 CONNECT_TIMEOUT_S = 5.0  # a board answers the raw REPL well within this after a soft reset
 IO_TIMEOUT_S = 10.0  # longest wait for any one read once the board answered
@@ -258,7 +258,7 @@ def bundle_files(out: Path, written: list[Path]) -> dict[str, bytes]:
 
 def _prepare(args: argparse.Namespace, out: Path) -> tuple[dict[str, bytes], bytes | None]:
     """Build into `out`; the files to put on the board and the secrets file (or None)."""
-    from .build import build_bundle, bundle_layout, config_entries, config_source
+    from precast.boards.build import build_bundle, bundle_layout, config_entries, config_source
 
     if args.key is not None and args.key_file is not None:
         raise UsageError("give --key or --key-file, not both")
@@ -268,7 +268,7 @@ def _prepare(args: argparse.Namespace, out: Path) -> tuple[dict[str, bytes], byt
         raise UsageError("give --secrets FILE or --wifi-ssid/--wifi-password-file, not both")
     key: bytes | None = args.key
     if args.key_file is not None:
-        from .checks import parse_key
+        from precast.wire.checks import parse_key
 
         key = parse_key(_read_secret_file(args.key_file, "key"))
     password = None
@@ -440,7 +440,7 @@ def _raw_terminal(tty: bool) -> Iterator[None]:
 
 def add_deploy_arguments(p: argparse.ArgumentParser) -> None:
     """precast build's options plus the board's port and the secrets."""
-    from .build import add_build_arguments
+    from precast.boards.build import add_build_arguments
 
     add_build_arguments(p)
     for action in p._actions:

@@ -50,16 +50,16 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-from . import codec as codec_mod
-from .checks import cmac, crc16, parse_key
-from .cli import key_arg, load_layouts
-from .codec import Codec, Rejected, to_units
-from .errors import PrecastError, UsageError
-from .layout import Layout
-from .receiver import kernel_drops, receiver_for
-from .store import Store, field_columns, read_stats
-from .template import DEFAULT_PORT
-from .tracker import DEFAULT_WINDOW, REPLAY, Tracker
+from precast.args import key_arg
+from precast.collect.receiver import kernel_drops, receiver_for
+from precast.collect.store.sqlite import Store, field_columns, read_stats
+from precast.collect.tracker import DEFAULT_WINDOW, REPLAY, Tracker
+from precast.errors import PrecastError, UsageError
+from precast.wire import constants as wire
+from precast.wire.checks import cmac, crc16, parse_key
+from precast.wire.codec import Codec, Rejected, to_units
+from precast.wire.constants import DEFAULT_PORT
+from precast.wire.layout import Layout, load_layouts
 
 log = logging.getLogger("precast.collect")
 
@@ -192,16 +192,16 @@ def _reason(codec: Codec, data: bytes) -> str:
     r = codec.decode(data)
     # The fast path took every valid bare payload, so data can only decode here as a whole
     # Ethernet frame around one: over UDP that is a datagram of the wrong length.
-    return r.reason if isinstance(r, Rejected) else codec_mod.LENGTH
+    return r.reason if isinstance(r, Rejected) else wire.LENGTH
 
 
 def _mic_reason(codec: Codec, sp: Spec, device: int, data: bytes) -> str:
     """'' when the MIC is right, else no-key or mic."""
     key = codec.key_for(device)
     if key is None:
-        return codec_mod.NO_KEY
+        return wire.NO_KEY
     c = sp.check_offset
-    return "" if cmac(key, data[:c], sp.check_len) == data[c:] else codec_mod.MIC
+    return "" if cmac(key, data[:c], sp.check_len) == data[c:] else wire.MIC
 
 
 # ---- the queue between the threads ---------------------------------------------------------
@@ -379,11 +379,11 @@ class Collector:
                 if sp.mic:
                     reason = _mic_reason(codec, sp, v[3], data)
                 elif crc16(data):
-                    reason = codec_mod.CRC
+                    reason = wire.CRC
                 else:
                     reason = ""
                 if reason:
-                    if reason != codec_mod.NO_KEY:
+                    if reason != wire.NO_KEY:
                         tracker.bad_check(v[3])
                     rejects[reason] = rejects.get(reason, 0) + 1
                     changed_rejects.add(reason)

@@ -18,45 +18,30 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from .checks import cmac, crc16, ones_sum, udp_final
-from .errors import EncodeError
-from .layout import (
+from precast.errors import EncodeError
+from precast.wire.checks import cmac, crc16, ones_sum, udp_final
+from precast.wire.constants import (
+    CHECK_KIND,
+    CRC,
     FLAG_MIC,
+    FLAGS_BAD,
+    HEADER_LEN,
+    LENGTH,
     MAGIC,
+    MAGIC_BAD,
+    MIC,
+    NO_KEY,
     OFF_DEVICE,
     OFF_SEQ,
     PAYLOAD_OFFSET,
+    SHORT,
     UDP_CSUM_OFFSET,
+    UNKNOWN_TEMPLATE,
     VARIABLE_FROM,
     VERSION,
-    FieldSlot,
-    Layout,
-)
-from .template import HEADER_LEN
-
-# Reasons a frame is refused; stable names, counted by the collector.
-SHORT = "short"
-MAGIC_BAD = "magic"
-VERSION_BAD = "version"
-FLAGS_BAD = "flags"
-UNKNOWN_TEMPLATE = "unknown-template"
-CHECK_KIND = "check-kind"
-LENGTH = "length"
-CRC = "crc"
-MIC = "mic"
-NO_KEY = "no-key"
-REASONS = (
-    SHORT,
-    MAGIC_BAD,
     VERSION_BAD,
-    FLAGS_BAD,
-    UNKNOWN_TEMPLATE,
-    CHECK_KIND,
-    LENGTH,
-    CRC,
-    MIC,
-    NO_KEY,
 )
+from precast.wire.layout import FieldSlot, Layout
 
 _HDR = struct.Struct(">BBH")
 _U16 = struct.Struct(">H")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..pcap import PcapWriter
-from . import FrameRows, rows_of
+from precast.send.transports import FrameRows, rows_of
+from precast.wire.pcap import PcapWriter
 
 
 class PcapTransport:

@@ -16,7 +16,7 @@ import crcmod.predefined
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 
-from .errors import PrecastError
+from precast.errors import PrecastError
 
 crc16: Callable[[bytes | bytearray | memoryview], int] = crcmod.predefined.mkCrcFun(
     "crc-ccitt-false"

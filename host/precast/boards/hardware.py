@@ -23,8 +23,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .layout import Layout
+from precast.errors import UsageError
+from precast.wire.layout import Layout
 
 SENSORS = ("sim", "bme280", "ds18b20", "battery")
 SLEEP_MODES = ("none", "light", "deep")

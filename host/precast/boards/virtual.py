@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import PrecastError, UsageError
+from precast.errors import PrecastError, UsageError
 
 # Exit status of machine.reset() on the virtual board: the server's cue for a hard reset.
 RESET_STATUS = 117

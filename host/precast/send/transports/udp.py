@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import socket
 
-from ..errors import TransportError
-from ..layout import PAYLOAD_OFFSET
-from . import FrameRows, rows_of
+from precast.errors import TransportError
+from precast.send.transports import FrameRows, rows_of
+from precast.wire.constants import PAYLOAD_OFFSET
 
 
 def parse_hostport(text: str) -> tuple[str, int]:

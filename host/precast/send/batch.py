@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .checks import crc16, fold
-from .codec import patch
-from .layout import OFF_DEVICE, OFF_SEQ, PAYLOAD_OFFSET, UDP_CSUM_OFFSET, Layout
-from .template import HEADER_LEN
+from precast.wire.checks import crc16, fold
+from precast.wire.codec import patch
+from precast.wire.constants import HEADER_LEN, OFF_DEVICE, OFF_SEQ, PAYLOAD_OFFSET, UDP_CSUM_OFFSET
+from precast.wire.layout import Layout
 
 Frames = npt.NDArray[np.uint8]
 Scalar = int | float

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from .errors import UsageError
-from .layout import Layout
-from .transports import FrameRows, Transport, open_transport
+from precast.errors import UsageError
+from precast.send.transports import FrameRows, Transport, open_transport
+from precast.wire.layout import Layout
 
 # Runs longer than this get a progress bar (on a terminal).
 PROGRESS_AFTER = 1.0
@@ -182,7 +182,7 @@ def reading_batches(
     """Frames of one device's readings with fixed values, seq counting up (count 0: forever)."""
     import numpy as np
 
-    from .batch import BatchPatcher
+    from precast.send.batch import BatchPatcher
 
     bp = BatchPatcher(layout, key)
     buf = bp.empty(batch)
@@ -264,8 +264,9 @@ def count_arg(text: str) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from .cli import parse_assignments, pick_layout
-    from .codec import raw_values
+    from precast.args import parse_assignments
+    from precast.wire.codec import raw_values
+    from precast.wire.layout import pick_layout
 
     lay = pick_layout([args.template], args.which)
     if lay.template.mic and args.key is None:
@@ -297,7 +298,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add the `send` command."""
-    from .cli import key_arg, uint32
+    from precast.args import key_arg, uint32
 
     s = sub.add_parser(
         "send",

@@ -17,12 +17,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .checks import ones_sum, udp_final
-from .codec import Codec, Rejected
-from .layout import PAYLOAD_OFFSET, UDP_CSUM_OFFSET, VARIABLE_FROM, Layout
-from .sender import Stats
-from .slip import Decoder
-from .transports import Transport
+from precast.send.engine import Stats
+from precast.send.transports import Transport
+from precast.wire.checks import ones_sum, udp_final
+from precast.wire.codec import Codec, Rejected
+from precast.wire.constants import PAYLOAD_OFFSET, UDP_CSUM_OFFSET, VARIABLE_FROM
+from precast.wire.layout import Layout
+from precast.wire.slip import Decoder
 
 READ_TIMEOUT = 0.05  # seconds a read waits, so stop conditions are seen
 
@@ -98,9 +99,9 @@ class Bridge:
 def cmd_bridge(args: argparse.Namespace) -> int:
     import serial
 
-    from .cli import load_layouts
-    from .errors import TransportError
-    from .sender import print_summary, stop_on_sigterm, transport_from_args
+    from precast.errors import TransportError
+    from precast.send.engine import print_summary, stop_on_sigterm, transport_from_args
+    from precast.wire.layout import load_layouts
 
     layouts = load_layouts(args.templates or ["templates"])
     codec = Codec(layouts, key=args.key)
@@ -123,8 +124,8 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add the `bridge` command."""
-    from .cli import key_arg
-    from .sender import add_transport_args
+    from precast.args import key_arg
+    from precast.send.engine import add_transport_args
 
     b = sub.add_parser(
         "bridge",

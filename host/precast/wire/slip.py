@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .template import MAX_PAYLOAD
+from precast.wire.constants import MAX_PAYLOAD
 
 END = 0xC0
 ESC = 0xDB

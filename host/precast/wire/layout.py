@@ -14,34 +14,30 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from .checks import checksum, ones_sum
-from .template import HEADER_LEN, Field, Template
-
-ETH_LEN = 14
-IP_LEN = 20
-UDP_LEN = 8
-PAYLOAD_OFFSET = ETH_LEN + IP_LEN + UDP_LEN  # 42
-IP_OFFSET = ETH_LEN
-UDP_OFFSET = ETH_LEN + IP_LEN
-UDP_CSUM_OFFSET = UDP_OFFSET + 6
-IP_CSUM_OFFSET = IP_OFFSET + 10
-
-MAGIC = 0x50
-VERSION = 1
-FLAG_MIC = 0x01
-# payload offsets (PROTOCOL.md)
-OFF_MAGIC = 0
-OFF_VERFLAGS = 1
-OFF_TEMPLATE = 2
-OFF_DEVICE = 4
-OFF_SEQ = 8
-OFF_FIELDS = HEADER_LEN
-# The first payload byte whose value differs per device or reading.
-VARIABLE_FROM = OFF_DEVICE
+from precast.errors import UsageError
+from precast.wire.checks import checksum, ones_sum
+from precast.wire.constants import (
+    FLAG_MIC,
+    IP_LEN,
+    MAGIC,
+    OFF_DEVICE,
+    OFF_FIELDS,
+    OFF_MAGIC,
+    OFF_SEQ,
+    OFF_TEMPLATE,
+    OFF_VERFLAGS,
+    PAYLOAD_OFFSET,
+    UDP_LEN,
+    VARIABLE_FROM,
+    VERSION,
+)
+from precast.wire.template import Field, Template, load_templates
 
 
 def _decimals(x: float | int) -> int:
@@ -204,3 +200,22 @@ def compile_template(t: Template) -> Layout:
         ip_checksum=ip_csum,
         udp_partial=partial,
     )
+
+
+def load_layouts(paths: Iterable[str | Path]) -> list[Layout]:
+    """Compiled layouts for template files and directories."""
+    return [compile_template(t) for t in load_templates(paths)]
+
+
+def pick_layout(paths: Sequence[str | Path], which: str | None) -> Layout:
+    """One layout from files/directories: the only one, or the one named by id or name."""
+    layouts = load_layouts(paths)
+    if which is not None:
+        for lay in layouts:
+            if which in (str(lay.template.id), lay.template.name):
+                return lay
+        raise UsageError(f"no template {which!r} in {', '.join(map(str, paths))}")
+    if len(layouts) != 1:
+        names = ", ".join(f"{lay.template.name} ({lay.template.id})" for lay in layouts)
+        raise UsageError(f"several templates ({names}): pick one with --template NAME|ID")
+    return layouts[0]

@@ -27,11 +27,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import hardware
-from .checks import crc16, fold, ones_sum
-from .cli import key_arg, pick_layout, uint32
-from .errors import PrecastError, UsageError
-from .layout import OFF_DEVICE, OFF_SEQ, PAYLOAD_OFFSET, UDP_CSUM_OFFSET, Layout, compile_template
+from precast.args import key_arg, non_negative, uint32
+from precast.boards import hardware
+from precast.errors import PrecastError, UsageError
+from precast.wire.checks import crc16, fold, ones_sum
+from precast.wire.constants import OFF_DEVICE, OFF_SEQ, PAYLOAD_OFFSET, UDP_CSUM_OFFSET
+from precast.wire.layout import Layout, compile_template, pick_layout
 
 
 def _firmware_dir() -> Path:
@@ -83,16 +84,6 @@ def _collector(text: str) -> tuple[str, int | None]:
     return ip, int(port)
 
 
-def _non_negative(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
-    return v
-
-
 def add_build_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `precast build` (TEMPLATE, --device, --out, ...), for reuse."""
     p.add_argument("template", help="template .toml file or directory")
@@ -137,14 +128,14 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--interval-ms",
-        type=_non_negative,
+        type=non_negative,
         default=DEFAULT_INTERVAL_MS,
         metavar="MS",
         help=f"at most one reading per MS (0: no rate cap; default {DEFAULT_INTERVAL_MS})",
     )
     p.add_argument(
         "--count",
-        type=_non_negative,
+        type=non_negative,
         default=0,
         metavar="N",
         help="stop after N readings (0, the default: never)",
@@ -154,7 +145,7 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the steady-state loop under micropython.heap_lock()",
     )
-    p.add_argument("--seed", type=_non_negative, default=1, help="seed of the simulated sensor")
+    p.add_argument("--seed", type=non_negative, default=1, help="seed of the simulated sensor")
     p.add_argument("--mpy", action="store_true", help="precompile the modules with mpy-cross")
     p.add_argument(
         "--march",

@@ -8,60 +8,48 @@ the board's --listen, build's --collector and the udp:// transport.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from precast.errors import PrecastError, UsageError
 from precast.wire.checks import parse_key
 from precast.wire.constants import U32_MAX
 
 
-def parse_hostport(
-    text: str,
-    *,
-    default_host: str | None = None,
-    default_port: int | None = None,
-    allow_zero: bool = False,
-) -> tuple[str, int]:
-    """HOST:PORT, [V6]:PORT, :PORT (with a default host) or HOST (with a default port).
+def split_hostport(text: str, *, allow_zero: bool = False) -> tuple[str, int | None]:
+    """HOST:PORT, [V6]:PORT, :PORT, HOST or [V6] as (host, port); a missing part is '' or None.
 
     Port 0 (any free port) only with `allow_zero`. Errors are UsageError, one line.
     """
-    if text.startswith("[") and "]" in text:  # [V6] or [V6]:PORT
-        host, _, rest = text[1:].partition("]")
-        sep, port = (":", rest[1:]) if rest.startswith(":") else ("", rest)
-    elif text.count(":") == 1 or (text.count(":") > 1 and default_port is None):
-        host, sep, port = text.rpartition(":")
-    else:  # a bare host, or a bare IPv6 address when a port is optional
-        host, sep, port = text, "", ""
-    if not sep:
-        if default_port is None or port:
+    if text.startswith("["):  # [V6] or [V6]:PORT
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
             raise UsageError(f"expected HOST:PORT, got {text!r}")
-        p = default_port
-    else:
-        try:
-            p = int(port)
-        except ValueError:
-            raise UsageError(f"{text!r}: port is not a number") from None
-        low = 0 if allow_zero else 1
-        if not low <= p <= 65535:
-            raise UsageError(f"{text!r}: port out of range {low}..65535")
-    host = host or (default_host or "")
-    if not host:
-        raise UsageError(f"expected HOST:PORT, got {text!r}")
+        port = rest[1:] if rest else None
+    elif ":" in text:  # the last colon: an IPv6 address needs its brackets
+        host, _, port = text.rpartition(":")
+    else:  # a bare host name or IPv4 address
+        host, port = text, None
+    if port is None:
+        return host, None
+    try:
+        p = int(port)
+    except ValueError:
+        raise UsageError(f"{text!r}: port is not a number") from None
+    low = 0 if allow_zero else 1
+    if not low <= p <= 65535:
+        raise UsageError(f"{text!r}: port out of range {low}..65535")
     return host, p
 
 
-def argtype(func: Callable[[str], object]) -> Callable[[str], object]:
-    """An argparse type from a parser that raises PrecastError: argparse shows the message."""
-
-    def convert(text: str) -> object:
-        try:
-            return func(text)
-        except PrecastError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    convert.__name__ = getattr(func, "__name__", "value")
-    return convert
+def parse_hostport(
+    text: str, *, default_host: str | None = None, allow_zero: bool = False
+) -> tuple[str, int]:
+    """HOST:PORT as (host, port), the host optional (':PORT') when there is a default."""
+    host, port = split_hostport(text, allow_zero=allow_zero)
+    host = host or (default_host or "")
+    if port is None or not host:
+        raise UsageError(f"expected HOST:PORT, got {text!r}")
+    return host, port
 
 
 def key_arg(text: str) -> bytes:

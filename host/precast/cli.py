@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from precast import __version__
-from precast.args import key_arg, parse_assignments, uint32
+from precast.args import add_template_args, key_arg, parse_assignments, uint32
 from precast.errors import PrecastError, UsageError
 from precast.wire.codec import Codec, encode
 from precast.wire.constants import PAYLOAD_OFFSET
@@ -153,16 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compile)
 
     e = sub.add_parser("encode", help="encode one reading as a hex frame")
-    e.add_argument("template", help="template .toml file or directory")
-    e.add_argument(
-        "--template",
-        dest="which",
-        metavar="NAME|ID",
-        help="which template, when TEMPLATE is a directory of several",
-    )
-    e.add_argument("--device", type=uint32, required=True, help="device id (u32)")
+    add_template_args(e)
     e.add_argument("--seq", type=uint32, required=True, help="sequence number (u32)")
-    e.add_argument("--key", type=key_arg, help="AES-128 key, 32 hex digits (cmac templates)")
     e.add_argument("--payload-only", action="store_true", help="print the UDP payload only")
     e.add_argument("values", nargs="*", metavar="NAME=VALUE", help="field values in units")
     e.set_defaults(func=cmd_encode, intermixed="values")

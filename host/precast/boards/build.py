@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from precast.args import key_arg, non_negative, uint32
+from precast.args import add_template_args, non_negative, split_hostport
 from precast.boards import hardware
 from precast.errors import PrecastError, UsageError
 from precast.wire.checks import crc16, fold, ones_sum
@@ -72,30 +72,20 @@ def _positive_baud(text: str) -> int:
 
 def _collector(text: str) -> tuple[str, int | None]:
     """argparse type for --collector IP[:PORT]."""
-    host, sep, port = text.partition(":")
     try:
-        ip = str(ipaddress.IPv4Address(host))
+        host, port = split_hostport(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    try:
+        return str(ipaddress.IPv4Address(host)), port
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an IPv4 address: {host!r}") from None
-    if not sep:
-        return ip, None
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"bad port {port!r} (want 1..65535)")
-    return ip, int(port)
 
 
 def add_build_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `precast build` (TEMPLATE, --device, --out, ...), for reuse."""
-    p.add_argument("template", help="template .toml file or directory")
-    p.add_argument(
-        "--template",
-        dest="which",
-        metavar="NAME|ID",
-        help="which template, when TEMPLATE is a directory of several",
-    )
-    p.add_argument("--device", type=uint32, required=True, help="device id (u32)")
+    add_template_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write")
-    p.add_argument("--key", type=key_arg, help="AES-128 key, 32 hex digits (cmac templates)")
     p.add_argument(
         "--transport",
         choices=TRANSPORTS,

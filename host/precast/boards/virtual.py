@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from precast.args import parse_hostport
 from precast.errors import PrecastError, UsageError
 
 # Exit status of machine.reset() on the virtual board: the server's cue for a hard reset.
@@ -131,14 +132,6 @@ def find_micropython() -> str:
     if found is None:
         raise PrecastError("no micropython (unix port) next to python or on PATH")
     return found
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """HOST:PORT, port 0 meaning any free port."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
 
 
 def _catches_sigint(pid: int) -> bool:
@@ -424,7 +417,10 @@ class VirtualBoard:
 
 def cmd_board(args: argparse.Namespace) -> int:
     board = VirtualBoard(
-        args.root, parse_listen(args.listen), micropython=args.micropython, log=sys.stderr
+        args.root,
+        parse_hostport(args.listen, allow_zero=True),
+        micropython=args.micropython,
+        log=sys.stderr,
     )
 
     def _stop(signum: int, frame: Any) -> None:

@@ -50,7 +50,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-from precast.args import key_arg
+from precast.args import key_arg, parse_hostport
 from precast.collect.receiver import kernel_drops, receiver_for
 from precast.collect.store.sqlite import Store, field_columns, read_stats
 from precast.collect.tracker import DEFAULT_WINDOW, REPLAY, Tracker
@@ -78,21 +78,6 @@ Batch = tuple[float, list[tuple[bytes, Any]]]
 
 
 # ---- options -------------------------------------------------------------------------------
-
-
-def parse_hostport(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
-    """HOST:PORT, [V6]:PORT or :PORT as (host, port); port 0 asks for an ephemeral port."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        raise UsageError(f"expected HOST:PORT, got {text!r}")
-    host = host.strip("[]") or default_host
-    try:
-        p = int(port)
-    except ValueError:
-        raise UsageError(f"{text!r}: port is not a number") from None
-    if not 0 <= p <= 65535:
-        raise UsageError(f"{text!r}: port out of range 0..65535")
-    return host, p
 
 
 def load_keys(path: str | Path) -> tuple[bytes | None, dict[int, bytes]]:
@@ -631,7 +616,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         raise UsageError("--queue must be at least 1")
     templates = args.templates or ["templates"]
     col = Collector(
-        parse_hostport(args.listen),
+        parse_hostport(args.listen, default_host="0.0.0.0", allow_zero=True),
         templates,
         args.db,
         key=args.key,
@@ -642,7 +627,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
         rcvbuf=args.rcvbuf,
     )
     metrics = (
-        serve_metrics(col, parse_hostport(args.metrics, "127.0.0.1")) if args.metrics else None
+        serve_metrics(col, parse_hostport(args.metrics, default_host="127.0.0.1", allow_zero=True))
+        if args.metrics
+        else None
     )
 
     def on_stop(signum: int, frame: object) -> None:

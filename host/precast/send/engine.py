@@ -298,7 +298,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add the `send` command."""
-    from precast.args import key_arg, uint32
+    from precast.args import add_template_args, uint32
 
     s = sub.add_parser(
         "send",
@@ -307,16 +307,8 @@ def register(sub: Any) -> None:
         "up, at RATE frames/s. The last line of the summary reads "
         "`sent N frames in S s: R frames/s, E errors`.",
     )
-    s.add_argument("template", help="template .toml file or directory")
-    s.add_argument(
-        "--template",
-        dest="which",
-        metavar="NAME|ID",
-        help="which template, when TEMPLATE is a directory of several",
-    )
-    s.add_argument("--device", type=uint32, required=True, help="device id (u32)")
+    add_template_args(s)
     s.add_argument("--seq", type=uint32, default=0, help="first sequence number (default 0)")
-    s.add_argument("--key", type=key_arg, help="AES-128 key, 32 hex digits (cmac templates)")
     s.add_argument(
         "--rate",
         type=rate_arg,

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import socket
 
-from precast.errors import TransportError
+from precast.args import parse_hostport
+from precast.errors import TransportError, UsageError
 from precast.send.transports import FrameRows, rows_of
 from precast.wire.constants import PAYLOAD_OFFSET
-
-
-def parse_hostport(text: str) -> tuple[str, int]:
-    """HOST:PORT (or [V6]:PORT) as a (host, port) pair, or a TransportError."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise TransportError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
 
 
 class UdpTransport:
     """Sends payloads from a connected UDP socket; a refused send counts as an error."""
 
     def __init__(self, hostport: str) -> None:
-        host, port = parse_hostport(hostport)
+        try:
+            host, port = parse_hostport(hostport)
+        except UsageError as e:
+            raise TransportError(f"udp: {e}") from None
         try:
             info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
             self._sock = socket.socket(info[0], socket.SOCK_DGRAM)

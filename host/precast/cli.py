@@ -27,6 +27,7 @@ from precast.wire.layout import load_layouts, pick_layout
 # Modules with a `register(subparsers)` that adds their commands, in help order.
 COMMAND_MODULES: list[str] = [
     "precast.collect.daemon",
+    "precast.collect.stats",
     "precast.boards.build",
     "precast.send.engine",
     "precast.send.fleet",

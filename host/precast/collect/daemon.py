@@ -1,32 +1,22 @@
 """The collector daemon: receive the UDP stream, check every frame, track, store.
 
-Two threads and a bounded queue between them:
+Two threads and a bounded queue (backlog.py) between them:
 
 - the receiving thread (the main one, which also takes the signals) waits
-  for the socket, then drains it until EAGAIN (recvmmsg(2) through ctypes,
-  256 datagrams a call; recvfrom where there is none) and queues the
-  datagrams as one batch stamped with one arrival time, then sleeps 2 ms so
-  the next batch gathers; it never touches the disk, so a slow commit never
-  stops it. When the queue is full the batch is dropped
-  and counted (queue_drops); the kernel's own drops on the socket are read
-  from /proc/net/udp (the `drops` column of the socket's inode) and counted
-  too (kernel_drops).
+  for the socket, then drains it until EAGAIN (receiver.py: recvmmsg(2), 256
+  datagrams a call) and queues the datagrams as one batch stamped with one
+  arrival time, then sleeps 2 ms so the next batch gathers; it never touches
+  the disk, so a slow commit never stops it. When the queue is full the batch
+  is dropped and counted (queue_drops); the kernel's own drops on the socket
+  are read from /proc/net/udp and counted too (kernel_drops).
 - the storing thread takes everything queued, checks each datagram in
-  PROTOCOL.md's order, tracks each device's sequence (tracker.py) and writes
-  the readings, the changed devices and the counters in one transaction
-  (store.py), then appends the JSON lines.
-
-A valid frame's first four payload bytes (magic, version/flags, template id)
-are constant per template, so one dict lookup finds its template; a CRC-16
-over the payload and its own big-endian CRC leaves 0, so one call checks it.
-Anything refused there is decoded again by codec.Codec for its reason.
+  docs/PROTOCOL.md's order (wire/validator.py, the codec's verdict on a fast
+  path), tracks each device's sequence (tracker.py), writes the readings, the
+  changed devices and the counters in one transaction (store/), then hands
+  the stored readings to the sinks (sinks/: --jsonl).
 
 SIGTERM and SIGINT stop receiving, store every datagram already received,
-flush and exit 0; SIGHUP reloads templates and keys.
-
-Keys file (--keys): one device per line, `DEVICE HEX`: the device id
-(decimal or 0x hex) and its AES-128 key as 32 hex digits; `*` as DEVICE sets
-the key of every device not listed; `#` starts a comment.
+flush and exit 0; SIGHUP reloads templates and keys (keys.py).
 """
 
 from __future__ import annotations
@@ -37,29 +27,29 @@ import logging
 import os
 import select
 import signal
-import socket
-import sqlite3
-import struct
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
-from decimal import Decimal
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from precast.args import key_arg, parse_hostport
-from precast.collect.receiver import kernel_drops, receiver_for
-from precast.collect.store.sqlite import Store, field_columns, read_stats
+from precast.collect.backlog import Backlog, Batch
+from precast.collect.keys import load_keys
+from precast.collect.metrics import serve_metrics
+from precast.collect.receiver import bind_udp, kernel_drops, receiver_for
+from precast.collect.rows import Row, RowBuilder, reading_doc, row_builder, utc_iso
+from precast.collect.sinks import Doc, Sink
+from precast.collect.sinks.jsonl import JsonlSink
+from precast.collect.store import StoreError, open_store
+from precast.collect.store.sqlite import field_columns
 from precast.collect.tracker import DEFAULT_WINDOW, REPLAY, Tracker
 from precast.errors import PrecastError, UsageError
-from precast.wire import constants as wire
-from precast.wire.checks import cmac, crc16, parse_key
-from precast.wire.codec import Codec, Rejected, to_units
-from precast.wire.constants import DEFAULT_PORT
-from precast.wire.layout import Layout, load_layouts
+from precast.wire.codec import Codec
+from precast.wire.constants import DEFAULT_PORT, NO_KEY
+from precast.wire.layout import load_layouts
+from precast.wire.validator import Validator
 
 log = logging.getLogger("precast.collect")
 
@@ -71,168 +61,6 @@ DEFAULT_QUEUE = 262_144  # datagrams; about 1.7 s at 150,000 readings/s
 BATCH_MAX = 4096  # datagrams per drain, so the queue sees a long burst in pieces
 COALESCE = 0.002  # s the receiving thread sleeps after a drain (about a third less CPU)
 REPLAY_REASON = "replay"
-STALE_INTERVALS = 3  # silent for more than this many of its usual intervals: stale
-
-Row = tuple[Any, ...]
-Batch = tuple[float, list[tuple[bytes, Any]]]
-
-
-# ---- options -------------------------------------------------------------------------------
-
-
-def load_keys(path: str | Path) -> tuple[bytes | None, dict[int, bytes]]:
-    """(default key, {device: key}) from a keys file (format in the module docstring)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path}: cannot read keys: {e}") from None
-    default: bytes | None = None
-    keys: dict[int, bytes] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        words = line.split("#", 1)[0].split()
-        if not words:
-            continue
-        where = f"{path}:{n}"
-        if len(words) != 2:
-            raise UsageError(f"{where}: expected `DEVICE HEX`, got {line.strip()!r}")
-        try:
-            key = parse_key(words[1])
-        except PrecastError as e:
-            raise UsageError(f"{where}: {e}") from None
-        if words[0] == "*":
-            default = key
-            continue
-        try:
-            dev = int(words[0], 0)
-        except ValueError:
-            raise UsageError(f"{where}: device {words[0]!r} is not an integer") from None
-        if not 0 <= dev <= 0xFFFFFFFF:
-            raise UsageError(f"{where}: device {dev} is out of range 0..4294967295")
-        keys[dev] = key
-    return default, keys
-
-
-def utc_iso(ts: float) -> str:
-    """Unix time as UTC ISO 8601 with microseconds: 2026-01-02T03:04:05.678901Z."""
-    sec = int(ts)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{int((ts - sec) * 1e6):06d}Z"
-
-
-# ---- decoding ------------------------------------------------------------------------------
-
-
-def _row_builder(layout: Layout) -> Callable[[tuple[Any, ...], int, str, str], Row]:
-    """A function (unpacked body, epoch, received_at, source) -> the readings row.
-
-    Generated once per template so that each field costs one expression. A
-    field in units is codec.to_units: raw * scale + offset, rounded to the
-    scale's decimals k. With integers m = scale * 10**k and o = offset * 10**k
-    that is (raw * m + o) / 10**k, one correctly rounded division: the same
-    float, without round()'s cost. f32 fields call to_units itself.
-    """
-    env: dict[str, Any] = {}
-    parts = []
-    for i, s in enumerate(layout.fields):
-        f = s.field
-        v = f"v[{5 + i}]"
-        ints = type(f.scale) is int and type(f.offset) is int
-        if f.type == "f32":
-            env[f"_u{i}"] = partial(to_units, s)
-            parts.append(f"_u{i}({v})")
-        elif ints and f.scale == 1 and f.offset == 0:
-            parts.append(v)
-        elif ints or not s.digits:
-            parts.append(f"({v} * {f.scale!r} + {f.offset!r})")
-        else:
-            d = 10**s.digits
-            m = Decimal(repr(f.scale)) * d
-            o = Decimal(repr(f.offset)) * d
-            assert m == int(m) and o == int(o), (f, s.digits)
-            parts.append(f"(({v} * {int(m)} + {int(o)}) / {d})")
-    src = f"def row(v, e, t, s):\n    return (v[3], v[4], e, t, s, {', '.join(parts)})\n"
-    exec(compile(src, f"<row {layout.template.name}>", "exec"), env)
-    fn: Callable[[tuple[Any, ...], int, str, str], Row] = env["row"]
-    return fn
-
-
-class Spec:
-    """One template as the storing thread uses it: lengths, check, unpacker, row builder."""
-
-    def __init__(self, layout: Layout) -> None:
-        t = layout.template
-        self.layout = layout
-        self.id = t.id
-        self.mic = t.mic
-        self.length = layout.payload_len
-        self.check_offset = layout.check_offset
-        self.check_len = layout.check_len
-        self.unpack = struct.Struct(layout.body_fmt).unpack_from
-        self.row = _row_builder(layout)
-        self.names = [name for _, name, _ in field_columns(layout)]
-        self.prefix = layout.payload[:4]  # magic, version/flags, template id
-
-
-def _reason(codec: Codec, data: bytes) -> str:
-    """Why data is refused: codec's reason; a frame that only decodes wrapped is 'length'."""
-    r = codec.decode(data)
-    # The fast path took every valid bare payload, so data can only decode here as a whole
-    # Ethernet frame around one: over UDP that is a datagram of the wrong length.
-    return r.reason if isinstance(r, Rejected) else wire.LENGTH
-
-
-def _mic_reason(codec: Codec, sp: Spec, device: int, data: bytes) -> str:
-    """'' when the MIC is right, else no-key or mic."""
-    key = codec.key_for(device)
-    if key is None:
-        return wire.NO_KEY
-    c = sp.check_offset
-    return "" if cmac(key, data[:c], sp.check_len) == data[c:] else wire.MIC
-
-
-# ---- the queue between the threads ---------------------------------------------------------
-
-
-class Backlog:
-    """A bounded queue of batches, bounded in datagrams; what does not fit is counted."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.dropped = 0
-        self.size = 0
-        self.closed = False
-        self._q: deque[Batch] = deque()
-        self._cv = threading.Condition()
-
-    def put(self, batch: Batch) -> bool:
-        """Queue a batch; False (and its datagrams counted as dropped) when it does not fit."""
-        n = len(batch[1])
-        with self._cv:
-            if self.size + n > self.limit:
-                self.dropped += n
-                return False
-            self._q.append(batch)
-            self.size += n
-            self._cv.notify()
-        return True
-
-    def take(self, timeout: float) -> list[Batch]:
-        """Every queued batch (waiting up to timeout for one)."""
-        with self._cv:
-            if not self._q and not self.closed:
-                self._cv.wait(timeout)
-            out = list(self._q)
-            self._q.clear()
-            self.size = 0
-        return out
-
-    def close(self) -> None:
-        """No more batches: take() stops waiting."""
-        with self._cv:
-            self.closed = True
-            self._cv.notify()
-
-
-# ---- the daemon ----------------------------------------------------------------------------
 
 
 class Collector:
@@ -254,8 +82,8 @@ class Collector:
         self.key = key
         self.keys_file = keys_file
         self.codec = self._load_codec()
-        self.specs = {s.prefix: s for s in map(Spec, self.codec.layouts.values())}
-        self.store = Store(db)
+        self._use(self.codec)
+        self.store = open_store(db)
         self.store.ensure_templates(self.codec.layouts.values())
         self.tracker = Tracker(window)
         for dev in self.store.load_devices():
@@ -266,14 +94,10 @@ class Collector:
         self.kernel_drops = 0  # of this run's socket
         self.backlog = Backlog(queue)
         self.sources: dict[Any, str] = {}
-        self.jsonl: IO[str] | None = None
-        if jsonl == "-":
-            self.jsonl = sys.stdout
-        elif jsonl:
-            self.jsonl = open(jsonl, "a", encoding="utf-8")
+        self.sinks: list[Sink] = [JsonlSink(jsonl)] if jsonl else []
         self.stopping = threading.Event()
         self.reload_wanted = threading.Event()
-        self.sock = self._bind(listen, rcvbuf)
+        self.sock = bind_udp(listen, rcvbuf)
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self.receiver = receiver_for(self.sock)
         self.stored = 0
@@ -291,32 +115,14 @@ class Collector:
             default = file_default if file_default is not None else default
         return Codec(layouts, key=default, keys=keys)
 
-    @staticmethod
-    def _bind(listen: tuple[str, int], rcvbuf: int) -> socket.socket:
-        host, port = listen
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
-        except socket.gaierror as e:
-            raise UsageError(f"--listen {host}:{port}: {e.strerror}") from None
-        family, _, _, _, addr = infos[0]
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            # SO_RCVBUFFORCE passes net.core.rmem_max when we may (CAP_NET_ADMIN).
-            sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), rcvbuf)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        try:
-            sock.bind(addr)
-        except OSError as e:
-            sock.close()
-            raise UsageError(f"--listen {host}:{port}: {e.strerror}") from None
-        sock.setblocking(False)
-        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        if got < rcvbuf:
-            log.warning(
-                "receive buffer is %d bytes, asked for %d (raise net.core.rmem_max)", got, rcvbuf
-            )
-        return sock
+    def _use(self, codec: Codec) -> None:
+        """Check frames against codec's templates and keys from now on."""
+        self.codec = codec
+        self.validator = Validator(codec)
+        self.rows: dict[int, tuple[RowBuilder, list[str]]] = {
+            tid: (row_builder(lay), [name for _, name, _ in field_columns(lay)])
+            for tid, lay in codec.layouts.items()
+        }
 
     def reload(self) -> None:
         """Load templates and keys again; on an error keep the ones in use."""
@@ -326,8 +132,7 @@ class Collector:
         except PrecastError as e:
             log.error("reload failed, keeping the templates and keys in use: %s", e)
             return
-        self.codec = codec
-        self.specs = {s.prefix: s for s in map(Spec, codec.layouts.values())}
+        self._use(codec)
         names = ", ".join(f"{lay.template.name} ({tid})" for tid, lay in codec.layouts.items())
         log.info("reloaded templates: %s; keys for %d devices", names, len(codec.keys))
 
@@ -341,38 +146,26 @@ class Collector:
 
     def _process(self, batches: list[Batch]) -> None:
         """Check, track and store every datagram of the batches, in one transaction."""
-        specs = self.specs
-        codec = self.codec
+        check = self.validator.check
+        builders = self.rows
         tracker = self.tracker
         observe = tracker.observe
         rejects = self.rejects
         sources = self.sources
         describe = self.receiver.describe
         rows: dict[int, list[Row]] = {}
-        lines: list[str] | None = [] if self.jsonl is not None else None
         changed_rejects: set[str] = set()
         for ts, batch in batches:
             at = utc_iso(ts)
             for data, addr in batch:
-                sp = specs.get(data[:4])
-                if sp is None or len(data) != sp.length:
-                    reason = _reason(codec, data)
-                    rejects[reason] = rejects.get(reason, 0) + 1
-                    changed_rejects.add(reason)
-                    continue
-                v = sp.unpack(data)
-                if sp.mic:
-                    reason = _mic_reason(codec, sp, v[3], data)
-                elif crc16(data):
-                    reason = wire.CRC
-                else:
-                    reason = ""
+                reason, sp, v = check(data)
                 if reason:
-                    if reason != wire.NO_KEY:
+                    if v is not None and reason != NO_KEY:
                         tracker.bad_check(v[3])
                     rejects[reason] = rejects.get(reason, 0) + 1
                     changed_rejects.add(reason)
                     continue
+                assert sp is not None and v is not None
                 epoch = observe(v[3], sp.id, v[4], ts, sp.mic)
                 if epoch < 0:
                     if epoch == REPLAY:
@@ -384,24 +177,10 @@ class Collector:
                     if len(sources) > 10_000:  # a flood of spoofed sources: forget them
                         sources.clear()
                     src = sources[addr] = describe(addr)
-                row = sp.row(v, epoch, at, src)
                 r = rows.get(sp.id)
                 if r is None:
                     r = rows[sp.id] = []
-                r.append(row)
-                if lines is not None:
-                    fields = dict(zip(sp.names, row[5:], strict=True))
-                    lines.append(
-                        json.dumps(
-                            {
-                                "template": sp.id,
-                                "device": v[3],
-                                "seq": v[4],
-                                "received_at": at,
-                                "fields": fields,
-                            }
-                        )
-                    )
+                r.append(builders[sp.id][0](v, epoch, at, src))
         counters = self._counters()
         changed_counters = {k: n for k, n in counters.items() if self._saved_counters.get(k) != n}
         devices = tracker.take_dirty()
@@ -412,7 +191,7 @@ class Collector:
                     rows, devices, {k: rejects[k] for k in changed_rejects}, changed_counters
                 )
                 break
-            except sqlite3.Error as e:
+            except StoreError as e:
                 # A locked or full disk: keep the batch and retry; the receiving thread goes
                 # on, and the queue counts what it cannot hold meanwhile.
                 failures += 1
@@ -422,9 +201,12 @@ class Collector:
                 time.sleep(1.0)
         self._saved_counters.update(changed_counters)
         self.stored += sum(map(len, rows.values()))
-        if lines and self.jsonl is not None:
-            self.jsonl.write("\n".join(lines) + "\n")
-            self.jsonl.flush()
+        if self.sinks and rows:
+            docs: list[Doc] = [
+                reading_doc(tid, builders[tid][1], row) for tid, rs in rows.items() for row in rs
+            ]
+            for sink in self.sinks:
+                sink.write(docs)
 
     def _storing(self) -> None:
         try:
@@ -512,10 +294,8 @@ class Collector:
             storer.join()
             self.sock.close()
             self.store.close()
-            if self.jsonl is not None:
-                self.jsonl.flush()
-                if self.jsonl is not sys.stdout:
-                    self.jsonl.close()
+            for sink in self.sinks:
+                sink.close()
         c = self._counters()
         log.info(
             "stopped: %d readings stored this run; drops: %d queue, %d kernel",
@@ -537,65 +317,6 @@ class Collector:
             "counters": self._counters(),
             "queue": self.backlog.size,
         }
-
-
-# ---- metrics -------------------------------------------------------------------------------
-
-
-def serve_metrics(collector: Collector, hostport: tuple[str, int]) -> tuple[str, int]:
-    """Serve Prometheus text from the collector's state at each scrape; the bound address."""
-    from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-    from prometheus_client.registry import Collector as PromCollector
-
-    class Metrics(PromCollector):
-        def collect(self) -> Iterator[Any]:
-            s = collector.status()
-            rej = CounterMetricFamily(
-                "precast_rejected", "Frames refused, by reason", labels=["reason"]
-            )
-            for reason, n in sorted(s["rejects"].items()):
-                rej.add_metric([reason], n)
-            yield rej
-            per = {
-                "received": ("Distinct readings stored", CounterMetricFamily),
-                "lost": ("Sequence numbers never received", GaugeMetricFamily),
-                "duplicates": ("Readings received again", CounterMetricFamily),
-                "late": ("Readings that arrived after a higher seq", CounterMetricFamily),
-                "bad": ("Frames with a failed CRC or MIC", CounterMetricFamily),
-                "reboots": ("Sequence restarts (new epochs)", CounterMetricFamily),
-            }
-            for name, (doc, kind) in per.items():
-                fam = kind(f"precast_device_{name}", doc, labels=["device"])
-                for d in s["devices"]:
-                    fam.add_metric([str(d.device)], getattr(d, name))
-                yield fam
-            seen = GaugeMetricFamily(
-                "precast_device_last_seen_seconds",
-                "Unix time of the device's last reading",
-                labels=["device"],
-            )
-            for d in s["devices"]:
-                seen.add_metric([str(d.device)], d.last_seen)
-            yield seen
-            drops = CounterMetricFamily(
-                "precast_dropped", "Datagrams never decoded, by where", labels=["where"]
-            )
-            drops.add_metric(["kernel"], s["counters"]["kernel_drops"])
-            drops.add_metric(["queue"], s["counters"]["queue_drops"])
-            yield drops
-            yield GaugeMetricFamily(
-                "precast_queue_depth", "Datagrams waiting to be stored", value=s["queue"]
-            )
-
-    registry = CollectorRegistry()
-    registry.register(Metrics())
-    host, port = hostport
-    try:
-        server, _ = start_http_server(port, addr=host, registry=registry)
-    except OSError as e:
-        raise UsageError(f"--metrics {host}:{port}: {e.strerror}") from None
-    return host, int(server.server_port)
 
 
 # ---- commands ------------------------------------------------------------------------------
@@ -627,7 +348,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
         rcvbuf=args.rcvbuf,
     )
     metrics = (
-        serve_metrics(col, parse_hostport(args.metrics, default_host="127.0.0.1", allow_zero=True))
+        serve_metrics(
+            col.status, parse_hostport(args.metrics, default_host="127.0.0.1", allow_zero=True)
+        )
         if args.metrics
         else None
     )
@@ -662,111 +385,6 @@ def cmd_collect(args: argparse.Namespace) -> int:
             tmp.replace(args.ready_file)
 
     return col.run(ready)
-
-
-def _stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
-    """The `stats --json` document (the contract keys, then extras) from store.read_stats."""
-    devices = []
-    for d in raw["devices"]:
-        span = d["highest"] - d["epoch_seq"]
-        interval = (d["last_seen"] - d["epoch_started"]) / span if span > 0 else None
-        silent = max(0.0, now - d["last_seen"])
-        total = d["received"] + d["lost"]
-        stale = interval is not None and silent > STALE_INTERVALS * interval
-        devices.append(
-            {
-                "device": d["device"],
-                "template": d["template"],
-                "received": d["received"],
-                "lost": d["lost"],
-                "duplicates": d["duplicates"],
-                "late": d["late"],
-                "last_seq": d["highest"],
-                "template_name": raw["templates"].get(d["template"]),
-                "loss_pct": round(100.0 * d["lost"] / total, 3) if total else 0.0,
-                "bad": d["bad"],
-                "reboots": d["reboots"],
-                "replays": d["replays"],
-                "epoch": d["epoch"],
-                "first_seen": utc_iso(d["first_seen"]),
-                "last_seen": utc_iso(d["last_seen"]),
-                "silent_s": round(silent, 3),
-                "interval_s": round(interval, 6) if interval is not None else None,
-                "stale": stale,
-                # The silent tail is loss too, but uncounted until the next reading says how much.
-                "tail_lost": int(silent / interval) if stale and interval else 0,
-            }
-        )
-    c = raw["counters"]
-    return {
-        "devices": devices,
-        "rejected": {k: n for k, n in raw["rejects"].items() if n},
-        "drops": {"queue": c.get("queue_drops", 0), "kernel": c.get("kernel_drops", 0)},
-    }
-
-
-def _age(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s ago"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min ago"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f} h ago"
-    return f"{seconds / 86400:.1f} d ago"
-
-
-def cmd_stats(args: argparse.Namespace) -> int:
-    """`precast stats`: the per-device table, or the JSON document."""
-    doc = _stats_doc(read_stats(args.db), time.time())
-    if args.json:
-        print(json.dumps(doc, indent=2))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"precast devices ({args.db})")
-    for col in (
-        "device",
-        "template",
-        "received",
-        "lost",
-        "loss %",
-        "dup",
-        "late",
-        "bad",
-        "reboots",
-        "last seq",
-        "last seen",
-        "stale",
-    ):
-        table.add_column(col, justify="left" if col in ("template", "last seen") else "right")
-    for d in doc["devices"]:
-        name = d["template_name"] or "?"
-        table.add_row(
-            str(d["device"]),
-            f"{name}",
-            str(d["received"]),
-            f"{d['lost']} +~{d['tail_lost']}" if d["tail_lost"] else str(d["lost"]),
-            f"{d['loss_pct']:.2f}",
-            str(d["duplicates"]),
-            str(d["late"]),
-            str(d["bad"]),
-            str(d["reboots"]),
-            str(d["last_seq"]),
-            _age(d["silent_s"]),
-            "[bold red]stale[/]" if d["stale"] else "ok",
-        )
-    console = Console()
-    if not console.is_terminal:  # piped: no 80-column squeeze
-        console = Console(width=160)
-    console.print(table)
-    rej = ", ".join(f"{k} {n}" for k, n in doc["rejected"].items()) or "none"
-    console.print(f"rejected: {rej}")
-    console.print(
-        f"dropped before decoding: {doc['drops']['queue']} by the queue, "
-        f"{doc['drops']['kernel']} by the kernel"
-    )
-    return 0
 
 
 def register(sub: Any) -> None:
@@ -828,14 +446,3 @@ def register(sub: Any) -> None:
     )
     c.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     c.set_defaults(func=cmd_collect)
-
-    s = sub.add_parser("stats", help="per-device counters from a collector's database")
-    s.add_argument(
-        "--db", default="precast.db", metavar="PATH", help="SQLite database (default precast.db)"
-    )
-    s.add_argument(
-        "--json",
-        action="store_true",
-        help='print {"devices": [...], "rejected": {reason: count}, ...}',
-    )
-    s.set_defaults(func=cmd_stats)

@@ -1,4 +1,4 @@
-"""Reading a UDP socket in batches, and the kernel's count of what it dropped.
+"""The collector's UDP socket: binding it, reading it in batches, the kernel's count of drops.
 
 A receiver drains a non-blocking socket until EAGAIN: recvmmsg(2) through
 ctypes on Linux (up to 256 datagrams a system call), recvfrom(2) elsewhere.
@@ -17,9 +17,45 @@ import socket
 import sys
 from typing import Any
 
+from precast.errors import UsageError
+
 log = logging.getLogger("precast.collect")
 
 MAX_DATAGRAM = 65_535
+
+
+# ---- binding --------------------------------------------------------------------------------
+
+
+def bind_udp(listen: tuple[str, int], rcvbuf: int) -> socket.socket:
+    """A non-blocking UDP socket bound to (host, port), with a receive buffer of rcvbuf bytes.
+
+    SO_RCVBUFFORCE passes net.core.rmem_max when we may (CAP_NET_ADMIN); a smaller
+    buffer than asked for is a warning, not an error.
+    """
+    host, port = listen
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise UsageError(f"--listen {host}:{port}: {e.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), rcvbuf)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise UsageError(f"--listen {host}:{port}: {e.strerror}") from None
+    sock.setblocking(False)
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if got < rcvbuf:
+        log.warning(
+            "receive buffer is %d bytes, asked for %d (raise net.core.rmem_max)", got, rcvbuf
+        )
+    return sock
 
 
 # ---- reading the socket ---------------------------------------------------------------------

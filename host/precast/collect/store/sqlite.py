@@ -27,8 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from precast.collect.store import Row, StoreError
 from precast.collect.tracker import Device
-from precast.errors import PrecastError
 from precast.wire.layout import Layout
 
 SCHEMA_VERSION = 1
@@ -70,10 +70,6 @@ _UPSERT_DEVICE = (
 )
 # SQLite functions take at most 100 arguments: json_object() gets fields in chunks.
 _JSON_CHUNK = 50
-
-
-class StoreError(PrecastError):
-    """A database that cannot be opened, or is not a precast collector's."""
 
 
 def _q(name: str) -> str:
@@ -123,8 +119,8 @@ def device_row(d: Device) -> tuple[Any, ...]:
     )
 
 
-class Store:
-    """The collector's writer: create the schema, load state, write one batch per transaction."""
+class SqliteStore:
+    """The collector's SQLite writer: create the schema, load state, one batch per transaction."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -225,24 +221,28 @@ class Store:
 
     def write(
         self,
-        rows: Mapping[int, Sequence[tuple[Any, ...]]],
+        rows: Mapping[int, Sequence[Row]],
         devices: Iterable[Device],
         rejects: Mapping[str, int],
         counters: Mapping[str, int],
     ) -> None:
         """One transaction: readings by template id, changed devices, totals by name."""
         c = self.conn
-        c.execute("BEGIN")
         try:
-            for tid, batch in rows.items():
-                c.executemany(self.insert_sql[tid], batch)
-            c.executemany(_UPSERT_DEVICE, [device_row(d) for d in devices])
-            c.executemany("INSERT OR REPLACE INTO rejects VALUES (?, ?)", rejects.items())
-            c.executemany("INSERT OR REPLACE INTO counters VALUES (?, ?)", counters.items())
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
+            c.execute("BEGIN")
+            try:
+                for tid, batch in rows.items():
+                    c.executemany(self.insert_sql[tid], batch)
+                c.executemany(_UPSERT_DEVICE, [device_row(d) for d in devices])
+                c.executemany("INSERT OR REPLACE INTO rejects VALUES (?, ?)", rejects.items())
+                c.executemany("INSERT OR REPLACE INTO counters VALUES (?, ?)", counters.items())
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: {e}") from e
 
 
 def read_stats(path: str | Path) -> dict[str, Any]:

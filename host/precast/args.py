@@ -82,6 +82,28 @@ def non_negative(text: str) -> int:
     return v
 
 
+def rate_arg(text: str) -> float:
+    """argparse type for --rate: frames per second, 0 for as fast as possible."""
+    try:
+        r = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not r >= 0 or r == float("inf"):
+        raise argparse.ArgumentTypeError(f"rate must be 0 (as fast as possible) or positive: {r}")
+    return r
+
+
+def count_arg(text: str) -> int:
+    """argparse type for --count: 0 for until interrupted."""
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"count must be 0 (until interrupted) or more: {n}")
+    return n
+
+
 def parse_assignments(items: Sequence[str]) -> dict[str, str]:
     """NAME=VALUE words as a dict; a word without '=' or a repeated name is an error."""
     out: dict[str, str] = {}

@@ -29,7 +29,7 @@ COMMAND_MODULES: list[str] = [
     "precast.collect.daemon",
     "precast.collect.stats",
     "precast.boards.build",
-    "precast.send.engine",
+    "precast.send.send",
     "precast.send.fleet",
     "precast.send.bridge",
     "precast.boards.virtual",

@@ -1,4 +1,6 @@
-"""Send readings from the host: the `send` command, rate control, progress and the summary.
+"""The host's send engine: rate control, the pump, progress, transport options, the summary.
+
+Shared by `send` (send.py), `simulate` (fleet.py) and `bridge` (bridge.py).
 
 Frames are made in batches (batch.BatchPatcher) and handed to a transport
 (transports/): raw on an interface through a TX ring, a UDP socket, or a
@@ -19,14 +21,13 @@ import argparse
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
 from precast.errors import UsageError
 from precast.send.transports import FrameRows, Transport, open_transport
-from precast.wire.layout import Layout
 
 # Runs longer than this get a progress bar (on a terminal).
 PROGRESS_AFTER = 1.0
@@ -170,36 +171,6 @@ def pump(
     return stats
 
 
-def reading_batches(
-    layout: Layout,
-    device: int,
-    seq: int,
-    raws: list[int | float],
-    count: int,
-    batch: int,
-    key: bytes | None = None,
-) -> Iterator[FrameRows]:
-    """Frames of one device's readings with fixed values, seq counting up (count 0: forever)."""
-    import numpy as np
-
-    from precast.send.batch import BatchPatcher
-
-    bp = BatchPatcher(layout, key)
-    buf = bp.empty(batch)
-    steps = np.arange(batch, dtype=np.uint64)
-    done = 0
-    while count == 0 or done < count:
-        n = batch if count == 0 else min(batch, count - done)
-        seqs = ((steps[:n] + (seq + done)) & 0xFFFFFFFF).astype(np.uint32)
-        out = buf[:n]
-        bp.patch(out, device, seqs, raws)
-        yield out
-        done += n
-
-
-# ---- transports from the command line ------------------------------------------------------
-
-
 def add_transport_args(p: argparse.ArgumentParser, pcap: bool = True) -> None:
     """--iface IF | --udp HOST:PORT | --pcap FILE, and --per-frame."""
     g = p.add_mutually_exclusive_group(required=True)
@@ -238,91 +209,3 @@ def print_summary(transport: Transport, stats: Stats, extra: Iterable[str] = ())
     for line in [*stats.notes, *extra]:
         print(line)
     print(stats.summary(), flush=True)
-
-
-# ---- the send command ----------------------------------------------------------------------
-
-
-def rate_arg(text: str) -> float:
-    try:
-        r = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not r >= 0 or r == float("inf"):
-        raise argparse.ArgumentTypeError(f"rate must be 0 (as fast as possible) or positive: {r}")
-    return r
-
-
-def count_arg(text: str) -> int:
-    try:
-        n = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"count must be 0 (until interrupted) or more: {n}")
-    return n
-
-
-def cmd_send(args: argparse.Namespace) -> int:
-    from precast.args import parse_assignments
-    from precast.wire.codec import raw_values
-    from precast.wire.layout import pick_layout
-
-    lay = pick_layout([args.template], args.which)
-    if lay.template.mic and args.key is None:
-        raise UsageError(
-            f"template {lay.template.name!r} uses {lay.template.check}: "
-            "give the device's key with --key HEX"
-        )
-    raws = raw_values(lay, parse_assignments(args.values))
-    if args.batch < 1:
-        raise UsageError("--batch must be at least 1")
-    stop_on_sigterm()
-    transport = transport_from_args(args, lay.frame_len)
-    try:
-        batches = reading_batches(
-            lay, args.device, args.seq, raws, args.count, args.batch, args.key
-        )
-        progress = Progress(
-            args.count or None,
-            f"{lay.template.name} device {args.device}",
-            enabled=not args.no_progress,
-        )
-        stats = pump(transport, batches, args.rate, args.count or None, progress)
-    finally:
-        transport.close()
-    note = getattr(transport, "ring_note", "")
-    print_summary(transport, stats, [note] if note else [])
-    return 130 if "interrupted" in stats.notes else 0
-
-
-def register(sub: Any) -> None:
-    """Add the `send` command."""
-    from precast.args import add_template_args, uint32
-
-    s = sub.add_parser(
-        "send",
-        help="send one device's readings: raw on an interface, over UDP, or to a pcap file",
-        description="Send COUNT readings of one device with fixed field values, seq counting "
-        "up, at RATE frames/s. The last line of the summary reads "
-        "`sent N frames in S s: R frames/s, E errors`.",
-    )
-    add_template_args(s)
-    s.add_argument("--seq", type=uint32, default=0, help="first sequence number (default 0)")
-    s.add_argument(
-        "--rate",
-        type=rate_arg,
-        default=0.0,
-        help="frames per second; 0 (default) sends as fast as it can",
-    )
-    s.add_argument(
-        "--count",
-        type=count_arg,
-        default=1,
-        help="frames to send (default 1); 0 sends until interrupted",
-    )
-    s.add_argument("--batch", type=int, default=1024, help="frames patched and sent per batch")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_transport_args(s)
-    s.add_argument("values", nargs="*", metavar="NAME=VALUE", help="field values in units")
-    s.set_defaults(func=cmd_send, intermixed="values")

@@ -314,8 +314,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add the `simulate` command."""
-    from precast.args import key_arg, uint32
-    from precast.send.engine import add_transport_args, rate_arg
+    from precast.args import key_arg, rate_arg, uint32
+    from precast.send.engine import add_transport_args
 
     s = sub.add_parser(
         "simulate",

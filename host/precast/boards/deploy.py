@@ -152,7 +152,7 @@ def resolve_port(port: str) -> str:
     return port
 
 
-class Board:
+class ReplConnection:
     """A MicroPython board behind a port, in its raw REPL (mpremote's SerialTransport)."""
 
     def __init__(self, port: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -299,7 +299,7 @@ def _prepare(args: argparse.Namespace, out: Path) -> tuple[dict[str, bytes], byt
     return files, secrets
 
 
-def deploy(board: Board, files: dict[str, bytes], secrets: bytes | None) -> list[str]:
+def deploy(board: ReplConnection, files: dict[str, bytes], secrets: bytes | None) -> list[str]:
     """Copy what differs, remove stale firmware files, reset; the listing, one line a file."""
     wanted = dict(files)
     if secrets is not None:
@@ -337,7 +337,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="precast-deploy-") as tmp:
         out = Path(keep) if keep else Path(tmp)
         files, secrets = _prepare(args, out)
-        board = Board(args.port, timeout=args.timeout)
+        board = ReplConnection(args.port, timeout=args.timeout)
         try:
             listing = deploy(board, files, secrets)
         finally:

@@ -5,6 +5,16 @@ The public API:
     layout = compile_template(load_template("templates/env-node.toml"))
     frame = encode(layout, {"temperature": 21.5, ...}, device=7, seq=1)
     reading = Codec([layout]).decode(frame)   # a Reading, or a Rejected reason
+
+The package, from the wire format up (each part imports only those above it):
+
+- wire/     the format: constants, template, layout, codec, checks, validator, pcap, slip
+- args.py   command-line types and option groups shared by every command
+- collect/  the collector daemon, its books, its store backends and sinks, `stats`
+- send/     the host sender: engine, batches, transports, `send`, `simulate`, `bridge`
+- boards/   firmware bundles (`build`), `deploy`, the virtual board
+- pytest_plugin.py  fixtures: a running collector, a virtual board, a sensor fleet
+- cli.py    the `precast` command: dispatch and the one place errors become exits
 """
 
 from __future__ import annotations

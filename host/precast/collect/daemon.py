@@ -43,7 +43,6 @@ from precast.collect.rows import Row, RowBuilder, reading_doc, row_builder, utc_
 from precast.collect.sinks import Doc, Sink
 from precast.collect.sinks.jsonl import JsonlSink
 from precast.collect.store import StoreError, open_store
-from precast.collect.store.sqlite import field_columns
 from precast.collect.tracker import DEFAULT_WINDOW, REPLAY, Tracker
 from precast.errors import PrecastError, UsageError
 from precast.wire.codec import Codec
@@ -120,7 +119,7 @@ class Collector:
         self.codec = codec
         self.validator = Validator(codec)
         self.rows: dict[int, tuple[RowBuilder, list[str]]] = {
-            tid: (row_builder(lay), [name for _, name, _ in field_columns(lay)])
+            tid: (row_builder(lay), [s.field.name for s in lay.fields])
             for tid, lay in codec.layouts.items()
         }
 

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from precast.args import key_arg, parse_hostport
+from precast.args import examples, key_arg, parse_hostport
 from precast.collect.backlog import Backlog, Batch
 from precast.collect.keys import load_keys
 from precast.collect.metrics import serve_metrics
@@ -394,6 +394,13 @@ def register(sub: Any) -> None:
         description="Receive precast frames over UDP, check each in PROTOCOL.md's order, track "
         "every device's sequence and store readings in SQLite. SIGTERM/SIGINT: store what was "
         "received and exit 0; SIGHUP: reload templates and keys.",
+        epilog=examples(
+            "precast collect --templates templates --db precast.db",
+            "precast collect --listen :20547 --keys keys.txt --jsonl readings.jsonl --metrics "
+            ":9108",
+            "precast collect --db precast.db --ready-file /run/precast/ready.json --log-level "
+            "debug",
+        ),
     )
     c.add_argument(
         "--listen",

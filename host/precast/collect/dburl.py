@@ -32,3 +32,8 @@ def redact(url: str) -> str:
         ]
     )
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def display_db(db: str) -> str:
+    """A --db value as logs, the ready file and stats show it: never with a password."""
+    return redact(db) if is_postgres(db) else db

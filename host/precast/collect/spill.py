@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from precast.errors import UsageError
 
 DEFAULT_SPILL = "precast-spill.jsonl"
 

@@ -49,10 +49,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ...layout import Layout
-from ...store import FIXED_COLUMNS, StoreError, field_columns, table_name
-from ...tracker import Device
-from ..dburl import is_postgres, redact
+from precast.collect.dburl import is_postgres, redact
+from precast.collect.store import Row, StoreError
+from precast.collect.store.sqlite import FIXED_COLUMNS, field_columns, table_name
+from precast.collect.tracker import Device
+from precast.wire.layout import Layout
 
 log = logging.getLogger("precast.store.postgres")
 
@@ -67,9 +68,7 @@ _JSON_CHUNK = 50  # jsonb_build_object takes at most 100 arguments
 
 # What transact()'s work function returns: rows by template id, changed devices,
 # reject totals by reason and counter totals by name (of those that changed).
-Written = tuple[
-    Mapping[int, Sequence[tuple[Any, ...]]], Iterable[Device], Mapping[str, int], Mapping[str, int]
-]
+Written = tuple[Mapping[int, Sequence[Row]], Iterable[Device], Mapping[str, int], Mapping[str, int]]
 
 
 def _pg_error(e: BaseException) -> str:
@@ -378,7 +377,7 @@ class PostgresStore:
 
     def write(
         self,
-        rows: Mapping[int, Sequence[tuple[Any, ...]]],
+        rows: Mapping[int, Sequence[Row]],
         devices: Iterable[Device],
         rejects: Mapping[str, int],
         counters: Mapping[str, int],
@@ -490,7 +489,7 @@ class PostgresStore:
 
     def _write(
         self,
-        rows: Mapping[int, Sequence[tuple[Any, ...]]],
+        rows: Mapping[int, Sequence[Row]],
         devices: Iterable[Device],
         rejects: Mapping[str, int],
         counters: Mapping[str, int],
@@ -557,7 +556,7 @@ class PostgresStore:
     def _deltas(totals: Mapping[str, int], base: Mapping[str, int]) -> dict[str, int]:
         return {k: n - base.get(k, 0) for k, n in totals.items() if n != base.get(k, 0)}
 
-    def _copy_readings(self, tid: int, batch: Sequence[tuple[Any, ...]]) -> int:
+    def _copy_readings(self, tid: int, batch: Sequence[Row]) -> int:
         c = self.conn
         cols = self.columns[tid]
         names = [*FIXED_COLUMNS, *(col for col, _, _ in cols)]

@@ -12,6 +12,7 @@ from collector_harness import BIN, ROOT
 from precast.cli import build_parser
 
 UNIT = ROOT / "tools" / "systemd" / "precast-collect.service"
+TEMPLATE = ROOT / "tools" / "systemd" / "precast-collect@.service"
 
 
 def exec_start() -> list[str]:
@@ -42,4 +43,34 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
         check=False,
     )
     problems = [x for x in r.stderr.splitlines() if UNIT.name in x]
+    assert r.returncode == 0 and not problems, r.stderr
+
+
+def test_template_unit_runs_n_collectors_on_one_port() -> None:
+    """precast-collect@PORT: --reuse-port, its own metrics port and spill file, no password."""
+    text = TEMPLATE.read_text()
+    line = next(x for x in text.replace("\\\n", " ").splitlines() if x.startswith("ExecStart="))
+    words = shlex.split(line.removeprefix("ExecStart="))
+    words = [w.replace("%i", "9548").replace("${PRECAST_DB}", "postgresql://u@h/d") for w in words]
+    args = build_parser().parse_args(words[1:])
+    assert args.func.__name__ == "cmd_collect" and args.reuse_port
+    assert args.metrics == "127.0.0.1:9548" and args.spill == "/var/lib/precast/spill-9548.jsonl"
+    assert args.db == "postgresql://u@h/d" and args.stop_timeout < 30  # < TimeoutStopSec
+    assert "PGPASSFILE=%d/pgpass" in text and "UMask=0027" in text
+
+
+def test_systemd_analyze_verifies_the_template(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("no systemd-analyze")
+    unit = tmp_path / "precast-collect@9548.service"
+    text = TEMPLATE.read_text().replace("/opt/precast/.venv/bin/precast", str(BIN / "precast"))
+    unit.write_text(text.replace("/etc/precast/collect.env", "-/etc/precast/collect.env"))
+    r = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    problems = [x for x in r.stderr.splitlines() if "precast-collect@" in x]
     assert r.returncode == 0 and not problems, r.stderr

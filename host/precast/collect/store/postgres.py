@@ -76,13 +76,20 @@ def _pg_error(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def connect(url: str) -> psycopg.Connection[Any]:
-    """A connection, or a StoreError naming the (redacted) URL and the server's reason."""
-    kw: dict[str, Any] = {"application_name": "precast"}
+def _connect_kwargs(url: str) -> dict[str, Any]:
+    """Defaults that the URL and the PG* environment variables override."""
+    kw: dict[str, Any] = {}
+    if "application_name" not in url and "PGAPPNAME" not in os.environ:
+        kw["application_name"] = "precast"
     if "connect_timeout" not in url and "PGCONNECT_TIMEOUT" not in os.environ:
         kw["connect_timeout"] = 5
+    return kw
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    """A connection, or a StoreError naming the (redacted) URL and the server's reason."""
     try:
-        return psycopg.connect(url, **kw)
+        return psycopg.connect(url, **_connect_kwargs(url))
     except psycopg.Error as e:
         raise StoreError(f"{redact(url)}: cannot connect: {_pg_error(e)}") from None
 
@@ -173,10 +180,7 @@ class PostgresStore:
     def reconnect(self) -> None:
         """A new connection after an outage (raises psycopg.Error while the server is away)."""
         self.close()
-        kw: dict[str, Any] = {"application_name": "precast"}
-        if "connect_timeout" not in self.url and "PGCONNECT_TIMEOUT" not in os.environ:
-            kw["connect_timeout"] = 5
-        self.conn = psycopg.connect(self.url, **kw)
+        self.conn = psycopg.connect(self.url, **_connect_kwargs(self.url))
         self._staging()
         # Whatever this collector cached may have moved on while it was away.
         self.versions.clear()

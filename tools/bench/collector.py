@@ -14,8 +14,17 @@ INSERT and one commit per reading, SQLite and the socket at their defaults
 synchronous=NORMAL, to show how much of the gap is fsync and how much is
 batching and threads.
 
-    .venv/bin/python tools/bench/collector.py            # both, table on stdout
+PostgreSQL (`precast-pg`, and `precast-pg-2`: two collectors sharing the port
+with --reuse-port, the sender spreading over 16 source ports) runs against a
+server the benchmark starts for itself (tests/pg_server.py: initdb in a
+temporary directory, durable settings), on this machine, so the server's CPU
+competes with the collector's; CPU per reading counts the collectors only.
+`naive-pg` is the naive loop into the same server: one INSERT per reading,
+autocommit.
+
+    .venv/bin/python tools/bench/collector.py            # all, table on stdout
     .venv/bin/python tools/bench/collector.py --only precast --start 100000
+    .venv/bin/python tools/bench/collector.py --only precast-pg --only naive-pg
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "host"))
@@ -40,7 +50,9 @@ from precast.wire.layout import load_layouts  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TICK = os.sysconf("SC_CLK_TCK")
-KINDS = ("precast", "naive", "naive-wal")
+KINDS = ("precast", "naive", "naive-wal", "precast-pg", "precast-pg-2", "naive-pg")
+PG_KINDS = ("precast-pg", "precast-pg-2", "naive-pg")
+PG: Any = None  # the benchmark's PostgreSQL server (tests/pg_server.py), when a PG kind runs
 
 
 # ---- the sender (runs in its own process) --------------------------------------------------
@@ -62,7 +74,7 @@ def payloads(n: int, devices: int) -> list[bytes]:
     return out
 
 
-def send(port: int, rate: int, seconds: float, devices: int) -> None:
+def send(port: int, rate: int, seconds: float, devices: int, sockets: int = 1) -> None:
     """Send rate*seconds payloads at rate per second; print what was sent, as JSON.
 
     sendmmsg(2) through ctypes, over message headers numpy lays out once, so
@@ -86,16 +98,22 @@ def send(port: int, rate: int, seconds: float, devices: int) -> None:
     sendmmsg = libc.sendmmsg
     sendmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
     base = msgs.ctypes.data
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-    s.connect(("127.0.0.1", port))
-    fd = s.fileno()
+    # Several sockets (source ports) when several collectors share the port (--reuse-port):
+    # the kernel hashes each source to one collector.
+    socks = []
+    for _ in range(sockets):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        s.connect(("127.0.0.1", port))
+        socks.append(s)
+    fds = [s.fileno() for s in socks]
     chunk = max(1, rate // 5000)  # a burst every 200 us
     print("ready", flush=True)
     sys.stdin.readline()
     t0 = time.perf_counter()
     sent = errors = 0
-    for i in range(0, n, chunk):
+    for j, i in enumerate(range(0, n, chunk)):
+        fd = fds[j % len(fds)]
         due = t0 + i / rate
         while (now := time.perf_counter()) < due:
             if due - now > 0.001:
@@ -149,6 +167,37 @@ def naive(db: str, ready: str, wal: bool) -> None:
         conn.commit()
 
 
+def naive_pg(url: str, ready: str) -> None:
+    """The naive loop into PostgreSQL: one INSERT per reading, autocommit (psycopg 3)."""
+    import signal
+
+    import psycopg
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute(
+        "CREATE TABLE readings (device bigint, template int, seq bigint, received_at "
+        "timestamptz, source text, temperature float8, humidity float8, pressure bigint, "
+        "battery bigint)"
+    )
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    Path(ready).write_text(json.dumps({"port": s.getsockname()[1], "pid": os.getpid()}))
+    fmt = struct.Struct(">BBHIIhHIHH")
+    while True:
+        data, addr = s.recvfrom(2048)
+        try:
+            _, _, tid, dev, seq, t, h, p, b, crc = fmt.unpack(data)
+        except struct.error:
+            continue
+        if crc16(data[:-2]) != crc:
+            continue
+        conn.execute(
+            "INSERT INTO readings VALUES (%s, %s, %s, now(), %s, %s, %s, %s, %s)",
+            (dev, tid, seq, f"{addr[0]}:{addr[1]}", t * 0.01, h * 0.01, p, b),
+        )
+
+
 # ---- the driver ----------------------------------------------------------------------------
 
 
@@ -157,59 +206,93 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def start_collector(kind: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
-    db = tmp / f"{kind}.db"
-    ready = tmp / f"{kind}.ready"
-    for p in (db, ready):
-        p.unlink(missing_ok=True)
-    if kind == "precast":
-        cmd = [
-            str(BIN / "precast"),
-            "collect",
-            "--listen",
-            "127.0.0.1:0",
-            "--templates",
-            str(ROOT / "templates"),
-            "--db",
-            str(db),
-            "--ready-file",
-            str(ready),
-            "--log-level",
-            "warning",
-        ]
+def start_collector(kind: str, tmp: Path) -> tuple[list[subprocess.Popen[bytes]], int, str]:
+    """The collector process(es) of a kind, their UDP port, and their --db."""
+    if kind in PG_KINDS:
+        db = PG.create_db("bench_" + kind.replace("-", "_"))
     else:
-        cmd = [sys.executable, __file__, "--naive", str(db), str(ready), kind]
-    proc = subprocess.Popen(cmd)
-    deadline = time.monotonic() + 20
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"{kind} collector did not start")
-        time.sleep(0.05)
-    port = json.loads(ready.read_text())["port"]
-    return proc, port, db
+        db = str(tmp / f"{kind}.db")
+        Path(db).unlink(missing_ok=True)
+    n = 2 if kind == "precast-pg-2" else 1
+    shared_port = free_port() if n > 1 else 0
+    procs, port = [], 0
+    for i in range(n):
+        ready = tmp / f"{kind}-{i}.ready"
+        ready.unlink(missing_ok=True)
+        if kind.startswith("precast"):
+            cmd = [
+                str(BIN / "precast"),
+                "collect",
+                "--listen",
+                f"127.0.0.1:{shared_port}",
+                "--templates",
+                str(ROOT / "templates"),
+                "--db",
+                db,
+                "--ready-file",
+                str(ready),
+                "--log-level",
+                "warning",
+                *(["--reuse-port"] if n > 1 else []),
+            ]
+        elif kind == "naive-pg":
+            cmd = [sys.executable, __file__, "--naive-pg", db, str(ready)]
+        else:
+            cmd = [sys.executable, __file__, "--naive", db, str(ready), kind]
+        proc = subprocess.Popen(cmd)
+        procs.append(proc)
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{kind} collector did not start")
+            time.sleep(0.05)
+        port = json.loads(ready.read_text())["port"]
+    return procs, port, db
 
 
-def count(kind: str, db: Path) -> int:
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def count(kind: str, db: str) -> int:
+    table = "readings_1" if kind.startswith("precast") else "readings"
+    if kind in PG_KINDS:
+        import psycopg
+
+        with psycopg.connect(db) as conn:
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            return int(row[0]) if row else 0
     conn = sqlite3.connect(db, timeout=30)
     try:
-        if kind == "precast":
-            return int(conn.execute("SELECT count(*) FROM readings_1").fetchone()[0])
-        return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
     finally:
         conn.close()
 
 
 def trial(kind: str, rate: int, seconds: float, devices: int, tmp: Path) -> dict[str, float]:
-    proc, port, db = start_collector(kind, tmp)
+    procs, port, db = start_collector(kind, tmp)
+    socks = "16" if kind == "precast-pg-2" else "1"
     sender = subprocess.Popen(
-        [sys.executable, __file__, "--send", str(port), str(rate), str(seconds), str(devices)],
+        [
+            sys.executable,
+            __file__,
+            "--send",
+            str(port),
+            str(rate),
+            str(seconds),
+            str(devices),
+            socks,
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     assert sender.stdin is not None and sender.stdout is not None
     sender.stdout.readline()  # pre-encoding done
-    cpu0 = cpu_seconds(proc.pid)
+    cpu0 = sum(cpu_seconds(p.pid) for p in procs)
     sender.stdin.write("go\n")
     sender.stdin.flush()
     result = json.loads(sender.stdout.readline())
@@ -221,9 +304,11 @@ def trial(kind: str, rate: int, seconds: float, devices: int, tmp: Path) -> dict
         n = count(kind, db)
         still = still + 1 if n == last else 0
         last = n
-    cpu = cpu_seconds(proc.pid) - cpu0
-    proc.terminate()
-    proc.wait(timeout=60)
+    cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu0
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(timeout=60)
     stored = count(kind, db)
     sent = result["sent"]
     return {
@@ -248,7 +333,7 @@ def search(
     def run(rate: int) -> dict[str, float]:
         t = trial(kind, rate, seconds, devices, tmp)
         print(
-            f"{kind:9} target {rate:>8,}/s offered {t['offered']:>9,.0f}/s sent {t['sent']:>9,} "
+            f"{kind:12} target {rate:>8,}/s offered {t['offered']:>9,.0f}/s sent {t['sent']:>9,} "
             f"stored {t['stored']:>9,} {'ok' if t['ok'] else 'LOSS'} "
             f"{t['us_per_reading']:.2f} us/reading",
             file=sys.stderr,
@@ -296,7 +381,16 @@ def search(
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--send":
-        send(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
+        send(
+            int(sys.argv[2]),
+            int(sys.argv[3]),
+            float(sys.argv[4]),
+            int(sys.argv[5]),
+            int(sys.argv[6]),
+        )
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--naive-pg":
+        naive_pg(sys.argv[2], sys.argv[3])
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--naive":
         naive(sys.argv[2], sys.argv[3], sys.argv[4] == "naive-wal")
@@ -309,18 +403,37 @@ def main() -> None:
     ap.add_argument("--wal-start", type=int, default=5000, help="first rate for naive-wal")
     ap.add_argument("--step", type=float, default=1.5, help="rate factor per climbing trial")
     ap.add_argument("--limit", type=int, default=600_000, help="highest rate tried")
-    ap.add_argument("--only", choices=KINDS, help="run one collector only")
+    ap.add_argument("--pg-start", type=int, default=50_000, help="first rate for precast-pg")
+    ap.add_argument("--naive-pg-start", type=int, default=1000, help="first rate for naive-pg")
+    ap.add_argument(
+        "--only", choices=KINDS, action="append", help="run this collector only (repeatable)"
+    )
     args = ap.parse_args()
+    global PG
     results: dict[str, tuple[dict[str, float] | None, str]] = {}
+    kinds = [k for k in KINDS if not args.only or k in args.only]
     with tempfile.TemporaryDirectory(prefix="precast-bench-") as d:
         tmp = Path(d)
-        for kind in KINDS:
-            if args.only and kind != args.only:
-                continue
-            start = {"precast": args.start, "naive": args.naive_start}.get(kind, args.wal_start)
-            results[kind] = search(
-                kind, start, args.step, args.seconds, args.devices, tmp, args.limit
-            )
+        if any(k in PG_KINDS for k in kinds):
+            sys.path.insert(0, str(ROOT / "tests"))
+            from pg_server import PgServer
+
+            PG = PgServer(fast=False)  # durable, as a user would run it
+        try:
+            for kind in kinds:
+                start = {
+                    "precast": args.start,
+                    "naive": args.naive_start,
+                    "precast-pg": args.pg_start,
+                    "precast-pg-2": args.pg_start,
+                    "naive-pg": args.naive_pg_start,
+                }.get(kind, args.wal_start)
+                results[kind] = search(
+                    kind, start, args.step, args.seconds, args.devices, tmp, args.limit
+                )
+        finally:
+            if PG is not None:
+                PG.destroy()
     load = os.getloadavg()[0]
     print(
         f"\n{args.seconds:.0f} s per trial, {args.devices} devices, env-node payloads "
@@ -338,7 +451,7 @@ def main() -> None:
                 f"| {best['us_per_reading']:.1f} us | {why} |"
             )
     p = results.get("precast", (None, ""))[0]
-    for kind in KINDS[1:]:
+    for kind in ("naive", "naive-wal"):
         n = results.get(kind, (None, ""))[0]
         if p and n:
             cpu = n["us_per_reading"] / p["us_per_reading"]
@@ -346,6 +459,14 @@ def main() -> None:
                 f"\nprecast / {kind}: {p['offered'] / n['offered']:.0f}x the rate, "
                 f"{cpu:.1f}x less CPU per reading"
             )
+    p = results.get("precast-pg", (None, ""))[0]
+    n = results.get("naive-pg", (None, ""))[0]
+    if p and n:
+        print(
+            f"\nprecast-pg / naive-pg: {p['offered'] / n['offered']:.0f}x the rate, "
+            f"{n['us_per_reading'] / p['us_per_reading']:.1f}x less CPU per reading "
+            "(the collector's CPU; the server's is not counted)"
+        )
 
 
 if __name__ == "__main__":

@@ -419,3 +419,20 @@ def test_stats_json_contract_matches_sqlite(tmp_path: Path, pg_url: str) -> None
     assert a == b and a[0]["received"] == 5
     assert docs[0]["rejected"] == docs[1]["rejected"] and docs[0]["drops"] == docs[1]["drops"]
     assert list(docs[0]["devices"][0]) == list(docs[1]["devices"][0])
+
+
+def test_books_reset_by_hand_never_store_a_reading_twice(
+    tmp_path: Path, pg_server: PgServer, pg_url: str
+) -> None:
+    """The devices table emptied under a running collector's feet: the unique key holds."""
+    col = Collector(tmp_path, db=pg_url)
+    try:
+        col.send(minimal(4, s) for s in range(10))
+        wait_for(lambda: count_rows(pg_url) == 10, 10, "first readings")
+        pg_server.psql("DELETE FROM devices", db=pg_url.rsplit("/", 1)[1])
+        col.send(minimal(4, s) for s in range(5, 15))
+        wait_for(lambda: "stored already" in col.stderr(), 10, "the key's verdict")
+    finally:
+        assert col.stop() == 0, col.stderr()
+    assert db_seqs(pg_server, pg_url) == {4: list(range(15))}
+    assert "5 of 10 readings were stored already" in col.stderr()

@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+import psycopg.errors
 from psycopg import sql
 
 from precast.collect.dburl import is_postgres, redact
@@ -561,18 +562,55 @@ class PostgresStore:
         return {k: n - base.get(k, 0) for k, n in totals.items() if n != base.get(k, 0)}
 
     def _copy_readings(self, tid: int, batch: Sequence[Row]) -> int:
+        """COPY a template's readings in; those already stored (by their key) are skipped.
+
+        The books make a reading already stored a duplicate, so the fast path copies
+        straight into readings_<id> under a savepoint. Only if the unique key
+        (device, epoch, seq) still finds one stored (books reset by hand, a bug) does
+        it go again through a temporary table and INSERT ... ON CONFLICT DO NOTHING.
+        """
         c = self.conn
         cols = self.columns[tid]
         names = [*FIXED_COLUMNS, *(col for col, _, _ in cols)]
+        ident = sql.SQL(", ").join(map(_q, names))
+        try:
+            with c.transaction():
+                self._copy(table_name(tid), ident, cols, batch)
+            return len(batch)
+        except psycopg.errors.UniqueViolation:
+            pass
+        self._copy(f"stage_{tid}", ident, cols, batch)
+        cur = c.execute(
+            sql.SQL(
+                "INSERT INTO {} ({cols}) SELECT {cols} FROM {} ON CONFLICT (device, epoch, seq) "
+                "DO NOTHING"
+            ).format(_q(table_name(tid)), _q(f"stage_{tid}"), cols=ident)
+        )
+        n = cur.rowcount
+        log.warning(
+            "template %d: %d of %d readings were stored already (not stored again)",
+            tid,
+            len(batch) - n,
+            len(batch),
+        )
+        return n
+
+    def _copy(
+        self,
+        table: str,
+        ident: sql.Composable,
+        cols: list[tuple[str, str, str]],
+        batch: Sequence[Row],
+    ) -> None:
+        """Binary COPY of rows into table (received_at as timestamptz)."""
         types = ["int8", "int8", "int8", "timestamptz", "text"] + [
             "int8" if typ == "INTEGER" else "float8" for _, _, typ in cols
         ]
-        ident = sql.SQL(", ").join(map(_q, names))
         times = self._times
         if len(times) > 4096:
             times.clear()
-        with c.cursor().copy(
-            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(_q(f"stage_{tid}"), ident)
+        with self.conn.cursor().copy(
+            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(_q(table), ident)
         ) as cp:
             cp.set_types(types)
             write_row = cp.write_row
@@ -582,22 +620,6 @@ class PostgresStore:
                 if ts is None:
                     ts = times[at] = _parse_utc(at)
                 write_row((r[0], r[1], r[2], ts, *r[4:]))
-        cur = c.execute(
-            sql.SQL(
-                "INSERT INTO {} ({cols}) SELECT {cols} FROM {} ON CONFLICT (device, epoch, seq) "
-                "DO NOTHING"
-            ).format(_q(table_name(tid)), _q(f"stage_{tid}"), cols=ident)
-        )
-        n = cur.rowcount
-        if n != len(batch):
-            # The books said new, the key said stored: only a book reset can cause it.
-            log.warning(
-                "template %d: %d of %d readings were stored already",
-                tid,
-                len(batch) - n,
-                len(batch),
-            )
-        return n
 
 
 def _parse_utc(at: str) -> datetime:

@@ -582,8 +582,9 @@ class PostgresStore:
         self._copy(f"stage_{tid}", ident, cols, batch)
         cur = c.execute(
             sql.SQL(
-                "INSERT INTO {} ({cols}) SELECT {cols} FROM {} ON CONFLICT (device, epoch, seq) "
-                "DO NOTHING"
+                # No conflict target: any unique index will do (a TimescaleDB hypertable's
+                # key must include received_at, README).
+                "INSERT INTO {} ({cols}) SELECT {cols} FROM {} ON CONFLICT DO NOTHING"
             ).format(_q(table_name(tid)), _q(f"stage_{tid}"), cols=ident)
         )
         n = cur.rowcount

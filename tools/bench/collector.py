@@ -206,6 +206,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def server_cpu() -> float:
+    """CPU seconds of the PostgreSQL server: the postmaster, its live children, and (through
+    the postmaster's cutime/cstime) the backends that have exited."""
+    pid = int((PG.data / "postmaster.pid").read_text().split()[0])
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = sum(int(x) for x in f[11:15]) / TICK
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            total += cpu_seconds(int(child))
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
 def start_collector(kind: str, tmp: Path) -> tuple[list[subprocess.Popen[bytes]], int, str]:
     """The collector process(es) of a kind, their UDP port, and their --db."""
     if kind in PG_KINDS:
@@ -293,6 +307,7 @@ def trial(kind: str, rate: int, seconds: float, devices: int, tmp: Path) -> dict
     assert sender.stdin is not None and sender.stdout is not None
     sender.stdout.readline()  # pre-encoding done
     cpu0 = sum(cpu_seconds(p.pid) for p in procs)
+    srv0 = server_cpu() if kind in PG_KINDS else 0.0
     sender.stdin.write("go\n")
     sender.stdin.flush()
     result = json.loads(sender.stdout.readline())
@@ -309,6 +324,10 @@ def trial(kind: str, rate: int, seconds: float, devices: int, tmp: Path) -> dict
         p.terminate()
     for p in procs:
         p.wait(timeout=60)
+    srv = 0.0
+    if kind in PG_KINDS:
+        time.sleep(0.5)  # the backends exit and are reaped
+        srv = server_cpu() - srv0
     stored = count(kind, db)
     sent = result["sent"]
     return {
@@ -318,6 +337,7 @@ def trial(kind: str, rate: int, seconds: float, devices: int, tmp: Path) -> dict
         "stored": stored,
         "ok": stored == sent and result["errors"] == 0,
         "us_per_reading": 1e6 * cpu / stored if stored else float("nan"),
+        "server_us_per_reading": 1e6 * srv / stored if stored else float("nan"),
     }
 
 
@@ -335,7 +355,8 @@ def search(
         print(
             f"{kind:12} target {rate:>8,}/s offered {t['offered']:>9,.0f}/s sent {t['sent']:>9,} "
             f"stored {t['stored']:>9,} {'ok' if t['ok'] else 'LOSS'} "
-            f"{t['us_per_reading']:.2f} us/reading",
+            f"{t['us_per_reading']:.2f} us/reading"
+            + (f", server {t['server_us_per_reading']:.2f} us" if kind in PG_KINDS else ""),
             file=sys.stderr,
             flush=True,
         )
@@ -440,15 +461,19 @@ def main() -> None:
         f"(24 bytes), sender in its own process, {os.cpu_count()} CPUs, "
         f"load average {load:.1f} at the end\n"
     )
-    print("| collector | highest offered rate stored 100 % | CPU per reading | then |")
-    print("|---|---:|---:|---|")
+    print(
+        "| collector | highest offered rate stored 100 % | CPU per reading | "
+        "PostgreSQL server's CPU per reading | then |"
+    )
+    print("|---|---:|---:|---:|---|")
     for kind, (best, why) in results.items():
         if best is None:
-            print(f"| {kind} | below the first rate tried | | {why} |")
+            print(f"| {kind} | below the first rate tried | | | {why} |")
         else:
+            srv = f"{best['server_us_per_reading']:.1f} us" if kind in PG_KINDS else ""
             print(
                 f"| {kind} | {best['offered']:,.0f} readings/s "
-                f"| {best['us_per_reading']:.1f} us | {why} |"
+                f"| {best['us_per_reading']:.1f} us | {srv} | {why} |"
             )
     p = results.get("precast", (None, ""))[0]
     for kind in ("naive", "naive-wal"):

@@ -463,3 +463,30 @@ def test_device_books_round_trip_column_for_column(pg_url: str) -> None:
     again.close()
     assert got == want
     assert isinstance(Device(*want[7]).seen, int)
+
+
+def test_outage_overflowing_the_queue_is_counted(
+    tmp_path: Path, pg_server: PgServer, pg_url: str
+) -> None:
+    """The server away and the queue too small to wait it out: stored + dropped == sent."""
+    col = Collector(tmp_path, "--queue", "500", db=pg_url)
+    try:
+        col.send([minimal(8, 0)])
+        wait_for(lambda: count_rows(pg_url) == 1, 10, "first reading")
+        pg_server.stop("fast")
+        try:
+            sent = 1
+            for i in range(1, 3001, 100):
+                sent += col.send(minimal(8, s) for s in range(i, i + 100))
+                time.sleep(0.01)
+            wait_for(lambda: "by the queue" in col.stderr(), 10, "queue drops logged")
+        finally:
+            pg_server.start()
+        wait_for(lambda: "the database is back" in col.stderr(), 30, "reconnected")
+    finally:
+        assert col.stop() == 0, col.stderr()
+    doc = stats(pg_url)
+    stored = count_rows(pg_url)
+    assert doc["drops"]["queue"] > 0 and doc["drops"]["kernel"] == 0
+    assert stored + doc["drops"]["queue"] == sent
+    assert by_device(doc)[8]["received"] == stored

@@ -185,12 +185,10 @@ class Collector:
         """
         store: SharedStore = self.store  # type: ignore[assignment]
         specs = self.validator.specs
-        touched = set()
-        for _, batch in batches:
-            for data, _ in batch:
-                sp = specs.get(data[:4])  # a template's frame: the device id follows
-                if sp is not None and len(data) == sp.length:
-                    touched.add(int.from_bytes(data[4:8], "big"))
+        # The device ids of the template frames (magic, version/flags and template id, then
+        # the device): a frame of the wrong length only locks a device for nothing.
+        ids = {data[4:8] for _, batch in batches for data, _ in batch if data[:4] in specs}
+        touched = {int.from_bytes(i, "big") for i in ids if len(i) == 4}
         out: list[Any] = []
 
         def work(fresh: dict[int, Device | None]) -> Any:

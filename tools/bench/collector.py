@@ -341,6 +341,58 @@ def trial(kind: str, rate: int, seconds: float, devices: int, tmp: Path) -> dict
     }
 
 
+def drain(kind: str, n: int, devices: int, tmp: Path) -> dict[str, float]:
+    """Storing capacity, whatever the sender reaches: n datagrams wait in the socket buffer of
+    a stopped (SIGSTOP) collector; from SIGCONT, how fast is all of it stored?"""
+    import signal
+
+    procs, port, db = start_collector(kind, tmp)
+    socks = "16" if kind == "precast-pg-2" else "1"
+    for p in procs:
+        os.kill(p.pid, signal.SIGSTOP)
+    rate = 1_000_000  # as fast as the sender goes; the buffer holds it
+    sender = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--send",
+            str(port),
+            str(rate),
+            str(n / rate),
+            str(devices),
+            socks,
+        ],
+        input="go\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    sent = json.loads(sender.stdout.splitlines()[-1])["sent"]
+    cpu0 = sum(cpu_seconds(p.pid) for p in procs)
+    srv0 = server_cpu() if kind in PG_KINDS else 0.0
+    t0 = time.perf_counter()
+    for p in procs:
+        os.kill(p.pid, signal.SIGCONT)
+    stored = 0
+    while stored < sent and time.perf_counter() - t0 < 120:
+        time.sleep(0.02)
+        stored = count(kind, db)
+    took = time.perf_counter() - t0
+    cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu0
+    srv = server_cpu() - srv0 if kind in PG_KINDS else 0.0
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(timeout=60)
+    return {
+        "sent": sent,
+        "stored": stored,
+        "rate": stored / took,
+        "us_per_reading": 1e6 * cpu / stored if stored else float("nan"),
+        "server_us_per_reading": 1e6 * srv / stored if stored else float("nan"),
+    }
+
+
 def search(
     kind: str, start: int, step: float, seconds: float, devices: int, tmp: Path, limit: int
 ) -> tuple[dict[str, float] | None, str]:
@@ -429,6 +481,13 @@ def main() -> None:
     ap.add_argument(
         "--only", choices=KINDS, action="append", help="run this collector only (repeatable)"
     )
+    ap.add_argument(
+        "--drain",
+        type=int,
+        metavar="N",
+        help="instead: storing capacity, N datagrams queued in a stopped collector's socket "
+        "(at most what --rcvbuf holds, about 80,000)",
+    )
     args = ap.parse_args()
     global PG
     results: dict[str, tuple[dict[str, float] | None, str]] = {}
@@ -441,6 +500,23 @@ def main() -> None:
 
             PG = PgServer(fast=False)  # durable, as a user would run it
         try:
+            if args.drain:
+                print(
+                    "| collector | stored | readings/s from a full buffer | CPU per reading "
+                    "| server's CPU per reading |"
+                )
+                print("|---|---:|---:|---:|---:|")
+                for kind in kinds:
+                    if kind.startswith("naive"):
+                        continue
+                    r = drain(kind, args.drain, args.devices, tmp)
+                    srv = f"{r['server_us_per_reading']:.1f} us" if kind in PG_KINDS else ""
+                    print(
+                        f"| {kind} | {r['stored']:,.0f} of {r['sent']:,.0f} | {r['rate']:,.0f} "
+                        f"| {r['us_per_reading']:.1f} us | {srv} |",
+                        flush=True,
+                    )
+                return
             for kind in kinds:
                 start = {
                     "precast": args.start,

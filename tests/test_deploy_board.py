@@ -141,6 +141,8 @@ def _deploy_cli(port: str, *extra: str) -> tuple[subprocess.CompletedProcess[str
             str(TEMPLATES / "minimal.toml"),
             "--device",
             "1",
+            "--collector",
+            "127.0.0.1",
             *extra,
         ],
         capture_output=True,

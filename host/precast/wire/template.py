@@ -28,6 +28,7 @@ fields in wire order. The schema is a contract:
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import math
 import re
@@ -255,6 +256,20 @@ def load_template(path: str | Path) -> Template:
     except tomllib.TOMLDecodeError as e:
         raise TemplateError(str(p), None, f"not valid TOML: {e}") from None
     return parse_template(data, str(p))
+
+
+def shipped_templates() -> Path:
+    """The example templates that ship with precast (templates/ in a checkout)."""
+    spec = importlib.util.find_spec("precast.templates")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[3] / "templates"
+
+
+def default_templates() -> list[Path]:
+    """Where a command looks when given no --templates: ./templates, else the shipped ones."""
+    here = Path("templates")
+    return [here if here.is_dir() else shipped_templates()]
 
 
 def load_templates(paths: Iterable[str | Path]) -> list[Template]:

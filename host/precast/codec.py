@@ -61,6 +61,7 @@ REASONS = (
 _HDR = struct.Struct(">BBH")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+_F32 = struct.Struct(">f")
 _ETH_IP = struct.Struct(">12xHBxHxxxxxB")  # ethertype, ver/ihl, total length, protocol
 
 
@@ -101,6 +102,24 @@ class Reading:
         }
 
 
+def nearest_f32(d: Decimal) -> float:
+    """The float32 nearest to d, ties to even; OverflowError past float32's range.
+
+    Decimal -> double -> float32 rounds twice, which is off by one unit only
+    when the double lands exactly halfway between two float32s: d decides then.
+    """
+    x = float(d)
+    y: float = _F32.unpack(_F32.pack(x))[0]
+    if y != x:
+        bits = _U32.unpack(_F32.pack(y))[0]
+        nb: float = _F32.unpack(_U32.pack(bits + 1 if abs(x) > abs(y) else bits - 1))[0]
+        if math.isfinite(nb) and (y + nb) / 2 == x:
+            mid = Decimal(x)  # exact, and so are the comparisons
+            if d != mid and (d > mid) == (nb > y):
+                return nb
+    return y
+
+
 def _f32_repr(x: float) -> float:
     """The shortest decimal that names the same float32 (0.1f -> 0.1, not 0.10000000149)."""
     if not math.isfinite(x):
@@ -114,12 +133,14 @@ def _f32_repr(x: float) -> float:
 
 
 def to_units(slot: FieldSlot, raw: int | float) -> int | float:
-    """A raw wire value in units: raw * scale + offset, rounded to the scale's decimals."""
+    """A raw wire value in units: raw * scale + offset, rounded to the scale's decimals.
+
+    An f32 field carries its value in units (a template gives it no scale or
+    offset): the value is the float itself, named by its shortest decimal.
+    """
     f = slot.field
     if f.type == "f32":
-        # A float carries its own precision: no rounding to the scale's decimals.
-        x = _f32_repr(float(raw))
-        return x if f.scale == 1 and f.offset == 0 else x * f.scale + f.offset
+        return _f32_repr(float(raw))
     v = raw * f.scale + f.offset
     if isinstance(v, int):
         return v
@@ -139,17 +160,18 @@ def _decimal(value: object, name: str) -> Decimal:
 
 
 def to_raw(slot: FieldSlot, value: object) -> int | float:
-    """A value in units as its raw wire value: rounded half away from zero, range-checked."""
+    """A value in units as its raw wire value: rounded half away from zero, range-checked.
+
+    For f32 the value is its own raw value: the float32 nearest to it.
+    """
     f = slot.field
     d = _decimal(value, f.name)
-    exact = (d - Decimal(repr(f.offset))) / Decimal(repr(f.scale))
     if f.type == "f32":
-        x = float(exact)
         try:
-            struct.pack(">f", x)  # rounds to the nearest float32; overflows past its range
+            return nearest_f32(d)
         except OverflowError:
             raise EncodeError(f"field {f.name!r}: {value} is out of range for f32") from None
-        return x
+    exact = (d - Decimal(repr(f.offset))) / Decimal(repr(f.scale))
     raw = int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
     lo, hi = f.range
     assert lo is not None and hi is not None

@@ -25,6 +25,7 @@ from precast.sender import TokenBucket, pump
 from precast.transports import open_transport
 from precast.transports.memory import MemoryTransport
 from sender_kit import ENV_VALUES
+from strategies import examples
 
 LAYOUTS = load_layouts([TEMPLATES])
 KEY = bytes.fromhex(KEY_HEX)
@@ -49,7 +50,7 @@ def batches(draw: st.DrawFn) -> tuple[int, list[int], list[int], list[list[int |
     return i, devices, seqs, cols
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(batches())
 def test_batch_patcher_makes_exactly_what_encode_makes(
     b: tuple[int, list[int], list[int], list[list[int | float]]],

@@ -218,3 +218,19 @@ def test_receiver_checks_in_the_documented_order() -> None:
         codec = Codec([env, power], key=None if reason == "no-key" else key)
         got = codec.decode(data)
         assert isinstance(got, Rejected) and got.reason == reason, (reason, got)
+
+
+def test_readme_and_code_point_to_the_shipped_document() -> None:
+    # A user can follow every pointer: README's links, and the code's citations.
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(docs/PROTOCOL\.md(#[a-z-]*)?\)", readme)
+    assert links, "README does not link docs/PROTOCOL.md"
+    slugs = {
+        "#" + re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.*)$", DOC, re.M)
+    }
+    assert {a for a in links if a} <= slugs
+    code = [*(ROOT / "host").rglob("*.py"), *(ROOT / "firmware").rglob("*.py")]
+    for path in [ROOT / "README.md", *code]:
+        for line in path.read_text().splitlines():
+            assert "PROTOCOL.md" not in line.replace("docs/PROTOCOL.md", ""), (path, line)

@@ -5,7 +5,7 @@ check, and the UDP checksum (the template's partial sum plus the sum of
 the payload's variable bytes, RFC 1624). Nothing else changes.
 
 Decoding takes a whole Ethernet frame or a bare UDP payload, checks it in
-PROTOCOL.md's order and returns a Reading or a Rejected reason. It never
+docs/PROTOCOL.md's order and returns a Reading or a Rejected reason. It never
 raises on bad bytes: bad input is data, not an accident.
 """
 
@@ -293,7 +293,7 @@ class Codec:
         return self.keys.get(device, self.key)
 
     def decode(self, data: bytes | bytearray | memoryview) -> Reading | Rejected:
-        """A Reading, or the first reason (PROTOCOL.md's order) the data is refused."""
+        """A Reading, or the first reason (docs/PROTOCOL.md's order) the data is refused."""
         m = payload_of(data)
         n = len(m)
         if n < HEADER_LEN + 2:

@@ -12,7 +12,7 @@ Two threads and a bounded queue between them:
   from /proc/net/udp (the `drops` column of the socket's inode) and counted
   too (kernel_drops).
 - the storing thread takes everything queued, checks each datagram in
-  PROTOCOL.md's order, tracks each device's sequence (tracker.py) and writes
+  docs/PROTOCOL.md's order, tracks each device's sequence (tracker.py) and writes
   the readings, the changed devices and the counters in one transaction
   (store.py), then appends the JSON lines.
 
@@ -788,9 +788,9 @@ def register(sub: Any) -> None:
     c = sub.add_parser(
         "collect",
         help="receive, check and store readings (a daemon)",
-        description="Receive precast frames over UDP, check each in PROTOCOL.md's order, track "
-        "every device's sequence and store readings in SQLite. SIGTERM/SIGINT: store what was "
-        "received and exit 0; SIGHUP: reload templates and keys.",
+        description="Receive precast frames over UDP, check each in the wire format's order "
+        "(docs/PROTOCOL.md), track every device's sequence and store readings in SQLite. "
+        "SIGTERM/SIGINT: store what was received and exit 0; SIGHUP: reload templates and keys.",
     )
     c.add_argument(
         "--listen",

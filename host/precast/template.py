@@ -39,7 +39,7 @@ from typing import Any
 
 from .errors import TemplateError
 
-# PROTOCOL.md: header (magic, version/flags, template id, device id, seq).
+# docs/PROTOCOL.md: header (magic, version/flags, template id, device id, seq).
 HEADER_LEN = 12
 # Largest UDP payload that fits a 1500-byte MTU: 1500 - 20 (IPv4) - 8 (UDP).
 MAX_PAYLOAD = 1472

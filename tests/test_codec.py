@@ -95,9 +95,11 @@ def test_f32_round_trip_of_issue_17() -> None:
 
 
 def _f32_neighbours(x: float) -> tuple[float, float]:
+    """The float32s just below and just above x (x a finite, non-zero float32)."""
     bits = struct.unpack(">I", struct.pack(">f", x))[0]
     below, above = (bits - 1, bits + 1) if x > 0 else (bits + 1, bits - 1)
-    return tuple(struct.unpack(">f", struct.pack(">I", b))[0] for b in (below, above))  # type: ignore[return-value]
+    as_f32 = lambda b: struct.unpack(">f", struct.pack(">I", b))[0]  # noqa: E731
+    return as_f32(below), as_f32(above)
 
 
 @settings(max_examples=examples(300), deadline=None)

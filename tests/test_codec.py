@@ -117,6 +117,17 @@ def test_f32_encodes_the_nearest_float32(x: float, side: int) -> None:
     assert to_raw(F32.fields[0], str(near_nb)) == nb
 
 
+def test_f32_range_ends_halfway_past_its_largest() -> None:
+    largest = struct.unpack(">f", b"\x7f\x7f\xff\xff")[0]
+    halfway = Decimal(2**128 - 2**103)
+    for sign in (1, -1):
+        with localcontext(prec=60):
+            below = sign * (halfway - Decimal("1e-10"))  # a double would round it up to halfway
+        assert to_raw(F32.fields[0], str(below)) == sign * largest
+        with pytest.raises(EncodeError, match="out of range for f32"):
+            to_raw(F32.fields[0], str(sign * halfway))
+
+
 def test_udp_checksum_zero_goes_out_as_ffff() -> None:
     # Search seq values until the computed checksum is 0: it must be sent as 0xFFFF.
     lay = compile_template(load_template(TEMPLATES / "minimal.toml"))

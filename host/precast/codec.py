@@ -62,6 +62,8 @@ _HDR = struct.Struct(">BBH")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _F32 = struct.Struct(">f")
+_F32_MAX = 2.0**128 - 2.0**104  # the largest finite float32
+_F32_OVERFLOW = 2.0**128 - 2.0**103  # halfway to the next power: from here on, infinity
 _ETH_IP = struct.Struct(">12xHBxHxxxxxB")  # ethertype, ver/ihl, total length, protocol
 
 
@@ -109,7 +111,12 @@ def nearest_f32(d: Decimal) -> float:
     when the double lands exactly halfway between two float32s: d decides then.
     """
     x = float(d)
-    y: float = _F32.unpack(_F32.pack(x))[0]
+    try:
+        y: float = _F32.unpack(_F32.pack(x))[0]
+    except OverflowError:
+        if abs(x) == _F32_OVERFLOW and d.copy_abs() < Decimal(x).copy_abs():  # rounded up to it
+            return math.copysign(_F32_MAX, x)
+        raise
     if y != x:
         bits = _U32.unpack(_F32.pack(y))[0]
         nb: float = _F32.unpack(_U32.pack(bits + 1 if abs(x) > abs(y) else bits - 1))[0]

@@ -19,9 +19,9 @@ from precast import (
     load_template,
     parse_template,
 )
-from precast.checks import checksum, ones_sum
-from precast.codec import Reading, Rejected, to_raw
-from precast.layout import PAYLOAD_OFFSET
+from precast.wire.checks import checksum, ones_sum
+from precast.wire.codec import Reading, Rejected, to_raw
+from precast.wire.constants import PAYLOAD_OFFSET
 from strategies import KEY, examples, f32s, frames, raws, templates
 
 

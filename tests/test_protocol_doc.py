@@ -20,8 +20,9 @@ from conftest import ROOT, precast
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 from precast import Codec, Reading, compile_template, load_template
-from precast.checks import cmac, crc16
-from precast.codec import REASONS, Rejected
+from precast.wire.checks import cmac, crc16
+from precast.wire.codec import Rejected
+from precast.wire.constants import REASONS
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 

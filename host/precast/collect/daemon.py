@@ -399,9 +399,9 @@ def register(sub: Any) -> None:
     c = sub.add_parser(
         "collect",
         help="receive, check and store readings (a daemon)",
-        description="Receive precast frames over UDP, check each in PROTOCOL.md's order, track "
-        "every device's sequence and store readings in SQLite. SIGTERM/SIGINT: store what was "
-        "received and exit 0; SIGHUP: reload templates and keys.",
+        description="Receive precast frames over UDP, check each in the wire format's order "
+        "(docs/PROTOCOL.md), track every device's sequence and store readings in SQLite. "
+        "SIGTERM/SIGINT: store what was received and exit 0; SIGHUP: reload templates and keys.",
         epilog=examples(
             "precast collect --templates templates --db precast.db",
             "precast collect --listen :20547 --keys keys.txt --jsonl readings.jsonl --metrics "

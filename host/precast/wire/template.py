@@ -21,8 +21,8 @@ fields in wire order. The schema is a contract:
     [[field]]               # in wire order; at least one
     name = "temperature"    # identifier, unique in the template
     type = "i16"            # u8 i8 u16 i16 u32 i32 f32
-    scale = 0.01            # optional, default 1
-    offset = 0              # optional, default 0
+    scale = 0.01            # optional, default 1; units = raw * scale + offset
+    offset = 0              # optional, default 0; neither on f32 (it carries units)
     unit = "degC"           # optional
 """
 
@@ -198,6 +198,11 @@ def _parse_field(src: str, i: int, raw: object, seen: set[str]) -> Field:
         raise TemplateError(
             src, f"{where}.type", f"unknown type {typ!r} (expected one of {' '.join(TYPES)})"
         )
+    if typ == "f32":
+        for key in ("scale", "offset"):
+            if key in raw:
+                why = "not allowed on f32: an f32 field carries its value in units"
+                raise TemplateError(src, f"{where}.{key}", why)
     scale = raw.get("scale", 1)
     if not _is_number(scale) or scale == 0:
         raise TemplateError(

@@ -51,6 +51,7 @@ from precast.errors import PrecastError, UsageError
 from precast.wire.codec import Codec
 from precast.wire.constants import DEFAULT_PORT, NO_KEY
 from precast.wire.layout import load_layouts
+from precast.wire.template import default_templates
 from precast.wire.validator import Validator
 
 log = logging.getLogger("precast.collect")
@@ -467,7 +468,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         raise UsageError("--queue must be at least 1")
     if args.stop_timeout < 0:
         raise UsageError("--stop-timeout must be at least 0")
-    templates = args.templates or ["templates"]
+    templates = args.templates or [str(p) for p in default_templates()]
     if args.replay_spill:
         listen = ("127.0.0.1", 0)  # nothing is received: the spill file is the input
     else:
@@ -510,7 +511,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
     def ready() -> None:
         host, port = col.address
         names = ", ".join(f"{lay.template.name} ({tid})" for tid, lay in col.codec.layouts.items())
-        log.info("listening on %s:%d, storing in %s; templates: %s", host, port, col.where, names)
+        log.info(
+            "listening on %s:%d, storing in %s; templates: %s (from %s)",
+            host,
+            port,
+            col.where,
+            names,
+            ", ".join(map(str, templates)),
+        )
         if metrics:
             log.info("metrics on http://%s:%d/metrics", *metrics)
         if args.ready_file:
@@ -533,9 +541,10 @@ def register(sub: Any) -> None:
     c = sub.add_parser(
         "collect",
         help="receive, check and store readings (a daemon)",
-        description="Receive precast frames over UDP, check each in PROTOCOL.md's order, track "
-        "every device's sequence and store readings in SQLite or PostgreSQL; several collectors "
-        "may share one PostgreSQL database (a reading is stored once, the books stay exact). "
+        description="Receive precast frames over UDP, check each in the wire format's order "
+        "(docs/PROTOCOL.md), track every device's sequence and store readings in SQLite or "
+        "PostgreSQL; several collectors may share one PostgreSQL database (a reading is stored "
+        "once, the books stay exact). "
         "SIGTERM/SIGINT: store what was received and exit 0; SIGHUP: reload templates and keys.",
         epilog=examples(
             "precast collect --templates templates --db precast.db",
@@ -560,7 +569,8 @@ def register(sub: Any) -> None:
         nargs="+",
         action="extend",
         metavar="DIR|FILE",
-        help="template directory or file, repeatable (default templates/)",
+        help="template directory or file, repeatable (default: ./templates, else the "
+        "examples shipped with precast)",
     )
     c.add_argument(
         "--db",

@@ -6,7 +6,10 @@
 - keys.py      the keys file (a device's AES key)
 - tracker.py   each device's sequence books: loss, duplicates, late, reboots, replays
 - rows.py      a stored reading as a row and as a JSON object
-- store/       the database interface and its backends (sqlite.py)
+- store/       the database interface and its backends (sqlite.py, postgres.py)
+- dburl.py     which backend a --db value names, and the value without its password
+- outage.py    retrying a batch with backoff while the database is away
+- spill.py     what could not be stored at exit, and --replay-spill
 - sinks/       where stored readings go besides the database (jsonl.py)
 - metrics.py   Prometheus metrics; stats.py `precast stats`
 """

@@ -388,10 +388,17 @@ class PostgresStore:
         rejects: Mapping[str, int],
         counters: Mapping[str, int],
     ) -> None:
-        """One transaction, no locking: the SQLite store's write(), for a lone collector."""
-        with self.conn.transaction():
-            self._locked = []
-            self._write(rows, list(devices), rejects, counters)
+        """One transaction, no locking: the SQLite store's write(), for a lone collector.
+
+        A failure raises StoreError (the interface's contract); transact() raises
+        psycopg's own errors, which the collector's retry tells apart.
+        """
+        try:
+            with self.conn.transaction():
+                self._locked = []
+                self._write(rows, list(devices), rejects, counters)
+        except psycopg.Error as e:
+            raise StoreError(f"{self.where}: {_pg_error(e)}") from e
         self._commit_cache()
 
     def transact(

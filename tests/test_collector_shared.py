@@ -493,3 +493,114 @@ def test_outage_overflowing_the_queue_is_counted(
     assert doc["drops"]["queue"] > 0 and doc["drops"]["kernel"] == 0
     assert stored + doc["drops"]["queue"] == sent
     assert by_device(doc)[8]["received"] == stored
+
+
+def _cut(*socks: socket.socket) -> None:
+    """Close for real: shutdown wakes the other thread's recv(), so the peer sees the end."""
+    for x in socks:
+        try:
+            x.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        x.close()
+
+
+class CuttingProxy:
+    """A TCP proxy to the server that can cut a connection at its next COMMIT: just after
+    passing it on (the commit is made, its answer lost) or just before (it is not made)."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.cut: str | None = None  # "after" or "before"
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(8)
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            s = socket.create_connection(("127.0.0.1", self.target))
+            mute = threading.Event()  # set: the server's answers are dropped
+            threading.Thread(target=self._up, args=(c, s, mute), daemon=True).start()
+            threading.Thread(target=self._down, args=(s, c, mute), daemon=True).start()
+
+    def _up(self, src: socket.socket, dst: socket.socket, mute: threading.Event) -> None:
+        try:
+            while data := src.recv(65536):
+                commit = self.cut and data[:1] == b"Q" and b"COMMIT" in data
+                if commit:
+                    mute.set()
+                    if self.cut == "after":
+                        dst.sendall(data)
+                        time.sleep(0.3)  # the server commits; its answer never comes back
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        if mute.is_set():
+            self.cut = None
+        _cut(src, dst)
+
+    def _down(self, src: socket.socket, dst: socket.socket, mute: threading.Event) -> None:
+        try:
+            while data := src.recv(65536):
+                if mute.is_set():
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        _cut(src, dst)
+
+    def close(self) -> None:
+        self.lsock.close()
+
+
+def test_a_commit_whose_answer_is_lost_is_looked_up_not_redone(
+    pg_server: PgServer, pg_url: str
+) -> None:
+    """The connection dies during COMMIT: made, the batch counts once; not made, it is redone."""
+    from collector_harness import LAYOUTS
+    from precast.collect.store import open_store
+    from precast.collect.tracker import Tracker
+
+    proxy = CuttingProxy(pg_server.port)
+    url = pg_url.replace(f":{pg_server.port}/", f":{proxy.port}/")
+    store: Any = open_store(url)
+    store.ensure_templates(LAYOUTS.values())
+    tracker = Tracker()
+    at = "2026-01-02T03:04:05.000000Z"
+
+    def work_for(seq: int) -> Any:
+        def work(fresh: dict[int, Any]) -> Any:
+            for d in fresh.values():
+                if d is not None:
+                    tracker.load(d)
+            tracker.observe(1, 2, seq, 1.0 + seq, False)
+            row = (1, seq, 0, at, "127.0.0.1:1", seq)
+            return {2: [row]}, tracker.take_dirty(), {}, {}
+
+        return work
+
+    try:
+        assert store.transact({1}, work_for(0)) == 1
+        proxy.cut = "after"
+        assert store.transact({1}, work_for(1)) == 1  # made: looked up, not raised
+        proxy.cut = "before"
+        try:
+            store.transact({1}, work_for(2))
+            raise AssertionError("a commit that was not made must raise")
+        except Exception as e:  # psycopg.OperationalError
+            assert "OperationalError" in type(e).__name__, e
+        store.reconnect()
+        assert store.transact({1}, work_for(2)) == 1  # the retry
+    finally:
+        store.close()
+        proxy.close()
+    assert db_seqs(pg_server, pg_url) == {1: [0, 1, 2]}
+    books = by_device(stats(pg_url))[1]
+    assert (books["received"], books["duplicates"], books["last_seq"]) == (3, 0, 2)

@@ -134,10 +134,17 @@ def register(sub: Any) -> None:
         description="What the collector's database says of each device: readings received, "
         "lost, duplicated, late, bad; reboots; when it was last heard from. Read-only: the "
         "collector may keep running.",
-        epilog=examples("precast stats --db precast.db", "precast stats --db precast.db --json"),
+        epilog=examples(
+            "precast stats --db precast.db",
+            "precast stats --db precast.db --json",
+            "precast stats --db postgresql://precast@db.example/precast",
+        ),
     )
     s.add_argument(
-        "--db", default="precast.db", metavar="PATH", help="SQLite database (default precast.db)"
+        "--db",
+        default="precast.db",
+        metavar="PATH|URL",
+        help="SQLite database path, or a postgresql:// URL (default precast.db)",
     )
     s.add_argument(
         "--json",

@@ -42,6 +42,12 @@ def _version(path: str) -> int:
         return 0
 
 
+def _traversable(path: str) -> bool:
+    """Whether every directory down to path lets others through (o+x)."""
+    p = Path(path).resolve()
+    return all(q.stat().st_mode & 0o001 for q in [p, *p.parents])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,7 +63,10 @@ class PgServer:
         if bindir is None:
             raise RuntimeError("PostgreSQL is not installed (Debian package postgresql)")
         self.bin = bindir
-        self.dir = Path(tempfile.mkdtemp(prefix="precast-pg-"))
+        base = tempfile.gettempdir()
+        if os.geteuid() == 0 and not _traversable(base):
+            base = "/tmp"  # nobody must reach the cluster's directory
+        self.dir = Path(tempfile.mkdtemp(prefix="precast-pg-", dir=base))
         self.data = self.dir / "data"
         self.logfile = self.dir / "server.log"
         self.port = free_port()

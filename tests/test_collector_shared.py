@@ -369,6 +369,13 @@ def test_server_down_at_sigterm_spills_and_the_replay_matches(
         col.signal(signal.SIGTERM)
         rc = col.proc.wait(30)
         took = time.monotonic() - t0
+        # Replayed while the server is still away: one line, exit 2, the file untouched.
+        before = spill.read_bytes()
+        r = run_precast(
+            "collect", "--templates", str(TEMPLATES), "--db", pg_url, "--replay-spill", str(spill)
+        )
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert spill.read_bytes() == before
     finally:
         col.kill()
         pg_server.start()

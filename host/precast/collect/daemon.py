@@ -45,7 +45,7 @@ from precast.collect.rows import Row, RowBuilder, reading_doc, row_builder, utc_
 from precast.collect.sinks import Doc, Sink
 from precast.collect.sinks.jsonl import JsonlSink
 from precast.collect.spill import DEFAULT_SPILL, read_spill, write_spill
-from precast.collect.store import SharedStore, open_store, transient_errors
+from precast.collect.store import SharedStore, StoreError, open_store, transient_errors
 from precast.collect.tracker import DEFAULT_WINDOW, REPLAY, Device, Tracker
 from precast.errors import PrecastError, UsageError
 from precast.wire.codec import Codec
@@ -331,17 +331,20 @@ class Collector:
         for _, b in batches:
             for _, source in b:
                 self.sources[source] = source
-        chunk: list[Batch] = []
-        size = 0
-        for ts, b in batches:
-            chunk.append((ts, list(b)))
-            size += len(b)
-            if size >= 65536:
-                self._process(chunk)
-                chunk, size = [], 0
-        self._process(chunk)
-        self.sock.close()
-        self.store.close()
+        # One transaction for the whole file: a replay is stored entirely or not at all, so
+        # it can always be run again. A database away gets --stop-timeout to come back.
+        self.retry.deadline = time.monotonic() + self.stop_timeout
+        try:
+            self._process([(ts, list(b)) for ts, b in batches])
+        except Unwritten as e:
+            raise StoreError(
+                f"{self.where}: cannot replay {path} ({' '.join(str(e.cause).split())}); "
+                "nothing of it was stored, "
+                "run the replay again once the database answers"
+            ) from None
+        finally:
+            self.sock.close()
+            self.store.close()
         done = f"{path}.replayed"
         os.replace(path, done)
         n = sum(len(b) for _, b in batches)

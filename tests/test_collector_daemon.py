@@ -253,3 +253,33 @@ def test_kernel_drops_are_counted(tmp_path: Path) -> None:
     assert doc["drops"] == {"queue": 0, "kernel": dropped}
     assert by_device(doc)[8]["received"] + dropped == sent
     assert "by the kernel" in col.stderr()
+
+
+def test_sqlite_locked_at_sigterm_spills_and_replays(tmp_path: Path) -> None:
+    """Another writer holds the SQLite database through SIGTERM: a bounded wait, then the
+    spill file; replayed once the lock is gone, every reading is stored."""
+    spill = tmp_path / "spill.jsonl"
+    col = Collector(tmp_path, "--spill", str(spill), "--stop-timeout", "1")
+    other = None
+    try:
+        col.send([minimal(6, 0)])
+        wait_for(lambda: count_rows(col.db) == 1, 10, "first reading")
+        other = sqlite3.connect(col.db, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        col.send(minimal(6, s) for s in range(1, 301))
+        wait_for(lambda: "retrying" in col.stderr(), 10, "a retry")
+        col.signal(signal.SIGTERM)
+        rc = col.proc.wait(30)
+    finally:
+        if other is not None:
+            other.execute("COMMIT")
+            other.close()
+        col.kill()
+    assert rc == 1 and "300 datagrams received were not stored" in col.stderr(), col.stderr()
+    assert len(spill.read_text().splitlines()) == 300
+    r = run_precast(
+        "collect", "--templates", str(TEMPLATES), "--db", str(col.db), "--replay-spill", str(spill)
+    )
+    assert r.returncode == 0, r.stderr
+    assert count_rows(col.db) == 301
+    assert by_device(stats(col.db))[6]["received"] == 301

@@ -9,7 +9,7 @@ from collector_harness import LAYOUTS, expected_counts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from precast.collect.store import open_store
-from precast.collect.tracker import DUPLICATE, REPLAY, Tracker
+from precast.collect.tracker import DUPLICATE, HELD, REPLAY, Tracker
 
 
 def run(tracker: Tracker, seqs: list[int], device: int = 1, mic: bool = False) -> list[int]:
@@ -64,7 +64,8 @@ def test_store_round_trip_continues_counting(seqs: list[int], cut: int) -> None:
 
 @pytest.mark.parametrize("mic", [False, True])
 def test_window_edge(mic: bool) -> None:
-    """Exactly `window` below the highest is inside (late); one more is a reboot or a replay."""
+    """Exactly `window` below the highest is inside (late); one more is a replay (MIC) or a
+    reboot candidate (CRC), a reboot once the next seq confirms it."""
     t = Tracker(window=10)
     assert run(t, [20, 10], mic=mic) == [0, 0]
     assert counts(t)["late"] == 1 and counts(t)["lost"] == 9
@@ -73,9 +74,10 @@ def test_window_edge(mic: bool) -> None:
     if mic:
         assert out == REPLAY and d.replays == 1 and d.reboots == 0 and d.highest == 20
     else:
-        assert out == 1 and d.reboots == 1 and d.epoch == 1 and d.highest == 9
-        assert d.received == 3 and d.lost == 9  # the old epoch's loss stays counted
-        assert t.observe(1, 2, 10, 6.0, mic) == 1 and d.lost == 9
+        assert out == HELD and d.reboots == 0 and d.highest == 20 and d.cand_seq == 9
+        assert t.observe(1, 2, 10, 6.0, mic) == 1 and t.confirmed[0][3] == 1
+        assert d.reboots == 1 and d.epoch == 1 and d.lowest == 9 and d.highest == 10
+        assert d.received == 4 and d.lost == 9  # the old epoch's loss stays counted
 
 
 def test_late_below_the_first_reading_counts_the_gap() -> None:

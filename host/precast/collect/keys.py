@@ -31,8 +31,9 @@ def _read_secret(path: str | Path, what: str) -> str:
         with open(path, encoding="utf-8") as f:
             mode = os.fstat(f.fileno()).st_mode
             if mode & (stat.S_IWGRP | stat.S_IWOTH):
+                who = "others" if mode & stat.S_IWOTH else "its group"
                 raise UsageError(
-                    f"{path}: {what} is writable by {'others' if mode & stat.S_IWOTH else 'its group'}"
+                    f"{path}: {what} is writable by {who}"
                     f" (mode {stat.S_IMODE(mode):04o}): refused; chmod 600 or 640 it"
                 )
             if mode & stat.S_IROTH:
@@ -77,7 +78,9 @@ def load_keys(path: str | Path) -> tuple[bytes | None, dict[int, bytes]]:
         if not 0 <= dev <= U32_MAX:
             raise UsageError(f"{where}: device {dev} is out of range 0..{U32_MAX}")
         if dev in lines:
-            raise UsageError(f"{where}: device {dev} is listed twice, on lines {lines[dev]} and {n}")
+            raise UsageError(
+                f"{where}: device {dev} is listed twice, on lines {lines[dev]} and {n}"
+            )
         keys[dev] = key
         lines[dev] = n
     return default, keys

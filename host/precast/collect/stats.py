@@ -3,7 +3,13 @@
 Read-only (the collector keeps writing meanwhile). The --json document's
 keys are a contract: {"devices": [{device, template, received, lost,
 duplicates, late, last_seq, ...}], "rejected": {reason: count},
-"drops": {"queue": n, "kernel": n}}.
+"drops": {"queue": n, "kernel": n, "jsonl": n}}, and "devices_total" (every
+device, when --limit printed fewer). The reasons are the codec's (short,
+magic, version, flags, unknown-template, check-kind, length, crc, mic,
+no-key) and the tracker's: replay (a MIC device's seq below its window),
+mic-required (a CRC frame with the id of a device that uses a MIC), jump (a
+far seq never confirmed by a second frame), device-limit (a new device beyond
+--max-devices).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from typing import Any
 
 from precast.collect.rows import utc_iso
 from precast.collect.store import read_stats
+from precast.errors import UsageError
 
+DEFAULT_LIMIT = 10_000  # devices printed: the --max-devices default, fast (stats --json < 2 s)
 STALE_INTERVALS = 3  # silent for more than this many of its usual intervals: stale
 
 
@@ -43,6 +51,8 @@ def stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
                 "reboots": d["reboots"],
                 "replays": d["replays"],
                 "epoch": d["epoch"],
+                "auth": d.get("auth") or None,
+                "candidate_seq": d["cand_seq"] if d.get("cand_seq", -1) >= 0 else None,
                 "first_seen": utc_iso(d["first_seen"]),
                 "last_seen": utc_iso(d["last_seen"]),
                 "silent_s": round(silent, 3),
@@ -55,8 +65,13 @@ def stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
     c = raw["counters"]
     return {
         "devices": devices,
+        "devices_total": raw.get("devices_total", len(devices)),
         "rejected": {k: n for k, n in raw["rejects"].items() if n},
-        "drops": {"queue": c.get("queue_drops", 0), "kernel": c.get("kernel_drops", 0)},
+        "drops": {
+            "queue": c.get("queue_drops", 0),
+            "kernel": c.get("kernel_drops", 0),
+            "jsonl": c.get("jsonl_drops", 0),
+        },
     }
 
 
@@ -72,7 +87,9 @@ def _age(seconds: float) -> str:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     """`precast stats`: the per-device table, or the JSON document."""
-    doc = stats_doc(read_stats(args.db), time.time())
+    if args.limit < 0 or args.offset < 0:
+        raise UsageError("--limit and --offset must be 0 or more")
+    doc = stats_doc(read_stats(args.db, args.limit or None, args.offset), time.time())
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -117,16 +134,28 @@ def cmd_stats(args: argparse.Namespace) -> int:
     console.print(table)
     rej = ", ".join(f"{k} {n}" for k, n in doc["rejected"].items()) or "none"
     console.print(f"rejected: {rej}")
+    if doc["devices_total"] > len(doc["devices"]):
+        console.print(
+            f"devices {args.offset + 1}..{args.offset + len(doc['devices'])} of "
+            f"{doc['devices_total']} (--limit, --offset)"
+        )
     console.print(
         f"dropped before decoding: {doc['drops']['queue']} by the queue, "
-        f"{doc['drops']['kernel']} by the kernel"
+        f"{doc['drops']['kernel']} by the kernel; "
+        f"lines the --jsonl file did not take: {doc['drops']['jsonl']}"
     )
     return 0
 
 
 def register(sub: Any) -> None:
     """Add the `stats` command."""
-    s = sub.add_parser("stats", help="per-device counters from a collector's database")
+    s = sub.add_parser(
+        "stats",
+        help="per-device counters from a collector's database",
+        description="Per-device counters, rejects by reason and drops, read-only from a "
+        "collector's database (the collector keeps writing). "
+        "Example: precast stats --db /var/lib/precast/precast.db --json",
+    )
     s.add_argument(
         "--db", default="precast.db", metavar="PATH", help="SQLite database (default precast.db)"
     )
@@ -134,5 +163,15 @@ def register(sub: Any) -> None:
         "--json",
         action="store_true",
         help='print {"devices": [...], "rejected": {reason: count}, ...}',
+    )
+    s.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"print at most N devices, by id; 0: all (default {DEFAULT_LIMIT})",
+    )
+    s.add_argument(
+        "--offset", type=int, default=0, metavar="N", help="skip the first N devices (by id)"
     )
     s.set_defaults(func=cmd_stats)

@@ -122,10 +122,9 @@ class Tracker:
         self.devices: dict[int, Device] = {}
         self.dirty: set[int] = set()  # devices changed since the store last saved them
         self.confirmed: list[Confirmed] = []  # candidates confirmed since the caller took them
-        self.discarded = 0  # candidates discarded, ever (the `jump` reason)
+        self.discarded = 0  # candidates discarded since begin() (the `jump` reason)
         # Undo log of one batch (begin/rollback): device -> its state before, None if new.
         self._undo: dict[int, Device | None] | None = None
-        self._undo_discarded = 0
         self._taken: list[int] = []
 
     def load(self, dev: Device) -> None:
@@ -146,7 +145,7 @@ class Tracker:
     def begin(self) -> None:
         """Start recording what observe() changes, so rollback() can undo it."""
         self._undo = {}
-        self._undo_discarded = self.discarded
+        self.discarded = 0
         self.confirmed.clear()
 
     def rollback(self) -> None:
@@ -161,7 +160,7 @@ class Tracker:
             else:
                 self.devices[k] = old
         self.dirty.update(k for k in self._taken if k in self.devices)
-        self.discarded = self._undo_discarded
+        self.discarded = 0
         self.confirmed.clear()
 
     def _touch(self, device: int, d: Device | None) -> None:
@@ -223,6 +222,9 @@ class Tracker:
             self._new_epoch(d, seq, seq, now, 1)
             self._drop_candidate(d)
             return self._stored(d, template, now)
+        c = d.cand_seq
+        if c >= 0 and c < seq <= c + CONFIRM_GAP:
+            return self._confirm(d, template, seq, now)
         step = seq - d.highest
         if step > 0:
             if step > MAX_GAP:
@@ -276,23 +278,25 @@ class Tracker:
     def _jump(
         self, d: Device, template: int, seq: int, now: float, data: bytes, source: str
     ) -> int:
-        """A far step: hold it as the candidate, or confirm the candidate held."""
-        c = d.cand_seq
-        if c >= 0 and c < seq <= c + CONFIRM_GAP:
-            gap = seq - c
-            self.confirmed.append((d.cand_data, d.cand_at, d.cand_source, d.epoch + 1))
-            self._new_epoch(d, c, seq, d.cand_at, (1 | (1 << gap)) if gap <= self.window else 1)
-            d.reboots += 1
-            d.lost += gap - 1
-            d.received += 1  # the candidate; _stored counts this frame
-            d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
-            return self._stored(d, template, now)
-        if c == seq:
+        """A far step: hold it as the device's candidate (any candidate before is dropped)."""
+        if d.cand_seq == seq:
             d.duplicates += 1
             return DUPLICATE
         self._drop_candidate(d)
         d.cand_seq, d.cand_at, d.cand_data, d.cand_source = seq, now, data, source
         return HELD
+
+    def _confirm(self, d: Device, template: int, seq: int, now: float) -> int:
+        """seq confirms the candidate: a new epoch from it, and both frames are stored."""
+        c = d.cand_seq
+        gap = seq - c
+        self.confirmed.append((d.cand_data, d.cand_at, d.cand_source, d.epoch + 1))
+        self._new_epoch(d, c, seq, d.cand_at, (1 | (1 << gap)) if gap <= self.window else 1)
+        d.reboots += 1
+        d.lost += gap - 1
+        d.received += 1  # the candidate; _stored counts this frame
+        d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
+        return self._stored(d, template, now)
 
     def reset(self, device: int) -> bool:
         """An operator's reset: the device's next reading starts a new epoch. False: unknown."""

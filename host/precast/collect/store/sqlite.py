@@ -161,7 +161,7 @@ def device_row(d: Device) -> tuple[Any, ...]:
 def _error(path: Path, e: sqlite3.Error) -> StoreError:
     """A StoreError saying what went wrong; a full disk is called one."""
     code = getattr(e, "sqlite_errorcode", None)
-    if code is not None and code & 0xFF == SQLITE_FULL or "disk is full" in str(e):
+    if (code is not None and code & 0xFF == SQLITE_FULL) or "disk is full" in str(e):
         return StoreError(f"{path}: disk full ({e})", full=True)
     return StoreError(f"{path}: {e}")
 
@@ -226,9 +226,7 @@ class SqliteStore:
         try:
             c.execute("BEGIN IMMEDIATE")
             try:
-                got = c.execute(
-                    "SELECT id, device, action FROM requests ORDER BY id"
-                ).fetchall()
+                got = c.execute("SELECT id, device, action FROM requests ORDER BY id").fetchall()
                 if got:
                     c.execute("DELETE FROM requests WHERE id <= ?", (got[-1][0],))
                 c.execute("COMMIT")

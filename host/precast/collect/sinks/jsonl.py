@@ -4,7 +4,7 @@ Never fatal, never a truncated line: a batch goes out in one append, and when
 the write fails (a full disk, an I/O error) the file is cut back to where the
 batch began, its lines are counted as dropped (`jsonl` drops in stats and
 metrics), and the outage is logged once, with its cause, and once more when
-writing works again. A file whose last line a crash cut short is cut back to
+writing works again (a disk that flaps near full: at most once a minute). A file whose last line a crash cut short is cut back to
 its last whole line when the collector opens it. Created 0640 (less with a
 stricter umask).
 """
@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 
 from precast.collect.sinks import Doc
 
 log = logging.getLogger("precast.collect")
+
+LOG_EVERY = 60.0  # s: an outage that starts again within this is not logged again
 
 
 def _trim_partial_line(fd: int, path: str) -> None:
@@ -51,6 +54,8 @@ class JsonlSink:
         self.dropped = 0
         self._failing: str | None = None  # the cause of the outage going on
         self._dropped_at_failure = 0
+        self._logged = -1e9  # monotonic time the last outage was logged
+        self._announced = False
         if path == "-":
             self._fd = 1
             self._file = False
@@ -85,23 +90,29 @@ class JsonlSink:
             self.dropped += len(docs)
             cause = e.strerror or str(e)
             if self._failing is None:
-                log.error(
-                    "--jsonl %s: cannot write (%s): its lines are dropped and counted "
-                    "until it can be written again",
-                    self.path,
-                    cause,
-                )
                 self._failing = cause
-                self._dropped_at_failure = self.dropped - len(docs)
+                now = time.monotonic()
+                if now - self._logged >= LOG_EVERY:
+                    log.error(
+                        "--jsonl %s: cannot write (%s): its lines are dropped and counted "
+                        "until it can be written again",
+                        self.path,
+                        cause,
+                    )
+                    self._logged = now
+                    self._announced = True
+                    self._dropped_at_failure = self.dropped - len(docs)
             return
         self.written += len(docs)
         if self._failing is not None:
-            log.warning(
-                "--jsonl %s: writing again; %d lines were dropped (%s)",
-                self.path,
-                self.dropped - self._dropped_at_failure,
-                self._failing,
-            )
+            if self._announced:
+                log.warning(
+                    "--jsonl %s: writing again; %d lines were dropped (%s)",
+                    self.path,
+                    self.dropped - self._dropped_at_failure,
+                    self._failing,
+                )
+                self._announced = False
             self._failing = None
 
     def tick(self, now: float) -> None:

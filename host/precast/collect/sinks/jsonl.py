@@ -4,9 +4,9 @@ Never fatal, never a truncated line: a batch goes out in one append, and when
 the write fails (a full disk, an I/O error) the file is cut back to where the
 batch began, its lines are counted as dropped (`jsonl` drops in stats and
 metrics), and the outage is logged once, with its cause, and once more when
-writing works again (a disk that flaps near full: at most once a minute). A file whose last line a crash cut short is cut back to
-its last whole line when the collector opens it. Created 0640 (less with a
-stricter umask).
+writing works again (a disk that flaps near full: at most once a minute). A
+file whose last line a crash cut short is cut back to its last whole line
+when the collector opens it. Created 0640 (less with a stricter umask).
 """
 
 from __future__ import annotations

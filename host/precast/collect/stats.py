@@ -75,6 +75,15 @@ def stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
     }
 
 
+def dumps_doc(doc: dict[str, Any]) -> str:
+    """The document as JSON, one device a line (fast at 10,000 devices, still readable)."""
+    devices = ",\n".join("    " + json.dumps(d) for d in doc["devices"])
+    rest = {k: v for k, v in doc.items() if k != "devices"}
+    tail = json.dumps(rest, indent=2)[1:]
+    listed = "[\n" + devices + "\n  ]" if devices else "[]"
+    return '{\n  "devices": ' + listed + ",\n" + tail[1:]
+
+
 def _age(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s ago"
@@ -91,7 +100,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         raise UsageError("--limit and --offset must be 0 or more")
     doc = stats_doc(read_stats(args.db, args.limit or None, args.offset), time.time())
     if args.json:
-        print(json.dumps(doc, indent=2))
+        print(dumps_doc(doc))
         return 0
     from rich.console import Console
     from rich.table import Table

@@ -354,18 +354,16 @@ def read_stats(path: str | Path, limit: int | None = None, offset: int = 0) -> d
     try:
         conn = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True)
         try:
-            conn.row_factory = sqlite3.Row
-            devices = [
-                dict(r)
-                for r in conn.execute(
-                    "SELECT * FROM devices ORDER BY device LIMIT ? OFFSET ?",
-                    (-1 if limit is None else limit, offset),
-                )
-            ]
+            cur = conn.execute(
+                "SELECT * FROM devices ORDER BY device LIMIT ? OFFSET ?",
+                (-1 if limit is None else limit, offset),
+            )
+            names = [c[0] for c in cur.description]
+            devices = [dict(zip(names, r, strict=True)) for r in cur]
             total = conn.execute("SELECT count(*) FROM devices").fetchone()[0]
             rejects = dict(conn.execute("SELECT reason, count FROM rejects ORDER BY reason"))
             counters = dict(conn.execute("SELECT name, count FROM counters ORDER BY name"))
-            names = dict(conn.execute("SELECT id, name FROM templates"))
+            tnames = dict(conn.execute("SELECT id, name FROM templates"))
         finally:
             conn.close()
     except sqlite3.Error as e:
@@ -375,7 +373,7 @@ def read_stats(path: str | Path, limit: int | None = None, offset: int = 0) -> d
         "devices_total": total,
         "rejects": rejects,
         "counters": counters,
-        "templates": names,
+        "templates": tnames,
     }
 
 

@@ -14,7 +14,7 @@ import argparse
 import time
 from typing import Any
 
-from precast.args import uint32
+from precast.args import examples, uint32
 from precast.collect.store import request_pending, request_reset
 
 WAIT = 3.0  # s the command waits to see a running collector apply the request
@@ -44,6 +44,7 @@ def register(sub: Any) -> None:
         "device",
         help="operator actions on one device's books",
         description="Operator actions on one device's books in a collector's database.",
+        epilog=examples("precast device reset --db precast.db 7"),
     )
     dsub = d.add_subparsers(dest="action", metavar="ACTION", required=True)
     r = dsub.add_parser(
@@ -52,7 +53,8 @@ def register(sub: Any) -> None:
         description="Reset one device's sequence books so that a device whose counter was "
         "lost (a MIC device whose seq store was wiped) is admitted again: its next reading "
         "starts a new epoch; its counters stay. A running collector applies it within a "
-        "second and logs it. Example: precast device reset --db /var/lib/precast/precast.db 7",
+        "second and logs it.",
+        epilog=examples("precast device reset --db /var/lib/precast/precast.db 7"),
     )
     r.add_argument(
         "--db", default="precast.db", metavar="PATH", help="SQLite database (default precast.db)"

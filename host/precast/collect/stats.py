@@ -19,6 +19,7 @@ import json
 import time
 from typing import Any
 
+from precast.args import examples
 from precast.collect.rows import utc_iso
 from precast.collect.store import read_stats
 from precast.errors import UsageError
@@ -161,9 +162,14 @@ def register(sub: Any) -> None:
     s = sub.add_parser(
         "stats",
         help="per-device counters from a collector's database",
-        description="Per-device counters, rejects by reason and drops, read-only from a "
-        "collector's database (the collector keeps writing). "
-        "Example: precast stats --db /var/lib/precast/precast.db --json",
+        description="What the collector's database says of each device: readings received, "
+        "lost, duplicated, late, bad; reboots; when it was last heard from. Read-only: the "
+        "collector may keep running.",
+        epilog=examples(
+            "precast stats --db precast.db",
+            "precast stats --db precast.db --json",
+            "precast stats --db precast.db --json --limit 100 --offset 200",
+        ),
     )
     s.add_argument(
         "--db", default="precast.db", metavar="PATH", help="SQLite database (default precast.db)"

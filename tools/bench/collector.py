@@ -314,13 +314,11 @@ def flood_trial(kind: str, seconds: float, rate: int, tmp: Path) -> dict[str, fl
         time.sleep(0.05)
     port = json.loads(ready.read_text())["port"]
     lay = next(x for x in load_layouts([ROOT / "templates"]) if x.template.id == 3)
-    n_legit = int(seconds * 1000)
-    legit = [
-        encode(lay, {"energy": i, "power": 1, "voltage": 230, "power_factor": 1}, LEGIT, i, KEY)[
-            PAYLOAD_OFFSET:
-        ]
-        for i in range(n_legit)
-    ]
+
+    def legit(i: int) -> bytes:
+        values = {"energy": i, "power": 1, "voltage": 230, "power_factor": 1}
+        return encode(lay, values, LEGIT, i, KEY)[PAYLOAD_OFFSET:]
+
     sender = subprocess.Popen(
         [sys.executable, __file__, "--send", str(port), str(rate), str(seconds), "1", kind],
         stdin=subprocess.PIPE,
@@ -342,13 +340,20 @@ def flood_trial(kind: str, seconds: float, rate: int, tmp: Path) -> dict[str, fl
     w.start()
     sender.stdin.write("go\n")
     sender.stdin.flush()
+    # The legitimate device sends until the flood is over (at least `seconds`).
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(sender.stdout.readline()))
+    reader.start()
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     t0 = time.monotonic()
-    for i, f in enumerate(legit):
-        s.sendto(f, ("127.0.0.1", port))
-        time.sleep(max(0.0, t0 + (i + 1) / 1000 - time.monotonic()))
+    n_legit = 0
+    while n_legit < 600_000 and (reader.is_alive() or n_legit < seconds * 1000):
+        s.sendto(legit(n_legit), ("127.0.0.1", port))
+        n_legit += 1
+        time.sleep(max(0.0, t0 + n_legit / 1000 - time.monotonic()))
     s.close()
-    result = json.loads(sender.stdout.readline())
+    reader.join()
+    result = json.loads(lines[0])
     sender.wait()
     time.sleep(2.0)
     kernel = 0

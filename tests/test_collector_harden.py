@@ -370,6 +370,13 @@ def test_jsonl_on_a_full_disk_drops_counted_lines_never_a_piece(
     got = [x["seq"] for x in lines]
     assert got == sorted(set(got)) and set(got) <= set(range(sent))  # whole batches dropped
     assert col.stderr().count("cannot write") == 1  # once per outage
+    # A crash mid-line (as the old collector left it): the next run cuts the piece off.
+    with open(out, "ab") as f:
+        f.write(b'{"template": 2, "dev')
+    col = Collector(tmp_path, "--jsonl", str(out), name="again")
+    assert col.stop() == 0
+    assert "removed a partial last line (20 bytes)" in col.stderr()
+    assert out.read_bytes() == text
 
 
 def test_database_on_a_full_disk_writes_what_fits_and_spills_the_rest(

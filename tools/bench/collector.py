@@ -391,10 +391,10 @@ def flood_trial(kind: str, seconds: float, rate: int, tmp: Path) -> dict[str, fl
     }
 
 
-def floods(seconds: float, rate: int) -> None:
+def floods(seconds: float, rate: int, kinds: list[str]) -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="precast-bench-") as d:
-        for kind in FLOODS:
+        for kind in kinds:
             t = flood_trial(kind, seconds, rate, Path(d))
             print(json.dumps(t), file=sys.stderr, flush=True)
             rows.append(t)
@@ -493,9 +493,10 @@ def main() -> None:
     ap.add_argument("--only", choices=KINDS, help="run one collector only")
     ap.add_argument("--floods", action="store_true", help="the flood table instead")
     ap.add_argument("--flood-rate", type=int, default=1_000_000, help="flood target rate")
+    ap.add_argument("--flood", choices=FLOODS, action="append", help="only this flood")
     args = ap.parse_args()
-    if args.floods:
-        floods(args.seconds, args.flood_rate)
+    if args.floods or args.flood:
+        floods(args.seconds, args.flood_rate, args.flood or list(FLOODS))
         return
     results: dict[str, tuple[dict[str, float] | None, str]] = {}
     with tempfile.TemporaryDirectory(prefix="precast-bench-") as d:

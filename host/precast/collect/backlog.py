@@ -26,8 +26,8 @@ class Backlog:
         self.limit = limit
         self.limit_bytes = limit_bytes
         self.dropped = 0
-        self.size = 0
-        self.bytes = 0
+        self.size = 0  # datagrams queued
+        self.bytes = 0  # bytes queued, and taken but not yet released
         self.closed = False
         self._q: deque[Batch] = deque()
         self._cv = threading.Condition()
@@ -47,15 +47,25 @@ class Backlog:
         return True
 
     def take(self, timeout: float) -> list[Batch]:
-        """Every queued batch (waiting up to timeout for one)."""
+        """Every queued batch (waiting up to timeout for one).
+
+        What is taken still counts against the bytes bound until release(): the
+        storing thread's batches in hand are memory too.
+        """
         with self._cv:
             if not self._q and not self.closed:
                 self._cv.wait(timeout)
             out = list(self._q)
             self._q.clear()
             self.size = 0
-            self.bytes = 0
         return out
+
+    def release(self, batches: list[Batch]) -> None:
+        """The batches taken are done with: their datagrams and bytes leave the bounds."""
+        n = sum(len(b) for _, b in batches)
+        nbytes = sum(len(x[0]) for _, b in batches for x in b) + n * DATAGRAM_OVERHEAD
+        with self._cv:
+            self.bytes -= nbytes
 
     def close(self) -> None:
         """No more batches: take() stops waiting."""

@@ -47,7 +47,12 @@ from precast.args import examples, key_arg, parse_hostport
 from precast.collect.backlog import DEFAULT_QUEUE_BYTES, Backlog, Batch
 from precast.collect.keys import load_key_file, load_keys
 from precast.collect.metrics import DEFAULT_METRICS_DEVICES, serve_metrics
-from precast.collect.receiver import bind_udp, kernel_drops, receiver_for
+from precast.collect.receiver import (
+    big_datagrams_unmapped,
+    bind_udp,
+    kernel_drops,
+    receiver_for,
+)
 from precast.collect.rows import Row, RowBuilder, reading_doc, row_builder, utc_iso
 from precast.collect.sinks import Doc, Sink
 from precast.collect.sinks.jsonl import JsonlSink
@@ -413,6 +418,7 @@ class Collector:
                     self._requests()
                 if batches or self.tracker.dirty or self._counters() != self._saved_counters:
                     self._process(batches)
+                    self.backlog.release(batches)
                 elif self.backlog.closed:
                     return
                 self._log_limit()
@@ -574,6 +580,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         raise UsageError("--max-devices must be at least 1")
     if args.metrics_devices < 0:
         raise UsageError("--metrics-devices must be 0 or more")
+    big_datagrams_unmapped()  # memory of big (hostile) datagrams goes back when dropped
     # Files the collector creates (database, WAL, --jsonl, spill) are 0640 at most.
     os.umask(os.umask(0o027) | 0o027)
     if args.key is not None:

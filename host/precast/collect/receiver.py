@@ -200,6 +200,23 @@ def receiver_for(sock: socket.socket) -> Receiver:
     return Receiver(sock)
 
 
+def big_datagrams_unmapped(threshold: int = 32 * 1024) -> bool:
+    """Have glibc's malloc give blocks of threshold bytes or more their own mmap.
+
+    A flood of 64 KiB datagrams otherwise leaves the heap fragmented: freed, but
+    not given back, RSS several times the live set. With it, each big datagram's
+    memory goes back to the system when the datagram is dropped. False where
+    there is no glibc mallopt.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(-3, threshold))  # M_MMAP_THRESHOLD
+    except (AttributeError, OSError):
+        return False
+
+
 # ---- kernel drops --------------------------------------------------------------------------
 
 

@@ -173,6 +173,7 @@ class Collector:
         self.sock = bind_udp(listen, rcvbuf)
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self.receiver = receiver_for(self.sock)
+        self.receiver.cap = self._cap(self.codec)
         self.stored = 0
         self._saved_counters: dict[str, int] = self._counters()
         self.error: BaseException | None = None
@@ -194,11 +195,19 @@ class Collector:
         """Check frames against codec's templates and keys from now on."""
         self.codec = codec
         self.validator = Validator(codec)
+        if hasattr(self, "receiver"):
+            self.receiver.cap = self._cap(codec)
         self.tracker.keyed = set(codec.keys)  # a key of its own: accepted only with a MIC
         self.rows: dict[int, tuple[RowBuilder, list[str]]] = {
             tid: (row_builder(lay), [s.field.name for s in lay.fields])
             for tid, lay in codec.layouts.items()
         }
+
+    @staticmethod
+    def _cap(codec: Codec) -> int:
+        """Bytes of a datagram worth keeping: one more than the longest frame, which is
+        then refused as the whole datagram would be (its length fits no template)."""
+        return max((lay.frame_len for lay in codec.layouts.values()), default=0) + 1
 
     def reload(self) -> bool:
         """Load templates and keys again; on an error keep the ones in use.

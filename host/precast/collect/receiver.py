@@ -66,15 +66,21 @@ class Receiver:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        # Datagrams are cut to this many bytes: one longer than any template's frame is
+        # refused whatever follows, so a flood of 64 KiB datagrams costs a few hundred
+        # bytes each, not 64 KiB (the collector sets it from its templates).
+        self.cap = MAX_DATAGRAM
 
     def read(self, limit: int) -> list[tuple[bytes, Any]]:
-        """Up to limit (payload, source) pairs; fewer when the socket ran dry."""
+        """Up to limit (payload, source) pairs, each at most `cap` bytes; fewer when the
+        socket ran dry."""
         batch: list[tuple[bytes, Any]] = []
         append = batch.append
         recv = self.sock.recvfrom
+        cap = self.cap
         try:
             for _ in range(limit):
-                append(recv(MAX_DATAGRAM))
+                append(recv(cap))
         except BlockingIOError:
             pass
         return batch
@@ -160,6 +166,7 @@ class MultiReceiver(Receiver):
         fd = self.sock.fileno()
         data, name, lens = self._data, self._name, self._lens
         size, nl, kl, stride, at = self._size, self.NAME_LEN, self._key_len, self._stride, self._at
+        cap = self.cap
         while len(batch) < limit:
             n = self._call(
                 fd, self._msgs_addr, min(self.vlen, limit - len(batch)), self.MSG_DONTWAIT, None
@@ -173,7 +180,7 @@ class MultiReceiver(Receiver):
                 raise OSError(err, os.strerror(err))
             batch += [
                 (
-                    data[i * size : i * size + lens[i * stride + at]].tobytes(),
+                    data[i * size : i * size + min(lens[i * stride + at], cap)].tobytes(),
                     name[i * nl : i * nl + kl].tobytes(),
                 )
                 for i in range(n)

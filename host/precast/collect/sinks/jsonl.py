@@ -61,7 +61,7 @@ class JsonlSink:
             self._file = False
         else:
             try:
-                self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+                self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
             except OSError as e:
                 from precast.errors import UsageError
 

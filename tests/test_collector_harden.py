@@ -482,7 +482,7 @@ def test_files_created_are_0640_and_nan_is_null(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
         jsonl = tmp_path / "out.jsonl"
-        col = Collector(tmp_path, "--key-file", str(key_file(tmp_path)), "--jsonl", str(jsonl))
+        col = Collector(tmp_path, "--key", KEY.hex(), "--jsonl", str(jsonl))
     finally:
         os.umask(old)
     raw = encode_raw(LAYOUTS["power-meter"], [1, 2, 230, float("nan")], 47, 0, KEY)

@@ -33,6 +33,7 @@ COMMAND_MODULES: list[str] = [
     "precast.bridge",
     "precast.board",
     "precast.deploy",
+    "precast.view.dissector",
 ]
 
 Handler = Callable[[argparse.Namespace], int]

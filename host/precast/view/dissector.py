@@ -246,8 +246,14 @@ local function dissect(tvb, pinfo, tree)
   local n = tvb:len()
   pinfo.cols.protocol:set("precast")
   local root = tree:add(p, tvb:range(0, n))
-  if n < 4 then
-    root:add_proto_expert_info(ex.short, string.format("%d bytes: precast needs at least 14", n))
+  if n < 4 then  -- what there is of the header, then the complaint
+    if n >= 1 then root:add(pf.magic, tvb:range(0, 1)) end
+    if n >= 2 then
+      root:add(pf.version, tvb:range(1, 1))
+      root:add(pf.flags, tvb:range(1, 1))
+    end
+    root:add_proto_expert_info(ex.short,
+      string.format("%d of %d header bytes: too short", n, HEADER_LEN))
     pinfo.cols.info:set(string.format("precast, too short (%d bytes)", n))
     return n
   end
@@ -281,7 +287,7 @@ local function dissect(tvb, pinfo, tree)
     n >= 12 and tostring(tvb:range(8, 4):uint()) or "?")
   if n < HEADER_LEN + 2 then
     root:add_proto_expert_info(ex.short,
-      string.format("%d bytes: precast needs at least %d", n, HEADER_LEN + 2))
+      string.format("%d bytes: too short, precast needs at least %d", n, HEADER_LEN + 2))
     if t and not t.mic then root:add(pf.check_ok, false):set_generated() end
     pinfo.cols.info:set("precast " .. info .. " [too short]")
     return n

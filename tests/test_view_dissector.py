@@ -118,7 +118,12 @@ def test_shipped_templates_from_send_and_simulate(tmp_path: Path) -> None:
     values = {
         "env-node": ["temperature=-12.34", "humidity=99.99", "pressure=101325", "battery=3300"],
         "minimal": ["value=65535"],
-        "power-meter": ["energy=4000000000", "power=-1234.5", "voltage=230.05", "power_factor=1"],
+        "power-meter": [
+            "energy=4000000000",
+            "power=-1234.5",
+            "voltage=230.05",
+            "power_factor=0.97",
+        ],
     }
     for lay in SHIPPED:
         pcap = tmp_path / f"{lay.template.name}.pcap"

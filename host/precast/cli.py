@@ -34,6 +34,7 @@ COMMAND_MODULES: list[str] = [
     "precast.board",
     "precast.deploy",
     "precast.view.dissector",
+    "precast.view.plot",
 ]
 
 Handler = Callable[[argparse.Namespace], int]

@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from precast import Layout, compile_template, load_templates
 from precast.cli import main as precast_main
-from precast.codec import Codec, Reading, to_units
-from precast.pcap import PcapWriter, read_frames
-from precast.template import Template
 from precast.view.dissector import field_abbrev
+from precast.wire.codec import Codec, Reading, to_units
+from precast.wire.pcap import PcapWriter, read_frames
+from precast.wire.template import Template
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
@@ -73,6 +73,29 @@ def dissect(lua: Path, pcap: Path, layouts: Sequence[Layout]) -> list[dict[str, 
     return layers
 
 
+def exact_frames(lua: Path, pcap: Path, frames: list[bytes], codec: Codec) -> None:
+    """Every decodable frame matches a display filter of its exact values (doubles, ==)."""
+    tshark = need("tshark", "tshark")
+    terms = []
+    for n, frame in enumerate(frames, 1):
+        r = codec.decode(frame)
+        if isinstance(r, Reading):
+            # repr names the double exactly; the filter syntax takes 1e16, not 1e+16.
+            eq = [f"{field_abbrev(k)} == {v!r}".replace("e+", "e") for k, v in r.fields.items()]
+            terms.append(f"(frame.number == {n} && precast.seq == {r.seq} && {' && '.join(eq)})")
+    assert terms
+    cmd = [tshark, "-n", "-X", f"lua_script:{lua}", "-r", str(pcap), "-Y", " || ".join(terms)]
+    out = subprocess.run(
+        [*cmd, "-T", "fields", "-e", "frame.number"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.split()) == len(terms), (out.stdout, out.stderr)
+
+
 def write_lua(tmp: Path, *templates_: str | Path, port: int | None = None) -> Path:
     """`precast dissector` run as a user runs it."""
     out = tmp / "precast.lua"
@@ -99,8 +122,10 @@ def assert_matches_codec(layers: list[dict[str, list[str]]], frames: list[bytes]
                 int(layer["precast.seq"][0]),
             )
             for name, want in r.fields.items():
+                # tshark prints a double with 15 significant digits (DBL_DIG); exact_frames
+                # compares all 17 with a display filter.
                 got = float(layer[field_abbrev(name)][0])
-                assert got == want, (n, name, got, want)
+                assert got == float(f"{want:.15g}"), (n, name, got, want)
         if lay.template.mic:
             assert "precast.check_ok" not in layer  # a MIC is shown, never judged
             assert layer["precast.check"][0]
@@ -147,6 +172,7 @@ def test_shipped_templates_from_send_and_simulate(tmp_path: Path) -> None:
     merge(pcap, frames)
     verdicts = assert_matches_codec(dissect(lua, pcap, SHIPPED), frames, codec)
     assert len(frames) == 9 and all(isinstance(v, Reading) for v in verdicts)
+    exact_frames(lua, pcap, frames, codec)
     pcap = tmp_path / "fleet.pcap"
     run_in_process(
         "simulate",
@@ -368,5 +394,7 @@ def test_generated_templates(tmp_path_factory: Any, data: st.DataObject) -> None
     merge(merged, frames)
     lua = write_lua(tmp, *files)
     compiled = [compile_template(t) for t in load_templates(files)]
-    verdicts = assert_matches_codec(dissect(lua, merged, compiled), frames, Codec(compiled, KEY))
+    codec = Codec(compiled, KEY)
+    verdicts = assert_matches_codec(dissect(lua, merged, compiled), frames, codec)
     assert all(isinstance(v, Reading) for v in verdicts), verdicts
+    exact_frames(lua, merged, frames, codec)

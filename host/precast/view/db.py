@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import PrecastError
+from precast.errors import PrecastError
 
 
 class DatabaseError(PrecastError):

@@ -32,9 +32,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from ..layout import Layout, compile_template
-from ..template import load_templates
+from precast.args import examples
+from precast.errors import UsageError
+from precast.wire.layout import Layout, load_layouts
 
 # Largest integer a double holds exactly: (raw * m + o) / d is exact below it.
 _EXACT = 2**53
@@ -402,7 +402,7 @@ def _port(text: str) -> int:
 
 def cmd_dissector(args: argparse.Namespace) -> int:
     """`precast dissector`: write the Lua script to -o FILE or stdout."""
-    layouts = [compile_template(t) for t in load_templates(args.template)]
+    layouts = load_layouts(args.template)
     lua = lua_dissector(layouts, args.port or [])
     if args.output in (None, "-"):
         sys.stdout.write(lua)
@@ -425,9 +425,11 @@ def register(sub: Any) -> None:
         "heuristic on every UDP port for datagrams that start with precast's magic, version and "
         "a known template id. It shows each field in units (precast.field.NAME), checks CRC-16 "
         "(precast.check_ok) and marks MICs not verified.",
-        epilog="example: precast dissector templates -o precast.lua && "
-        "tshark -X lua_script:precast.lua -r capture.pcap -V",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples(
+            "precast dissector templates -o precast.lua",
+            "tshark -X lua_script:precast.lua -r capture.pcap -V",
+            "precast dissector templates/env-node.toml --port 5000 -o precast.lua",
+        ),
     )
     d.add_argument("template", nargs="+", help="template .toml file or directory")
     d.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")

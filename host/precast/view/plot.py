@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError
-from .db import FieldInfo, connect, iso_utc, parse_iso, quote, templates
+from precast.args import examples
+from precast.errors import UsageError
+from precast.view.db import FieldInfo, connect, iso_utc, parse_iso, quote, templates
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -293,7 +294,10 @@ def register(sub: Any) -> None:
         "with its unit, one line per device, time (UTC) on the x axis, and a gap where readings "
         f"are missing for more than {GAP_INTERVALS:g} of the device's usual intervals. Reads the "
         "database alone (no template files). Exit 1 when no reading is in the range.",
-        epilog="example: precast plot --db precast.db --field temperature --since 1h -o t.png",
+        epilog=examples(
+            "precast plot --db precast.db -o readings.png",
+            "precast plot --db precast.db --field temperature --device 7 --since 1h -o t.svg",
+        ),
     )
     p.add_argument("--db", default="precast.db", metavar="PATH", help="the collector's database")
     p.add_argument(

@@ -36,6 +36,7 @@ COMMAND_MODULES: list[str] = [
     "precast.boards.deploy",
     "precast.view.dissector",
     "precast.view.plot",
+    "precast.view.top",
 ]
 
 Handler = Callable[[argparse.Namespace], int]

@@ -38,7 +38,7 @@ from precast.args import examples, split_hostport
 from precast.collect.stats import stats_doc
 from precast.collect.store import read_stats
 from precast.errors import UsageError
-from precast.view.db import FieldInfo, TemplateInfo, connect, parse_iso, quote, templates
+from precast.view.db import TemplateInfo, connect, parse_iso, quote, templates
 
 WINDOW_S = 60.0  # the sparklines' span
 SPARK_BUCKETS = 12  # 5 s each
@@ -199,16 +199,13 @@ class Readings:
         entry = self.points.get(device)
         pts = list(entry[1]) if entry and entry[0] == tid else []
         width = max(len(f.name) for f in t.fields)
+        units = max(len(f.unit) for f in t.fields)
         out = []
         for i, f in enumerate(t.fields):
             series = [(ts, float(v[i])) for ts, v in pts if v[i] is not None]
-            unit = f" {f.unit}" if f.unit else ""
-            out.append(f"{f.name:<{width}} {_num(values[i]):>10}{unit:<5} {sparkline(series, now)}")
+            spark = sparkline(series, now)
+            out.append(f"{f.name:<{width}} {_num(values[i]):>11} {f.unit:<{units}} {spark}")
         return out
-
-
-def _fields_of(t: TemplateInfo | None) -> tuple[FieldInfo, ...]:
-    return t.fields if t else ()
 
 
 class DbSource:

@@ -453,7 +453,7 @@ def register(sub: Any) -> None:
         "files), or the counters from a collector's --metrics endpoint.",
         epilog=examples(
             "precast top --db precast.db",
-            "precast top --metrics 127.0.0.1:9108 --db precast.db",
+            "precast top --metrics 127.0.0.1:9547 --db precast.db",
             "precast top --db precast.db --once",
         ),
     )

@@ -291,9 +291,10 @@ def register(sub: Any) -> None:
         "plot",
         help="draw stored readings to a PNG or SVG file",
         description="Draw a collector's stored readings with matplotlib: one panel per field "
-        "with its unit, one line per device, time (UTC) on the x axis, and a gap where readings "
-        f"are missing for more than {GAP_INTERVALS:g} of the device's usual intervals. Reads the "
-        "database alone (no template files). Exit 1 when no reading is in the range.",
+        "with its unit, one line per device, time (UTC) on the x axis, and a gap where more "
+        f"than {GAP_INTERVALS:g} readings in a row were lost or a device restarted after a "
+        "silence. PNG or SVG by the file's extension. Reads the database alone (no template "
+        "files). Exit 1 when no reading is in the range.",
         epilog=examples(
             "precast plot --db precast.db -o readings.png",
             "precast plot --db precast.db --field temperature --device 7 --since 1h -o t.svg",
@@ -301,9 +302,20 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--db", default="precast.db", metavar="PATH", help="the collector's database")
     p.add_argument(
-        "--device", type=int, action="append", metavar="N", help="only this device (repeatable)"
+        "--device",
+        type=int,
+        nargs="+",
+        action="extend",
+        metavar="N",
+        help="only these devices (repeatable)",
     )
-    p.add_argument("--field", action="append", metavar="NAME", help="only this field (repeatable)")
+    p.add_argument(
+        "--field",
+        nargs="+",
+        action="extend",
+        metavar="NAME",
+        help="only these fields, in this order (repeatable)",
+    )
     p.add_argument(
         "--since",
         type=parse_duration,

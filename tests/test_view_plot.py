@@ -38,8 +38,10 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 }
                 col.send([payload("env-node", values, 7, seq)])
             col.send([payload("minimal", {"value": seq * 10}, 8, seq)])
+            if seq != 30:  # one lost reading: no gap for that
+                col.send([payload("minimal", {"value": seq}, 9, seq)])
             time.sleep(0.004)
-        wait_for(lambda: _count(col.db) == len(SEQS) + 60, 10, "the readings stored")
+        wait_for(lambda: _count(col.db) == len(SEQS) + 119, 10, "the readings stored")
     finally:
         assert col.stop() == 0
     yield col.db
@@ -72,7 +74,7 @@ def test_png_has_one_panel_per_field(
     rc, err = plot(capsys, "--db", str(db), "-o", str(out))
     assert rc == 0, err
     # env-node's four fields and minimal's one: 80 + 240 px per panel, 1000 px wide.
-    assert png_size(out) == (1000, 80 + 240 * 5)
+    assert png_size(out) == (1000, 80 + 240 * 5)  # value: devices 8 and 9 share a panel
     assert "5 panels" in err
 
 
@@ -92,7 +94,7 @@ def test_figure_data_is_the_signal_broken_at_the_hole(db: Path) -> None:
     gap = [i for i, v in enumerate(y) if math.isnan(v)]
     assert gap == [SEQS.index(HOLE.start - 1) + 1]
     assert [v for v in y if not math.isnan(v)] == [temperature(s) for s in SEQS]
-    (vline,) = value_ax.get_lines()
+    vline, _ = value_ax.get_lines()  # devices 8 and 9, in device order
     assert not any(math.isnan(v) for v in vline.get_ydata())  # type: ignore[attr-defined]
     assert list(vline.get_ydata()) == [s * 10.0 for s in range(60)]  # type: ignore[arg-type]
 
@@ -100,7 +102,7 @@ def test_figure_data_is_the_signal_broken_at_the_hole(db: Path) -> None:
 def test_svg_paths_break_at_the_hole_and_axes_carry_units(db: Path, tmp_path: Path) -> None:
     out = tmp_path / "t.svg"
     r = run_precast(
-        "plot", "--db", str(db), "--field", "temperature", "--field", "battery", "-o", str(out)
+        "plot", "--db", str(db), "--field", "temperature", "battery", "value", "-o", str(out)
     )
     assert r.returncode == 0, r.stderr
     svg = out.read_text()
@@ -113,7 +115,9 @@ def test_svg_paths_break_at_the_hole_and_axes_carry_units(db: Path, tmp_path: Pa
     assert moves("precast-temperature-device-7") == 2  # two runs of line: the hole between
     assert moves("precast-battery-device-7") == 2
     assert "temperature [degC]" in svg and "battery [mV]" in svg and "time (UTC)" in svg
-    assert "precast-value-device-8" not in svg  # --field kept to the fields asked for
+    assert moves("precast-value-device-8") == 1
+    assert moves("precast-value-device-9") == 1  # one lost reading is no hole
+    assert "precast-humidity-device-7" not in svg  # --field kept to the fields asked for
 
 
 def plot(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -129,7 +133,7 @@ def test_device_filter_and_empty_range(
     rc, err = plot(capsys, "--db", str(db), "--device", "8", "-o", str(out))
     assert rc == 0, err
     svg = out.read_text()
-    assert "precast-value-device-8" in svg and "device-7" not in svg
+    assert "precast-value-device-8" in svg and "device-7" not in svg and "device-9" not in svg
     args = ["--db", str(db), "--since", "1h", "--until", "2001-01-01T00:00:00", "-o", str(out)]
     rc, err = plot(capsys, *args)
     assert rc == 1
@@ -147,4 +151,4 @@ def test_device_filter_and_empty_range(
     rc, err = plot(capsys, "--db", str(db), "--since", "0.02", "--until", last, "-o", str(out))
     assert rc == 0, err
     n = int(re.search(r"(\d+) readings", err).group(1))  # type: ignore[union-attr]
-    assert 0 < n < len(SEQS) + 60
+    assert 0 < n < len(SEQS) + 119

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import KEY_HEX, TEMPLATES, precast
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -356,7 +357,7 @@ def merge(path: Path, frames: Sequence[bytes]) -> None:
             w.write(f)
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_generated_templates(tmp_path_factory: Any, data: st.DataObject) -> None:
     tmp: Path = tmp_path_factory.mktemp("gen")
@@ -423,3 +424,14 @@ def test_readme_shows_what_tshark_shows(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert [ln.removeprefix("    ") for ln in shown] == r.stdout.rstrip("\n").splitlines()
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path: Path, capsys: Any) -> None:
+    assert precast_main(["dissector", str(tmp_path / "nope.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such file" in err
+    assert precast_main(["dissector", str(TEMPLATES), "-o", str(tmp_path / "no" / "x.lua")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        precast_main(["dissector", str(TEMPLATES), "--port", "70000"])
+    assert e.value.code == 2 and "out of range" in capsys.readouterr().err

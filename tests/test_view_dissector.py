@@ -435,3 +435,21 @@ def test_bad_arguments_are_one_line_errors(tmp_path: Path, capsys: Any) -> None:
     with pytest.raises(SystemExit) as e:
         precast_main(["dissector", str(TEMPLATES), "--port", "70000"])
     assert e.value.code == 2 and "out of range" in capsys.readouterr().err
+
+
+def test_header_faults_are_expert_info(tmp_path: Path) -> None:
+    lua = write_lua(tmp_path, TEMPLATES)
+    env = next(lay for lay in SHIPPED if lay.template.name == "env-node")
+    good = bytes(env.payload)
+    cases = {
+        "Magic 0x51, not 0x50": b"\x51" + good[1:],
+        "Version 2, this dissector knows 1": b"\x50\x20" + good[2:],
+        "Reserved flag bits 0x4 set": b"\x50\x14" + good[2:],
+        "Template env-node uses crc16": b"\x50\x11" + good[2:],
+        "Template 99 is not known": b"\x50\x10\x00\x63" + good[4:],
+    }
+    pcap = tmp_path / "faults.pcap"
+    wrpcap(str(pcap), [udp_frame(p) for p in cases.values()])
+    layers = dissect(lua, pcap, SHIPPED)
+    for (want, _), layer in zip(cases.items(), layers, strict=True):
+        assert want in layer["_ws.expert.message"], (want, layer)

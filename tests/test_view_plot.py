@@ -152,3 +152,21 @@ def test_device_filter_and_empty_range(
     assert rc == 0, err
     n = int(re.search(r"(\d+) readings", err).group(1))  # type: ignore[union-attr]
     assert 0 < n < len(SEQS) + 119
+
+
+def test_durations_and_times() -> None:
+    import argparse
+
+    from precast.view.plot import parse_duration, parse_time
+
+    assert parse_duration("90") == parse_duration("90s") == 90
+    assert parse_duration("1h30m") == 5400 and parse_duration("2d") == 172800
+    assert parse_duration("0.5m") == 30
+    for bad in ("", "h", "1x", "1h 2m", "-5", "0", "5m3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_duration(bad)
+    assert parse_time("2026-01-02T03:04:05Z") == parse_time("2026-01-02T03:04:05") == 1767323045
+    assert parse_time("2026-01-02T04:04:05+01:00") == 1767323045
+    assert abs(parse_time("now") - time.time()) < 5
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_time("yesterday")

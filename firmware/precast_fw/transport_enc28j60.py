@@ -266,7 +266,9 @@ class Transport:
             time.sleep_ms(1)
         rev = self._rcr(3, _EREVID)
         if not 0 < rev < 0x20:
-            raise OSError(_ENODEV, "enc28j60: EREVID reads 0x%02x: no chip, or a wiring fault" % rev)
+            raise OSError(
+                _ENODEV, "enc28j60: EREVID reads 0x%02x: no chip, or a wiring fault" % (rev,)
+            )
         self._select(0)
         self._cmd(_BFC | _ECON1, 0xFC)  # TXRST RXRST DMAST CSUMEN TXRTS RXEN off; bank 0 stays
         self._cmd(_BFS | _ECON2, _AUTOINC)
@@ -295,7 +297,7 @@ class Transport:
             self._wcr(2, addr, value)
         got = self._rcr(2, _MACON3, True)
         if got != macon3:
-            raise OSError(_EIO, "enc28j60: MACON3 reads back 0x%02x: a wiring fault (MOSI, SCK)" % got)
+            raise OSError(_EIO, "enc28j60: MACON3 reads back 0x%02x: MOSI or SCK wiring" % got)
         m = self._mac  # MAADR1 (the first byte) .. MAADR6 at 0x04 0x05 0x02 0x03 0x00 0x01
         for addr, i in ((0x04, 0), (0x05, 1), (0x02, 2), (0x03, 3), (0x00, 4), (0x01, 5)):
             self._wcr(3, addr, m[i])

@@ -145,7 +145,7 @@ class Transport:
         self.timeouts = 0
         self.no_link = 0
         self.full = 0
-        self.lost = 0  # frames handed to the chip without a SEND_OK
+        self.unconfirmed = 0  # frames handed to the chip whose SEND_OK never came
         self._open(self._link_ms)
 
     # -- SPI transactions (set-up path: allocation is allowed here) --
@@ -182,7 +182,7 @@ class Transport:
         """Reset the chip and open socket 0 in MACRAW mode."""
         self._up = False
         if self._pending:
-            self.lost += 1  # handed to the chip, never confirmed: the reset ends it
+            self.unconfirmed += 1  # handed to the chip, never confirmed: the reset ends it
             self._pending = False
         if self._rst is not None:
             self._rst(0)
@@ -266,7 +266,7 @@ class Transport:
             cs(1)
             self._pending = False
             if not a[3] & _SEND_OK:
-                self.lost += 1  # the chip gave up on the last frame
+                self.unconfirmed += 1  # the chip gave up on the last frame
         a = self._a4
         cs(0)
         spi.write_readinto(_Q_PHYCFGR, a)
@@ -318,12 +318,12 @@ class Transport:
 
     def summary(self):
         """What the chip did over the run, in one line."""
-        return "w5500: resets %d send-timeouts %d no-link %d tx-full %d lost %d" % (
+        return "w5500: resets %d send-timeouts %d no-link %d tx-full %d unconfirmed %d" % (
             self.resets,
             self.timeouts,
             self.no_link,
             self.full,
-            self.lost,
+            self.unconfirmed,
         )
 
     def close(self):

@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 from conftest import KEY_HEX, ROOT, TEMPLATES, VethPair
 from firmware_kit import build, run_mp, template_for
-from precast.cli import load_layouts
-from precast.codec import Codec, Reading, encode_raw
+from precast.wire.layout import load_layouts
+from precast.wire.codec import Codec, Reading, encode_raw
 
 KEY = bytes.fromhex(KEY_HEX)
 CHIPS = ROOT / "tests" / "chips"

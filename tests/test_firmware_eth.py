@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 from conftest import KEY_HEX, ROOT, TEMPLATES, VethPair
 from firmware_kit import build, run_mp, template_for
-from precast.wire.layout import load_layouts
 from precast.wire.codec import Codec, Reading, encode_raw
+from precast.wire.layout import load_layouts
 
 KEY = bytes.fromhex(KEY_HEX)
 CHIPS = ROOT / "tests" / "chips"
@@ -136,11 +136,9 @@ def _cmac4_template(tmp: Path) -> Path:
 
 
 @pytest.mark.parametrize("chip", DRIVERS)
-def test_eth_frames_byte_for_byte_into_namespace(
-    tmp_path: Path, veth: VethPair, chip: str
-) -> None:
+def test_eth_frames_byte_for_byte_into_namespace(tmp_path: Path, veth: VethPair, chip: str) -> None:
     n = 120
-    sources = sorted(TEMPLATES.glob("*.toml")) + [_cmac4_template(tmp_path)]
+    sources = [*sorted(TEMPLATES.glob("*.toml")), _cmac4_template(tmp_path)]
     templates = [template_for(veth, s, tmp_path / s.name) for s in sources]
     layouts = load_layouts(templates)
     checks = {lay.template.check for lay in layouts}

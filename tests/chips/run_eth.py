@@ -14,20 +14,20 @@ import sys
 import eth_params as P
 import precast_config as cfg
 import precast_template as tpl
-from wire import Wire
-
 from precast_fw import app
 from precast_fw.sensors.sim import Sensor as Sim
 
+from wire import Wire
+
 wire = Wire(P.IFACE)
 if P.CHIP == "w5500":
-    from w5500_model import W5500 as Chip
-
     from precast_fw.transport_w5500 import Transport
-else:
-    from enc28j60_model import ENC28J60 as Chip
 
+    from w5500_model import W5500 as Chip
+else:
     from precast_fw.transport_enc28j60 import Transport
+
+    from enc28j60_model import ENC28J60 as Chip
 chip = Chip(wire)
 for name, value in P.START:
     setattr(chip, name, value)

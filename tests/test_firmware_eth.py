@@ -86,10 +86,26 @@ class Capture:
         return res
 
 
-def bundle(tmp: Path, template: Path, *args: str) -> Path:
-    """A bundle for `template` with the chip models and the runner copied in."""
+def bundle(tmp: Path, template: Path, chip: str, *args: str) -> Path:
+    """`precast build --transport CHIP` for `template`, with the chip models and runner copied in."""
     out = tmp / template.stem
-    build(out, template, "--device", str(DEVICE), "--key", KEY_HEX, "--interval-ms", "0", *args)
+    build(
+        out,
+        template,
+        "--device",
+        str(DEVICE),
+        "--key",
+        KEY_HEX,
+        "--interval-ms",
+        "0",
+        "--transport",
+        chip,
+        "--watchdog-ms",
+        "0",
+        "--eth-reset",
+        "none",  # the unix port has no pins; the models are reset over SPI
+        *args,
+    )
     for f in CHIPS.glob("*.py"):
         shutil.copy(f, out)
     return out
@@ -148,7 +164,7 @@ def test_eth_frames_byte_for_byte_into_namespace(tmp_path: Path, veth: VethPair,
     cap = Capture(veth, port)
     results = {}
     for t in templates:
-        out = bundle(tmp_path / "b", t, "--count", str(n))
+        out = bundle(tmp_path / "b", t, chip, "--count", str(n))
         results[t.stem] = run_chip(out, chip, veth.outer)
     # Once every driver frame is in: one frame with a spoiled checksum, which must count.
     first_frame = encode_raw(layouts[0], [0] * len(layouts[0].fields), DEVICE, 0, KEY)
@@ -187,7 +203,7 @@ def test_eth_frames_byte_for_byte_into_namespace(tmp_path: Path, veth: VethPair,
 
 def test_eth_enc28j60_mac_address_order(tmp_path: Path) -> None:
     """MAADR1..MAADR6 sit at bank 3 0x04 0x05 0x02 0x03 0x00 0x01 (DS39662E table 3-2)."""
-    out = bundle(tmp_path, TEMPLATES / "power-meter.toml", "--count", "3")
+    out = bundle(tmp_path, TEMPLATES / "power-meter.toml", "enc28j60", "--count", "3")
     res = run_chip(out, "enc28j60", None)
     assert res["maadr"] == [0x02, 0, 0, 0, 0, 0x03]
 
@@ -206,7 +222,7 @@ def test_eth_enc28j60_mac_address_order(tmp_path: Path) -> None:
 def test_eth_no_chip_is_one_clear_oserror(
     tmp_path: Path, chip: str, start: list[tuple[str, object]], what: str
 ) -> None:
-    out = bundle(tmp_path, TEMPLATES / "minimal.toml", "--count", "3")
+    out = bundle(tmp_path, TEMPLATES / "minimal.toml", chip, "--count", "3")
     res = run_chip(out, chip, None, start=start)
     errno, text = res["open_error"]  # type: ignore[misc]
     assert errno == 19  # ENODEV
@@ -258,7 +274,7 @@ def test_eth_faults_counted_retried_reopened(tmp_path: Path, veth: VethPair, chi
     t = template_for(veth, TEMPLATES / "env-node.toml", tmp_path / "env-node.toml")
     layouts = load_layouts([t])
     cap = Capture(veth, layouts[0].template.network.dst_port)
-    out = bundle(tmp_path, t, "--count", str(n))
+    out = bundle(tmp_path, t, chip, "--count", str(n))
     faults = W5500_FAULTS if chip == "w5500" else ENC_FAULTS
     res = run_chip(out, chip, veth.outer, schedule=faults)  # type: ignore[arg-type]
     got = cap.result()
@@ -287,7 +303,7 @@ def test_eth_faults_counted_retried_reopened(tmp_path: Path, veth: VethPair, chi
 @pytest.mark.parametrize("chip", DRIVERS)
 def test_eth_10000_readings_heap_locked(tmp_path: Path, chip: str) -> None:
     n = 10_000
-    out = bundle(tmp_path, TEMPLATES / "env-node.toml", "--count", str(n), "--heap-lock")
+    out = bundle(tmp_path, TEMPLATES / "env-node.toml", chip, "--count", str(n), "--heap-lock")
     res = run_chip(out, chip, None)
     c = counts_of(res)
     assert c == {
@@ -299,12 +315,13 @@ def test_eth_10000_readings_heap_locked(tmp_path: Path, chip: str) -> None:
         "last_errno": 0,
     }
     assert res["wire"][0] == n  # type: ignore[index]
-    assert "HEAP_LOCK = True" in (out / "precast_config.py").read_text()
+    config = (out / "precast_config.py").read_text()
+    assert "HEAP_LOCK = True" in config and f"TRANSPORT = {chip!r}" in config
 
 
 def test_eth_w5500_model_drops_a_runt(tmp_path: Path) -> None:
     """The control for the padding: a 58-byte MACRAW frame is a runt the model refuses."""
-    out = bundle(tmp_path, TEMPLATES / "minimal.toml", "--count", "1")
+    out = bundle(tmp_path, TEMPLATES / "minimal.toml", "w5500", "--count", "1")
     script = r"""
 from w5500_model import W5500
 from wire import Wire

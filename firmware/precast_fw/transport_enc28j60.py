@@ -100,6 +100,7 @@ _MAX_FRAME = const(1514)
 _MAX_FLEN = const(1518)
 _TX_US = const(20000)  # 1514 bytes take 1.2 ms at 10 Mbit/s; 16 collisions' backoff more
 _CLKRDY_MS = const(50)
+_MIN_POLLS = const(8)
 _MII_US = const(1000)  # a PHY access takes 10.24 us
 # errno numbers as Linux and MicroPython's ports have them.
 _EIO = const(5)
@@ -148,7 +149,10 @@ def _reset_pin(cfg):
         return pin
     import machine
 
-    return machine.Pin(pin, machine.Pin.OUT, value=1)
+    try:
+        return machine.Pin(pin, machine.Pin.OUT, value=1)
+    except AttributeError:  # the unix port has no pins
+        raise OSError(_ENODEV, "this port has no machine.Pin for ETH_RESET") from None
 
 
 class Transport:
@@ -330,13 +334,16 @@ class Transport:
         spi = self._spi
         cs = self._cs
         t0 = time.ticks_us()
+        polls = 0
         while True:
+            polls += 1
             cs(0)
             spi.write_readinto(_R_ECON1, a)
             cs(1)
             if not a[1] & _TXRTS:
                 return
-            if time.ticks_diff(time.ticks_us(), t0) > _TX_US:
+            # Time and a few polls: a process switched out for a while is not a stuck chip.
+            if polls > _MIN_POLLS and time.ticks_diff(time.ticks_us(), t0) > _TX_US:
                 cs(0)
                 spi.write(_TXRTS_CLR)
                 cs(1)

@@ -70,6 +70,7 @@ _MAX_FRAME = const(1514)
 _SEND_US = const(20000)
 _FREE_US = const(20000)
 _RESET_MS = const(100)
+_MIN_POLLS = const(8)
 # errno numbers as Linux and MicroPython's ports have them (the errno module lacks some).
 _EIO = const(5)
 _ENODEV = const(19)
@@ -112,7 +113,10 @@ def _reset_pin(cfg):
         return pin  # not wired, or a Pin-like object already
     import machine
 
-    return machine.Pin(pin, machine.Pin.OUT, value=1)
+    try:
+        return machine.Pin(pin, machine.Pin.OUT, value=1)
+    except AttributeError:  # the unix port has no pins
+        raise OSError(_ENODEV, "this port has no machine.Pin for ETH_RESET") from None
 
 
 class Transport:
@@ -247,7 +251,9 @@ class Transport:
         if self._pending:
             a = self._a5
             t0 = time.ticks_us()
+            polls = 0
             while True:
+                polls += 1
                 cs(0)
                 spi.write_readinto(_Q_IR_SR, a)
                 cs(1)
@@ -257,7 +263,8 @@ class Transport:
                     raise OSError(_ENOTCONN)
                 if a[3] & (_SEND_OK | _TIMEOUT):
                     break
-                if time.ticks_diff(time.ticks_us(), t0) > _SEND_US:
+                # Time and a few polls: a process switched out for a while is not a stuck chip.
+                if polls > _MIN_POLLS and time.ticks_diff(time.ticks_us(), t0) > _SEND_US:
                     self.timeouts += 1
                     self._last = _ETIMEDOUT
                     raise OSError(_ETIMEDOUT)
@@ -279,7 +286,9 @@ class Transport:
         a = self._a5
         b = self._a5b
         t0 = time.ticks_us()
+        polls = 0
         while True:  # Sn_TX_FSR can change while it is read: until two reads agree
+            polls += 1
             cs(0)
             spi.write_readinto(_Q_FSR, a)
             cs(1)
@@ -288,7 +297,7 @@ class Transport:
             cs(1)
             if a[3] == b[3] and a[4] == b[4] and (a[3] << 8 | a[4]) >= wire:
                 break
-            if time.ticks_diff(time.ticks_us(), t0) > _FREE_US:
+            if polls > _MIN_POLLS and time.ticks_diff(time.ticks_us(), t0) > _FREE_US:
                 self.full += 1
                 self._last = _ENOBUFS
                 raise OSError(_ENOBUFS)

@@ -87,7 +87,7 @@ class Capture:
 
 
 def bundle(tmp: Path, template: Path, chip: str, *args: str) -> Path:
-    """`precast build --transport CHIP` for `template`, with the chip models and runner copied in."""
+    """`precast build --transport CHIP` for `template`, the chip models and runner copied in."""
     out = tmp / template.stem
     build(
         out,

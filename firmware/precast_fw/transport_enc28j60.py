@@ -127,32 +127,18 @@ _WBM_CONTROL = b"\x7a\x00"  # WBM, then the per-packet control byte 0x00 (MACON3
 
 def _make_bus(cfg):
     """machine.SPI and the CS pin from the config (an ESP32 DevKit's VSPI by default)."""
-    import machine
+    from .board import spi_bus
 
-    try:
-        spi = machine.SPI(
-            getattr(cfg, "SPI_ID", 2),
-            baudrate=getattr(cfg, "SPI_BAUD", 8000000),
-            sck=machine.Pin(getattr(cfg, "SPI_SCK", 18)),
-            mosi=machine.Pin(getattr(cfg, "SPI_MOSI", 23)),
-            miso=machine.Pin(getattr(cfg, "SPI_MISO", 19)),
-        )
-        cs = machine.Pin(getattr(cfg, "CS_PIN", 5), machine.Pin.OUT, value=1)
-    except AttributeError:  # the unix port has no SPI: tests pass their own bus
-        raise OSError(_ENODEV, "this port has no machine.SPI: pass spi= and cs=") from None
-    return spi, cs
+    return spi_bus(cfg, 2, 8000000, 18, 23, 19, 5)
 
 
 def _reset_pin(cfg):
     pin = getattr(cfg, "ETH_RESET", None)
     if pin is None or callable(pin):
-        return pin
-    import machine
+        return pin  # not wired, or a Pin-like object already
+    from .board import output_pin
 
-    try:
-        return machine.Pin(pin, machine.Pin.OUT, value=1)
-    except AttributeError:  # the unix port has no pins
-        raise OSError(_ENODEV, "this port has no machine.Pin for ETH_RESET") from None
+    return output_pin(pin)
 
 
 class Transport:

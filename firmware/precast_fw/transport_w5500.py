@@ -90,33 +90,19 @@ _W_SEND = b"\x00\x01\x0c\x20"  # Sn_CR = SEND
 
 
 def _make_bus(cfg):
-    """machine.SPI and the CS pin from the config's pin numbers (W5500-EVB-Pico's by default)."""
-    import machine
+    """machine.SPI and the CS pin from the config (W5500-EVB-Pico's by default)."""
+    from .board import spi_bus
 
-    try:
-        spi = machine.SPI(
-            getattr(cfg, "SPI_ID", 0),
-            baudrate=getattr(cfg, "SPI_BAUD", 20000000),
-            sck=machine.Pin(getattr(cfg, "SPI_SCK", 18)),
-            mosi=machine.Pin(getattr(cfg, "SPI_MOSI", 19)),
-            miso=machine.Pin(getattr(cfg, "SPI_MISO", 16)),
-        )
-        cs = machine.Pin(getattr(cfg, "CS_PIN", 17), machine.Pin.OUT, value=1)
-    except AttributeError:  # the unix port has no SPI: tests pass their own bus
-        raise OSError(_ENODEV, "this port has no machine.SPI: pass spi= and cs=") from None
-    return spi, cs
+    return spi_bus(cfg, 0, 20000000, 18, 19, 16, 17)
 
 
 def _reset_pin(cfg):
     pin = getattr(cfg, "ETH_RESET", None)
     if pin is None or callable(pin):
         return pin  # not wired, or a Pin-like object already
-    import machine
+    from .board import output_pin
 
-    try:
-        return machine.Pin(pin, machine.Pin.OUT, value=1)
-    except AttributeError:  # the unix port has no pins
-        raise OSError(_ENODEV, "this port has no machine.Pin for ETH_RESET") from None
+    return output_pin(pin)
 
 
 class Transport:

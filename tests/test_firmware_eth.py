@@ -284,6 +284,7 @@ def test_eth_faults_counted_retried_reopened(tmp_path: Path, veth: VethPair, chi
     assert seqs == sorted(set(seqs))  # in order, never a seq twice
     assert c["readings"] == n and c["sent"] + c["dropped"] == n
     assert c["failed"] > 0 and c["dropped"] > 0 and c["reopened"] >= 3
+    assert res["detail"] == res["driver"]  # what main.py prints under its counts line
     drv = str(res["driver"]).split()
     said = {drv[i]: int(drv[i + 1]) for i in range(1, len(drv), 2)}
     assert said["no-link"] > 0 and said["resets"] >= 4

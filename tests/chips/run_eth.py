@@ -68,6 +68,7 @@ counts = app.run(tpl, cfg, transport=t, sensor=FaultSensor())
 out = {
     "counts": str(counts),
     "driver": t.summary(),
+    "detail": counts.detail() if counts.detail is not None else None,  # main.py's second line
     "model": chip.summary(),
     "wire": [wire.frames, wire.shortest, wire.longest],
     "last_errno": counts.last_errno,

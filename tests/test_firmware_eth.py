@@ -117,9 +117,11 @@ def run_chip(
     iface: str | None,
     start: list[tuple[str, object]] | None = None,
     schedule: list[tuple[int, str, object]] | None = None,
+    reset_pin: bool = False,
 ) -> dict[str, object]:
     """Run tests/chips/run_eth.py in the bundle; its JSON line."""
     params = f"CHIP = {chip!r}\nIFACE = {iface!r}\nSTART = {start or []!r}\n"
+    params += f"RESET_PIN = {reset_pin!r}\n"
     params += f"SCHEDULE = {schedule or []!r}\n"
     (out / "eth_params.py").write_text(params)
     r = run_mp(out, (out / "run_eth.py").read_text(), timeout=120)
@@ -261,6 +263,8 @@ ENC_FAULTS = [
     (200, "late", 1),
     (300, "miso", 0xFF),
     (305, "miso", None),
+    (330, "miso", 0x00),  # a chip that says nothing: no TXIF after a transmission
+    (333, "miso", None),
     (350, "clkrdy", False),
     (350, "stuck", True),
     (353, "stuck", False),
@@ -294,6 +298,7 @@ def test_eth_faults_counted_retried_reopened(tmp_path: Path, veth: VethPair, chi
         assert c["sent"] - said["unconfirmed"] <= len(seqs) <= c["sent"]
     else:
         assert said["tx-timeouts"] > 0 and said["aborts"] == 2 and said["late-collisions"] == 1
+        assert said["silent"] > 0
         assert len(seqs) == c["sent"]  # the driver saw each frame leave before counting it
         assert res["no_txrst"] == 0
     # Readings outside the fault windows all went out.
@@ -344,3 +349,17 @@ print(c.runts, w.frames, w.shortest)
 """
     r = run_mp(out, script)
     assert r.stdout.split() == ["1", "1", "60"], r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("chip", DRIVERS)
+def test_eth_reset_line_brings_a_silent_chip_back(tmp_path: Path, chip: str) -> None:
+    """With the reset pin wired, every set-up pulses it; a chip gone silent comes back."""
+    out = bundle(tmp_path, TEMPLATES / "env-node.toml", chip, "--count", "60")
+    # MISO stuck low from reading 20 to 25: sends fail, reopens pulse the reset line.
+    faults = [(20, "miso", 0x00), (25, "miso", None)]
+    res = run_chip(out, chip, None, schedule=faults, reset_pin=True)  # type: ignore[arg-type]
+    c = counts_of(res)
+    drv = str(res["driver"]).split()
+    resets = int(drv[drv.index("resets") + 1])  # set-ups that succeeded
+    assert resets >= 2 and res["hard_resets"] > resets  # failed ones pulsed it too
+    assert c["sent"] + c["dropped"] == 60 and c["sent"] >= 50

@@ -24,11 +24,12 @@ read), the errata workaround (DS80349: set and clear ECON1.TXRST before
 each transmission, or the transmit logic can stall after an error), clear
 TXIF/TXERIF, EWRPT = ETXST, WBM of the per-packet control byte (0x00: use
 MACON3) and the frame in one transaction, ETXND when the length changed,
-TXRTS, then wait for TXRTS to clear and read ESTAT: TXABRT or LATECOL make
-the send an OSError (EIO), so Robust retries the reading (the aborted frame
-never reached a receiver whole, so no seq is repeated). Eleven
-transactions (ten with the length unchanged), 22 bytes plus the frame and
-its control byte; every buffer is made once: a reading allocates nothing.
+TXRTS, then wait for TXRTS to clear and read EIR: TXIF alone is a frame
+sent; TXERIF (ESTAT: TXABRT or LATECOL) makes the send an OSError (EIO),
+and neither (a chip that says nothing: MISO stuck low) ENOTCONN. Robust
+retries the reading (an aborted frame never reached a receiver whole, so no
+seq is repeated). Eleven transactions (ten with the length unchanged), 22
+bytes plus the frame and its control byte; every buffer is made once: a reading allocates nothing.
 
 Config: SPI_ID, SPI_BAUD, SPI_SCK, SPI_MOSI, SPI_MISO, CS_PIN (an ESP32
 DevKit's VSPI by default: 2, 18, 23, 19, CS 5), ETH_RESET (pin or None),
@@ -171,6 +172,7 @@ class Transport:
         self.no_link = 0
         self.aborts = 0
         self.late = 0
+        self.silent = 0  # transmissions the chip never reported done
         self._open(self._link_ms)
 
     # -- SPI, with preallocated buffers (PHY reads happen on the hot path when LINKIF is set) --
@@ -393,6 +395,16 @@ class Transport:
         cs(1)
         self._wait_tx(a)
         cs(0)
+        spi.write_readinto(_R_EIR, a)
+        cs(1)
+        if a[1] & (_TXIF | _TXERIF) != _TXIF:
+            self._tx_error(a)
+
+    def _tx_error(self, a):
+        """TXRTS cleared without TXIF alone: an abort, a late collision, or a silent chip."""
+        spi = self._spi
+        cs = self._cs
+        cs(0)
         spi.write_readinto(_R_ESTAT, a)
         cs(1)
         if a[1] & (_TXABRT | _LATECOL):
@@ -405,17 +417,20 @@ class Transport:
                 self.aborts += 1
             self._last = _EIO
             raise OSError(_EIO)
-        self._last = 0
+        # Neither TXIF nor an error: the chip did not say it sent anything (MISO stuck low,
+        # or it was reset under us). A reopen sets it up again.
+        self.silent += 1
+        self._up = False
+        self._last = _ENOTCONN
+        raise OSError(_ENOTCONN)
 
     def summary(self):
         """What the chip did over the run, in one line."""
-        return "enc28j60: resets %d tx-timeouts %d no-link %d aborts %d late-collisions %d" % (
-            self.resets,
-            self.timeouts,
-            self.no_link,
-            self.aborts,
-            self.late,
-        )
+        return (
+            "enc28j60: resets %d tx-timeouts %d no-link %d aborts %d late-collisions %d "
+            "silent %d" % (self.resets, self.timeouts, self.no_link, self.aborts, self.late,
+                           self.silent)
+        )  # fmt: skip
 
     def close(self):
         """Nothing to close: the chip sends only when told (a reopen resets it)."""

@@ -82,6 +82,8 @@ class ENC28J60:
         self.mii_polls = 1
         self.tx_polls = 2
         self.transactions = 0
+        self.held = False
+        self.hard_resets = 0
         self.octets = 0
         self.sent = 0
         self.bad = 0
@@ -321,6 +323,15 @@ class ENC28J60:
                 self._write(a, new & 0xFF)
         return 0
 
+    def rst(self, v):
+        """The reset line (RSTn / RESET, active low), as a Pin: held low, the chip is silent."""
+        if not v:
+            self.held = True
+        elif self.held:
+            self.held = False
+            self._reset()
+            self.hard_resets += 1
+
     def cs(self, v):
         if not v:
             self._n = 0
@@ -329,21 +340,23 @@ class ENC28J60:
 
     def write(self, buf):
         self.octets += len(buf)
-        if self.miso is not None:
+        if self.miso is not None or self.held:
             return
         for b in buf:
             self._byte(b)
 
     def readinto(self, buf, out=0):
         self.octets += len(buf)
+        quiet = 0x00 if self.held else self.miso
         for i in range(len(buf)):
-            buf[i] = self.miso if self.miso is not None else self._byte(out)
+            buf[i] = quiet if quiet is not None else self._byte(out)
 
     def write_readinto(self, wbuf, rbuf):
         self.octets += len(wbuf)
-        if self.miso is not None:
+        quiet = 0x00 if self.held else self.miso  # held in reset: MISO stays low
+        if quiet is not None:
             for i in range(len(rbuf)):
-                rbuf[i] = self.miso
+                rbuf[i] = quiet
             return
         for i in range(len(wbuf)):
             rbuf[i] = self._byte(wbuf[i])

@@ -31,6 +31,8 @@ else:
 chip = Chip(wire)
 for name, value in P.START:
     setattr(chip, name, value)
+if getattr(P, "RESET_PIN", False):
+    cfg.ETH_RESET = chip.rst  # a Pin-like callable: the driver drives it as it would a Pin
 try:
     t = Transport(tpl, cfg, spi=chip, cs=chip.cs)
 except OSError as e:
@@ -72,6 +74,7 @@ out = {
     "model": chip.summary(),
     "wire": [wire.frames, wire.shortest, wire.longest],
     "last_errno": counts.last_errno,
+    "hard_resets": chip.hard_resets,
 }
 if P.CHIP == "w5500":
     out["runts"] = chip.runts

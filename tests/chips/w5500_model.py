@@ -70,6 +70,8 @@ class W5500:
         self.cmd_polls = 1
         self.send_polls = 2
         self.transactions = 0
+        self.held = False
+        self.hard_resets = 0
         self.octets = 0
         self.sends = 0  # SEND commands taken
         self.runts = 0
@@ -255,6 +257,15 @@ class W5500:
                 self._phase = 0  # fixed length: the next byte starts a new frame
         return r
 
+    def rst(self, v):
+        """The reset line (RSTn / RESET, active low), as a Pin: held low, the chip is silent."""
+        if not v:
+            self.held = True
+        elif self.held:
+            self.held = False
+            self._reset()
+            self.hard_resets += 1
+
     def cs(self, v):
         if not v:
             self._phase = 0
@@ -262,21 +273,23 @@ class W5500:
 
     def write(self, buf):
         self.octets += len(buf)
-        if self.miso is not None:
+        if self.miso is not None or self.held:
             return
         for b in buf:
             self._byte(b)
 
     def readinto(self, buf, out=0):
         self.octets += len(buf)
+        quiet = 0x00 if self.held else self.miso
         for i in range(len(buf)):
-            buf[i] = self.miso if self.miso is not None else self._byte(out)
+            buf[i] = quiet if quiet is not None else self._byte(out)
 
     def write_readinto(self, wbuf, rbuf):
         self.octets += len(wbuf)
-        if self.miso is not None:
+        quiet = 0x00 if self.held else self.miso  # held in reset: MISO stays low
+        if quiet is not None:
             for i in range(len(rbuf)):
-                rbuf[i] = self.miso
+                rbuf[i] = quiet
             return
         for i in range(len(wbuf)):
             rbuf[i] = self._byte(wbuf[i])

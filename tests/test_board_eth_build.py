@@ -231,3 +231,12 @@ def test_eth_bundle_never_imports_network(tmp_path: Path, transport: str) -> Non
     (tmp_path / "u" / "network.py").write_text("imported = True\nSTA_IF = 0\n")
     r = run_mp(tmp_path / "u", NO_NETWORK)
     assert "network" in r.stdout + r.stderr
+
+
+def test_eth_build_help_says_the_defaults() -> None:
+    r = precast("build", "--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())
+    assert "W5500-EVB-Pico (RP2040, SPI 0: SCK 18, MOSI 19, MISO 16, CS 17, reset 20" in text
+    assert "ESP32 DevKit's VSPI (SPI 2: SCK 18, MOSI 23, MISO 19, CS 5, no reset" in text
+    assert "--dst-mac auto" in text

@@ -278,7 +278,8 @@ def test_eth_faults_counted_retried_reopened(tmp_path: Path, veth: VethPair, chi
     t = template_for(veth, TEMPLATES / "env-node.toml", tmp_path / "env-node.toml")
     layouts = load_layouts([t])
     cap = Capture(veth, layouts[0].template.network.dst_port)
-    out = bundle(tmp_path, t, chip, "--count", str(n))
+    # Under heap_lock: the failure paths allocate nothing either (a reopen lifts the lock).
+    out = bundle(tmp_path, t, chip, "--count", str(n), "--heap-lock")
     faults = W5500_FAULTS if chip == "w5500" else ENC_FAULTS
     res = run_chip(out, chip, veth.outer, schedule=faults)  # type: ignore[arg-type]
     got = cap.result()

@@ -28,8 +28,9 @@ TXRTS, then wait for TXRTS to clear and read EIR: TXIF alone is a frame
 sent; TXERIF (ESTAT: TXABRT or LATECOL) makes the send an OSError (EIO),
 and neither (a chip that says nothing: MISO stuck low) ENOTCONN. Robust
 retries the reading (an aborted frame never reached a receiver whole, so no
-seq is repeated). Eleven transactions (ten with the length unchanged), 22
-bytes plus the frame and its control byte; every buffer is made once: a reading allocates nothing.
+seq is repeated). Eleven transactions and 22 bytes plus the frame with one
+TXRTS poll (two transactions more when the length changes and ETXND is
+written); every buffer is made once: a reading allocates nothing.
 
 Config: SPI_ID, SPI_BAUD, SPI_SCK, SPI_MOSI, SPI_MISO, CS_PIN (an ESP32
 DevKit's VSPI by default: 2, 18, 23, 19, CS 5), ETH_RESET (pin or None),

@@ -17,8 +17,9 @@ Per reading: the previous frame's SEND_OK in Sn_IR (read with Sn_SR: a
 socket no longer in MACRAW means the chip was reset), clear it, the link
 in PHYCFGR, Sn_TX_FSR until two reads agree, the frame (and any padding)
 written at Sn_TX_WR in one transaction, Sn_TX_WR advanced (mod 2^16),
-SEND. Eight transactions, 40 bytes plus the frame; every header and answer
-buffer is made once, so a reading allocates nothing.
+SEND. Eight transactions and 35 bytes plus the frame (five more bytes per
+extra Sn_IR poll); every header and answer buffer is made once, so a
+reading allocates nothing.
 
 Config (precast_config): SPI_ID, SPI_BAUD, SPI_SCK, SPI_MOSI, SPI_MISO,
 CS_PIN, ETH_RESET (a pin number, None when not wired), ETH_LINK_MS (how

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import TEMPLATES, VethPair, netns_available, precast
 from firmware_kit import build, run_mp
+from precast.boards.ethernet import neighbour_mac
+from precast.errors import UsageError
 from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 
@@ -110,25 +112,40 @@ def test_eth_build_overrides_addresses(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("args", "said"),
-    [
-        (["--dst-mac", "00:11:22:33:44"], "not a MAC address"),
-        (["--src-mac", "zz:11:22:33:44:55"], "not a MAC address"),
-        (["--src-mac", "01:00:5e:00:00:01"], "multicast"),
-        (["--src-ip", "10.0.0.256"], "not an IPv4 address"),
-        (["--spi-sck", "5"], "SPI0's SCK is on GPIO 2, 6, 18, 22"),
-        (["--cs", "30"], "GPIO 0..29"),
-        (["--spi", "2"], "SPI 0 and 1"),
-        (["--spi-baud", "100000000"], "at most 80000000 Hz"),
-        (["--mcu", "esp32", "--spi", "2", "--eth-reset", "none", "--cs", "35"], "inputs only"),
-        (["--mcu", "esp32", "--spi", "2", "--eth-reset", "none", "--spi-sck", "9"], "flash"),
-        (["--mcu", "esp32", "--spi", "2", "--eth-reset", "none", "--spi-mosi", "24"], "no GPIO 24"),
-        (["--cs", "18"], "must all differ"),
-        (["--dst-mac", "auto"], "needs --collector"),
-    ],
-)
+BAD = [
+    (["--dst-mac", "00:11:22:33:44"], "not a MAC address"),
+    (["--src-mac", "zz:11:22:33:44:55"], "not a MAC address"),
+    (["--src-mac", "01:00:5e:00:00:01"], "multicast"),
+    (["--src-ip", "10.0.0.256"], "not an IPv4 address"),
+    (["--spi-sck", "5"], "SPI0's SCK is on GPIO 2, 6, 18, 22"),
+    (["--cs", "30"], "GPIO 0..29"),
+    (["--spi", "2"], "SPI 0 and 1"),
+    (["--spi-baud", "100000000"], "at most 80000000 Hz"),
+    (["--mcu", "esp32", "--spi", "2", "--eth-reset", "none", "--cs", "35"], "inputs only"),
+    (["--mcu", "esp32", "--spi", "2", "--eth-reset", "none", "--spi-sck", "9"], "flash"),
+    (["--mcu", "esp32", "--spi", "2", "--eth-reset", "none", "--spi-mosi", "24"], "no GPIO 24"),
+    (["--cs", "18"], "must all differ"),
+    (["--dst-mac", "auto"], "needs --collector"),
+]
+
+
+@pytest.mark.parametrize(("args", "said"), BAD)
+def test_eth_build_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], said: str
+) -> None:
+    """Each refused by argparse's types (exit 2) or build's checks (UsageError: exit 2)."""
+    with pytest.raises((SystemExit, UsageError)) as e:
+        build(tmp_path, ENV, "--device", "1", "--transport", "w5500", *args)
+    if isinstance(e.value, SystemExit):
+        assert e.value.code == 2
+        assert said in capsys.readouterr().err.strip().splitlines()[-1]
+    else:
+        assert said in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("args", "said"), [BAD[2], BAD[4]])
 def test_eth_build_bad_input_is_one_line(tmp_path: Path, args: list[str], said: str) -> None:
+    """Through the CLI: one line on stderr, exit 2, no traceback."""
     r = precast(
         "build", str(ENV), "--device", "1", "--out", str(tmp_path), "--transport", "w5500", *args
     )
@@ -190,22 +207,8 @@ def test_eth_build_dst_mac_auto(tmp_path: Path, lan: VethPair) -> None:
     line = r.stderr.strip().splitlines()[-1]
     assert "not on a local link" in line or "no route to 198.51.100.7" in line
     # On the link but silent: ARP goes unanswered.
-    r = precast(
-        "build",
-        str(ENV),
-        "--device",
-        "1",
-        "--out",
-        str(tmp_path / "quiet"),
-        "--transport",
-        "w5500",
-        "--collector",
-        quiet,
-        "--dst-mac",
-        "auto",
-    )
-    assert r.returncode == 2
-    assert "did not answer ARP" in r.stderr.strip().splitlines()[-1]
+    with pytest.raises(UsageError, match="did not answer ARP"):
+        neighbour_mac(quiet, wait_s=0.5)
 
 
 NO_NETWORK = r"""
@@ -240,3 +243,6 @@ def test_eth_build_help_says_the_defaults() -> None:
     assert "W5500-EVB-Pico (RP2040, SPI 0: SCK 18, MOSI 19, MISO 16, CS 17, reset 20" in text
     assert "ESP32 DevKit's VSPI (SPI 2: SCK 18, MOSI 23, MISO 19, CS 5, no reset" in text
     assert "--dst-mac auto" in text
+    d = precast("deploy", "--help")  # deploy takes every option of build
+    assert d.returncode == 0 and "--transport {udp,packet,serial,w5500,enc28j60}" in d.stdout
+    assert all(f in d.stdout for f in ("--spi-sck", "--eth-reset", "--src-ip", "--dst-mac"))

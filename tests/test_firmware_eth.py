@@ -167,7 +167,10 @@ def test_eth_frames_byte_for_byte_into_namespace(tmp_path: Path, veth: VethPair,
     results = {}
     for t in templates:
         out = bundle(tmp_path / "b", t, chip, "--count", str(n))
-        results[t.stem] = run_chip(out, chip, veth.outer)
+        # W5500: the TX pointer starts just short of 0x10000, so early frames wrap both the
+        # 16-bit pointer and the 16 KB buffer, which the chip maps and the driver must not split.
+        start = [("start_ptr", 0xFFC0)] if chip == "w5500" else []
+        results[t.stem] = run_chip(out, chip, veth.outer, start=start)
     # Once every driver frame is in: one frame with a spoiled checksum, which must count.
     first_frame = encode_raw(layouts[0], [0] * len(layouts[0].fields), DEVICE, 0, KEY)
     spoil_and_send(veth.outer, first_frame)
@@ -203,11 +206,17 @@ def test_eth_frames_byte_for_byte_into_namespace(tmp_path: Path, veth: VethPair,
             assert res["runts"] == 0 and res["bad_open"] == 0
 
 
-def test_eth_enc28j60_mac_address_order(tmp_path: Path) -> None:
-    """MAADR1..MAADR6 sit at bank 3 0x04 0x05 0x02 0x03 0x00 0x01 (DS39662E table 3-2)."""
-    out = bundle(tmp_path, TEMPLATES / "power-meter.toml", "enc28j60", "--count", "3")
+@pytest.mark.parametrize("duplex", ["half", "full"])
+def test_eth_enc28j60_mac_set_up(tmp_path: Path, duplex: str) -> None:
+    """MAADR1..6 at bank 3 0x04 0x05 0x02 0x03 0x00 0x01 (DS39662E table 3-2); duplex both ends."""
+    out = bundle(
+        tmp_path, TEMPLATES / "power-meter.toml", "enc28j60", "--count", "3", "--eth-duplex", duplex
+    )
     res = run_chip(out, "enc28j60", None)
     assert res["maadr"] == [0x02, 0, 0, 0, 0, 0x03]
+    assert res["macon3"] == (0x33 if duplex == "full" else 0x32)
+    assert res["duplex"] == 0 and res["bad"] == 0  # MACON3.FULDPX matches PHCON1.PDPXMD
+    assert res["wire"][0] == 3  # type: ignore[index]
 
 
 @pytest.mark.parametrize(

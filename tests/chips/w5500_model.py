@@ -28,7 +28,9 @@ Faults: `miso` (0x00 or 0xFF: no chip, the line floats or is pulled, and
 nothing written reaches a chip), `version`, `link` False, `stall` (SEND
 is taken but never completes, nothing leaves), `full` (Sn_TX_FSR reads 0),
 `glitch` (every 7th Sn_TX_FSR read is off by one, as a read during an
-update can be). `transactions` and `octets` count the bus traffic.
+update can be). `start_ptr` sets where Sn_TX_RD/WR stand after OPEN, so a
+test can make the first frames straddle the buffer's end and the 16-bit wrap.
+`transactions` and `octets` count the bus traffic.
 All of it runs without allocating, except the wire's send.
 """
 
@@ -66,6 +68,7 @@ class W5500:
         self.stall = False
         self.full = False
         self.glitch = False
+        self.start_ptr = 0  # Sn_TX_RD/WR after OPEN (a test starts them near the 16-bit wrap)
         self.reset_polls = 2
         self.cmd_polls = 1
         self.send_polls = 2
@@ -125,6 +128,8 @@ class W5500:
             if s[_SN_MR] & 0x0F == 0x04 and total <= 16 and self._size():
                 s[_SN_SR] = _MACRAW
                 self._in_flight = 0
+                self._set_ptr(_TX_RD, self.start_ptr)
+                self._set_ptr(_TX_WR, self.start_ptr)
             else:
                 self.bad_open += 1
         elif cmd == 0x10:  # CLOSE

@@ -31,6 +31,8 @@ from conftest import KEY_HEX, ROOT, TEMPLATES, VethPair
 from firmware_kit import build, run_mp, template_for
 from precast.wire.codec import Codec, Reading, encode_raw
 from precast.wire.layout import load_layouts
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
 
 KEY = bytes.fromhex(KEY_HEX)
 CHIPS = ROOT / "tests" / "chips"
@@ -51,15 +53,18 @@ udp.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)
 udp.bind(("0.0.0.0", port))
 before = csum_errors()
 print("ready", flush=True)
-frames, payloads, wait = [], [], float(sys.argv[3])
+frames, payloads, wait, end = [], [], float(sys.argv[3]), None
 while True:
     r, _, _ = select.select([raw, udp], [], [], wait)
     if not r:
         break
-    wait = 1.5
     if raw in r:
         data, addr = raw.recvfrom(2048)
-        if addr[2] != socket.PACKET_OUTGOING:
+        ihl = (data[14] & 15) * 4 if len(data) > 34 else 0
+        dport = data[14 + ihl + 2 : 14 + ihl + 4]
+        if data[23:24] == b"\x11" and dport == (port + 1).to_bytes(2, "big"):
+            wait = 0.5  # the sentinel: everything sent before it is in; drain the UDP socket
+        elif addr[2] != socket.PACKET_OUTGOING:
             frames.append(data.hex())
     if udp in r:
         payloads.append(udp.recv(2048).hex())
@@ -69,9 +74,17 @@ print(json.dumps({"frames": frames, "payloads": payloads,
 
 
 class Capture:
-    """In the namespace: whole frames from a packet socket, payloads from a UDP socket."""
+    """In the namespace: whole frames from a packet socket, payloads from a UDP socket.
 
-    def __init__(self, veth: VethPair, port: int, first: float = 30) -> None:
+    It runs until the sentinel, a frame to port + 1 that `result` sends after everything
+    else (a veth keeps order), has come and the UDP socket has been quiet for 0.5 s.
+    """
+
+    def __init__(self, veth: VethPair, port: int, first: float = 120) -> None:
+        self.iface = veth.outer
+        self.port = port
+        self.dst_mac = veth.inner_mac
+        self.dst_ip = veth.inner_ip
         self.proc = subprocess.Popen(
             veth.exec(sys.executable, "-c", CAPTURE, veth.inner, str(port), str(first)),
             stdout=subprocess.PIPE,
@@ -81,6 +94,11 @@ class Capture:
         assert self.proc.stdout.readline().strip() == "ready"
 
     def result(self) -> dict[str, object]:
+        sentinel = Ether(dst=self.dst_mac) / IP(src="192.0.2.99", dst=self.dst_ip)
+        sentinel = sentinel / UDP(sport=9, dport=self.port + 1) / b"end"
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+            s.bind((self.iface, 0))
+            s.send(bytes(sentinel))
         out, _ = self.proc.communicate(timeout=60)
         res: dict[str, object] = json.loads(out)
         return res

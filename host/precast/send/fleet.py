@@ -34,11 +34,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from precast.args import examples
 from precast.errors import UsageError
 from precast.send.batch import BatchPatcher
 from precast.wire.checks import fold, ones_sum, udp_final
 from precast.wire.constants import OFF_DEVICE, PAYLOAD_OFFSET, UDP_CSUM_OFFSET, VARIABLE_FROM
 from precast.wire.layout import Layout, compile_template
+from precast.wire.template import default_templates
 
 PERIOD = 60.0  # seconds, of every simulated signal
 
@@ -278,7 +280,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     faults = Faults(args.loss, args.dup, args.reorder, args.corrupt)
     if faults.loss + faults.dup + faults.reorder + faults.corrupt > 1:
         raise UsageError("--loss, --dup, --reorder and --corrupt add up to more than 1")
-    layouts = load_layouts(args.templates or ["templates"])
+    layouts = load_layouts(args.templates or default_templates())
     if args.key is None:
         keyed = [lay.template.name for lay in layouts if lay.template.mic]
         layouts = [lay for lay in layouts if not lay.template.mic]
@@ -324,13 +326,20 @@ def register(sub: Any) -> None:
         "frames/s in all for DURATION seconds, with loss, duplication, reordering and "
         "corruption on demand. The summary counts the faults injected; its last line reads "
         "`sent N frames in S s: R frames/s, E errors`.",
+        epilog=examples(
+            "precast simulate --templates templates --devices 50 --rate 500 --duration 10 "
+            "--udp 127.0.0.1:20547",
+            "precast simulate --templates templates/env-node.toml --devices 5 --rate 100 "
+            "--loss 0.02 --dup 0.01 --pcap faults.pcap",
+        ),
     )
     s.add_argument(
         "--templates",
         nargs="+",
         action="extend",
         metavar="PATH",
-        help="template files or directories (default: templates)",
+        help="template files or directories (default: ./templates, else the examples "
+        "shipped with precast)",
     )
     s.add_argument("--devices", type=int, required=True, metavar="K", help="fleet size")
     s.add_argument("--device-base", type=uint32, default=1, help="first device id (default 1)")

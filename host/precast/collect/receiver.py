@@ -180,7 +180,9 @@ class MultiReceiver(Receiver):
                 raise OSError(err, os.strerror(err))
             batch += [
                 (
-                    data[i * size : i * size + min(lens[i * stride + at], cap)].tobytes(),
+                    data[
+                        i * size : i * size + (n_ if (n_ := lens[i * stride + at]) < cap else cap)
+                    ].tobytes(),
                     name[i * nl : i * nl + kl].tobytes(),
                 )
                 for i in range(n)

@@ -331,7 +331,6 @@ class MqttSink:
         # The storing thread's own view: device -> available (True) or stale (False).
         self._online: dict[int, bool] = {}
         self._templates: dict[int, int] = {}
-        self._next_tick = 0.0
         # The publisher thread's: every device's template and availability, and what of
         # that is still to be published (all of it again after a reconnect).
         self._devices: dict[int, int] = {}
@@ -382,10 +381,7 @@ class MqttSink:
             self.dropped += len(rows) - max(room, 0)
 
     def tick(self, now: float, devices: Iterable[DeviceState]) -> None:
-        """Mark the devices gone stale offline (at most once a second; now is unix time)."""
-        if now < self._next_tick:
-            return
-        self._next_tick = now + 1.0
+        """Mark the devices gone stale offline (now is unix time); call it about once a second."""
         online = self._online
         for d in devices:
             if online.get(d.device) is not False and is_stale(d, now):
@@ -442,8 +438,12 @@ class MqttSink:
                 self.client.loop(0.0 if busy else 0.05)
                 if self._state != "up":
                     continue
+                # The storing thread queues a device's events before its readings: readings
+                # counted before the events are taken never go out ahead of their discovery.
+                ready = len(self._readings)
+                self._take_events()
                 if self._publish_control():
-                    self._publish_readings()
+                    self._publish_readings(ready)
                 if self._closing.is_set():
                     self._finish()
                     return
@@ -600,7 +600,8 @@ class MqttSink:
             q.popleft()
         return True
 
-    def _publish_readings(self) -> None:
+    def _publish_readings(self, ready: int) -> None:
+        """Up to `ready` readings (and ROUND) from the buffer."""
         c = self.client
         buf = self._readings
         qos = self.opts.qos
@@ -608,7 +609,7 @@ class MqttSink:
         dumps = json.dumps
         n = 0
         try:
-            while buf and n < ROUND:
+            while buf and n < min(ready, ROUND):
                 r = buf.popleft()
                 if c.publish(f"{prefix}/{r['device']}/reading", dumps(r), qos=qos).rc != 0:
                     buf.appendleft(r)  # the connection went, or paho's QoS 1 queue is full
@@ -641,11 +642,12 @@ class MqttSink:
         """Closing: publish the buffer until the deadline, then `offline` and disconnect."""
         c = self.client
         while time.monotonic() < self._close_deadline and self._state == "up":
+            ready = len(self._readings)
             self._take_events()
-            if not (self._readings or self._control or self._pending_disc) and not c.want_write():
+            if not (ready or self._control or self._pending_disc) and not c.want_write():
                 break
             if self._publish_control():
-                self._publish_readings()
+                self._publish_readings(ready)
             c.loop(0.01)
         if self._readings:
             log.warning("MQTT: %d readings not published at exit", len(self._readings))

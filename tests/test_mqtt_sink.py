@@ -1,0 +1,339 @@
+"""The MQTT publisher against a real Mosquitto broker, judged by mosquitto_sub.
+
+These drive precast.collect.sinks.mqtt.MqttSink directly, as the collector's
+storing thread does (stored() after each batch, tick() with the tracker's
+devices); test_mqtt_collector.py runs the whole `precast collect`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from collector_harness import LAYOUTS
+from mqtt_kit import (
+    Certs,
+    Mosquitto,
+    Subscriber,
+    free_port,
+    make_certs,
+    needs_mosquitto,
+    publish,
+    retained,
+    wait_for,
+)
+from precast import __version__
+from precast.collect.sinks.mqtt import (
+    MqttError,
+    MqttOptions,
+    MqttSink,
+    discovery_config,
+    parse_url,
+)
+from precast.errors import UsageError
+from precast.tracker import Tracker
+
+pytestmark = needs_mosquitto
+
+BY_ID = {lay.id: lay for lay in LAYOUTS.values()}
+ENV = LAYOUTS["env-node"]
+
+
+def reading(device: int, seq: int, t: float = 0.0, template: int = 1) -> dict[str, Any]:
+    """A --jsonl object as the collector makes it."""
+    fields = {
+        1: {
+            "temperature": 21.5 + seq / 100,
+            "humidity": 40.25,
+            "pressure": 101325,
+            "battery": 3300,
+        },
+        2: {"value": seq},
+    }[template]
+    return {
+        "template": template,
+        "device": device,
+        "seq": seq,
+        "received_at": f"2026-01-01T00:00:{seq % 60:02d}.{int(t * 1e6) % 1000000:06d}Z",
+        "fields": fields,
+    }
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    b = Mosquitto(tmp_path)
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+def sink(url: str, **opts: Any) -> MqttSink:
+    return MqttSink(url, BY_ID, MqttOptions(**opts))
+
+
+# ---- without a broker ----------------------------------------------------------------------
+
+
+def test_url_defaults_and_errors() -> None:
+    u = parse_url("mqtt://broker")
+    assert (u.tls, u.host, u.port, u.user, u.password, u.prefix) == (
+        False,
+        "broker",
+        1883,
+        None,
+        None,
+        "precast",
+    )
+    u = parse_url("mqtts://ann:p%40ss@10.0.0.5/site/a")
+    assert (u.tls, u.port, u.user, u.password, u.prefix) == (True, 8883, "ann", "p@ss", "site/a")
+    assert parse_url("mqtt://[::1]:1999/").port == 1999
+    for bad in ("http://x", "mqtt://", "mqtt://x:99999", "mqtt://x/a/+", "mqtt://x/a//b"):
+        with pytest.raises(UsageError):
+            parse_url(bad)
+    with pytest.raises(UsageError, match="needs an mqtts:// URL"):
+        sink("mqtt://127.0.0.1", ca="/etc/hostname")
+    with pytest.raises(UsageError, match="--mqtt-ca /nonexistent"):
+        sink("mqtts://127.0.0.1", ca="/nonexistent")
+    with pytest.raises(UsageError, match="names no user"):
+        sink("mqtt://127.0.0.1", password_file="/etc/hostname")
+    with pytest.raises(UsageError, match="0 or 1"):
+        sink("mqtt://127.0.0.1", qos=2)
+
+
+# What the issue asks of each shipped field, written out by hand (not from the code's table).
+EXPECTED = {
+    ("env-node", "temperature"): ("Temperature", "°C", "temperature", "measurement", 2),
+    ("env-node", "humidity"): ("Humidity", "%", "humidity", "measurement", 2),
+    ("env-node", "pressure"): ("Pressure", "Pa", "pressure", "measurement", 0),
+    ("env-node", "battery"): ("Battery", "mV", "voltage", "measurement", 0),
+    ("minimal", "value"): ("Value", None, None, "measurement", 0),
+    ("power-meter", "energy"): ("Energy", "Wh", "energy", "total_increasing", 0),
+    ("power-meter", "power"): ("Power", "W", "power", "measurement", 1),
+    ("power-meter", "voltage"): ("Voltage", "V", "voltage", "measurement", 2),
+    ("power-meter", "power_factor"): ("Power factor", None, None, "measurement", None),
+}
+
+
+def test_discovery_config_of_every_shipped_field() -> None:
+    seen = set()
+    for name, layout in LAYOUTS.items():
+        for slot in layout.fields:
+            cfg = discovery_config("precast", 42, layout, slot)
+            label, unit, dclass, sclass, digits = EXPECTED[(name, slot.name)]
+            seen.add((name, slot.name))
+            assert cfg["name"] == label
+            assert cfg["unique_id"] == f"precast_42_{slot.name}"
+            assert cfg["state_topic"] == "precast/42/reading"
+            assert cfg["value_template"] == "{{ value_json.fields." + slot.name + " }}"
+            assert cfg["availability"] == [
+                {"topic": "precast/status"},
+                {"topic": "precast/42/availability"},
+            ]
+            assert cfg["availability_mode"] == "all"
+            assert cfg.get("unit_of_measurement") == unit
+            assert cfg.get("device_class") == dclass
+            assert cfg["state_class"] == sclass
+            assert cfg.get("suggested_display_precision") == digits
+            assert cfg["device"] == {
+                "identifiers": ["precast_42"],
+                "name": f"{name} 42",
+                "model": name,
+                "manufacturer": "precast",
+                "sw_version": __version__,
+            }
+    assert seen == set(EXPECTED)
+
+
+def test_template_classes_override_the_unit(tmp_path: Path) -> None:
+    from precast import compile_template, load_template
+
+    p = tmp_path / "t.toml"
+    p.write_text(
+        'id = 5\n[[field]]\nname = "charge"\ntype = "u8"\nunit = "%"\n'
+        'device_class = "battery"\n[[field]]\nname = "pulses"\ntype = "u32"\n'
+        'state_class = "total_increasing"\n'
+    )
+    layout = compile_template(load_template(p))
+    charge, pulses = (discovery_config("p", 1, layout, s) for s in layout.fields)
+    assert (charge["device_class"], charge["unit_of_measurement"]) == ("battery", "%")
+    assert pulses["state_class"] == "total_increasing" and "device_class" not in pulses
+
+
+def test_unreachable_broker_is_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    s = sink(f"mqtt://127.0.0.1:{free_port()}", buffer=3)
+    with caplog.at_level(logging.WARNING, "precast.mqtt"):
+        s.start(timeout=5)
+        s.stored([reading(1, i) for i in range(5)])
+        time.sleep(0.3)
+        s.close(timeout=0.5)
+    assert s.stats()["dropped"] == 2 and s.stats()["published"] == 0
+    assert not s.stats()["connected"]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert sum("Connection refused" in w for w in warnings) == 1, warnings
+    assert sum("buffer of 3 readings is full" in w for w in warnings) == 1, warnings
+
+
+# ---- against the broker ---------------------------------------------------------------------
+
+
+def test_readings_status_availability_and_discovery(broker: Mosquitto) -> None:
+    sub = Subscriber(broker)
+    s = sink(broker.url_base + "/site", discovery="homeassistant")
+    s.start()
+    rows = [reading(7, i) for i in range(1, 21)] + [reading(9, 1, template=2)]
+    s.stored(rows[:10])
+    s.stored(rows[10:])
+    msgs = sub.wait(lambda m: sum(x["topic"].endswith("/reading") for x in m) >= 21)
+    got = [json.loads(m["payload"]) for m in msgs if m["topic"].endswith("/reading")]
+    assert got == rows  # one message per reading, in order, the --jsonl object
+    topics = [m["topic"] for m in msgs if m["topic"].endswith("/reading")]
+    assert topics == ["site/7/reading"] * 20 + ["site/9/reading"]
+    payloads = [m["payload"] for m in msgs if m["topic"].endswith("/reading")]
+    assert payloads[0] == json.dumps(rows[0])
+    # Discovery and availability came before the device's first reading.
+    order = [m["topic"] for m in msgs]
+    first = order.index("site/7/reading")
+    assert order.index("homeassistant/sensor/precast_7/temperature/config") < first
+    assert order.index("site/7/availability") < first
+
+    ret = retained(broker, "#")
+    assert ret["site/status"] == "online"
+    assert ret["site/7/availability"] == "online" and ret["site/9/availability"] == "online"
+    configs = {t: json.loads(p) for t, p in ret.items() if t.startswith("homeassistant/")}
+    assert set(configs) == {
+        *(f"homeassistant/sensor/precast_7/{slot.name}/config" for slot in ENV.fields),
+        "homeassistant/sensor/precast_9/value/config",
+    }
+    t = configs["homeassistant/sensor/precast_7/temperature/config"]
+    assert t == discovery_config("site", 7, ENV, ENV.fields[0])
+    assert t["state_topic"] == "site/7/reading" and t["unit_of_measurement"] == "°C"
+
+    # Home Assistant restarting announces itself: every config is published again.
+    before = len([m for m in sub.messages() if m["topic"].startswith("homeassistant/sensor/")])
+    assert before == 5
+    publish(broker, "homeassistant/status", "online")
+    sub.wait(
+        lambda m: len([x for x in m if x["topic"].startswith("homeassistant/sensor/")]) == 10,
+        what="discovery again",
+    )
+    assert s.stats()["published"] == 21 and s.stats()["dropped"] == 0
+    s.close()
+    assert retained(broker, "site/status") == {"site/status": "offline"}  # a clean stop
+    sub.close()
+
+
+def test_availability_follows_stale(broker: Mosquitto) -> None:
+    """Offline when stale as `precast stats` says (silent > 3 intervals), online again."""
+    s = sink(broker.url_base)
+    s.start()
+    tracker = Tracker(1024)
+    t0 = 1_000_000.0
+    for seq in range(5):  # one reading a second
+        tracker.observe(3, 2, seq, t0 + seq, False)
+        s.stored([reading(3, seq, template=2)])
+    dev = tracker.devices[3]
+    s.tick(t0 + 4 + 2.9, tracker.devices.values())  # silent 2.9 s: 3 intervals not yet over
+    time.sleep(0.3)
+    assert retained(broker, "precast/3/availability") == {"precast/3/availability": "online"}
+    s.tick(t0 + 4 + 3.1, [dev])
+
+    def wait_avail(v: str) -> bool:
+        return retained(broker, "precast/3/availability").get("precast/3/availability") == v
+
+    wait_for(lambda: wait_avail("offline"), 5, "offline")
+    tracker.observe(3, 2, 5, t0 + 8, False)
+    s.stored([reading(3, 5, template=2)])
+    wait_for(lambda: wait_avail("online"), 5, "online again")
+    s.close()
+
+
+def test_broker_outage_counts_drops_and_republishes(
+    broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = sink(broker.url_base, discovery="homeassistant", buffer=50)
+    with caplog.at_level(logging.INFO, "precast.mqtt"):
+        s.start()
+        s.stored([reading(7, i) for i in range(10)])
+        wait_for(lambda: s.stats()["published"] == 10, 5, "published")
+        broker.stop()
+        wait_for(lambda: not s.stats()["connected"], 5, "the publisher to see the outage")
+        for i in range(10, 210, 20):  # 200 readings while the broker is away: 50 fit
+            s.stored([reading(7, j) for j in range(i, i + 20)])
+        assert s.stats()["dropped"] == 150 and s.stats()["buffered"] == 50
+        broker.start()  # an empty broker: it lost every retained message
+        sub = Subscriber(broker)
+        wait_for(lambda: s.stats()["published"] == 60, 15, "publishing to resume")
+        ret = retained(broker, "#")
+        assert ret["precast/status"] == "online"
+        assert ret["precast/7/availability"] == "online"
+        assert len([t for t in ret if t.startswith("homeassistant/sensor/precast_7/")]) == 4
+        msgs = sub.wait(lambda m: sum(x["topic"] == "precast/7/reading" for x in m) >= 50)
+        seqs = [json.loads(m["payload"])["seq"] for m in msgs if m["topic"] == "precast/7/reading"]
+        assert seqs == list(range(10, 60))  # what fitted, in order
+        s.close()
+        sub.close()
+    text = [r.getMessage() for r in caplog.records]
+    assert sum("buffer of 50 readings is full" in t for t in text) == 1, text
+    assert sum("connection lost" in t for t in text) == 1, text
+    assert any("150 readings were not published" in t for t in text), text
+    assert any("connected again" in t for t in text), text
+
+
+def test_password_file_and_wrong_password(tmp_path: Path) -> None:
+    b = Mosquitto(tmp_path, users={"ann": "s3cret"})
+    try:
+        pw = tmp_path / "pw"
+        pw.write_text("s3cret\n")
+        s = sink(f"mqtt://ann@127.0.0.1:{b.port}", password_file=str(pw))
+        s.start()
+        assert s.stats()["connected"]
+        s.close()
+        assert retained(b, "precast/status") == {"precast/status": "offline"}
+        bad = sink(f"mqtt://ann:wrong@127.0.0.1:{b.port}")
+        with pytest.raises(MqttError) as ei:
+            bad.start()
+        msg = str(ei.value)
+        assert "\n" not in msg and "wrong" not in msg  # one line, and no password in it
+        assert f"mqtt://127.0.0.1:{b.port}" in msg
+        assert "refused" in msg and ("password" in msg or "authorized" in msg.lower()), msg
+        anonymous = sink(f"mqtt://127.0.0.1:{b.port}")
+        with pytest.raises(MqttError, match="refused"):
+            anonymous.start()
+    finally:
+        b.stop()
+
+
+def test_tls_with_ca_and_client_certificate(tmp_path: Path, certs: Certs) -> None:
+    b = Mosquitto(tmp_path, certs=certs, require_client_cert=True)
+    try:
+        sub = Subscriber(b)
+        s = sink(
+            f"mqtts://127.0.0.1:{b.port}/tls",
+            ca=str(certs.ca),
+            cert=str(certs.client_cert),
+            key=str(certs.client_key),
+        )
+        s.start()
+        s.stored([reading(1, 1)])
+        msgs = sub.wait(lambda m: any(x["topic"] == "tls/1/reading" for x in m))
+        assert [json.loads(m["payload"]) for m in msgs if m["topic"] == "tls/1/reading"] == [
+            reading(1, 1)
+        ]
+        s.close()
+        sub.close()
+        # A CA that did not sign the broker's certificate: one line at start.
+        other = sink(f"mqtts://127.0.0.1:{b.port}", ca=str(certs.other_ca))
+        with pytest.raises(MqttError, match=r"certificate verify failed|TLS") as ei:
+            other.start()
+        assert "\n" not in str(ei.value)
+    finally:
+        b.stop()

@@ -1,7 +1,7 @@
 """The MQTT publisher against a real Mosquitto broker, judged by mosquitto_sub.
 
 These drive precast.collect.sinks.mqtt.MqttSink directly, as the collector's
-storing thread does (stored() after each batch, tick() with the tracker's
+storing thread does (write() after each batch, tick() with the tracker's
 devices); test_mqtt_collector.py runs the whole `precast collect`.
 """
 
@@ -172,7 +172,7 @@ def test_unreachable_broker_is_not_fatal(tmp_path: Path, caplog: pytest.LogCaptu
     s = sink(f"mqtt://127.0.0.1:{free_port()}", buffer=3)
     with caplog.at_level(logging.WARNING, "precast.mqtt"):
         s.start(timeout=5)
-        s.stored([reading(1, i) for i in range(5)])
+        s.write([reading(1, i) for i in range(5)])
         time.sleep(0.3)
         s.close(timeout=0.5)
     assert s.stats()["dropped"] == 2 and s.stats()["published"] == 0
@@ -190,8 +190,8 @@ def test_readings_status_availability_and_discovery(broker: Mosquitto) -> None:
     s = sink(broker.url_base + "/site", discovery="homeassistant")
     s.start()
     rows = [reading(7, i) for i in range(1, 21)] + [reading(9, 1, template=2)]
-    s.stored(rows[:10])
-    s.stored(rows[10:])
+    s.write(rows[:10])
+    s.write(rows[10:])
     msgs = sub.wait(lambda m: sum(x["topic"].endswith("/reading") for x in m) >= 21)
     got = [json.loads(m["payload"]) for m in msgs if m["topic"].endswith("/reading")]
     assert got == rows  # one message per reading, in order, the --jsonl object
@@ -233,25 +233,24 @@ def test_readings_status_availability_and_discovery(broker: Mosquitto) -> None:
 
 def test_availability_follows_stale(broker: Mosquitto) -> None:
     """Offline when stale as `precast stats` says (silent > 3 intervals), online again."""
-    s = sink(broker.url_base)
-    s.start()
     tracker = Tracker(1024)
+    s = MqttSink(broker.url_base, BY_ID, MqttOptions(), devices=tracker.devices.values)
+    s.start()
     t0 = 1_000_000.0
     for seq in range(5):  # one reading a second
         tracker.observe(3, 2, seq, t0 + seq, False)
-        s.stored([reading(3, seq, template=2)])
-    dev = tracker.devices[3]
-    s.tick(t0 + 4 + 2.9, tracker.devices.values())  # silent 2.9 s: 3 intervals not yet over
+        s.write([reading(3, seq, template=2)])
+    s.tick(t0 + 4 + 2.9)  # silent 2.9 s: 3 intervals not yet over
     time.sleep(0.3)
     assert retained(broker, "precast/3/availability") == {"precast/3/availability": "online"}
-    s.tick(t0 + 4 + 3.1, [dev])
+    s.tick(t0 + 4 + 3.1)
 
     def wait_avail(v: str) -> bool:
         return retained(broker, "precast/3/availability").get("precast/3/availability") == v
 
     wait_for(lambda: wait_avail("offline"), 5, "offline")
     tracker.observe(3, 2, 5, t0 + 8, False)
-    s.stored([reading(3, 5, template=2)])
+    s.write([reading(3, 5, template=2)])
     wait_for(lambda: wait_avail("online"), 5, "online again")
     s.close()
 
@@ -262,12 +261,12 @@ def test_broker_outage_counts_drops_and_republishes(
     s = sink(broker.url_base, discovery="homeassistant", buffer=50)
     with caplog.at_level(logging.INFO, "precast.mqtt"):
         s.start()
-        s.stored([reading(7, i) for i in range(10)])
+        s.write([reading(7, i) for i in range(10)])
         wait_for(lambda: s.stats()["published"] == 10, 5, "published")
         broker.stop()
         wait_for(lambda: not s.stats()["connected"], 5, "the publisher to see the outage")
         for i in range(10, 210, 20):  # 200 readings while the broker is away: 50 fit
-            s.stored([reading(7, j) for j in range(i, i + 20)])
+            s.write([reading(7, j) for j in range(i, i + 20)])
         assert s.stats()["dropped"] == 150 and s.stats()["buffered"] == 50
         broker.start()  # an empty broker: it lost every retained message
         sub = Subscriber(broker)
@@ -323,7 +322,7 @@ def test_tls_with_ca_and_client_certificate(tmp_path: Path, certs: Certs) -> Non
             key=str(certs.client_key),
         )
         s.start()
-        s.stored([reading(1, 1)])
+        s.write([reading(1, 1)])
         msgs = sub.wait(lambda m: any(x["topic"] == "tls/1/reading" for x in m))
         assert [json.loads(m["payload"]) for m in msgs if m["topic"] == "tls/1/reading"] == [
             reading(1, 1)

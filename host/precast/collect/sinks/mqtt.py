@@ -15,9 +15,11 @@ The topics (PREFIX is the --mqtt URL's path, default `precast`; DISCOVERY is
                                   the device's first reading, when DISCOVERY/status says `online`
                                   and after every (re)connect
 
-The broker is not the database. The storing thread calls stored(rows) after
-each committed batch and tick(now, devices) now and then: both only append
-to deques and never wait. One thread of ours owns the paho-mqtt client (its
+The broker is not the database. The collector's storing thread calls
+write(docs) after each committed batch and tick(now) about once a second
+(the Sink interface, sinks/__init__.py): both only append to deques and
+never wait; tick() reads the devices' sequence state (the tracker's) to find
+the stale ones. One thread of ours owns the paho-mqtt client (its
 v2 callback API) and runs its loop: connect, reconnect with backoff (1 s,
 doubling to 30 s), publish. Readings wait in a bounded buffer while the
 broker is away; what does not fit is counted (stats()["dropped"]) and logged
@@ -36,7 +38,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -273,7 +275,15 @@ def discovery_config(prefix: str, device: int, layout: Layout, slot: FieldSlot) 
 class MqttSink:
     """Publish what the collector stores; see the module docstring for topics and threads."""
 
-    def __init__(self, url: str | MqttUrl, layouts: Mapping[int, Layout], options: MqttOptions):
+    name = "mqtt"
+
+    def __init__(
+        self,
+        url: str | MqttUrl,
+        layouts: Mapping[int, Layout],
+        options: MqttOptions,
+        devices: Callable[[], Iterable[DeviceState]] | None = None,
+    ) -> None:
         # The mqtt extra: imported only when asked for.
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
@@ -301,6 +311,7 @@ class MqttSink:
                 _readable(path, flag)
         password = _password(self.url, options)
         self.layouts: dict[int, Layout] = dict(layouts)
+        self.devices = devices  # the storing thread's device states, for tick()
 
         client_id = options.client_id or f"precast-collect-{socket.gethostname()}-{os.getpid()}"
         c = mqtt.Client(
@@ -360,7 +371,7 @@ class MqttSink:
 
     # -- the storing thread's side: never waits
 
-    def stored(self, rows: Sequence[dict[str, Any]]) -> None:
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
         """Readings just committed (the --jsonl objects): queue them, or count them dropped."""
         online = self._online
         templates = self._templates
@@ -380,10 +391,12 @@ class MqttSink:
                 self._readings.extend(rows[:room])
             self.dropped += len(rows) - max(room, 0)
 
-    def tick(self, now: float, devices: Iterable[DeviceState]) -> None:
+    def tick(self, now: float) -> None:
         """Mark the devices gone stale offline (now is unix time); call it about once a second."""
+        if self.devices is None:
+            return
         online = self._online
-        for d in devices:
+        for d in self.devices():
             if online.get(d.device) is not False and is_stale(d, now):
                 # A device with no reading this run may still be `online` (retained) from a
                 # collector that was killed: say what it is now.
@@ -411,13 +424,17 @@ class MqttSink:
         self._thread.join(timeout + 5.0)
         self._thread = None
 
-    def stats(self) -> dict[str, Any]:
+    def set_layouts(self, layouts: Mapping[int, Layout]) -> None:
+        """The templates after a reload (SIGHUP)."""
+        self.layouts = dict(layouts)
+
+    def stats(self) -> dict[str, int]:
         """Counts for `precast stats` and the metrics."""
         return {
             "published": self.published,
             "dropped": self.dropped,
             "buffered": len(self._readings),
-            "connected": self.connected,
+            "connected": int(self.connected),
             "connects": self.connects,
         }
 
@@ -494,7 +511,7 @@ class MqttSink:
         try:
             self.client.connect(self.url.host, self.url.port, keepalive=self.opts.keepalive)
         except ssl.SSLCertVerificationError as e:
-            self._failed(f"TLS: {e.verify_message or e}", fatal=True)
+            self._failed(f"TLS: {e.verify_message or e} (check --mqtt-ca)", fatal=True)
             return
         except (OSError, ssl.SSLError) as e:
             self._failed(getattr(e, "strerror", None) or str(e) or type(e).__name__)
@@ -568,7 +585,10 @@ class MqttSink:
         if state == "down":
             return  # our own disconnect after a failure already handled
         if state == "refused":
-            self._failed(f"refused the connection: {self._refused}", fatal=True)
+            self._failed(
+                f"refused the connection: {self._refused} (check the user and password)",
+                fatal=True,
+            )
         elif state == "up" and self._closing.is_set():
             self._state = "down"
             self.connected = False

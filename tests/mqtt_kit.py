@@ -40,6 +40,20 @@ needs_mosquitto = pytest.mark.skipif(
 )
 
 
+# What the issue asks of each shipped field, written out by hand (not from the code's table).
+EXPECTED = {
+    ("env-node", "temperature"): ("Temperature", "°C", "temperature", "measurement", 2),
+    ("env-node", "humidity"): ("Humidity", "%", "humidity", "measurement", 2),
+    ("env-node", "pressure"): ("Pressure", "Pa", "pressure", "measurement", 0),
+    ("env-node", "battery"): ("Battery", "mV", "voltage", "measurement", 0),
+    ("minimal", "value"): ("Value", None, None, "measurement", 0),
+    ("power-meter", "energy"): ("Energy", "Wh", "energy", "total_increasing", 0),
+    ("power-meter", "power"): ("Power", "W", "power", "measurement", 1),
+    ("power-meter", "voltage"): ("Voltage", "V", "voltage", "measurement", 2),
+    ("power-meter", "power_factor"): ("Power factor", None, None, "measurement", None),
+}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -310,3 +324,28 @@ def retained(broker: Mosquitto, topic: str) -> dict[str, str]:
             assert m["retain"] == 1, m
             got[m["topic"]] = m["payload"]
     return got
+
+
+def check_config(cfg: dict[str, Any], prefix: str, device: int, template: str, field: str) -> None:
+    """Assert every key issue 12 lists, with the values it gives, for one field's config."""
+    from precast import __version__
+
+    label, unit, dclass, sclass, digits = EXPECTED[(template, field)]
+    assert cfg["name"] == label
+    assert cfg["unique_id"] == f"precast_{device}_{field}"
+    assert cfg["state_topic"] == f"{prefix}/{device}/reading"
+    assert cfg["value_template"] == "{{ value_json.fields." + field + " }}"
+    assert [a["topic"] for a in cfg["availability"]] == [
+        f"{prefix}/status",
+        f"{prefix}/{device}/availability",
+    ]
+    assert cfg["availability_mode"] == "all"
+    assert cfg.get("unit_of_measurement") == unit
+    assert cfg.get("device_class") == dclass
+    assert cfg["state_class"] == sclass
+    assert cfg.get("suggested_display_precision") == digits
+    assert cfg["device"]["identifiers"] == [f"precast_{device}"]
+    assert cfg["device"]["model"] == template
+    assert cfg["device"]["manufacturer"] == "precast"
+    assert cfg["device"]["sw_version"] == __version__
+    assert cfg["device"]["name"]

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from collector_harness import LAYOUTS
 from mqtt_kit import (
+    EXPECTED,
     Certs,
     Mosquitto,
     Subscriber,
@@ -107,20 +108,6 @@ def test_url_defaults_and_errors() -> None:
         sink("mqtt://127.0.0.1", password_file="/etc/hostname")
     with pytest.raises(UsageError, match="0 or 1"):
         sink("mqtt://127.0.0.1", qos=2)
-
-
-# What the issue asks of each shipped field, written out by hand (not from the code's table).
-EXPECTED = {
-    ("env-node", "temperature"): ("Temperature", "°C", "temperature", "measurement", 2),
-    ("env-node", "humidity"): ("Humidity", "%", "humidity", "measurement", 2),
-    ("env-node", "pressure"): ("Pressure", "Pa", "pressure", "measurement", 0),
-    ("env-node", "battery"): ("Battery", "mV", "voltage", "measurement", 0),
-    ("minimal", "value"): ("Value", None, None, "measurement", 0),
-    ("power-meter", "energy"): ("Energy", "Wh", "energy", "total_increasing", 0),
-    ("power-meter", "power"): ("Power", "W", "power", "measurement", 1),
-    ("power-meter", "voltage"): ("Voltage", "V", "voltage", "measurement", 2),
-    ("power-meter", "power_factor"): ("Power factor", None, None, "measurement", None),
-}
 
 
 def test_discovery_config_of_every_shipped_field() -> None:

@@ -247,7 +247,6 @@ def discovery_config(prefix: str, device: int, layout: Layout, slot: FieldSlot) 
     return {
         "name": readable_name(slot.name),
         "unique_id": f"precast_{device}_{slot.name}",
-        "object_id": f"precast_{device}_{slot.name}",
         "state_topic": f"{prefix}/{device}/reading",
         "value_template": f"{{{{ value_json.fields.{slot.name} }}}}",
         "availability": [

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, VethPair
-from precast.build import add_build_arguments, build_bundle
+from precast.boards.build import add_build_arguments, build_bundle
 
 MICROPYTHON = BIN / "micropython"
 COUNTS = re.compile(r"precast: readings (\d+) sent (\d+) failed (\d+) dropped (\d+) reopened (\d+)")

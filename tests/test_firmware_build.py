@@ -6,8 +6,8 @@ from pathlib import Path
 
 from conftest import KEY_HEX, TEMPLATES, precast
 from firmware_kit import UdpSink, build, counts, run_mp
-from precast.cli import load_layouts
-from precast.codec import Codec, Reading
+from precast.wire.codec import Codec, Reading
+from precast.wire.layout import load_layouts
 
 CONSTANTS = r"""
 import precast_template as t

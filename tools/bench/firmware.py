@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "host"))
 
-from precast.build import add_build_arguments, build_bundle  # noqa: E402
+from precast.boards.build import add_build_arguments, build_bundle  # noqa: E402
 
 BIN = Path(sys.executable).parent
 KEY_HEX = "2b7e151628aed2a6abf7158809cf4f3c"

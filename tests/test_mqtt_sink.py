@@ -36,8 +36,8 @@ from precast.collect.sinks.mqtt import (
     discovery_config,
     parse_url,
 )
+from precast.collect.tracker import Tracker
 from precast.errors import UsageError
-from precast.tracker import Tracker
 
 pytestmark = needs_mosquitto
 

@@ -13,7 +13,8 @@ Two threads and a bounded queue (backlog.py) between them:
   docs/PROTOCOL.md's order (wire/validator.py, the codec's verdict on a fast
   path), tracks each device's sequence (tracker.py), writes the readings, the
   changed devices and the counters in one transaction (store/), then hands
-  the stored readings to the sinks (sinks/: --jsonl).
+  the stored readings to the sinks (sinks/: --jsonl, --mqtt), and about once a
+  second lets them look at the devices (MQTT: a stale device goes offline).
 
 SIGTERM and SIGINT stop receiving, store every datagram already received,
 flush and exit 0; SIGHUP reloads templates and keys (keys.py).
@@ -41,6 +42,7 @@ from precast.collect.metrics import serve_metrics
 from precast.collect.receiver import bind_udp, kernel_drops, receiver_for
 from precast.collect.rows import Row, RowBuilder, reading_doc, row_builder, utc_iso
 from precast.collect.sinks import Doc, Sink
+from precast.collect.sinks import mqtt as mqtt_sink
 from precast.collect.sinks.jsonl import JsonlSink
 from precast.collect.store import StoreError, open_store
 from precast.collect.tracker import DEFAULT_WINDOW, REPLAY, Tracker
@@ -76,6 +78,7 @@ class Collector:
         window: int = DEFAULT_WINDOW,
         queue: int = DEFAULT_QUEUE,
         rcvbuf: int = DEFAULT_RCVBUF,
+        mqtt: tuple[mqtt_sink.MqttUrl, mqtt_sink.MqttOptions] | None = None,
     ) -> None:
         self.templates = templates
         self.key = key
@@ -93,7 +96,16 @@ class Collector:
         self.kernel_drops = 0  # of this run's socket
         self.backlog = Backlog(queue)
         self.sources: dict[Any, str] = {}
+        self.base_mqtt = {k: n for k, n in counters.items() if k.startswith("mqtt_")}
         self.sinks: list[Sink] = [JsonlSink(jsonl)] if jsonl else []
+        self.mqtt: mqtt_sink.MqttSink | None = None
+        if mqtt is not None:
+            # Before the socket is bound: a broker refusing us ends the start (exit 2).
+            self.mqtt = mqtt_sink.MqttSink(
+                mqtt[0], self.codec.layouts, mqtt[1], devices=self.tracker.devices.values
+            )
+            self.mqtt.start()
+            self.sinks.append(self.mqtt)
         self.stopping = threading.Event()
         self.reload_wanted = threading.Event()
         self.sock = bind_udp(listen, rcvbuf)
@@ -132,16 +144,23 @@ class Collector:
             log.error("reload failed, keeping the templates and keys in use: %s", e)
             return
         self._use(codec)
+        if self.mqtt is not None:
+            self.mqtt.set_layouts(codec.layouts)
         names = ", ".join(f"{lay.template.name} ({tid})" for tid, lay in codec.layouts.items())
         log.info("reloaded templates: %s; keys for %d devices", names, len(codec.keys))
 
     # -- the storing thread
 
     def _counters(self) -> dict[str, int]:
-        return {
+        c = {
             "queue_drops": self.base_queue_drops + self.backlog.dropped,
             "kernel_drops": self.base_kernel_drops + self.kernel_drops,
         }
+        if self.mqtt is not None:  # persisted, so `precast stats` shows them
+            base = self.base_mqtt
+            c["mqtt_published"] = base.get("mqtt_published", 0) + self.mqtt.published
+            c["mqtt_dropped"] = base.get("mqtt_dropped", 0) + self.mqtt.dropped
+        return c
 
     def _process(self, batches: list[Batch]) -> None:
         """Check, track and store every datagram of the batches, in one transaction."""
@@ -208,9 +227,16 @@ class Collector:
                 sink.write(docs)
 
     def _storing(self) -> None:
+        next_tick = 0.0
         try:
             while True:
                 batches = self.backlog.take(1.0)
+                now = time.monotonic()
+                if now >= next_tick and self.sinks:
+                    next_tick = now + 1.0
+                    wall = time.time()
+                    for sink in self.sinks:
+                        sink.tick(wall)
                 if self.reload_wanted.is_set():
                     self.reload_wanted.clear()
                     self.reload()
@@ -335,6 +361,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if args.queue < 1:
         raise UsageError("--queue must be at least 1")
     templates = args.templates or ["templates"]
+    mqtt = mqtt_sink.config_from(args)
     col = Collector(
         parse_hostport(args.listen, default_host="0.0.0.0", allow_zero=True),
         templates,
@@ -345,6 +372,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         window=args.window,
         queue=args.queue,
         rcvbuf=args.rcvbuf,
+        mqtt=mqtt,
     )
     metrics = (
         serve_metrics(
@@ -400,6 +428,8 @@ def register(sub: Any) -> None:
             ":9108",
             "precast collect --db precast.db --ready-file /run/precast/ready.json --log-level "
             "debug",
+            "precast collect --mqtt mqtt://ha@homeassistant.local --mqtt-password-file pw "
+            "--ha-discovery",
         ),
     )
     c.add_argument(
@@ -451,4 +481,5 @@ def register(sub: Any) -> None:
         help="once listening, write JSON {pid, host, port, db, metrics} here",
     )
     c.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    mqtt_sink.add_arguments(c)
     c.set_defaults(func=cmd_collect)

@@ -3,7 +3,8 @@
 Read-only (the collector keeps writing meanwhile). The --json document's
 keys are a contract: {"devices": [{device, template, received, lost,
 duplicates, late, last_seq, ...}], "rejected": {reason: count},
-"drops": {"queue": n, "kernel": n}}.
+"drops": {"queue": n, "kernel": n}}, and "mqtt": {"published": n, "dropped": n}
+when a collector ran with --mqtt.
 """
 
 from __future__ import annotations
@@ -20,15 +21,27 @@ from precast.collect.store import read_stats
 STALE_INTERVALS = 3  # silent for more than this many of its usual intervals: stale
 
 
+def interval_of(
+    highest: int, epoch_seq: int, last_seen: float, epoch_started: float
+) -> float | None:
+    """A device's mean seconds per seq in its epoch; None after its epoch's first reading."""
+    span = highest - epoch_seq
+    return (last_seen - epoch_started) / span if span > 0 else None
+
+
+def is_stale(interval: float | None, silent: float) -> bool:
+    """Stale: silent for more than STALE_INTERVALS of its usual interval (also MQTT's offline)."""
+    return interval is not None and silent > STALE_INTERVALS * interval
+
+
 def stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
     """The `stats --json` document (the contract keys, then extras) from store.read_stats."""
     devices = []
     for d in raw["devices"]:
-        span = d["highest"] - d["epoch_seq"]
-        interval = (d["last_seen"] - d["epoch_started"]) / span if span > 0 else None
+        interval = interval_of(d["highest"], d["epoch_seq"], d["last_seen"], d["epoch_started"])
         silent = max(0.0, now - d["last_seen"])
         total = d["received"] + d["lost"]
-        stale = interval is not None and silent > STALE_INTERVALS * interval
+        stale = is_stale(interval, silent)
         devices.append(
             {
                 "device": d["device"],
@@ -54,11 +67,14 @@ def stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
             }
         )
     c = raw["counters"]
-    return {
+    doc: dict[str, Any] = {
         "devices": devices,
         "rejected": {k: n for k, n in raw["rejects"].items() if n},
         "drops": {"queue": c.get("queue_drops", 0), "kernel": c.get("kernel_drops", 0)},
     }
+    if "mqtt_published" in c or "mqtt_dropped" in c:  # a collector with --mqtt wrote here
+        doc["mqtt"] = {"published": c.get("mqtt_published", 0), "dropped": c.get("mqtt_dropped", 0)}
+    return doc
 
 
 def _age(seconds: float) -> str:
@@ -122,6 +138,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
         f"dropped before decoding: {doc['drops']['queue']} by the queue, "
         f"{doc['drops']['kernel']} by the kernel"
     )
+    if "mqtt" in doc:
+        m = doc["mqtt"]
+        console.print(
+            f"MQTT: {m['published']} published, {m['dropped']} dropped "
+            "(stored, but not published: the publisher's buffer was full)"
+        )
     return 0
 
 

@@ -30,6 +30,7 @@ certificate does not verify) at start() raises MqttError: one line, exit 2.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -45,16 +46,16 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from ... import __version__
-from ...errors import PrecastError, UsageError
-from ...layout import FieldSlot, Layout
+from precast import __version__
+from precast.collect.stats import interval_of, is_stale
+from precast.errors import PrecastError, UsageError
+from precast.wire.layout import FieldSlot, Layout
 
 log = logging.getLogger("precast.mqtt")
 
 DEFAULT_PREFIX = "precast"
 DEFAULT_DISCOVERY = "homeassistant"
 DEFAULT_BUFFER = 10_000  # readings held while the broker is away
-STALE_INTERVALS = 3  # as `precast stats`: silent for more than 3 of its usual intervals
 BACKOFF_MIN = 1.0  # s before the first reconnect; doubles up to BACKOFF_MAX
 BACKOFF_MAX = 30.0
 CONNACK_TIMEOUT = 10.0  # s from the TCP connect to the broker's answer
@@ -112,13 +113,10 @@ class DeviceState(Protocol):
     last_seen: float
 
 
-def is_stale(d: DeviceState, now: float) -> bool:
-    """`precast stats`'s stale: silent for more than STALE_INTERVALS of its mean interval."""
-    span = d.highest - d.epoch_seq
-    if span <= 0:
-        return False  # one reading in this epoch: no interval yet
-    interval = (d.last_seen - d.epoch_started) / span
-    return max(0.0, now - d.last_seen) > STALE_INTERVALS * interval
+def stale(d: DeviceState, now: float) -> bool:
+    """Stale as `precast stats` says (collect/stats.py), from the tracker's state."""
+    interval = interval_of(d.highest, d.epoch_seq, d.last_seen, d.epoch_started)
+    return is_stale(interval, max(0.0, now - d.last_seen))
 
 
 # ---- options -------------------------------------------------------------------------------
@@ -214,6 +212,76 @@ def _password(url: MqttUrl, opts: MqttOptions) -> str | None:
     return lines[0] if lines else ""
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The --mqtt flags of `precast collect`."""
+    g = p.add_argument_group(
+        "MQTT and Home Assistant",
+        "publish each stored reading, availability and (--ha-discovery) Home Assistant "
+        "discovery to an MQTT broker; the database never waits for it",
+    )
+    g.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="mqtt://[USER[:PASS]@]HOST[:PORT][/PREFIX] (port 1883, PREFIX precast); "
+        "mqtts:// for TLS (port 8883)",
+    )
+    g.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate(s) of the broker (mqtts)")
+    g.add_argument("--mqtt-cert", metavar="FILE", help="client certificate (mqtts)")
+    g.add_argument("--mqtt-key", metavar="FILE", help="the client certificate's key (mqtts)")
+    g.add_argument("--mqtt-password-file", metavar="F", help="the password: the first line of F")
+    g.add_argument(
+        "--mqtt-qos", type=int, choices=(0, 1), default=0, help="QoS of the readings (default 0)"
+    )
+    g.add_argument(
+        "--mqtt-client-id", metavar="ID", help="MQTT client id (default precast-collect-HOST-PID)"
+    )
+    g.add_argument(
+        "--mqtt-buffer",
+        type=int,
+        default=DEFAULT_BUFFER,
+        metavar="N",
+        help=f"readings held while the broker is away; more are counted as dropped "
+        f"(default {DEFAULT_BUFFER})",
+    )
+    g.add_argument(
+        "--ha-discovery",
+        nargs="?",
+        const=DEFAULT_DISCOVERY,
+        metavar="PREFIX",
+        help=f"publish Home Assistant discovery configs under PREFIX (default {DEFAULT_DISCOVERY})",
+    )
+
+
+def config_from(args: argparse.Namespace) -> tuple[MqttUrl, MqttOptions] | None:
+    """The URL and options from `precast collect`'s flags; None without --mqtt."""
+    if args.mqtt is None:
+        given = [
+            flag
+            for flag, v in (
+                ("--mqtt-ca", args.mqtt_ca),
+                ("--mqtt-cert", args.mqtt_cert),
+                ("--mqtt-key", args.mqtt_key),
+                ("--mqtt-password-file", args.mqtt_password_file),
+                ("--mqtt-client-id", args.mqtt_client_id),
+                ("--ha-discovery", args.ha_discovery),
+            )
+            if v is not None
+        ]
+        if given:
+            raise UsageError(f"{given[0]} needs --mqtt URL")
+        return None
+    return parse_url(args.mqtt), MqttOptions(
+        ca=args.mqtt_ca,
+        cert=args.mqtt_cert,
+        key=args.mqtt_key,
+        password_file=args.mqtt_password_file,
+        qos=args.mqtt_qos,
+        client_id=args.mqtt_client_id,
+        discovery=args.ha_discovery,
+        buffer=args.mqtt_buffer,
+    )
+
+
 # ---- Home Assistant discovery --------------------------------------------------------------
 
 
@@ -300,9 +368,11 @@ class MqttSink:
         options: MqttOptions,
         devices: Callable[[], Iterable[DeviceState]] | None = None,
     ) -> None:
-        # The mqtt extra: imported only when asked for.
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
+        try:  # the mqtt extra: imported only when asked for
+            import paho.mqtt.client as mqtt
+            from paho.mqtt.enums import CallbackAPIVersion
+        except ImportError:
+            raise UsageError("--mqtt needs paho-mqtt 2: pip install 'precast[mqtt]'") from None
 
         self.url = parse_url(url) if isinstance(url, str) else url
         self.opts = options
@@ -418,7 +488,7 @@ class MqttSink:
             return
         online = self._online
         for d in self.devices():
-            if online.get(d.device) is not False and is_stale(d, now):
+            if online.get(d.device) is not False and stale(d, now):
                 # A device with no reading this run may still be `online` (retained) from a
                 # collector that was killed: say what it is now.
                 online[d.device] = False

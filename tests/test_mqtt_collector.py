@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -41,6 +42,18 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     b = Mosquitto(tmp_path)
     yield b
     b.stop()
+
+
+def counter(db: Path, name: str) -> int:
+    """A counter the collector persisted, read directly (cheaper than `precast stats`)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        row = con.execute("SELECT count FROM counters WHERE name = ?", (name,)).fetchone()
+    except sqlite3.Error:
+        return 0
+    finally:
+        con.close()
+    return int(row[0]) if row else 0
 
 
 def readings_of(sub: Subscriber, prefix: str = "precast") -> list[dict[str, object]]:
@@ -154,7 +167,7 @@ def test_broker_outage_loses_nothing_stored(tmp_path: Path, broker: Mosquitto) -
     )  # fmt: skip
     try:
         col.send(payload("minimal", {"value": s}, 3, s) for s in range(1, 11))
-        wait_for(lambda: stats(col.db).get("mqtt", {}).get("published") == 10, 10, "10 out")
+        wait_for(lambda: counter(col.db, "mqtt_published") == 10, 10, "10 published")
         broker.stop()
         wait_for(lambda: "connection lost" in col.stderr(), 10, "the collector to notice")
         col.send(payload("minimal", {"value": s}, 3, s) for s in range(11, 111))
@@ -168,7 +181,6 @@ def test_broker_outage_loses_nothing_stored(tmp_path: Path, broker: Mosquitto) -
         # Availability is published again too: device 3 sent in bursts (a short interval), so
         # after a second of silence it is stale, and offline.
         assert "precast/3/availability" in ret
-        wait_for(lambda: stats(col.db)["devices"][0]["stale"], 5, "stale")
         wait_for(
             lambda: (
                 retained(broker, "precast/3/availability") == {"precast/3/availability": "offline"}

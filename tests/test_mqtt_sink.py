@@ -161,8 +161,10 @@ def test_unreachable_broker_is_not_fatal(tmp_path: Path, caplog: pytest.LogCaptu
         s.start(timeout=5)
         s.write([reading(1, i) for i in range(5)])
         time.sleep(0.3)
+        assert s.stats()["dropped"] == 2 and s.stats()["buffered"] == 3
         s.close(timeout=0.5)
-    assert s.stats()["dropped"] == 2 and s.stats()["published"] == 0
+    # What was still buffered when it stopped was never published: dropped too.
+    assert s.stats()["dropped"] == 5 and s.stats()["published"] == 0
     assert not s.stats()["connected"]
     warnings = [r.getMessage() for r in caplog.records]
     assert sum("Connection refused" in w for w in warnings) == 1, warnings

@@ -162,6 +162,16 @@ class Collector:
             c["mqtt_dropped"] = base.get("mqtt_dropped", 0) + self.mqtt.dropped
         return c
 
+    def _save_counters(self) -> None:
+        changed = {k: n for k, n in self._counters().items() if self._saved_counters.get(k) != n}
+        if not changed:
+            return
+        try:
+            self.store.write({}, [], {}, changed)
+            self._saved_counters.update(changed)
+        except StoreError as e:
+            log.error("cannot write the last counters to the database: %s", e)
+
     def _process(self, batches: list[Batch]) -> None:
         """Check, track and store every datagram of the batches, in one transaction."""
         check = self.validator.check
@@ -318,9 +328,10 @@ class Collector:
             self.backlog.close()
             storer.join()
             self.sock.close()
-            self.store.close()
             for sink in self.sinks:
                 sink.close()
+            self._save_counters()  # what the sinks counted while closing (MQTT's last drops)
+            self.store.close()
         c = self._counters()
         log.info(
             "stopped: %d readings stored this run; drops: %d queue, %d kernel",

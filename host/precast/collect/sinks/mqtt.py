@@ -514,6 +514,11 @@ class MqttSink:
         self._closing.set()
         self._thread.join(timeout + 5.0)
         self._thread = None
+        n = len(self._readings)
+        if n:
+            self._readings.clear()
+            self.dropped += n
+            log.warning("MQTT: %d readings not published at exit (counted as dropped)", n)
 
     def set_layouts(self, layouts: Mapping[int, Layout]) -> None:
         """The templates after a reload (SIGHUP)."""
@@ -787,8 +792,6 @@ class MqttSink:
             if self._publish_control():
                 self._publish_readings(ready)
             self._pump(0.01 if c.want_write() else 0.0)
-        if self._readings:
-            log.warning("MQTT: %d readings not published at exit", len(self._readings))
         if self._state == "up":
             info = c.publish(f"{self.prefix}/status", OFFLINE, qos=1, retain=True)
             end = time.monotonic() + 2.0

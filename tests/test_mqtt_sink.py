@@ -325,3 +325,22 @@ def test_tls_with_ca_and_client_certificate(tmp_path: Path, certs: Certs) -> Non
         assert "\n" not in str(ei.value)
     finally:
         b.stop()
+
+
+def test_readme_shows_the_payload_and_units_the_code_makes() -> None:
+    """README's discovery example and unit table are what discovery_config and UNITS say."""
+    import re
+
+    from conftest import ROOT
+    from precast.collect.sinks.mqtt import UNITS
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Home Assistant and MQTT\n", 1)[1].split("\n## ", 1)[0]
+    m = re.search(r"```json\n(.*?)```", section, re.S)
+    assert m, "no JSON example in README's MQTT section"
+    shown = json.loads(m.group(1))
+    assert shown == discovery_config("precast", 7, ENV, ENV.fields[0])
+    for unit, (ha_unit, dclass) in UNITS.items():
+        row = next((r for r in section.splitlines() if f"`{unit}`" in r and r.startswith("|")), "")
+        assert dclass in row, (unit, row)
+        assert ha_unit in row or "same" in row, (unit, row)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -344,3 +345,43 @@ def test_readme_shows_the_payload_and_units_the_code_makes() -> None:
         row = next((r for r in section.splitlines() if f"`{unit}`" in r and r.startswith("|")), "")
         assert dclass in row, (unit, row)
         assert ha_unit in row or "same" in row, (unit, row)
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--mqtt-qos", "1"], "--mqtt-qos needs --mqtt URL"),
+        (["--ha-discovery"], "--ha-discovery needs --mqtt URL"),
+        (["--mqtt-password-file", "pw"], "--mqtt-password-file needs --mqtt URL"),
+        (["--mqtt", "mqtt://h", "--ha-discovery", "a/#"], "bad topic prefix 'a/#'"),
+    ],
+)
+def test_flags_without_mqtt_or_bad_are_usage_errors(argv: list[str], error: str) -> None:
+    import argparse
+
+    from precast.collect.sinks.mqtt import add_arguments, config_from
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(argv)
+    with pytest.raises(UsageError, match=re.escape(error)):
+        cfg = config_from(args)
+        assert cfg is not None
+        MqttSink(cfg[0], BY_ID, cfg[1])
+
+
+def test_flag_defaults() -> None:
+    import argparse
+
+    from precast.collect.sinks.mqtt import DEFAULT_BUFFER, add_arguments, config_from
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert config_from(p.parse_args([])) is None
+    cfg = config_from(p.parse_args(["--mqtt", "mqtt://h", "--ha-discovery"]))
+    assert cfg is not None
+    url, opts = cfg
+    assert (url.port, url.prefix, opts.qos, opts.buffer) == (1883, "precast", 0, DEFAULT_BUFFER)
+    assert opts.discovery == "homeassistant"
+    cfg = config_from(p.parse_args(["--mqtt", "mqtt://h", "--ha-discovery", "ha"]))
+    assert cfg is not None and cfg[1].discovery == "ha"

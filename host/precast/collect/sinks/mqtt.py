@@ -229,16 +229,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mqtt-cert", metavar="FILE", help="client certificate (mqtts)")
     g.add_argument("--mqtt-key", metavar="FILE", help="the client certificate's key (mqtts)")
     g.add_argument("--mqtt-password-file", metavar="F", help="the password: the first line of F")
-    g.add_argument(
-        "--mqtt-qos", type=int, choices=(0, 1), default=0, help="QoS of the readings (default 0)"
-    )
+    g.add_argument("--mqtt-qos", type=int, choices=(0, 1), help="QoS of the readings (default 0)")
     g.add_argument(
         "--mqtt-client-id", metavar="ID", help="MQTT client id (default precast-collect-HOST-PID)"
     )
     g.add_argument(
         "--mqtt-buffer",
         type=int,
-        default=DEFAULT_BUFFER,
         metavar="N",
         help=f"readings held while the broker is away; more are counted as dropped "
         f"(default {DEFAULT_BUFFER})",
@@ -263,6 +260,8 @@ def config_from(args: argparse.Namespace) -> tuple[MqttUrl, MqttOptions] | None:
                 ("--mqtt-key", args.mqtt_key),
                 ("--mqtt-password-file", args.mqtt_password_file),
                 ("--mqtt-client-id", args.mqtt_client_id),
+                ("--mqtt-qos", args.mqtt_qos),
+                ("--mqtt-buffer", args.mqtt_buffer),
                 ("--ha-discovery", args.ha_discovery),
             )
             if v is not None
@@ -275,10 +274,10 @@ def config_from(args: argparse.Namespace) -> tuple[MqttUrl, MqttOptions] | None:
         cert=args.mqtt_cert,
         key=args.mqtt_key,
         password_file=args.mqtt_password_file,
-        qos=args.mqtt_qos,
+        qos=args.mqtt_qos if args.mqtt_qos is not None else 0,
         client_id=args.mqtt_client_id,
         discovery=args.ha_discovery,
-        buffer=args.mqtt_buffer,
+        buffer=args.mqtt_buffer if args.mqtt_buffer is not None else DEFAULT_BUFFER,
     )
 
 

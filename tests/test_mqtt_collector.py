@@ -129,21 +129,21 @@ def test_discovery_again_when_home_assistant_starts(tmp_path: Path, broker: Mosq
 
 
 def test_availability_stale_then_online_and_the_will(tmp_path: Path, broker: Mosquitto) -> None:
+    sub = Subscriber(broker, "precast/5/availability")
     col = Collector(tmp_path, "--mqtt", broker.url_base)
     killed = False
+
+    def avail() -> list[str]:
+        return [m["payload"] for m in sub.messages()]
+
     try:
         for s in range(1, 6):  # one reading every 0.1 s: stale after 0.3 s of silence
             col.send([payload("minimal", {"value": s}, 5, s)])
             time.sleep(0.1)
-
-        def avail() -> str | None:
-            return retained(broker, "precast/5/availability").get("precast/5/availability")
-
-        wait_for(lambda: avail() == "online", 5, "online")
-        wait_for(lambda: avail() == "offline", 5, "offline when stale")
+        wait_for(lambda: avail() == ["online", "offline"], 10, "online, then offline when stale")
         assert stats(col.db)["devices"][0]["stale"]  # as `precast stats` says
         col.send([payload("minimal", {"value": 6}, 5, 6)])
-        wait_for(lambda: avail() == "online", 5, "online again")
+        wait_for(lambda: avail()[:3] == ["online", "offline", "online"], 10, "online again")
         assert retained(broker, "precast/status") == {"precast/status": "online"}
         col.signal(signal.SIGKILL)
         col.proc.wait(10)
@@ -154,6 +154,7 @@ def test_availability_stale_then_online_and_the_will(tmp_path: Path, broker: Mos
             "the will's offline",
         )
     finally:
+        sub.close()
         if killed:
             col.kill()
         else:

@@ -40,6 +40,7 @@ from precast.send.batch import BatchPatcher
 from precast.wire.checks import fold, ones_sum, udp_final
 from precast.wire.constants import OFF_DEVICE, PAYLOAD_OFFSET, UDP_CSUM_OFFSET, VARIABLE_FROM
 from precast.wire.layout import Layout, compile_template
+from precast.wire.template import default_templates
 
 PERIOD = 60.0  # seconds, of every simulated signal
 
@@ -279,7 +280,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     faults = Faults(args.loss, args.dup, args.reorder, args.corrupt)
     if faults.loss + faults.dup + faults.reorder + faults.corrupt > 1:
         raise UsageError("--loss, --dup, --reorder and --corrupt add up to more than 1")
-    layouts = load_layouts(args.templates or ["templates"])
+    layouts = load_layouts(args.templates or default_templates())
     if args.key is None:
         keyed = [lay.template.name for lay in layouts if lay.template.mic]
         layouts = [lay for lay in layouts if not lay.template.mic]
@@ -337,7 +338,8 @@ def register(sub: Any) -> None:
         nargs="+",
         action="extend",
         metavar="PATH",
-        help="template files or directories (default: templates)",
+        help="template files or directories (default: ./templates, else the examples "
+        "shipped with precast)",
     )
     s.add_argument("--devices", type=int, required=True, metavar="K", help="fleet size")
     s.add_argument("--device-base", type=uint32, default=1, help="first device id (default 1)")

@@ -385,3 +385,23 @@ def test_flag_defaults() -> None:
     assert opts.discovery == "homeassistant"
     cfg = config_from(p.parse_args(["--mqtt", "mqtt://h", "--ha-discovery", "ha"]))
     assert cfg is not None and cfg[1].discovery == "ha"
+
+
+def test_a_device_that_changes_template_loses_the_old_fields(broker: Mosquitto) -> None:
+    s = sink(broker.url_base, discovery="homeassistant")
+    s.start()
+    s.write([reading(8, 1)])  # env-node: four fields
+    wait_for(lambda: len(retained(broker, "homeassistant/#")) == 4, 5, "four configs")
+    s.write([reading(8, 2, template=2)])  # now minimal: one field, `value`
+    wait_for(
+        lambda: (
+            set(retained(broker, "homeassistant/#"))
+            == {"homeassistant/sensor/precast_8/value/config"}
+        ),
+        5,
+        "the old configs removed (empty retained), the new one there",
+    )
+    topic = "homeassistant/sensor/precast_8/value/config"
+    cfg = json.loads(retained(broker, "homeassistant/#")[topic])
+    assert cfg["device"]["model"] == "minimal"
+    s.close()

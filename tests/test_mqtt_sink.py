@@ -405,3 +405,32 @@ def test_a_device_that_changes_template_loses_the_old_fields(broker: Mosquitto) 
     cfg = json.loads(retained(broker, "homeassistant/#")[topic])
     assert cfg["device"]["model"] == "minimal"
     s.close()
+
+
+def test_a_stored_batch_is_published_from_its_rows(broker: Mosquitto) -> None:
+    """The collector hands over a Stored batch: rows by template; the docs come out the same."""
+    from precast.collect.sinks import Stored
+
+    names = {1: [s.name for s in ENV.fields], 2: ["value"]}
+    env_rows = [(7, seq, 0, f"2026-01-01T00:00:0{seq}.000000Z", "ip", 21.5, 40.0, 1, 2)
+                for seq in range(1, 4)]  # fmt: skip
+    batch = Stored({1: env_rows, 2: [(9, 1, 0, "2026-01-01T00:00:00.000000Z", "ip", 5)]}, names)
+    sub = Subscriber(broker)
+    s = sink(broker.url_base, buffer=3)
+    s.start()
+    s.write(batch)  # four readings, room for three: the last (device 9's) is dropped
+    assert s.stats()["dropped"] == 1
+    msgs = sub.wait(lambda m: sum(x["topic"].endswith("/reading") for x in m) == 3)
+    got = [json.loads(m["payload"]) for m in msgs if m["topic"].endswith("/reading")]
+    assert got == list(batch)[:3]
+    assert got[0] == {
+        "template": 1,
+        "device": 7,
+        "seq": 1,
+        "received_at": "2026-01-01T00:00:01.000000Z",
+        "fields": {"temperature": 21.5, "humidity": 40.0, "pressure": 1, "battery": 2},
+    }
+    # Device 9 still counts as seen: its availability is published though its reading was not.
+    wait_for(lambda: "precast/9/availability" in retained(broker, "precast/#"), 5, "dev 9")
+    s.close()
+    sub.close()

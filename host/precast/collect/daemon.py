@@ -40,8 +40,8 @@ from precast.collect.backlog import Backlog, Batch
 from precast.collect.keys import load_keys
 from precast.collect.metrics import serve_metrics
 from precast.collect.receiver import bind_udp, kernel_drops, receiver_for
-from precast.collect.rows import Row, RowBuilder, reading_doc, row_builder, utc_iso
-from precast.collect.sinks import Doc, Sink
+from precast.collect.rows import Row, RowBuilder, row_builder, utc_iso
+from precast.collect.sinks import Sink, Stored
 from precast.collect.sinks import mqtt as mqtt_sink
 from precast.collect.sinks.jsonl import JsonlSink
 from precast.collect.store import StoreError, open_store
@@ -231,11 +231,9 @@ class Collector:
         self._saved_counters.update(changed_counters)
         self.stored += sum(map(len, rows.values()))
         if self.sinks and rows:
-            docs: list[Doc] = [
-                reading_doc(tid, builders[tid][1], row) for tid, rs in rows.items() for row in rs
-            ]
+            stored = Stored(rows, {tid: builders[tid][1] for tid in rows})
             for sink in self.sinks:
-                sink.write(docs)
+                sink.write(stored)
 
     def _storing(self) -> None:
         next_tick = 0.0

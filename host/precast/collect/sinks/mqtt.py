@@ -47,6 +47,8 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from precast import __version__
+from precast.collect.rows import Row, reading_doc
+from precast.collect.sinks import Stored
 from precast.collect.stats import interval_of, is_stale
 from precast.errors import PrecastError, UsageError
 from precast.wire.layout import FieldSlot, Layout
@@ -425,8 +427,9 @@ class MqttSink:
         c.on_message = self._on_message
         self.client = c
 
-        # Handed over by the storing thread (deque appends and pops are atomic).
-        self._readings: deque[dict[str, Any]] = deque()
+        # Handed over by the storing thread (deque appends and pops are atomic): docs, or
+        # (template, field names, row) to make the doc of.
+        self._readings: deque[dict[str, Any] | tuple[int, list[str], Row]] = deque()
         self._events: deque[tuple[str, int, int]] = deque()  # (kind, device, template)
         # The storing thread's own view: device -> available (True) or stale (False).
         self._online: dict[int, bool] = {}
@@ -461,25 +464,45 @@ class MqttSink:
 
     # -- the storing thread's side: never waits
 
-    def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Readings just committed (the --jsonl objects): queue them, or count them dropped."""
+    def write(self, docs: Sequence[dict[str, Any]]) -> None:
+        """Readings just committed: queue them, or count them dropped; never wait.
+
+        From a Stored batch only the raw rows are queued (with their template id and field
+        names): the JSON object of each is made by the publisher thread, and only for the
+        readings that fit in the buffer.
+        """
         online = self._online
         templates = self._templates
-        for r in rows:
-            dev = r["device"]
-            if online.get(dev) is not True or templates.get(dev) != r["template"]:
-                if templates.get(dev) != r["template"]:
-                    templates[dev] = r["template"]
-                    self._events.append(("device", dev, r["template"]))
-                online[dev] = True
-                self._events.append((ONLINE, dev, r["template"]))
-        room = self.opts.buffer - len(self._readings)
-        if room >= len(rows):
-            self._readings.extend(rows)
-        else:
-            if room > 0:
-                self._readings.extend(rows[:room])
-            self.dropped += len(rows) - max(room, 0)
+        buf = self._readings
+        room = self.opts.buffer - len(buf)
+        if isinstance(docs, Stored):
+            for tid, rows in docs.rows.items():
+                for row in rows:
+                    dev = row[0]
+                    if online.get(dev) is not True or templates.get(dev) != tid:
+                        self._seen(dev, tid)
+                if room > 0:
+                    names = docs.names[tid]
+                    buf.extend([(tid, names, row) for row in rows[:room]])
+                take = min(len(rows), max(room, 0))
+                self.dropped += len(rows) - take
+                room -= take
+            return
+        for d in docs:
+            dev, tid = d["device"], d["template"]
+            if online.get(dev) is not True or templates.get(dev) != tid:
+                self._seen(dev, tid)
+        take = min(len(docs), max(room, 0))
+        buf.extend(docs[:take])
+        self.dropped += len(docs) - take
+
+    def _seen(self, dev: int, tid: int) -> None:
+        """A device's first reading (this run), its first since it went stale, or a new template."""
+        if self._templates.get(dev) != tid:
+            self._templates[dev] = tid
+            self._events.append(("device", dev, tid))
+        self._online[dev] = True
+        self._events.append((ONLINE, dev, tid))
 
     def tick(self, now: float) -> None:
         """Mark the devices gone stale offline (now is unix time); call it about once a second."""
@@ -754,9 +777,10 @@ class MqttSink:
         n = 0
         try:
             for _ in range(min(ready, ROUND, len(buf))):
-                r = buf.popleft()
+                item = buf.popleft()
+                r = reading_doc(*item) if isinstance(item, tuple) else item
                 if publish(f"{prefix}/{r['device']}/reading", dumps(r), qos).rc:
-                    buf.appendleft(r)  # the connection went, or paho's QoS 1 queue is full
+                    buf.appendleft(item)  # the connection went, or paho's QoS 1 queue is full
                     return
                 n += 1
         finally:

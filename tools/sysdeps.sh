@@ -7,6 +7,7 @@ command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v tshark >/dev/null 2>&1 || need="$need tshark"
 command -v socat >/dev/null 2>&1 || need="$need socat"
 command -v tcpdump >/dev/null 2>&1 || need="$need tcpdump"
+command -v tmux >/dev/null 2>&1 || need="$need tmux"
 # The MQTT tests start their own broker (mosquitto lives in /usr/sbin, off a user's PATH).
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need="$need mosquitto"
 command -v mosquitto_sub >/dev/null 2>&1 || need="$need mosquitto-clients"

@@ -78,6 +78,7 @@ class Counts:
         self.dropped = link.dropped
         self.reopened = link.reopened
         self.last_errno = link.last_errno
+        self.detail = getattr(link.transport, "summary", None)
 
     def __str__(self):
         return "precast: readings %d sent %d failed %d dropped %d reopened %d last_errno %d" % (
@@ -143,4 +144,6 @@ def main(tpl, cfg):
     """Run and print the counts; the exit status (0)."""
     counts = run(tpl, cfg)
     print(counts)
+    if counts.detail is not None:  # the transport's own account (w5500, enc28j60)
+        print(counts.detail())
     return 0

@@ -224,6 +224,30 @@ def i2c_bus(cfg):
         raise OSError("this port has no machine.I2C: the BME280 needs a board") from None
 
 
+def spi_bus(cfg, spi_id, baud, sck, mosi, miso, cs):
+    """machine.SPI and its chip-select pin (high: idle) from the config, or these defaults."""
+    try:
+        spi = machine.SPI(
+            getattr(cfg, "SPI_ID", spi_id),
+            baudrate=getattr(cfg, "SPI_BAUD", baud),
+            sck=machine.Pin(getattr(cfg, "SPI_SCK", sck)),
+            mosi=machine.Pin(getattr(cfg, "SPI_MOSI", mosi)),
+            miso=machine.Pin(getattr(cfg, "SPI_MISO", miso)),
+        )
+        pin = machine.Pin(getattr(cfg, "CS_PIN", cs), machine.Pin.OUT, value=1)
+    except AttributeError:  # the unix port has no SPI: tests pass their own bus
+        raise OSError(19, "this port has no machine.SPI: pass spi= and cs=") from None
+    return spi, pin
+
+
+def output_pin(number, value=1):
+    """An output pin (a chip's reset line, held high: not in reset)."""
+    try:
+        return machine.Pin(number, machine.Pin.OUT, value=value)
+    except AttributeError:  # the unix port has no pins
+        raise OSError(19, "this port has no machine.Pin") from None
+
+
 def onewire_bus(cfg):
     """The 1-Wire bus on pin ONEWIRE_PIN."""
     try:

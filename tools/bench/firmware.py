@@ -9,6 +9,9 @@ CMAC one (cmac8 over the same fields), 100,000 readings each of:
     (c)  precast: patch, then send of the payload on a connected socket
     (d)  the limit: send of an unchanging buffer on a connected socket
 
+then the raw Ethernet drivers (w5500, enc28j60) against their chip models:
+µs per reading, SPI transactions and bytes per reading (firmware_eth.py).
+
 Passes that time the whole loop give µs per reading (the best of
 --repeat, round robin) and the bytes allocated (micropython.mem_total);
 as many passes timing every reading with ticks_us give the median, the
@@ -35,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "host"))
 
+import firmware_eth  # noqa: E402  # the raw Ethernet rows: SPI drivers against chip models
 from precast.boards.build import add_build_arguments, build_bundle  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -228,6 +232,9 @@ def main() -> int:
         help="MicroPython heap (-X heapsize), board-sized by default: an ESP32 "
         "with WiFi up has about 100K free, a Pico W about 190K",
     )
+    ap.add_argument(
+        "--eth-n", type=int, default=5000, help="readings per pass through each SPI driver"
+    )
     ap.add_argument("--json", action="store_true", help="print the raw numbers as JSON")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -240,8 +247,9 @@ def main() -> int:
             ),
             "env-node-cmac (cmac8)": run(cmac, args.n, args.repeat, args.heap, t / "cmac"),
         }
+        eth = firmware_eth.run_all(args.eth_n, args.repeat, t / "eth")  # the SPI drivers
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps({**results, "eth": eth}, indent=2))
         return 0
     ver = "import sys; print('.'.join(map(str, sys.implementation.version[:3])))"
     out = subprocess.run(
@@ -256,6 +264,7 @@ def main() -> int:
     for name, res in results.items():
         print(table(name, res))  # type: ignore[arg-type]
         print()
+    print(firmware_eth.table(eth))
     return 0
 
 

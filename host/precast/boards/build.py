@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from precast.args import add_template_args, examples, non_negative, split_hostport
-from precast.boards import hardware
+from precast.boards import ethernet, hardware
 from precast.errors import PrecastError, UsageError
 from precast.wire.checks import crc16, fold, ones_sum
 from precast.wire.constants import OFF_DEVICE, OFF_SEQ, PAYLOAD_OFFSET, UDP_CSUM_OFFSET
@@ -49,7 +49,7 @@ def _firmware_dir() -> Path:
 
 
 FIRMWARE_DIR = _firmware_dir()
-TRANSPORTS = ["udp", "packet", "serial"]  # firmware/precast_fw/transport_<name>.py
+TRANSPORTS = ["udp", "packet", "serial", *ethernet.ETH_TRANSPORTS]  # precast_fw/transport_<name>.py
 DEFAULT_INTERVAL_MS = 1000  # rate cap by default (RFC 8085)
 CHECK_KINDS = {"crc16": 0, "cmac4": 1, "cmac8": 1}
 # Fields per generated pack_into call: MicroPython passes positional arguments on its stack.
@@ -120,7 +120,8 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
         default="udp",
         help="udp: a socket sends the payload; packet: AF_PACKET sends the "
         "whole frame on --iface (unix port); serial: SLIP-framed payloads on "
-        "--serial-port, for `precast bridge`",
+        "--serial-port, for `precast bridge`; w5500 / enc28j60: the whole frame "
+        "through that SPI Ethernet chip (no IP stack, no WiFi; see the raw Ethernet options)",
     )
     p.add_argument(
         "--collector",
@@ -173,6 +174,7 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
         "armv6m, ...); without it that module stays source",
     )
     hardware.add_arguments(p)  # --sensor and its pins, --sleep, --watchdog-ms, --seq-*, --secrets
+    ethernet.add_arguments(p)  # --spi and its pins, --cs, --eth-reset, --dst-mac, --src-*
 
 
 def register(subparsers: Any) -> None:
@@ -218,10 +220,13 @@ def bundle_layout(options: Any) -> Layout:
     """The template's layout, with --collector's destination put into the frame."""
     lay = pick_layout([options.template], _opt(options, "which"))
     coll = _opt(options, "collector")
-    t = lay.template
-    if coll is None:
+    over = ethernet.network_overrides(options)  # --dst-mac (auto: asks `ip neigh`), --src-*
+    if coll is None and not over:
         return lay
-    net = dataclasses.replace(t.network, dst_ip=coll.ip, dst_port=coll.port or t.network.dst_port)
+    t = lay.template
+    net = dataclasses.replace(t.network, **over)
+    if coll is not None:
+        net = dataclasses.replace(net, dst_ip=coll.ip, dst_port=coll.port or t.network.dst_port)
     return compile_template(dataclasses.replace(t, network=net))
 
 
@@ -335,6 +340,7 @@ def config_entries(options: Any, lay: Layout) -> dict[str, Any]:
         "COUNT": _opt(options, "count", 0),
         "HEAP_LOCK": bool(_opt(options, "heap_lock", False)),
         **hardware.config_entries(options, lay),  # SENSOR (its final say), SLEEP, SEQ_FILE, ...
+        **ethernet.config_entries(options),  # SPI pins, CS, reset; WIFI off (w5500, enc28j60)
         "KEY": bytes(key) if key is not None else None,
     }
 

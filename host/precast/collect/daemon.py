@@ -249,10 +249,12 @@ class Collector:
                 if self.reload_wanted.is_set():
                     self.reload_wanted.clear()
                     self.reload()
-                if batches or self._counters() != self._saved_counters:
+                if batches:
                     self._process(batches)
                 elif self.backlog.closed:
-                    return
+                    return  # run() saves the last counters, once the sinks are closed too
+                elif self._counters() != self._saved_counters:
+                    self._process(batches)
         except BaseException as e:
             self.error = e
             log.exception("storing failed; stopping")

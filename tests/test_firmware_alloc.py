@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import KEY_HEX, TEMPLATES, VethPair
-from firmware_kit import UdpSink, build, counts, run_mp
+from firmware_kit import UdpSink, build, counts, no_viper, run_mp
 
 N = 10_000
 
@@ -108,12 +108,9 @@ def test_firmware_heap_lock_catches_an_allocation(tmp_path: Path) -> None:
 MEM_TOTAL = r"""
 import micropython
 import precast_config as cfg, precast_template as tpl
-from precast_fw import sender, cmac, checks
+from precast_fw import sender
 from precast_fw.sensors.sim import Sensor
 from precast_fw.transport_mem import Transport
-if PLAIN:
-    sender.seal, cmac.xor_into, cmac.copy_into = checks.PLAIN
-    sender.Sender.patch = sender.seal
 def loop(n):
     s = sender.Sender(tpl, cfg.KEY)
     sensor = Sensor(tpl, cfg)
@@ -148,6 +145,7 @@ def test_firmware_mem_total_counts_zero_bytes(tmp_path: Path, template: Path) ->
 def test_firmware_plain_path_runs_heap_locked(tmp_path: Path, template: Path) -> None:
     """Without viper, pack_into's deep call borrows a heap frame unless the heap is locked."""
     build(tmp_path / "b", template, "--device", "9", "--key", KEY_HEX)
+    no_viper(tmp_path / "b")
     r = run_mp(tmp_path / "b", f"N = {N}\nPLAIN = True\n" + MEM_TOTAL)
     # mem_total counts the attempts the lock refused; the run finishing is the proof.
     assert r.returncode == 0, r.stdout + r.stderr

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import KEY_HEX, TEMPLATES, precast
-from firmware_kit import build, run_mp
+from firmware_kit import build, no_viper, run_mp
 from precast.cli import load_layouts
 from precast.codec import encode_raw
 from precast.layout import Layout
@@ -33,15 +33,12 @@ CASES = 200
 SCRIPT = r"""
 import json, binascii
 import precast_template as tpl
-from precast_fw import sender, cmac, checks
-if PLAIN:
-    sender.seal, cmac.xor_into, cmac.copy_into = checks.PLAIN
-    sender.Sender.patch = sender.seal
+from precast_fw import sender, checks
 with open("cases.json") as f:
     cases = json.load(f)
 s = sender.Sender(tpl, KEY)
 v = [0] * tpl.FIELD_COUNT
-print("viper", checks.VIPER and not PLAIN)
+print("viper", checks.VIPER)
 for seq, raws in cases:
     s.seq = seq
     i = 0
@@ -123,9 +120,11 @@ def test_firmware_frames_equal_host_encode(tmp_path: Path, plain: bool) -> None:
         checks_seen.add(lay.template.check)
         out = tmp_path / f"b{n}"
         build(out, path, "--device", str(DEVICE), "--key", KEY_HEX)
+        if plain:
+            no_viper(out)
         cases = _cases(lay, seed=n)
         (out / "cases.json").write_text(json.dumps(cases))
-        script = f"PLAIN = {plain}\nKEY = {KEY!r}\n" + SCRIPT
+        script = f"KEY = {KEY!r}\n" + SCRIPT
         r = run_mp(out, script)
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(f"viper {not plain}"), r.stdout[:40]
@@ -142,6 +141,6 @@ def test_firmware_frame_equals_precast_encode(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     build(tmp_path / "b", template, "--device", "7")
     (tmp_path / "b" / "cases.json").write_text(json.dumps([[70000, [-1234, 5678, 101325, 3300]]]))
-    out = run_mp(tmp_path / "b", f"PLAIN = False\nKEY = None\n{SCRIPT}")
+    out = run_mp(tmp_path / "b", f"KEY = None\n{SCRIPT}")
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.split("\n")[1].split()[0] == r.stdout.strip()

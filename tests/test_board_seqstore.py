@@ -45,9 +45,12 @@ def run_and_kill(script: Path, path: Path, reserve: int, after_s: float) -> list
         text=True,
         env=env,
     )
+    assert p.stdout is not None
+    first = p.stdout.readline()  # "start N": the store is open; the kill comes after that
     time.sleep(after_s)
     p.send_signal(signal.SIGKILL)
     out, err = p.communicate(timeout=30)
+    out = first + out
     assert "mismatch" not in out and not err, (out[-500:], err)
     return out.splitlines()
 

@@ -38,27 +38,34 @@ def seqs(frames: list[bytes]) -> list[int]:
 
 
 def stopped_runs(
-    out: Path, sink: UdpSink, sig: int, delays: list[float]
-) -> tuple[list[list[int]], list[str]]:
+    out: Path, sink: UdpSink, sig: int, delays: list[float], arrived: int = 0
+) -> tuple[list[list[int]], list[str], list[str]]:
     """Run main.py in `out` once per delay, stopping it with `sig` after that long.
 
-    The seqs that reached `sink` in each run, and each run's stderr.
+    With `arrived`, the delay starts once that many frames reached the sink (an event,
+    not a guess at start-up time). The seqs that reached `sink` in each run, and each
+    run's stderr and stdout.
     """
-    per_run, errs = [], []
+    per_run, errs, outs = [], [], []
     for delay in delays:
         p = subprocess.Popen(
             [micropython(), "main.py"],
             cwd=out,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
+        first = []
+        sink.sock.settimeout(30)
+        while len(first) < arrived:
+            first.append(sink.sock.recv(2048))
         time.sleep(delay)
         p.send_signal(sig)
-        _, err = p.communicate(timeout=30)
+        out_text, err = p.communicate(timeout=30)
         errs.append(err)
-        per_run.append(seqs(sink.drain(quiet=0.2)))
-    return per_run, errs
+        outs.append(out_text)
+        per_run.append(seqs(first + sink.drain(quiet=0.2)))
+    return per_run, errs, outs
 
 
 def test_killed_main_never_sends_a_seq_twice(tmp_path: Path) -> None:
@@ -80,7 +87,7 @@ def test_killed_main_never_sends_a_seq_twice(tmp_path: Path) -> None:
         )
         rnd = random.Random(5)
         delays = [rnd.uniform(0.1, 0.4) for _ in range(6)]
-        per_run, errs = stopped_runs(out, sink, signal.SIGKILL, delays)
+        per_run, errs, _ = stopped_runs(out, sink, signal.SIGKILL, delays)
         assert not any(errs), errs
     finally:
         sink.close()
@@ -112,12 +119,18 @@ def test_a_clean_stop_keeps_the_exact_seq(tmp_path: Path) -> None:
             "50",
         )
         # SIGINT: the unix port raises KeyboardInterrupt, as Ctrl-C on a board's REPL does.
-        per_run, _ = stopped_runs(out, sink, signal.SIGINT, [0.3] * 3)
+        # Each run is stopped once 60 readings arrived: past the first reservation of 50.
+        per_run, errs, outs = stopped_runs(out, sink, signal.SIGINT, [0.02] * 3, arrived=60)
     finally:
         sink.close()
     everything = [s for run in per_run for s in run]
-    assert all(len(run) > 20 for run in per_run)  # each run crossed a reservation
+    assert all(len(run) > 50 for run in per_run)  # each run crossed a reservation
     assert everything == list(range(len(everything)))  # no repeat, and no gap either
+    # Ctrl-C ends as --count does: the counts line, no traceback, and the counts are true.
+    for run, err, text in zip(per_run, errs, outs, strict=True):
+        assert "Traceback" not in err + text, err + text
+        c = counts(text)
+        assert c["sent"] == len(run) and c["readings"] == len(run), (c, len(run))
 
 
 def test_sleep_modes_on_the_unix_port(tmp_path: Path) -> None:

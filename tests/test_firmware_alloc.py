@@ -115,7 +115,7 @@ def loop(n):
     s = sender.Sender(tpl, cfg.KEY)
     sensor = Sensor(tpl, cfg)
     t = Transport()
-    v = [0] * tpl.FIELD_COUNT
+    v = s.values
     sensor.read(v)
     s.patch(v)
     t.send(s.frame_mv)

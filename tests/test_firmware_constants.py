@@ -56,7 +56,8 @@ def _consts(path: Path) -> dict[str, int]:
         ):
             (target,) = node.targets
             assert isinstance(target, ast.Name)
-            out[target.id] = ast.literal_eval(node.value.args[0])
+            expr = ast.Expression(node.value.args[0])  # a literal, or arithmetic on literals
+            out[target.id] = eval(compile(expr, str(path), "eval"), {"__builtins__": {}})
     return out
 
 

@@ -37,7 +37,7 @@ from precast_fw import sender, checks
 with open("cases.json") as f:
     cases = json.load(f)
 s = sender.Sender(tpl, KEY)
-v = [0] * tpl.FIELD_COUNT
+v = s.values  # an array("i"), or a list where a field is f32
 print("viper", checks.VIPER)
 for seq, raws in cases:
     s.seq = seq

@@ -140,7 +140,8 @@ class Board:
             except ImportError:  # the unix port: the host keeps its own network up
                 pass
         if store is None and getattr(cfg, "SEQ_FILE", None):
-            store = SeqStore(cfg.SEQ_FILE, getattr(cfg, "SEQ_RESERVE", DEFAULT_RESERVE))
+            store = SeqStore(cfg.SEQ_FILE, getattr(cfg, "SEQ_RESERVE", DEFAULT_RESERVE),
+                             write_ms=getattr(cfg, "SEQ_WRITE_MS", 0))  # fmt: skip
         self.store = store
         self.wdt = wdt
         self._slice = _MAX_WDT_MS if wdt is not None else 0
@@ -153,10 +154,22 @@ class Board:
 
     def tick(self):
         """Before each send: feed the watchdog and claim the seq from the store."""
+        self.claim(1)
+
+    def claim(self, n):
+        """Before the next n sends: feed the watchdog, claim their seqs; how many may go (>= 1).
+
+        Fewer than n when the store's reservation ends sooner: the loop claims again then.
+        """
         if self.wdt is not None:
             self.wdt.feed()
         if self.store is not None:
-            self.store.take()
+            return self.store.claim(n)
+        return n
+
+    def feed_fn(self):
+        """What feeds the watchdog (for waits outside the loop), or None without one."""
+        return None if self.wdt is None else self.wdt.feed
 
     def pause(self, ms):
         """Wait ms in the configured sleep mode, feeding the watchdog; deep sleep reboots."""
@@ -204,9 +217,11 @@ class Board:
             if self.heap_lock:
                 micropython.heap_lock()
 
-    def close(self):
-        """A clean stop (count reached, Ctrl-C from mpremote or deploy): keep the exact seq."""
+    def close(self, next_seq=None):
+        """A clean stop (count reached, Ctrl-C): keep the exact seq (next_seq: the sender's)."""
         if self.store is not None:
+            if next_seq is not None:
+                self.store.release(next_seq)  # a burst claims ahead: give back what it left
             self.store.save_exact()
             self.store.close()
 

@@ -34,7 +34,9 @@ class Sender:
     """Patches a template's frame for each reading; `frame_mv`/`payload_mv` are what to send.
 
     patch(values) writes the next seq, `values` (raw numbers in field
-    order) and the checks. For an integer template it is `seal` itself
+    order: `self.values`, or any array('i') of the template's field count;
+    a list for a template with an f32 field) and the checks. For an
+    integer template it is `seal` itself
     (one viper call: 0.2 us with a CRC-16 on a PC); with an f32 field,
     tpl.pack goes first.
     """
@@ -53,6 +55,10 @@ class Sender:
         self.payload_mv = self.frame_mv[PAYLOAD_OFFSET:]
         self.params = array("I", (0, tpl.FIELD_COUNT, tpl.OFF_CHECK, tpl.CHECK_LEN, tpl.CRC_INIT,
                                   tpl.UDP_PARTIAL, int(mac), tpl.PAYLOAD_LEN) + tpl.FIELD_SIZES)
+        # The raw fields of a reading, filled by the sensor: an array('i') for an integer
+        # template (viper reads it as words), a list where a field is f32.
+        n = tpl.FIELD_COUNT
+        self.values = array("i", bytes(4 * n)) if tpl.INTEGER else [0] * n
         self._pack = None
         if not tpl.INTEGER:
             self._pack = tpl.pack  # struct.pack_into writes the fields, f32 included

@@ -51,7 +51,8 @@ def seal(sender, values):
     """Write seq (then count it up), the fields, the check and the UDP checksum.
 
     A method of Sender (its `patch` for an integer template: one call per
-    reading). values[i] goes out big-endian in params[P_SIZES + i] bytes;
+    reading). values (an array('i'): Sender.values) are the raw fields;
+    values[i] goes out big-endian in params[P_SIZES + i] bytes;
     two's complement makes signed and unsigned the same bytes. With
     P_FIELDS 0 (a template with f32 fields) the fields are already in place.
     """
@@ -66,8 +67,9 @@ def seal(sender, values):
     n = params[P_FIELDS]
     i = 0
     p = FRAME_FIELDS
+    vals = ptr32(values if n else sender.params)  # an array('i'); no fields: not read at all
     while i < n:
-        v = int(values[i])
+        v = vals[i]
         size = params[P_SIZES + i]
         if size == 1:
             frame[p] = v
@@ -192,6 +194,7 @@ def copy_into(dst, src, n):
 def sim_walk(sensor, values):
     """The simulated sensor's next reading into values (sensors/sim.py says what it does)."""
     st = ptr32(sensor.state)
+    vals = ptr32(values)  # an array('i') (Sender.values of an integer template)
     x = st[S_X]
     n = st[S_N]
     i = 0
@@ -213,7 +216,7 @@ def sim_walk(sensor, values):
             v = st[j + S_LO]
         elif v > st[j + S_HI]:
             v = st[j + S_HI]
-        values[i] = v - S_BIAS
+        vals[i] = v - S_BIAS
         i += 1
         j += S_STRIDE
     st[S_X] = x

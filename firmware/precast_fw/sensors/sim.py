@@ -22,7 +22,9 @@ LIMIT = S_BIAS - 1024
 class Sensor:
     """read(values) fills values with the next simulated raw reading of every field."""
 
-    read = sim_walk  # sim_walk(self, values): one call per reading, self.state its state
+    # sim_walk(self, values): one call per reading, self.state its state; values an array('i')
+    # (Sender.values of an integer template).
+    read = sim_walk
 
     def __init__(self, tpl, cfg=None):
         seed = getattr(cfg, "SEED", 1)
@@ -39,6 +41,17 @@ class Sensor:
             st += [mid + S_BIAS, lo + S_BIAS, hi + S_BIAS, drift + S_BIAS, noise]
         st[0] = x
         self.state = array("I", st)
+        if not tpl.INTEGER:  # values is a list (an f32 field): walk in an array, then copy
+            self._raw = array("i", bytes(4 * n))
+            self.read = self._read_list  # type: ignore[method-assign]
+
+    def _read_list(self, values):
+        raw = self._raw
+        sim_walk(self, raw)
+        i = 0
+        while i < len(raw):
+            values[i] = raw[i]
+            i += 1
 
 
 def _xorshift(x):

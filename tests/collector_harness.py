@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from precast import Layout, compile_template, encode, load_templates
-from precast.layout import PAYLOAD_OFFSET
+from precast.wire.constants import PAYLOAD_OFFSET
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -140,7 +140,7 @@ class Collector:
 def payload(
     layout: str, values: dict[str, object], device: int, seq: int, key: bytes | None = None
 ) -> bytes:
-    """The UDP payload of a frame built by precast.codec.encode."""
+    """The UDP payload of a frame built by precast.wire.codec.encode."""
     return encode(LAYOUTS[layout], values, device, seq, key)[PAYLOAD_OFFSET:]
 
 

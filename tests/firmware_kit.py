@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, VethPair
-from precast.build import add_build_arguments, build_bundle
+from precast.boards.build import add_build_arguments, build_bundle
 
 MICROPYTHON = BIN / "micropython"
 COUNTS = re.compile(r"precast: readings (\d+) sent (\d+) failed (\d+) dropped (\d+) reopened (\d+)")
@@ -35,6 +35,8 @@ def build(out: Path, template: Path | str, *args: str) -> list[Path]:
     """`precast build TEMPLATE --out OUT ARGS...` through build_bundle; the files written."""
     p = argparse.ArgumentParser()
     add_build_arguments(p)
+    if "--collector" not in args:  # the tests' collector: the far end of conftest's veth pair
+        args = (*args, "--collector", "192.0.2.1")
     opts = p.parse_args([str(template), "--out", str(out), *args])
     return build_bundle(opts)
 

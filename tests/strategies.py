@@ -7,7 +7,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 from precast import Layout, compile_template, encode_raw, parse_template
-from precast.template import TYPES
+from precast.wire.template import TYPES
 
 KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
 

@@ -20,8 +20,8 @@ from board_mp import FIRMWARE, TESTS, run_mp
 from conftest import TEMPLATES
 from firmware_kit import UdpSink, build, counts, micropython
 from firmware_kit import run_mp as run_bundle
-from precast.cli import load_layouts
-from precast.codec import Codec, Reading
+from precast.wire.codec import Codec, Reading
+from precast.wire.layout import load_layouts
 
 ENV = TEMPLATES / "env-node.toml"
 

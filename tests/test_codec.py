@@ -9,9 +9,9 @@ from conftest import TEMPLATES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from precast import Codec, EncodeError, Layout, compile_template, encode, encode_raw, load_template
-from precast.checks import checksum, ones_sum
-from precast.codec import Reading, Rejected
-from precast.layout import PAYLOAD_OFFSET
+from precast.wire.checks import checksum, ones_sum
+from precast.wire.codec import Reading, Rejected
+from precast.wire.constants import PAYLOAD_OFFSET
 from strategies import KEY, frames, raws, templates
 
 

@@ -1,6 +1,6 @@
 """Bad input never stops the collector and never becomes a reading; each is counted by reason.
 
-The judge of each datagram's reason is precast.codec.Codec, the reference
+The judge of each datagram's reason is precast.wire.codec.Codec, the reference
 decoder; the collector's own fast path must agree with it on every one.
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from precast.receiver import MultiReceiver, Receiver
+from precast.collect.receiver import MultiReceiver, Receiver
 
 SIZES = [0, 1, 13, 24, 1472, 1473, 9000, 65507]
 

@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from precast import compile_template, parse_template
-from precast.codec import to_units
-from precast.collector import Spec
+from precast.collect.rows import row_builder
+from precast.wire.codec import to_units
 from strategies import raws, templates
 
 
@@ -22,8 +22,7 @@ def same(a: Any, b: Any) -> bool:
 def test_row_builder_is_to_units(data: st.DataObject) -> None:
     layout = data.draw(templates())
     raw = data.draw(raws(layout))
-    spec = Spec(layout)
-    row = spec.row((0x50, 0x10, layout.template.id, 7, 9, *raw), 3, "at", "src")
+    row = row_builder(layout)((0x50, 0x10, layout.template.id, 7, 9, *raw), 3, "at", "src")
     assert row[:5] == (7, 9, 3, "at", "src")
     want = [to_units(s, r) for s, r in zip(layout.fields, raw, strict=True)]
     assert all(same(a, b) for a, b in zip(row[5:], want, strict=True)), (row[5:], want)
@@ -38,5 +37,5 @@ def test_exact_division_equals_rounding(raw: int, scale: float, offset: float) -
     """Also for the extremes of i32 and offsets with more decimals than the scale."""
     doc = {"id": 1, "field": [{"name": "x", "type": "i32", "scale": scale, "offset": offset}]}
     layout = compile_template(parse_template(doc))
-    row = Spec(layout).row((0, 0, 1, 0, 0, raw), 0, "", "")
+    row = row_builder(layout)((0, 0, 1, 0, 0, raw), 0, "", "")
     assert same(row[5], to_units(layout.fields[0], raw))

@@ -8,8 +8,8 @@ import pytest
 from collector_harness import LAYOUTS, expected_counts
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from precast.store import Store
-from precast.tracker import DUPLICATE, REPLAY, Tracker
+from precast.collect.store import open_store
+from precast.collect.tracker import DUPLICATE, REPLAY, Tracker
 
 
 def run(tracker: Tracker, seqs: list[int], device: int = 1, mic: bool = False) -> list[int]:
@@ -46,7 +46,7 @@ def test_store_round_trip_continues_counting(seqs: list[int], cut: int) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        store = Store(Path(d) / "t.db")
+        store = open_store(str(Path(d) / "t.db"))
         store.ensure_templates(LAYOUTS.values())
         a = Tracker(window=128)
         run(a, seqs[:cut])

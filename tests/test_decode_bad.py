@@ -8,8 +8,8 @@ from conftest import TEMPLATES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from precast import Codec, compile_template, encode, encode_raw, load_template, load_templates
-from precast.codec import Reading, Rejected
-from precast.layout import PAYLOAD_OFFSET
+from precast.wire.codec import Reading, Rejected
+from precast.wire.constants import PAYLOAD_OFFSET
 
 LAYOUTS = [compile_template(t) for t in load_templates([TEMPLATES])]
 KEY = bytes(range(16))

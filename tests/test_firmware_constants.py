@@ -18,9 +18,8 @@ import crcmod
 from conftest import ROOT, TEMPLATES
 from cryptography.hazmat.primitives.ciphers import algorithms
 from firmware_kit import build, run_mp
-from precast import build as host_build
-from precast import layout as wire
-from precast import template as host_template
+from precast.boards import build as host_build
+from precast.wire import constants as wire
 
 FW = ROOT / "firmware" / "precast_fw"
 
@@ -38,8 +37,8 @@ HOST = {
     "VERSION": wire.VERSION,
     "FLAG_MIC": wire.FLAG_MIC,
     "CHECK_CRC16": host_build.CHECK_KINDS["crc16"],
-    "CRC16_LEN": host_template.CHECKS["crc16"],
-    "CRC16_POLY": 0x1021,  # CRC-16/CCITT-FALSE (crcmod's 0x11021 without the top bit)
+    "CRC16_LEN": wire.CHECKS["crc16"],
+    "CRC16_POLY": wire.CRC16_POLY,
     "AES_BLOCK": algorithms.AES.block_size // 8,
 }
 

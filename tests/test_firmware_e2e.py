@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import KEY_HEX, TEMPLATES, VethPair, precast
 from firmware_kit import NsReceiver, UdpSink, build, counts, run_mp, template_for
-from precast.cli import load_layouts
-from precast.codec import Codec, Reading
+from precast.wire.codec import Codec, Reading
+from precast.wire.layout import load_layouts
 
 KEY = bytes.fromhex(KEY_HEX)
 

@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import KEY_HEX, TEMPLATES, precast
 from firmware_kit import build, no_viper, run_mp
-from precast.cli import load_layouts
-from precast.codec import encode_raw
-from precast.layout import Layout
+from precast.wire.codec import encode_raw
+from precast.wire.layout import Layout, load_layouts
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
@@ -74,7 +73,7 @@ def _extra_templates(tmp: Path) -> list[Path]:
 def _raw(rng: random.Random, typ: str) -> int | float:
     if typ == "f32":
         return struct.unpack(">f", struct.pack(">f", rng.uniform(-1e6, 1e6)))[0]
-    from precast.template import TYPES
+    from precast.wire.template import TYPES
 
     lo, hi = TYPES[typ][2], TYPES[typ][3]
     assert lo is not None and hi is not None

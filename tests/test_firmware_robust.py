@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import TEMPLATES, VethPair
 from firmware_kit import UdpSink, build, counts, run_mp
-from precast.cli import load_layouts
-from precast.codec import Codec, Reading
+from precast.wire.codec import Codec, Reading
+from precast.wire.layout import load_layouts
 
 N = 200
 

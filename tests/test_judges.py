@@ -9,8 +9,8 @@ import crcmod.predefined
 from conftest import TEMPLATES
 from hypothesis import given, settings
 from precast import Layout, compile_template, encode_raw, load_templates
-from precast.checks import cmac, crc16
-from precast.layout import PAYLOAD_OFFSET
+from precast.wire.checks import cmac, crc16
+from precast.wire.constants import PAYLOAD_OFFSET
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from strategies import KEY, frames

@@ -16,7 +16,7 @@ import time
 
 from conftest import TEMPLATES, VethPair
 from precast import Codec, compile_template, encode_raw, load_templates
-from precast.codec import Reading
+from precast.wire.codec import Reading
 
 RECEIVER = r"""
 import json, socket, sys

@@ -24,4 +24,8 @@ def test_wheel_ships_every_firmware_file(tmp_path: Path) -> None:
     fw = ROOT / "firmware" / "precast_fw"
     want = {f"precast/firmware/{p.relative_to(fw).as_posix()}" for p in fw.rglob("*.py")}
     assert want and want <= names, sorted(want - names)
-    assert "precast/transports/packet.py" in names and "precast/py.typed" in names
+    host = ROOT / "host"
+    modules = {p.relative_to(host).as_posix() for p in (host / "precast").rglob("*.py")}
+    assert "precast/send/transports/packet.py" in modules  # the walk sees subpackages
+    assert modules <= names, sorted(modules - names)  # a subpackage left out of pyproject
+    assert "precast/py.typed" in names

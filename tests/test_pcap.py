@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import TEMPLATES, precast
 from precast import compile_template, encode_raw, load_template
-from precast.pcap import PcapWriter, read_frames
+from precast.wire.pcap import PcapWriter, read_frames
 from scapy.utils import rdpcap, wrpcap
 
 LAY = compile_template(load_template(TEMPLATES / "env-node.toml"))

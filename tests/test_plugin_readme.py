@@ -39,11 +39,11 @@ def test_readme_example_passes(tmp_path: Path) -> None:
 
 def test_board_fixture_skips_without_the_unix_port(tmp_path: Path) -> None:
     (tmp_path / "test_no_port.py").write_text(
-        "import precast.board\n"
+        "import precast.boards.virtual\n"
         "from precast.errors import PrecastError\n\n\n"
         "def _missing():\n"
         "    raise PrecastError('no micropython (unix port) next to python or on PATH')\n\n\n"
-        "precast.board.find_micropython = _missing\n\n\n"
+        "precast.boards.virtual.find_micropython = _missing\n\n\n"
         "def test_needs_a_board(micropython_board):\n"
         "    raise AssertionError('ran without a board')\n"
     )

@@ -22,12 +22,12 @@ from conftest import BIN, TEMPLATES
 from firmware_kit import build, run_mp
 from hypothesis import given
 from hypothesis import strategies as st
-from precast import slip
-from precast.bridge import Bridge
-from precast.cli import load_layouts
-from precast.codec import Codec, Reading, encode
-from precast.layout import PAYLOAD_OFFSET
-from precast.transports.memory import MemoryTransport
+from precast.send.bridge import Bridge
+from precast.send.transports.memory import MemoryTransport
+from precast.wire import slip
+from precast.wire.codec import Codec, Reading, encode
+from precast.wire.constants import PAYLOAD_OFFSET
+from precast.wire.layout import load_layouts
 
 BAD_ESCAPE = b"\xc0\x50\x10\xdb\x41\x00\x01\xc0"  # ESC then 'A': not a SLIP escape
 SERIAL_LINE = re.compile(r"serial: (\d+) SLIP frames, (\d+) corrupt; refused: (.*)$", re.M)

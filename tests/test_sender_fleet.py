@@ -2,7 +2,7 @@
 
 `precast simulate --iface` sends whole frames into a veth pair; the far end
 lives in a namespace the test makes. Two receivers judge: a plain UDP
-socket decoding with precast.codec.Codec and counting with sets, and the
+socket decoding with precast.wire.codec.Codec and counting with sets, and the
 real collector (`precast collect`), whose counters must equal the faults
 the fleet says it injected.
 """
@@ -26,8 +26,8 @@ RECEIVER = r"""
 import collections, json, socket, sys
 sys.path.insert(0, sys.argv[2])
 from precast import Codec
-from precast.cli import load_layouts
-from precast.codec import Rejected
+from precast.wire.layout import load_layouts
+from precast.wire.codec import Rejected
 codec = Codec(load_layouts([sys.argv[1]]), key=bytes.fromhex(sys.argv[3]))
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE

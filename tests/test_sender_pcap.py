@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TEMPLATES, VethPair, precast
-from precast.layout import PAYLOAD_OFFSET
+from precast.wire.constants import PAYLOAD_OFFSET
 from sender_kit import ENV_VALUES, Capture, need, pair, template_to
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import BIN, VethPair, precast
 from precast import encode
-from precast.cli import load_layouts
+from precast.wire.layout import load_layouts
 from sender_kit import ENV_VALUES, Capture, need, pair, template_to
 
 SUMMARY = re.compile(r"^sent (\d+) frames in ([\d.]+) s: (\d+) frames/s, (\d+) errors$")

@@ -16,14 +16,14 @@ import numpy as np
 from conftest import BIN, KEY_HEX, TEMPLATES, precast
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from precast.batch import BatchPatcher
-from precast.cli import load_layouts
-from precast.codec import encode_raw
-from precast.fleet import Faults, Fleet, fleet_frames
-from precast.layout import PAYLOAD_OFFSET
-from precast.sender import TokenBucket, pump
-from precast.transports import open_transport
-from precast.transports.memory import MemoryTransport
+from precast.send.batch import BatchPatcher
+from precast.send.engine import TokenBucket, pump
+from precast.send.fleet import Faults, Fleet, fleet_frames
+from precast.send.transports import open_transport
+from precast.send.transports.memory import MemoryTransport
+from precast.wire.codec import encode_raw
+from precast.wire.constants import PAYLOAD_OFFSET
+from precast.wire.layout import load_layouts
 from sender_kit import ENV_VALUES
 
 LAYOUTS = load_layouts([TEMPLATES])

@@ -4,7 +4,7 @@ A real `precast collect` listens on 127.0.0.1 (an ephemeral port) with a
 database in a temporary directory (or --db PATH). The sensors are
 `precast simulate` (a fleet with a little loss, duplication, reordering
 and corruption) when that command is installed, else a small loop here that
-encodes readings with precast.codec and paces them with a token bucket.
+encodes readings with precast.wire.codec and paces them with a token bucket.
 When they are done, the collector is stopped with SIGTERM and the
 per-device table is printed.
 """
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from precast import compile_template, encode, load_templates
-from precast.layout import PAYLOAD_OFFSET
+from precast.wire.constants import PAYLOAD_OFFSET
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -76,7 +76,7 @@ def simulate(port: int, devices: int, rate: float, seconds: float) -> None:
 
 
 def loop(port: int, devices: int, rate: float, seconds: float) -> None:
-    """A stand-in fleet: sine readings through precast.codec.encode, token-bucket paced."""
+    """A stand-in fleet: sine readings through precast.wire.codec.encode, token-bucket paced."""
     layouts = [compile_template(t) for t in load_templates([TEMPLATES])]
     key = bytes.fromhex(KEY)
     rng = random.Random(1)

@@ -5,16 +5,33 @@ The public API:
     layout = compile_template(load_template("templates/env-node.toml"))
     frame = encode(layout, {"temperature": 21.5, ...}, device=7, seq=1)
     reading = Codec([layout]).decode(frame)   # a Reading, or a Rejected reason
+
+The package, from the wire format up (each part imports only those above it):
+
+- wire/     the format: constants, template, layout, codec, checks, validator, pcap, slip
+- args.py   command-line types and option groups shared by every command
+- collect/  the collector daemon, its books, its store backends and sinks, `stats`
+- send/     the host sender: engine, batches, transports, `send`, `simulate`, `bridge`
+- boards/   firmware bundles (`build`), `deploy`, the virtual board
+- pytest_plugin.py  fixtures: a running collector, a virtual board, a sensor fleet
+- cli.py    the `precast` command: dispatch and the one place errors become exits
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .codec import Codec, Reading, Rejected, encode, encode_raw
-from .errors import EncodeError, PrecastError, TemplateError, UsageError
-from .layout import Layout, compile_template
-from .template import Field, Network, Template, load_template, load_templates, parse_template
+from precast.errors import EncodeError, PrecastError, TemplateError, UsageError
+from precast.wire.codec import Codec, Reading, Rejected, encode, encode_raw
+from precast.wire.layout import Layout, compile_template
+from precast.wire.template import (
+    Field,
+    Network,
+    Template,
+    load_template,
+    load_templates,
+    parse_template,
+)
 
 __all__ = [
     "Codec",

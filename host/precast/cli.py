@@ -17,81 +17,31 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .checks import parse_key
-from .codec import Codec, encode
-from .errors import PrecastError, UsageError
-from .layout import PAYLOAD_OFFSET, Layout, compile_template
-from .template import load_templates
+from precast import __version__
+from precast.args import Parser, add_template_args, examples, key_arg, parse_assignments, uint32
+from precast.errors import PrecastError, UsageError
+from precast.wire.codec import Codec, encode
+from precast.wire.constants import PAYLOAD_OFFSET
+from precast.wire.layout import load_layouts, pick_layout
 
 # Modules with a `register(subparsers)` that adds their commands, in help order.
 COMMAND_MODULES: list[str] = [
-    "precast.collector",
-    "precast.build",
-    "precast.sender",
-    "precast.fleet",
-    "precast.bridge",
-    "precast.board",
-    "precast.deploy",
+    "precast.collect.daemon",
+    "precast.collect.stats",
+    "precast.boards.build",
+    "precast.send.send",
+    "precast.send.fleet",
+    "precast.send.bridge",
+    "precast.boards.virtual",
+    "precast.boards.deploy",
 ]
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def load_layouts(paths: Iterable[str | Path]) -> list[Layout]:
-    """Compiled layouts for template files and directories."""
-    return [compile_template(t) for t in load_templates(paths)]
-
-
-def pick_layout(paths: Sequence[str | Path], which: str | None) -> Layout:
-    """One layout from files/directories: the only one, or the one named by id or name."""
-    layouts = load_layouts(paths)
-    if which is not None:
-        for lay in layouts:
-            if which in (str(lay.template.id), lay.template.name):
-                return lay
-        raise UsageError(f"no template {which!r} in {', '.join(map(str, paths))}")
-    if len(layouts) != 1:
-        names = ", ".join(f"{lay.template.name} ({lay.template.id})" for lay in layouts)
-        raise UsageError(f"several templates ({names}): pick one with --template NAME|ID")
-    return layouts[0]
-
-
 def is_template_arg(arg: str) -> bool:
     """True when a command-line word names a template file or a directory of them."""
     return arg.endswith(".toml") or Path(arg).is_dir()
-
-
-def key_arg(text: str) -> bytes:
-    """argparse type for --key: 32 hex digits."""
-    try:
-        return parse_key(text)
-    except PrecastError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def uint32(text: str) -> int:
-    """argparse type for a device id or sequence number."""
-    try:
-        v = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 0 <= v <= 0xFFFFFFFF:
-        raise argparse.ArgumentTypeError(f"{v} is out of range 0..4294967295")
-    return v
-
-
-def parse_assignments(items: Sequence[str]) -> dict[str, str]:
-    """NAME=VALUE words as a dict; a word without '=' or a repeated name is an error."""
-    out: dict[str, str] = {}
-    for item in items:
-        name, eq, value = item.partition("=")
-        if not eq or not name:
-            raise UsageError(f"expected NAME=VALUE, got {item!r}")
-        if name in out:
-            raise UsageError(f"field {name!r} given twice")
-        out[name] = value
-    return out
 
 
 # ---- compile -------------------------------------------------------------------------------
@@ -180,7 +130,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if pcap:
         if hexes:
             raise UsageError("give hex frames or --pcap, not both")
-        from .pcap import read_frames
+        from precast.wire.pcap import read_frames
 
         return decode_lines(codec, read_frames(pcap))
     return decode_lines(codec, _hex_inputs(hexes))
@@ -190,30 +140,50 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="precast",
         description="Precomputed Ethernet/IPv4/UDP frames for sensor readings.",
+        epilog=examples(
+            "precast compile templates/env-node.toml",
+            "precast collect --templates templates --db precast.db",
+            "precast simulate --templates templates --devices 10 --rate 100 --udp 127.0.0.1:20547",
+            "precast stats --db precast.db",
+            "precast COMMAND --help",
+        ),
     )
     p.add_argument("--version", action="version", version=f"precast {__version__}")
     p.add_argument("--traceback", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    c = sub.add_parser("compile", help="compile templates and show their frame layout")
+    c = sub.add_parser(
+        "compile",
+        help="compile templates and show their frame layout",
+        description="Compile each template into its frame: the headers, the constant IPv4 "
+        "checksum, the payload layout and where each field sits.",
+        epilog=examples(
+            "precast compile templates/env-node.toml",
+            "precast compile templates/ --json",
+        ),
+    )
     c.add_argument("template", nargs="+", help="template .toml file or directory")
     c.add_argument("--json", action="store_true", help="print the layout as JSON")
     c.set_defaults(func=cmd_compile)
 
-    e = sub.add_parser("encode", help="encode one reading as a hex frame")
-    e.add_argument("template", help="template .toml file or directory")
-    e.add_argument(
-        "--template",
-        dest="which",
-        metavar="NAME|ID",
-        help="which template, when TEMPLATE is a directory of several",
+    e = sub.add_parser(
+        "encode",
+        help="encode one reading as a hex frame",
+        description="Encode one reading (field values in units) as a whole Ethernet frame in "
+        "hex, or its UDP payload with --payload-only.",
+        epilog=examples(
+            "precast encode templates/env-node.toml --device 7 --seq 1 "
+            "temperature=21.45 humidity=40.5 pressure=101325 battery=3300",
+            "precast encode templates/power-meter.toml --device 9 --seq 5 "
+            "--key 2b7e151628aed2a6abf7158809cf4f3c "
+            "--payload-only energy=123456 power=-1500.5 voltage=230.01 power_factor=0.95",
+        ),
     )
-    e.add_argument("--device", type=uint32, required=True, help="device id (u32)")
+    add_template_args(e)
     e.add_argument("--seq", type=uint32, required=True, help="sequence number (u32)")
-    e.add_argument("--key", type=key_arg, help="AES-128 key, 32 hex digits (cmac templates)")
     e.add_argument("--payload-only", action="store_true", help="print the UDP payload only")
     e.add_argument("values", nargs="*", metavar="NAME=VALUE", help="field values in units")
     e.set_defaults(func=cmd_encode, intermixed="values")
@@ -224,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Arguments naming a .toml file or a directory are templates, the others hex "
         "frames or payloads; with no hex argument, hex lines are read from stdin. One JSON line "
         "per input; exit 1 when any input was refused.",
+        epilog=examples(
+            "precast decode templates/ 5010000100000007...",
+            "precast decode templates/ --pcap capture.pcap",
+            "precast encode templates/minimal.toml --device 1 --seq 1 value=5 | "
+            "precast decode templates/",
+        ),
     )
     d.add_argument("items", nargs="+", metavar="TEMPLATE|HEX")
     d.add_argument("--key", type=key_arg, help="AES-128 key, 32 hex digits (cmac templates)")

@@ -392,8 +392,8 @@ def sensor_fleet(
 @pytest.fixture
 def micropython_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MicropythonBoard]:
     """A virtual MicroPython board with a temporary filesystem (skipped without the port)."""
-    from .board import find_micropython
-    from .errors import PrecastError
+    from precast.boards.virtual import find_micropython
+    from precast.errors import PrecastError
 
     try:
         find_micropython()

@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "host"))
 
-from precast.checks import crc16  # noqa: E402
-from precast.cli import load_layouts  # noqa: E402
+from precast.wire.checks import crc16  # noqa: E402
+from precast.wire.layout import load_layouts  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TICK = os.sysconf("SC_CLK_TCK")

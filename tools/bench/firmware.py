@@ -54,7 +54,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "host"))
 
-from precast.build import add_build_arguments, build_bundle  # noqa: E402
+from precast.boards.build import add_build_arguments, build_bundle  # noqa: E402
+from precast.wire.layout import load_layouts  # noqa: E402
 
 BIN = Path(sys.executable).parent
 KEY_HEX = "2b7e151628aed2a6abf7158809cf4f3c"
@@ -276,7 +277,7 @@ def whole(n: int, repeat: int, heap: str, work: Path) -> dict[str, object]:
     try:
         bundle(template, out, "--collector", f"127.0.0.1:{port}", "--count", str(n),
                "--interval-ms", "0")  # fmt: skip
-        plen = len(__import__("precast.cli").cli.load_layouts([template])[0].frame) - 42
+        plen = load_layouts([template])[0].payload_len
         (out / "naive.py").write_text(f"N = {n}\nPORT = {port}\n" + NAIVE)
         (out / "bare.py").write_text(f"N = {n}\nPORT = {port}\nLEN = {plen}\n" + BARE)
         (out / "timed.py").write_text(TIMED)

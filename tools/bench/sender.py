@@ -130,8 +130,8 @@ def tx_packets(pid: int, dev: str) -> int:
 
 
 def worker(way: str, iface: str, template: Path) -> None:
-    from precast.cli import load_layouts
-    from precast.codec import encode, encode_raw, raw_values
+    from precast.wire.codec import encode, encode_raw, raw_values
+    from precast.wire.layout import load_layouts
 
     lay = load_layouts([template])[0]
     values = dict(v.split("=") for v in VALUES)
@@ -256,7 +256,7 @@ def main() -> int:
         )
         ways.remove("trafgen")
     sys.path.insert(0, str(ROOT / "host"))
-    from precast.cli import load_layouts
+    from precast.wire.layout import load_layouts
 
     link = Link()
     tmp = Path(tempfile.mkdtemp(prefix="pcsbench"))

@@ -1,0 +1,426 @@
+"""`precast build`: everything a board needs to send one template's readings, in one directory.
+
+The device never parses TOML: the template is compiled here into
+`precast_template.py`, a module of constants (the frame with the device
+id in it, offsets, field sizes, the struct formats, the partial UDP sum
+and the CRC state after the constant header) plus one generated
+function, `pack`: the template's struct.pack_into call spelled out (a
+`*values` call would allocate a tuple per reading), which the firmware
+uses for a template with an f32 field (integer fields go through viper).
+`precast_config.py` holds the run's options, `main.py` runs
+`precast_fw.app`, and `precast_fw/` is the firmware package, copied.
+
+Other commands reuse the option set: `add_build_arguments(parser)` adds the
+options and `build_bundle(options)` writes the bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import ipaddress
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from precast.args import add_template_args, examples, non_negative, split_hostport
+from precast.boards import hardware
+from precast.errors import PrecastError, UsageError
+from precast.wire.checks import crc16, fold, ones_sum
+from precast.wire.constants import OFF_DEVICE, OFF_SEQ, PAYLOAD_OFFSET, UDP_CSUM_OFFSET
+from precast.wire.layout import Layout, compile_template, pick_layout
+
+
+def _firmware_dir() -> Path:
+    """firmware/precast_fw: shipped in the package as precast.firmware (pyproject.toml).
+
+    find_spec locates it without running its __init__ (MicroPython code), both in an
+    installed wheel and in an editable install of a checkout.
+    """
+    spec = importlib.util.find_spec("precast.firmware")
+    if spec is not None and spec.origin is not None:
+        return Path(spec.origin).parent
+    return Path(__file__).resolve().parents[2] / "firmware" / "precast_fw"
+
+
+FIRMWARE_DIR = _firmware_dir()
+TRANSPORTS = ["udp", "packet", "serial"]  # firmware/precast_fw/transport_<name>.py
+DEFAULT_INTERVAL_MS = 1000  # rate cap by default (RFC 8085)
+CHECK_KINDS = {"crc16": 0, "cmac4": 1, "cmac8": 1}
+# Fields per generated pack_into call: MicroPython passes positional arguments on its stack.
+PACK_CHUNK = 16
+# The simulated sensor keeps raw values inside a 32-bit port's small ints.
+SIM_LIMIT = 2**29
+VIPER_MODULE = "viper.py"
+
+
+def _serial_port(text: str) -> int | str:
+    """argparse type for --serial-port: a UART number, or a device path."""
+    return int(text) if text.isdigit() else text
+
+
+def _positive_baud(text: str) -> int:
+    """argparse type for --serial-baud."""
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"not a baud rate: {text!r}")
+    return int(text)
+
+
+# RFC 5737's documentation networks: a template's default dst_ip is one, and no collector is.
+DOC_NETS = [ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")]
+
+
+class Collector(NamedTuple):
+    """--collector HOST[:PORT]: the address put into the frame, and the name it came from."""
+
+    ip: str
+    port: int | None
+    name: str
+
+
+def _collector(text: str) -> Collector:
+    """argparse type for --collector HOST[:PORT]: a host name is resolved here, at build time."""
+    try:
+        host, port = split_hostport(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not host:
+        raise argparse.ArgumentTypeError(f"expected HOST[:PORT], got {text!r}")
+    try:
+        return Collector(str(ipaddress.IPv4Address(host)), port, host)
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError) as e:
+        msg = getattr(e, "strerror", None) or str(e)
+        raise argparse.ArgumentTypeError(
+            f"cannot resolve {host!r} to an IPv4 address: {msg}"
+        ) from None
+    return Collector(str(infos[0][4][0]), port, host)
+
+
+def is_documentation_address(ip: str) -> bool:
+    """True for an address of RFC 5737's documentation networks (192.0.2.1, the default)."""
+    return any(ipaddress.IPv4Address(ip) in n for n in DOC_NETS)
+
+
+def add_build_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `precast build` (TEMPLATE, --device, --out, ...), for reuse."""
+    add_template_args(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write")
+    p.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="udp",
+        help="udp: a socket sends the payload; packet: AF_PACKET sends the "
+        "whole frame on --iface (unix port); serial: SLIP-framed payloads on "
+        "--serial-port, for `precast bridge`",
+    )
+    p.add_argument(
+        "--collector",
+        type=_collector,
+        metavar="HOST[:PORT]",
+        help="the collector: an IPv4 address or a host name (resolved now), overriding the "
+        "template's dst_ip/dst_port; needed unless the template's dst_ip is a real address",
+    )
+    p.add_argument("--iface", metavar="IF", help="interface for --transport packet")
+    p.add_argument(
+        "--serial-port",
+        type=_serial_port,
+        default=1,
+        metavar="UART|PATH",
+        help="for --transport serial: a UART id on a board (default 1), or a "
+        "tty path on the unix port",
+    )
+    p.add_argument(
+        "--serial-baud",
+        type=_positive_baud,
+        default=115200,
+        metavar="BAUD",
+        help="for --transport serial: the baud rate (default 115200)",
+    )
+    p.add_argument(
+        "--interval-ms",
+        type=non_negative,
+        default=DEFAULT_INTERVAL_MS,
+        metavar="MS",
+        help=f"at most one reading per MS (0: no rate cap; default {DEFAULT_INTERVAL_MS})",
+    )
+    p.add_argument(
+        "--count",
+        type=non_negative,
+        default=0,
+        metavar="N",
+        help="stop after N readings (0, the default: never)",
+    )
+    p.add_argument(
+        "--heap-lock",
+        action="store_true",
+        help="run the steady-state loop under micropython.heap_lock()",
+    )
+    p.add_argument("--seed", type=non_negative, default=1, help="seed of the simulated sensor")
+    p.add_argument("--mpy", action="store_true", help="precompile the modules with mpy-cross")
+    p.add_argument(
+        "--march",
+        metavar="ARCH",
+        help="mpy-cross -march for the viper module with --mpy (x64, xtensawin, "
+        "armv6m, ...); without it that module stays source",
+    )
+    hardware.add_arguments(p)  # --sensor and its pins, --sleep, --watchdog-ms, --seq-*, --secrets
+
+
+def register(subparsers: Any) -> None:
+    """Add `precast build`."""
+    p = subparsers.add_parser(
+        "build",
+        help="write firmware, compiled template and config for a board into a directory",
+        description="Write DIR/main.py, DIR/precast_template.py (the compiled template), "
+        "DIR/precast_config.py and DIR/precast_fw/. `cd DIR && micropython main.py` runs it.",
+        epilog=examples(
+            "precast build templates/env-node.toml --device 7 --out build/node7 --collector "
+            "192.168.1.10",
+            "precast build templates/ --template power-meter --device 9 --key "
+            "2b7e151628aed2a6abf7158809cf4f3c --out build/pm9 --collector 192.168.1.10:20547",
+            "cd build/node7 && micropython main.py",
+        ),
+    )
+    add_build_arguments(p)
+    p.set_defaults(func=cmd_build)
+
+
+def describe_destination(options: Any, lay: Layout) -> str:
+    """One line for stderr: where the bundle's readings go."""
+    n = lay.template.network
+    coll = _opt(options, "collector")
+    named = f" ({coll.name})" if coll is not None and coll.name != coll.ip else ""
+    return f"readings go to {n.dst_ip}:{n.dst_port}{named}"
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    paths = build_bundle(args)
+    print(f"precast build: {describe_destination(args, bundle_layout(args))}", file=sys.stderr)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _opt(options: Any, name: str, default: Any = None) -> Any:
+    return getattr(options, name, default)
+
+
+def bundle_layout(options: Any) -> Layout:
+    """The template's layout, with --collector's destination put into the frame."""
+    lay = pick_layout([options.template], _opt(options, "which"))
+    coll = _opt(options, "collector")
+    t = lay.template
+    if coll is None:
+        return lay
+    net = dataclasses.replace(t.network, dst_ip=coll.ip, dst_port=coll.port or t.network.dst_port)
+    return compile_template(dataclasses.replace(t, network=net))
+
+
+def _check_destination(options: Any, lay: Layout) -> None:
+    """A bundle never silently sends to a documentation address (the template default)."""
+    t = lay.template
+    sends = _opt(options, "transport", "udp") != "serial"  # the bridge addresses its own
+    if sends and _opt(options, "collector") is None and is_documentation_address(t.network.dst_ip):
+        raise UsageError(
+            f"no collector: {t.source} sends to {t.network.dst_ip}, a documentation "
+            "address (RFC 5737); give --collector HOST[:PORT], or set dst_ip in the "
+            "template's [network]"
+        )
+
+
+def _check_options(options: Any, lay: Layout) -> None:
+    t = lay.template
+    if t.mic and _opt(options, "key") is None:
+        raise UsageError(f"template {t.name!r} uses {t.check}: a key is needed (--key HEX)")
+    if _opt(options, "transport", "udp") == "packet" and not _opt(options, "iface"):
+        raise UsageError("--transport packet needs --iface IF")
+
+
+def template_source(lay: Layout, device: int) -> str:
+    """The text of precast_template.py for a layout and a device id."""
+    t = lay.template
+    n = t.network
+    frame = bytearray(lay.frame)
+    struct.pack_into(">I", frame, PAYLOAD_OFFSET + OFF_DEVICE, device)
+    head = bytes(frame[PAYLOAD_OFFSET : PAYLOAD_OFFSET + OFF_SEQ])
+    # layout.udp_partial covers payload [0, 4); the device id is fixed too, so add it.
+    partial = fold(lay.udp_partial + ones_sum(head[OFF_DEVICE:]))
+    integer = all(s.field.type != "f32" for s in lay.fields)
+    lo, hi = [], []
+    for s in lay.fields:
+        tlo, thi = s.field.range  # None for f32
+        lo.append(-SIM_LIMIT if tlo is None else max(tlo, -SIM_LIMIT))
+        hi.append(SIM_LIMIT if thi is None else min(thi, SIM_LIMIT))
+    lines = [
+        f'"""Generated by `precast build` from {Path(t.source).name}: do not edit.',
+        "",
+        f"Template {t.id} {t.name!r}, check {t.check}, device {device}:",
+        f"{n.src_mac} {n.src_ip}:{n.src_port} -> {n.dst_mac} {n.dst_ip}:{n.dst_port}.",
+        '"""',
+        "",
+        "from struct import pack_into",
+        "",
+        "from micropython import const",
+        "",
+        f"TEMPLATE_ID = const({t.id})",
+        f"NAME = {t.name!r}",
+        f"CHECK = {t.check!r}",
+        f"CHECK_KIND = const({CHECK_KINDS[t.check]})  # 0: CRC-16, 1: AES-CMAC",
+        f"CHECK_LEN = const({lay.check_len})",
+        f"DEVICE = const({device})",
+        f"FRAME = {bytes(frame)!r}",
+        f"FRAME_LEN = const({len(frame)})",
+        f"PAYLOAD_OFFSET = const({PAYLOAD_OFFSET})",
+        f"PAYLOAD_LEN = const({lay.payload_len})",
+        f"OFF_DEVICE = const({OFF_DEVICE})",
+        f"OFF_SEQ = const({OFF_SEQ})",
+        f"OFF_FIELDS = const({lay.fields[0].offset})",
+        f"OFF_CHECK = const({lay.check_offset})",
+        f"UDP_CSUM_OFFSET = const({UDP_CSUM_OFFSET})",
+        "# One's-complement sum (folded) of the pseudo-header, UDP header and payload [0, 8).",
+        f"UDP_PARTIAL = const(0x{partial:04x})",
+        "# CRC-16/CCITT-FALSE state after payload [0, 8).",
+        f"CRC_INIT = const(0x{crc16(head):04x})",
+        f"BODY_FMT = {lay.body_fmt!r}",
+        f"FIELDS_FMT = {lay.fields_fmt!r}",
+        f"FIELD_COUNT = const({len(lay.fields)})",
+        f"FIELD_NAMES = {tuple(s.name for s in lay.fields)!r}",
+        f"FIELD_OFFSETS = {tuple(s.offset for s in lay.fields)!r}",
+        f"FIELD_SIZES = {tuple(s.field.size for s in lay.fields)!r}",
+        f"INTEGER = {integer!r}  # no f32 field: a reading allocates nothing",
+        f"DST_IP = {n.dst_ip!r}",
+        f"DST_PORT = const({n.dst_port})",
+        f"SRC_PORT = const({n.src_port})",
+        f"SIM_LO = {tuple(lo)!r}",
+        f"SIM_HI = {tuple(hi)!r}",
+        "",
+        "",
+        "def pack(b, hi, lo, v):",
+        '    """Write seq (two 16-bit halves) and the raw values v into frame b."""',
+    ]
+    codes = [s.code for s in lay.fields]
+    for start in range(0, len(codes), PACK_CHUNK):
+        chunk = range(start, min(start + PACK_CHUNK, len(codes)))
+        vals = ", ".join(f"v[{i}]" for i in chunk)
+        fmt = ">" + "".join(codes[i] for i in chunk)
+        if start == 0:
+            off = PAYLOAD_OFFSET + OFF_SEQ
+            fmt, vals = ">HH" + fmt[1:], "hi, lo, " + vals
+        else:
+            off = PAYLOAD_OFFSET + lay.fields[start].offset
+        lines.append(f"    pack_into({fmt!r}, b, {off}, {vals})")
+    return "\n".join(lines) + "\n"
+
+
+def config_entries(options: Any, lay: Layout) -> dict[str, Any]:
+    """Names and values of precast_config.py (plain literals)."""
+    key = _opt(options, "key")
+    return {
+        "TRANSPORT": _opt(options, "transport", "udp"),
+        "IFACE": _opt(options, "iface"),
+        "SERIAL_PORT": _opt(options, "serial_port", 1),
+        "SERIAL_BAUD": _opt(options, "serial_baud", 115200),
+        "SENSOR": _opt(options, "sensor", "sim"),
+        "SEED": _opt(options, "seed", 1),
+        "INTERVAL_MS": _opt(options, "interval_ms", DEFAULT_INTERVAL_MS),
+        "COUNT": _opt(options, "count", 0),
+        "HEAP_LOCK": bool(_opt(options, "heap_lock", False)),
+        **hardware.config_entries(options, lay),  # SENSOR (its final say), SLEEP, SEQ_FILE, ...
+        "KEY": bytes(key) if key is not None else None,
+    }
+
+
+def config_source(entries: dict[str, Any]) -> str:
+    """The text of precast_config.py."""
+    lines = [
+        '"""Generated by `precast build`: this board\'s options. Holds the key: keep it."""',
+        "",
+    ]
+    lines += [f"{name} = {value!r}" for name, value in entries.items()]
+    return "\n".join(lines) + "\n"
+
+
+MAIN_SOURCE = '''"""Run precast's sender with this directory's template and config."""
+
+import sys
+
+import precast_config
+import precast_template
+from precast_fw import app
+
+sys.exit(app.main(precast_template, precast_config))
+'''
+
+
+def _mpy_cross(src: Path, march: str | None) -> None:
+    cmd = [sys.executable, "-m", "mpy_cross"]
+    if march:
+        cmd.append(f"-march={march}")
+    cmd.append(src.name)
+    try:
+        r = subprocess.run(cmd, cwd=src.parent, capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise PrecastError(f"mpy-cross: {e}") from None
+    if r.returncode != 0:
+        msg = (r.stderr or r.stdout).strip().splitlines()
+        raise PrecastError(f"mpy-cross {src.name}: {msg[-1] if msg else r.returncode}")
+    src.unlink()
+
+
+def _precompile(out: Path, march: str | None) -> list[Path]:
+    files = [
+        *sorted((out / "precast_fw").rglob("*.py")),
+        out / "precast_template.py",
+        out / "precast_config.py",
+    ]
+    written = []
+    for f in files:
+        if f.name == VIPER_MODULE and not march:
+            written.append(f)  # native code needs an arch; as source the board compiles it
+            continue
+        _mpy_cross(f, march)
+        written.append(f.with_suffix(".mpy"))
+    return written
+
+
+def build_bundle(options: Any) -> list[Path]:
+    """Write the bundle for `options` (build's arguments, by attribute); the files written."""
+    lay = bundle_layout(options)
+    _check_options(options, lay)
+    entries = config_entries(options, lay)  # refuses bad hardware options
+    _check_destination(options, lay)
+    if not FIRMWARE_DIR.is_dir():
+        raise PrecastError(f"firmware package not found at {FIRMWARE_DIR}")
+    out = Path(options.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        pkg = out / "precast_fw"
+        if pkg.exists():
+            shutil.rmtree(pkg)
+        shutil.copytree(FIRMWARE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for stale in ("precast_template.mpy", "precast_config.mpy"):
+            (out / stale).unlink(missing_ok=True)
+        (out / "precast_template.py").write_text(template_source(lay, options.device))
+        (out / "precast_config.py").write_text(config_source(entries))
+        (out / "main.py").write_text(MAIN_SOURCE)
+        hardware.write_secrets(options, out)  # into DIR, never into the listing
+    except OSError as e:
+        raise PrecastError(f"cannot write {out}: {e}") from None
+    if _opt(options, "mpy"):
+        modules = _precompile(out, _opt(options, "march"))
+    else:
+        modules = [
+            *sorted(pkg.rglob("*.py")),
+            out / "precast_template.py",
+            out / "precast_config.py",
+        ]
+    return [out / "main.py", *modules]

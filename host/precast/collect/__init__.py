@@ -1,0 +1,12 @@
+"""Collecting: receive frames, check them, keep each device's books, store the readings.
+
+- daemon.py    `precast collect`: the receiving and storing threads
+- receiver.py  the UDP socket: binding, batched reads, the kernel's drop count
+- backlog.py   the bounded queue between the threads
+- keys.py      the keys file (a device's AES key)
+- tracker.py   each device's sequence books: loss, duplicates, late, reboots, replays
+- rows.py      a stored reading as a row and as a JSON object
+- store/       the database interface and its backends (sqlite.py)
+- sinks/       where stored readings go besides the database (jsonl.py)
+- metrics.py   Prometheus metrics; stats.py `precast stats`
+"""

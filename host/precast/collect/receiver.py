@@ -1,0 +1,219 @@
+"""The collector's UDP socket: binding it, reading it in batches, the kernel's count of drops.
+
+A receiver drains a non-blocking socket until EAGAIN: recvmmsg(2) through
+ctypes on Linux (up to 256 datagrams a system call), recvfrom(2) elsewhere.
+Sources stay raw until describe() names one, so the hot path formats
+nothing. The kernel's own drops for a socket are the `drops` column of its
+inode's line in /proc/net/udp (or udp6).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+from precast.errors import UsageError
+
+log = logging.getLogger("precast.collect")
+
+MAX_DATAGRAM = 65_535
+
+
+# ---- binding --------------------------------------------------------------------------------
+
+
+def bind_udp(listen: tuple[str, int], rcvbuf: int) -> socket.socket:
+    """A non-blocking UDP socket bound to (host, port), with a receive buffer of rcvbuf bytes.
+
+    SO_RCVBUFFORCE passes net.core.rmem_max when we may (CAP_NET_ADMIN); a smaller
+    buffer than asked for is a warning, not an error.
+    """
+    host, port = listen
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise UsageError(f"--listen {host}:{port}: {e.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), rcvbuf)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise UsageError(f"--listen {host}:{port}: {e.strerror}") from None
+    sock.setblocking(False)
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if got < rcvbuf:
+        log.warning(
+            "receive buffer is %d bytes, asked for %d (raise net.core.rmem_max)", got, rcvbuf
+        )
+    return sock
+
+
+# ---- reading the socket ---------------------------------------------------------------------
+
+
+class Receiver:
+    """Reads a non-blocking UDP socket until EAGAIN with recvfrom(2), one datagram per call."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def read(self, limit: int) -> list[tuple[bytes, Any]]:
+        """Up to limit (payload, source) pairs; fewer when the socket ran dry."""
+        batch: list[tuple[bytes, Any]] = []
+        append = batch.append
+        recv = self.sock.recvfrom
+        try:
+            for _ in range(limit):
+                append(recv(MAX_DATAGRAM))
+        except BlockingIOError:
+            pass
+        return batch
+
+    @staticmethod
+    def describe(source: Any) -> str:
+        """A source as "ip:port" ("[ip]:port" for IPv6)."""
+        host, port = source[0], source[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = (("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t))
+
+
+class _Msghdr(ctypes.Structure):
+    _fields_ = (
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.c_void_p),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    )
+
+
+class _Mmsghdr(ctypes.Structure):
+    _fields_ = (("msg_hdr", _Msghdr), ("msg_len", ctypes.c_uint))
+
+
+class MultiReceiver(Receiver):
+    """recvmmsg(2) through ctypes: up to `vlen` datagrams per system call (Linux).
+
+    Each slot holds a whole datagram (64 KiB, the UDP maximum) and its
+    sockaddr; a source is its raw sockaddr bytes until describe() names it.
+    About 0.5 us less per datagram than recvfrom (measured on loopback).
+    """
+
+    NAME_LEN = 28  # sizeof(struct sockaddr_in6)
+    MSG_DONTWAIT = 0x40
+
+    def __init__(self, sock: socket.socket, vlen: int = 256) -> None:
+        super().__init__(sock)
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._call = libc.recvmmsg  # AttributeError without it: the caller falls back
+        self._call.argtypes = (
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_void_p,
+        )
+        self._call.restype = ctypes.c_int
+        size = MAX_DATAGRAM + 1
+        nl = self.NAME_LEN
+        self.vlen = vlen
+        self._buf = ctypes.create_string_buffer(vlen * size)
+        self._names = ctypes.create_string_buffer(vlen * nl)
+        self._iov = (_Iovec * vlen)()
+        self._msgs = (_Mmsghdr * vlen)()
+        base, names = ctypes.addressof(self._buf), ctypes.addressof(self._names)
+        for i in range(vlen):
+            self._iov[i].iov_base = base + i * size
+            self._iov[i].iov_len = size
+            h = self._msgs[i].msg_hdr
+            h.msg_name = names + i * nl
+            h.msg_namelen = nl
+            h.msg_iov = ctypes.addressof(self._iov[i])
+            h.msg_iovlen = 1
+        self._msgs_addr = ctypes.addressof(self._msgs)
+        self._data = memoryview(self._buf).cast("B")
+        self._name = memoryview(self._names).cast("B")
+        # msg_len of slot i is lens[i * stride + at], as unsigned 32-bit words.
+        self._lens = memoryview(self._msgs).cast("B").cast("I")
+        self._stride = ctypes.sizeof(_Mmsghdr) // 4
+        self._at = _Mmsghdr.msg_len.offset // 4
+        self._size = size
+        self._key_len = 8 if sock.family == socket.AF_INET else 24  # family, port, address
+
+    def read(self, limit: int) -> list[tuple[bytes, Any]]:
+        batch: list[tuple[bytes, Any]] = []
+        fd = self.sock.fileno()
+        data, name, lens = self._data, self._name, self._lens
+        size, nl, kl, stride, at = self._size, self.NAME_LEN, self._key_len, self._stride, self._at
+        while len(batch) < limit:
+            n = self._call(
+                fd, self._msgs_addr, min(self.vlen, limit - len(batch)), self.MSG_DONTWAIT, None
+            )
+            if n < 0:
+                err = ctypes.get_errno()
+                if err == errno.EINTR:
+                    continue
+                if err in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    break
+                raise OSError(err, os.strerror(err))
+            batch += [
+                (
+                    data[i * size : i * size + lens[i * stride + at]].tobytes(),
+                    name[i * nl : i * nl + kl].tobytes(),
+                )
+                for i in range(n)
+            ]
+            if n < self.vlen:
+                break
+        return batch
+
+    @staticmethod
+    def describe(source: Any) -> str:
+        port = int.from_bytes(source[2:4], "big")
+        if len(source) == 8:
+            return f"{socket.inet_ntop(socket.AF_INET, source[4:8])}:{port}"
+        return f"[{socket.inet_ntop(socket.AF_INET6, source[8:24])}]:{port}"
+
+
+def receiver_for(sock: socket.socket) -> Receiver:
+    """The fastest receiver this system has for sock."""
+    if sys.platform.startswith("linux"):
+        try:
+            return MultiReceiver(sock)
+        except (AttributeError, OSError) as e:  # no recvmmsg in this libc
+            log.info("recvmmsg unavailable (%s): reading with recvfrom", e)
+    return Receiver(sock)
+
+
+# ---- kernel drops --------------------------------------------------------------------------
+
+
+def kernel_drops(sock: socket.socket) -> int | None:
+    """The kernel's drop count for sock (/proc/net/udp{,6} `drops` column), or None."""
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    name = "udp6" if sock.family == socket.AF_INET6 else "udp"
+    try:
+        with open(f"/proc/net/{name}", encoding="ascii") as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                if len(cols) > 12 and cols[9] == inode:
+                    return int(cols[-1])
+    except (OSError, ValueError, StopIteration):
+        return None
+    return None

@@ -1,0 +1,265 @@
+"""The collector's SQLite database: readings, per-device counters, rejects by reason.
+
+WAL mode, so `precast stats` and other readers never block the collector;
+one transaction per batch (readings, the devices they changed, the reject
+and drop counters together), so a crash never leaves counters that
+disagree with the rows. The schema (user_version 1):
+
+    readings_<template id>(device, seq, epoch, received_at, source, <field>...)
+        one table per template, one column per field in units (INTEGER when
+        scale and offset are integers, else REAL); received_at is UTC ISO 8601,
+        source is "ip:port". A field named like a fixed column gets "field_".
+    readings        a view over every readings_<id> table: device, template, seq,
+                    epoch, received_at, source, fields (a JSON object)
+    templates(id, name, tbl, columns)      columns: JSON [[column, field name], ...]
+    devices(device, template, epoch, epoch_seq, epoch_started, lowest, highest, seen,
+            received, lost, duplicates, late, bad, reboots, replays, first_seen, last_seen)
+        the tracker's state; times are unix seconds, seen the window bitmap
+    rejects(reason, count)     frames refused, by codec reason (and "replay")
+    counters(name, count)      "queue_drops", "kernel_drops": datagrams never decoded
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from precast.collect.store import Row, StoreError
+from precast.collect.tracker import Device
+from precast.wire.layout import Layout
+
+SCHEMA_VERSION = 1
+FIXED_COLUMNS = ("device", "seq", "epoch", "received_at", "source")
+DEVICE_COLUMNS = (
+    "device",
+    "template",
+    "epoch",
+    "epoch_seq",
+    "epoch_started",
+    "lowest",
+    "highest",
+    "seen",
+    "received",
+    "lost",
+    "duplicates",
+    "late",
+    "bad",
+    "reboots",
+    "replays",
+    "first_seen",
+    "last_seen",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS templates (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, tbl TEXT NOT NULL, columns TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+    device INTEGER PRIMARY KEY, template INTEGER, epoch INTEGER, epoch_seq INTEGER,
+    epoch_started REAL, lowest INTEGER, highest INTEGER, seen BLOB, received INTEGER,
+    lost INTEGER, duplicates INTEGER, late INTEGER, bad INTEGER, reboots INTEGER,
+    replays INTEGER, first_seen REAL, last_seen REAL);
+CREATE TABLE IF NOT EXISTS rejects (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, count INTEGER NOT NULL);
+"""
+_UPSERT_DEVICE = (
+    f"INSERT OR REPLACE INTO devices ({', '.join(DEVICE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(DEVICE_COLUMNS))})"
+)
+# SQLite functions take at most 100 arguments: json_object() gets fields in chunks.
+_JSON_CHUNK = 50
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_name(template_id: int) -> str:
+    """The readings table of a template."""
+    return f"readings_{template_id}"
+
+
+def field_columns(layout: Layout) -> list[tuple[str, str, str]]:
+    """(column, field name, SQL type) per field, in wire order."""
+    out = []
+    for s in layout.fields:
+        f = s.field
+        col = f"field_{f.name}" if f.name in FIXED_COLUMNS else f.name
+        exact = f.type != "f32" and isinstance(f.scale, int) and isinstance(f.offset, int)
+        out.append((col, f.name, "INTEGER" if exact else "REAL"))
+    return out
+
+
+def _seen_blob(seen: int) -> bytes:
+    return seen.to_bytes((seen.bit_length() + 7) // 8, "big")
+
+
+def device_row(d: Device) -> tuple[Any, ...]:
+    """A tracker Device as a row of the devices table."""
+    return (
+        d.device,
+        d.template,
+        d.epoch,
+        d.epoch_seq,
+        d.epoch_started,
+        d.lowest,
+        d.highest,
+        _seen_blob(d.seen),
+        d.received,
+        d.lost,
+        d.duplicates,
+        d.late,
+        d.bad,
+        d.reboots,
+        d.replays,
+        d.first_seen,
+        d.last_seen,
+    )
+
+
+class SqliteStore:
+    """The collector's SQLite writer: create the schema, load state, one batch per transaction."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            # A short busy timeout: the collector retries a locked write itself, and logs it.
+            self.conn = sqlite3.connect(
+                self.path, timeout=1.0, isolation_level=None, check_same_thread=False
+            )
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            # WAL with synchronous=NORMAL: a committed batch survives a crash of the collector;
+            # the last batches may be lost only when the machine itself loses power.
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise StoreError(f"{path}: schema version {version}, expected {SCHEMA_VERSION}")
+            self.conn.executescript(_SCHEMA)
+            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as e:
+            raise StoreError(f"{path}: cannot open the database: {e}") from None
+        self.insert_sql: dict[int, str] = {}
+
+    def close(self) -> None:
+        """Close the database (WAL checkpointed by SQLite)."""
+        self.conn.close()
+
+    def ensure_templates(self, layouts: Iterable[Layout]) -> None:
+        """A readings table per template (new field columns added), and the readings view."""
+        c = self.conn
+        c.execute("BEGIN")
+        try:
+            for lay in layouts:
+                t = lay.template
+                tbl = table_name(t.id)
+                cols = field_columns(lay)
+                have = {r[1] for r in c.execute(f"PRAGMA table_info({_q(tbl)})")}
+                if not have:
+                    defs = ", ".join(f"{_q(col)} {typ}" for col, _, typ in cols)
+                    c.execute(
+                        f"CREATE TABLE {_q(tbl)} (device INTEGER, seq INTEGER, "
+                        f"epoch INTEGER, received_at TEXT, source TEXT, {defs})"
+                    )
+                else:
+                    for col, _, typ in cols:
+                        if col not in have:
+                            c.execute(f"ALTER TABLE {_q(tbl)} ADD COLUMN {_q(col)} {typ}")
+                names = [*FIXED_COLUMNS, *(col for col, _, _ in cols)]
+                self.insert_sql[t.id] = (
+                    f"INSERT INTO {_q(tbl)} ({', '.join(map(_q, names))}) "
+                    f"VALUES ({', '.join('?' * len(names))})"
+                )
+                c.execute(
+                    "INSERT OR REPLACE INTO templates (id, name, tbl, columns) VALUES (?, ?, ?, ?)",
+                    (t.id, t.name, tbl, json.dumps([[col, name] for col, name, _ in cols])),
+                )
+            self._create_view()
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def _create_view(self) -> None:
+        selects = []
+        for tid, tbl, columns in self.conn.execute("SELECT id, tbl, columns FROM templates"):
+            pairs = [
+                f"'{name.replace(chr(39), chr(39) * 2)}', {_q(col)}"
+                for col, name in json.loads(columns)
+            ]
+            chunks = [
+                f"json_object({', '.join(pairs[i : i + _JSON_CHUNK])})"
+                for i in range(0, len(pairs), _JSON_CHUNK)
+            ]
+            fields = chunks[0]
+            for more in chunks[1:]:
+                fields = f"json_patch({fields}, {more})"
+            selects.append(
+                f"SELECT device, {int(tid)} AS template, seq, epoch, received_at, "
+                f"source, {fields} AS fields FROM {_q(tbl)}"
+            )
+        self.conn.execute("DROP VIEW IF EXISTS readings")
+        if selects:
+            self.conn.execute("CREATE VIEW readings AS " + " UNION ALL ".join(selects))
+
+    def load_devices(self) -> list[Device]:
+        """The tracker state saved by earlier runs."""
+        cur = self.conn.execute(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices")
+        out = []
+        for r in cur:
+            v = list(r)
+            v[7] = int.from_bytes(v[7] or b"", "big")
+            out.append(Device(*v))
+        return out
+
+    def load_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(rejects by reason, counters by name) saved by earlier runs."""
+        rejects = dict(self.conn.execute("SELECT reason, count FROM rejects").fetchall())
+        counters = dict(self.conn.execute("SELECT name, count FROM counters").fetchall())
+        return rejects, counters
+
+    def write(
+        self,
+        rows: Mapping[int, Sequence[Row]],
+        devices: Iterable[Device],
+        rejects: Mapping[str, int],
+        counters: Mapping[str, int],
+    ) -> None:
+        """One transaction: readings by template id, changed devices, totals by name."""
+        c = self.conn
+        try:
+            c.execute("BEGIN")
+            try:
+                for tid, batch in rows.items():
+                    c.executemany(self.insert_sql[tid], batch)
+                c.executemany(_UPSERT_DEVICE, [device_row(d) for d in devices])
+                c.executemany("INSERT OR REPLACE INTO rejects VALUES (?, ?)", rejects.items())
+                c.executemany("INSERT OR REPLACE INTO counters VALUES (?, ?)", counters.items())
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: {e}") from e
+
+
+def read_stats(path: str | Path) -> dict[str, Any]:
+    """Everything `precast stats` shows, read-only: devices, rejects, counters, template names."""
+    p = Path(path)
+    if not p.is_file():
+        raise StoreError(f"{path}: no such database (start `precast collect --db {path}`)")
+    try:
+        conn = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            conn.row_factory = sqlite3.Row
+            devices = [dict(r) for r in conn.execute("SELECT * FROM devices ORDER BY device")]
+            rejects = dict(conn.execute("SELECT reason, count FROM rejects ORDER BY reason"))
+            counters = dict(conn.execute("SELECT name, count FROM counters ORDER BY name"))
+            names = dict(conn.execute("SELECT id, name FROM templates"))
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise StoreError(f"{path}: not a precast collector database: {e}") from None
+    return {"devices": devices, "rejects": rejects, "counters": counters, "templates": names}

@@ -1,0 +1,72 @@
+"""The receiver's fast path: the codec's verdict on a datagram at a fraction of its cost.
+
+A valid payload's first four bytes (magic, version/flags, template id) are a
+constant of its template, so one dict lookup finds the template; a CRC-16 over
+the payload and its own big-endian CRC leaves 0, so one call checks it. Whatever
+fails there is handed to codec.Codec for its reason, so the reasons, and the
+order they are checked in (docs/PROTOCOL.md), are the codec's.
+tests/test_validator.py holds the two against each other on generated inputs.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from precast.wire.checks import cmac, crc16
+from precast.wire.codec import Codec, Rejected
+from precast.wire.constants import CRC, LENGTH, MIC, NO_KEY
+from precast.wire.layout import Layout
+
+# (reason, spec, unpacked body): reason "" for a valid frame; spec and body are None when
+# the frame failed before its template was known (or its length did not fit).
+Verdict = tuple[str, "Spec | None", "tuple[Any, ...] | None"]
+
+
+class Spec:
+    """One template as the fast path uses it: prefix, length, check, unpacker."""
+
+    def __init__(self, layout: Layout) -> None:
+        t = layout.template
+        self.layout = layout
+        self.id = t.id
+        self.mic = t.mic
+        self.length = layout.payload_len
+        self.check_offset = layout.check_offset
+        self.check_len = layout.check_len
+        # body: magic, version/flags, template, device, seq, then the fields' raw values
+        self.unpack = struct.Struct(layout.body_fmt).unpack_from
+        self.prefix = layout.payload[:4]  # magic, version/flags, template id
+
+
+class Validator:
+    """Checks bare UDP payloads as Codec.decode does, in docs/PROTOCOL.md's order."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self.specs = {s.prefix: s for s in map(Spec, codec.layouts.values())}
+
+    def check(self, data: bytes) -> Verdict:
+        """(reason, spec, body) for one datagram; reason '' when it is valid."""
+        sp = self.specs.get(data[:4])
+        if sp is None or len(data) != sp.length:
+            return self.reason(data), None, None
+        v = sp.unpack(data)
+        if sp.mic:
+            return self.mic_reason(sp, v[3], data), sp, v
+        return (CRC if crc16(data) else ""), sp, v
+
+    def reason(self, data: bytes) -> str:
+        """Why data is refused: the codec's reason ('length' for a frame that decodes wrapped)."""
+        r = self.codec.decode(data)
+        # The fast path took every valid bare payload, so data can only decode here as a whole
+        # Ethernet frame around one: over UDP that is a datagram of the wrong length.
+        return r.reason if isinstance(r, Rejected) else LENGTH
+
+    def mic_reason(self, sp: Spec, device: int, data: bytes) -> str:
+        """'' when the MIC is right, else no-key or mic."""
+        key = self.codec.key_for(device)
+        if key is None:
+            return NO_KEY
+        c = sp.check_offset
+        return "" if cmac(key, data[:c], sp.check_len) == data[c:] else MIC

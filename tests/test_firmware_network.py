@@ -3,9 +3,10 @@
 The bundle runs on the unix port inside a network namespace this test
 makes with nothing in it but `lo`: the collector's address has no route,
 so the first connect fails (ENETUNREACH). Once the bundle says so, the test
-gives the namespace a route (the collector's address on its `lo`) and a UDP socket there receives what arrives. The bundle went on
-through the outage, counting, and what arrives is exactly what it says it
-sent, seqs in order.
+gives the namespace a route (the collector's address on its `lo`), and a
+UDP socket there receives what arrives. The bundle went on through the
+outage, counting, and what arrives is exactly what it says it sent, seqs
+in order.
 """
 
 from __future__ import annotations

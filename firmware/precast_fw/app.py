@@ -56,14 +56,17 @@ def open_transport(name, tpl, cfg):
     return transport_class(name)(tpl, cfg)
 
 
-def open_link(name, tpl, cfg, transport=None, feed=None):
+def open_link(name, tpl, cfg, transport=None, board=None):
     """A Robust around the transport; it opens the named one itself, and retries that too."""
     retries = getattr(cfg, "RETRIES", 3)
     backoff = getattr(cfg, "BACKOFF_MS", 2)
+    feed = None if board is None else board.feed_fn()
+    prepare = None if board is None else board.reconnect
     if transport is not None:
-        return Robust(transport, retries, backoff, feed=feed)
+        return Robust(transport, retries, backoff, feed=feed, prepare=prepare)
     cls = transport_class(name)
-    return Robust(None, retries, backoff, feed=feed, opener=lambda: cls(tpl, cfg), frame=cls.FRAME)
+    return Robust(None, retries, backoff, feed=feed, opener=lambda: cls(tpl, cfg),
+                  frame=cls.FRAME, prepare=prepare)  # fmt: skip
 
 
 def open_sensor(name, tpl, cfg):
@@ -216,7 +219,7 @@ class Loop:
 def run(tpl, cfg, transport=None, sensor=None):
     """Send cfg.COUNT readings (0: forever, or until Ctrl-C); the Counts."""
     board = setup_board(cfg)
-    link = open_link(getattr(cfg, "TRANSPORT", "udp"), tpl, cfg, transport, board.feed_fn())
+    link = open_link(getattr(cfg, "TRANSPORT", "udp"), tpl, cfg, transport, board)
     loop = None
     lock = getattr(cfg, "HEAP_LOCK", False)
     locked = False

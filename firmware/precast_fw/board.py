@@ -145,6 +145,7 @@ class Board:
         self.store = store
         self.wdt = wdt
         self._slice = _MAX_WDT_MS if wdt is not None else 0
+        self.network_tries = 0  # WiFi connections tried after the first (reconnect)
 
     def first_seq(self, default=0):
         """The seq of this boot's first reading: from the store, else `default`."""
@@ -206,6 +207,15 @@ class Board:
             return time.ticks_add(deadline, interval_ms)
         return time.ticks_add(now, interval_ms)
 
+    def reconnect(self):
+        """Before the transport is (re)opened: join the WiFi again if it is down (counted).
+
+        Robust calls it with the heap unlocked; a port without WiFi has nothing to do.
+        """
+        if self.wlan is not None and not self.wlan.isconnected():
+            self.network_tries += 1
+            wifi_up(wdt=self.wdt)
+
     def _reconnect(self):
         # After a light sleep the access point may have dropped the station; reconnecting
         # needs the heap, so under heap_lock it is lifted for the moment (rare, not per reading).
@@ -262,12 +272,12 @@ def adc(cfg):
 
 
 def setup(cfg):
-    """Bring the board up (WiFi, watchdog) and return its Board for the loop."""
+    """Bring the board up (WiFi, watchdog) and return its Board for the loop (WiFi or not)."""
     # Only a socket transport needs the network (serial goes over the UART).
     wifi = getattr(cfg, "WIFI", getattr(cfg, "TRANSPORT", "udp") == "udp")
-    if wifi and not wifi_up():
-        # Without a network there is nothing to send: sleep and try again from boot.
-        print("precast: no network; retrying after %d ms" % getattr(cfg, "INTERVAL_MS", 1000))
-        _sleep(max(1000, getattr(cfg, "INTERVAL_MS", 1000)), 2)
-        machine.reset()
-    return Board(cfg, wdt=watchdog(getattr(cfg, "WATCHDOG_MS", 0)))
+    wdt = watchdog(getattr(cfg, "WATCHDOG_MS", 0))
+    if wifi and not wifi_up(wdt=wdt):
+        # Not the end: the loop runs, its sends fail (counted), and every reopen of the
+        # transport tries the WiFi again first (Board.reconnect), until it is up.
+        print("precast: no network yet; the loop keeps trying")
+    return Board(cfg, wdt=wdt)

@@ -39,11 +39,12 @@ class Robust:
     `transport` is an open transport, or None with `opener` (a function that
     makes and opens one, raising OSError when it cannot) and `frame` (the
     transport class's FRAME). `feed` (or None) is called before each backoff
-    wait: the watchdog must not bite a board that is waiting for its network.
+    wait: the watchdog must not bite a board that is waiting for its network;
+    `prepare` (or None) before each (re)open: Board.reconnect rejoins the WiFi.
     """
 
     def __init__(self, transport, retries=3, backoff_ms=2, max_backoff_ms=1000, feed=None,
-                 opener=None, frame=None):  # fmt: skip
+                 opener=None, frame=None, prepare=None):  # fmt: skip
         self.retries = retries
         self.backoff_ms = backoff_ms
         self.max_backoff_ms = max_backoff_ms
@@ -55,6 +56,7 @@ class Robust:
         self.last_errno = 0
         self.heap_locked = False  # app sets this while the loop runs under heap_lock
         self.opener = opener
+        self.prepare = prepare  # called before each (re)open: the board rejoins its WiFi
         self.transport = None
         self.send_raw = _not_open
         self._reopen = None
@@ -132,6 +134,8 @@ class Robust:
         if locked:
             micropython.heap_unlock()
         try:
+            if self.prepare is not None:
+                self.prepare()
             if t is None:
                 if self._open():
                     self.reopened += 1

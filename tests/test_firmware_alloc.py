@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from conftest import KEY_HEX, TEMPLATES, VethPair
-from firmware_kit import UdpSink, build, counts, no_viper, run_mp
+from firmware_kit import NsReceiver, UdpSink, build, counts, no_viper, run_mp, template_for
+from precast.wire.codec import Codec, Reading
+from precast.wire.layout import load_layouts
 
 N = 10_000
 
@@ -69,10 +71,19 @@ def test_firmware_udp_heap_locked(tmp_path: Path, template: Path) -> None:
 
 
 def test_firmware_packet_heap_locked(tmp_path: Path, template: Path, veth: VethPair) -> None:
-    build(tmp_path / "b", template, *_locked_args(), "--transport", "packet", "--iface", veth.outer)
+    """Counted at the far end: the namespace's kernel receives (and checks) every frame."""
+    addressed = template_for(veth, template, tmp_path / "addressed.toml")
+    build(
+        tmp_path / "b", addressed, *_locked_args(), "--transport", "packet", "--iface", veth.outer
+    )
+    recv = NsReceiver(veth, load_layouts([addressed])[0].template.network.dst_port)
     r = run_mp(tmp_path / "b")
+    got = recv.result()
     assert r.returncode == 0, r.stderr
     assert counts(r.stdout)["sent"] == N
+    codec = Codec(load_layouts([addressed]), key=bytes.fromhex(KEY_HEX))
+    seqs = [x.seq for x in map(codec.decode, got) if isinstance(x, Reading)]
+    assert seqs == list(range(N))  # every reading arrived, decodes, in order
 
 
 ALLOCATING_SENSOR = r"""

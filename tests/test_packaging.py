@@ -29,3 +29,5 @@ def test_wheel_ships_every_firmware_file(tmp_path: Path) -> None:
     assert "precast/send/transports/packet.py" in modules  # the walk sees subpackages
     assert modules <= names, sorted(modules - names)  # a subpackage left out of pyproject
     assert "precast/py.typed" in names
+    shipped = {f"precast/templates/{p.name}" for p in (ROOT / "templates").glob("*.toml")}
+    assert shipped and shipped <= names, sorted(shipped - names)  # the default outside a checkout

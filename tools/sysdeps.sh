@@ -7,6 +7,7 @@ command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v tshark >/dev/null 2>&1 || need="$need tshark"
 command -v socat >/dev/null 2>&1 || need="$need socat"
 command -v tcpdump >/dev/null 2>&1 || need="$need tcpdump"
+command -v tmux >/dev/null 2>&1 || need="$need tmux"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "sysdeps: missing$need; not root or no apt-get, so the tests that need them will skip" >&2

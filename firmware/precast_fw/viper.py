@@ -9,7 +9,8 @@ in place, once per 16-byte block).
 `sender.params` is an array('I') (slots P_* in layout.py), the sim's
 state another (S_*). Viper folds only this module's const(): the names
 below repeat layout.py's, and tests/test_firmware_constants.py holds them
-equal. Viper takes at most four arguments, so the CRC table is a module global.
+equal. Viper takes at most four arguments, so the CRC table is a module
+global. The offsets are docs/PROTOCOL.md's.
 
 The UDP checksum is RFC 1624's incremental form: the template's partial
 sum (pseudo-header, UDP header, payload [0, 8)) plus payload [8, P).

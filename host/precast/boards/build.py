@@ -257,7 +257,7 @@ def template_source(lay: Layout, device: int) -> str:
     integer = all(s.field.type != "f32" for s in lay.fields)
     lo, hi = [], []
     for s in lay.fields:
-        tlo, thi = s.field.range  # None for f32
+        tlo, thi = s.field.range  # None for f32, whose raw value is its value in units
         lo.append(-SIM_LIMIT if tlo is None else max(tlo, -SIM_LIMIT))
         hi.append(SIM_LIMIT if thi is None else min(thi, SIM_LIMIT))
     lines = [

@@ -225,9 +225,8 @@ class SeqStore:
             f = open(self.path, "r+b")
         except OSError:  # no file yet: the device's first boot
             f = open(self.path, "w+b")
-            f.write(b"\n" * (2 * _SLOT))
-            f.flush()
-            self._file = f
+            f.write(b"\n" * (2 * _SLOT))  # committed with the first reservation: a file
+            self._file = f  # lost before that reads as new again, which is what it is
             return [-2, -2]
         self._file = f
         data = f.read(2 * _SLOT)

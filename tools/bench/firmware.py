@@ -190,6 +190,8 @@ ROWS = [
 
 
 def bundle(template: Path, out: Path, *extra: str) -> None:
+    if "--collector" not in extra:  # the per-reading passes send on their own sockets
+        extra = (*extra, "--collector", "127.0.0.1:9")
     p = argparse.ArgumentParser()
     add_build_arguments(p)
     build_bundle(

@@ -66,7 +66,7 @@ def open_link(name, tpl, cfg, transport=None, board=None):
         return Robust(transport, retries, backoff, feed=feed, prepare=prepare)
     cls = transport_class(name)
     return Robust(None, retries, backoff, feed=feed, opener=lambda: cls(tpl, cfg),
-                  frame=cls.FRAME, prepare=prepare)  # fmt: skip
+                  frame=getattr(cls, "FRAME", True), prepare=prepare)  # fmt: skip
 
 
 def open_sensor(name, tpl, cfg):

@@ -13,7 +13,8 @@ Two threads and a bounded queue (backlog.py) between them:
   docs/PROTOCOL.md's order (wire/validator.py, the codec's verdict on a fast
   path), tracks each device's sequence (tracker.py), writes the readings, the
   changed devices and the counters in one transaction (store/), then hands
-  the stored readings to the sinks (sinks/: --jsonl).
+  the stored readings to the sinks (sinks/: --jsonl, --mqtt), and about once a
+  second lets them look at the devices (MQTT: a stale device goes offline).
 
 SIGTERM and SIGINT stop receiving, store every datagram already received,
 flush and exit 0; SIGHUP reloads templates and keys (keys.py).
@@ -53,8 +54,9 @@ from precast.collect.receiver import (
     kernel_drops,
     receiver_for,
 )
-from precast.collect.rows import Row, RowBuilder, reading_doc, row_builder, utc_iso
-from precast.collect.sinks import Doc, Sink
+from precast.collect.rows import Row, RowBuilder, row_builder, utc_iso
+from precast.collect.sinks import Sink, Stored
+from precast.collect.sinks import mqtt as mqtt_sink
 from precast.collect.sinks.jsonl import JsonlSink
 from precast.collect.spill import DEFAULT_SPILL, write_spill
 from precast.collect.store import StoreError, open_store
@@ -139,6 +141,7 @@ class Collector:
         queue_bytes: int = DEFAULT_QUEUE_BYTES,
         max_devices: int = DEFAULT_MAX_DEVICES,
         spill: str = DEFAULT_SPILL,
+        mqtt: tuple[mqtt_sink.MqttUrl, mqtt_sink.MqttOptions] | None = None,
     ) -> None:
         self.templates = templates
         self.key = key
@@ -162,6 +165,7 @@ class Collector:
         self.kernel_drops = 0  # of this run's socket
         self.backlog = Backlog(queue, queue_bytes)
         self.sources: dict[Any, str] = {}
+        self.base_mqtt = {k: n for k, n in counters.items() if k.startswith("mqtt_")}
         self.sinks: list[Sink] = [JsonlSink(jsonl)] if jsonl else []
         self.jsonl_sinks = [s for s in self.sinks if isinstance(s, JsonlSink)]
         self._outage: float | None = None  # when the database began refusing writes
@@ -169,6 +173,14 @@ class Collector:
         self._limit_refused = 0  # device-limit refusals not yet logged
         self._limit_logged = 0.0
         self._next_requests = 0.0
+        self.mqtt: mqtt_sink.MqttSink | None = None
+        if mqtt is not None:
+            # Before the socket is bound: a broker refusing us ends the start (exit 2).
+            self.mqtt = mqtt_sink.MqttSink(
+                mqtt[0], self.codec.layouts, mqtt[1], devices=self.tracker.devices.values
+            )
+            self.mqtt.start()
+            self.sinks.append(self.mqtt)
         self.stopping = threading.Event()
         self.reload_wanted = threading.Event()
         self.sock = bind_udp(listen, rcvbuf)
@@ -227,6 +239,8 @@ class Collector:
             log.warning("reload waits: cannot update the database (%s); retrying in 1 s", e)
             return False
         self._use(codec)
+        if self.mqtt is not None:
+            self.mqtt.set_layouts(codec.layouts)
         names = ", ".join(f"{lay.template.name} ({tid})" for tid, lay in codec.layouts.items())
         log.info("reloaded templates: %s; keys for %d devices", names, len(codec.keys))
         return True
@@ -234,11 +248,26 @@ class Collector:
     # -- the storing thread
 
     def _counters(self) -> dict[str, int]:
-        return {
+        c = {
             "queue_drops": self.base_queue_drops + self.backlog.dropped,
             "kernel_drops": self.base_kernel_drops + self.kernel_drops,
             "jsonl_drops": self.base_jsonl_drops + sum(s.dropped for s in self.jsonl_sinks),
         }
+        if self.mqtt is not None:  # persisted, so `precast stats` shows them
+            base = self.base_mqtt
+            c["mqtt_published"] = base.get("mqtt_published", 0) + self.mqtt.published
+            c["mqtt_dropped"] = base.get("mqtt_dropped", 0) + self.mqtt.dropped
+        return c
+
+    def _save_counters(self) -> None:
+        changed = {k: n for k, n in self._counters().items() if self._saved_counters.get(k) != n}
+        if not changed:
+            return
+        try:
+            self.store.write({}, [], {}, changed)
+            self._saved_counters.update(changed)
+        except StoreError as e:
+            log.error("cannot write the last counters to the database: %s", e)
 
     def _process(self, batches: list[Batch]) -> None:
         """Store every datagram of the batches: in one transaction, or in pieces.
@@ -313,12 +342,10 @@ class Collector:
         self.stored += sum(map(len, rows.values()))
         if self.sinks and rows:
             builders = self.rows
-            docs: list[Doc] = [
-                reading_doc(tid, builders[tid][1], row) for tid, rs in rows.items() for row in rs
-            ]
+            stored = Stored(rows, {tid: builders[tid][1] for tid in rows})
             for sink in self.sinks:
                 try:
-                    sink.write(docs)
+                    sink.write(stored)
                 except Exception:  # a sink counts its own outages; this is a bug in one
                     log.exception("sink %s failed", sink.name)
 
@@ -415,9 +442,16 @@ class Collector:
             self._limit_logged = now
 
     def _storing(self) -> None:
+        next_tick = 0.0
         try:
             while True:
                 batches = self.backlog.take(1.0)
+                now = time.monotonic()
+                if now >= next_tick and self.sinks:
+                    next_tick = now + 1.0
+                    wall = time.time()
+                    for sink in self.sinks:
+                        sink.tick(wall)
                 if self.reload_wanted.is_set():
                     self.reload_wanted.clear()
                     if not self.reload():
@@ -426,11 +460,13 @@ class Collector:
                 if now >= self._next_requests:
                     self._next_requests = now + 1.0
                     self._requests()
-                if batches or self.tracker.dirty or self._counters() != self._saved_counters:
+                if batches or self.tracker.dirty:
                     self._process(batches)
                     self.backlog.release(batches)
                 elif self.backlog.closed:
-                    return
+                    return  # run() saves the last counters, once the sinks are closed too
+                elif self._counters() != self._saved_counters:
+                    self._process(batches)
                 self._log_limit()
         except Unwritten as e:
             self._spill(e)
@@ -542,9 +578,10 @@ class Collector:
             self.backlog.close()
             storer.join()
             self.sock.close()
-            self.store.close()
             for sink in self.sinks:
                 sink.close()
+            self._save_counters()  # what the sinks counted while closing (MQTT's last drops)
+            self.store.close()
         c = self._counters()
         log.info(
             "stopped: %d readings stored this run; drops: %d queue, %d kernel",
@@ -600,6 +637,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
             os.getpid(),
         )
     templates = args.templates or [str(p) for p in default_templates()]
+    mqtt = mqtt_sink.config_from(args)
     col = Collector(
         parse_hostport(args.listen, default_host="0.0.0.0", allow_zero=True),
         templates,
@@ -614,6 +652,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         queue_bytes=args.queue_bytes,
         max_devices=args.max_devices,
         spill=args.spill,
+        mqtt=mqtt,
     )
     metrics = (
         serve_metrics(
@@ -678,6 +717,8 @@ def register(sub: Any) -> None:
             ":9108",
             "precast collect --db precast.db --ready-file /run/precast/ready.json --log-level "
             "debug",
+            "precast collect --mqtt mqtt://ha@homeassistant.local --mqtt-password-file pw "
+            "--ha-discovery",
         ),
     )
     c.add_argument(
@@ -774,4 +815,5 @@ def register(sub: Any) -> None:
         help="once listening, write JSON {pid, host, port, db, metrics} here",
     )
     c.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    mqtt_sink.add_arguments(c)
     c.set_defaults(func=cmd_collect)

@@ -8,7 +8,9 @@ replay, mic-required, jump, device-limit), precast_devices (tracked),
 precast_device_<received|lost|duplicates|late|bad|reboots|replays>{device} and
 precast_device_last_seen_seconds{device} for the `devices` most recently seen
 only (a scrape stays small and fast however many devices there are),
-precast_dropped_total{where=kernel|queue|jsonl}, precast_queue_depth.
+precast_dropped_total{where=kernel|queue|jsonl}, precast_queue_depth; with --mqtt,
+precast_mqtt_published_total and precast_mqtt_dropped_total (readings stored but not
+published: buffer full).
 """
 
 from __future__ import annotations
@@ -90,6 +92,18 @@ def serve_metrics(
             yield GaugeMetricFamily(
                 "precast_queue_depth", "Datagrams waiting to be stored", value=s["queue"]
             )
+            c = s["counters"]
+            if "mqtt_published" in c:
+                yield CounterMetricFamily(
+                    "precast_mqtt_published",
+                    "Stored readings published to the MQTT broker",
+                    value=c["mqtt_published"],
+                )
+                yield CounterMetricFamily(
+                    "precast_mqtt_dropped",
+                    "Stored readings not published (the MQTT buffer was full)",
+                    value=c["mqtt_dropped"],
+                )
 
     registry = CollectorRegistry()
     registry.register(Metrics())

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 
 from precast.collect.sinks import Doc
 
@@ -72,7 +73,7 @@ class JsonlSink:
             except OSError as e:
                 log.error("--jsonl %s: cannot check its last line: %s", path, e.strerror)
 
-    def write(self, docs: list[Doc]) -> None:
+    def write(self, docs: Sequence[Doc]) -> None:
         if not docs:
             return
         data = ("\n".join(map(json.dumps, docs)) + "\n").encode()

@@ -217,7 +217,7 @@ def test_a_flood_of_new_device_ids_costs_a_legitimate_device_nothing(tmp_path: P
     the devices tracked stop at --max-devices (default 10,000), RSS stays flat."""
     limit = 10_000
     col = Collector(tmp_path)
-    flood = [minimal(100_000 + i, 0) for i in range(60_000)]
+    flood = [minimal(100_000 + i, 0) for i in range(20_000)]
     stop = threading.Event()
 
     def blast() -> None:

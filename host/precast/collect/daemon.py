@@ -32,6 +32,7 @@ database's requests table about once a second.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -54,6 +55,7 @@ from precast.collect.receiver import (
     kernel_drops,
     receiver_for,
 )
+from precast.collect.report import Reporter
 from precast.collect.rows import Row, RowBuilder, row_builder, utc_iso
 from precast.collect.sinks import Sink, Stored
 from precast.collect.sinks import mqtt as mqtt_sink
@@ -173,6 +175,10 @@ class Collector:
         self._limit_refused = 0  # device-limit refusals not yet logged
         self._limit_logged = 0.0
         self._next_requests = 0.0
+        self.reporter = Reporter(lambda: self.codec.layouts, lambda d: d in self.codec.keys)
+        self._refused: list[tuple[str, Any, bytes]] = []  # the stored batch's, for reporter
+        self._new: list[tuple[int, int, Any]] = []
+        self._recent_changed = False
         self.mqtt: mqtt_sink.MqttSink | None = None
         if mqtt is not None:
             # Before the socket is bound: a broker refusing us ends the start (exit 2).
@@ -324,6 +330,8 @@ class Collector:
         rejects = self.rejects
         before = dict(rejects)
         tracker.begin()
+        self._refused.clear()
+        self._new.clear()
         try:
             rows, changed = self._track(batches)
             counters = self._counters()
@@ -338,6 +346,7 @@ class Collector:
             rejects.update(before)
             raise
         tracker.commit()
+        self._report()
         self._saved_counters.update(changed_counters)
         self.stored += sum(map(len, rows.values()))
         if self.sinks and rows:
@@ -360,6 +369,9 @@ class Collector:
         sources = self.sources
         rows: dict[int, list[Row]] = {}
         changed: set[str] = set()
+        known = tracker.devices
+        refused = self._refused
+        new = self._new
         for ts, batch in batches:
             at = utc_iso(ts)
             for data, addr in batch:
@@ -369,8 +381,11 @@ class Collector:
                         tracker.bad_check(v[3])
                     rejects[reason] = rejects.get(reason, 0) + 1
                     changed.add(reason)
+                    refused.append((reason, addr, data))
                     continue
                 assert sp is not None and v is not None
+                if v[3] not in known:
+                    new.append((v[3], sp.id, addr))
                 epoch = observe(v[3], sp.id, v[4], ts, sp.mic, data)
                 if epoch < 0:
                     if epoch == HELD:
@@ -379,6 +394,7 @@ class Collector:
                         why = REFUSALS[epoch]
                         rejects[why] = rejects.get(why, 0) + 1
                         changed.add(why)
+                        refused.append((why, addr, data))
                         if epoch == DEVICE_LIMIT:
                             self._limit_refused += 1
                     continue
@@ -402,6 +418,30 @@ class Collector:
             rejects[JUMP_REASON] = rejects.get(JUMP_REASON, 0) + tracker.discarded
             changed.add(JUMP_REASON)
         return rows, changed
+
+    def _tell(self) -> None:
+        """Once a second: the log's counts of refusals, and the latest ones for stats."""
+        self.reporter.flush()
+        if not self._recent_changed:
+            return
+        try:
+            self.store.save_recent(list(self.reporter.recent))
+            self._recent_changed = False
+        except StoreError as e:
+            log.debug("cannot save the latest refusals now: %s", e)
+
+    def _report(self) -> None:
+        """Tell the log what the stored batch saw: new devices, refused frames."""
+        report = self.reporter
+        layouts = self.codec.layouts
+        for device, tid, addr in self._new:
+            if device in self.tracker.devices:  # refused ones (a device limit) are not new
+                name = layouts[tid].template.name if tid in layouts else "?"
+                report.new_device(device, name, tid, self._source(addr))
+        for reason, addr, data in self._refused:
+            report.refused(reason, self._source(addr), data)
+        if self._refused:
+            self._recent_changed = True
 
     def _source(self, addr: Any) -> str:
         sources = self.sources
@@ -460,6 +500,7 @@ class Collector:
                 if now >= self._next_requests:
                     self._next_requests = now + 1.0
                     self._requests()
+                    self._tell()
                 if batches or self.tracker.dirty:
                     self._process(batches)
                     self.backlog.release(batches)
@@ -581,6 +622,10 @@ class Collector:
             for sink in self.sinks:
                 sink.close()
             self._save_counters()  # what the sinks counted while closing (MQTT's last drops)
+            self.reporter.flush(force=True)
+            if self._recent_changed:
+                with contextlib.suppress(StoreError):
+                    self.store.save_recent(list(self.reporter.recent))
             self.store.close()
         c = self._counters()
         log.info(

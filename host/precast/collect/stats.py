@@ -27,6 +27,7 @@ from precast.collect.store import read_stats
 from precast.errors import UsageError
 
 DEFAULT_LIMIT = 10_000  # devices printed: the --max-devices default, fast (stats --json < 2 s)
+RECENT_SHOWN = 20  # the latest refusals in --json (the table shows the first few)
 STALE_INTERVALS = 3  # silent for more than this many of its usual intervals: stale
 
 
@@ -77,6 +78,7 @@ def stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
                 "stale": stale,
             }
         )
+    recent = raw.get("recent_rejects", [])[:RECENT_SHOWN]  # newest first
     c = raw["counters"]
     doc: dict[str, Any] = {
         "devices": devices,
@@ -87,6 +89,7 @@ def stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
             "kernel": c.get("kernel_drops", 0),
             "jsonl": c.get("jsonl_drops", 0),
         },
+        "recent_rejects": recent,
     }
     if "mqtt_published" in c or "mqtt_dropped" in c:  # a collector with --mqtt wrote here
         doc["mqtt"] = {"published": c.get("mqtt_published", 0), "dropped": c.get("mqtt_dropped", 0)}
@@ -204,6 +207,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(_table(doc))
     rej = ", ".join(f"{k} {n}" for k, n in doc["rejected"].items()) or "none"
     out = [f"rejected: {rej}"]
+    if doc["recent_rejects"]:
+        out.append("latest refusals, newest first:")
+    for r in doc["recent_rejects"][:5]:
+        dev = f" device {r['device']}" if r["device"] is not None else ""
+        out.append(f"- {r['at'][11:19]} {r['reason']} from {r['source']}{dev}")
     if doc["devices_total"] > len(doc["devices"]):
         out.append(
             f"devices {args.offset + 1}..{args.offset + len(doc['devices'])} of "

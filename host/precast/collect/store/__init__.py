@@ -54,6 +54,10 @@ class Store(Protocol):
         A failure raises StoreError and leaves nothing of the batch written.
         """
 
+    def save_recent(self, recent: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the latest refusals (newest first: at, reason, source, device, template,
+        bytes) that `precast stats` shows. Raises StoreError."""
+
     def take_requests(self) -> list[tuple[int, str]]:
         """Operator requests not yet applied, (device, action), oldest first; they are deleted.
 

@@ -92,7 +92,10 @@ CREATE TABLE IF NOT EXISTS devices (
     replays INTEGER, first_seen REAL, last_seen REAL);
 CREATE TABLE IF NOT EXISTS rejects (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS recent_rejects (
+    at TEXT, reason TEXT, source TEXT, device INTEGER, template INTEGER, bytes INTEGER);
 """
+RECENT_COLUMNS = ("at", "reason", "source", "device", "template", "bytes")
 _REQUESTS = """
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY, device INTEGER NOT NULL, action TEXT NOT NULL,
@@ -240,6 +243,24 @@ class SqliteStore:
     def close(self) -> None:
         """Close the database (WAL checkpointed by SQLite)."""
         self.conn.close()
+
+    def save_recent(self, recent: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the latest refusals (newest first) that `precast stats` shows."""
+        c = self.conn
+        try:
+            c.execute("BEGIN")
+            try:
+                c.execute("DELETE FROM recent_rejects")
+                c.executemany(
+                    f"INSERT INTO recent_rejects VALUES ({', '.join('?' * len(RECENT_COLUMNS))})",
+                    [tuple(r[k] for k in RECENT_COLUMNS) for r in recent],
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                _rollback(c)
+                raise
+        except sqlite3.Error as e:
+            raise _error(self.path, e) from e
 
     def take_requests(self) -> list[tuple[int, str]]:
         """Operator requests not yet applied, (device, action), oldest first; they are deleted."""
@@ -394,6 +415,14 @@ def read_stats(path: str | Path, limit: int | None = None, offset: int = 0) -> d
             rejects = dict(conn.execute("SELECT reason, count FROM rejects ORDER BY reason"))
             counters = dict(conn.execute("SELECT name, count FROM counters ORDER BY name"))
             tnames = dict(conn.execute("SELECT id, name FROM templates"))
+            recent: list[dict[str, Any]] = []
+            if conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'recent_rejects'"
+            ).fetchone():  # a database of an older collector has none
+                cur = conn.execute(
+                    f"SELECT {', '.join(RECENT_COLUMNS)} FROM recent_rejects ORDER BY rowid"
+                )
+                recent = [dict(zip(RECENT_COLUMNS, r, strict=True)) for r in cur]
         finally:
             conn.close()
     except sqlite3.Error as e:
@@ -404,6 +433,7 @@ def read_stats(path: str | Path, limit: int | None = None, offset: int = 0) -> d
         "rejects": rejects,
         "counters": counters,
         "templates": tnames,
+        "recent_rejects": recent,
     }
 
 

@@ -58,6 +58,14 @@ def run_mp(
     )
 
 
+def no_viper(bundle: Path) -> None:
+    """Make the bundle's viper module fail to import, as on a port without a native emitter.
+
+    checks.py then picks plain.py: the fallback runs through the same choice a board makes.
+    """
+    (bundle / "precast_fw" / "viper.py").write_text('raise ImportError("no viper (test)")\n')
+
+
 def counts(stdout: str) -> dict[str, int]:
     """The counts line main.py prints at the end."""
     m = COUNTS.search(stdout)

@@ -164,19 +164,22 @@ def test_stale_device_and_the_table(tmp_path: Path) -> None:
         assert col.stop() == 0
     devs = by_device(doc)
     assert devs[1]["stale"] is True and devs[2]["stale"] is False
-    assert devs[1]["tail_lost"] >= 5 and devs[2]["tail_lost"] == 0  # 0.2 s+ at 10 ms
+    # quiet is not loss: what device 1 may have sent since is not counted until proven
+    assert devs[1]["lost"] == 0 and "tail_lost" not in devs[1]
     assert 0.005 < devs[1]["interval_s"] < 0.1
     assert 0.5 < devs[2]["interval_s"] < 2
     assert table.returncode == 0
     lines = table.stdout.splitlines()
-    row1 = next(x for x in lines if x.strip("│┃ ").startswith("1 "))
-    row2 = next(x for x in lines if x.strip("│┃ ").startswith("2 "))
-    assert "stale" in row1 and "stale" not in row2 and "minimal" in row1
+    assert max(map(len, lines)) <= 80, table.stdout  # the default table fits 80 columns
+    row1 = next(x for x in lines if x.split()[:1] == ["1"])
+    row2 = next(x for x in lines if x.split()[:1] == ["2"])
+    assert row1.endswith("quiet") and not row2.endswith("quiet") and "minimal" in row1
 
 
 def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text("7 not-hex\n")
+    keys.chmod(0o600)
     cases = [
         ["collect", "--keys", str(keys), "--db", str(tmp_path / "a.db")],
         ["collect", "--listen", "nowhere", "--db", str(tmp_path / "a.db")],
@@ -250,7 +253,7 @@ def test_kernel_drops_are_counted(tmp_path: Path) -> None:
         assert col.stop() == 0
     assert dropped > 0
     doc = stats(col.db)
-    assert doc["drops"] == {"queue": 0, "kernel": dropped}
+    assert doc["drops"] == {"queue": 0, "kernel": dropped, "jsonl": 0}
     assert by_device(doc)[8]["received"] + dropped == sent
     assert "by the kernel" in col.stderr()
 

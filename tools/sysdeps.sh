@@ -9,6 +9,10 @@ command -v socat >/dev/null 2>&1 || need="$need socat"
 command -v tcpdump >/dev/null 2>&1 || need="$need tcpdump"
 # The PostgreSQL tests start their own cluster with initdb/pg_ctl (no system service needed).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
+command -v tmux >/dev/null 2>&1 || need="$need tmux"
+# The MQTT tests start their own broker (mosquitto lives in /usr/sbin, off a user's PATH).
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need="$need mosquitto"
+command -v mosquitto_sub >/dev/null 2>&1 || need="$need mosquitto-clients"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "sysdeps: missing$need; not root or no apt-get, so the tests that need them will skip" >&2

@@ -28,12 +28,16 @@ from precast.wire.layout import load_layouts, pick_layout
 COMMAND_MODULES: list[str] = [
     "precast.collect.daemon",
     "precast.collect.stats",
+    "precast.collect.device",
     "precast.boards.build",
     "precast.send.send",
     "precast.send.fleet",
     "precast.send.bridge",
     "precast.boards.virtual",
     "precast.boards.deploy",
+    "precast.view.dissector",
+    "precast.view.plot",
+    "precast.view.top",
 ]
 
 Handler = Callable[[argparse.Namespace], int]

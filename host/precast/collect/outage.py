@@ -1,24 +1,25 @@
-"""Riding out a database outage: retry a batch with backoff, log once, give up only at exit.
+"""Riding out a database outage: retry with backoff, log once, give up only at exit.
 
-The storing thread hands each batch's transaction to StoreRetry.run(). When
-it fails (the server restarted, the network cut, the disk full), the attempt
-is undone, one error line says the database is unreachable and that batches
-wait in the queue, and the attempt is retried with a backoff of 0.1 s
-doubling to 5 s, reconnecting when the connection broke. Meanwhile the
-receiving thread goes on filling the bounded queue (what overflows is
-counted as queue drops). When an attempt succeeds again one line says how
-long the outage lasted.
+The storing thread (daemon.py's _process) tries each piece of the backlog in
+one transaction. When it fails (an SQLite file locked or its disk full, a
+PostgreSQL server restarted or the network cut), the tracker is rolled back,
+StoreRetry.failed() logs one error line at the start of the outage (what
+waits, and that it retries), and wait() sleeps a backoff of 0.1 s doubling
+to 5 s, then reconnects a store whose connection broke (PostgreSQL). A full
+disk is not waited for first: the caller halves the piece until it fits.
+Meanwhile the receiving thread goes on filling the bounded queue (what
+overflows is counted as queue drops). When everything waiting is written
+again, ok() logs one line with how long the outage lasted.
 
-While stopping (SIGTERM) the retries go on until `deadline`; past it run()
-raises Unwritten with the batches it could not write, for the caller to
-spill (spill.py) with whatever is still queued.
+While stopping (SIGTERM) the retries go on until `deadline` (--stop-timeout
+after the stop); past it the caller raises Unwritten with the batches it
+could not write, to spill (spill.py) with whatever is still queued.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("precast.collect")
@@ -38,14 +39,15 @@ class Unwritten(Exception):
 
 
 class StoreRetry:
-    """Retries of one store's transactions across outages (one instance per collector)."""
+    """Retries of one store's writes across outages (one instance per collector)."""
 
     def __init__(self, store: Any, transient: tuple[type[BaseException], ...]) -> None:
         self.store = store
-        self.transient = transient
+        self.transient = transient  # what a write raises that is worth retrying
         self._deadline: float | None = None
         self.down_since: float | None = None
         self.outages = 0
+        self.delay = BACKOFF_FIRST
 
     @property
     def deadline(self) -> float | None:
@@ -58,42 +60,44 @@ class StoreRetry:
         if hasattr(self.store, "deadline"):
             self.store.deadline = at
 
-    def run(
-        self, attempt: Callable[[], int], undo: Callable[[], object], pending: list[Any]
-    ) -> int:
-        """attempt() until it returns; undo() after each failure; Unwritten past the deadline."""
-        delay = BACKOFF_FIRST
-        while True:
+    def failed(self, e: BaseException, waiting: int, full: bool = False) -> None:
+        """A write failed (and was undone): one log line when an outage starts."""
+        if self.down_since is not None:
+            return
+        self.down_since = time.monotonic()
+        self.outages += 1
+        what = "the disk is full" if full else "cannot write to the database"
+        log.error(
+            "%s (%s); %d datagrams waiting in the queue, retrying%s",
+            what,
+            " ".join(str(e).split()) or type(e).__name__,
+            waiting,
+            " in smaller pieces" if full else " with backoff",
+        )
+
+    def expired(self) -> bool:
+        """Past the stop deadline: the caller gives up (Unwritten)."""
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def wait(self) -> None:
+        """Sleep the backoff (never past the deadline), then reconnect a broken connection."""
+        wait = self.delay
+        if self.deadline is not None:
+            wait = max(0.0, min(wait, self.deadline - time.monotonic()))
+        time.sleep(wait)
+        self.delay = min(self.delay * 2, BACKOFF_MAX)
+        if getattr(self.store, "broken", False):
             try:
-                n = attempt()
-            except self.transient as e:
-                undo()
-                now = time.monotonic()
-                if self.down_since is None:
-                    self.down_since = now
-                    self.outages += 1
-                    log.error(
-                        "cannot write to the database (%s); batches wait in the queue, "
-                        "retrying with backoff",
-                        " ".join(str(e).split()) or type(e).__name__,
-                    )
-                if self.deadline is not None and now >= self.deadline:
-                    raise Unwritten(pending, e) from None
-                wait = delay
-                if self.deadline is not None:
-                    wait = max(0.0, min(wait, self.deadline - now))
-                time.sleep(wait)
-                delay = min(delay * 2, BACKOFF_MAX)
-                if getattr(self.store, "broken", False):
-                    try:
-                        self.store.reconnect()
-                    except self.transient:
-                        pass
-                continue
-            if self.down_since is not None:
-                log.warning(
-                    "the database is back after %.1f s; writing what waited",
-                    time.monotonic() - self.down_since,
-                )
-                self.down_since = None
-            return n
+                self.store.reconnect()
+            except self.transient:
+                pass  # still away: the next attempt fails and waits again
+
+    def ok(self) -> None:
+        """Everything waiting was written: one log line if an outage ended."""
+        self.delay = BACKOFF_FIRST
+        if self.down_since is not None:
+            log.warning(
+                "the database is back after %.1f s; writing what waited",
+                time.monotonic() - self.down_since,
+            )
+            self.down_since = None

@@ -13,10 +13,20 @@ database's default schema (`public`) unless the URL's
         dashboard makes (one device's readings over time)
     readings        a view over every readings_<id>: device, template, seq, epoch,
                     received_at, source, fields (jsonb)
-    templates(id, name, tbl, columns jsonb)
+    templates(id, name, tbl, columns jsonb, fields jsonb)
+        fields: each field's name, column, type, unit, scale and offset (the SQLite
+        store's field_info), so a reader needs no template files
     devices(device, version, <the tracker's Device fields>)
-        seen (the window bitmap) is bytea, times are unix seconds (double precision)
+        seen (the window bitmap) and cand_data (a held far jump's frame) are bytea,
+        restart boolean, times are unix seconds (double precision); a column the
+        tracker gains is added, old rows getting the value the SQLite migration gives
     rejects(reason, count), counters(name, count)
+    recent_rejects(collector, at, reason, source, device, template, bytes)
+        the latest refusals each collector saw (`precast stats` shows the newest)
+    requests(id, device, action, requested_at)
+        operator requests (`precast device reset`); the collector that takes one
+        applies it to the device's row in the same transaction (version + 1), so
+        every collector sharing the database sees the reset
 
 Several collectors may write one database. The devices table is the truth
 about every device's books, a collector's tracker a cache of it: each batch
@@ -53,7 +63,14 @@ from psycopg import sql
 
 from precast.collect.dburl import is_postgres, redact
 from precast.collect.store import Row, StoreError
-from precast.collect.store.sqlite import FIXED_COLUMNS, field_columns, table_name
+from precast.collect.store.sqlite import (
+    _V2_COLUMNS,
+    FIXED_COLUMNS,
+    RECENT_COLUMNS,
+    field_columns,
+    field_info,
+    table_name,
+)
 from precast.collect.tracker import Device
 from precast.wire.layout import Layout
 
@@ -67,6 +84,18 @@ DDL_LOCK = 0x70726373
 COMMIT_PREFIX = "commit:"  # counters rows a running collector keeps (removed at its exit)
 _PG_TYPES = {"INTEGER": "bigint", "REAL": "double precision"}
 _JSON_CHUNK = 50  # jsonb_build_object takes at most 100 arguments
+RECENT_KEPT = 200  # refusals kept in recent_rejects, over all collectors
+# The value a devices row from before a column existed gets (as the SQLite migration's).
+_OLD_ROW = {
+    "auth": "''",
+    "seen_window": "0",
+    "cand_seq": "-1",
+    "cand_at": "0",
+    "cand_data": "''::bytea",
+    "cand_source": "''",
+    "restart": "false",
+}
+assert set(_OLD_ROW) == {c for c, _ in _V2_COLUMNS}
 
 # What transact()'s work function returns: rows by template id, changed devices,
 # reject totals by reason and counter totals by name (of those that changed).
@@ -108,8 +137,8 @@ def device_fields() -> list[tuple[str, str]]:
     out = []
     for f in dataclasses.fields(Device):
         ann = str(f.type).replace(" ", "")
-        if f.name == "seen":
-            typ = "bytea"  # a bitmap of window + 1 bits
+        if f.name == "seen" or ann.startswith("bytes"):
+            typ = "bytea"  # seen: a bitmap of window + 1 bits
         elif ann.startswith("bool"):
             typ = "boolean"
         elif ann.startswith("int"):
@@ -129,6 +158,11 @@ def _seen_bytes(seen: int) -> bytes:
 def _device_from_row(names: Sequence[str], row: Sequence[Any]) -> Device:
     kw = dict(zip(names, row, strict=True))
     kw["seen"] = int.from_bytes(kw.get("seen") or b"", "big")
+    if kw.get("cand_data") is not None:
+        kw["cand_data"] = bytes(kw["cand_data"])
+    for f in dataclasses.fields(Device):
+        if kw.get(f.name) is None and f.default is not dataclasses.MISSING:
+            kw[f.name] = f.default  # NULL: a column added after the row was written
     return Device(**kw)
 
 
@@ -227,13 +261,27 @@ class PostgresStore:
             }
             for n, t in self.dev_cols:
                 if n not in present:
+                    old = _OLD_ROW.get(n)
+                    default = sql.SQL(f" NOT NULL DEFAULT {old}" if old else "")
                     c.execute(
-                        sql.SQL("ALTER TABLE devices ADD COLUMN {} {}").format(_q(n), sql.SQL(t))
+                        sql.SQL("ALTER TABLE devices ADD COLUMN {} {}{}").format(
+                            _q(n), sql.SQL(t), default
+                        )
                     )
             c.execute(sql.SQL("COMMENT ON TABLE devices IS {}").format(sql.Literal(SCHEMA_COMMENT)))
             c.execute(
                 "CREATE TABLE IF NOT EXISTS templates (id integer PRIMARY KEY, "
-                "name text NOT NULL, tbl text NOT NULL, columns jsonb NOT NULL)"
+                "name text NOT NULL, tbl text NOT NULL, columns jsonb NOT NULL, fields jsonb)"
+            )
+            c.execute("ALTER TABLE templates ADD COLUMN IF NOT EXISTS fields jsonb")
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS recent_rejects (collector text NOT NULL, "
+                "at text, reason text, source text, device bigint, template bigint, bytes bigint)"
+            )
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS requests (id bigserial PRIMARY KEY, "
+                "device bigint NOT NULL, action text NOT NULL, "
+                "requested_at double precision NOT NULL)"
             )
             c.execute(
                 "CREATE TABLE IF NOT EXISTS rejects "
@@ -314,10 +362,17 @@ class PostgresStore:
                                     )
                                 )
                     c.execute(
-                        "INSERT INTO templates (id, name, tbl, columns) VALUES (%s, %s, %s, %s) "
+                        "INSERT INTO templates (id, name, tbl, columns, fields) "
+                        "VALUES (%s, %s, %s, %s, %s) "
                         "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, tbl = EXCLUDED.tbl, "
-                        "columns = EXCLUDED.columns",
-                        (t.id, t.name, tbl, json.dumps([[col, name] for col, name, _ in cols])),
+                        "columns = EXCLUDED.columns, fields = EXCLUDED.fields",
+                        (
+                            t.id,
+                            t.name,
+                            tbl,
+                            json.dumps([[col, name] for col, name, _ in cols]),
+                            json.dumps(field_info(lay)),
+                        ),
                     )
                     self.layouts[t.id] = lay
                     self.columns[t.id] = cols
@@ -378,6 +433,56 @@ class PostgresStore:
         self.base_rejects = dict(rejects)
         self.base_counters = dict(counters)
         return rejects, counters
+
+    # -- the latest refusals, operator requests
+
+    def save_recent(self, recent: Sequence[Mapping[str, Any]]) -> None:
+        """Replace this collector's latest refusals (newest first) that `precast stats` shows;
+        those of all collectors beyond the newest RECENT_KEPT go."""
+        c = self.conn
+        try:
+            with c.transaction():
+                c.execute("DELETE FROM recent_rejects WHERE collector = %s", (self.token,))
+                if recent:
+                    with c.cursor().copy(
+                        sql.SQL("COPY recent_rejects (collector, {}) FROM STDIN").format(
+                            sql.SQL(", ").join(map(_q, RECENT_COLUMNS))
+                        )
+                    ) as cp:
+                        for r in recent:
+                            cp.write_row([self.token, *(r[k] for k in RECENT_COLUMNS)])
+                c.execute(
+                    "DELETE FROM recent_rejects WHERE ctid NOT IN (SELECT ctid FROM "
+                    "recent_rejects ORDER BY at DESC LIMIT %s)",
+                    (RECENT_KEPT,),
+                )
+        except psycopg.Error as e:
+            raise StoreError(f"{self.where}: {_pg_error(e)}") from e
+
+    def take_requests(self) -> list[tuple[int, str]]:
+        """Operator requests not yet applied, (device, action), oldest first; they are deleted.
+
+        A reset is applied to the device's row here, in the same transaction (its version
+        moves on, so every collector reloads the books); the caller resets its cache too.
+        """
+        c = self.conn
+        try:
+            with c.transaction():
+                got = c.execute(
+                    "DELETE FROM requests WHERE id IN (SELECT id FROM requests ORDER BY id "
+                    "FOR UPDATE SKIP LOCKED) RETURNING id, device, action"
+                ).fetchall()
+                got.sort()  # oldest first; the rows locked in device order (as transact's)
+                for dev in sorted({d for _, d, a in got if a == "reset"}):
+                    c.execute(
+                        "UPDATE devices SET restart = true, cand_seq = -1, cand_at = 0, "
+                        "cand_data = ''::bytea, cand_source = '', version = version + 1 "
+                        "WHERE device = %s AND version > 0",
+                        (dev,),
+                    )
+        except psycopg.Error as e:
+            raise StoreError(f"{self.where}: {_pg_error(e)}") from e
+        return [(int(dev), str(action)) for _, dev, action in got]
 
     # -- writing
 
@@ -688,8 +793,11 @@ def _parse_utc(at: str) -> datetime:
     return datetime.fromisoformat(at.replace("Z", "+00:00")).astimezone(UTC)
 
 
-def read_stats(url: str) -> dict[str, Any]:
-    """Everything `precast stats` shows, read-only: devices, rejects, counters, template names."""
+def read_stats(url: str, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
+    """Everything `precast stats` shows, read-only: devices, rejects, counters, template names.
+
+    limit and offset page the devices (by id); devices_total counts them all.
+    """
     conn = connect(url)
     names = [c for c, _ in device_fields()]
     try:
@@ -700,16 +808,19 @@ def read_stats(url: str) -> dict[str, Any]:
                     f"{redact(url)}: no precast tables (start `precast collect --db URL`)"
                 )
             cur = conn.execute(
-                sql.SQL("SELECT {} FROM devices WHERE version > 0 ORDER BY device").format(
-                    sql.SQL(", ").join(map(_q, names))
-                )
+                sql.SQL(
+                    "SELECT {} FROM devices WHERE version > 0 ORDER BY device LIMIT %s OFFSET %s"
+                ).format(sql.SQL(", ").join(map(_q, names))),
+                (limit, offset),
             )
             devices = []
             for r in cur:
                 d = dict(zip(names, r, strict=True))
-                if isinstance(d.get("seen"), memoryview):
-                    d["seen"] = bytes(d["seen"])
+                for k in ("seen", "cand_data"):
+                    if isinstance(d.get(k), memoryview):
+                        d[k] = bytes(d[k])
                 devices.append(d)
+            total = conn.execute("SELECT count(*) FROM devices WHERE version > 0").fetchone()
             rejects = dict(conn.execute("SELECT reason, count FROM rejects ORDER BY reason"))
             counters = dict(
                 conn.execute(
@@ -718,13 +829,80 @@ def read_stats(url: str) -> dict[str, Any]:
                 )
             )
             tnames = dict(conn.execute("SELECT id, name FROM templates"))
+            recent: list[dict[str, Any]] = []
+            if conn.execute("SELECT to_regclass('recent_rejects') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
+                cur = conn.execute(
+                    sql.SQL("SELECT {} FROM recent_rejects ORDER BY at DESC").format(
+                        sql.SQL(", ").join(map(_q, RECENT_COLUMNS))
+                    )
+                )
+                recent = [dict(zip(RECENT_COLUMNS, r, strict=True)) for r in cur]
     except psycopg.Error as e:
         raise StoreError(
             f"{redact(url)}: not a precast collector database: {_pg_error(e)}"
         ) from None
     finally:
         conn.close()
-    return {"devices": devices, "rejects": rejects, "counters": counters, "templates": tnames}
+    return {
+        "devices": devices,
+        "devices_total": int(total[0]) if total else 0,
+        "rejects": rejects,
+        "counters": counters,
+        "templates": tnames,
+        "recent_rejects": recent,
+    }
 
 
-__all__ = ["PostgresStore", "StoreError", "is_postgres", "read_stats", "redact"]
+def request_reset(url: str, device: int) -> int:
+    """Ask the collectors of this database to reset a device's books; the request's id."""
+    conn = connect(url)
+    try:
+        with conn.transaction():
+            if not conn.execute("SELECT to_regclass('requests') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
+                raise StoreError(
+                    f"{redact(url)}: no precast tables (start `precast collect --db URL`)"
+                )
+            known = conn.execute(
+                "SELECT 1 FROM devices WHERE device = %s AND version > 0", (device,)
+            ).fetchone()
+            if known is None:
+                raise StoreError(f"{redact(url)}: no device {device} in the database")
+            row = conn.execute(
+                "INSERT INTO requests (device, action, requested_at) VALUES (%s, 'reset', %s) "
+                "RETURNING id",
+                (device, time.time()),
+            ).fetchone()
+    except psycopg.Error as e:
+        raise StoreError(
+            f"{redact(url)}: not a precast collector database: {_pg_error(e)}"
+        ) from None
+    finally:
+        conn.close()
+    return int(row[0]) if row else 0
+
+
+def request_pending(url: str, request: int) -> bool:
+    """True while the request is still waiting for a collector to apply it."""
+    try:
+        conn = connect(url)
+    except StoreError:
+        return True
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT 1 FROM requests WHERE id = %s", (request,)).fetchone()
+    except psycopg.Error:
+        return True
+    finally:
+        conn.close()
+    return row is not None
+
+
+__all__ = [
+    "PostgresStore",
+    "StoreError",
+    "is_postgres",
+    "read_stats",
+    "redact",
+    "request_pending",
+    "request_reset",
+]

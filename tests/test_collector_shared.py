@@ -152,7 +152,7 @@ def test_two_collectors_overlapping_streams_store_once_and_count_the_union(
     assert total == distinct == sum(map(len, union.values()))
     doc = assert_books(pg_url, union_books(deliveries))
     assert doc["rejected"] == {"crc": sum(1 for _, _, ok in deliveries if not ok)}
-    assert doc["drops"] == {"queue": 0, "kernel": 0}
+    assert doc["drops"] == {"queue": 0, "kernel": 0, "jsonl": 0}
     # Placeholder rows of the locking never outlive their transaction.
     assert psql_count(pg_server, pg_url, "SELECT count(*) FROM devices WHERE version = 0") == 0
 
@@ -295,9 +295,19 @@ def test_schema_types_indexes_and_search_path(pg_server: PgServer, pg_url: str) 
         "precast_s.readings_1",
         "precast_s.readings_2",
         "precast_s.readings_3",
+        "precast_s.recent_rejects",
         "precast_s.rejects",
+        "precast_s.requests",
         "precast_s.templates",
     ]
+    devcols = pg_server.psql(
+        "SELECT column_name || ' ' || data_type FROM information_schema.columns "
+        "WHERE table_schema = 'precast_s' AND table_name IN ('devices', 'templates') "
+        "ORDER BY table_name, ordinal_position",
+        db=db,
+    ).splitlines()
+    for col in ("seen bytea", "cand_data bytea", "restart boolean", "auth text", "fields jsonb"):
+        assert col in devcols, devcols
     types = pg_server.psql(
         "SELECT column_name || ' ' || data_type FROM information_schema.columns "
         "WHERE table_schema = 'precast_s' AND table_name IN ('readings_1', 'readings') "
@@ -345,7 +355,7 @@ def test_server_restart_mid_run_loses_nothing(
         "lost": 0,
         "duplicates": 0,
     }
-    assert doc["drops"] == {"queue": 0, "kernel": 0}
+    assert doc["drops"] == {"queue": 0, "kernel": 0, "jsonl": 0}
     assert sent == 8000
 
 
@@ -382,7 +392,7 @@ def test_server_down_at_sigterm_spills_and_the_replay_matches(
     log = col.stderr()
     assert rc == 1, log
     assert took < 10
-    assert f"{len(later)} datagrams received were not stored" in log and str(spill) in log
+    assert f"(in {len(later)} datagrams) received were not stored" in log and str(spill) in log
     assert "Traceback" not in log
     lines = [json.loads(x) for x in spill.read_text().splitlines()]
     assert [bytes.fromhex(x["data"]) for x in lines] == later

@@ -1,8 +1,9 @@
 """The collector under attack and under a hostile environment (issue 14's findings, each a test).
 
 Frames are built from PROTOCOL.md by the codec; the judges are outside the
-collector: rows counted with sqlite3, RSS from /proc/PID/status, the kernel's
-drop counter from /proc/net/udp, file modes from stat.
+collector: rows counted with sqlite3 (psycopg for the tracker rules' tests, which run
+against PostgreSQL too: their state lives in its devices table), RSS from
+/proc/PID/status, the kernel's drop counter from /proc/net/udp, file modes from stat.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from collector_harness import (
     TEMPLATES,
     Collector,
     by_device,
+    is_pg,
     payload,
+    pg_query,
     run_precast,
     stats,
     wait_for,
@@ -46,8 +49,14 @@ def meter(device: int, seq: int, key: bytes = KEY) -> bytes:
     return payload("power-meter", values, device, seq, key)
 
 
-def seqs(db: Path, template: int, device: int) -> list[int]:
-    """The seqs stored for a device, in arrival order (sqlite3 is the judge)."""
+def seqs(db: Path | str, template: int, device: int) -> list[int]:
+    """The seqs stored for a device, in arrival order (sqlite3 or psycopg is the judge)."""
+    if is_pg(db):
+        q = f"SELECT seq FROM readings_{template} WHERE device = {device} ORDER BY ctid"
+        try:
+            return [r[0] for r in pg_query(str(db), q)]
+        except Exception:  # no such table yet
+            return []
     conn = sqlite3.connect(db)
     try:
         q = f"SELECT seq FROM readings_{template} WHERE device = ? ORDER BY rowid"
@@ -95,10 +104,10 @@ def settle(col: Collector, pred: object, what: str) -> None:
 # ---- 1. the MIC device's identity cannot be borrowed by a CRC frame ---------------------------
 
 
-def test_forged_crc_frames_never_touch_a_mic_device(tmp_path: Path) -> None:
+def test_forged_crc_frames_never_touch_a_mic_device(tmp_path: Path, store_db: Path | str) -> None:
     """CRC frames with a MIC device's id (seq 0, its next seqs, seq + 2^31), then replays of
     its recorded frames, then its real frames: every real reading stored once, nothing else."""
-    col = Collector(tmp_path, "--key", KEY.hex(), "--window", "16")
+    col = Collector(tmp_path, "--key", KEY.hex(), "--window", "16", db=store_db)
     try:
         recorded = [meter(MIC_DEV, s) for s in range(100)]
         col.send(recorded)
@@ -124,8 +133,10 @@ def test_forged_crc_frames_never_touch_a_mic_device(tmp_path: Path) -> None:
 # ---- 2. no single frame moves a device's books far --------------------------------------------
 
 
-def test_a_forged_far_ahead_frame_leaves_a_crc_device_alone(tmp_path: Path) -> None:
-    col = Collector(tmp_path)
+def test_a_forged_far_ahead_frame_leaves_a_crc_device_alone(
+    tmp_path: Path, store_db: Path | str
+) -> None:
+    col = Collector(tmp_path, db=store_db)
     try:
         col.send(minimal(5, s) for s in range(100))
         col.send([minimal(5, 2**32 - 1)])
@@ -140,9 +151,11 @@ def test_a_forged_far_ahead_frame_leaves_a_crc_device_alone(tmp_path: Path) -> N
     assert doc["rejected"] == {"jump": 1}
 
 
-def test_a_real_reboot_is_one_reboot_and_loses_nothing(tmp_path: Path) -> None:
+def test_a_real_reboot_is_one_reboot_and_loses_nothing(
+    tmp_path: Path, store_db: Path | str
+) -> None:
     """Seq back to 0, then counting up: held for one reading, then both stored, epoch 1."""
-    col = Collector(tmp_path)
+    col = Collector(tmp_path, db=store_db)
     try:
         col.send(minimal(6, s) for s in range(2000))
         settle(col, lambda: len(seqs(col.db, 2, 6)) == 2000, "the first run")
@@ -150,21 +163,28 @@ def test_a_real_reboot_is_one_reboot_and_loses_nothing(tmp_path: Path) -> None:
         settle(col, lambda: len(seqs(col.db, 2, 6)) >= 2100, "the run after the reboot")
     finally:
         assert col.stop() == 0, col.stderr()
-    conn = sqlite3.connect(col.db)
-    got = conn.execute(
-        "SELECT seq, epoch FROM readings_2 WHERE device = 6 ORDER BY rowid"
-    ).fetchall()
-    conn.close()
-    assert got == [(s, 0) for s in range(2000)] + [(s, 1) for s in range(100)]
+    if is_pg(col.db):
+        got = pg_query(
+            str(col.db), "SELECT seq, epoch FROM readings_2 WHERE device = 6 ORDER BY ctid"
+        )
+    else:
+        conn = sqlite3.connect(col.db)
+        got = conn.execute(
+            "SELECT seq, epoch FROM readings_2 WHERE device = 6 ORDER BY rowid"
+        ).fetchall()
+        conn.close()
+    assert [tuple(r) for r in got] == [(s, 0) for s in range(2000)] + [(s, 1) for s in range(100)]
     d = by_device(stats(col.db))[6]
     assert (d["received"], d["lost"], d["reboots"], d["epoch"]) == (2100, 0, 1, 1)
     assert stats(col.db)["rejected"] == {}
 
 
-def test_a_locked_out_mic_device_is_readmitted_by_a_reset(tmp_path: Path) -> None:
+def test_a_locked_out_mic_device_is_readmitted_by_a_reset(
+    tmp_path: Path, store_db: Path | str
+) -> None:
     """One far-ahead MIC frame is held and dropped; two confirm it, and the device's real
     counter is then a replay until `precast device reset`, applied by the running collector."""
-    col = Collector(tmp_path, "--key-file", str(key_file(tmp_path)))
+    col = Collector(tmp_path, "--key-file", str(key_file(tmp_path)), db=store_db)
     try:
         col.send(meter(MIC_DEV, s) for s in range(50))
         col.send([meter(MIC_DEV, 2**31 + 5)])  # one frame far ahead: held, not obeyed
@@ -187,16 +207,18 @@ def test_a_locked_out_mic_device_is_readmitted_by_a_reset(tmp_path: Path) -> Non
     assert r.returncode == 2 and "no device 12345" in r.stderr
 
 
-def test_a_restart_with_a_larger_window_never_takes_a_replay_for_late(tmp_path: Path) -> None:
+def test_a_restart_with_a_larger_window_never_takes_a_replay_for_late(
+    tmp_path: Path, store_db: Path | str
+) -> None:
     keyf = ("--key", KEY.hex())
     recorded = [meter(MIC_DEV, s) for s in range(100)]
-    col = Collector(tmp_path, *keyf, "--window", "16")
+    col = Collector(tmp_path, *keyf, "--window", "16", db=store_db)
     try:
         col.send(recorded)
         settle(col, lambda: len(seqs(col.db, 3, MIC_DEV)) == 100, "the first run")
     finally:
         assert col.stop() == 0
-    col = Collector(tmp_path, *keyf, "--window", "64", name="c2")
+    col = Collector(tmp_path, *keyf, "--window", "64", name="c2", db=store_db)
     try:
         col.send(recorded)
         col.send([meter(MIC_DEV, 100)])

@@ -24,6 +24,7 @@ from collector_harness import (
     count_rows,
     expected_counts,
     payload,
+    pg_query,
     rows,
     run_precast,
     stats,
@@ -621,3 +622,34 @@ def test_a_commit_whose_answer_is_lost_is_looked_up_not_redone(
     assert db_seqs(pg_server, pg_url) == {1: [0, 1, 2]}
     books = by_device(stats(pg_url))[1]
     assert (books["received"], books["duplicates"], books["last_seq"]) == (3, 0, 2)
+
+
+def test_refusals_units_and_reset_of_two_collectors(tmp_path: Path, pg_url: str) -> None:
+    """Main's Store methods on PostgreSQL: each collector's latest refusals in stats, each
+    field's unit in templates.fields (psql's jsonb), and `precast device reset` taken by one
+    collector, applied to the database's books so the other starts the new epoch too."""
+    a = Collector(tmp_path, db=pg_url, name="a")
+    b = Collector(tmp_path, db=pg_url, name="b")
+    try:
+        a.send([b"\x00garbage from a", minimal(9, 0), minimal(9, 1)])
+        b.send([b"\x00garbage from b!", minimal(9, 2)])
+        wait_for(lambda: count_rows(pg_url) == 3, 10, "stored")
+        wait_for(lambda: len(stats(pg_url)["recent_rejects"]) == 2, 10, "both refusals saved")
+        r = run_precast("device", "reset", "--db", pg_url, "9")
+        assert r.returncode == 0, r.stderr
+        assert PASSWORD not in r.stdout + r.stderr
+        b.send([minimal(9, 0)])  # the counter from 0 again: a new epoch, not a duplicate
+        wait_for(lambda: count_rows(pg_url) == 4, 10, "the reading after the reset")
+    finally:
+        assert a.stop() == 0, a.stderr()
+        assert b.stop() == 0, b.stderr()
+    doc = stats(pg_url)
+    sources = {x["source"] for x in doc["recent_rejects"]}
+    assert len(sources) == 2 and all(s.startswith("127.0.0.1:") for s in sources)
+    assert sum(doc["rejected"].values()) == 2
+    d = by_device(doc)[9]
+    assert (d["received"], d["duplicates"], d["epoch"]) == (4, 0, 1), d
+    assert "books reset by an operator" in a.stderr() + b.stderr()
+    (fields,) = pg_query(pg_url, "SELECT fields FROM templates WHERE id = 1")[0]
+    units = {f["name"]: (f["unit"], f["scale"]) for f in fields}
+    assert units["temperature"] == ("degC", 0.01) and units["pressure"][0] == "Pa"

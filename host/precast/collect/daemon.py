@@ -20,12 +20,16 @@ SIGTERM and SIGINT stop receiving, store every datagram already received,
 flush and exit 0; SIGHUP reloads templates and keys (keys.py).
 
 Nothing the environment does is fatal while receiving: a write the database
-refuses (locked, full disk) is undone in the tracker and retried, in ever
-smaller pieces when the disk is full, so what fits is written; a reload that
-cannot take the database's lock waits and retries; the --jsonl sink counts
-what it cannot write. Stopping while the database stays unwritable puts every
+refuses (locked, full disk, a PostgreSQL server away) is undone in the tracker
+and retried with backoff, reconnecting a broken connection (outage.py: one log
+line when the outage starts, one when it ends), in ever smaller pieces when the
+disk is full, so what fits is written; a reload that cannot take the
+database's lock waits and retries; the --jsonl sink counts what it cannot
+write. Stopping while the database stays unwritable (--stop-timeout) puts every
 datagram not stored in the spill file (spill.py) and says how many readings
-they hold. Operator requests (`precast device reset`) are read from the
+they hold. With a PostgreSQL store other collectors share, each piece is one
+store.transact(): the books of the devices it touches are locked and reloaded
+where another collector moved them on, then tracked as above. Operator requests (`precast device reset`) are read from the
 database's requests table about once a second.
 """
 

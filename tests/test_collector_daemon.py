@@ -278,7 +278,8 @@ def test_sqlite_locked_at_sigterm_spills_and_replays(tmp_path: Path) -> None:
             other.execute("COMMIT")
             other.close()
         col.kill()
-    assert rc == 1 and "300 readings (in 300 datagrams) received were not stored" in col.stderr(), col.stderr()
+    log = col.stderr()
+    assert rc == 1 and "300 readings (in 300 datagrams) received were not stored" in log, log
     assert len(spill.read_text().splitlines()) == 300
     r = run_precast(
         "collect", "--templates", str(TEMPLATES), "--db", str(col.db), "--replay-spill", str(spill)

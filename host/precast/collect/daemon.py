@@ -29,8 +29,9 @@ write. Stopping while the database stays unwritable (--stop-timeout) puts every
 datagram not stored in the spill file (spill.py) and says how many readings
 they hold. With a PostgreSQL store other collectors share, each piece is one
 store.transact(): the books of the devices it touches are locked and reloaded
-where another collector moved them on, then tracked as above. Operator requests (`precast device reset`) are read from the
-database's requests table about once a second.
+where another collector moved them on, then tracked as above. Operator
+requests (`precast device reset`) are read from the database's requests table
+about once a second.
 """
 
 from __future__ import annotations

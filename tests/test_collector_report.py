@@ -45,6 +45,16 @@ def test_a_wrong_key_is_named_for_a_device_with_a_key_on_file(
     )
 
 
+def test_a_bad_mic_from_a_device_with_good_ones_is_not_called_a_wrong_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "precast.collect")
+    r = Reporter(lambda: [3], lambda d: True, Clock(), proven=lambda d: d == 9)
+    r.refused(MIC, "a:1", HDR)
+    (line,) = lines(caplog)
+    assert "corrupted on the way, or forged" in line and "wrong key" not in line
+
+
 def test_hints_for_no_key_and_an_unknown_template(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "precast.collect")
     r = reporter(Clock())

@@ -177,7 +177,11 @@ class Collector:
         self._limit_refused = 0  # device-limit refusals not yet logged
         self._limit_logged = 0.0
         self._next_requests = 0.0
-        self.reporter = Reporter(lambda: self.codec.layouts, lambda d: d in self.codec.keys)
+        self.reporter = Reporter(
+            lambda: self.codec.layouts,
+            lambda d: d in self.codec.keys,
+            proven=lambda d: d in self.tracker.devices and self.tracker.devices[d].received > 0,
+        )
         self._refused: list[tuple[str, Any, bytes]] = []  # the stored batch's, for reporter
         self._new: list[tuple[int, int, Any]] = []
         self._recent_changed = False

@@ -9,7 +9,7 @@ bitmap of which of the `window` + 1 seqs at and below it were received:
 - a seq already in the bitmap is a duplicate, never stored twice;
 - a seq below the highest and inside the window that was not yet seen is
   late: it is stored, and it fills the gap it had left (lost - 1);
-- no single frame moves a device far (PROTOCOL.md receiver step 5): a seq
+- no single frame moves a device far (docs/PROTOCOL.md, receiver step 5): a seq
   more than MAX_GAP ahead, or (CRC devices) more than `window` below, is held
   as the device's candidate, neither stored nor counted as loss. A second
   frame at most CONFIRM_GAP after the candidate confirms the new position:

@@ -160,10 +160,7 @@ class Collector:
         self.retry = StoreRetry(self.store, transient_errors(self.store))
         self.store.ensure_templates(self.codec.layouts.values())
         for dev in self.store.load_devices():
-            if not dev.auth:  # saved before auth was stored: its template's check says
-                lay = self.codec.layouts.get(dev.template)
-                dev.auth = AUTH_MIC if lay is not None and lay.template.mic else AUTH_CRC
-            self.tracker.load(dev)
+            self._load(dev)
         self.rejects, counters = self.store.load_counts()
         self.base_queue_drops = counters.get("queue_drops", 0)
         self.base_kernel_drops = counters.get("kernel_drops", 0)
@@ -205,6 +202,13 @@ class Collector:
         self._reported_drops = 0
 
     # -- setup
+
+    def _load(self, dev: Device) -> None:
+        """A device's books from the database into the tracker."""
+        if not dev.auth:  # saved before auth was stored: its template's check says
+            lay = self.codec.layouts.get(dev.template)
+            dev.auth = AUTH_MIC if lay is not None and lay.template.mic else AUTH_CRC
+        self.tracker.load(dev)
 
     def _load_codec(self) -> Codec:
         layouts = load_layouts(self.templates)
@@ -344,7 +348,7 @@ class Collector:
                     tracker.devices.pop(dev, None)
                     tracker.dirty.discard(dev)
                 else:
-                    tracker.load(state)
+                    self._load(state)
             rows, changed = self._track(batches)
             counters = self._counters()
             changed_counters = {

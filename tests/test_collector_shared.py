@@ -653,3 +653,34 @@ def test_refusals_units_and_reset_of_two_collectors(tmp_path: Path, pg_url: str)
     (fields,) = pg_query(pg_url, "SELECT fields FROM templates WHERE id = 1")[0]
     units = {f["name"]: (f["unit"], f["scale"]) for f in fields}
     assert units["temperature"] == ("degC", 0.01) and units["pressure"][0] == "Pa"
+
+
+def test_a_devices_table_from_before_the_hardening_gets_its_columns(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A database written before the tracker's new fields (auth, seen_window, cand_*,
+    restart): the collector adds the columns, old rows get SQLite's migration values, and
+    the books go on (no reboot, no loss)."""
+    col = Collector(tmp_path, db=pg_url)
+    try:
+        col.send(minimal(7, s) for s in range(100))
+        wait_for(lambda: count_rows(pg_url) == 100, 10, "first run")
+    finally:
+        assert col.stop() == 0, col.stderr()
+    new = ("auth", "seen_window", "cand_seq", "cand_at", "cand_data", "cand_source", "restart")
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:  # the old schema: without the new columns
+        conn.execute("ALTER TABLE devices " + ", ".join(f"DROP COLUMN {c}" for c in new))
+    col = Collector(tmp_path, db=pg_url, name="c2")
+    try:
+        col.send(minimal(7, s) for s in range(100, 200))
+        wait_for(lambda: count_rows(pg_url) == 200, 10, "second run")
+    finally:
+        assert col.stop() == 0, col.stderr()
+    (row,) = pg_query(
+        pg_url, "SELECT auth, cand_seq, cand_data, restart, received FROM devices WHERE device = 7"
+    )
+    assert row == ("crc", -1, b"", False, 200)
+    d = by_device(stats(pg_url))[7]
+    assert (d["received"], d["lost"], d["reboots"], d["epoch"]) == (200, 0, 0, 0)

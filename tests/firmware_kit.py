@@ -9,26 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from conftest import BIN, VethPair
+from kit import VethPair
 from precast.boards.build import add_build_arguments, build_bundle
 
-MICROPYTHON = BIN / "micropython"
 COUNTS = re.compile(r"precast: readings (\d+) sent (\d+) failed (\d+) dropped (\d+) reopened (\d+)")
-
-
-def micropython() -> str:
-    """The unix port's binary, or a skip saying how to get it."""
-    if not MICROPYTHON.exists():
-        pytest.skip("needs the MicroPython unix port (.venv/bin/micropython, `make venv`)")
-    return str(MICROPYTHON)
 
 
 def build(out: Path, template: Path | str, *args: str) -> list[Path]:
@@ -37,23 +27,6 @@ def build(out: Path, template: Path | str, *args: str) -> list[Path]:
     add_build_arguments(p)
     opts = p.parse_args([str(template), "--out", str(out), *args])
     return build_bundle(opts)
-
-
-def run_mp(
-    bundle: Path, script: str | None = None, *, netns: str | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """`cd bundle && micropython main.py` (or a test script written into the bundle)."""
-    target = "main.py"
-    if script is not None:
-        target = "test_script.py"
-        (bundle / target).write_text(script)
-    cmd = [micropython(), target]
-    if netns:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
-    env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"}
-    return subprocess.run(
-        cmd, cwd=bundle, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def counts(stdout: str) -> dict[str, int]:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from board_mp import FIRMWARE, TESTS, micropython, run_mp
+from kit import FIRMWARE, TESTS, micropython, run_script
 
 SENDER = """
 import sys
@@ -128,7 +128,7 @@ print(json.dumps(out))
 
 
 def test_deep_sleep_resume_and_reset(tmp_path: Path) -> None:
-    out = json.loads(run_mp(SCRIPT % str(tmp_path / "seq")).stdout)
+    out = json.loads(run_script(SCRIPT % str(tmp_path / "seq")).stdout)
     assert out["first"] == 0
     assert out["next"] == 13  # reservations [0, 10) then [10, 20)
     assert out["woke"] == 13 and out["resumed"] is True
@@ -148,17 +148,17 @@ print(s.start())
 s.take()
 s.close()
 """
-    assert run_mp(script).stdout.split() == ["0"]
+    assert run_script(script).stdout.split() == ["0"]
     data = seq.read_bytes()
     assert data[:22] == b"0000000100/0000000100\n"  # the first reservation, slot 0
-    assert run_mp(script).stdout.split() == ["100"]
+    assert run_script(script).stdout.split() == ["100"]
     assert seq.read_bytes()[22:] == b"0000000200/0000000200\n"  # slot 1 next
     # a power loss tore slot 1's write: the older slot still bounds every sent seq
     seq.write_bytes(seq.read_bytes()[:22] + b"0000000200/00000\n\n\n\n\n\n")
-    assert run_mp(script).stdout.split() == ["100"]
+    assert run_script(script).stdout.split() == ["100"]
     # both slots lost: start again at 0, and say so
     seq.write_bytes(b"x" * 44)
-    r = run_mp(script)
+    r = run_script(script)
     assert r.stdout.split()[-1] == "0" and "unreadable" in r.stdout
 
 
@@ -178,4 +178,4 @@ s.close()
 s = SeqStore({str(tmp_path / "seq")!r}, reserve=10)
 print(s.start())
 """
-    assert run_mp(script).stdout.split() == ["None", "0", "3"]
+    assert run_script(script).stdout.split() == ["None", "0", "3"]

@@ -16,10 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from board_mp import FIRMWARE, TESTS, run_mp
-from conftest import TEMPLATES
-from firmware_kit import UdpSink, build, counts, micropython
-from firmware_kit import run_mp as run_bundle
+from firmware_kit import UdpSink, build, counts
+from kit import FIRMWARE, TEMPLATES, TESTS, micropython, run_bundle, run_script
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
 
@@ -280,7 +278,7 @@ print("woke", b.first_seq())
 
 
 def test_board_feeds_the_watchdog_and_keeps_the_seq_over_deep_sleep(tmp_path: Path) -> None:
-    out = run_mp(BOARD_SCRIPT, cwd=tmp_path).stdout.split("\n")
+    out = run_script(BOARD_SCRIPT, cwd=tmp_path).stdout.split("\n")
     assert out[0] == "wdt None"
     assert out[1] == "first 0"
     assert out[2] == "feeds 2"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import struct
 
 import pytest
-from conftest import TEMPLATES
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kit import TEMPLATES
 from precast import Codec, EncodeError, Layout, compile_template, encode, encode_raw, load_template
 from precast.wire.checks import checksum, ones_sum
 from precast.wire.codec import Reading, Rejected

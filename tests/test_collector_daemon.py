@@ -12,16 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from collector_harness import (
-    KEY,
-    TEMPLATES,
-    Collector,
-    by_device,
-    payload,
-    run_precast,
-    stats,
-    wait_for,
-)
+from collector_harness import Collector, by_device, payload, stats
+from kit import KEY, TEMPLATES, precast, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -167,7 +159,7 @@ def test_stale_device_and_the_table(tmp_path: Path) -> None:
         wait_for(lambda: by_device(stats(col.db)).get(2, {}).get("received") == 2, 10, "dev 2")
         time.sleep(0.2)
         doc = stats(col.db)
-        table = run_precast("stats", "--db", str(col.db))
+        table = precast("stats", "--db", str(col.db))
     finally:
         assert col.stop() == 0
     devs = by_device(doc)
@@ -192,17 +184,17 @@ def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
         ["stats", "--db", str(tmp_path / "missing.db")],
     ]
     for args in cases:
-        r = run_precast(*args)
+        r = precast(*args)
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.startswith("precast: error: ") and r.stderr.count("\n") == 1, r.stderr
-    assert "keys:1" in run_precast(*cases[0]).stderr
+    assert "keys:1" in precast(*cases[0]).stderr
 
 
 def test_port_in_use_is_an_error(tmp_path: Path) -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
     try:
-        r = run_precast(
+        r = precast(
             "collect",
             "--listen",
             f"127.0.0.1:{s.getsockname()[1]}",

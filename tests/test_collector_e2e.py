@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from collector_harness import (
-    KEY,
     Collector,
     by_device,
     expected_counts,
@@ -20,6 +19,7 @@ from collector_harness import (
     rows,
     stats,
 )
+from kit import KEY
 
 WINDOW = 64
 

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from collector_harness import BIN, ROOT
+from kit import BIN, ROOT
 from precast.cli import build_parser
 
 UNIT = ROOT / "tools" / "systemd" / "precast-collect.service"

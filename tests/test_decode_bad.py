@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import struct
 
-from conftest import TEMPLATES
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kit import TEMPLATES
 from precast import Codec, compile_template, encode, encode_raw, load_template, load_templates
 from precast.wire.codec import Reading, Rejected
 from precast.wire.constants import PAYLOAD_OFFSET

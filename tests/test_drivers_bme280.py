@@ -15,9 +15,9 @@ import json
 from typing import Any
 
 import pytest
-from board_mp import firmware_on_path, run_mp
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from kit import firmware_on_path, run_script
 
 firmware_on_path()
 
@@ -334,7 +334,7 @@ def test_on_micropython() -> None:
             [list(unpack(FORUM_DATA)), [600000, 480000, 100]],
         ],
     ]
-    r = run_mp(MP_SCRIPT % (json.dumps(cases), json.dumps([DS_T, DS_P, DS_H])))
+    r = run_script(MP_SCRIPT % (json.dumps(cases), json.dumps([DS_T, DS_P, DS_H])))
     got = json.loads(r.stdout)
     want = []
     for (t, p, h), raws in cases:

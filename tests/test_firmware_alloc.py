@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import KEY_HEX, TEMPLATES, VethPair
-from firmware_kit import UdpSink, build, counts, run_mp
+from firmware_kit import UdpSink, build, counts
+from kit import KEY_HEX, TEMPLATES, VethPair, run_bundle
 
 N = 10_000
 
@@ -54,7 +54,7 @@ def test_firmware_udp_heap_locked(tmp_path: Path, template: Path) -> None:
     sink = UdpSink()
     try:
         build(tmp_path / "b", template, *_locked_args(), "--collector", sink.collector)
-        r = run_mp(tmp_path / "b")
+        r = run_bundle(tmp_path / "b")
         assert r.returncode == 0, r.stderr
         assert counts(r.stdout) == {
             "readings": N,
@@ -70,7 +70,7 @@ def test_firmware_udp_heap_locked(tmp_path: Path, template: Path) -> None:
 
 def test_firmware_packet_heap_locked(tmp_path: Path, template: Path, veth: VethPair) -> None:
     build(tmp_path / "b", template, *_locked_args(), "--transport", "packet", "--iface", veth.outer)
-    r = run_mp(tmp_path / "b")
+    r = run_bundle(tmp_path / "b")
     assert r.returncode == 0, r.stderr
     assert counts(r.stdout)["sent"] == N
 
@@ -99,7 +99,7 @@ def test_firmware_heap_lock_catches_an_allocation(tmp_path: Path) -> None:
         "--interval-ms",
         "0",
     )
-    r = run_mp(tmp_path / "b", ALLOCATING_SENSOR)
+    r = run_bundle(tmp_path / "b", ALLOCATING_SENSOR)
     assert r.returncode != 0
     assert "MemoryError" in r.stdout + r.stderr
     assert "not caught" not in r.stdout
@@ -140,7 +140,7 @@ print(loop(N))
 
 def test_firmware_mem_total_counts_zero_bytes(tmp_path: Path, template: Path) -> None:
     build(tmp_path / "b", template, "--device", "9", "--key", KEY_HEX)
-    r = run_mp(tmp_path / "b", f"N = {N}\nPLAIN = False\n" + MEM_TOTAL)
+    r = run_bundle(tmp_path / "b", f"N = {N}\nPLAIN = False\n" + MEM_TOTAL)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip() == "0"
 
@@ -148,7 +148,7 @@ def test_firmware_mem_total_counts_zero_bytes(tmp_path: Path, template: Path) ->
 def test_firmware_plain_path_runs_heap_locked(tmp_path: Path, template: Path) -> None:
     """Without viper, pack_into's deep call borrows a heap frame unless the heap is locked."""
     build(tmp_path / "b", template, "--device", "9", "--key", KEY_HEX)
-    r = run_mp(tmp_path / "b", f"N = {N}\nPLAIN = True\n" + MEM_TOTAL)
+    r = run_bundle(tmp_path / "b", f"N = {N}\nPLAIN = True\n" + MEM_TOTAL)
     # mem_total counts the attempts the lock refused; the run finishing is the proof.
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip().isdigit()

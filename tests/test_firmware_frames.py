@@ -18,8 +18,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import KEY_HEX, TEMPLATES, precast
-from firmware_kit import build, run_mp
+from firmware_kit import build
+from kit import KEY_HEX, TEMPLATES, precast, run_bundle
 from precast.wire.codec import encode_raw
 from precast.wire.layout import Layout, load_layouts
 from scapy.layers.inet import IP, UDP
@@ -125,7 +125,7 @@ def test_firmware_frames_equal_host_encode(tmp_path: Path, plain: bool) -> None:
         cases = _cases(lay, seed=n)
         (out / "cases.json").write_text(json.dumps(cases))
         script = f"PLAIN = {plain}\nKEY = {KEY!r}\n" + SCRIPT
-        r = run_mp(out, script)
+        r = run_bundle(out, script)
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(f"viper {not plain}"), r.stdout[:40]
         _check_frames(lay, cases, r.stdout.strip())
@@ -141,6 +141,6 @@ def test_firmware_frame_equals_precast_encode(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     build(tmp_path / "b", template, "--device", "7")
     (tmp_path / "b" / "cases.json").write_text(json.dumps([[70000, [-1234, 5678, 101325, 3300]]]))
-    out = run_mp(tmp_path / "b", f"PLAIN = False\nKEY = None\n{SCRIPT}")
+    out = run_bundle(tmp_path / "b", f"PLAIN = False\nKEY = None\n{SCRIPT}")
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.split("\n")[1].split()[0] == r.stdout.strip()

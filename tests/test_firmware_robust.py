@@ -19,8 +19,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATES, VethPair
-from firmware_kit import UdpSink, build, counts, run_mp
+from firmware_kit import UdpSink, build, counts
+from kit import TEMPLATES, VethPair, run_bundle
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
 
@@ -92,7 +92,7 @@ def _run(tmp_path: Path, script: str, *extra: str) -> tuple[dict[str, int], list
             "0",
             *extra,
         )
-        r = run_mp(tmp_path / "b", script)
+        r = run_bundle(tmp_path / "b", script)
         assert r.returncode == 0, r.stdout + r.stderr
         got = sink.drain()
     finally:
@@ -180,7 +180,7 @@ def test_firmware_real_enobufs_from_a_full_queue(tmp_path: Path, veth: VethPair)
         "--interval-ms",
         "0",
     )
-    r = run_mp(tmp_path / "b")
+    r = run_bundle(tmp_path / "b")
     assert r.returncode == 0, r.stdout + r.stderr
     c = counts(r.stdout)
     assert c["readings"] == n
@@ -208,7 +208,7 @@ def test_firmware_link_down_counts_every_reading(tmp_path: Path, veth: VethPair)
         "--interval-ms",
         "0",
     )
-    r = run_mp(tmp_path / "b")
+    r = run_bundle(tmp_path / "b")
     assert r.returncode == 0, r.stdout + r.stderr
     c = counts(r.stdout)
     assert c == {"readings": n, "sent": 0, "failed": 4 * n, "dropped": n, "reopened": n}

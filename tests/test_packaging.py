@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from conftest import ROOT
+from kit import ROOT
 
 
 def test_wheel_ships_every_firmware_file(tmp_path: Path) -> None:

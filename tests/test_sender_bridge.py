@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import serial
-from conftest import BIN, TEMPLATES
-from firmware_kit import build, run_mp
+from firmware_kit import build
 from hypothesis import given
 from hypothesis import strategies as st
+from kit import BIN, TEMPLATES, run_bundle
 from precast.send.bridge import Bridge
 from precast.send.transports.memory import MemoryTransport
 from precast.wire import slip
@@ -147,7 +147,7 @@ def test_bridge_carries_the_firmware_serial_transport_over_a_pty(tmp_path: Path)
             f"t.out.write({BAD_ESCAPE!r})\n"
             "t.close()\n"
         )
-        run = run_mp(bundle, script)
+        run = run_bundle(bundle, script)
         assert run.returncode == 0, run.stdout + run.stderr
         out, err = bridge.communicate(timeout=30)
         assert bridge.returncode == 0, err

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BIN, KEY_HEX, TEMPLATES, VethPair, precast
+from kit import BIN, KEY_HEX, TEMPLATES, VethPair, precast
 from sender_kit import pair, template_to
 
 RECEIVER = r"""

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BIN, VethPair, precast
+from kit import BIN, VethPair, need, precast
 from precast import encode
 from precast.wire.layout import load_layouts
-from sender_kit import ENV_VALUES, Capture, need, pair, template_to
+from sender_kit import ENV_VALUES, Capture, pair, template_to
 
 SUMMARY = re.compile(r"^sent (\d+) frames in ([\d.]+) s: (\d+) frames/s, (\d+) errors$")
 

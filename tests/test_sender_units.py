@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from conftest import BIN, KEY_HEX, TEMPLATES, precast
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kit import BIN, KEY_HEX, TEMPLATES, precast
 from precast.send.batch import BatchPatcher
 from precast.send.engine import TokenBucket, pump
 from precast.send.fleet import Faults, Fleet, fleet_frames

@@ -9,10 +9,36 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from precast.errors import PrecastError, UsageError
 from precast.wire.checks import parse_key
 from precast.wire.constants import U32_MAX
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps one-paragraph text as usual; text with line breaks (examples) stays as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+class Parser(argparse.ArgumentParser):
+    """precast's argument parser: an argument error is one line and a pointer to --help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def examples(*lines: str) -> str:
+    """A command's --help epilog: example command lines, one per line."""
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def split_hostport(text: str, *, allow_zero: bool = False) -> tuple[str, int | None]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from precast import __version__
-from precast.args import add_template_args, key_arg, parse_assignments, uint32
+from precast.args import Parser, add_template_args, examples, key_arg, parse_assignments, uint32
 from precast.errors import PrecastError, UsageError
 from precast.wire.codec import Codec, encode
 from precast.wire.constants import PAYLOAD_OFFSET
@@ -140,20 +140,48 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="precast",
         description="Precomputed Ethernet/IPv4/UDP frames for sensor readings.",
+        epilog=examples(
+            "precast compile templates/env-node.toml",
+            "precast collect --templates templates --db precast.db",
+            "precast simulate --templates templates --devices 10 --rate 100 --udp 127.0.0.1:20547",
+            "precast stats --db precast.db",
+            "precast COMMAND --help",
+        ),
     )
     p.add_argument("--version", action="version", version=f"precast {__version__}")
     p.add_argument("--traceback", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    c = sub.add_parser("compile", help="compile templates and show their frame layout")
+    c = sub.add_parser(
+        "compile",
+        help="compile templates and show their frame layout",
+        description="Compile each template into its frame: the headers, the constant IPv4 "
+        "checksum, the payload layout and where each field sits.",
+        epilog=examples(
+            "precast compile templates/env-node.toml",
+            "precast compile templates/ --json",
+        ),
+    )
     c.add_argument("template", nargs="+", help="template .toml file or directory")
     c.add_argument("--json", action="store_true", help="print the layout as JSON")
     c.set_defaults(func=cmd_compile)
 
-    e = sub.add_parser("encode", help="encode one reading as a hex frame")
+    e = sub.add_parser(
+        "encode",
+        help="encode one reading as a hex frame",
+        description="Encode one reading (field values in units) as a whole Ethernet frame in "
+        "hex, or its UDP payload with --payload-only.",
+        epilog=examples(
+            "precast encode templates/env-node.toml --device 7 --seq 1 "
+            "temperature=21.45 humidity=40.5 pressure=101325 battery=3300",
+            "precast encode templates/power-meter.toml --device 9 --seq 5 "
+            "--key 2b7e151628aed2a6abf7158809cf4f3c "
+            "--payload-only energy=123456 power=-1500.5 voltage=230.01 power_factor=0.95",
+        ),
+    )
     add_template_args(e)
     e.add_argument("--seq", type=uint32, required=True, help="sequence number (u32)")
     e.add_argument("--payload-only", action="store_true", help="print the UDP payload only")
@@ -166,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Arguments naming a .toml file or a directory are templates, the others hex "
         "frames or payloads; with no hex argument, hex lines are read from stdin. One JSON line "
         "per input; exit 1 when any input was refused.",
+        epilog=examples(
+            "precast decode templates/ 5010000100000007...",
+            "precast decode templates/ --pcap capture.pcap",
+            "precast encode templates/minimal.toml --device 1 --seq 1 value=5 | "
+            "precast decode templates/",
+        ),
     )
     d.add_argument("items", nargs="+", metavar="TEMPLATE|HEX")
     d.add_argument("--key", type=key_arg, help="AES-128 key, 32 hex digits (cmac templates)")

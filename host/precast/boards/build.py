@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from precast.args import add_template_args, non_negative, split_hostport
+from precast.args import add_template_args, examples, non_negative, split_hostport
 from precast.boards import hardware
 from precast.errors import PrecastError, UsageError
 from precast.wire.checks import crc16, fold, ones_sum
@@ -153,6 +153,13 @@ def register(subparsers: Any) -> None:
         help="write firmware, compiled template and config for a board into a directory",
         description="Write DIR/main.py, DIR/precast_template.py (the compiled template), "
         "DIR/precast_config.py and DIR/precast_fw/. `cd DIR && micropython main.py` runs it.",
+        epilog=examples(
+            "precast build templates/env-node.toml --device 7 --out build/node7 --collector "
+            "192.168.1.10",
+            "precast build templates/ --template power-meter --device 9 --key "
+            "2b7e151628aed2a6abf7158809cf4f3c --out build/pm9 --collector 192.168.1.10:20547",
+            "cd build/node7 && micropython main.py",
+        ),
     )
     add_build_arguments(p)
     p.set_defaults(func=cmd_build)

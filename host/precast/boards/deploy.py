@@ -33,6 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from precast.args import examples
 from precast.errors import BoardError, UsageError
 
 CONNECT_TIMEOUT_S = 5.0  # a board answers the raw REPL well within this after a soft reset
@@ -473,6 +474,13 @@ def register(subparsers: Any) -> None:
         description="Build the bundle (every option of precast build) and copy the files whose "
         "SHA-256 differs to the board at PORT, then hard-reset it so main.py runs. The key and "
         "WiFi password go into precast_secrets.py on the board only.",
+        epilog=examples(
+            "precast deploy --port /dev/ttyUSB0 templates/env-node.toml --device 7 --collector "
+            "192.168.1.10 --sensor bme280,battery --wifi-ssid lab --wifi-password-file "
+            "~/.wifi-password",
+            "precast deploy --port socket://127.0.0.1:5000 templates/env-node.toml --device 7 "
+            "--collector 127.0.0.1 --count 10",
+        ),
     )
     add_deploy_arguments(d)
     d.set_defaults(func=cmd_deploy)
@@ -482,6 +490,10 @@ def register(subparsers: Any) -> None:
         help="show a board's console (Ctrl-] quits)",
         description="Relay the board's console at PORT to this terminal, and keys back. "
         "Ctrl-] quits.",
+        epilog=examples(
+            "precast monitor --port /dev/ttyUSB0",
+            "precast monitor --port socket://127.0.0.1:5000",
+        ),
     )
     m.add_argument(
         "--port",

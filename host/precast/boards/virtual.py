@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from precast.args import parse_hostport
+from precast.args import examples, parse_hostport
 from precast.errors import PrecastError, UsageError
 
 # Exit status of machine.reset() on the virtual board: the server's cue for a hard reset.
@@ -442,6 +442,10 @@ def register(subparsers: Any) -> None:
         description="Serve the MicroPython unix port's REPL over TCP as a board's serial port: "
         "mpremote connect socket://HOST:PORT and precast deploy --port socket://HOST:PORT "
         "work with it. Its filesystem is DIR; main.py runs at boot, machine.reset() reboots.",
+        epilog=examples(
+            "precast board --listen 127.0.0.1:5000 --root /tmp/board",
+            "mpremote connect socket://127.0.0.1:5000 ls",
+        ),
     )
     b.add_argument(
         "--listen",

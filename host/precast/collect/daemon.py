@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from precast.args import key_arg, parse_hostport
+from precast.args import examples, key_arg, parse_hostport
 from precast.collect.backlog import Backlog, Batch
 from precast.collect.keys import load_keys
 from precast.collect.metrics import serve_metrics
@@ -43,7 +43,6 @@ from precast.collect.rows import Row, RowBuilder, reading_doc, row_builder, utc_
 from precast.collect.sinks import Doc, Sink
 from precast.collect.sinks.jsonl import JsonlSink
 from precast.collect.store import StoreError, open_store
-from precast.collect.store.sqlite import field_columns
 from precast.collect.tracker import DEFAULT_WINDOW, REPLAY, Tracker
 from precast.errors import PrecastError, UsageError
 from precast.wire.codec import Codec
@@ -120,7 +119,7 @@ class Collector:
         self.codec = codec
         self.validator = Validator(codec)
         self.rows: dict[int, tuple[RowBuilder, list[str]]] = {
-            tid: (row_builder(lay), [name for _, name, _ in field_columns(lay)])
+            tid: (row_builder(lay), [s.field.name for s in lay.fields])
             for tid, lay in codec.layouts.items()
         }
 
@@ -395,6 +394,13 @@ def register(sub: Any) -> None:
         description="Receive precast frames over UDP, check each in PROTOCOL.md's order, track "
         "every device's sequence and store readings in SQLite. SIGTERM/SIGINT: store what was "
         "received and exit 0; SIGHUP: reload templates and keys.",
+        epilog=examples(
+            "precast collect --templates templates --db precast.db",
+            "precast collect --listen :20547 --keys keys.txt --jsonl readings.jsonl --metrics "
+            ":9108",
+            "precast collect --db precast.db --ready-file /run/precast/ready.json --log-level "
+            "debug",
+        ),
     )
     c.add_argument(
         "--listen",

@@ -13,6 +13,7 @@ import json
 import time
 from typing import Any
 
+from precast.args import examples
 from precast.collect.rows import utc_iso
 from precast.collect.store import read_stats
 
@@ -126,7 +127,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add the `stats` command."""
-    s = sub.add_parser("stats", help="per-device counters from a collector's database")
+    s = sub.add_parser(
+        "stats",
+        help="per-device counters from a collector's database",
+        description="What the collector's database says of each device: readings received, "
+        "lost, duplicated, late, bad; reboots; when it was last heard from. Read-only: the "
+        "collector may keep running.",
+        epilog=examples("precast stats --db precast.db", "precast stats --db precast.db --json"),
+    )
     s.add_argument(
         "--db", default="precast.db", metavar="PATH", help="SQLite database (default precast.db)"
     )

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from precast.args import examples
 from precast.send.engine import Stats
 from precast.send.transports import Transport
 from precast.wire.checks import ones_sum, udp_final
@@ -134,6 +135,10 @@ def register(sub: Any) -> None:
         "with its template, and forward the good ones; corrupt SLIP frames and refused payloads "
         "are counted. The last line of the summary reads "
         "`sent N frames in S s: R frames/s, E errors`.",
+        epilog=examples(
+            "precast bridge --serial /dev/ttyUSB0 --templates templates --udp 127.0.0.1:20547",
+            "precast bridge --serial /dev/ttyACM0 --baud 115200 --templates templates --iface eth0",
+        ),
     )
     b.add_argument(
         "--serial",

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from precast.args import examples
 from precast.errors import UsageError
 from precast.send.batch import BatchPatcher
 from precast.wire.checks import fold, ones_sum, udp_final
@@ -324,6 +325,12 @@ def register(sub: Any) -> None:
         "frames/s in all for DURATION seconds, with loss, duplication, reordering and "
         "corruption on demand. The summary counts the faults injected; its last line reads "
         "`sent N frames in S s: R frames/s, E errors`.",
+        epilog=examples(
+            "precast simulate --templates templates --devices 50 --rate 500 --duration 10 "
+            "--udp 127.0.0.1:20547",
+            "precast simulate --templates templates/env-node.toml --devices 5 --rate 100 "
+            "--loss 0.02 --dup 0.01 --pcap faults.pcap",
+        ),
     )
     s.add_argument(
         "--templates",

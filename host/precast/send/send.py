@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Iterator
 from typing import Any
 
-from precast.args import add_template_args, count_arg, parse_assignments, rate_arg, uint32
+from precast.args import add_template_args, count_arg, examples, parse_assignments, rate_arg, uint32
 from precast.errors import UsageError
 from precast.send.engine import (
     Progress,
@@ -93,6 +93,11 @@ def register(sub: Any) -> None:
         description="Send COUNT readings of one device with fixed field values, seq counting "
         "up, at RATE frames/s. The last line of the summary reads "
         "`sent N frames in S s: R frames/s, E errors`.",
+        epilog=examples(
+            "precast send templates/env-node.toml --device 7 --udp 127.0.0.1:20547 --count 100 "
+            "--rate 10 temperature=21.5 humidity=40 pressure=101325 battery=3300",
+            "precast send templates/minimal.toml --device 1 --pcap minimal.pcap --count 10 value=5",
+        ),
     )
     add_template_args(s)
     s.add_argument("--seq", type=uint32, default=0, help="first sequence number (default 0)")

@@ -20,10 +20,10 @@ conftest.py holds fixtures and hooks only.
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -94,22 +94,23 @@ def read_line(stream: IO[str], want: str, timeout: float = 30.0) -> str:
     """Read lines of a child's text stream until one contains `want`; what was read.
 
     Fails after timeout seconds, or when the stream ends first."""
-    seen = ""
-    deadline = time.monotonic() + timeout
-    fd = stream.fileno()
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"no {want!r} within {timeout:g} s; got {seen!r}")
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            continue
-        line = stream.readline()
-        if not line:
-            raise AssertionError(f"stream ended before {want!r}; got {seen!r}")
-        seen += line
-        if want in line:
-            return seen
+    seen: list[str] = []
+    found = threading.Event()
+
+    def reader() -> None:
+        for line in iter(stream.readline, ""):
+            seen.append(line)
+            if want in line:
+                found.set()
+                return
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    t.join(timeout)
+    if not found.is_set():
+        why = "the stream ended" if not t.is_alive() else f"{timeout:g} s passed"
+        raise AssertionError(f"no {want!r} before {why}; got {''.join(seen)!r}")
+    return "".join(seen)
 
 
 # ---- tools -----------------------------------------------------------------------------------

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-from kit import BIN, ROOT
+from kit import BIN, ROOT, need
 from precast.cli import build_parser
 
 UNIT = ROOT / "tools" / "systemd" / "precast-collect.service"
@@ -30,8 +28,7 @@ def test_unit_command_line_parses() -> None:
 
 
 def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("no systemd-analyze")
+    need("systemd-analyze", "systemd")
     unit = tmp_path / UNIT.name
     unit.write_text(UNIT.read_text().replace(exec_start()[0], str(BIN / "precast")))
     r = subprocess.run(

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import errno
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from firmware_kit import UdpSink, build, counts
-from kit import TEMPLATES, VethPair, run_bundle
+from kit import TEMPLATES, VethPair, need, run_bundle
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
 
@@ -145,8 +144,7 @@ def _tc_dropped(dev: str) -> int:
 
 def test_firmware_real_enobufs_from_a_full_queue(tmp_path: Path, veth: VethPair) -> None:
     """A token bucket on the veth lets ~1 frame a second through: the kernel says ENOBUFS."""
-    if shutil.which("tc") is None:
-        pytest.skip("needs tc (iproute2)")
+    need("tc", "iproute2")
     subprocess.run(
         [
             "tc",

@@ -12,6 +12,7 @@ are counted, never forwarded, and never stop the bridge.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -112,6 +113,8 @@ def cmd_bridge(args: argparse.Namespace) -> int:
         raise TransportError(f"cannot open serial port {args.serial}: {e}") from None
     stop_on_sigterm()
     transport = transport_from_args(args, max(lay.frame_len for lay in layouts))
+    # The ready line: the port is open (pyserial's open empties its input) and frames can go.
+    print(f"precast bridge: reading {args.serial} at {args.baud} baud", file=sys.stderr, flush=True)
     try:
         stats = Bridge(port, codec, transport).run(args.count, args.idle)
     finally:

@@ -36,14 +36,15 @@ def seqs(frames: list[bytes]) -> list[int]:
 
 
 def stopped_runs(
-    out: Path, sink: UdpSink, sig: int, delays: list[float]
+    out: Path, sink: UdpSink, sig: int, after: list[int]
 ) -> tuple[list[list[int]], list[str]]:
-    """Run main.py in `out` once per delay, stopping it with `sig` after that long.
+    """Run main.py in `out` once per number in `after`, stopping it with `sig` as soon as that
+    many of its frames reached `sink` (it goes on sending while the signal is on its way).
 
     The seqs that reached `sink` in each run, and each run's stderr.
     """
     per_run, errs = [], []
-    for delay in delays:
+    for n in after:
         p = subprocess.Popen(
             [micropython(), "main.py"],
             cwd=out,
@@ -51,11 +52,16 @@ def stopped_runs(
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(delay)
-        p.send_signal(sig)
+        got: list[bytes] = []
+        sink.sock.settimeout(30)
+        try:
+            while len(got) < n:
+                got.append(sink.sock.recv(2048))
+        finally:
+            p.send_signal(sig)
         _, err = p.communicate(timeout=30)
         errs.append(err)
-        per_run.append(seqs(sink.drain(quiet=0.2)))
+        per_run.append(seqs(got + sink.drain(quiet=0.2)))
     return per_run, errs
 
 
@@ -77,8 +83,8 @@ def test_killed_main_never_sends_a_seq_twice(tmp_path: Path) -> None:
             "50",
         )
         rnd = random.Random(5)
-        delays = [rnd.uniform(0.1, 0.4) for _ in range(6)]
-        per_run, errs = stopped_runs(out, sink, signal.SIGKILL, delays)
+        after = [rnd.randint(20, 150) for _ in range(6)]
+        per_run, errs = stopped_runs(out, sink, signal.SIGKILL, after)
         assert not any(errs), errs
     finally:
         sink.close()
@@ -110,11 +116,11 @@ def test_a_clean_stop_keeps_the_exact_seq(tmp_path: Path) -> None:
             "50",
         )
         # SIGINT: the unix port raises KeyboardInterrupt, as Ctrl-C on a board's REPL does.
-        per_run, _ = stopped_runs(out, sink, signal.SIGINT, [0.3] * 3)
+        per_run, _ = stopped_runs(out, sink, signal.SIGINT, [60, 75, 90])
     finally:
         sink.close()
     everything = [s for run in per_run for s in run]
-    assert all(len(run) > 20 for run in per_run)  # each run crossed a reservation
+    assert all(len(run) > 50 for run in per_run)  # each run crossed a reservation of 50
     assert everything == list(range(len(everything)))  # no repeat, and no gap either
 
 

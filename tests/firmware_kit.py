@@ -75,11 +75,14 @@ s.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)
 s.bind(("0.0.0.0", int(sys.argv[1])))
 print("ready", flush=True)
 got = []
-s.settimeout(float(sys.argv[2]))
+expect = int(sys.argv[3])
+s.settimeout(float(sys.argv[2]))  # the longest wait for any one datagram
 try:
+    while len(got) < expect:
+        got.append(s.recv(2048).hex())
+    s.settimeout(0.3)  # then whatever else is in flight: extras a sender should not have sent
     while True:
         got.append(s.recv(2048).hex())
-        s.settimeout(0.5)
 except socket.timeout:
     pass
 print(json.dumps(got), flush=True)
@@ -87,11 +90,14 @@ print(json.dumps(got), flush=True)
 
 
 class NsReceiver:
-    """A UDP socket in a namespace: the kernel there checks every frame's IPv4/UDP checksums."""
+    """A UDP socket in a namespace: the kernel there checks every frame's IPv4/UDP checksums.
 
-    def __init__(self, veth: VethPair, port: int, first_timeout: float = 20) -> None:
+    It reads until `expect` datagrams arrived (and a short quiet time after), or until none
+    came for `timeout` seconds: senders may start late on a loaded machine."""
+
+    def __init__(self, veth: VethPair, port: int, expect: int, timeout: float = 30) -> None:
         self.proc = subprocess.Popen(
-            veth.exec(sys.executable, "-c", RECEIVER, str(port), str(first_timeout)),
+            veth.exec(sys.executable, "-c", RECEIVER, str(port), str(timeout), str(expect)),
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -99,7 +105,7 @@ class NsReceiver:
         line = self.proc.stdout.readline().strip()
         assert line == "ready", line
 
-    def result(self, timeout: float = 30) -> list[bytes]:
+    def result(self, timeout: float = 120) -> list[bytes]:
         out, _ = self.proc.communicate(timeout=timeout)
         return [bytes.fromhex(h) for h in json.loads(out)]
 

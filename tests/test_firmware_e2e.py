@@ -75,7 +75,7 @@ def test_firmware_main_packet_into_namespace(tmp_path: Path, veth: VethPair) -> 
         template_for(veth, TEMPLATES / f"{t}.toml", tmp_path / f"{t}.toml")
         for t in ("env-node", "power-meter")
     ]
-    rx = NsReceiver(veth, 20547)
+    rx = NsReceiver(veth, 20547, expect=n * len(templates))
     for i, t in enumerate(templates):
         out = tmp_path / f"b{i}"
         build(

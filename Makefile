@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv sysdeps lint typecheck test demo bench mutate clean
+.PHONY: all venv sysdeps lint typecheck test fuzz demo bench mutate clean
 
 all: test
 
@@ -34,6 +34,12 @@ typecheck: venv
 
 test: venv sysdeps lint typecheck
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The property tests (pytest's `hypothesis` mark) with ten times the examples and fresh
+# random seeds (tests/conftest.py's `fuzz` profile); on demand, not part of `make test`.
+# A failure it finds becomes an explicit example in its test.
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -m hypothesis $(PYTEST_ARGS)
 
 demo: venv
 	$(BIN)/python tools/demo.py

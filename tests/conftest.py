@@ -12,7 +12,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from kit import SKIP_ALLOWED, VethPair, netns_available, skip_allowed
+
+# Hypothesis profiles. In CI (CI=true) a fixed seed and no example database: a green
+# gate stays green on the same code. `make fuzz` (HYPOTHESIS_PROFILE=fuzz): ten times
+# the examples (strategies.examples scales explicit counts) and fresh random seeds; a
+# failure it finds becomes an explicit example in the test.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile(
+    "fuzz", max_examples=10 * settings.default.max_examples, derandomize=False, print_blob=True
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE")
+    or ("ci" if os.environ.get("CI", "").lower() in ("true", "1") else "default")
+)
 
 
 def _in_ci() -> bool:

@@ -25,6 +25,8 @@ def build(out: Path, template: Path | str, *args: str) -> list[Path]:
     """`precast build TEMPLATE --out OUT ARGS...` through build_bundle; the files written."""
     p = argparse.ArgumentParser()
     add_build_arguments(p)
+    if "--collector" not in args:  # the tests' collector: the far end of conftest's veth pair
+        args = (*args, "--collector", "192.0.2.1")
     opts = p.parse_args([str(template), "--out", str(out), *args])
     return build_bundle(opts)
 

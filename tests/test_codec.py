@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import struct
+from decimal import Decimal, localcontext
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kit import TEMPLATES
-from precast import Codec, EncodeError, Layout, compile_template, encode, encode_raw, load_template
+from precast import (
+    Codec,
+    EncodeError,
+    Layout,
+    compile_template,
+    encode,
+    encode_raw,
+    load_template,
+    parse_template,
+)
 from precast.wire.checks import checksum, ones_sum
-from precast.wire.codec import Reading, Rejected
+from precast.wire.codec import Reading, Rejected, to_raw
 from precast.wire.constants import PAYLOAD_OFFSET
-from strategies import KEY, frames, raws, templates
+from strategies import KEY, examples, f32s, frames, raws, templates
 
 
 def full_udp_checksum(frame: bytes) -> int:
@@ -26,7 +36,7 @@ def full_udp_checksum(frame: bytes) -> int:
     return c or 0xFFFF
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.data())
 def test_round_trip_raw_and_units(data: st.DataObject) -> None:
     lay: Layout = data.draw(templates())
@@ -38,16 +48,17 @@ def test_round_trip_raw_and_units(data: st.DataObject) -> None:
     assert isinstance(r, Reading), r
     assert (r.template, r.device, r.seq) == (lay.template.id, device, seq)
     assert list(r.raw) == values
-    # decode(encode(x)) == x in units: x is what the first decode gave.
+    # decode(encode(x)) == x in units, for every x that decode returned: an integer
+    # field's x is raw * scale + offset, an f32's x names its float32, so encoding x
+    # gives back the very same raw values, f32 included.
     again = Codec([lay], key=KEY).decode(encode(lay, r.fields, device, seq, KEY))
     assert isinstance(again, Reading) and again.fields == r.fields
-    if all(s.field.type != "f32" for s in lay.fields):
-        assert again.raw == r.raw  # integers: the very same bytes
+    assert again.raw == r.raw
     # and the bare payload decodes the same
     assert Codec([lay], key=KEY).decode(frame[PAYLOAD_OFFSET:]) == r
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(frames())
 def test_checksums_equal_full_recomputation(lf: tuple[Layout, bytes]) -> None:
     lay, frame = lf
@@ -57,7 +68,7 @@ def test_checksums_equal_full_recomputation(lf: tuple[Layout, bytes]) -> None:
     assert len(frame) == PAYLOAD_OFFSET + lay.payload_len
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.data())
 def test_any_single_flipped_payload_bit_is_refused(data: st.DataObject) -> None:
     lay: Layout = data.draw(templates(max_fields=4))
@@ -68,6 +79,53 @@ def test_any_single_flipped_payload_bit_is_refused(data: st.DataObject) -> None:
         bad = bytearray(payload)
         bad[bit // 8] ^= 1 << (bit % 8)
         assert isinstance(codec.decode(bytes(bad)), Rejected), f"bit {bit} flipped went unnoticed"
+
+
+F32 = compile_template(parse_template({"id": 1, "field": [{"name": "t", "type": "f32"}]}))
+
+
+def test_f32_round_trip_of_issue_17() -> None:
+    # Issue 17's raw value (its template's scale 0.001 and offset 273.15 on the f32 are
+    # refused now, tests/test_template.py): the value in units is the float itself.
+    frame = encode_raw(F32, [-6.103515625e-05], 7, 1)
+    r = Codec([F32]).decode(frame)
+    assert isinstance(r, Reading) and r.fields == {"t": -6.1035156e-05}
+    assert encode(F32, r.fields, 7, 1) == frame
+    assert struct.unpack(">f", frame[PAYLOAD_OFFSET + 12 : PAYLOAD_OFFSET + 16])[0] == -(2**-14)
+
+
+def _f32_neighbours(x: float) -> tuple[float, float]:
+    """The float32s just below and just above x (x a finite, non-zero float32)."""
+    bits = struct.unpack(">I", struct.pack(">f", x))[0]
+    below, above = (bits - 1, bits + 1) if x > 0 else (bits + 1, bits - 1)
+    as_f32 = lambda b: struct.unpack(">f", struct.pack(">I", b))[0]  # noqa: E731
+    return as_f32(below), as_f32(above)
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(f32s().filter(lambda x: x != 0 and abs(x) < 3.4e38), st.sampled_from([-1, 1]))
+def test_f32_encodes_the_nearest_float32(x: float, side: int) -> None:
+    # A decimal just off the midpoint between x and a neighbour: the nearest float32 is x,
+    # judged by exact decimal arithmetic (a value through a double would round twice).
+    nb = _f32_neighbours(x)[0 if side < 0 else 1]
+    with localcontext(prec=400):  # every float32 is exact in 400 digits
+        mid = (Decimal(x) + Decimal(nb)) / 2
+        toward_x = (Decimal(x) - mid) * Decimal("1e-30")
+        near_x, near_nb = mid + toward_x, mid - toward_x
+    for value in (near_x, Decimal(x), Decimal(repr(x))):
+        assert to_raw(F32.fields[0], str(value)) == x, value
+    assert to_raw(F32.fields[0], str(near_nb)) == nb
+
+
+def test_f32_range_ends_halfway_past_its_largest() -> None:
+    largest = struct.unpack(">f", b"\x7f\x7f\xff\xff")[0]
+    halfway = Decimal(2**128 - 2**103)
+    for sign in (1, -1):
+        with localcontext(prec=60):
+            below = sign * (halfway - Decimal("1e-10"))  # a double would round it up to halfway
+        assert to_raw(F32.fields[0], str(below)) == sign * largest
+        with pytest.raises(EncodeError, match="out of range for f32"):
+            to_raw(F32.fields[0], str(sign * halfway))
 
 
 def test_udp_checksum_zero_goes_out_as_ffff() -> None:

@@ -11,11 +11,13 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from collector_harness import LAYOUTS, Collector, payload, stats
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kit import KEY, wait_for
 from precast import Codec, Rejected
+from strategies import examples
 
 JUDGE = Codec(LAYOUTS.values(), key=KEY)
 VALID = [
@@ -51,12 +53,13 @@ datagrams = st.one_of(
 ).filter(lambda d: isinstance(JUDGE.decode(d), Rejected))
 
 
+@pytest.mark.hypothesis  # a property run inside one collector: `make fuzz` picks it too
 def test_garbage_never_crashes_and_is_never_stored(tmp_path: Path) -> None:
     col = Collector(tmp_path, "--key", KEY.hex())
     want: Counter[str] = Counter()
 
     @settings(
-        max_examples=150,
+        max_examples=examples(150),
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from precast import compile_template, parse_template
 from precast.collect.rows import row_builder
 from precast.wire.codec import to_units
-from strategies import raws, templates
+from strategies import examples, raws, templates
 
 
 def same(a: Any, b: Any) -> bool:
@@ -17,7 +17,7 @@ def same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and repr(a) == repr(b)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.data())
 def test_row_builder_is_to_units(data: st.DataObject) -> None:
     layout = data.draw(templates())

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from precast.collect.store import open_store
 from precast.collect.tracker import DUPLICATE, REPLAY, Tracker
+from strategies import examples
 
 
 def run(tracker: Tracker, seqs: list[int], device: int = 1, mic: bool = False) -> list[int]:
@@ -27,7 +28,7 @@ def counts(tracker: Tracker, device: int = 1) -> dict[str, int]:
     }
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.integers(0, 300), min_size=1, max_size=400), st.integers(0, 2**32 - 400))
 def test_tracker_matches_the_definitions(seqs: list[int], base: int) -> None:
     """Inside the window, every counter equals its definition over the whole arrival list."""
@@ -39,7 +40,7 @@ def test_tracker_matches_the_definitions(seqs: list[int], base: int) -> None:
     assert REPLAY not in out
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.lists(st.integers(0, 100), min_size=1, max_size=200), st.integers(1, 199))
 def test_store_round_trip_continues_counting(seqs: list[int], cut: int) -> None:
     """Saved and loaded half way (a restart), the counts are those of one uninterrupted run."""

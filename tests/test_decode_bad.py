@@ -14,6 +14,7 @@ from kit import TEMPLATES
 from precast import Codec, compile_template, encode, encode_raw, load_template, load_templates
 from precast.wire.codec import Reading, Rejected
 from precast.wire.constants import PAYLOAD_OFFSET
+from strategies import examples
 
 LAYOUTS = [compile_template(t) for t in load_templates([TEMPLATES])]
 KEY = bytes(range(16))
@@ -76,14 +77,14 @@ def test_padded_ethernet_frame_uses_header_lengths() -> None:
     assert isinstance(CODEC.decode(GOOD + bytes(20)), Reading)
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=examples(2000), deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_give_a_reason(data: bytes) -> None:
     r = CODEC.decode(data)
     assert isinstance(r, Rejected | Reading)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.binary(min_size=1, max_size=2), st.integers(0, len(PAYLOAD) - 1))
 def test_any_burst_of_16_bits_is_refused(junk: bytes, at: int) -> None:
     # CRC-16 catches every error burst up to 16 bits long.

@@ -49,7 +49,7 @@ def test_deploy_runs_main_and_readings_arrive(
         interval_ms=0,
         collector=precast_collector.address,
     )
-    assert out.splitlines()[-1].endswith("board reset")
+    assert any(line.endswith("board reset") for line in out.splitlines())
     assert (micropython_board.root / "main.py").exists()
     precast_collector.wait_for_readings(20, device=7, timeout=20)
     assert _sqlite_seqs(precast_collector, 7) == list(range(20))
@@ -159,6 +159,8 @@ def _deploy_cli(port: str, *extra: str) -> tuple[subprocess.CompletedProcess[str
                 str(TEMPLATES / "minimal.toml"),
                 "--device",
                 "1",
+                "--collector",
+                "127.0.0.1",
                 *extra,
             ],
             capture_output=True,
@@ -254,3 +256,124 @@ def test_monitor_shows_the_console(micropython_board: MicropythonBoard) -> None:
         if mon.poll() is None:
             mon.kill()
             mon.wait()
+
+
+def test_deploy_shows_a_board_that_crashes_on_boot_and_fails(
+    micropython_board: MicropythonBoard,
+) -> None:
+    """The first-hour trap: a bundle whose sensor the board lacks looked deployed."""
+    r = subprocess.run(
+        [
+            *_PRECAST,
+            "deploy",
+            "--port",
+            micropython_board.port,
+            str(TEMPLATES / "env-node.toml"),
+            "--device",
+            "7",
+            "--collector",
+            "127.0.0.1:9",
+            "--sensor",
+            "bme280",  # the unix port has no machine.I2C: main.py raises at start
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "board reset" in r.stdout
+    assert "| Traceback (most recent call last)" in r.stdout  # the board's own lines
+    assert "precast: error: the board failed after the reset: OSError: " in r.stderr
+    assert "I2C" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_deploy_shows_the_first_lines_of_a_board_that_runs(
+    micropython_board: MicropythonBoard,
+) -> None:
+    r = subprocess.run(
+        [
+            *_PRECAST,
+            "deploy",
+            "--port",
+            micropython_board.port,
+            str(TEMPLATES / "minimal.toml"),
+            "--device",
+            "7",
+            "--collector",
+            "127.0.0.1:9",
+            "--count",
+            "3",
+            "--interval-ms",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "the board's readings go to 127.0.0.1:9" in r.stdout
+    assert "| precast: readings 3 " in r.stdout  # main.py's own summary line, from the board
+
+
+def test_a_serial_port_without_permission_names_the_group_and_the_fix(tmp_path: Path) -> None:
+    import os
+    import pty
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to run deploy as another user")
+    master, slave = pty.openpty()
+    try:
+        dev = os.ttyname(slave)
+        os.chown(dev, 0, grp_id("dialout"))
+        os.chmod(dev, 0o660)
+        r = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                *_PRECAST,
+                "monitor",
+                "--port",
+                dev,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+    line = _one_line_error(r)
+    assert "permission denied" in line and "group 'dialout'" in line, line
+    assert "sudo usermod -aG dialout nobody" in line
+
+
+def test_a_missing_serial_device_says_so() -> None:
+    r = subprocess.run(
+        [
+            *_PRECAST,
+            "deploy",
+            "--port",
+            "/dev/ttyUSB77",
+            str(TEMPLATES / "minimal.toml"),
+            "--device",
+            "1",
+            "--collector",
+            "127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "no such device" in _one_line_error(r)
+
+
+def grp_id(name: str) -> int:
+    import grp
+
+    return grp.getgrnam(name).gr_gid
+
+
+_PRECAST = [sys.executable, "-m", "precast.cli"]

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from kit import firmware_on_path, run_script
+from strategies import examples
 
 firmware_on_path()
 
@@ -212,7 +213,7 @@ calibrations = st.sampled_from(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     calibrations,
     st.integers(300000, 700000),

@@ -64,20 +64,44 @@ def test_firmware_build_writes_the_bundle(tmp_path: Path) -> None:
 
 
 def test_firmware_build_errors_are_one_line(tmp_path: Path) -> None:
+    to = ["--collector", "127.0.0.1"]
     cases = [
-        ([str(TEMPLATES / "power-meter.toml"), "--device", "1"], "a key is needed"),
-        ([str(TEMPLATES / "minimal.toml"), "--device", "1", "--transport", "packet"], "--iface"),
+        ([str(TEMPLATES / "power-meter.toml"), "--device", "1", *to], "a key is needed"),
         (
-            [str(TEMPLATES / "minimal.toml"), "--device", "1", "--collector", "nohost"],
-            "not an IPv4 address",
+            [str(TEMPLATES / "minimal.toml"), "--device", "1", "--transport", "packet", *to],
+            "--iface",
+        ),
+        (
+            [str(TEMPLATES / "minimal.toml"), "--device", "1", "--collector", "nohost.invalid"],
+            "cannot resolve 'nohost.invalid'",
         ),
         ([str(tmp_path / "none.toml"), "--device", "1"], "no such file"),
+        # the first-hour trap: no --collector, and the template's dst_ip is RFC 5737's
+        ([str(TEMPLATES / "env-node.toml"), "--device", "1"], "a documentation address"),
+        ([str(TEMPLATES / "minimal.toml"), "--device", "1"], "give --collector HOST[:PORT]"),
     ]
     for args, why in cases:
         r = precast("build", *args, "--out", str(tmp_path / "b"))
         assert r.returncode == 2, (args, r.stderr)
         assert why in r.stderr
-        assert "Traceback" not in r.stderr
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_build_resolves_a_collector_host_name_and_says_where_readings_go(tmp_path: Path) -> None:
+    r = precast(
+        "build",
+        str(TEMPLATES / "minimal.toml"),
+        "--device",
+        "1",
+        "--out",
+        str(tmp_path / "b"),
+        "--collector",
+        "localhost:4000",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "readings go to 127.0.0.1:4000 (localhost)" in r.stderr
+    tpl = (tmp_path / "b" / "precast_template.py").read_text()
+    assert "DST_IP = '127.0.0.1'" in tpl and "DST_PORT = const(4000)" in tpl
 
 
 def test_firmware_build_mpy_runs(tmp_path: Path) -> None:

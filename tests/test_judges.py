@@ -13,10 +13,10 @@ from precast.wire.checks import cmac, crc16
 from precast.wire.constants import PAYLOAD_OFFSET
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
-from strategies import KEY, frames
+from strategies import KEY, examples, frames
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(frames())
 def test_scapy_finds_the_headers_and_checksums_right(lf: tuple[Layout, bytes]) -> None:
     lay, frame = lf

@@ -46,6 +46,8 @@ def test_wheel_ships_every_firmware_file(wheel: Path) -> None:
     assert "precast/send/transports/packet.py" in modules  # the walk sees subpackages
     assert modules <= names, sorted(modules - names)  # a subpackage left out of pyproject
     assert "precast/py.typed" in names
+    shipped = {f"precast/templates/{p.name}" for p in (ROOT / "templates").glob("*.toml")}
+    assert shipped and shipped <= names, sorted(shipped - names)  # the default outside a checkout
 
 
 WHERE = "import precast, precast.firmware as f; print(precast.__file__, f.__path__[0])"
@@ -86,11 +88,7 @@ def test_build_runs_from_the_installed_wheel(wheel: Path, tmp_path: Path) -> Non
     ]
     (Path(purelib) / "zz_deps.pth").write_text("\n".join(deps) + "\n")
     where = subprocess.run(
-        [
-            str(py),
-            "-c",
-            "import precast, precast.firmware as f; print(precast.__file__, f.__path__[0])",
-        ],
+        [str(py), "-c", WHERE],
         capture_output=True,
         text=True,
         check=True,

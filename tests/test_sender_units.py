@@ -25,6 +25,7 @@ from precast.wire.codec import encode_raw
 from precast.wire.constants import PAYLOAD_OFFSET
 from precast.wire.layout import load_layouts
 from sender_kit import ENV_VALUES
+from strategies import examples
 
 LAYOUTS = load_layouts([TEMPLATES])
 KEY = bytes.fromhex(KEY_HEX)
@@ -49,7 +50,7 @@ def batches(draw: st.DrawFn) -> tuple[int, list[int], list[int], list[list[int |
     return i, devices, seqs, cols
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(batches())
 def test_batch_patcher_makes_exactly_what_encode_makes(
     b: tuple[int, list[int], list[int], list[list[int | float]]],

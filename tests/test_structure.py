@@ -145,3 +145,28 @@ def _imports_of_source(src: str, name: str, path: Path, known: set[str]) -> set[
         p = Path(d) / path.name
         p.write_text(src)
         return _imports(name, p, known)
+
+
+def test_readme_module_map_matches_the_tree() -> None:
+    """Every path README's map names exists, and every host module is in it."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## The code") : text.index("## Benchmarks")]
+    rows = re.findall(r"^\| `([^`]+)` \| (.*) \|$", table, flags=re.M)
+    assert rows
+    covered: set[str] = set()
+    for where, what in rows:
+        assert (ROOT / where).exists(), where
+        if not where.endswith("/"):
+            covered.add(where)
+            continue
+        for name in re.findall(r"`([\w/]+\.py|\w+/)`", what):
+            assert (ROOT / where / name).exists(), where + name
+            covered.add(where + name)
+    for p in sorted((HOST / "precast").rglob("*.py")):
+        rel = p.relative_to(ROOT).as_posix()
+        if p.name == "__init__.py" and rel.count("/") > 2:
+            continue  # a subpackage's map is its own __init__
+        ok = rel in covered or any(c.endswith("/") and rel.startswith(c) for c in covered)
+        assert ok or p.name == "__init__.py", f"{rel} is not in README's module map"

@@ -65,6 +65,20 @@ BAD = [
     ("no fields", "id = 1\n", "field", "at least one"),
     ("zero scale", GOOD.replace('type = "u16"', 'type = "u16"\nscale = 0'), "field[0].scale", ""),
     ("bad name", GOOD.replace('name = "v"', 'name = "2v"'), "field[0].name", "identifier"),
+    # issue 17's template: an f32 carries its value in units, so no scale and no offset
+    (
+        "scale on f32",
+        GOOD.replace('type = "u16"', 'type = "f32"\nscale = 0.001\noffset = 273.15'),
+        "field[0].scale",
+        "not allowed on f32",
+    ),
+    (
+        "offset on f32",
+        GOOD + '[[field]]\nname = "w"\ntype = "f32"\noffset = 273.15\n',
+        "field[1].offset",
+        "not allowed on f32",
+    ),
+    ("scale 1 on f32", GOOD.replace('"u16"', '"f32"\nscale = 1'), "field[0].scale", "on f32"),
     (
         "too big",
         "id = 1\n" + "".join(f'[[field]]\nname = "f{i}"\ntype = "u32"\n' for i in range(366)),

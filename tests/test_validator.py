@@ -14,7 +14,7 @@ from precast import Layout
 from precast.wire.codec import Codec, Reading
 from precast.wire.constants import PAYLOAD_OFFSET
 from precast.wire.validator import Validator
-from strategies import KEY, frames
+from strategies import KEY, examples, frames
 
 
 def verdicts(codec: Codec, payload: bytes) -> tuple[str, str]:
@@ -28,7 +28,7 @@ def verdicts(codec: Codec, payload: bytes) -> tuple[str, str]:
     return reason, want.reason
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(frames(), st.data())
 def test_fast_path_gives_the_codecs_verdict(lf: tuple[Layout, bytes], data: st.DataObject) -> None:
     layout, frame = lf

@@ -6,7 +6,7 @@ CRC state after the constant bytes [0, 8) into the template (CRC_INIT), so
 a reading runs it over seq and fields only. The UDP checksum is RFC 1624's
 incremental form: the template's partial sum (pseudo-header, UDP header,
 payload [0, 8)) plus the sum of payload [8, P); a computed 0 goes out as
-0xFFFF (RFC 768). Frame offsets are PROTOCOL.md's: payload at 42, seq at
+0xFFFF (RFC 768). Frame offsets are docs/PROTOCOL.md's: payload at 42, seq at
 50, fields from 54, UDP checksum at 40.
 
 seal takes the Sender (it is its `patch` for an integer template) and

@@ -18,7 +18,7 @@ from array import array
 
 from .checks import P_FIELDS, P_SEQ, seal
 
-PAYLOAD_OFFSET = 42  # Ethernet 14 + IPv4 20 + UDP 8 (PROTOCOL.md)
+PAYLOAD_OFFSET = 42  # Ethernet 14 + IPv4 20 + UDP 8 (docs/PROTOCOL.md)
 CHECK_CRC16 = 0  # tpl.CHECK_KIND; anything else is a CMAC of tpl.CHECK_LEN bytes
 
 

@@ -7,7 +7,7 @@ reading is one call and allocates nothing (a CMAC calls cryptolib's AES
 in place, once per 16-byte block).
 
 `sender.params` is an array('I') (layout in checks: P_SEQ, ...).
-Offsets are PROTOCOL.md's, the same for every template: payload at frame
+Offsets are docs/PROTOCOL.md's, the same for every template: payload at frame
 byte 42, seq at 50, fields from 54, UDP checksum at 40. Viper takes at
 most four arguments, so the CRC table is a module global.
 

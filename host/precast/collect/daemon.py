@@ -48,6 +48,7 @@ from precast.errors import PrecastError, UsageError
 from precast.wire.codec import Codec
 from precast.wire.constants import DEFAULT_PORT, NO_KEY
 from precast.wire.layout import load_layouts
+from precast.wire.template import default_templates
 from precast.wire.validator import Validator
 
 log = logging.getLogger("precast.collect")
@@ -334,7 +335,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         raise UsageError("--window must be at least 1")
     if args.queue < 1:
         raise UsageError("--queue must be at least 1")
-    templates = args.templates or ["templates"]
+    templates = args.templates or [str(p) for p in default_templates()]
     col = Collector(
         parse_hostport(args.listen, default_host="0.0.0.0", allow_zero=True),
         templates,
@@ -368,7 +369,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
     def ready() -> None:
         host, port = col.address
         names = ", ".join(f"{lay.template.name} ({tid})" for tid, lay in col.codec.layouts.items())
-        log.info("listening on %s:%d, storing in %s; templates: %s", host, port, args.db, names)
+        log.info(
+            "listening on %s:%d, storing in %s; templates: %s (from %s)",
+            host,
+            port,
+            args.db,
+            names,
+            ", ".join(map(str, templates)),
+        )
         if metrics:
             log.info("metrics on http://%s:%d/metrics", *metrics)
         if args.ready_file:
@@ -391,9 +399,9 @@ def register(sub: Any) -> None:
     c = sub.add_parser(
         "collect",
         help="receive, check and store readings (a daemon)",
-        description="Receive precast frames over UDP, check each in PROTOCOL.md's order, track "
-        "every device's sequence and store readings in SQLite. SIGTERM/SIGINT: store what was "
-        "received and exit 0; SIGHUP: reload templates and keys.",
+        description="Receive precast frames over UDP, check each in the wire format's order "
+        "(docs/PROTOCOL.md), track every device's sequence and store readings in SQLite. "
+        "SIGTERM/SIGINT: store what was received and exit 0; SIGHUP: reload templates and keys.",
         epilog=examples(
             "precast collect --templates templates --db precast.db",
             "precast collect --listen :20547 --keys keys.txt --jsonl readings.jsonl --metrics "
@@ -413,7 +421,8 @@ def register(sub: Any) -> None:
         nargs="+",
         action="extend",
         metavar="DIR|FILE",
-        help="template directory or file, repeatable (default templates/)",
+        help="template directory or file, repeatable (default: ./templates, else the "
+        "examples shipped with precast)",
     )
     c.add_argument(
         "--db", default="precast.db", metavar="PATH", help="SQLite database (default precast.db)"

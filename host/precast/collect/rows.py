@@ -34,7 +34,8 @@ def row_builder(layout: Layout) -> RowBuilder:
     field in units is codec.to_units: raw * scale + offset, rounded to the
     scale's decimals k. With integers m = scale * 10**k and o = offset * 10**k
     that is (raw * m + o) / 10**k, one correctly rounded division: the same
-    float, without round()'s cost. f32 fields call to_units itself.
+    float, without round()'s cost. An f32 field carries units (no scale, no
+    offset): to_units only names the float32 by its shortest decimal.
     """
     env: dict[str, Any] = {}
     parts = []

@@ -1,6 +1,6 @@
 """Per-device sequence tracking: what was received, lost, duplicated, late, or replayed.
 
-Every device numbers its readings (PROTOCOL.md: seq, +1 per reading). For
+Every device numbers its readings (docs/PROTOCOL.md: seq, +1 per reading). For
 each device the tracker keeps the highest seq of the current epoch and a
 bitmap of which of the `window` + 1 seqs at and below it were received:
 

@@ -26,6 +26,7 @@ from precast.wire.codec import Codec, Rejected
 from precast.wire.constants import PAYLOAD_OFFSET, UDP_CSUM_OFFSET, VARIABLE_FROM
 from precast.wire.layout import Layout
 from precast.wire.slip import Decoder
+from precast.wire.template import default_templates
 
 READ_TIMEOUT = 0.05  # seconds a read waits, so stop conditions are seen
 
@@ -105,7 +106,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     from precast.send.engine import print_summary, stop_on_sigterm, transport_from_args
     from precast.wire.layout import load_layouts
 
-    layouts = load_layouts(args.templates or ["templates"])
+    layouts = load_layouts(args.templates or default_templates())
     codec = Codec(layouts, key=args.key)
     try:
         port = serial.serial_for_url(args.serial, baudrate=args.baud, timeout=READ_TIMEOUT)
@@ -155,7 +156,8 @@ def register(sub: Any) -> None:
         nargs="+",
         action="extend",
         metavar="PATH",
-        help="template files or directories (default: templates)",
+        help="template files or directories (default: ./templates, else the examples "
+        "shipped with precast)",
     )
     b.add_argument("--key", type=key_arg, help="AES-128 key, 32 hex digits (cmac templates)")
     b.add_argument(

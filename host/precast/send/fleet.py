@@ -4,7 +4,8 @@ A fleet is K devices with distinct device ids (--device-base on), MACs
 (02:00 then the device id's four bytes) and source IPs (the first
 template's plus the device's index), given the templates round-robin. Each reading
 is a sine per field, a period of a minute with a phase per device, plus a
-little noise, inside the field's range. Devices report in rounds (one
+little noise, inside what a real sensor reports for the field's unit
+(wire/units.py), else in the middle of its type's range. Devices report in rounds (one
 reading each); the fleet's rate is frames per second over all devices.
 
 Faults, on demand, each with its own probability per reading; a reading
@@ -40,6 +41,8 @@ from precast.send.batch import BatchPatcher
 from precast.wire.checks import fold, ones_sum, udp_final
 from precast.wire.constants import OFF_DEVICE, PAYLOAD_OFFSET, UDP_CSUM_OFFSET, VARIABLE_FROM
 from precast.wire.layout import Layout, compile_template
+from precast.wire.template import default_templates
+from precast.wire.units import plausible_raw
 
 PERIOD = 60.0  # seconds, of every simulated signal
 
@@ -139,13 +142,14 @@ class Fleet:
         out: list[npt.NDArray[Any]] = []
         wave = np.sin(2 * math.pi * t[:, None] / PERIOD + g.phases[None, :])
         for s in g.layout.fields:
-            lo, hi = s.field.range
+            mid, amp = plausible_raw(s)  # a real sensor's values where the unit says what
             noise = self.rng.normal(0.0, 0.02, wave.shape)
-            if lo is None or hi is None:
-                out.append((wave + noise).astype(np.float32).reshape(-1))
+            x = np.clip(mid + amp * 0.95 * (wave + noise), mid - amp, mid + amp)
+            if s.field.type == "f32":
+                out.append(x.astype(np.float32).reshape(-1))
                 continue
-            mid, amp = (lo + hi) / 2, (hi - lo) * 0.1
-            raw = np.clip(np.rint(mid + amp * (wave + noise)), lo, hi)
+            lo, hi = s.field.range
+            raw = np.clip(np.rint(x), lo, hi)
             out.append(raw.astype(np.int64).reshape(-1))
         return out
 
@@ -279,7 +283,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     faults = Faults(args.loss, args.dup, args.reorder, args.corrupt)
     if faults.loss + faults.dup + faults.reorder + faults.corrupt > 1:
         raise UsageError("--loss, --dup, --reorder and --corrupt add up to more than 1")
-    layouts = load_layouts(args.templates or ["templates"])
+    layouts = load_layouts(args.templates or default_templates())
     if args.key is None:
         keyed = [lay.template.name for lay in layouts if lay.template.mic]
         layouts = [lay for lay in layouts if not lay.template.mic]
@@ -337,7 +341,8 @@ def register(sub: Any) -> None:
         nargs="+",
         action="extend",
         metavar="PATH",
-        help="template files or directories (default: templates)",
+        help="template files or directories (default: ./templates, else the examples "
+        "shipped with precast)",
     )
     s.add_argument("--devices", type=int, required=True, metavar="K", help="fleet size")
     s.add_argument("--device-base", type=uint32, default=1, help="first device id (default 1)")

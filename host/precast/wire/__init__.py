@@ -6,5 +6,6 @@
 - codec.py      encode and patch frames; decode to a Reading or a Rejected reason
 - checks.py     CRC-16/CCITT-FALSE, AES-CMAC, the Internet checksum
 - validator.py  the receiver's fast path to the codec's verdict
+- units.py      what a unit means: the values a real sensor of that kind gives
 - pcap.py       pcap files; slip.py SLIP framing for serial links
 """

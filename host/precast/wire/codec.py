@@ -5,7 +5,7 @@ check, and the UDP checksum (the template's partial sum plus the sum of
 the payload's variable bytes, RFC 1624). Nothing else changes.
 
 Decoding takes a whole Ethernet frame or a bare UDP payload, checks it in
-PROTOCOL.md's order and returns a Reading or a Rejected reason. It never
+docs/PROTOCOL.md's order and returns a Reading or a Rejected reason. It never
 raises on bad bytes: bad input is data, not an accident.
 """
 
@@ -46,6 +46,9 @@ from precast.wire.layout import FieldSlot, Layout
 _HDR = struct.Struct(">BBH")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+_F32 = struct.Struct(">f")
+_F32_MAX = 2.0**128 - 2.0**104  # the largest finite float32
+_F32_OVERFLOW = 2.0**128 - 2.0**103  # halfway to the next power: from here on, infinity
 _ETH_IP = struct.Struct(">12xHBxHxxxxxB")  # ethertype, ver/ihl, total length, protocol
 
 
@@ -86,6 +89,29 @@ class Reading:
         }
 
 
+def nearest_f32(d: Decimal) -> float:
+    """The float32 nearest to d, ties to even; OverflowError past float32's range.
+
+    Decimal -> double -> float32 rounds twice, which is off by one unit only
+    when the double lands exactly halfway between two float32s: d decides then.
+    """
+    x = float(d)
+    try:
+        y: float = _F32.unpack(_F32.pack(x))[0]
+    except OverflowError:
+        if abs(x) == _F32_OVERFLOW and d.copy_abs() < Decimal(x).copy_abs():  # rounded up to it
+            return math.copysign(_F32_MAX, x)
+        raise
+    if y != x:
+        bits = _U32.unpack(_F32.pack(y))[0]
+        nb: float = _F32.unpack(_U32.pack(bits + 1 if abs(x) > abs(y) else bits - 1))[0]
+        if math.isfinite(nb) and (y + nb) / 2 == x:
+            mid = Decimal(x)  # exact, and so are the comparisons
+            if d != mid and (d > mid) == (nb > y):
+                return nb
+    return y
+
+
 def _f32_repr(x: float) -> float:
     """The shortest decimal that names the same float32 (0.1f -> 0.1, not 0.10000000149)."""
     if not math.isfinite(x):
@@ -99,12 +125,14 @@ def _f32_repr(x: float) -> float:
 
 
 def to_units(slot: FieldSlot, raw: int | float) -> int | float:
-    """A raw wire value in units: raw * scale + offset, rounded to the scale's decimals."""
+    """A raw wire value in units: raw * scale + offset, rounded to the scale's decimals.
+
+    An f32 field carries its value in units (a template gives it no scale or
+    offset): the value is the float itself, named by its shortest decimal.
+    """
     f = slot.field
     if f.type == "f32":
-        # A float carries its own precision: no rounding to the scale's decimals.
-        x = _f32_repr(float(raw))
-        return x if f.scale == 1 and f.offset == 0 else x * f.scale + f.offset
+        return _f32_repr(float(raw))
     v = raw * f.scale + f.offset
     if isinstance(v, int):
         return v
@@ -124,17 +152,18 @@ def _decimal(value: object, name: str) -> Decimal:
 
 
 def to_raw(slot: FieldSlot, value: object) -> int | float:
-    """A value in units as its raw wire value: rounded half away from zero, range-checked."""
+    """A value in units as its raw wire value: rounded half away from zero, range-checked.
+
+    For f32 the value is its own raw value: the float32 nearest to it.
+    """
     f = slot.field
     d = _decimal(value, f.name)
-    exact = (d - Decimal(repr(f.offset))) / Decimal(repr(f.scale))
     if f.type == "f32":
-        x = float(exact)
         try:
-            struct.pack(">f", x)  # rounds to the nearest float32; overflows past its range
+            return nearest_f32(d)
         except OverflowError:
             raise EncodeError(f"field {f.name!r}: {value} is out of range for f32") from None
-        return x
+    exact = (d - Decimal(repr(f.offset))) / Decimal(repr(f.scale))
     raw = int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
     lo, hi = f.range
     assert lo is not None and hi is not None
@@ -256,7 +285,7 @@ class Codec:
         return self.keys.get(device, self.key)
 
     def decode(self, data: bytes | bytearray | memoryview) -> Reading | Rejected:
-        """A Reading, or the first reason (PROTOCOL.md's order) the data is refused."""
+        """A Reading, or the first reason (docs/PROTOCOL.md's order) the data is refused."""
         m = payload_of(data)
         n = len(m)
         if n < HEADER_LEN + 2:

@@ -5,7 +5,7 @@ Everything here is computed once per template. A sender then copies
 finishes the UDP checksum from `udp_partial` plus the one's-complement sum
 of the payload's variable bytes [4, P) (RFC 1624). The IPv4 header
 checksum never changes: the length is fixed, identification is 0 and DF
-is set (PROTOCOL.md, RFC 6864).
+is set (docs/PROTOCOL.md, RFC 6864).
 
 Frame: Ethernet II (14) | IPv4 without options (20) | UDP (8) | payload (P).
 """

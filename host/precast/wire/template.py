@@ -21,13 +21,14 @@ fields in wire order. The schema is a contract:
     [[field]]               # in wire order; at least one
     name = "temperature"    # identifier, unique in the template
     type = "i16"            # u8 i8 u16 i16 u32 i32 f32
-    scale = 0.01            # optional, default 1
-    offset = 0              # optional, default 0
+    scale = 0.01            # optional, default 1; units = raw * scale + offset
+    offset = 0              # optional, default 0; neither on f32 (it carries units)
     unit = "degC"           # optional
 """
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import math
 import re
@@ -197,6 +198,11 @@ def _parse_field(src: str, i: int, raw: object, seen: set[str]) -> Field:
         raise TemplateError(
             src, f"{where}.type", f"unknown type {typ!r} (expected one of {' '.join(TYPES)})"
         )
+    if typ == "f32":
+        for key in ("scale", "offset"):
+            if key in raw:
+                why = "not allowed on f32: an f32 field carries its value in units"
+                raise TemplateError(src, f"{where}.{key}", why)
     scale = raw.get("scale", 1)
     if not _is_number(scale) or scale == 0:
         raise TemplateError(
@@ -255,6 +261,20 @@ def load_template(path: str | Path) -> Template:
     except tomllib.TOMLDecodeError as e:
         raise TemplateError(str(p), None, f"not valid TOML: {e}") from None
     return parse_template(data, str(p))
+
+
+def shipped_templates() -> Path:
+    """The example templates that ship with precast (templates/ in a checkout)."""
+    spec = importlib.util.find_spec("precast.templates")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[3] / "templates"
+
+
+def default_templates() -> list[Path]:
+    """Where a command looks when given no --templates: ./templates, else the shipped ones."""
+    here = Path("templates")
+    return [here if here.is_dir() else shipped_templates()]
 
 
 def load_templates(paths: Iterable[str | Path]) -> list[Template]:

@@ -1,0 +1,59 @@
+"""Simulated readings look like a sensor's: inside what the physical quantity allows.
+
+The judge is a table written here from the sensors' datasheets and physics
+(BME280: -40..85 degC, 0..100 %RH, 300..1100 hPa; a Li-ion cell 2.5..4.5 V;
+mains under 300 V), not wire/units.py's own table. Values are decoded by the
+codec from the pcap `precast simulate` writes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import KEY_HEX, TEMPLATES, precast
+from precast.wire.codec import Codec, Reading
+from precast.wire.layout import load_layouts
+from precast.wire.pcap import read_frames
+
+PHYSICAL = {
+    "temperature": (-40.0, 85.0),
+    "humidity": (0.0, 100.0),
+    "pressure": (30_000.0, 110_000.0),
+    "battery": (2_500.0, 4_500.0),
+    "voltage": (100.0, 300.0),
+    "power": (-10_000.0, 10_000.0),  # W, a household
+    "energy": (0.0, 10_000_000.0),  # Wh
+}
+
+
+def test_simulated_fields_stay_physical(tmp_path: Path) -> None:
+    pcap = tmp_path / "sim.pcap"
+    r = precast(
+        "simulate",
+        "--templates",
+        str(TEMPLATES),
+        "--devices",
+        "6",
+        "--rate",
+        "3000",
+        "--duration",
+        "1",
+        "--key",
+        KEY_HEX,
+        "--pcap",
+        str(pcap),
+        "--no-progress",
+    )
+    assert r.returncode == 0, r.stderr
+    codec = Codec(load_layouts([TEMPLATES]), key=bytes.fromhex(KEY_HEX))
+    seen: dict[str, list[float]] = {}
+    for frame in read_frames(pcap):
+        got = codec.decode(frame)
+        assert isinstance(got, Reading), got
+        for name, value in got.fields.items():
+            seen.setdefault(name, []).append(float(value))
+    assert set(PHYSICAL) <= set(seen), sorted(seen)
+    for name, (lo, hi) in PHYSICAL.items():
+        values = seen[name]
+        assert lo <= min(values) and max(values) <= hi, (name, min(values), max(values))
+        assert max(values) > min(values), name  # a signal, not a constant

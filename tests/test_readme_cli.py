@@ -8,6 +8,7 @@ bridge opened, and the MicroPython unix port running what build wrote.
 from __future__ import annotations
 
 import errno
+import json
 import signal
 import subprocess
 import termios
@@ -16,7 +17,17 @@ from pathlib import Path
 
 import pytest
 from firmware_kit import UdpSink, build, counts
-from kit import KEY, TEMPLATES, VethPair, need, precast, precast_cmd, read_line, run_bundle
+from kit import (
+    KEY,
+    TEMPLATES,
+    VethPair,
+    need,
+    precast,
+    precast_cmd,
+    read_line,
+    run_bundle,
+    run_script,
+)
 from kit import wait_for as wait
 from precast import Codec, encode
 from precast.wire.codec import Reading, Rejected
@@ -404,3 +415,42 @@ def test_firmware_retries_eagain_and_enomem(tmp_path: Path, sink: UdpSink, err: 
     codec = Codec(load_layouts([TEMPLATES / "minimal.toml"]))
     got = [codec.decode(d) for d in sink.drain()]
     assert [x.seq for x in got if isinstance(x, Reading)] == list(range(10))  # all arrived
+
+
+BACKOFF = r"""
+import errno, json, time
+from precast_fw.robust import Robust
+
+class Down:
+    # Every send fails (ENOBUFS); the time of each attempt is kept.
+    FRAME = False
+    def __init__(self):
+        self.at = []
+    def send(self, mv):
+        self.at.append(time.ticks_us())
+        raise OSError(errno.ENOBUFS)
+    def reopen(self):
+        pass
+    def close(self):
+        pass
+
+t = Down()
+r = Robust(t, retries=4, backoff_ms=20, max_backoff_ms=100)
+ok = r.send(memoryview(bytearray(4)))
+gaps = [time.ticks_diff(b, a) / 1000 for a, b in zip(t.at, t.at[1:])]
+print(json.dumps({"ok": ok, "gaps": gaps, "failed": r.failed, "dropped": r.dropped}))
+"""
+
+
+def test_firmware_backoff_doubles_up_to_its_cap() -> None:
+    """robust.py's waits between retries, measured on the unix port: 20, 40, 80, then the
+    100 ms cap. A sleep is never shorter than asked, so the lower bounds hold on any machine;
+    a constant wait would need a stall of 60 ms to pass the third. (That the cap holds the
+    fourth at 100 rather than 160 is not asserted: a loaded machine can stretch any sleep.)"""
+    r = run_script(BACKOFF)
+    doc = json.loads(r.stdout.strip().splitlines()[-1])
+    assert doc["ok"] is False and doc["failed"] == 5 and doc["dropped"] == 1, doc
+    gaps = doc["gaps"]
+    assert len(gaps) == 4
+    for got, least in zip(gaps, (20, 40, 80, 100), strict=True):
+        assert got >= least * 0.98, gaps  # ticks are whole ms apart at worst

@@ -68,7 +68,10 @@ MUTANTS = [
         "firmware/precast_fw/robust.py",
         r"wait = min\(wait \* 2, self\.max_backoff_ms\)",
         "wait = min(wait, self.max_backoff_ms)",
-        ("tests/test_firmware_robust.py",),
+        (
+            "tests/test_firmware_robust.py",
+            "tests/test_readme_cli.py::test_firmware_backoff_doubles_up_to_its_cap",
+        ),
         "robust.py waits the same after every failure instead of doubling",
     ),
     Mutant(

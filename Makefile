@@ -29,6 +29,8 @@ typecheck: venv
 	$(BIN)/mypy
 	$(BIN)/python tools/fw_typeshed.py build/fw-typeshed esp32
 	$(BIN)/mypy --config-file firmware/mypy.ini
+	$(BIN)/python tools/fw_typeshed.py build/fw-typeshed-rp2 rp2
+	$(BIN)/mypy --config-file firmware/mypy-rp2.ini
 	$(BIN)/python tools/fw_typeshed.py build/fw-typeshed-unix unix
 	$(BIN)/mypy --config-file firmware/mypy-unix.ini
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -36,33 +37,34 @@ def seqs(frames: list[bytes]) -> list[int]:
 
 
 def stopped_runs(
-    out: Path, sink: UdpSink, sig: int, after: list[int]
-) -> tuple[list[list[int]], list[str]]:
-    """Run main.py in `out` once per number in `after`, stopping it with `sig` as soon as that
-    many of its frames reached `sink` (it goes on sending while the signal is on its way).
+    out: Path, sink: UdpSink, sig: int, delays: list[float], arrived: int = 0
+) -> tuple[list[list[int]], list[str], list[str]]:
+    """Run main.py in `out` once per delay, stopping it with `sig` after that long.
 
-    The seqs that reached `sink` in each run, and each run's stderr.
+    With `arrived`, the delay starts once that many frames reached the sink (an event,
+    not a guess at start-up time). The seqs that reached `sink` in each run, and each
+    run's stderr and stdout.
     """
-    per_run, errs = [], []
-    for n in after:
+    per_run, errs, outs = [], [], []
+    for delay in delays:
         p = subprocess.Popen(
             [micropython(), "main.py"],
             cwd=out,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        got: list[bytes] = []
+        first = []
         sink.sock.settimeout(30)
-        try:
-            while len(got) < n:
-                got.append(sink.sock.recv(2048))
-        finally:
-            p.send_signal(sig)
-        _, err = p.communicate(timeout=30)
+        while len(first) < arrived:
+            first.append(sink.sock.recv(2048))
+        time.sleep(delay)
+        p.send_signal(sig)
+        out_text, err = p.communicate(timeout=30)
         errs.append(err)
-        per_run.append(seqs(got + sink.drain(quiet=0.2)))
-    return per_run, errs
+        outs.append(out_text)
+        per_run.append(seqs(first + sink.drain(quiet=0.2)))
+    return per_run, errs, outs
 
 
 def test_killed_main_never_sends_a_seq_twice(tmp_path: Path) -> None:
@@ -83,8 +85,10 @@ def test_killed_main_never_sends_a_seq_twice(tmp_path: Path) -> None:
             "50",
         )
         rnd = random.Random(5)
-        after = [rnd.randint(20, 150) for _ in range(6)]
-        per_run, errs = stopped_runs(out, sink, signal.SIGKILL, after)
+        # Each run is killed at a random moment once 40 of its frames arrived (every run
+        # starts and sends, however slowly a loaded machine starts it).
+        delays = [rnd.uniform(0, 0.1) for _ in range(6)]
+        per_run, errs, _ = stopped_runs(out, sink, signal.SIGKILL, delays, arrived=40)
         assert not any(errs), errs
     finally:
         sink.close()
@@ -116,12 +120,18 @@ def test_a_clean_stop_keeps_the_exact_seq(tmp_path: Path) -> None:
             "50",
         )
         # SIGINT: the unix port raises KeyboardInterrupt, as Ctrl-C on a board's REPL does.
-        per_run, _ = stopped_runs(out, sink, signal.SIGINT, [60, 75, 90])
+        # Each run is stopped once 60 readings arrived: past the first reservation of 50.
+        per_run, errs, outs = stopped_runs(out, sink, signal.SIGINT, [0.02] * 3, arrived=60)
     finally:
         sink.close()
     everything = [s for run in per_run for s in run]
-    assert all(len(run) > 50 for run in per_run)  # each run crossed a reservation of 50
+    assert all(len(run) > 50 for run in per_run)  # each run crossed a reservation
     assert everything == list(range(len(everything)))  # no repeat, and no gap either
+    # Ctrl-C ends as --count does: the counts line, no traceback, and the counts are true.
+    for run, err, text in zip(per_run, errs, outs, strict=True):
+        assert "Traceback" not in err + text, err + text
+        c = counts(text)
+        assert c["sent"] == len(run) and c["readings"] == len(run), (c, len(run))
 
 
 def test_sleep_modes_on_the_unix_port(tmp_path: Path) -> None:
@@ -197,7 +207,8 @@ STAT_WRONG_PASSWORD = 2
 STAT_NO_AP_FOUND = 3
 STAT_CONNECT_FAIL = 4
 STAT_GOT_IP = 5
-MODE = os.getenv("FAKE_WIFI") or "ok"  # ok, badpass, never
+MODE = os.getenv("FAKE_WIFI") or "ok"  # ok, badpass, never, second (the 2nd connect works)
+CONNECTS = [0]  # connect() calls over every WLAN object
 class WLAN:
     def __init__(self, i):
         self.polls = 0
@@ -206,9 +217,12 @@ class WLAN:
         return True
     def isconnected(self):
         self.polls += 1
-        self.up = MODE == "ok" and self.polls > 3
+        ok = MODE == "ok" or (MODE == "second" and CONNECTS[0] >= 2)
+        self.up = ok and self.polls > 3
         return self.up
     def connect(self, ssid, password):
+        CONNECTS[0] += 1
+        self.polls = 0
         print("fake: connect", ssid, len(password))
     def disconnect(self):
         print("fake: disconnect")
@@ -291,3 +305,53 @@ def test_board_feeds_the_watchdog_and_keeps_the_seq_over_deep_sleep(tmp_path: Pa
     assert out[3] == "paused True rtc 2 feeds 3"  # written, then cleared
     assert out[4] == "left 0"
     assert out[5] == "woke 2"
+
+
+LATE_WIFI = """
+from precast_fw import board
+from precast_fw.robust import Robust
+class Cfg:
+    TRANSPORT = "udp"
+b = board.setup(Cfg)  # the WiFi does not come up: a Board all the same, no reset
+class Transport:
+    FRAME = False
+    def __init__(self):  # as a socket's connect without a network: no route
+        if not b.wlan.isconnected():
+            raise OSError(113)
+    def send(self, mv):
+        print("sent", bytes(mv))
+    def close(self):
+        pass
+link = Robust(None, 3, 1, opener=Transport, frame=False, prepare=b.reconnect)
+print("first", link.send(b"one"))
+print("then", link.send(b"two"))
+print("tries", b.network_tries, "failed", link.failed, "dropped", link.dropped,
+      "reopened", link.reopened, "errno", link.last_errno)
+"""
+
+
+def test_a_board_without_wifi_keeps_trying(tmp_path: Path) -> None:
+    """WiFi down at boot: no reset loop; each reopen rejoins first, until the network is up."""
+    (tmp_path / "network.py").write_text(FAKE_NETWORK)
+    (tmp_path / "precast_secrets.py").write_text(
+        'WIFI_SSID = "lab"\nWIFI_PASSWORD = "pw"\nWIFI_TIMEOUT_MS = 200\n'
+    )
+    env = dict(os.environ, MICROPYPATH=f"{tmp_path}:{FIRMWARE}:{TESTS}", FAKE_WIFI="second")
+    r = subprocess.run(
+        [micropython(), "-c", LATE_WIFI],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "no network yet; the loop keeps trying" in out
+    assert "cannot open the transport yet (errno 113)" in out
+    assert out.count("fake: connect") == 2  # at boot, then once from the first reopen
+    assert "sent b'one'" in out and "first True" in out  # the retries got it out
+    assert "sent b'two'" in out and "then True" in out
+    m = re.search(r"tries (\d+) failed (\d+) dropped 0 reopened 1 errno 107", out)
+    assert m, out  # counted: WiFi tries, failed attempts; nothing given up, opened once
+    assert int(m.group(1)) >= 1 and int(m.group(2)) >= 1

@@ -185,21 +185,21 @@ def test_stale_device_and_the_table(
     doc = stats_mod.stats_doc(read_stats(str(col.db)), now)
     devs = by_device(doc)
     assert devs[1]["stale"] is True and devs[2]["stale"] is False
-    # Device 1's interval and silent tail, from this test's own clock (arrival jitter allowed).
+    # quiet is not loss: what device 1 may have sent since is not counted until proven
+    assert devs[1]["lost"] == 0 and "tail_lost" not in devs[1]
+    # Device 1's interval from this test's own clock (arrival jitter allowed).
     interval = (sent1[-1] - sent1[0]) / 19
     assert 0.5 * interval < devs[1]["interval_s"] < 1.5 * interval, (interval, devs[1])
     assert 0.6 < devs[2]["interval_s"] < 1.6
-    tail = (now - sent1[-1]) / interval  # about 75 readings' worth of silence
-    assert 0.6 * tail <= devs[1]["tail_lost"] <= 1.7 * tail, (tail, devs[1])
-    assert devs[2]["tail_lost"] == 0
     # The table, at the same moment.
     monkeypatch.setattr(stats_mod, "time", SimpleNamespace(time=lambda: now))
-    assert stats_mod.cmd_stats(argparse.Namespace(db=str(col.db), json=False)) == 0
+    args = argparse.Namespace(db=str(col.db), json=False, wide=False)
+    assert stats_mod.cmd_stats(args) == 0
     lines = capsys.readouterr().out.splitlines()
-    row1 = next(x for x in lines if x.strip("│┃ ").startswith("1 "))
-    row2 = next(x for x in lines if x.strip("│┃ ").startswith("2 "))
-    assert "stale" in row1 and "stale" not in row2 and "minimal" in row1
-    assert f"+~{devs[1]['tail_lost']}" in row1
+    assert max(map(len, lines)) <= 80, lines  # the default table fits 80 columns
+    row1 = next(x for x in lines if x.split()[:1] == ["1"])
+    row2 = next(x for x in lines if x.split()[:1] == ["2"])
+    assert row1.endswith("quiet") and not row2.endswith("quiet") and "minimal" in row1
 
 
 def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:

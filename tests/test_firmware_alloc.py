@@ -13,8 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from firmware_kit import UdpSink, build, counts
+from firmware_kit import NsReceiver, UdpSink, build, counts, no_viper, template_for
 from kit import KEY_HEX, TEMPLATES, VethPair, run_bundle
+from precast.wire.codec import Codec, Reading
+from precast.wire.layout import load_layouts
 
 N = 10_000
 
@@ -69,10 +71,19 @@ def test_firmware_udp_heap_locked(tmp_path: Path, template: Path) -> None:
 
 
 def test_firmware_packet_heap_locked(tmp_path: Path, template: Path, veth: VethPair) -> None:
-    build(tmp_path / "b", template, *_locked_args(), "--transport", "packet", "--iface", veth.outer)
+    """Counted at the far end: the namespace's kernel receives (and checks) every frame."""
+    addressed = template_for(veth, template, tmp_path / "addressed.toml")
+    build(
+        tmp_path / "b", addressed, *_locked_args(), "--transport", "packet", "--iface", veth.outer
+    )
+    recv = NsReceiver(veth, load_layouts([addressed])[0].template.network.dst_port, expect=N)
     r = run_bundle(tmp_path / "b")
+    got = recv.result()
     assert r.returncode == 0, r.stderr
     assert counts(r.stdout)["sent"] == N
+    codec = Codec(load_layouts([addressed]), key=bytes.fromhex(KEY_HEX))
+    seqs = [x.seq for x in map(codec.decode, got) if isinstance(x, Reading)]
+    assert seqs == list(range(N))  # every reading arrived, decodes, in order
 
 
 ALLOCATING_SENSOR = r"""
@@ -108,17 +119,14 @@ def test_firmware_heap_lock_catches_an_allocation(tmp_path: Path) -> None:
 MEM_TOTAL = r"""
 import micropython
 import precast_config as cfg, precast_template as tpl
-from precast_fw import sender, cmac, checks
+from precast_fw import sender
 from precast_fw.sensors.sim import Sensor
 from precast_fw.transport_mem import Transport
-if PLAIN:
-    sender.seal, cmac.xor_into, cmac.copy_into = checks.PLAIN
-    sender.Sender.patch = sender.seal
 def loop(n):
     s = sender.Sender(tpl, cfg.KEY)
     sensor = Sensor(tpl, cfg)
     t = Transport()
-    v = [0] * tpl.FIELD_COUNT
+    v = s.values
     sensor.read(v)
     s.patch(v)
     t.send(s.frame_mv)
@@ -148,6 +156,7 @@ def test_firmware_mem_total_counts_zero_bytes(tmp_path: Path, template: Path) ->
 def test_firmware_plain_path_runs_heap_locked(tmp_path: Path, template: Path) -> None:
     """Without viper, pack_into's deep call borrows a heap frame unless the heap is locked."""
     build(tmp_path / "b", template, "--device", "9", "--key", KEY_HEX)
+    no_viper(tmp_path / "b")
     r = run_bundle(tmp_path / "b", f"N = {N}\nPLAIN = True\n" + MEM_TOTAL)
     # mem_total counts the attempts the lock refused; the run finishing is the proof.
     assert r.returncode == 0, r.stdout + r.stderr

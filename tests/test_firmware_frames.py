@@ -18,7 +18,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from firmware_kit import build
+from firmware_kit import build, no_viper
 from kit import KEY_HEX, TEMPLATES, precast, run_bundle
 from precast.wire.codec import encode_raw
 from precast.wire.layout import Layout, load_layouts
@@ -32,15 +32,12 @@ CASES = 200
 SCRIPT = r"""
 import json, binascii
 import precast_template as tpl
-from precast_fw import sender, cmac, checks
-if PLAIN:
-    sender.seal, cmac.xor_into, cmac.copy_into = checks.PLAIN
-    sender.Sender.patch = sender.seal
+from precast_fw import sender, checks
 with open("cases.json") as f:
     cases = json.load(f)
 s = sender.Sender(tpl, KEY)
-v = [0] * tpl.FIELD_COUNT
-print("viper", checks.VIPER and not PLAIN)
+v = s.values  # an array("i"), or a list where a field is f32
+print("viper", checks.VIPER)
 for seq, raws in cases:
     s.seq = seq
     i = 0
@@ -97,7 +94,41 @@ def _check_frames(lay: Layout, cases: list[tuple[int, list[int | float]]], out: 
         hexframe, next_seq = line.split()
         want = encode_raw(lay, raws, DEVICE, seq, KEY)
         assert bytes.fromhex(hexframe) == want, (seq, raws)
+        _receiver_accepts(want)  # every frame, judged as a receiver would
         assert int(next_seq) == (seq + 1) & 0xFFFFFFFF
+
+
+def _fold(s: int) -> int:
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def _words(b: bytes) -> int:
+    if len(b) % 2:
+        b += b"\0"
+    return sum(int.from_bytes(b[i : i + 2], "big") for i in range(0, len(b), 2))
+
+
+def _udp_sum(frame: bytes) -> int:
+    """A receiver's view (RFC 768/1071, written here, not the codec's): pseudo-header + segment."""
+    segment = frame[34:]
+    pseudo = frame[26:34] + bytes([0, 17]) + len(segment).to_bytes(2, "big")
+    return _fold(_words(pseudo + segment))
+
+
+def _receiver_accepts(frame: bytes) -> None:
+    """What a receiving kernel checks: the IPv4 header and the UDP segment each sum to 0xFFFF,
+    and the UDP checksum is not 0 (which would mean "none")."""
+    assert _fold(_words(frame[14:34])) == 0xFFFF
+    assert frame[40:42] != b"\0\0"
+    assert _udp_sum(frame) == 0xFFFF
+
+
+def _computes_zero(frame: bytes) -> bool:
+    """True when the frame's UDP checksum, computed, is 0 (and so goes out as 0xFFFF)."""
+    blank = frame[:40] + b"\0\0" + frame[42:]
+    return _udp_sum(blank) == 0xFFFF
 
 
 def _scapy_agrees(frame: bytes) -> None:
@@ -122,9 +153,11 @@ def test_firmware_frames_equal_host_encode(tmp_path: Path, plain: bool) -> None:
         checks_seen.add(lay.template.check)
         out = tmp_path / f"b{n}"
         build(out, path, "--device", str(DEVICE), "--key", KEY_HEX)
+        if plain:
+            no_viper(out)
         cases = _cases(lay, seed=n)
         (out / "cases.json").write_text(json.dumps(cases))
-        script = f"PLAIN = {plain}\nKEY = {KEY!r}\n" + SCRIPT
+        script = f"KEY = {KEY!r}\n" + SCRIPT
         r = run_bundle(out, script)
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(f"viper {not plain}"), r.stdout[:40]
@@ -141,6 +174,58 @@ def test_firmware_frame_equals_precast_encode(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     build(tmp_path / "b", template, "--device", "7")
     (tmp_path / "b" / "cases.json").write_text(json.dumps([[70000, [-1234, 5678, 101325, 3300]]]))
-    out = run_bundle(tmp_path / "b", f"PLAIN = False\nKEY = None\n{SCRIPT}")
+    out = run_bundle(tmp_path / "b", f"KEY = None\n{SCRIPT}")
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.split("\n")[1].split()[0] == r.stdout.strip()
+
+
+SEARCH = r"""
+import precast_template as tpl
+from precast_fw import sender
+s = sender.Sender(tpl, KEY)
+v = s.values
+i = 0
+for r in RAWS:
+    v[i] = r
+    i += 1
+f = s.frame
+hits = []
+seq = 0
+while seq < N and not hits:
+    s.patch(v)
+    if (f[40] == 0xFF and f[41] == 0xFF) or (f[40] == 0 and f[41] == 0):
+        hits.append(seq)
+    seq += 1
+print(hits)
+"""
+
+
+def test_firmware_zero_udp_checksum_goes_out_as_ffff(tmp_path: Path) -> None:
+    """RFC 768: a computed 0 is sent as 0xFFFF. Seqs whose checksum computes to 0 are found
+    (by scanning on the firmware, then confirmed here), then patched by viper and plain."""
+    extra = {p.stem: p for p in _extra_templates(tmp_path)}
+    paths = [TEMPLATES / "env-node.toml", extra["short"], extra["blocks"]]  # crc16, cmac4 x2
+    paths.append(_template(tmp_path / "c8.toml", 120, "cmac8", ["u16", "i16", "u32"]))
+    for n, path in enumerate(paths):
+        lay = load_layouts([path])[0]
+        raws = [_raw(random.Random(n), f.field.type) for f in lay.fields]
+        out = tmp_path / f"s{n}"
+        build(out, path, "--device", str(DEVICE), "--key", KEY_HEX)
+        r = run_bundle(out, f"KEY = {KEY!r}\nRAWS = {raws!r}\nN = 400000\n" + SEARCH)
+        assert r.returncode == 0, r.stdout + r.stderr
+        hits = json.loads(r.stdout)
+        cases = [
+            (seq, raws) for seq in hits if _computes_zero(encode_raw(lay, raws, DEVICE, seq, KEY))
+        ]
+        assert cases, (path.name, hits)  # at least one true zero, by this test's own sum
+        for frame in (encode_raw(lay, raws, DEVICE, seq, KEY) for seq, _ in cases):
+            assert frame[40:42] == b"\xff\xff"
+            _scapy_agrees(frame)  # scapy, too, sends a computed 0 as 0xFFFF
+        (out / "cases.json").write_text(json.dumps(cases))
+        for plain in (False, True):
+            if plain:
+                no_viper(out)
+            got = run_bundle(out, f"KEY = {KEY!r}\n" + SCRIPT)
+            assert got.returncode == 0, got.stdout + got.stderr
+            assert got.stdout.startswith(f"viper {not plain}")
+            _check_frames(lay, cases, got.stdout.strip())

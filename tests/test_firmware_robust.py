@@ -7,7 +7,8 @@ packet transport into a veth pair whose queue a token bucket keeps full
 (the kernel answers ENOBUFS and counts its drops), or whose link is down
 (ENETDOWN). Robust retries with backoff, reopens, gives a reading up only
 after every retry failed, and the counts line reports it; what arrives is
-exactly what the counts say.
+exactly what the counts say: counted where it arrives, the loopback socket
+or a UDP socket in the veth's namespace, whose kernel checks each frame.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from firmware_kit import UdpSink, build, counts
+from firmware_kit import NsReceiver, UdpSink, build, counts, template_for
 from kit import TEMPLATES, VethPair, need, run_bundle
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
@@ -164,9 +165,11 @@ def test_firmware_real_enobufs_from_a_full_queue(tmp_path: Path, veth: VethPair)
         check=True,
     )
     n = 100
+    addressed = template_for(veth, TEMPLATES / "env-node.toml", tmp_path / "env.toml")
+    recv = NsReceiver(veth, 20547)
     build(
         tmp_path / "b",
-        TEMPLATES / "env-node.toml",
+        addressed,
         "--device",
         "3",
         "--transport",
@@ -187,14 +190,22 @@ def test_firmware_real_enobufs_from_a_full_queue(tmp_path: Path, veth: VethPair)
     assert c["dropped"] > 0
     assert f"last_errno {errno.ENOBUFS}" in r.stdout
     assert _tc_dropped(veth.outer) >= c["failed"]  # the kernel's own count of refusals
+    # Counted at the far end: what the namespace received is what the counts call sent.
+    got = recv.result()
+    codec = Codec(load_layouts([addressed]))
+    seqs = [x.seq for x in map(codec.decode, got) if isinstance(x, Reading)]
+    assert len(seqs) == len(got) == c["sent"]
+    assert seqs == sorted(set(seqs))
 
 
 def test_firmware_link_down_counts_every_reading(tmp_path: Path, veth: VethPair) -> None:
     subprocess.run(["ip", "link", "set", veth.outer, "down"], check=True)
     n = 20
+    addressed = template_for(veth, TEMPLATES / "minimal.toml", tmp_path / "minimal.toml")
+    recv = NsReceiver(veth, load_layouts([addressed])[0].template.network.dst_port, 5)
     build(
         tmp_path / "b",
-        TEMPLATES / "minimal.toml",
+        addressed,
         "--device",
         "3",
         "--transport",
@@ -211,3 +222,51 @@ def test_firmware_link_down_counts_every_reading(tmp_path: Path, veth: VethPair)
     c = counts(r.stdout)
     assert c == {"readings": n, "sent": 0, "failed": 4 * n, "dropped": n, "reopened": n}
     assert f"last_errno {errno.ENETDOWN}" in r.stdout
+    assert recv.result() == []  # and nothing got through: the far end agrees
+
+
+BACKOFF = r"""
+import errno, time
+from precast_fw.robust import Robust
+
+class Refusing:
+    # Every send fails with ENOBUFS (retried, not a reopen); records when each attempt came.
+    FRAME = False
+    def __init__(self):
+        self.at = []
+    def send(self, mv):
+        self.at.append(time.ticks_us())
+        raise OSError(errno.ENOBUFS)
+    def close(self):
+        pass
+
+for backoff, cap, retries in CASES:
+    t = Refusing()
+    link = Robust(t, retries, backoff, max_backoff_ms=cap)
+    sent = link.send(b"x")
+    gaps = [time.ticks_diff(b, a) for a, b in zip(t.at, t.at[1:])]
+    print(sent, link.failed, link.dropped, gaps)
+"""
+
+
+def test_firmware_backoff_doubles_up_to_its_cap(tmp_path: Path) -> None:
+    """The waits between attempts, measured on the unix port: 4, 8, 16, 32 ms, and capped."""
+    build(tmp_path / "b", TEMPLATES / "minimal.toml", "--device", "3")
+    cases = [(4, 1000, 4), (5, 10, 4)]
+    r = run_bundle(tmp_path / "b", f"CASES = {cases!r}\n" + BACKOFF)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2
+    for (backoff, cap, retries), line in zip(cases, lines, strict=True):
+        head, gaps_text = line.split(" [")
+        assert head == f"False {retries + 1} 1"  # every attempt failed; the reading dropped
+        gaps = [int(g) / 1000 for g in gaps_text.rstrip("]").split(", ")]
+        waits = [min(backoff * 2**i, cap) for i in range(retries)]
+        assert len(gaps) == len(waits)
+        # Each gap is at least its wait, less the port's 1 ms tick (sleep_ms ends up to
+        # 0.8 ms early here): a constant wait fails from the second gap on.
+        for gap, wait in zip(gaps, waits, strict=True):
+            assert gap >= wait - 1, (gaps, waits)
+        # And the cap holds: uncapped, the last wait would be 40 ms, not 10.
+        if cap < 1000:
+            assert max(gaps) < cap + 15, gaps

@@ -80,6 +80,19 @@ BAD = [
     ),
     ("scale 1 on f32", GOOD.replace('"u16"', '"f32"\nscale = 1'), "field[0].scale", "on f32"),
     (
+        "bad device class",
+        GOOD + 'device_class = "temprature"\n',
+        "field[0].device_class",
+        "unknown device class 'temprature'",
+    ),
+    ("device class list", GOOD + "device_class = [1]\n", "field[0].device_class", "unknown"),
+    (
+        "bad state class",
+        GOOD + 'state_class = "counter"\n',
+        "field[0].state_class",
+        "unknown state class 'counter' (expected measurement, total, total_increasing)",
+    ),
+    (
         "too big",
         "id = 1\n" + "".join(f'[[field]]\nname = "f{i}"\ntype = "u32"\n' for i in range(366)),
         "field",
@@ -105,6 +118,16 @@ def test_bad_template_one_line_exit_2(
     assert len(lines) == 1, r.stderr
     assert str(p) in lines[0] and (key or "") in lines[0] and reason in lines[0]
     assert "Traceback" not in r.stderr
+
+
+def test_device_and_state_class_are_optional_and_kept(tmp_path: Path) -> None:
+    p = tmp_path / "t.toml"
+    p.write_text(GOOD + 'device_class = "battery"\nstate_class = "total"\n')
+    f = load_template(p).fields[0]
+    assert (f.device_class, f.state_class) == ("battery", "total")
+    p.write_text(GOOD)
+    f = load_template(p).fields[0]
+    assert (f.device_class, f.state_class) == ("", "")
 
 
 def test_largest_payload_fits(tmp_path: Path) -> None:

@@ -5,8 +5,9 @@ database in a temporary directory (or --db PATH). The sensors are
 `precast simulate` (a fleet with a little loss, duplication, reordering
 and corruption) when that command is installed, else a small loop here that
 encodes readings with precast.wire.codec and paces them with a token bucket.
-When they are done, the collector is stopped with SIGTERM and the
-per-device table is printed.
+When they are done, the collector is stopped with SIGTERM, the
+per-device table is printed, and `precast plot` draws the readings to
+demo.png (--png PATH) when matplotlib is installed.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def main() -> int:
     ap.add_argument("--devices", type=int, default=6)
     ap.add_argument("--rate", type=float, default=300.0, help="frames/s over all devices")
     ap.add_argument("--loop", action="store_true", help="use the built-in loop, not simulate")
+    ap.add_argument("--png", default="demo.png", help="where `precast plot` draws the readings")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="precast-demo-") as d:
         tmp = Path(d)
@@ -167,7 +169,13 @@ def main() -> int:
             print(f"\nlast of {len(lines)} JSON lines:\n{lines[-1]}")
         print(f"\n$ precast stats --db {db}")
         sys.stdout.flush()
-        return subprocess.run(precast("stats", "--db", str(db)), check=False).returncode
+        rc = subprocess.run(precast("stats", "--db", str(db)), check=False).returncode
+        fields = ["temperature", "humidity", "value", "power"]
+        print(f"\n$ precast plot --db {db} --field {' --field '.join(fields)} -o {args.png}")
+        sys.stdout.flush()
+        plot = [a for f in fields for a in ("--field", f)]
+        subprocess.run(precast("plot", "--db", str(db), *plot, "-o", args.png), check=False)
+        return rc
 
 
 if __name__ == "__main__":

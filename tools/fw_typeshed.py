@@ -4,7 +4,8 @@ mypy treats stdlib names (time, socket, struct, ...) as typeshed's, so
 MicroPython's own stubs have to be a typeshed, not a package on the path:
 `stdlib/` from micropython-stdlib-stubs (MicroPython's builtins, typing,
 struct, ...) with every module of the port's stubs (micropython-esp32-stubs:
-machine, network, time with sleep_ms, ...; or micropython-unix-stubs) added
+machine, network, time with sleep_ms, ...; micropython-rp2-stubs for the
+RP2040 boards (W5500-EVB-Pico, Pico W); or micropython-unix-stubs) added
 to it and to its VERSIONS, and mypy's own mypy-extensions stub.
 firmware/mypy.ini (esp32) and firmware/mypy-unix.ini point
 custom_typeshed_dir here.
@@ -14,7 +15,7 @@ same names into one site-packages, so the esp32 files are taken from there
 only when their RECORD hashes still match; otherwise the same version's
 wheel is fetched with pip (from its cache when it has it).
 
-Usage: python tools/fw_typeshed.py OUT_DIR [esp32|unix]   (default esp32)
+Usage: python tools/fw_typeshed.py OUT_DIR [esp32|rp2|unix]   (default esp32)
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-BOARDS = {"esp32": "micropython-esp32-stubs", "unix": "micropython-unix-stubs"}
+BOARDS = {
+    "esp32": "micropython-esp32-stubs",
+    "rp2": "micropython-rp2-stubs",
+    "unix": "micropython-unix-stubs",
+}
 STDLIB = "micropython-stdlib-stubs"
 SKIP = {"__builtins__.pyi", "README.md", "LICENSE.md", "pyproject.toml"}
 

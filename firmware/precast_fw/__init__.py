@@ -5,10 +5,13 @@ frame, offsets, struct format, partial sums) and writes `precast_config`;
 `main.py` hands both to `app.main`. Modules:
 
 - sender: the frame, patched per reading (seq, fields, check, UDP checksum)
-- checks: seq, fields, CRC-16 or CMAC, UDP checksum in plain Python; viper:
-  the same as one viper call, used where the port has a native emitter
+- checks: the hot path (seal: seq, fields, CRC-16 or CMAC, UDP checksum; the sim's
+  walk), chosen once: viper (native code, one call a reading) or plain (the fallback)
+- viper, plain: the two versions of the hot path, with the same names and bytes
+- layout: the numbers they share, named (wire offsets, magic, version, params slots)
 - cmac: AES-128-CMAC (RFC 4493) over cryptolib's AES, subkeys computed once
-- transport_<name>: udp, packet, serial, mem (one class `Transport` each)
+- transport_<name>: udp, packet, serial, w5500, enc28j60 (SPI Ethernet chips: the whole
+  frame, no IP stack), mem (one class `Transport` each)
 - robust: retry with backoff around a transport, counting failures
 - sensors.<name>: drivers that fill a list with raw integers (sim, bme280, ds18b20,
   battery; group reads several)

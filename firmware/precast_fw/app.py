@@ -4,25 +4,39 @@
 and the config module. The loop's parts, in order:
 
 1. board setup (network, watchdog)             -> setup_board()
-2. the transport, picked by name               -> open_transport()
+2. the transport, picked by name, opened
+   through the link (robust)                   -> open_link()
 3. the sensor, picked by name                  -> open_sensor()
 4. the first seq                               -> first_seq()
 5. one warm-up reading, then heap_lock if asked
-6. loop: sensor.read, sender.patch, link.send, then pace() to the rate cap
-7. counts, printed as one line
+6. loop: sensor.read, sender.patch, send; with an interval, board.pace() first
+7. counts, printed as one line (also after Ctrl-C)
+
+The loop is as lean as its core: at --interval-ms 0 it runs in bursts of
+readings (as many as the seq store has reserved, at most BURST) with the
+watchdog fed and the seqs claimed once per burst, and it calls the
+transport's own send (for udp, the socket's) inside a try: a failed send,
+and only that, goes to Robust.recover for the retries, backoff and
+reopening. A transport that cannot be opened (no network, no route, no
+chip) is not the end either: its opening is retried the same way, counted,
+at every reading until it works.
 
 Config names used here (precast_config): TRANSPORT, SENSOR, KEY,
 INTERVAL_MS, COUNT, HEAP_LOCK, RETRIES, BACKOFF_MS.
 """
 
+import errno
 import time
 
 import micropython
+from micropython import const
 
 from .robust import Robust
 from .sender import Sender
 
 DEFAULT_INTERVAL_MS = 1000  # a sender is rate-capped by default (RFC 8085)
+BURST = const(1000)  # readings between two claims at --interval-ms 0
+_ROLL = const(1 << 28)  # the readings count rolls over into `rolls` (small ints on any port)
 
 
 def _module(package, name):
@@ -32,9 +46,27 @@ def _module(package, name):
     return mod
 
 
+def transport_class(name):
+    """The transport class named `name` (udp, packet, serial, mem): transport_<name>.Transport."""
+    return _module("precast_fw", "transport_" + name).Transport
+
+
 def open_transport(name, tpl, cfg):
-    """The transport named `name` (udp, packet, serial, mem): precast_fw.transport_<name>."""
-    return _module("precast_fw", "transport_" + name).Transport(tpl, cfg)
+    """The transport named `name`, opened (raises OSError when it cannot be)."""
+    return transport_class(name)(tpl, cfg)
+
+
+def open_link(name, tpl, cfg, transport=None, board=None):
+    """A Robust around the transport; it opens the named one itself, and retries that too."""
+    retries = getattr(cfg, "RETRIES", 3)
+    backoff = getattr(cfg, "BACKOFF_MS", 2)
+    feed = None if board is None else board.feed_fn()
+    prepare = None if board is None else board.reconnect
+    if transport is not None:
+        return Robust(transport, retries, backoff, feed=feed, prepare=prepare)
+    cls = transport_class(name)
+    return Robust(None, retries, backoff, feed=feed, opener=lambda: cls(tpl, cfg),
+                  frame=getattr(cls, "FRAME", True), prepare=prepare)  # fmt: skip
 
 
 def open_sensor(name, tpl, cfg):
@@ -69,15 +101,20 @@ def pace(deadline, interval_ms):
 
 
 class Counts:
-    """What a run did: readings made, and the link's sent/failed/dropped/reopened."""
+    """What a run did: readings made, and the link's sent/failed/dropped/reopened.
+
+    Every reading goes to the link once and is either sent (at the first try
+    or a retry) or dropped: sent is readings - dropped.
+    """
 
     def __init__(self, readings, link):
         self.readings = readings
-        self.sent = link.sent
+        self.sent = readings - link.dropped
         self.failed = link.failed
         self.dropped = link.dropped
         self.reopened = link.reopened
         self.last_errno = link.last_errno
+        self.detail = getattr(link.transport, "summary", None)
 
     def __str__(self):
         return "precast: readings %d sent %d failed %d dropped %d reopened %d last_errno %d" % (
@@ -90,57 +127,139 @@ class Counts:
         )
 
 
-def run(tpl, cfg, transport=None, sensor=None):
-    """Send cfg.COUNT readings (0: forever); the Counts."""
-    board = setup_board(cfg)
-    if transport is None:
-        transport = open_transport(getattr(cfg, "TRANSPORT", "udp"), tpl, cfg)
-    if sensor is None:
-        sensor = open_sensor(getattr(cfg, "SENSOR", "sim"), tpl, cfg)
-    link = Robust(transport, getattr(cfg, "RETRIES", 3), getattr(cfg, "BACKOFF_MS", 2))
-    sender = Sender(tpl, getattr(cfg, "KEY", None))
-    sender.seq = board.first_seq(first_seq(cfg))  # the seq store's, when it has one
-    mv = sender.frame_mv if link.FRAME else sender.payload_mv
-    values = [0] * tpl.FIELD_COUNT
-    count = getattr(cfg, "COUNT", 0)
-    interval = getattr(cfg, "INTERVAL_MS", DEFAULT_INTERVAL_MS)
-    lock = getattr(cfg, "HEAP_LOCK", False)
+class Loop:
+    """The loop's parts, bound once (a method lookup per call costs ~30 ns on a PC).
 
-    # Bound once, outside the loop: a method lookup per call costs ~30 ns on a PC.
-    read = sensor.read
-    patch = sender.patch
-    tick = board.tick
-    send = link.send
-    # Warm-up: the first reading outside the lock (first calls may allocate caches).
-    read(values)
-    patch(values)
-    tick()  # feeds the watchdog, claims the seq from the store
-    send(mv)
-    n = 1
-    deadline = time.ticks_add(time.ticks_ms(), interval)
-    if lock:
-        micropython.heap_lock()
-        link.heap_locked = True
+    `n` + `rolls` * 2**28 readings made so far: counted once per burst, kept
+    small so that under heap_lock the count never becomes a big int.
+    """
+
+    def __init__(self, board, link, sensor, sender, values, interval):
+        self.board = board
+        self.link = link
+        self.read = sensor.read
+        self.patch = sender.patch
+        self.pace = board.pace  # bound here: binding a method allocates, under heap_lock too
+        self.claim = board.claim
+        self.mv = sender.frame_mv if link.FRAME else sender.payload_mv
+        self.values = values
+        self.interval = interval
+        self.deadline = time.ticks_add(time.ticks_ms(), interval)
+        self.n = 0
+        self.rolls = 0
+
+    def readings(self):
+        return self.rolls * _ROLL + self.n
+
+    def go(self, count):
+        """`count` more readings (0: until stopped)."""
+        board = self.board
+        left = count
+        while count == 0 or left > 0:
+            want = BURST if count == 0 or left > BURST else left
+            if self.interval:
+                k = self.paced(want)
+            else:
+                k = self.burst(board.claim(want))
+            if count:
+                left -= k
+            if self.n >= _ROLL:
+                self.n -= _ROLL
+                self.rolls += 1
+
+    def burst(self, k):
+        """k readings back to back, the seqs claimed already; k."""
+        read = self.read
+        patch = self.patch
+        link = self.link
+        send = link.send_raw
+        mv = self.mv
+        values = self.values
+        i = 0
+        try:
+            while i < k:
+                read(values)
+                patch(values)
+                try:
+                    send(mv)
+                except OSError as e:
+                    link.recover(mv, e.errno)
+                    send = link.send_raw  # reopened: a new socket's send
+                except MemoryError:  # under heap_lock a port may fail to build the OSError
+                    link.recover(mv, errno.ENOMEM)
+                    send = link.send_raw
+                i += 1
+        finally:
+            self.n += i  # counted however the burst ended (Ctrl-C included)
+        return k
+
+    def paced(self, k):
+        """k readings, each after board.pace() to the deadline, claimed one by one; k."""
+        pace_to = self.pace
+        claim = self.claim
+        read = self.read
+        patch = self.patch
+        link = self.link
+        mv = self.mv
+        values = self.values
+        interval = self.interval
+        i = 0
+        try:
+            while i < k:
+                self.deadline = pace_to(self.deadline, interval)  # in cfg.SLEEP's way
+                claim(1)
+                read(values)
+                patch(values)
+                link.send(mv)
+                i += 1
+        finally:
+            self.n += i
+        return k
+
+
+def run(tpl, cfg, transport=None, sensor=None):
+    """Send cfg.COUNT readings (0: forever, or until Ctrl-C); the Counts."""
+    board = setup_board(cfg)
+    link = open_link(getattr(cfg, "TRANSPORT", "udp"), tpl, cfg, transport, board)
+    loop = None
+    lock = getattr(cfg, "HEAP_LOCK", False)
+    locked = False
+    sender = None
     try:
-        while count == 0 or n < count:
-            if interval:
-                deadline = board.pace(deadline, interval)  # in cfg.SLEEP's way
-            read(values)
-            patch(values)
-            tick()
-            send(mv)
-            n += 1
+        if sensor is None:
+            sensor = open_sensor(getattr(cfg, "SENSOR", "sim"), tpl, cfg)
+        sender = Sender(tpl, getattr(cfg, "KEY", None))
+        sender.seq = board.first_seq(first_seq(cfg))  # the seq store's, when it has one
+        count = getattr(cfg, "COUNT", 0)
+        interval = getattr(cfg, "INTERVAL_MS", DEFAULT_INTERVAL_MS)
+        loop = Loop(board, link, sensor, sender, sender.values, interval)
+        # Warm-up: the first reading outside the lock (first calls may allocate caches).
+        board.claim(1)
+        loop.read(loop.values)
+        loop.patch(loop.values)
+        link.send(loop.mv)
+        loop.n = 1
+        loop.deadline = time.ticks_add(time.ticks_ms(), interval)
+        if count != 1:
+            if lock:
+                micropython.heap_lock()
+                link.heap_locked = locked = True
+            loop.go(count - 1 if count else 0)
+    except KeyboardInterrupt:  # Ctrl-C: stop as --count does, with the counts line
+        pass
     finally:
-        if lock:
+        if locked:
             link.heap_locked = False
             micropython.heap_unlock()
         link.close()
-        board.close()
-    return Counts(n, link)
+        board.close(None if sender is None else sender.seq)
+    return Counts(0 if loop is None else loop.readings(), link)
 
 
 def main(tpl, cfg):
     """Run and print the counts; the exit status (0)."""
     counts = run(tpl, cfg)
     print(counts)
+    if counts.detail is not None:  # the transport's own account (w5500, enc28j60)
+        print(counts.detail())
     return 0

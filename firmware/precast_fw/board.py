@@ -140,10 +140,12 @@ class Board:
             except ImportError:  # the unix port: the host keeps its own network up
                 pass
         if store is None and getattr(cfg, "SEQ_FILE", None):
-            store = SeqStore(cfg.SEQ_FILE, getattr(cfg, "SEQ_RESERVE", DEFAULT_RESERVE))
+            store = SeqStore(cfg.SEQ_FILE, getattr(cfg, "SEQ_RESERVE", DEFAULT_RESERVE),
+                             write_ms=getattr(cfg, "SEQ_WRITE_MS", 0))  # fmt: skip
         self.store = store
         self.wdt = wdt
         self._slice = _MAX_WDT_MS if wdt is not None else 0
+        self.network_tries = 0  # WiFi connections tried after the first (reconnect)
 
     def first_seq(self, default=0):
         """The seq of this boot's first reading: from the store, else `default`."""
@@ -153,10 +155,22 @@ class Board:
 
     def tick(self):
         """Before each send: feed the watchdog and claim the seq from the store."""
+        self.claim(1)
+
+    def claim(self, n):
+        """Before the next n sends: feed the watchdog, claim their seqs; how many may go (>= 1).
+
+        Fewer than n when the store's reservation ends sooner: the loop claims again then.
+        """
         if self.wdt is not None:
             self.wdt.feed()
         if self.store is not None:
-            self.store.take()
+            return self.store.claim(n)
+        return n
+
+    def feed_fn(self):
+        """What feeds the watchdog (for waits outside the loop), or None without one."""
+        return None if self.wdt is None else self.wdt.feed
 
     def pause(self, ms):
         """Wait ms in the configured sleep mode, feeding the watchdog; deep sleep reboots."""
@@ -193,6 +207,15 @@ class Board:
             return time.ticks_add(deadline, interval_ms)
         return time.ticks_add(now, interval_ms)
 
+    def reconnect(self):
+        """Before the transport is (re)opened: join the WiFi again if it is down (counted).
+
+        Robust calls it with the heap unlocked; a port without WiFi has nothing to do.
+        """
+        if self.wlan is not None and not self.wlan.isconnected():
+            self.network_tries += 1
+            wifi_up(wdt=self.wdt)
+
     def _reconnect(self):
         # After a light sleep the access point may have dropped the station; reconnecting
         # needs the heap, so under heap_lock it is lifted for the moment (rare, not per reading).
@@ -204,9 +227,11 @@ class Board:
             if self.heap_lock:
                 micropython.heap_lock()
 
-    def close(self):
-        """A clean stop (count reached, Ctrl-C from mpremote or deploy): keep the exact seq."""
+    def close(self, next_seq=None):
+        """A clean stop (count reached, Ctrl-C): keep the exact seq (next_seq: the sender's)."""
         if self.store is not None:
+            if next_seq is not None:
+                self.store.release(next_seq)  # a burst claims ahead: give back what it left
             self.store.save_exact()
             self.store.close()
 
@@ -222,6 +247,30 @@ def i2c_bus(cfg):
         )
     except AttributeError:  # the unix port has no I2C controller
         raise OSError("this port has no machine.I2C: the BME280 needs a board") from None
+
+
+def spi_bus(cfg, spi_id, baud, sck, mosi, miso, cs):
+    """machine.SPI and its chip-select pin (high: idle) from the config, or these defaults."""
+    try:
+        spi = machine.SPI(
+            getattr(cfg, "SPI_ID", spi_id),
+            baudrate=getattr(cfg, "SPI_BAUD", baud),
+            sck=machine.Pin(getattr(cfg, "SPI_SCK", sck)),
+            mosi=machine.Pin(getattr(cfg, "SPI_MOSI", mosi)),
+            miso=machine.Pin(getattr(cfg, "SPI_MISO", miso)),
+        )
+        pin = machine.Pin(getattr(cfg, "CS_PIN", cs), machine.Pin.OUT, value=1)
+    except AttributeError:  # the unix port has no SPI: tests pass their own bus
+        raise OSError(19, "this port has no machine.SPI: pass spi= and cs=") from None
+    return spi, pin
+
+
+def output_pin(number, value=1):
+    """An output pin (a chip's reset line, held high: not in reset)."""
+    try:
+        return machine.Pin(number, machine.Pin.OUT, value=value)
+    except AttributeError:  # the unix port has no pins
+        raise OSError(19, "this port has no machine.Pin") from None
 
 
 def onewire_bus(cfg):
@@ -247,12 +296,12 @@ def adc(cfg):
 
 
 def setup(cfg):
-    """Bring the board up (WiFi, watchdog) and return its Board for the loop."""
+    """Bring the board up (WiFi, watchdog) and return its Board for the loop (WiFi or not)."""
     # Only a socket transport needs the network (serial goes over the UART).
     wifi = getattr(cfg, "WIFI", getattr(cfg, "TRANSPORT", "udp") == "udp")
-    if wifi and not wifi_up():
-        # Without a network there is nothing to send: sleep and try again from boot.
-        print("precast: no network; retrying after %d ms" % getattr(cfg, "INTERVAL_MS", 1000))
-        _sleep(max(1000, getattr(cfg, "INTERVAL_MS", 1000)), 2)
-        machine.reset()
-    return Board(cfg, wdt=watchdog(getattr(cfg, "WATCHDOG_MS", 0)))
+    wdt = watchdog(getattr(cfg, "WATCHDOG_MS", 0))
+    if wifi and not wifi_up(wdt=wdt):
+        # Not the end: the loop runs, its sends fail (counted), and every reopen of the
+        # transport tries the WiFi again first (Board.reconnect), until it is up.
+        print("precast: no network yet; the loop keeps trying")
+    return Board(cfg, wdt=wdt)

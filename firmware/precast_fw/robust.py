@@ -2,9 +2,20 @@
 
 A send can fail for a while and then work again: ESP32's WiFi buffers are
 full (ENOMEM, EAGAIN), the kernel's queue is (ENOBUFS), no route, link
-down. Robust.send retries with a doubling backoff, then gives the reading
-up (counted as dropped). A closed or broken socket (EBADF, ENOTCONN, or
-retries used up) is reopened when the transport can. Robust allocates
+down, no network yet. After a failed send, Robust.recover retries with a
+doubling backoff (backoff_ms, 2x, 4x, ... up to max_backoff_ms), then
+gives the reading up (counted as dropped). A closed or broken socket
+(EBADF, ENOTCONN, or retries used up) is reopened when the transport can.
+
+A transport that could not be opened at all (its constructor raised
+OSError: no route to the collector at start, no chip on the bus) is the
+same case: Robust keeps the opener, and every reading tries it again
+through the same retries and backoff, counted, until it works. So the
+first connect is no different from any later send.
+
+`send_raw` is what the loop calls per reading: the transport's own send
+(for udp and packet the socket's bound send, no Python frame in between),
+or while nothing is open one that raises ENOTCONN. Robust allocates
 nothing on the way through a failure, except to reopen (the port builds
 the OSError; under heap_lock it uses its emergency exception object).
 """
@@ -15,38 +26,81 @@ import time
 import micropython
 
 _CLOSED = (errno.EBADF, errno.ENOTCONN)
+_NOT_OPEN = OSError(errno.ENOTCONN)  # made once: raising it allocates nothing
+
+
+def _not_open(mv):
+    raise _NOT_OPEN
 
 
 class Robust:
-    """A transport wrapper with the same send(mv); sent/failed/dropped/reopened count outcomes."""
+    """A transport wrapper with the same send(mv); failed/dropped/reopened count outcomes.
 
-    def __init__(self, transport, retries=3, backoff_ms=2, max_backoff_ms=1000):
-        self.transport = transport
+    `transport` is an open transport, or None with `opener` (a function that
+    makes and opens one, raising OSError when it cannot) and `frame` (the
+    transport class's FRAME). `feed` (or None) is called before each backoff
+    wait: the watchdog must not bite a board that is waiting for its network;
+    `prepare` (or None) before each (re)open: Board.reconnect rejoins the WiFi.
+    """
+
+    def __init__(self, transport, retries=3, backoff_ms=2, max_backoff_ms=1000, feed=None,
+                 opener=None, frame=None, prepare=None):  # fmt: skip
         self.retries = retries
         self.backoff_ms = backoff_ms
         self.max_backoff_ms = max_backoff_ms
-        self.sent = 0
-        self.failed = 0  # send attempts that raised
+        self.feed = feed
+        self.sent = 0  # readings that went out through send() (the loop's bursts count their own)
+        self.failed = 0  # send attempts that raised (opening attempts included)
         self.dropped = 0  # readings given up after every retry
         self.reopened = 0
         self.last_errno = 0
         self.heap_locked = False  # app sets this while the loop runs under heap_lock
-        self.FRAME = getattr(transport, "FRAME", True)
+        self.opener = opener
+        self.prepare = prepare  # called before each (re)open: the board rejoins its WiFi
+        self.transport = None
+        self.send_raw = _not_open
+        self._reopen = None
+        self._told = 0  # the errno the console was last told about
+        self.FRAME = frame
+        if transport is not None:
+            self._use(transport)
+        elif opener is not None:
+            self._open()
+
+    def _use(self, transport):
+        self.transport = transport
+        self.send_raw = transport.send  # udp/packet: the socket's own send, bound in reopen()
         self._reopen = getattr(transport, "reopen", None)
+        if self.FRAME is None:
+            self.FRAME = getattr(transport, "FRAME", True)
+
+    def _open(self):
+        try:
+            self._use(self.opener())
+            return True
+        except OSError as e:
+            self.last_errno = e.errno
+            if e.errno != self._told:  # once per cause, not once per reading
+                self._told = e.errno
+                print("precast: cannot open the transport yet (errno %d); retrying" % e.errno)
+            return False
 
     def send(self, mv):
         """Send mv; True when it went out, False when it was dropped after the retries."""
+        try:
+            self.send_raw(mv)
+        except OSError as e:
+            return self.recover(mv, e.errno)
+        except MemoryError:  # under heap_lock a port may fail to build the OSError itself
+            return self.recover(mv, errno.ENOMEM)
+        self.sent += 1
+        return True
+
+    def recover(self, mv, err):
+        """After a send of mv failed with errno err: retry with backoff; True once it went out."""
         wait = self.backoff_ms
         tries = 0
         while True:
-            try:
-                self.transport.send(mv)
-                self.sent += 1
-                return True
-            except OSError as e:
-                err = e.errno
-            except MemoryError:  # under heap_lock a port may fail to build the OSError itself
-                err = errno.ENOMEM
             self.failed += 1
             self.last_errno = err
             tries += 1
@@ -55,24 +109,47 @@ class Robust:
             if tries > self.retries:
                 self.dropped += 1
                 return False
+            if self.feed is not None:
+                self.feed()
             time.sleep_ms(wait)
             wait = min(wait * 2, self.max_backoff_ms)
+            try:
+                self.send_raw(mv)
+                self.sent += 1
+                return True
+            except OSError as e:
+                err = e.errno
+            except MemoryError:
+                err = errno.ENOMEM
 
     def reopen(self):
-        """Reopen the transport; a new socket needs the heap, so lift heap_lock meanwhile."""
-        if self._reopen is None:
+        """Reopen the transport (or open it the first time); a socket needs the heap, so
+        heap_lock is lifted meanwhile."""
+        t = self.transport
+        if t is None and self.opener is None:
             return
+        if t is not None and self._reopen is None:
+            return  # this transport cannot reopen: it goes on as it is
         locked = self.heap_locked
         if locked:
             micropython.heap_unlock()
         try:
-            self._reopen()
-            self.reopened += 1
-        except OSError as e:
-            self.last_errno = e.errno
+            if self.prepare is not None:
+                self.prepare()
+            if t is None:
+                if self._open():
+                    self.reopened += 1
+            else:
+                try:
+                    self._reopen()
+                    self.send_raw = t.send
+                    self.reopened += 1
+                except OSError as e:
+                    self.last_errno = e.errno
         finally:
             if locked:
                 micropython.heap_lock()
 
     def close(self):
-        self.transport.close()
+        if self.transport is not None:
+            self.transport.close()

@@ -10,23 +10,33 @@ call would build a tuple).
 
 For an integer template nothing is allocated: the memoryviews, the
 params array, the CMAC's buffers and its bound method are made once, here.
-seq lives in the params array as a uint32, so it never becomes a big int
+seq lives in the params array (slots P_* in layout) as a uint32, so it never becomes a big int
 (a 32-bit port's small ints end at 2**30).
 """
 
 from array import array
 
-from .checks import P_FIELDS, P_SEQ, seal
-
-PAYLOAD_OFFSET = 42  # Ethernet 14 + IPv4 20 + UDP 8 (docs/PROTOCOL.md)
-CHECK_CRC16 = 0  # tpl.CHECK_KIND; anything else is a CMAC of tpl.CHECK_LEN bytes
+from .checks import seal
+from .layout import (
+    CHECK_CRC16,
+    FLAG_MIC,
+    MAGIC,
+    OFF_MAGIC,
+    OFF_VERFLAGS,
+    P_FIELDS,
+    P_SEQ,
+    PAYLOAD_OFFSET,
+    VERSION,
+)
 
 
 class Sender:
     """Patches a template's frame for each reading; `frame_mv`/`payload_mv` are what to send.
 
     patch(values) writes the next seq, `values` (raw numbers in field
-    order) and the checks. For an integer template it is `seal` itself
+    order: `self.values`, or any array('i') of the template's field count;
+    a list for a template with an f32 field) and the checks. For an
+    integer template it is `seal` itself
     (one viper call: 0.2 us with a CRC-16 on a PC); with an f32 field,
     tpl.pack goes first.
     """
@@ -34,12 +44,21 @@ class Sender:
     patch = seal
 
     def __init__(self, tpl, key=None):
+        mac = tpl.CHECK_KIND != CHECK_CRC16
+        head = tpl.FRAME[PAYLOAD_OFFSET + OFF_MAGIC], tpl.FRAME[PAYLOAD_OFFSET + OFF_VERFLAGS]
+        if head != (MAGIC, (VERSION << 4) | (FLAG_MIC if mac else 0)):
+            raise ValueError("template %s: header 0x%02x 0x%02x is not this firmware's (magic"
+                             " 0x%02x, version %d): rebuild the bundle"
+                             % (tpl.NAME, head[0], head[1], MAGIC, VERSION))  # fmt: skip
         self.frame = bytearray(tpl.FRAME)
         self.frame_mv = memoryview(self.frame)
         self.payload_mv = self.frame_mv[PAYLOAD_OFFSET:]
-        mac = tpl.CHECK_KIND != CHECK_CRC16
         self.params = array("I", (0, tpl.FIELD_COUNT, tpl.OFF_CHECK, tpl.CHECK_LEN, tpl.CRC_INIT,
                                   tpl.UDP_PARTIAL, int(mac), tpl.PAYLOAD_LEN) + tpl.FIELD_SIZES)
+        # The raw fields of a reading, filled by the sensor: an array('i') for an integer
+        # template (viper reads it as words), a list where a field is f32.
+        n = tpl.FIELD_COUNT
+        self.values = array("i", bytes(4 * n)) if tpl.INTEGER else [0] * n
         self._pack = None
         if not tpl.INTEGER:
             self._pack = tpl.pack  # struct.pack_into writes the fields, f32 included

@@ -6,7 +6,14 @@ first send; sending counts down the R numbers reserved, and the send that
 reaches the limit first writes the next reservation. A power loss at any
 moment restarts from a saved L that no sent seq has reached, so no seq
 repeats, at the cost of skipping up to R numbers (the collector counts
-those as lost readings).
+those as lost readings). A fast sender would write the flash often (at
+--interval-ms 0, thousands of readings a second: an fsync each on the
+unix port, a littlefs commit and flash wear on a board), so with
+write_ms (cfg.SEQ_WRITE_MS: build sets 2000 unless --seq-reserve is given) R grows while a
+reservation lasts less than write_ms, up to MAX_RESERVE, and halves back
+toward the configured R when readings slow: about one write per write_ms
+at any rate, and a skip after a power loss of at most about as many
+readings as go out in 2 x write_ms.
 
 The file holds two slots, written alternately, each "%010d/%010d\\n" (the
 limit twice): a write torn by a power loss leaves its slot unreadable and
@@ -24,6 +31,7 @@ next_seq itself as the reservation before sleeping instead.
 """
 
 import struct
+import time
 
 import machine
 
@@ -32,6 +40,7 @@ _MAGIC = b"PCSQ"
 _RTC_FMT = ">4sIII"  # magic, seq, limit, check
 _RTC_LEN = 16
 DEFAULT_RESERVE = 1000
+MAX_RESERVE = 1 << 20
 
 
 def _rtc():
@@ -65,10 +74,16 @@ def parse_slot(b):
 class SeqStore:
     """start() gives the first seq; take() before each send; save_for_sleep() before deep sleep."""
 
-    def __init__(self, path="precast_seq", reserve=DEFAULT_RESERVE, rtc=None):
+    def __init__(self, path="precast_seq", reserve=DEFAULT_RESERVE, rtc=None, write_ms=0):
         # rtc: an object with memory() / memory(buf); None asks machine for the RTC.
+        # write_ms > 0: a reservation used up sooner than that makes the next one larger (up
+        # to MAX_RESERVE), one lasting 8x longer halves it (not below reserve), so a fast sender
+        # writes the flash about once per write_ms (a write is a commit: an fsync, flash wear).
         self.path = path
         self.reserve = reserve
+        self.step = reserve  # the reservation written next
+        self.write_ms = write_ms
+        self._since = None  # ticks_ms of the last reservation written
         self.rtc = _rtc() if rtc is None else rtc
         self.limit = 0
         self.left = 0
@@ -97,9 +112,46 @@ class SeqStore:
     def take(self):
         """Claim the next seq for a send; writes a new reservation once every R calls."""
         if self.left <= 0:
-            self._reserve(self.limit + self.reserve)
-            self.left = self.reserve
+            self._renew()
         self.left -= 1
+
+    def _renew(self):
+        r = self.step
+        if self.write_ms:
+            now = time.ticks_ms()
+            if self._since is not None:
+                took = time.ticks_diff(now, self._since)
+                if took < self.write_ms and r < MAX_RESERVE:
+                    # Toward write_ms at this rate in one step, growing at most 16x a time.
+                    r = min(MAX_RESERVE, r * min(16, max(2, self.write_ms // max(1, took))))
+                elif took > 8 * self.write_ms and r > self.reserve:
+                    r = max(self.reserve, r // 2)
+                self.step = r
+            self._since = now
+        self._reserve(self.limit + r)
+        self.left = r
+
+    def claim(self, n):
+        """Claim up to n seqs at once (a burst of sends); how many, at least 1.
+
+        As many take() calls would, without crossing the reservation: every seq
+        handed out is below the limit on the flash before its send.
+        """
+        if self.left <= 0:
+            self._renew()
+        k = n if n < self.left else self.left
+        self.left -= k
+        return k
+
+    def release(self, next_seq):
+        """At a clean stop: the sender's next seq (mod 2**32) comes back to the store.
+
+        A burst claims its seqs ahead; those it did not send are handed out again
+        (never a seq that was sent: they are all below next_seq).
+        """
+        back = (self.limit - self.left - next_seq) & 0xFFFFFFFF
+        if back <= self.step - self.left:
+            self.left += back
 
     @property
     def next_seq(self):
@@ -173,9 +225,8 @@ class SeqStore:
             f = open(self.path, "r+b")
         except OSError:  # no file yet: the device's first boot
             f = open(self.path, "w+b")
-            f.write(b"\n" * (2 * _SLOT))
-            f.flush()
-            self._file = f
+            f.write(b"\n" * (2 * _SLOT))  # committed with the first reservation: a file
+            self._file = f  # lost before that reads as new again, which is what it is
             return [-2, -2]
         self._file = f
         data = f.read(2 * _SLOT)

@@ -44,8 +44,10 @@ class Transport:
         s = socket.socket(AF_PACKET, socket.SOCK_RAW, 0)
         s.bind(sockaddr_ll(_ifindex(self.iface)))
         self.sock = s
+        # The socket's own send, bound once: no Python frame between the loop and the socket.
+        self.send = s.send  # type: ignore[method-assign]
 
-    def send(self, mv):
+    def send(self, mv):  # replaced by the socket's send once open; until then the same call
         self.sock.send(mv)
 
     def close(self):

@@ -1,15 +1,16 @@
-"""The per-reading hot path as viper code: seq, fields, CRC-16 or AES-CMAC, UDP checksum.
+"""The per-reading hot path as viper code: seq, fields, CRC-16 or AES-CMAC, UDP checksum; the sim.
 
-Imported where the port has a native emitter; `checks` holds plain
+checks.py imports it where the port has a native emitter; plain.py holds
 versions with the same names that compute the same bytes. Viper keeps its
 locals on the C stack and reaches buffers through raw pointers, so a
 reading is one call and allocates nothing (a CMAC calls cryptolib's AES
 in place, once per 16-byte block).
 
-`sender.params` is an array('I') (layout in checks: P_SEQ, ...).
-Offsets are docs/PROTOCOL.md's, the same for every template: payload at frame
-byte 42, seq at 50, fields from 54, UDP checksum at 40. Viper takes at
-most four arguments, so the CRC table is a module global.
+`sender.params` is an array('I') (slots P_* in layout.py), the sim's
+state another (S_*). Viper folds only this module's const(): the names
+below repeat layout.py's, and tests/test_firmware_constants.py holds them
+equal. Viper takes at most four arguments, so the CRC table is a module
+global. The offsets are docs/PROTOCOL.md's.
 
 The UDP checksum is RFC 1624's incremental form: the template's partial
 sum (pseudo-header, UDP header, payload [0, 8)) plus payload [8, P).
@@ -17,8 +18,33 @@ sum (pseudo-header, UDP header, payload [0, 8)) plus payload [8, P).
 # ruff: noqa: F821  (ptr8, ptr16 and ptr32 are viper's built-in types)
 
 import micropython
+from micropython import const
 
-from .checks import CRC_TABLE
+from .layout import CRC_TABLE
+
+UDP_CSUM_OFFSET = const(40)
+PAYLOAD_OFFSET = const(42)
+FRAME_SEQ = const(50)
+FRAME_FIELDS = const(54)
+AES_BLOCK = const(16)
+P_SEQ = const(0)
+P_FIELDS = const(1)
+P_CHECK = const(2)
+P_CHECK_LEN = const(3)
+P_CRC_INIT = const(4)
+P_PARTIAL = const(5)
+P_MAC = const(6)
+P_SIZES = const(8)
+S_X = const(0)
+S_N = const(1)
+S_FIELDS = const(2)
+S_V = const(0)
+S_LO = const(1)
+S_HI = const(2)
+S_DRIFT = const(3)
+S_NOISE = const(4)
+S_STRIDE = const(5)
+S_BIAS = const(0x10000000)
 
 
 @micropython.viper
@@ -26,24 +52,26 @@ def seal(sender, values):
     """Write seq (then count it up), the fields, the check and the UDP checksum.
 
     A method of Sender (its `patch` for an integer template: one call per
-    reading). values[i] goes out big-endian in params[P_SIZES + i] bytes;
+    reading). values (an array('i'): Sender.values) are the raw fields;
+    values[i] goes out big-endian in params[P_SIZES + i] bytes;
     two's complement makes signed and unsigned the same bytes. With
     P_FIELDS 0 (a template with f32 fields) the fields are already in place.
     """
     frame = ptr8(sender.frame)
     params = ptr32(sender.params)
-    seq = params[0]
-    frame[50] = seq >> 24
-    frame[51] = seq >> 16
-    frame[52] = seq >> 8
-    frame[53] = seq
-    params[0] = seq + 1
-    n = params[1]
+    seq = params[P_SEQ]
+    frame[FRAME_SEQ] = seq >> 24
+    frame[FRAME_SEQ + 1] = seq >> 16
+    frame[FRAME_SEQ + 2] = seq >> 8
+    frame[FRAME_SEQ + 3] = seq
+    params[P_SEQ] = seq + 1
+    n = params[P_FIELDS]
     i = 0
-    p = 54
+    p = FRAME_FIELDS
+    vals = ptr32(values if n else sender.params)  # an array('i'); no fields: not read at all
     while i < n:
-        v = int(values[i])
-        size = params[8 + i]
+        v = vals[i]
+        size = params[P_SIZES + i]
         if size == 1:
             frame[p] = v
         elif size == 2:
@@ -56,9 +84,9 @@ def seal(sender, values):
             frame[p + 3] = v
         p += size
         i += 1
-    stop = 42 + params[2]  # the check
-    s = params[5]
-    if params[6]:
+    stop = PAYLOAD_OFFSET + params[P_CHECK]
+    s = params[P_PARTIAL]
+    if params[P_MAC]:
         # AES-CMAC (RFC 4493) of payload [0, check), steps as in Cmac.compute.
         mac = sender.mac
         xo = mac.x
@@ -68,42 +96,42 @@ def seal(sender, values):
         n = int(mac.n)
         if n == 1:
             i = 0
-            while i < 16:
+            while i < AES_BLOCK:
                 x[i] = k[i]
                 i += 1
         else:
             i = 0
-            while i < 16:
-                x[i] = frame[42 + i]
+            while i < AES_BLOCK:
+                x[i] = frame[PAYLOAD_OFFSET + i]
                 i += 1
             enc(xo, xo)
             b = 1
             while b < n - 1:
-                p = 42 + b * 16
+                p = PAYLOAD_OFFSET + b * AES_BLOCK
                 i = 0
-                while i < 16:
+                while i < AES_BLOCK:
                     x[i] = x[i] ^ frame[p + i]
                     i += 1
                 enc(xo, xo)
                 b += 1
             i = 0
-            while i < 16:
+            while i < AES_BLOCK:
                 x[i] = x[i] ^ k[i]
                 i += 1
-        p = 42 + (n - 1) * 16
+        p = PAYLOAD_OFFSET + (n - 1) * AES_BLOCK
         rest = int(mac.rest)
         i = 0
         while i < rest:
             x[i] = x[i] ^ frame[p + i]
             i += 1
         enc(xo, xo)
-        n = params[3]
+        n = params[P_CHECK_LEN]
         i = 0
         while i < n:
             frame[stop + i] = x[i]
             i += 1
         stop += n
-        i = 50
+        i = FRAME_SEQ
         while i + 1 < stop:
             s += (frame[i] << 8) | frame[i + 1]
             i += 2
@@ -112,8 +140,8 @@ def seal(sender, values):
     else:
         # CRC over payload [8, check) and the UDP sum over [8, P), in one pass of words.
         t = ptr16(CRC_TABLE)
-        crc = params[4]
-        i = 50
+        crc = params[P_CRC_INIT]
+        i = FRAME_SEQ
         while i + 1 < stop:
             a = frame[i]
             b = frame[i + 1]
@@ -135,23 +163,61 @@ def seal(sender, values):
     c = (s ^ 0xFFFF) & 0xFFFF
     if c == 0:
         c = 0xFFFF  # RFC 768: a computed 0 goes out as all ones
-    frame[40] = c >> 8
-    frame[41] = c
+    frame[UDP_CSUM_OFFSET] = c >> 8
+    frame[UDP_CSUM_OFFSET + 1] = c
 
 
 @micropython.viper
-def xor_into(dst: ptr8, src: ptr8, n: int):
+def xor_into(dst, src, n):
     """dst[i] ^= src[i] for i < n."""
+    d = ptr8(dst)
+    s = ptr8(src)
+    k = int(n)
     i = 0
-    while i < n:
-        dst[i] = dst[i] ^ src[i]
+    while i < k:
+        d[i] = d[i] ^ s[i]
         i += 1
 
 
 @micropython.viper
-def copy_into(dst: ptr8, src: ptr8, n: int):
+def copy_into(dst, src, n):
     """dst[i] = src[i] for i < n (a slice assignment would allocate)."""
+    d = ptr8(dst)
+    s = ptr8(src)
+    k = int(n)
     i = 0
-    while i < n:
-        dst[i] = src[i]
+    while i < k:
+        d[i] = s[i]
         i += 1
+
+
+@micropython.viper
+def sim_walk(sensor, values):
+    """The simulated sensor's next reading into values (sensors/sim.py says what it does)."""
+    st = ptr32(sensor.state)
+    vals = ptr32(values)  # an array('i') (Sender.values of an integer template)
+    x = st[S_X]
+    n = st[S_N]
+    i = 0
+    j = S_FIELDS
+    while i < n:
+        d = st[j + S_DRIFT]
+        v = st[j + S_V] + d - S_BIAS
+        if v < st[j + S_LO] or v > st[j + S_HI]:
+            d = 2 * S_BIAS - d
+            st[j + S_DRIFT] = d
+            v = st[j + S_V] + d - S_BIAS
+        st[j + S_V] = v
+        x ^= (x << 7) & 0xFFFF
+        x ^= x >> 9
+        x ^= (x << 8) & 0xFFFF
+        a = st[j + S_NOISE]
+        v += x % (2 * a + 1) - a
+        if v < st[j + S_LO]:
+            v = st[j + S_LO]
+        elif v > st[j + S_HI]:
+            v = st[j + S_HI]
+        vals[i] = v - S_BIAS
+        i += 1
+        j += S_STRIDE
+    st[S_X] = x

@@ -13,6 +13,7 @@ The package, from the wire format up (each part imports only those above it):
 - collect/  the collector daemon, its books, its store backends and sinks, `stats`
 - send/     the host sender: engine, batches, transports, `send`, `simulate`, `bridge`
 - boards/   firmware bundles (`build`), `deploy`, the virtual board
+- view/     seeing it: the Wireshark dissector, `plot`, `top` (from the database alone)
 - pytest_plugin.py  fixtures: a running collector, a virtual board, a sensor fleet
 - cli.py    the `precast` command: dispatch and the one place errors become exits
 """

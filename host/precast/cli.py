@@ -34,6 +34,9 @@ COMMAND_MODULES: list[str] = [
     "precast.send.bridge",
     "precast.boards.virtual",
     "precast.boards.deploy",
+    "precast.view.dissector",
+    "precast.view.plot",
+    "precast.view.top",
 ]
 
 Handler = Callable[[argparse.Namespace], int]

@@ -14,8 +14,16 @@ INSERT and one commit per reading, SQLite and the socket at their defaults
 synchronous=NORMAL, to show how much of the gap is fsync and how much is
 batching and threads.
 
+`precast-mqtt0` and `precast-mqtt1` are precast with `--mqtt` to a local
+Mosquitto (started here on a free port, one mosquitto_sub subscribed to every
+reading, as Home Assistant would be) at QoS 0 and 1: the rate is still the
+one *stored* with zero loss, and the table adds what the publisher published
+and dropped (its bounded buffer full: counted, never blocking the storing).
+Issue 12 asks that QoS 0 costs at most a quarter of the stored rate.
+
     .venv/bin/python tools/bench/collector.py            # both, table on stdout
     .venv/bin/python tools/bench/collector.py --only precast --start 100000
+    .venv/bin/python tools/bench/collector.py --only precast precast-mqtt0 precast-mqtt1
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import struct
@@ -40,7 +49,8 @@ from precast.wire.layout import load_layouts  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TICK = os.sysconf("SC_CLK_TCK")
-KINDS = ("precast", "naive", "naive-wal")
+KINDS = ("precast", "precast-mqtt0", "precast-mqtt1", "naive", "naive-wal")
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 # ---- the sender (runs in its own process) --------------------------------------------------
@@ -149,6 +159,44 @@ def naive(db: str, ready: str, wal: bool) -> None:
         conn.commit()
 
 
+# ---- the broker for the --mqtt kinds -------------------------------------------------------
+
+
+class Broker:
+    """Mosquitto on a free port of 127.0.0.1 and a mosquitto_sub on precast/#, to /dev/null."""
+
+    def __init__(self, tmp: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        conf = tmp / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false"]
+        if os.geteuid() == 0:
+            lines.append("user root")  # else it drops to `mosquitto`, who cannot read tmp
+        conf.write_text("\n".join(lines) + "\n")
+        if not Path(MOSQUITTO).exists():
+            raise SystemExit("the --mqtt kinds need mosquitto (tools/sysdeps.sh installs it)")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise SystemExit("mosquitto did not start") from None
+                time.sleep(0.05)
+        self.sub = subprocess.Popen(
+            ["mosquitto_sub", "-p", str(self.port), "-t", "precast/#", "-q", "1"],
+            stdout=subprocess.DEVNULL,
+        )
+
+    def close(self) -> None:
+        for p in (self.sub, self.proc):
+            p.terminate()
+            p.wait(10)
+
+
 # ---- the driver ----------------------------------------------------------------------------
 
 
@@ -157,12 +205,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def start_collector(kind: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+def start_collector(
+    kind: str, tmp: Path, broker: Broker | None = None
+) -> tuple[subprocess.Popen[bytes], int, Path]:
     db = tmp / f"{kind}.db"
     ready = tmp / f"{kind}.ready"
     for p in (db, ready):
         p.unlink(missing_ok=True)
-    if kind == "precast":
+    if kind.startswith("precast"):
         cmd = [
             str(BIN / "precast"),
             "collect",
@@ -177,6 +227,9 @@ def start_collector(kind: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int,
             "--log-level",
             "warning",
         ]
+        if kind.startswith("precast-mqtt"):
+            assert broker is not None
+            cmd += ["--mqtt", f"mqtt://127.0.0.1:{broker.port}", "--mqtt-qos", kind[-1]]
     else:
         cmd = [sys.executable, __file__, "--naive", str(db), str(ready), kind]
     proc = subprocess.Popen(cmd)
@@ -192,15 +245,29 @@ def start_collector(kind: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int,
 def count(kind: str, db: Path) -> int:
     conn = sqlite3.connect(db, timeout=30)
     try:
-        if kind == "precast":
+        if kind.startswith("precast"):
             return int(conn.execute("SELECT count(*) FROM readings_1").fetchone()[0])
         return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
     finally:
         conn.close()
 
 
-def trial(kind: str, rate: int, seconds: float, devices: int, tmp: Path) -> dict[str, float]:
-    proc, port, db = start_collector(kind, tmp)
+def mqtt_counts(db: Path) -> tuple[int, int]:
+    """(published, dropped) from `precast stats --json`: the MQTT publisher's counts."""
+    r = subprocess.run(
+        [str(BIN / "precast"), "stats", "--db", str(db), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    m = json.loads(r.stdout).get("mqtt") or {}
+    return int(m.get("published", 0)), int(m.get("dropped", 0))
+
+
+def trial(
+    kind: str, rate: int, seconds: float, devices: int, tmp: Path, broker: Broker | None = None
+) -> dict[str, float]:
+    proc, port, db = start_collector(kind, tmp, broker)
     sender = subprocess.Popen(
         [sys.executable, __file__, "--send", str(port), str(rate), str(seconds), str(devices)],
         stdin=subprocess.PIPE,
@@ -226,7 +293,10 @@ def trial(kind: str, rate: int, seconds: float, devices: int, tmp: Path) -> dict
     proc.wait(timeout=60)
     stored = count(kind, db)
     sent = result["sent"]
+    published, dropped = mqtt_counts(db) if broker is not None else (0, 0)
     return {
+        "published": published,
+        "mqtt_dropped": dropped,
         "rate": rate,
         "offered": sent / result["seconds"],
         "sent": sent,
@@ -237,7 +307,14 @@ def trial(kind: str, rate: int, seconds: float, devices: int, tmp: Path) -> dict
 
 
 def search(
-    kind: str, start: int, step: float, seconds: float, devices: int, tmp: Path, limit: int
+    kind: str,
+    start: int,
+    step: float,
+    seconds: float,
+    devices: int,
+    tmp: Path,
+    limit: int,
+    broker: Broker | None = None,
 ) -> tuple[dict[str, float] | None, str]:
     """Climb by `step` until a rate loses readings, then bisect twice; (best pass, why it ends).
 
@@ -246,11 +323,12 @@ def search(
     """
 
     def run(rate: int) -> dict[str, float]:
-        t = trial(kind, rate, seconds, devices, tmp)
+        t = trial(kind, rate, seconds, devices, tmp, broker)
+        mqtt = f" mqtt {t['published']:,} published {t['mqtt_dropped']:,} dropped" if broker else ""
         print(
             f"{kind:9} target {rate:>8,}/s offered {t['offered']:>9,.0f}/s sent {t['sent']:>9,} "
             f"stored {t['stored']:>9,} {'ok' if t['ok'] else 'LOSS'} "
-            f"{t['us_per_reading']:.2f} us/reading",
+            f"{t['us_per_reading']:.2f} us/reading{mqtt}",
             file=sys.stderr,
             flush=True,
         )
@@ -309,36 +387,56 @@ def main() -> None:
     ap.add_argument("--wal-start", type=int, default=5000, help="first rate for naive-wal")
     ap.add_argument("--step", type=float, default=1.5, help="rate factor per climbing trial")
     ap.add_argument("--limit", type=int, default=600_000, help="highest rate tried")
-    ap.add_argument("--only", choices=KINDS, help="run one collector only")
+    ap.add_argument("--only", choices=KINDS, nargs="+", help="run these collectors only")
     args = ap.parse_args()
     results: dict[str, tuple[dict[str, float] | None, str]] = {}
     with tempfile.TemporaryDirectory(prefix="precast-bench-") as d:
         tmp = Path(d)
         for kind in KINDS:
-            if args.only and kind != args.only:
+            if args.only and kind not in args.only:
                 continue
-            start = {"precast": args.start, "naive": args.naive_start}.get(kind, args.wal_start)
-            results[kind] = search(
-                kind, start, args.step, args.seconds, args.devices, tmp, args.limit
-            )
+            start = {"naive": args.naive_start, "naive-wal": args.wal_start}.get(kind, args.start)
+            broker = Broker(tmp) if kind.startswith("precast-mqtt") else None
+            try:
+                results[kind] = search(
+                    kind, start, args.step, args.seconds, args.devices, tmp, args.limit, broker
+                )
+            finally:
+                if broker is not None:
+                    broker.close()
     load = os.getloadavg()[0]
     print(
         f"\n{args.seconds:.0f} s per trial, {args.devices} devices, env-node payloads "
         f"(24 bytes), sender in its own process, {os.cpu_count()} CPUs, "
         f"load average {load:.1f} at the end\n"
     )
-    print("| collector | highest offered rate stored 100 % | CPU per reading | then |")
-    print("|---|---:|---:|---|")
+    print(
+        "| collector | highest offered rate stored 100 % | CPU per reading | MQTT published "
+        "/ dropped there | then |"
+    )
+    print("|---|---:|---:|---:|---|")
     for kind, (best, why) in results.items():
         if best is None:
-            print(f"| {kind} | below the first rate tried | | {why} |")
+            print(f"| {kind} | below the first rate tried | | | {why} |")
         else:
+            mqtt = (
+                f"{best['published']:,} / {best['mqtt_dropped']:,}"
+                if kind.startswith("precast-mqtt")
+                else ""
+            )
             print(
                 f"| {kind} | {best['offered']:,.0f} readings/s "
-                f"| {best['us_per_reading']:.1f} us | {why} |"
+                f"| {best['us_per_reading']:.1f} us | {mqtt} | {why} |"
             )
     p = results.get("precast", (None, ""))[0]
-    for kind in KINDS[1:]:
+    for kind in ("precast-mqtt0", "precast-mqtt1"):
+        m = results.get(kind, (None, ""))[0]
+        if p and m:
+            print(
+                f"\n{kind}: {m['offered'] / p['offered']:.0%} of the stored rate without --mqtt"
+                + (" (issue 12: at least 75 %)" if kind.endswith("0") else "")
+            )
+    for kind in ("naive", "naive-wal"):
         n = results.get(kind, (None, ""))[0]
         if p and n:
             cpu = n["us_per_reading"] / p["us_per_reading"]

@@ -1,50 +1,61 @@
 """A simulated sensor for the unix port and tests: seeded, drifting, noisy raw integers.
 
-Each field walks from the middle of its range by a drift of a few raw
-units per reading, turning at the edges, with noise on top. The random
-source is a 16-bit xorshift (every intermediate fits a 32-bit port's
-small int), so a seed gives the same readings on every port. Functions
-stay small: a bytecode function whose locals and stack pass 11 slots
-takes its frame from the heap on each call.
+Each field walks from the middle of its range (tpl.SIM_LO..tpl.SIM_HI, which
+the host chooses from the field's unit and type) by a drift of a few raw
+units per reading, turning at the edges, with noise of about 1/256 of the
+range (1 to 100 raw units) on top. The random source is a 16-bit xorshift
+(every intermediate fits a 32-bit port's small int), so a seed gives the
+same readings on every port. The walk is one call per reading, in viper
+where the port has it (checks.sim_walk: about 0.1 µs a field on a PC),
+over an array('I') of state whose slots layout.py names (S_*).
 """
+
+from array import array
+
+from ..checks import sim_walk
+from ..layout import S_BIAS
+
+# Ranges are kept inside +-LIMIT so that walk, drift and noise stay small ints (S_BIAS).
+LIMIT = S_BIAS - 1024
 
 
 class Sensor:
     """read(values) fills values with the next simulated raw reading of every field."""
 
+    # sim_walk(self, values): one call per reading, self.state its state; values an array('i')
+    # (Sender.values of an integer template).
+    read = sim_walk
+
     def __init__(self, tpl, cfg=None):
         seed = getattr(cfg, "SEED", 1)
-        self._x = (seed & 0xFFFF) or 1
-        self._n = tpl.FIELD_COUNT
-        self._lo = list(tpl.SIM_LO)
-        self._hi = list(tpl.SIM_HI)
-        self._v = [(lo + hi) // 2 for lo, hi in zip(self._lo, self._hi)]
-        self._noise = [max(1, min(100, (hi - lo) // 256)) for lo, hi in zip(self._lo, self._hi)]
-        self._drift = [1 + (self._next() & 3) for _ in range(self._n)]
+        x = (seed & 0xFFFF) or 1
+        n = tpl.FIELD_COUNT
+        st = [x, n]
+        for i in range(n):
+            lo = max(-LIMIT, min(LIMIT, tpl.SIM_LO[i]))
+            hi = max(lo, min(LIMIT, tpl.SIM_HI[i]))
+            x = _xorshift(x)
+            drift = 1 + (x & 3)
+            noise = max(1, min(100, (hi - lo) // 256))
+            mid = (lo + hi) // 2
+            st += [mid + S_BIAS, lo + S_BIAS, hi + S_BIAS, drift + S_BIAS, noise]
+        st[0] = x
+        self.state = array("I", st)
+        if not tpl.INTEGER:  # values is a list (an f32 field): walk in an array, then copy
+            self._raw = array("i", bytes(4 * n))
+            self.read = self._read_list  # type: ignore[method-assign]
 
-    def _next(self):
-        x = self._x
-        x ^= (x << 7) & 0xFFFF
-        x ^= x >> 9
-        x ^= (x << 8) & 0xFFFF
-        self._x = x
-        return x
-
-    def _walk(self, i):
-        v = self._v[i] + self._drift[i]
-        if v < self._lo[i] or v > self._hi[i]:
-            self._drift[i] = -self._drift[i]
-            v = self._v[i] + self._drift[i]
-        self._v[i] = v
-        return v
-
-    def _noisy(self, i, v):
-        a = self._noise[i]
-        v += self._next() % (2 * a + 1) - a
-        return max(self._lo[i], min(self._hi[i], v))
-
-    def read(self, values):
+    def _read_list(self, values):
+        raw = self._raw
+        sim_walk(self, raw)
         i = 0
-        while i < self._n:
-            values[i] = self._noisy(i, self._walk(i))
+        while i < len(raw):
+            values[i] = raw[i]
             i += 1
+
+
+def _xorshift(x):
+    x ^= (x << 7) & 0xFFFF
+    x ^= x >> 9
+    x ^= (x << 8) & 0xFFFF
+    return x

@@ -31,6 +31,7 @@ SLEEP_MODES = ("none", "light", "deep")
 SECRETS_NAME = "precast_secrets.py"
 DEFAULT_SEQ_FILE = "precast_seq"
 DEFAULT_SEQ_RESERVE = 1000
+DEFAULT_SEQ_WRITE_MS = 2000  # firmware seqstore: about one reservation written per 2 s
 DEFAULT_WATCHDOG_MS = 30000
 
 
@@ -128,10 +129,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--seq-reserve",
         type=_int,
-        default=DEFAULT_SEQ_RESERVE,
+        default=None,
         metavar="R",
-        help="seqs reserved per flash write: a reset skips up to R "
-        f"(default {DEFAULT_SEQ_RESERVE})",
+        help="seqs reserved per flash write: a reset skips up to R (default "
+        f"{DEFAULT_SEQ_RESERVE}, growing at high rates so that the flash is written "
+        f"about every {DEFAULT_SEQ_WRITE_MS // 1000} s)",
     )
     g.add_argument(
         "--secrets",
@@ -216,7 +218,11 @@ def config_entries(options: Any, lay: Layout) -> dict[str, Any]:
         names = _sensors(names)
     sleep = _opt(options, "sleep", "none")
     seq_file = _opt(options, "seq_file", DEFAULT_SEQ_FILE) or None
-    reserve = _opt(options, "seq_reserve", DEFAULT_SEQ_RESERVE)
+    reserve = _opt(options, "seq_reserve", None)
+    # No R given: the board's store grows its reservation at high rates (SEQ_WRITE_MS).
+    write_ms = DEFAULT_SEQ_WRITE_MS if reserve is None else 0
+    if reserve is None:
+        reserve = DEFAULT_SEQ_RESERVE
     if reserve < 1:
         raise UsageError(f"--seq-reserve must be 1 or more, got {reserve}")
     if sleep == "deep" and seq_file is None:
@@ -227,6 +233,7 @@ def config_entries(options: Any, lay: Layout) -> dict[str, Any]:
         "WATCHDOG_MS": _opt(options, "watchdog_ms", DEFAULT_WATCHDOG_MS),
         "SEQ_FILE": seq_file,
         "SEQ_RESERVE": reserve,
+        "SEQ_WRITE_MS": write_ms,
     }
     if "bme280" in names:
         entries.update(

@@ -8,5 +8,6 @@
 - rows.py      a stored reading as a row and as a JSON object
 - store/       the database interface and its backends (sqlite.py)
 - sinks/       where stored readings go besides the database (jsonl.py)
+- report.py    the log: new devices, refused frames with their likely cause
 - metrics.py   Prometheus metrics; stats.py `precast stats`
 """

@@ -13,7 +13,8 @@ Two threads and a bounded queue (backlog.py) between them:
   docs/PROTOCOL.md's order (wire/validator.py, the codec's verdict on a fast
   path), tracks each device's sequence (tracker.py), writes the readings, the
   changed devices and the counters in one transaction (store/), then hands
-  the stored readings to the sinks (sinks/: --jsonl).
+  the stored readings to the sinks (sinks/: --jsonl, --mqtt), and about once a
+  second lets them look at the devices (MQTT: a stale device goes offline).
 
 SIGTERM and SIGINT stop receiving, store every datagram already received,
 flush and exit 0; SIGHUP reloads templates and keys (keys.py).
@@ -39,8 +40,9 @@ from precast.collect.backlog import Backlog, Batch
 from precast.collect.keys import load_keys
 from precast.collect.metrics import serve_metrics
 from precast.collect.receiver import bind_udp, kernel_drops, receiver_for
-from precast.collect.rows import Row, RowBuilder, reading_doc, row_builder, utc_iso
-from precast.collect.sinks import Doc, Sink
+from precast.collect.rows import Row, RowBuilder, row_builder, utc_iso
+from precast.collect.sinks import Sink, Stored
+from precast.collect.sinks import mqtt as mqtt_sink
 from precast.collect.sinks.jsonl import JsonlSink
 from precast.collect.store import StoreError, open_store
 from precast.collect.tracker import DEFAULT_WINDOW, REPLAY, Tracker
@@ -77,6 +79,7 @@ class Collector:
         window: int = DEFAULT_WINDOW,
         queue: int = DEFAULT_QUEUE,
         rcvbuf: int = DEFAULT_RCVBUF,
+        mqtt: tuple[mqtt_sink.MqttUrl, mqtt_sink.MqttOptions] | None = None,
     ) -> None:
         self.templates = templates
         self.key = key
@@ -94,7 +97,16 @@ class Collector:
         self.kernel_drops = 0  # of this run's socket
         self.backlog = Backlog(queue)
         self.sources: dict[Any, str] = {}
+        self.base_mqtt = {k: n for k, n in counters.items() if k.startswith("mqtt_")}
         self.sinks: list[Sink] = [JsonlSink(jsonl)] if jsonl else []
+        self.mqtt: mqtt_sink.MqttSink | None = None
+        if mqtt is not None:
+            # Before the socket is bound: a broker refusing us ends the start (exit 2).
+            self.mqtt = mqtt_sink.MqttSink(
+                mqtt[0], self.codec.layouts, mqtt[1], devices=self.tracker.devices.values
+            )
+            self.mqtt.start()
+            self.sinks.append(self.mqtt)
         self.stopping = threading.Event()
         self.reload_wanted = threading.Event()
         self.sock = bind_udp(listen, rcvbuf)
@@ -133,16 +145,33 @@ class Collector:
             log.error("reload failed, keeping the templates and keys in use: %s", e)
             return
         self._use(codec)
+        if self.mqtt is not None:
+            self.mqtt.set_layouts(codec.layouts)
         names = ", ".join(f"{lay.template.name} ({tid})" for tid, lay in codec.layouts.items())
         log.info("reloaded templates: %s; keys for %d devices", names, len(codec.keys))
 
     # -- the storing thread
 
     def _counters(self) -> dict[str, int]:
-        return {
+        c = {
             "queue_drops": self.base_queue_drops + self.backlog.dropped,
             "kernel_drops": self.base_kernel_drops + self.kernel_drops,
         }
+        if self.mqtt is not None:  # persisted, so `precast stats` shows them
+            base = self.base_mqtt
+            c["mqtt_published"] = base.get("mqtt_published", 0) + self.mqtt.published
+            c["mqtt_dropped"] = base.get("mqtt_dropped", 0) + self.mqtt.dropped
+        return c
+
+    def _save_counters(self) -> None:
+        changed = {k: n for k, n in self._counters().items() if self._saved_counters.get(k) != n}
+        if not changed:
+            return
+        try:
+            self.store.write({}, [], {}, changed)
+            self._saved_counters.update(changed)
+        except StoreError as e:
+            log.error("cannot write the last counters to the database: %s", e)
 
     def _process(self, batches: list[Batch]) -> None:
         """Check, track and store every datagram of the batches, in one transaction."""
@@ -202,23 +231,30 @@ class Collector:
         self._saved_counters.update(changed_counters)
         self.stored += sum(map(len, rows.values()))
         if self.sinks and rows:
-            docs: list[Doc] = [
-                reading_doc(tid, builders[tid][1], row) for tid, rs in rows.items() for row in rs
-            ]
+            stored = Stored(rows, {tid: builders[tid][1] for tid in rows})
             for sink in self.sinks:
-                sink.write(docs)
+                sink.write(stored)
 
     def _storing(self) -> None:
+        next_tick = 0.0
         try:
             while True:
                 batches = self.backlog.take(1.0)
+                now = time.monotonic()
+                if now >= next_tick and self.sinks:
+                    next_tick = now + 1.0
+                    wall = time.time()
+                    for sink in self.sinks:
+                        sink.tick(wall)
                 if self.reload_wanted.is_set():
                     self.reload_wanted.clear()
                     self.reload()
-                if batches or self._counters() != self._saved_counters:
+                if batches:
                     self._process(batches)
                 elif self.backlog.closed:
-                    return
+                    return  # run() saves the last counters, once the sinks are closed too
+                elif self._counters() != self._saved_counters:
+                    self._process(batches)
         except BaseException as e:
             self.error = e
             log.exception("storing failed; stopping")
@@ -293,9 +329,10 @@ class Collector:
             self.backlog.close()
             storer.join()
             self.sock.close()
-            self.store.close()
             for sink in self.sinks:
                 sink.close()
+            self._save_counters()  # what the sinks counted while closing (MQTT's last drops)
+            self.store.close()
         c = self._counters()
         log.info(
             "stopped: %d readings stored this run; drops: %d queue, %d kernel",
@@ -336,6 +373,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if args.queue < 1:
         raise UsageError("--queue must be at least 1")
     templates = args.templates or [str(p) for p in default_templates()]
+    mqtt = mqtt_sink.config_from(args)
     col = Collector(
         parse_hostport(args.listen, default_host="0.0.0.0", allow_zero=True),
         templates,
@@ -346,6 +384,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         window=args.window,
         queue=args.queue,
         rcvbuf=args.rcvbuf,
+        mqtt=mqtt,
     )
     metrics = (
         serve_metrics(
@@ -408,6 +447,8 @@ def register(sub: Any) -> None:
             ":9108",
             "precast collect --db precast.db --ready-file /run/precast/ready.json --log-level "
             "debug",
+            "precast collect --mqtt mqtt://ha@homeassistant.local --mqtt-password-file pw "
+            "--ha-discovery",
         ),
     )
     c.add_argument(
@@ -460,4 +501,5 @@ def register(sub: Any) -> None:
         help="once listening, write JSON {pid, host, port, db, metrics} here",
     )
     c.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    mqtt_sink.add_arguments(c)
     c.set_defaults(func=cmd_collect)

@@ -5,7 +5,8 @@ status() is the collector's snapshot: {"devices": [tracker.Device, ...],
 "queue": datagrams waiting}. Metric names: precast_rejected_total{reason},
 precast_device_<received|lost|duplicates|late|bad|reboots>{device},
 precast_device_last_seen_seconds{device}, precast_dropped_total{where},
-precast_queue_depth.
+precast_queue_depth; with --mqtt, precast_mqtt_published_total and
+precast_mqtt_dropped_total (readings stored but not published: buffer full).
 """
 
 from __future__ import annotations
@@ -63,6 +64,18 @@ def serve_metrics(
             yield GaugeMetricFamily(
                 "precast_queue_depth", "Datagrams waiting to be stored", value=s["queue"]
             )
+            c = s["counters"]
+            if "mqtt_published" in c:
+                yield CounterMetricFamily(
+                    "precast_mqtt_published",
+                    "Stored readings published to the MQTT broker",
+                    value=c["mqtt_published"],
+                )
+                yield CounterMetricFamily(
+                    "precast_mqtt_dropped",
+                    "Stored readings not published (the MQTT buffer was full)",
+                    value=c["mqtt_dropped"],
+                )
 
     registry = CollectorRegistry()
     registry.register(Metrics())

@@ -3,13 +3,15 @@
 Read-only (the collector keeps writing meanwhile). The --json document's
 keys are a contract: {"devices": [{device, template, received, lost,
 duplicates, late, last_seq, ...}], "rejected": {reason: count},
-"drops": {"queue": n, "kernel": n}}.
+"drops": {"queue": n, "kernel": n}}, and "mqtt": {"published": n, "dropped": n}
+when a collector ran with --mqtt.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 import time
 from typing import Any
 
@@ -20,15 +22,27 @@ from precast.collect.store import read_stats
 STALE_INTERVALS = 3  # silent for more than this many of its usual intervals: stale
 
 
+def interval_of(
+    highest: int, epoch_seq: int, last_seen: float, epoch_started: float
+) -> float | None:
+    """A device's mean seconds per seq in its epoch; None after its epoch's first reading."""
+    span = highest - epoch_seq
+    return (last_seen - epoch_started) / span if span > 0 else None
+
+
+def is_stale(interval: float | None, silent: float) -> bool:
+    """Stale: silent for more than STALE_INTERVALS of its usual interval (also MQTT's offline)."""
+    return interval is not None and silent > STALE_INTERVALS * interval
+
+
 def stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
     """The `stats --json` document (the contract keys, then extras) from store.read_stats."""
     devices = []
     for d in raw["devices"]:
-        span = d["highest"] - d["epoch_seq"]
-        interval = (d["last_seen"] - d["epoch_started"]) / span if span > 0 else None
+        interval = interval_of(d["highest"], d["epoch_seq"], d["last_seen"], d["epoch_started"])
         silent = max(0.0, now - d["last_seen"])
         total = d["received"] + d["lost"]
-        stale = interval is not None and silent > STALE_INTERVALS * interval
+        stale = is_stale(interval, silent)
         devices.append(
             {
                 "device": d["device"],
@@ -48,17 +62,20 @@ def stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
                 "last_seen": utc_iso(d["last_seen"]),
                 "silent_s": round(silent, 3),
                 "interval_s": round(interval, 6) if interval is not None else None,
+                # Quiet: silent for more than a few intervals. What it may have sent meanwhile
+                # is not counted as lost until its next reading proves the gap.
                 "stale": stale,
-                # The silent tail is loss too, but uncounted until the next reading says how much.
-                "tail_lost": int(silent / interval) if stale and interval else 0,
             }
         )
     c = raw["counters"]
-    return {
+    doc: dict[str, Any] = {
         "devices": devices,
         "rejected": {k: n for k, n in raw["rejects"].items() if n},
         "drops": {"queue": c.get("queue_drops", 0), "kernel": c.get("kernel_drops", 0)},
     }
+    if "mqtt_published" in c or "mqtt_dropped" in c:  # a collector with --mqtt wrote here
+        doc["mqtt"] = {"published": c.get("mqtt_published", 0), "dropped": c.get("mqtt_dropped", 0)}
+    return doc
 
 
 def _age(seconds: float) -> str:
@@ -71,57 +88,108 @@ def _age(seconds: float) -> str:
     return f"{seconds / 86400:.1f} d ago"
 
 
+# (header, width, left-aligned) of the default table: 80 columns with room to spare
+_COLUMNS = [
+    ("device", 7, False),
+    ("template", 11, True),
+    ("recv", 7, False),
+    ("lost", 6, False),
+    ("loss%", 6, False),
+    ("dup", 4, False),
+    ("late", 4, False),
+    ("bad", 4, False),
+    ("last seq", 8, False),
+    ("last seen", 14, True),
+]
+
+
+def _table(doc: dict[str, Any]) -> str:
+    """The default table, plain text, at most 80 columns (a cell too long is cut with ~)."""
+
+    def cell(text: str, width: int, left: bool) -> str:
+        text = text if len(text) <= width else text[: width - 1] + "~"
+        return text.ljust(width) if left else text.rjust(width)
+
+    lines = [" ".join(cell(h, w, left) for h, w, left in _COLUMNS).rstrip()]
+    for d in doc["devices"]:
+        age = _age(d["silent_s"]).removesuffix(" ago")
+        values = [
+            str(d["device"]),
+            d["template_name"] or "?",
+            str(d["received"]),
+            str(d["lost"]),
+            f"{d['loss_pct']:.2f}",
+            str(d["duplicates"]),
+            str(d["late"]),
+            str(d["bad"]),
+            str(d["last_seq"]),
+            f"{age} quiet" if d["stale"] else f"{age} ago",
+        ]
+        row = (cell(v, w, left) for v, (_, w, left) in zip(values, _COLUMNS, strict=True))
+        lines.append(" ".join(row).rstrip())
+    return "\n".join(lines)
+
+
+def _wide_table(doc: dict[str, Any], db: str) -> Any:
+    """Every column, as a rich table (about 130 columns)."""
+    from rich.table import Table
+
+    table = Table(title=f"precast devices ({db})")
+    heads = [h for h, _, _ in _COLUMNS[:-1]]
+    for col in [*heads, "reboots", "replays", "interval", "first seen", "last seen", "stale"]:
+        table.add_column(col, justify="left" if col in ("template", "first seen") else "right")
+    for d in doc["devices"]:
+        iv = d["interval_s"]
+        table.add_row(
+            str(d["device"]),
+            d["template_name"] or "?",
+            str(d["received"]),
+            str(d["lost"]),
+            f"{d['loss_pct']:.2f}",
+            str(d["duplicates"]),
+            str(d["late"]),
+            str(d["bad"]),
+            str(d["last_seq"]),
+            str(d["reboots"]),
+            str(d["replays"]),
+            f"{iv:.3g} s" if iv is not None else "-",
+            d["first_seen"],
+            _age(d["silent_s"]),
+            "[bold]quiet[/]" if d["stale"] else "ok",
+        )
+    return table
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     """`precast stats`: the per-device table, or the JSON document."""
     doc = stats_doc(read_stats(args.db), time.time())
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
+    if args.wide:
+        from rich.console import Console
 
-    table = Table(title=f"precast devices ({args.db})")
-    for col in (
-        "device",
-        "template",
-        "received",
-        "lost",
-        "loss %",
-        "dup",
-        "late",
-        "bad",
-        "reboots",
-        "last seq",
-        "last seen",
-        "stale",
-    ):
-        table.add_column(col, justify="left" if col in ("template", "last seen") else "right")
-    for d in doc["devices"]:
-        name = d["template_name"] or "?"
-        table.add_row(
-            str(d["device"]),
-            f"{name}",
-            str(d["received"]),
-            f"{d['lost']} +~{d['tail_lost']}" if d["tail_lost"] else str(d["lost"]),
-            f"{d['loss_pct']:.2f}",
-            str(d["duplicates"]),
-            str(d["late"]),
-            str(d["bad"]),
-            str(d["reboots"]),
-            str(d["last_seq"]),
-            _age(d["silent_s"]),
-            "[bold red]stale[/]" if d["stale"] else "ok",
-        )
-    console = Console()
-    if not console.is_terminal:  # piped: no 80-column squeeze
-        console = Console(width=160)
-    console.print(table)
+        console = Console()
+        if not console.is_terminal:  # piped: no squeeze to a terminal's width
+            console = Console(width=200)
+        console.print(_wide_table(doc, args.db))
+    else:
+        print(textwrap.fill(f"precast devices ({args.db})", width=80, subsequent_indent="  "))
+        print(_table(doc))
     rej = ", ".join(f"{k} {n}" for k, n in doc["rejected"].items()) or "none"
-    console.print(f"rejected: {rej}")
-    console.print(
+    out = [f"rejected: {rej}"]
+    out.append(
         f"dropped before decoding: {doc['drops']['queue']} by the queue, "
         f"{doc['drops']['kernel']} by the kernel"
     )
+    if "mqtt" in doc:
+        m = doc["mqtt"]
+        out.append(
+            f"MQTT: {m['published']} published, {m['dropped']} dropped "
+            "(stored, but not published: the publisher's buffer was full)"
+        )
+    for line in out:
+        print(textwrap.fill(line, width=80, subsequent_indent="  "))
     return 0
 
 
@@ -133,7 +201,11 @@ def register(sub: Any) -> None:
         description="What the collector's database says of each device: readings received, "
         "lost, duplicated, late, bad; reboots; when it was last heard from. Read-only: the "
         "collector may keep running.",
-        epilog=examples("precast stats --db precast.db", "precast stats --db precast.db --json"),
+        epilog=examples(
+            "precast stats --db precast.db",
+            "precast stats --db precast.db --wide",
+            "precast stats --db precast.db --json",
+        ),
     )
     s.add_argument(
         "--db", default="precast.db", metavar="PATH", help="SQLite database (default precast.db)"
@@ -142,5 +214,10 @@ def register(sub: Any) -> None:
         "--json",
         action="store_true",
         help='print {"devices": [...], "rejected": {reason: count}, ...}',
+    )
+    s.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column (reboots, replays, interval, first seen): about 130 columns wide",
     )
     s.set_defaults(func=cmd_stats)

@@ -24,6 +24,11 @@ fields in wire order. The schema is a contract:
     scale = 0.01            # optional, default 1; units = raw * scale + offset
     offset = 0              # optional, default 0; neither on f32 (it carries units)
     unit = "degC"           # optional
+    device_class = "temperature"   # optional: Home Assistant's sensor device class
+    state_class = "measurement"    # optional: measurement | total | total_increasing
+
+device_class and state_class only matter to MQTT discovery (the collector's
+--ha-discovery), which otherwise derives them from the unit.
 """
 
 from __future__ import annotations
@@ -59,7 +64,20 @@ TYPES: dict[str, tuple[str, int, int | None, int | None]] = {
 
 _TOP_KEYS = {"id", "name", "check", "network", "field"}
 _NET_KEYS = {"src_mac", "dst_mac", "src_ip", "dst_ip", "src_port", "dst_port", "ttl", "dscp"}
-_FIELD_KEYS = {"name", "type", "scale", "offset", "unit"}
+_FIELD_KEYS = {"name", "type", "scale", "offset", "unit", "device_class", "state_class"}
+# Home Assistant's sensor device classes (SensorDeviceClass) and state classes.
+DEVICE_CLASSES = frozenset(
+    "apparent_power aqi area atmospheric_pressure battery blood_glucose_concentration "
+    "carbon_dioxide carbon_monoxide conductivity current data_rate data_size date distance "
+    "duration energy energy_distance energy_storage enum frequency gas humidity illuminance "
+    "irradiance moisture monetary nitrogen_dioxide nitrogen_monoxide nitrous_oxide ozone ph "
+    "pm1 pm10 pm25 power power_factor precipitation precipitation_intensity pressure "
+    "reactive_energy reactive_power signal_strength sound_pressure speed sulphur_dioxide "
+    "temperature timestamp volatile_organic_compounds volatile_organic_compounds_parts "
+    "voltage volume volume_flow_rate volume_storage water weight wind_direction "
+    "wind_speed".split()
+)
+STATE_CLASSES = ("measurement", "total", "total_increasing")
 _MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 
 
@@ -72,6 +90,8 @@ class Field:
     scale: float | int = 1
     offset: float | int = 0
     unit: str = ""
+    device_class: str = ""  # "" : derived from the unit where discovery needs one
+    state_class: str = ""
 
     @property
     def code(self) -> str:
@@ -214,7 +234,34 @@ def _parse_field(src: str, i: int, raw: object, seen: set[str]) -> Field:
     unit = raw.get("unit", "")
     if not isinstance(unit, str):
         raise TemplateError(src, f"{where}.unit", f"must be a string, got {unit!r}")
-    return Field(name=name, type=str(typ), scale=scale, offset=offset, unit=unit)
+    device_class = raw.get("device_class", "")
+    if "device_class" in raw and (
+        not isinstance(device_class, str) or device_class not in DEVICE_CLASSES
+    ):
+        raise TemplateError(
+            src,
+            f"{where}.device_class",
+            f"unknown device class {device_class!r} (one of Home Assistant's sensor device "
+            "classes: temperature, humidity, pressure, voltage, current, power, energy, ...)",
+        )
+    state_class = raw.get("state_class", "")
+    if "state_class" in raw and (
+        not isinstance(state_class, str) or state_class not in STATE_CLASSES
+    ):
+        raise TemplateError(
+            src,
+            f"{where}.state_class",
+            f"unknown state class {state_class!r} (expected {', '.join(STATE_CLASSES)})",
+        )
+    return Field(
+        name=name,
+        type=str(typ),
+        scale=scale,
+        offset=offset,
+        unit=unit,
+        device_class=str(device_class),
+        state_class=str(state_class),
+    )
 
 
 def parse_template(data: Mapping[str, Any], source: str = "<template>") -> Template:

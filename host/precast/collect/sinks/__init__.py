@@ -10,9 +10,48 @@ jsonl.py: JSON lines to a file or stdout (--jsonl).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol, overload
+
+from precast.collect.rows import Row, reading_doc
 
 Doc = dict[str, Any]
+
+
+class Stored(Sequence[Doc]):
+    """One committed batch as the sinks get it: the JSON objects, made only when first read.
+
+    A sequence of docs for a sink that wants them all (jsonl); the raw rows by template
+    (`rows`, with each template's field `names`) for one that makes its own later, off the
+    storing thread (mqtt), so that building a dict per reading is not the storing thread's.
+    """
+
+    def __init__(self, rows: Mapping[int, Sequence[Row]], names: Mapping[int, list[str]]):
+        self.rows = rows
+        self.names = names
+        self._n = sum(map(len, rows.values()))
+        self._docs: list[Doc] | None = None
+
+    def docs(self) -> list[Doc]:
+        if self._docs is None:
+            names = self.names
+            self._docs = [
+                reading_doc(tid, names[tid], row) for tid, rs in self.rows.items() for row in rs
+            ]
+        return self._docs
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> Doc: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Doc]: ...
+    def __getitem__(self, i: int | slice) -> Doc | list[Doc]:
+        return self.docs()[i]
+
+    def __iter__(self) -> Iterator[Doc]:
+        return iter(self.docs())
 
 
 class Sink(Protocol):
@@ -20,8 +59,8 @@ class Sink(Protocol):
 
     name: str
 
-    def write(self, docs: list[Doc]) -> None:
-        """Take the readings of one committed batch; never raise for an outage: count it."""
+    def write(self, docs: Sequence[Doc]) -> None:
+        """Take the readings of one committed batch (a Stored); never raise for an outage."""
 
     def tick(self, now: float) -> None:
         """Called about once a second by the storing thread, with or without readings."""

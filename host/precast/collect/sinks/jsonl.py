@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from typing import IO
 
 from precast.collect.sinks import Doc
@@ -19,7 +20,7 @@ class JsonlSink:
         self.written = 0
         self._out: IO[str] = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")
 
-    def write(self, docs: list[Doc]) -> None:
+    def write(self, docs: Sequence[Doc]) -> None:
         if not docs:
             return
         self._out.write("\n".join(map(json.dumps, docs)) + "\n")

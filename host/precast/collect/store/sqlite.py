@@ -11,7 +11,9 @@ disagree with the rows. The schema (user_version 1):
         source is "ip:port". A field named like a fixed column gets "field_".
     readings        a view over every readings_<id> table: device, template, seq,
                     epoch, received_at, source, fields (a JSON object)
-    templates(id, name, tbl, columns)      columns: JSON [[column, field name], ...]
+    templates(id, name, tbl, columns, fields)  columns: JSON [[column, field name], ...];
+        fields: JSON [{"name", "column", "type", "unit", "scale", "offset"}, ...] in wire
+        order, so a reader (plot, top) needs no template files
     devices(device, template, epoch, epoch_seq, epoch_started, lowest, highest, seen,
             received, lost, duplicates, late, bad, reboots, replays, first_seen, last_seen)
         the tracker's state; times are unix seconds, seen the window bitmap
@@ -55,7 +57,8 @@ DEVICE_COLUMNS = (
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS templates (
-    id INTEGER PRIMARY KEY, name TEXT NOT NULL, tbl TEXT NOT NULL, columns TEXT NOT NULL);
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, tbl TEXT NOT NULL, columns TEXT NOT NULL,
+    fields TEXT);
 CREATE TABLE IF NOT EXISTS devices (
     device INTEGER PRIMARY KEY, template INTEGER, epoch INTEGER, epoch_seq INTEGER,
     epoch_started REAL, lowest INTEGER, highest INTEGER, seen BLOB, received INTEGER,
@@ -90,6 +93,21 @@ def field_columns(layout: Layout) -> list[tuple[str, str, str]]:
         exact = f.type != "f32" and isinstance(f.scale, int) and isinstance(f.offset, int)
         out.append((col, f.name, "INTEGER" if exact else "REAL"))
     return out
+
+
+def field_info(layout: Layout) -> list[dict[str, Any]]:
+    """Each field's column, type, unit, scale and offset: the templates table's `fields`."""
+    return [
+        {
+            "name": s.field.name,
+            "column": col,
+            "type": s.field.type,
+            "unit": s.field.unit,
+            "scale": s.field.scale,
+            "offset": s.field.offset,
+        }
+        for s, (col, _, _) in zip(layout.fields, field_columns(layout), strict=True)
+    ]
 
 
 def _seen_blob(seen: int) -> bytes:
@@ -137,6 +155,9 @@ class SqliteStore:
             if version not in (0, SCHEMA_VERSION):
                 raise StoreError(f"{path}: schema version {version}, expected {SCHEMA_VERSION}")
             self.conn.executescript(_SCHEMA)
+            have = {r[1] for r in self.conn.execute("PRAGMA table_info(templates)")}
+            if "fields" not in have:  # a database from before units were recorded
+                self.conn.execute("ALTER TABLE templates ADD COLUMN fields TEXT")
             self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as e:
             raise StoreError(f"{path}: cannot open the database: {e}") from None
@@ -172,8 +193,15 @@ class SqliteStore:
                     f"VALUES ({', '.join('?' * len(names))})"
                 )
                 c.execute(
-                    "INSERT OR REPLACE INTO templates (id, name, tbl, columns) VALUES (?, ?, ?, ?)",
-                    (t.id, t.name, tbl, json.dumps([[col, name] for col, name, _ in cols])),
+                    "INSERT OR REPLACE INTO templates (id, name, tbl, columns, fields) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (
+                        t.id,
+                        t.name,
+                        tbl,
+                        json.dumps([[col, name] for col, name, _ in cols]),
+                        json.dumps(field_info(lay)),
+                    ),
                 )
             self._create_view()
             c.execute("COMMIT")

@@ -1,0 +1,143 @@
+"""The per-reading hot path in plain Python: the fallback where the port has no viper.
+
+checks.py picks these or viper.py's (same names, same bytes out); nothing
+else imports this module. seal(sender, values) writes seq (then counts it
+up), the fields, the check (CRC-16/CCITT-FALSE, or the CMAC in
+sender.mac) and the UDP checksum, RFC 1624's incremental form: the
+template's partial sum (pseudo-header, UDP header, payload [0, 8)) plus
+the sum of payload [8, P); a computed 0 goes out as 0xFFFF (RFC 768).
+sim_walk(sensor, values) is the simulated sensor's step (sensors/sim.py).
+"""
+
+from .layout import (
+    CRC16_LEN,
+    CRC_TABLE,
+    FRAME_FIELDS,
+    FRAME_SEQ,
+    P_CHECK,
+    P_CHECK_LEN,
+    P_CRC_INIT,
+    P_FIELDS,
+    P_MAC,
+    P_PARTIAL,
+    P_SEQ,
+    P_SIZES,
+    PAYLOAD_OFFSET,
+    S_BIAS,
+    S_DRIFT,
+    S_FIELDS,
+    S_HI,
+    S_LO,
+    S_N,
+    S_NOISE,
+    S_STRIDE,
+    S_V,
+    S_X,
+    UDP_CSUM_OFFSET,
+)
+
+
+def _udp(frame, stop, s):
+    i = FRAME_SEQ
+    while i + 1 < stop:
+        s += (frame[i] << 8) | frame[i + 1]
+        i += 2
+    if i < stop:
+        s += frame[i] << 8
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    c = ~s & 0xFFFF
+    if c == 0:
+        c = 0xFFFF  # RFC 768: a computed 0 goes out as all ones
+    frame[UDP_CSUM_OFFSET] = c >> 8
+    frame[UDP_CSUM_OFFSET + 1] = c & 0xFF
+
+
+def _put(frame, p, v, size):
+    while size:
+        size -= 1
+        frame[p + size] = v & 0xFF
+        v >>= 8
+
+
+def _crc(frame, stop, crc):
+    t = CRC_TABLE
+    i = FRAME_SEQ
+    while i < stop:
+        crc = ((crc << 8) & 0xFF00) ^ t[(crc >> 8) ^ frame[i]]
+        i += 1
+    return crc
+
+
+def seal(sender, values):
+    """Write seq (then count it up), the fields, the check and the UDP checksum."""
+    frame = sender.frame
+    params = sender.params
+    _put(frame, FRAME_SEQ, params[P_SEQ], 4)
+    params[P_SEQ] = (params[P_SEQ] + 1) & 0xFFFFFFFF
+    i = 0
+    p = FRAME_FIELDS
+    while i < params[P_FIELDS]:
+        _put(frame, p, values[i], params[P_SIZES + i])
+        p += params[P_SIZES + i]
+        i += 1
+    stop = PAYLOAD_OFFSET + params[P_CHECK]
+    if params[P_MAC]:
+        _copy_mac(frame, stop, sender.mac.compute(), params[P_CHECK_LEN])
+        _udp(frame, stop + params[P_CHECK_LEN], params[P_PARTIAL])
+    else:
+        _put(frame, stop, _crc(frame, stop, params[P_CRC_INIT]), CRC16_LEN)
+        _udp(frame, stop + CRC16_LEN, params[P_PARTIAL])
+
+
+def _copy_mac(frame, p, mac, n):
+    i = 0
+    while i < n:
+        frame[p + i] = mac[i]
+        i += 1
+
+
+def xor_into(dst, src, n):
+    """dst[i] ^= src[i] for i < n."""
+    i = 0
+    while i < n:
+        dst[i] ^= src[i]
+        i += 1
+
+
+def copy_into(dst, src, n):
+    """dst[i] = src[i] for i < n (a slice assignment would allocate)."""
+    i = 0
+    while i < n:
+        dst[i] = src[i]
+        i += 1
+
+
+def sim_walk(sensor, values):
+    """The simulated sensor's next reading into values (layout: S_* in layout.py)."""
+    st = sensor.state
+    x = st[S_X]
+    i = 0
+    j = S_FIELDS
+    while i < st[S_N]:
+        x = _sim_field(st, j, x, values, i)
+        i += 1
+        j += S_STRIDE
+    st[S_X] = x
+
+
+def _sim_field(st, j, x, values, i):
+    d = st[j + S_DRIFT]
+    v = st[j + S_V] + d - S_BIAS
+    if v < st[j + S_LO] or v > st[j + S_HI]:
+        d = 2 * S_BIAS - d
+        st[j + S_DRIFT] = d
+        v = st[j + S_V] + d - S_BIAS
+    st[j + S_V] = v
+    x ^= (x << 7) & 0xFFFF
+    x ^= x >> 9
+    x ^= (x << 8) & 0xFFFF
+    a = st[j + S_NOISE]
+    v += x % (2 * a + 1) - a
+    values[i] = max(st[j + S_LO], min(st[j + S_HI], v)) - S_BIAS
+    return x

@@ -1,0 +1,171 @@
+"""What the collector tells its log: new devices, and refused frames with a likely cause.
+
+"Why does my board not show up?" is the first question a user asks, and the
+counts alone (`rejected: mic 5`) do not answer it. So the collector logs:
+
+- each new device once: its id, template and source address;
+- refused frames by (source, reason): the first at once, with the device when
+  the frame carries a readable one and a hint for the common causes (a wrong
+  key, an unknown template id, garbage); then, while they go on, one line a
+  minute per source and reason with the count, so a flood cannot fill the log;
+- and keeps the latest refusals (newest first, bounded) for `precast stats`.
+
+The collector calls it after a batch is stored, with what the batch saw, so a
+batch that is retried is reported once.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from precast.collect.rows import utc_iso
+from precast.wire.constants import (
+    CHECK_KIND,
+    CRC,
+    FLAGS_BAD,
+    HEADER_LEN,
+    LENGTH,
+    MAGIC,
+    MAGIC_BAD,
+    MIC,
+    NO_KEY,
+    OFF_DEVICE,
+    OFF_TEMPLATE,
+    SHORT,
+    UNKNOWN_TEMPLATE,
+    VERSION_BAD,
+)
+
+log = logging.getLogger("precast.collect")
+
+EVERY_S = 60.0  # a source's refusals of one reason: one line at most this often
+RECENT = 50  # refusals kept for `precast stats`
+MAX_KEYS = 4096  # (source, reason) pairs tracked; beyond, a flood of sources shares one
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+
+@dataclass
+class _Tally:
+    first: float
+    logged: float
+    count: int = 0  # refusals since the last line
+    devices: set[int] = field(default_factory=set)
+
+
+def header_ids(data: bytes) -> tuple[int | None, int | None]:
+    """(template id, device id) of a datagram that starts like a precast payload, else Nones."""
+    if len(data) < HEADER_LEN or data[0] != MAGIC:
+        return None, None
+    return _U16.unpack_from(data, OFF_TEMPLATE)[0], _U32.unpack_from(data, OFF_DEVICE)[0]
+
+
+class Reporter:
+    """The collector's account of what it sees; see the module docstring."""
+
+    def __init__(
+        self,
+        template_ids: Callable[[], Iterable[int]],
+        keyed: Callable[[int], bool],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.template_ids = template_ids  # the loaded templates, now (a reload changes them)
+        self.keyed = keyed  # does this device have a key of its own on file?
+        self.clock = clock
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self._tallies: dict[tuple[str, str], _Tally] = {}
+
+    # -- what the storing thread reports
+
+    def new_device(self, device: int, template: str, template_id: int, source: str) -> None:
+        """A device's first stored reading."""
+        log.info("new device %d: template %s (%d), from %s", device, template, template_id, source)
+
+    def refused(self, reason: str, source: str, data: bytes) -> None:
+        """A refused datagram: keep it among the recent ones; log it, rate-limited."""
+        now = self.clock()
+        tid, device = header_ids(data) if reason not in (SHORT, MAGIC_BAD) else (None, None)
+        self.recent.appendleft(
+            {
+                "at": utc_iso(now),
+                "reason": reason,
+                "source": source,
+                "device": device,
+                "template": tid,
+                "bytes": len(data),
+            }
+        )
+        key = (source, reason)
+        t = self._tallies.get(key)
+        if t is None:
+            if len(self._tallies) >= MAX_KEYS:  # a flood of sources: one tally for the rest
+                key = ("many sources", reason)
+                t = self._tallies.get(key)
+            if t is None:
+                t = self._tallies[key] = _Tally(first=now, logged=now)
+                log.warning("refused from %s: %s", source, self._describe(reason, tid, device))
+                return
+        t.count += 1
+        if device is not None:
+            t.devices.add(device)
+        if now - t.logged >= EVERY_S:
+            self._line(key, t, now)
+
+    def flush(self, now: float | None = None, force: bool = False) -> None:
+        """Write the counts a minute has gathered (all of them when force: stopping)."""
+        now = self.clock() if now is None else now
+        for key, t in list(self._tallies.items()):
+            due = now - t.logged >= EVERY_S
+            if t.count and (due or force):
+                self._line(key, t, now)
+            elif not t.count and due:
+                del self._tallies[key]  # quiet for a minute: its next refusal logs at once
+
+    # -- the words
+
+    def _line(self, key: tuple[str, str], t: _Tally, now: float) -> None:
+        source, reason = key
+        devs = ", ".join(map(str, sorted(t.devices)[:5])) + ("..." if len(t.devices) > 5 else "")
+        log.warning(
+            "refused from %s: %s x%d in the last %.0f s%s",
+            source,
+            reason,
+            t.count,
+            now - t.logged,
+            f" (devices {devs})" if devs else "",
+        )
+        t.count = 0
+        t.devices.clear()
+        t.logged = now
+
+    def _describe(self, reason: str, tid: int | None, device: int | None) -> str:
+        """The reason, the ids the frame carries, and the likely cause of the common ones."""
+        ids = ""
+        if device is not None:
+            ids = f" (device {device}, template id {tid})"
+        hint = ""
+        if reason == MIC and device is not None and self.keyed(device):
+            hint = f": wrong key for device {device}? (the collector has one on file)"
+        elif reason == MIC:
+            hint = ": the key on the board is not the collector's default key?"
+        elif reason == NO_KEY:
+            hint = f": no key for device {device} (add it to --keys, or give --key)"
+        elif reason == UNKNOWN_TEMPLATE:
+            loaded = ", ".join(map(str, sorted(self.template_ids())))
+            hint = f": template id {tid} is not among the loaded templates (ids {loaded})"
+        elif reason in (SHORT, MAGIC_BAD):
+            hint = ": not a precast payload (another program sending to this port?)"
+        elif reason in (VERSION_BAD, FLAGS_BAD):
+            hint = ": a sender of another precast wire version?"
+        elif reason in (LENGTH, CHECK_KIND):
+            hint = ": the board's template differs from the collector's of the same id?"
+        elif reason == CRC:
+            hint = ": corrupted on the way"
+        return f"{reason}{ids}{hint}"

@@ -1,0 +1,826 @@
+"""MQTT out of the collector: each stored reading, availability, Home Assistant discovery.
+
+The topics (PREFIX is the --mqtt URL's path, default `precast`; DISCOVERY is
+--ha-discovery's prefix, default `homeassistant`):
+
+    PREFIX/status                 `online` (retained) while the collector runs; the MQTT will
+                                  and a clean stop leave `offline` (retained)
+    PREFIX/<device>/reading       one message per stored reading, the --jsonl object:
+                                  {"template", "device", "seq", "received_at", "fields": {...}}
+    PREFIX/<device>/availability  `online` (retained) from the device's first reading, `offline`
+                                  once it is stale as `precast stats` says, `online` again with
+                                  its next reading
+    DISCOVERY/sensor/precast_<device>/<field>/config
+                                  one retained config per field (discovery_config), published at
+                                  the device's first reading, when DISCOVERY/status says `online`
+                                  and after every (re)connect
+
+The broker is not the database. The collector's storing thread calls
+write(docs) after each committed batch and tick(now) about once a second
+(the Sink interface, sinks/__init__.py): both only append to deques and
+never wait; tick() reads the devices' sequence state (the tracker's) to find
+the stale ones. One thread of ours owns the paho-mqtt client (its
+v2 callback API) and runs its loop: connect, reconnect with backoff (1 s,
+doubling to 30 s), publish. Readings wait in a bounded buffer while the
+broker is away; what does not fit is counted (stats()["dropped"]) and logged
+once per outage. Status, availability and discovery go at QoS 1, retained;
+readings at the --mqtt-qos. A broker that refuses the credentials (or whose
+certificate does not verify) at start() raises MqttError: one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+from precast import __version__
+from precast.collect.rows import Row, reading_doc
+from precast.collect.sinks import Stored
+from precast.collect.stats import interval_of, is_stale
+from precast.errors import PrecastError, UsageError
+from precast.wire.layout import FieldSlot, Layout
+
+log = logging.getLogger("precast.mqtt")
+
+DEFAULT_PREFIX = "precast"
+DEFAULT_DISCOVERY = "homeassistant"
+DEFAULT_BUFFER = 10_000  # readings held while the broker is away
+BACKOFF_MIN = 1.0  # s before the first reconnect; doubles up to BACKOFF_MAX
+BACKOFF_MAX = 30.0
+CONNACK_TIMEOUT = 10.0  # s from the TCP connect to the broker's answer
+INFLIGHT = 1000  # QoS 1 messages paho may hold unacknowledged
+ROUND = 500  # readings queued in paho per round, then written out in one corked burst
+# Of the GIL, the publisher takes at most this share while it has a backlog (it sleeps the
+# rest): publishing must not slow storing by more than a quarter. At about 15 us a message
+# that is some 15,000 messages/s; a faster stream fills the buffer and counts drops.
+SHARE = 0.2
+ONLINE, OFFLINE = "online", "offline"
+
+# Template unit -> (Home Assistant's unit, device class). An unlisted unit goes out as
+# written, with no device class; a field with no unit gets neither.
+UNITS: dict[str, tuple[str, str]] = {
+    "degC": ("°C", "temperature"),
+    "°C": ("°C", "temperature"),
+    "degF": ("°F", "temperature"),
+    "°F": ("°F", "temperature"),
+    "K": ("K", "temperature"),
+    "%": ("%", "humidity"),
+    "Pa": ("Pa", "pressure"),
+    "hPa": ("hPa", "pressure"),
+    "kPa": ("kPa", "pressure"),
+    "mbar": ("mbar", "pressure"),
+    "bar": ("bar", "pressure"),
+    "mV": ("mV", "voltage"),
+    "V": ("V", "voltage"),
+    "mA": ("mA", "current"),
+    "A": ("A", "current"),
+    "W": ("W", "power"),
+    "kW": ("kW", "power"),
+    "Wh": ("Wh", "energy"),
+    "kWh": ("kWh", "energy"),
+    "MWh": ("MWh", "energy"),
+    "Hz": ("Hz", "frequency"),
+    "lx": ("lx", "illuminance"),
+    "dBm": ("dBm", "signal_strength"),
+}
+# Energy is a counter that only grows (a reboot's reset HA takes as a new cycle).
+COUNTER_CLASSES = frozenset({"energy"})
+
+
+class MqttError(PrecastError):
+    """A broker that refuses the collector at start (credentials, certificate)."""
+
+
+class DeviceState(Protocol):
+    """What tick() needs of a device: the tracker's Device has it."""
+
+    device: int
+    template: int
+    epoch_seq: int
+    epoch_started: float
+    highest: int
+    last_seen: float
+
+
+def stale(d: DeviceState, now: float) -> bool:
+    """Stale as `precast stats` says (collect/stats.py), from the tracker's state."""
+    interval = interval_of(d.highest, d.epoch_seq, d.last_seen, d.epoch_started)
+    return is_stale(interval, max(0.0, now - d.last_seen))
+
+
+# ---- options -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MqttUrl:
+    """mqtt://[USER[:PASS]@]HOST[:PORT][/PREFIX], parsed."""
+
+    tls: bool
+    host: str
+    port: int
+    user: str | None
+    password: str | None
+    prefix: str
+
+    @property
+    def where(self) -> str:
+        """HOST:PORT as logs say it (never the password)."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_url(url: str) -> MqttUrl:
+    """Parse an --mqtt URL; UsageError on a bad one."""
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError as e:
+        raise UsageError(f"--mqtt {url!r}: {e}") from None
+    if u.scheme not in ("mqtt", "mqtts"):
+        raise UsageError(
+            f"--mqtt {url!r}: expected mqtt://[USER[:PASS]@]HOST[:PORT][/PREFIX] (or mqtts://)"
+        )
+    if not u.hostname:
+        raise UsageError(f"--mqtt {url!r}: no host")
+    if u.query or u.fragment:
+        raise UsageError(f"--mqtt {url!r}: no ?query or #fragment expected")
+    prefix = u.path.strip("/") or DEFAULT_PREFIX
+    check_prefix(prefix, "--mqtt")
+    tls = u.scheme == "mqtts"
+    return MqttUrl(
+        tls=tls,
+        host=u.hostname,
+        port=port or (8883 if tls else 1883),
+        user=unquote(u.username) if u.username is not None else None,
+        password=unquote(u.password) if u.password is not None else None,
+        prefix=prefix,
+    )
+
+
+def check_prefix(prefix: str, flag: str) -> str:
+    """A topic prefix: no wildcards, no empty levels."""
+    if not prefix or any(c in prefix for c in "+#\0") or "" in prefix.split("/"):
+        raise UsageError(f"{flag}: bad topic prefix {prefix!r} (no +, #, or empty levels)")
+    return prefix
+
+
+@dataclass(frozen=True)
+class MqttOptions:
+    """Everything but the URL: the --mqtt-* flags and --ha-discovery."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    password_file: str | None = None
+    qos: int = 0
+    client_id: str | None = None
+    discovery: str | None = None  # Home Assistant's discovery prefix; None: no discovery
+    buffer: int = DEFAULT_BUFFER
+    keepalive: int = 30
+
+
+def _readable(path: str, flag: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: {e.strerror}") from None
+
+
+def _password(url: MqttUrl, opts: MqttOptions) -> str | None:
+    if opts.password_file is None:
+        return url.password
+    if url.password is not None:
+        raise UsageError("--mqtt-password-file: the --mqtt URL has a password already")
+    if url.user is None:
+        raise UsageError("--mqtt-password-file: the --mqtt URL names no user (mqtt://USER@HOST)")
+    try:
+        text = Path(opts.password_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--mqtt-password-file {opts.password_file}: {e}") from None
+    lines = text.splitlines()
+    return lines[0] if lines else ""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The --mqtt flags of `precast collect`."""
+    g = p.add_argument_group(
+        "MQTT and Home Assistant",
+        "publish each stored reading, availability and (--ha-discovery) Home Assistant "
+        "discovery to an MQTT broker; the database never waits for it",
+    )
+    g.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="mqtt://[USER[:PASS]@]HOST[:PORT][/PREFIX] (port 1883, PREFIX precast); "
+        "mqtts:// for TLS (port 8883)",
+    )
+    g.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate(s) of the broker (mqtts)")
+    g.add_argument("--mqtt-cert", metavar="FILE", help="client certificate (mqtts)")
+    g.add_argument("--mqtt-key", metavar="FILE", help="the client certificate's key (mqtts)")
+    g.add_argument("--mqtt-password-file", metavar="F", help="the password: the first line of F")
+    g.add_argument("--mqtt-qos", type=int, choices=(0, 1), help="QoS of the readings (default 0)")
+    g.add_argument(
+        "--mqtt-client-id", metavar="ID", help="MQTT client id (default precast-collect-HOST-PID)"
+    )
+    g.add_argument(
+        "--mqtt-buffer",
+        type=int,
+        metavar="N",
+        help=f"readings held while the broker is away; more are counted as dropped "
+        f"(default {DEFAULT_BUFFER})",
+    )
+    g.add_argument(
+        "--ha-discovery",
+        nargs="?",
+        const=DEFAULT_DISCOVERY,
+        metavar="PREFIX",
+        help=f"publish Home Assistant discovery configs under PREFIX (default {DEFAULT_DISCOVERY})",
+    )
+
+
+def config_from(args: argparse.Namespace) -> tuple[MqttUrl, MqttOptions] | None:
+    """The URL and options from `precast collect`'s flags; None without --mqtt."""
+    if args.mqtt is None:
+        given = [
+            flag
+            for flag, v in (
+                ("--mqtt-ca", args.mqtt_ca),
+                ("--mqtt-cert", args.mqtt_cert),
+                ("--mqtt-key", args.mqtt_key),
+                ("--mqtt-password-file", args.mqtt_password_file),
+                ("--mqtt-client-id", args.mqtt_client_id),
+                ("--mqtt-qos", args.mqtt_qos),
+                ("--mqtt-buffer", args.mqtt_buffer),
+                ("--ha-discovery", args.ha_discovery),
+            )
+            if v is not None
+        ]
+        if given:
+            raise UsageError(f"{given[0]} needs --mqtt URL")
+        return None
+    return parse_url(args.mqtt), MqttOptions(
+        ca=args.mqtt_ca,
+        cert=args.mqtt_cert,
+        key=args.mqtt_key,
+        password_file=args.mqtt_password_file,
+        qos=args.mqtt_qos if args.mqtt_qos is not None else 0,
+        client_id=args.mqtt_client_id,
+        discovery=args.ha_discovery,
+        buffer=args.mqtt_buffer if args.mqtt_buffer is not None else DEFAULT_BUFFER,
+    )
+
+
+# ---- Home Assistant discovery --------------------------------------------------------------
+
+
+def readable_name(field: str) -> str:
+    """A field's name as a person writes it: power_factor -> Power factor."""
+    words = field.replace("_", " ").strip()
+    return words[:1].upper() + words[1:]
+
+
+def field_classes(slot: FieldSlot) -> dict[str, Any]:
+    """unit_of_measurement, device_class, state_class, suggested_display_precision of a field."""
+    f = slot.field
+    out: dict[str, Any] = {}
+    unit, device_class = UNITS.get(f.unit, (f.unit, ""))
+    if unit:
+        out["unit_of_measurement"] = unit
+    device_class = f.device_class or device_class
+    if device_class:
+        out["device_class"] = device_class
+    out["state_class"] = f.state_class or (
+        "total_increasing" if device_class in COUNTER_CLASSES else "measurement"
+    )
+    # The scale's decimals (0.01 -> 2). A float field says nothing by its scale of 1.
+    if f.type != "f32" or slot.digits:
+        out["suggested_display_precision"] = slot.digits
+    return out
+
+
+def discovery_topic(discovery: str, device: int, field: str) -> str:
+    return f"{discovery}/sensor/precast_{device}/{field}/config"
+
+
+def discovery_config(prefix: str, device: int, layout: Layout, slot: FieldSlot) -> dict[str, Any]:
+    """Home Assistant's MQTT discovery payload for one field of one device."""
+    t = layout.template
+    return {
+        "name": readable_name(slot.name),
+        "unique_id": f"precast_{device}_{slot.name}",
+        "state_topic": f"{prefix}/{device}/reading",
+        "value_template": f"{{{{ value_json.fields.{slot.name} }}}}",
+        "availability": [
+            {"topic": f"{prefix}/status"},
+            {"topic": f"{prefix}/{device}/availability"},
+        ],
+        "availability_mode": "all",
+        "payload_available": ONLINE,
+        "payload_not_available": OFFLINE,
+        **field_classes(slot),
+        "device": {
+            "identifiers": [f"precast_{device}"],
+            "name": f"{t.name} {device}",
+            "model": t.name,
+            "manufacturer": "precast",
+            "sw_version": __version__,
+        },
+        "origin": {"name": "precast", "sw_version": __version__},
+    }
+
+
+def _no_op(*args: Any) -> None:
+    pass
+
+
+def cork(sock: Any, on: bool) -> None:
+    """TCP_CORK: the packets of one burst leave in full segments, not one each."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)
+    except (OSError, AttributeError):
+        pass
+
+
+# ---- the publisher -------------------------------------------------------------------------
+
+
+class MqttSink:
+    """Publish what the collector stores; see the module docstring for topics and threads."""
+
+    name = "mqtt"
+
+    def __init__(
+        self,
+        url: str | MqttUrl,
+        layouts: Mapping[int, Layout],
+        options: MqttOptions,
+        devices: Callable[[], Iterable[DeviceState]] | None = None,
+    ) -> None:
+        try:  # the mqtt extra: imported only when asked for
+            import paho.mqtt.client as mqtt
+            from paho.mqtt.enums import CallbackAPIVersion
+        except ImportError:
+            raise UsageError("--mqtt needs paho-mqtt 2: pip install 'precast[mqtt]'") from None
+
+        self.url = parse_url(url) if isinstance(url, str) else url
+        self.opts = options
+        self.prefix = self.url.prefix
+        if options.qos not in (0, 1):
+            raise UsageError(f"--mqtt-qos must be 0 or 1, got {options.qos}")
+        if options.buffer < 1:
+            raise UsageError("--mqtt-buffer must be at least 1")
+        if options.discovery is not None:
+            check_prefix(options.discovery, "--ha-discovery")
+        for path, flag in ((options.ca, "--mqtt-ca"), (options.cert, "--mqtt-cert")):
+            if path is not None and not self.url.tls:
+                raise UsageError(f"{flag} needs an mqtts:// URL")
+        if options.key is not None and options.cert is None:
+            raise UsageError("--mqtt-key needs --mqtt-cert")
+        for path, flag in (
+            (options.ca, "--mqtt-ca"),
+            (options.cert, "--mqtt-cert"),
+            (options.key, "--mqtt-key"),
+        ):
+            if path is not None:
+                _readable(path, flag)
+        password = _password(self.url, options)
+        self.layouts: dict[int, Layout] = dict(layouts)
+        self.devices = devices  # the storing thread's device states, for tick()
+
+        client_id = options.client_id or f"precast-collect-{socket.gethostname()}-{os.getpid()}"
+        c = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        c.enable_logger(logging.getLogger("precast.mqtt.paho"))
+        c.will_set(f"{self.prefix}/status", OFFLINE, qos=1, retain=True)
+        if self.url.user is not None:
+            c.username_pw_set(self.url.user, password)
+        if self.url.tls:
+            try:
+                c.tls_set(ca_certs=options.ca, certfile=options.cert, keyfile=options.key)
+            except (ssl.SSLError, OSError) as e:
+                raise UsageError(f"--mqtt TLS set-up: {e}") from None
+        # Our loop is paho's "external event loop": publish() only queues the packet (no
+        # write per message, no wake-up byte per message), _pump() writes them in bursts.
+        c.on_socket_register_write = _no_op
+        c.on_socket_unregister_write = _no_op
+        c.max_inflight_messages_set(INFLIGHT)
+        c.max_queued_messages_set(INFLIGHT)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        self.client = c
+
+        # Handed over by the storing thread (deque appends and pops are atomic): docs, or
+        # (template, field names, row) to make the doc of.
+        self._readings: deque[dict[str, Any] | tuple[int, list[str], Row]] = deque()
+        self._events: deque[tuple[str, int, int]] = deque()  # (kind, device, template)
+        # The storing thread's own view: device -> available (True) or stale (False).
+        self._online: dict[int, bool] = {}
+        self._templates: dict[int, int] = {}
+        # The publisher thread's: every device's template and availability, and what of
+        # that is still to be published (all of it again after a reconnect).
+        self._devices: dict[int, int] = {}
+        self._avail: dict[int, str] = {}
+        self._pending_disc: dict[int, int] = {}
+        self._pending_avail: dict[int, str] = {}
+        self._control: deque[tuple[str, str]] = deque()  # (topic, payload): QoS 1, retained
+
+        self.published = 0
+        self.dropped = 0
+        self.connects = 0
+        self.refusals = 0
+        self.connected = False
+        self._state = "down"  # down | connecting | refused | up
+        self._since = 0.0  # monotonic: when the current connect began
+        self._backoff = BACKOFF_MIN
+        self._retry_at = 0.0
+        self._outage_logged = False
+        self._drops_seen = 0  # self.dropped at the publisher's last look
+        self._drop_spell = -1  # self.dropped when the current spell of drops began, or -1
+        self._first = threading.Event()  # the first connect's outcome is known
+        self._start_error: str | None = None
+        self._refused: str | None = None
+        self._closing = threading.Event()
+        self._close_deadline = 0.0
+        self._thread: threading.Thread | None = None
+        self._pause = 0.05  # s the loop waits on the socket before its next round
+
+    # -- the storing thread's side: never waits
+
+    def write(self, docs: Sequence[dict[str, Any]]) -> None:
+        """Readings just committed: queue them, or count them dropped; never wait.
+
+        From a Stored batch only the raw rows are queued (with their template id and field
+        names): the JSON object of each is made by the publisher thread, and only for the
+        readings that fit in the buffer.
+        """
+        online = self._online
+        templates = self._templates
+        buf = self._readings
+        room = self.opts.buffer - len(buf)
+        if isinstance(docs, Stored):
+            for tid, rows in docs.rows.items():
+                for row in rows:
+                    dev = row[0]
+                    if online.get(dev) is not True or templates.get(dev) != tid:
+                        self._seen(dev, tid)
+                if room > 0:
+                    names = docs.names[tid]
+                    buf.extend([(tid, names, row) for row in rows[:room]])
+                take = min(len(rows), max(room, 0))
+                self.dropped += len(rows) - take
+                room -= take
+            return
+        for d in docs:
+            dev, tid = d["device"], d["template"]
+            if online.get(dev) is not True or templates.get(dev) != tid:
+                self._seen(dev, tid)
+        take = min(len(docs), max(room, 0))
+        buf.extend(docs[:take])
+        self.dropped += len(docs) - take
+
+    def _seen(self, dev: int, tid: int) -> None:
+        """A device's first reading (this run), its first since it went stale, or a new template."""
+        if self._templates.get(dev) != tid:
+            self._templates[dev] = tid
+            self._events.append(("device", dev, tid))
+        self._online[dev] = True
+        self._events.append((ONLINE, dev, tid))
+
+    def tick(self, now: float) -> None:
+        """Mark the devices gone stale offline (now is unix time); call it about once a second."""
+        if self.devices is None:
+            return
+        online = self._online
+        for d in self.devices():
+            if online.get(d.device) is not False and stale(d, now):
+                # A device with no reading this run may still be `online` (retained) from a
+                # collector that was killed: say what it is now.
+                online[d.device] = False
+                self._events.append((OFFLINE, d.device, d.template))
+
+    # -- life cycle
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start publishing; MqttError if the broker refuses us, else return (even unreachable)."""
+        self._thread = threading.Thread(target=self._run, name="precast-mqtt", daemon=True)
+        self._thread.start()
+        self._first.wait(timeout)
+        if self._start_error is not None:
+            self._thread.join(5.0)
+            self._thread = None
+            raise MqttError(f"--mqtt {self.url.where}: {self._start_error}")
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Publish what is buffered (up to timeout), then `offline` and a clean disconnect."""
+        if self._thread is None:
+            return
+        self._close_deadline = time.monotonic() + timeout
+        self._closing.set()
+        self._thread.join(timeout + 5.0)
+        self._thread = None
+        n = len(self._readings)
+        if n:
+            self._readings.clear()
+            self.dropped += n
+            log.warning("MQTT: %d readings not published at exit (counted as dropped)", n)
+
+    def set_layouts(self, layouts: Mapping[int, Layout]) -> None:
+        """The templates after a reload (SIGHUP)."""
+        self.layouts = dict(layouts)
+
+    def stats(self) -> dict[str, int]:
+        """Counts for `precast stats` and the metrics."""
+        return {
+            "published": self.published,
+            "dropped": self.dropped,
+            "buffered": len(self._readings),
+            "connected": int(self.connected),
+            "connects": self.connects,
+        }
+
+    # -- the publisher thread
+
+    def _run(self) -> None:
+        try:
+            while not (self._closing.is_set() and self._state != "up"):
+                self._take_events()
+                self._log_drops()
+                if self._state == "down":
+                    self._connect()
+                    continue
+                if self._state == "connecting" and time.monotonic() - self._since > CONNACK_TIMEOUT:
+                    self._lost("no CONNACK from the broker")
+                    continue
+                if not self._pump(self._pause):
+                    continue
+                t0 = time.thread_time()  # this thread's CPU: its share, whatever the load
+                # The storing thread queues a device's events before its readings: readings
+                # counted before the events are taken never go out ahead of their discovery.
+                ready = len(self._readings)
+                self._take_events()
+                if self._publish_control():
+                    self._publish_readings(ready)
+                busy = self._pump(0.0) and (self._readings or self._control)
+                spent = time.thread_time() - t0
+                self._pause = spent * (1 - SHARE) / SHARE if busy else 0.05
+                if self._closing.is_set():
+                    self._finish()
+                    return
+        except Exception:
+            log.exception("MQTT publisher failed; readings are still stored")
+        finally:
+            self.connected = False
+            self._first.set()
+
+    def _take_events(self) -> None:
+        """The storing thread's device events, folded into what is to be published."""
+        events = self._events
+        while events:
+            kind, dev, tid = events.popleft()
+            if kind == "device":
+                old = self._devices.get(dev)
+                self._devices[dev] = tid
+                if old is not None and old != tid:
+                    self._clear_discovery(dev, old, tid)
+                self._pending_disc[dev] = tid
+            elif self._avail.get(dev) != kind:
+                self._avail[dev] = kind
+                self._pending_avail[dev] = kind
+
+    def _log_drops(self) -> None:
+        """One warning when readings start to be dropped; one line when that spell ends."""
+        dropped = self.dropped
+        if dropped > self._drops_seen:
+            if self._drop_spell < 0:
+                self._drop_spell = self._drops_seen
+                log.warning(
+                    "MQTT: the buffer of %d readings is full; readings that do not fit are "
+                    "stored but not published (counted: precast_mqtt_dropped_total)",
+                    self.opts.buffer,
+                )
+            self._drops_seen = dropped
+        elif self._drop_spell >= 0 and self._state == "up" and not self._readings:
+            log.warning("MQTT: %d readings were not published", dropped - self._drop_spell)
+            self._drop_spell = -1
+
+    def _pump(self, timeout: float) -> bool:
+        """Paho's network side: wait up to timeout, read, write (corked), keepalive; still up?"""
+        c = self.client
+        sock = c.socket()
+        if sock is None:
+            return self._state == "up"
+        want = c.want_write()
+        try:
+            r, _, _ = select.select([sock], [sock] if want else [], [], timeout)
+        except (OSError, ValueError):  # closed under us: paho's read says so
+            r = [sock]
+        if r or getattr(sock, "pending", lambda: 0)():
+            c.loop_read()
+            sock = c.socket()
+        if sock is not None and c.want_write():
+            cork(sock, True)
+            c.loop_write()
+            sock = c.socket()
+            if sock is not None:
+                cork(sock, False)
+        if c.socket() is not None:
+            c.loop_misc()
+        return self._state == "up"
+
+    def _connect(self) -> None:
+        now = time.monotonic()
+        if now < self._retry_at:
+            self._closing.wait(min(self._retry_at - now, 0.1))
+            return
+        self._since = now
+        self._refused = None
+        try:
+            self.client.connect(self.url.host, self.url.port, keepalive=self.opts.keepalive)
+        except ssl.SSLCertVerificationError as e:
+            self._failed(f"TLS: {e.verify_message or e} (check --mqtt-ca)", fatal=True)
+            return
+        except (OSError, ssl.SSLError) as e:
+            self._failed(getattr(e, "strerror", None) or str(e) or type(e).__name__)
+            return
+        self._state = "connecting"
+
+    def _failed(self, why: str, fatal: bool = False) -> None:
+        """A connect that did not get us in: fatal at start (MqttError), else back off, retry."""
+        self._state = "down"
+        self.connected = False
+        if not self._first.is_set():
+            if fatal:
+                self._start_error = why
+                self._closing.set()
+            self._first.set()
+            if fatal:
+                return
+        if fatal:
+            self.refusals += 1
+        if not self._outage_logged:
+            log.log(
+                logging.ERROR if fatal else logging.WARNING,
+                "MQTT broker %s: %s; readings are still stored; retrying (backoff up to %g s)",
+                self.url.where,
+                why,
+                BACKOFF_MAX,
+            )
+            self._outage_logged = True
+        else:
+            log.debug("MQTT broker %s: %s", self.url.where, why)
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+
+    def _lost(self, why: str) -> None:
+        state = self._state
+        try:
+            self.client.disconnect()
+        except Exception:  # paho may have closed the socket already
+            pass
+        if self._state == state:  # not already handled by _on_disconnect
+            self._failed(why)
+
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            # MQTT 3.1.1's 4 and 5: paho says "Bad user name or password", "Not authorized".
+            self._refused = str(reason)
+            self._state = "refused"
+            return
+        self._state = "up"
+        self.connected = True
+        self.connects += 1
+        self._backoff = BACKOFF_MIN
+        again = self._outage_logged or self.connects > 1
+        log.info("MQTT broker %s: connected%s", self.url.where, " again" if again else "")
+        self._outage_logged = False
+        # Everything retained is published again: the broker may have lost it.
+        self._control.clear()
+        self._control.append((f"{self.prefix}/status", ONLINE))
+        if self.opts.discovery is not None:
+            client.subscribe(f"{self.opts.discovery}/status", qos=1)
+        self._pending_disc = dict(self._devices)
+        self._pending_avail = dict(self._avail)
+        self._first.set()
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        state = self._state
+        if state == "down":
+            return  # our own disconnect after a failure already handled
+        if state == "refused":
+            self._failed(
+                f"refused the connection: {self._refused} (check the user and password)",
+                fatal=True,
+            )
+        elif state == "up" and self._closing.is_set():
+            self._state = "down"
+            self.connected = False
+        else:
+            self._failed("connection lost" if state == "up" else f"disconnected ({reason})")
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        # Home Assistant announces itself on DISCOVERY/status after it (re)starts.
+        if msg.payload == b"online":
+            log.info("Home Assistant is online: publishing discovery again")
+            self._pending_disc.update(self._devices)
+
+    def _publish_control(self) -> bool:
+        """Status, discovery, availability, in that order; False while any is still waiting."""
+        q = self._control
+        if self._pending_disc:
+            for dev, tid in self._pending_disc.items():
+                self._queue_discovery(dev, tid)
+            self._pending_disc.clear()
+        if self._pending_avail:
+            for dev, state in self._pending_avail.items():
+                q.append((f"{self.prefix}/{dev}/availability", state))
+            self._pending_avail.clear()
+        publish = self.client.publish
+        while q:
+            topic, payload = q[0]
+            if publish(topic, payload, qos=1, retain=True).rc != 0:
+                return False  # paho's QoS 1 queue is full, or the connection just went
+            q.popleft()
+        return True
+
+    def _publish_readings(self, ready: int) -> None:
+        """Up to `ready` readings (and ROUND) from the buffer into paho's queue."""
+        c = self.client
+        qos = self.opts.qos
+        if qos == 0 and c.want_write():
+            return  # the last burst is not written out yet: the socket is full
+        buf = self._readings
+        prefix = self.prefix
+        dumps = json.dumps
+        publish = c.publish
+        n = 0
+        try:
+            for _ in range(min(ready, ROUND, len(buf))):
+                item = buf.popleft()
+                r = reading_doc(*item) if isinstance(item, tuple) else item
+                if publish(f"{prefix}/{r['device']}/reading", dumps(r), qos).rc:
+                    buf.appendleft(item)  # the connection went, or paho's QoS 1 queue is full
+                    return
+                n += 1
+        finally:
+            self.published += n
+
+    def _queue_discovery(self, dev: int, tid: int) -> None:
+        layout = self.layouts.get(tid)
+        if self.opts.discovery is None or layout is None:
+            return
+        for slot in layout.fields:
+            cfg = discovery_config(self.prefix, dev, layout, slot)
+            topic = discovery_topic(self.opts.discovery, dev, slot.name)
+            self._control.append((topic, json.dumps(cfg, ensure_ascii=False)))
+
+    def _clear_discovery(self, dev: int, old: int, new: int) -> None:
+        """A device that changed template: empty retained configs remove the old fields."""
+        if self.opts.discovery is None or old not in self.layouts:
+            return
+        keep = {s.name for s in self.layouts[new].fields} if new in self.layouts else set()
+        for slot in self.layouts[old].fields:
+            if slot.name not in keep:
+                self._control.append((discovery_topic(self.opts.discovery, dev, slot.name), ""))
+
+    def _finish(self) -> None:
+        """Closing: publish the buffer until the deadline, then `offline` and disconnect."""
+        c = self.client
+        while time.monotonic() < self._close_deadline and self._state == "up":
+            ready = len(self._readings)
+            self._take_events()
+            if not (ready or self._control or self._pending_disc) and not c.want_write():
+                break
+            if self._publish_control():
+                self._publish_readings(ready)
+            self._pump(0.01 if c.want_write() else 0.0)
+        if self._state == "up":
+            info = c.publish(f"{self.prefix}/status", OFFLINE, qos=1, retain=True)
+            end = time.monotonic() + 2.0
+            while not info.is_published() and time.monotonic() < end and self._state == "up":
+                self._pump(0.05)
+            c.disconnect()
+            self._pump(0.05)
+        self._state = "down"
+        self.connected = False

@@ -1,0 +1,332 @@
+"""`precast plot`: draw a collector's stored readings with matplotlib (Agg), to PNG or SVG.
+
+One panel per field (fields of the same name and unit share a panel, whatever
+their template), one line per device, time (UTC) on the x axis and the
+field's unit on the y axis. A device's line is broken, not drawn across, where
+more than GAP_INTERVALS of its readings in a row are lost (its seq jumps by
+more), or where it restarted (a new epoch) after a silence longer than
+GAP_INTERVALS of its intervals. Counting in seqs, not seconds, keeps the
+bursts in which readings arrive (a sender's batches, the collector's) from
+looking like holes.
+
+The figure is WIDTH_IN inches wide and PANEL_IN per panel plus MARGIN_IN
+high, at DPI: 1000 px wide and 80 + 240 px per panel. The margins are fixed
+(no tight_layout: it costs more than drawing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from precast.args import examples
+from precast.errors import UsageError
+from precast.view.db import FieldInfo, connect, iso_utc, parse_iso, quote, templates
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+GAP_INTERVALS = 3.0
+WIDTH_IN, PANEL_IN, MARGIN_IN, DPI = 10.0, 2.4, 0.8, 100
+FORMATS = {".png": "png", ".svg": "svg"}
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration: 90, 90s, 15m, 2h, 1d, 1h30m."""
+    t = text.strip().lower()
+    try:
+        v = float(t)
+    except ValueError:
+        pos, v = 0, 0.0
+        for m in _DURATION.finditer(t):
+            if m.start() != pos:
+                break
+            v += float(m.group(1)) * _UNIT_S[m.group(2)]
+            pos = m.end()
+        if pos != len(t) or not t:
+            raise argparse.ArgumentTypeError(
+                f"not a duration: {text!r} (e.g. 90s, 15m, 2h, 1d, 1h30m)"
+            ) from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"a duration must be positive: {text!r}")
+    return v
+
+
+def parse_time(text: str) -> float:
+    """Unix time from `now`, unix seconds, or ISO 8601 (UTC unless it names a zone)."""
+    from datetime import UTC, datetime
+
+    t = text.strip()
+    if t == "now":
+        return time.time()
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    try:
+        d = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (e.g. now, 2026-01-02T03:04:05Z, or unix seconds)"
+        ) from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return d.timestamp()
+
+
+@dataclass
+class Series:
+    """One device's readings of one field: unix times and values, in time order."""
+
+    device: int
+    times: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    epochs: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Panel:
+    """A field (name and unit) and its series, one per device."""
+
+    info: FieldInfo
+    templates: list[str]
+    series: dict[int, Series] = field(default_factory=dict)
+
+
+def load_panels(
+    conn: sqlite3.Connection,
+    devices: list[int] | None,
+    fields: list[str] | None,
+    since: float | None,
+    until: float | None,
+) -> list[Panel]:
+    """The panels to draw, with their readings, from the database alone."""
+    tmpl = templates(conn)
+    known = sorted({f.name for t in tmpl.values() for f in t.fields})
+    if fields:
+        unknown = [f for f in fields if f not in known]
+        if unknown:
+            raise UsageError(
+                f"no field {unknown[0]!r} in the database (fields: {', '.join(known) or 'none'})"
+            )
+    panels: dict[tuple[str, str], Panel] = {}
+    order = fields or None
+    where: list[str] = []
+    params: list[Any] = []
+    if since is not None:
+        where.append("received_at >= ?")
+        params.append(iso_utc(since))
+    if until is not None:
+        where.append("received_at <= ?")
+        params.append(iso_utc(until))
+    if devices:
+        where.append(f"device IN ({', '.join('?' * len(devices))})")
+        params += devices
+    cond = f" WHERE {' AND '.join(where)}" if where else ""
+    for t in tmpl.values():
+        wanted = [f for f in t.fields if order is None or f.name in order]
+        if not wanted:
+            continue
+        cols = ", ".join(quote(f.column) for f in wanted)
+        try:
+            rows = conn.execute(
+                f"SELECT device, received_at, seq, epoch, {cols} FROM {quote(t.table)}{cond} "
+                "ORDER BY received_at",
+                params,
+            ).fetchall()
+        except sqlite3.Error as e:
+            raise UsageError(f"cannot read {t.table}: {e}") from None
+        if not rows:
+            continue
+        for i, f in enumerate(wanted):
+            key = (f.name, f.unit)
+            panel = panels.get(key)
+            if panel is None:
+                panel = panels[key] = Panel(f, [])
+            panel.templates.append(t.name)
+            for row in rows:
+                v = row[4 + i]
+                if v is None:
+                    continue
+                s = panel.series.get(row[0])
+                if s is None:
+                    s = panel.series[row[0]] = Series(row[0])
+                s.times.append(parse_iso(row[1]))
+                s.values.append(float(v))
+                s.seqs.append(row[2])
+                s.epochs.append(row[3])
+    out = [p for p in panels.values() if p.series]
+    if order:
+        out.sort(key=lambda p: order.index(p.info.name))
+    return out
+
+
+def holes(s: Series) -> list[int]:
+    """Indexes i where the line must break between reading i and i + 1 (module docstring)."""
+    import numpy as np
+
+    if len(s.times) < 2:
+        return []
+    t = np.asarray(s.times, dtype=np.float64)
+    seq = np.asarray(s.seqs, dtype=np.int64)
+    epoch = np.asarray(s.epochs, dtype=np.int64)
+    same = epoch[1:] == epoch[:-1]
+    lost = same & (seq[1:] - seq[:-1] > GAP_INTERVALS)
+    span = int(seq.max() - seq.min()) if len(set(s.epochs)) == 1 else 0
+    steps = max(span, len(t) - 1)
+    interval = (t[-1] - t[0]) / steps if steps else 0.0
+    restart = ~same & (np.diff(t) > GAP_INTERVALS * interval)
+    return [int(i) for i in np.nonzero(lost | restart)[0]]
+
+
+def broken(s: Series) -> tuple[Any, Any]:
+    """(times, values) as numpy arrays with a NaN inserted at every hole, so lines break there."""
+    import numpy as np
+
+    t = np.asarray(s.times, dtype=np.float64)
+    v = np.asarray(s.values, dtype=np.float64)
+    at = np.asarray(holes(s), dtype=np.int64)
+    if len(at) == 0:
+        return t, v
+    mid = (t[at] + t[at + 1]) / 2
+    return np.insert(t, at + 1, mid), np.insert(v, at + 1, np.nan)
+
+
+def line_id(panel: Panel, device: int) -> str:
+    """The id a device's line carries in an SVG (a <g id=...> around its path)."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", panel.info.name)
+    return f"precast-{name}-device-{device}"
+
+
+def figure(panels: list[Panel]) -> Figure:
+    """The matplotlib figure of the panels (Agg: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    from matplotlib.figure import Figure
+
+    n = len(panels)
+    fig = Figure(figsize=(WIDTH_IN, MARGIN_IN + PANEL_IN * n), dpi=DPI)
+    axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
+    for ax, panel in zip(axes, panels, strict=True):
+        for dev in sorted(panel.series):
+            s = panel.series[dev]
+            t, v = broken(s)
+            x = (t * 1e6).astype("datetime64[us]")  # unix seconds as UTC times
+            (line,) = ax.plot(x, v, label=f"device {dev}", linewidth=1.2)
+            line.set_gid(line_id(panel, dev))
+        ax.set_ylabel(panel.info.label)
+        ax.set_title(f"{panel.info.name} ({', '.join(panel.templates)})", fontsize=9, loc="right")
+        ax.grid(True, alpha=0.3)
+        if len(panel.series) <= 12:
+            ax.legend(loc="upper left", fontsize=7, ncols=min(6, len(panel.series)))
+    loc = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
+    axes[-1].xaxis.set_major_locator(loc)
+    axes[-1].xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))  # type: ignore[no-untyped-call]
+    axes[-1].set_xlabel("time (UTC)")
+    height = MARGIN_IN + PANEL_IN * n
+    fig.subplots_adjust(
+        left=0.09, right=0.98, top=1 - 0.3 / height, bottom=0.5 / height, hspace=0.35
+    )
+    return fig
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """`precast plot`: the readings in the range to a PNG or SVG file."""
+    out = Path(args.output)
+    fmt = FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"{out}: the file's extension picks the format: .png or .svg")
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError("precast plot needs matplotlib: pip install 'precast[plot]'") from None
+    until = args.until
+    since = until - args.since if args.since is not None and until is not None else None
+    if args.since is not None and until is None:
+        since = time.time() - args.since
+    conn = connect(args.db)
+    try:
+        panels = load_panels(conn, args.device, args.field, since, until)
+    finally:
+        conn.close()
+    if not panels:
+        rng = []
+        if since is not None:
+            rng.append(f"since {iso_utc(since)}")
+        if until is not None:
+            rng.append(f"until {iso_utc(until)}")
+        which = f" of device {', '.join(map(str, args.device))}" if args.device else ""
+        print(
+            f"precast: no readings{which} in {args.db}{' ' + ' '.join(rng) if rng else ''}",
+            file=sys.stderr,
+        )
+        return 1
+    fig = figure(panels)
+    try:
+        # SVG text as text, not outlines: smaller, searchable, selectable.
+        with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "precast"}):
+            fig.savefig(out, format=fmt, dpi=DPI)
+    except OSError as e:
+        raise UsageError(f"cannot write {out}: {e.strerror}") from None
+    n = sum(len(s.times) for p in panels for s in p.series.values())
+    print(f"wrote {out}: {len(panels)} panels, {n} readings", file=sys.stderr)
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add the `plot` command."""
+    p = sub.add_parser(
+        "plot",
+        help="draw stored readings to a PNG or SVG file",
+        description="Draw a collector's stored readings with matplotlib: one panel per field "
+        "with its unit, one line per device, time (UTC) on the x axis, and a gap where more "
+        f"than {GAP_INTERVALS:g} readings in a row were lost or a device restarted after a "
+        "silence. PNG or SVG by the file's extension. Reads the database alone (no template "
+        "files). Exit 1 when no reading is in the range.",
+        epilog=examples(
+            "precast plot --db precast.db -o readings.png",
+            "precast plot --db precast.db --field temperature --device 7 --since 1h -o t.svg",
+        ),
+    )
+    p.add_argument("--db", default="precast.db", metavar="PATH", help="the collector's database")
+    p.add_argument(
+        "--device",
+        type=int,
+        nargs="+",
+        action="extend",
+        metavar="N",
+        help="only these devices (repeatable)",
+    )
+    p.add_argument(
+        "--field",
+        nargs="+",
+        action="extend",
+        metavar="NAME",
+        help="only these fields, in this order (repeatable)",
+    )
+    p.add_argument(
+        "--since",
+        type=parse_duration,
+        metavar="DURATION",
+        help="only the last DURATION before --until (or now): 90s, 15m, 2h, 1d",
+    )
+    p.add_argument(
+        "--until",
+        type=parse_time,
+        metavar="TIME",
+        help="only readings up to TIME: ISO 8601 (UTC unless zoned), unix seconds, or now",
+    )
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.png or FILE.svg")
+    p.set_defaults(func=cmd_plot)

@@ -1,0 +1,172 @@
+"""`precast plot` on a database a real collector filled with a known signal and a known hole."""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from collector_harness import Collector, payload, run_precast, wait_for
+from precast.cli import main as precast_main
+from precast.view.db import connect
+from precast.view.plot import figure, load_panels
+
+HOLE = range(20, 30)  # seqs of device 7 never sent
+SEQS = [s for s in range(60) if s not in HOLE]
+
+
+def temperature(seq: int) -> float:
+    return round(20 + 5 * math.sin(seq / 6), 2)
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    tmp = tmp_path_factory.mktemp("plot")
+    col = Collector(tmp)
+    try:
+        for seq in range(60):
+            if seq not in HOLE:
+                values = {
+                    "temperature": temperature(seq),
+                    "humidity": 50,
+                    "pressure": 101325,
+                    "battery": 3000 + seq,
+                }
+                col.send([payload("env-node", values, 7, seq)])
+            col.send([payload("minimal", {"value": seq * 10}, 8, seq)])
+            if seq != 30:  # one lost reading: no gap for that
+                col.send([payload("minimal", {"value": seq}, 9, seq)])
+            time.sleep(0.004)
+        wait_for(lambda: _count(col.db) == len(SEQS) + 119, 10, "the readings stored")
+    finally:
+        assert col.stop() == 0
+    yield col.db
+
+
+def _count(path: Path) -> int:
+    try:
+        conn = connect(path)
+    except Exception:
+        return 0
+    try:
+        return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
+    except Exception:
+        return 0
+    finally:
+        conn.close()
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    w, h = struct.unpack(">II", data[16:24])
+    return w, h
+
+
+def test_png_has_one_panel_per_field(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "all.png"
+    rc, err = plot(capsys, "--db", str(db), "-o", str(out))
+    assert rc == 0, err
+    # env-node's four fields and minimal's one: 80 + 240 px per panel, 1000 px wide.
+    assert png_size(out) == (1000, 80 + 240 * 5)  # value: devices 8 and 9 share a panel
+    assert "5 panels" in err
+
+
+def test_figure_data_is_the_signal_broken_at_the_hole(db: Path) -> None:
+    conn = connect(db)
+    try:
+        panels = load_panels(conn, None, ["temperature", "value"], None, None)
+    finally:
+        conn.close()
+    fig = figure(panels)
+    temp_ax, value_ax = fig.axes[:2]
+    assert temp_ax.get_ylabel() == "temperature [degC]"
+    assert value_ax.get_ylabel() == "value"
+    (line,) = temp_ax.get_lines()
+    y = list(line.get_ydata())  # type: ignore[arg-type]
+    assert len(y) == len(SEQS) + 1
+    gap = [i for i, v in enumerate(y) if math.isnan(v)]
+    assert gap == [SEQS.index(HOLE.start - 1) + 1]
+    assert [v for v in y if not math.isnan(v)] == [temperature(s) for s in SEQS]
+    vline, _ = value_ax.get_lines()  # devices 8 and 9, in device order
+    assert not any(math.isnan(v) for v in vline.get_ydata())  # type: ignore[attr-defined]
+    assert list(vline.get_ydata()) == [s * 10.0 for s in range(60)]  # type: ignore[arg-type]
+
+
+def test_svg_paths_break_at_the_hole_and_axes_carry_units(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "t.svg"
+    r = run_precast(
+        "plot", "--db", str(db), "--field", "temperature", "battery", "value", "-o", str(out)
+    )
+    assert r.returncode == 0, r.stderr
+    svg = out.read_text()
+
+    def moves(gid: str) -> int:
+        m = re.search(rf'<g id="{gid}">\s*<path d="([^"]*)"', svg)
+        assert m, gid
+        return len(re.findall(r"M ", m.group(1)))
+
+    assert moves("precast-temperature-device-7") == 2  # two runs of line: the hole between
+    assert moves("precast-battery-device-7") == 2
+    assert "temperature [degC]" in svg and "battery [mV]" in svg and "time (UTC)" in svg
+    assert moves("precast-value-device-8") == 1
+    assert moves("precast-value-device-9") == 1  # one lost reading is no hole
+    assert "precast-humidity-device-7" not in svg  # --field kept to the fields asked for
+
+
+def plot(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """`precast plot` through the entry point in this process (matplotlib loads once)."""
+    rc = precast_main(["plot", *args])
+    return rc, capsys.readouterr().err
+
+
+def test_device_filter_and_empty_range(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "d.svg"
+    rc, err = plot(capsys, "--db", str(db), "--device", "8", "-o", str(out))
+    assert rc == 0, err
+    svg = out.read_text()
+    assert "precast-value-device-8" in svg and "device-7" not in svg and "device-9" not in svg
+    args = ["--db", str(db), "--since", "1h", "--until", "2001-01-01T00:00:00", "-o", str(out)]
+    rc, err = plot(capsys, *args)
+    assert rc == 1
+    assert err.strip().count("\n") == 0 and "no readings" in err, err
+    rc, err = plot(capsys, "--db", str(db), "--field", "nope", "-o", str(out))
+    assert rc == 2 and "no field 'nope'" in err and "Traceback" not in err
+    rc, err = plot(capsys, "--db", str(db), "-o", str(tmp_path / "x.jpg"))
+    assert rc == 2 and ".png or .svg" in err
+    rc, err = plot(capsys, "--db", str(tmp_path / "none.db"), "-o", str(out))
+    assert rc == 2 and "no such database" in err
+    # --since counts back from --until: the last 20 ms of the readings hold fewer of them.
+    conn = connect(db)
+    last = conn.execute("SELECT max(received_at) FROM readings").fetchone()[0]
+    conn.close()
+    rc, err = plot(capsys, "--db", str(db), "--since", "0.02", "--until", last, "-o", str(out))
+    assert rc == 0, err
+    n = int(re.search(r"(\d+) readings", err).group(1))  # type: ignore[union-attr]
+    assert 0 < n < len(SEQS) + 119
+
+
+def test_durations_and_times() -> None:
+    import argparse
+
+    from precast.view.plot import parse_duration, parse_time
+
+    assert parse_duration("90") == parse_duration("90s") == 90
+    assert parse_duration("1h30m") == 5400 and parse_duration("2d") == 172800
+    assert parse_duration("0.5m") == 30
+    for bad in ("", "h", "1x", "1h 2m", "-5", "0", "5m3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_duration(bad)
+    assert parse_time("2026-01-02T03:04:05Z") == parse_time("2026-01-02T03:04:05") == 1767323045
+    assert parse_time("2026-01-02T04:04:05+01:00") == 1767323045
+    assert abs(parse_time("now") - time.time()) < 5
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_time("yesterday")

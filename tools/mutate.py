@@ -57,9 +57,9 @@ MUTANTS = [
     ),
     Mutant(
         "fw-plain-zero-csum",
-        "firmware/precast_fw/checks.py",
-        r"\(c or 0xFFFF\)",
-        "c",
+        "firmware/precast_fw/plain.py",
+        r"^(\s+)if c == 0:\n\s+c = 0xFFFF.*$",
+        r"\1if c == 0:\n\1    pass",
         ("tests/test_firmware_frames.py",),
         "plain path: a computed UDP checksum of 0 goes out as 0, not 0xFFFF",
     ),

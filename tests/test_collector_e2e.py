@@ -11,14 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector_harness import (
-    Collector,
-    by_device,
-    expected_counts,
-    payload,
-    rows,
-    stats,
-)
+from collector_harness import Collector, by_device, expected_counts, payload, rows, stats
 from kit import KEY
 
 WINDOW = 64

@@ -11,7 +11,7 @@ precast.template (the id, its name beside it), precast.device, precast.seq,
 precast.field.<name> (the value in units, a double; the raw integer and the
 unit are in the tree as precast.raw and precast.unit), precast.check and,
 for CRC-16 templates, precast.check_ok. A field in units is computed as
-codec.to_units does (PROTOCOL.md: raw * scale + offset, rounded to the
+codec.to_units does (docs/PROTOCOL.md: raw * scale + offset, rounded to the
 scale's decimals; an f32 field is its value, shown as the shortest decimal
 that names the same float32), so tshark shows what `precast decode` does.
 

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ class Mutant:
     name: str
     path: str  # relative to the repository
     pattern: str  # a regular expression (re.M)
-    replacement: str
+    replacement: str | Callable[[re.Match[str]], str]
     tests: tuple[str, ...]  # pytest arguments
     what: str
 
@@ -77,18 +78,24 @@ MUTANTS = [
     Mutant(
         "fw-udp-send-nothing",
         "firmware/precast_fw/transport_udp.py",
-        r"^(\s+)self\.sock\.send\(mv\)$",
-        r"\1pass",
+        # the socket's send is bound once (self.send = s.send); the method is the fallback
+        r"^(\s+)self\.send = s\.send\b(.*)$|^(\s+)self\.sock\.send\(mv\)$",
+        lambda m: (
+            (m.group(1) or m.group(3)) + ("self.send = lambda mv: None" if m.group(1) else "pass")
+        ),
         ("tests/test_firmware_e2e.py", "tests/test_firmware_build.py"),
-        "the UDP transport's send() returns without sending",
+        "the UDP transport's send (the socket's, bound at open) does nothing",
     ),
     Mutant(
         "fw-packet-send-nothing",
         "firmware/precast_fw/transport_packet.py",
-        r"^(\s+)self\.sock\.send\(mv\)$",
-        r"\1pass",
+        # the socket's send is bound once (self.send = s.send); the method is the fallback
+        r"^(\s+)self\.send = s\.send\b(.*)$|^(\s+)self\.sock\.send\(mv\)$",
+        lambda m: (
+            (m.group(1) or m.group(3)) + ("self.send = lambda mv: None" if m.group(1) else "pass")
+        ),
         ("tests/test_firmware_alloc.py", "tests/test_firmware_e2e.py"),
-        "the raw packet transport's send() returns without sending",
+        "the raw packet transport's send (the socket's, bound at open) does nothing",
     ),
     Mutant(
         "host-codec-crc-passes",

@@ -205,6 +205,7 @@ def test_stale_device_and_the_table(
 def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text("7 not-hex\n")
+    keys.chmod(0o600)
     cases = [
         ["collect", "--keys", str(keys), "--db", str(tmp_path / "a.db")],
         ["collect", "--listen", "nowhere", "--db", str(tmp_path / "a.db")],
@@ -278,6 +279,6 @@ def test_kernel_drops_are_counted(tmp_path: Path) -> None:
         assert col.stop() == 0
     assert dropped > 0
     doc = stats(col.db)
-    assert doc["drops"] == {"queue": 0, "kernel": dropped}
+    assert doc["drops"] == {"queue": 0, "kernel": dropped, "jsonl": 0}
     assert by_device(doc)[8]["received"] + dropped == sent
     assert "by the kernel" in col.stderr()

@@ -221,7 +221,7 @@ def test_collector_stores_and_counts_exactly(tmp_path: Path, keys_file: Path) ->
     rejected["mic"] = 1
     rejected["replay"] = 1
     assert doc["rejected"] == rejected
-    assert doc["drops"] == {"queue": 0, "kernel": 0}
+    assert doc["drops"] == {"queue": 0, "kernel": 0, "jsonl": 0}
     stored = sum(d["received"] for d in doc["devices"])
     dups = sum(d["duplicates"] for d in doc["devices"])
     assert stored + dups + sum(rejected.values()) == sent

@@ -49,7 +49,7 @@ def test_counters_match_the_faults_simulate_injected(tmp_path: Path) -> None:
     doc = stats(col.db)
     devs = doc["devices"]
     assert len(devs) == 6
-    assert doc["drops"] == {"queue": 0, "kernel": 0}
+    assert doc["drops"] == {"queue": 0, "kernel": 0, "jsonl": 0}
     assert sum(d["lost"] for d in devs) == loss + corrupt
     assert sum(d["duplicates"] for d in devs) == dup
     assert sum(d["late"] for d in devs) == reorder

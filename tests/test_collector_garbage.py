@@ -85,7 +85,7 @@ def test_garbage_never_crashes_and_is_never_stored(tmp_path: Path) -> None:
         assert col.stop() == 0, col.stderr()
     assert "Traceback" not in col.stderr()
     doc = stats(col.db)
-    assert doc["drops"] == {"queue": 0, "kernel": 0}
+    assert doc["drops"] == {"queue": 0, "kernel": 0, "jsonl": 0}
     assert doc["rejected"] == dict(want)
     conn = sqlite3.connect(col.db)
     stored = conn.execute("SELECT template, device, seq FROM readings").fetchall()

@@ -4,6 +4,7 @@ once a minute per source and reason, whatever the flood; the latest kept, newest
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 from precast.collect.report import EVERY_S, MAX_KEYS, RECENT, Reporter, header_ids
@@ -42,6 +43,16 @@ def test_a_wrong_key_is_named_for_a_device_with_a_key_on_file(
         "refused from 10.0.0.5:4000: mic (device 9, template id 3): wrong key for device 9? "
         "(the collector has one on file)"
     )
+
+
+def test_a_bad_mic_from_a_device_with_good_ones_is_not_called_a_wrong_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "precast.collect")
+    r = Reporter(lambda: [3], lambda d: True, Clock(), proven=lambda d: d == 9)
+    r.refused(MIC, "a:1", HDR)
+    (line,) = lines(caplog)
+    assert "corrupted on the way, or forged" in line and "wrong key" not in line
 
 
 def test_hints_for_no_key_and_an_unknown_template(caplog: pytest.LogCaptureFixture) -> None:
@@ -112,3 +123,34 @@ def test_header_ids() -> None:
     assert header_ids(HDR) == (3, 9)
     assert header_ids(b"\x50\x10") == (None, None)
     assert header_ids(b"x" * 20) == (None, None)
+
+
+def test_a_collector_with_the_wrong_key_says_so_and_stats_names_the_source(tmp_path: Path) -> None:
+    """End to end: a real collector, a board whose key is not the collector's."""
+    from collector_harness import Collector, payload, stats
+    from kit import wait_for
+
+    keys = tmp_path / "keys"
+    keys.write_text("9 2b7e151628aed2a6abf7158809cf4f3c\n")
+    keys.chmod(0o600)
+    col = Collector(tmp_path, "--keys", str(keys))
+    try:
+        wrong = bytes(16)  # the board's key
+        values = {"energy": 1, "power": 2, "voltage": 230, "power_factor": 0.5}
+        col.send(payload("power-meter", values, 9, s, wrong) for s in range(5))
+        col.send([payload("minimal", {"value": 1}, 4, 0), b"hello"])  # a device, garbage
+        ours = f"127.0.0.1:{col.sock.getsockname()[1]}"  # bound by the first send
+        wait_for(lambda: len(stats(col.db)["recent_rejects"]) == 6, 10, "the refusals in stats")
+        doc = stats(col.db)
+    finally:
+        assert col.stop() == 0
+    log = col.stderr()
+    assert "wrong key for device 9? (the collector has one on file)" in log
+    assert log.count("refused from 127.0.0.1:") == 3  # mic, short, and the count of the rest
+    assert "mic x4 in the last" in log  # the other four, counted on the way out
+    assert "new device 4: template minimal (2), from 127.0.0.1:" in log
+    newest = doc["recent_rejects"][0]
+    assert (newest["reason"], newest["device"]) == ("short", None)
+    mic = doc["recent_rejects"][1]
+    assert (mic["reason"], mic["device"], mic["template"]) == ("mic", 9, 3)
+    assert mic["source"] == ours

@@ -40,3 +40,19 @@ def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
     )
     problems = [x for x in r.stderr.splitlines() if UNIT.name in x]
     assert r.returncode == 0 and not problems, r.stderr
+
+
+def test_unit_sandbox_and_umask() -> None:
+    """UMask 0027 (files 0640), no new privileges, a read-only system but the state directory,
+    which holds every file the collector writes."""
+    settings = dict(
+        x.split("=", 1) for x in UNIT.read_text().splitlines() if "=" in x and x[0].isupper()
+    )
+    assert settings["UMask"] == "0027"
+    assert settings["NoNewPrivileges"] == "true" and settings["PrivateTmp"] == "true"
+    assert settings["ProtectSystem"] == "strict"
+    writable = settings["ReadWritePaths"].split()
+    assert settings["StateDirectory"] == "precast" and writable == ["/var/lib/precast"]
+    args = build_parser().parse_args(exec_start()[1:])
+    for path in (args.db, args.spill):
+        assert Path(path).parent == Path("/var/lib/precast"), path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,15 @@ from collector_harness import LAYOUTS, expected_counts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from precast.collect.store import open_store
-from precast.collect.tracker import DUPLICATE, REPLAY, Tracker
+from precast.collect.tracker import (
+    DEVICE_LIMIT,
+    DUPLICATE,
+    HELD,
+    MAX_GAP,
+    MIC_REQUIRED,
+    REPLAY,
+    Tracker,
+)
 from strategies import examples
 
 
@@ -65,7 +74,8 @@ def test_store_round_trip_continues_counting(seqs: list[int], cut: int) -> None:
 
 @pytest.mark.parametrize("mic", [False, True])
 def test_window_edge(mic: bool) -> None:
-    """Exactly `window` below the highest is inside (late); one more is a reboot or a replay."""
+    """Exactly `window` below the highest is inside (late); one more is a replay (MIC) or a
+    reboot candidate (CRC), a reboot once the next seq confirms it."""
     t = Tracker(window=10)
     assert run(t, [20, 10], mic=mic) == [0, 0]
     assert counts(t)["late"] == 1 and counts(t)["lost"] == 9
@@ -74,9 +84,10 @@ def test_window_edge(mic: bool) -> None:
     if mic:
         assert out == REPLAY and d.replays == 1 and d.reboots == 0 and d.highest == 20
     else:
-        assert out == 1 and d.reboots == 1 and d.epoch == 1 and d.highest == 9
-        assert d.received == 3 and d.lost == 9  # the old epoch's loss stays counted
-        assert t.observe(1, 2, 10, 6.0, mic) == 1 and d.lost == 9
+        assert out == HELD and d.reboots == 0 and d.highest == 20 and d.cand_seq == 9
+        assert t.observe(1, 2, 10, 6.0, mic) == 1 and t.confirmed[0][3] == 1
+        assert d.reboots == 1 and d.epoch == 1 and d.lowest == 9 and d.highest == 10
+        assert d.received == 4 and d.lost == 9  # the old epoch's loss stays counted
 
 
 def test_late_below_the_first_reading_counts_the_gap() -> None:
@@ -102,3 +113,148 @@ def test_bad_checks_count_only_known_devices() -> None:
     run(t, [0], device=5)
     t.bad_check(5)
     assert t.devices[5].bad == 1
+
+
+def test_far_jumps_are_held_until_confirmed() -> None:
+    """A seq far ahead (CRC or MIC) is held; a second close after it confirms a new epoch; a
+    normal frame drops it (counted in discarded). MIC backwards stays a replay."""
+    for mic in (False, True):
+        t = Tracker(window=64)
+        run(t, list(range(10)), mic=mic)
+        t.begin()
+        assert t.observe(1, 2, 10 + MAX_GAP + 1, 20.0, mic) == HELD
+        assert t.observe(1, 2, 10, 21.0, mic) == 0 and t.discarded == 1
+        d = t.devices[1]
+        assert (d.highest, d.lost, d.reboots, d.cand_seq) == (10, 0, 0, -1)
+        far = 10**9
+        assert t.observe(1, 2, far, 22.0, mic, b"held") == HELD
+        assert t.observe(1, 2, far + 2, 23.0, mic) == 1
+        assert t.confirmed == [(b"held", 22.0, "", 1)]
+        assert (d.epoch, d.lowest, d.highest, d.lost, d.reboots) == (1, far, far + 2, 1, 1)
+        assert t.observe(1, 2, far + 1, 24.0, mic) == 1 and d.lost == 0  # late, inside
+        assert t.observe(1, 2, 5, 25.0, mic) == (REPLAY if mic else HELD)
+
+
+def test_mic_device_refuses_crc_frames_and_a_limit_spares_mic_and_keyed() -> None:
+    t = Tracker(max_devices=2, keyed={9})
+    assert t.observe(1, 3, 0, 0.0, True) == 0
+    assert t.observe(1, 2, 5, 1.0, False) == MIC_REQUIRED
+    assert t.observe(9, 2, 0, 1.0, False) == MIC_REQUIRED and 9 not in t.devices
+    assert t.observe(2, 2, 0, 1.0, False) == 0
+    assert t.observe(3, 2, 0, 1.0, False) == DEVICE_LIMIT and 3 not in t.devices
+    assert t.observe(4, 3, 0, 1.0, True) == 0  # a valid MIC is always admitted
+    assert t.observe(9, 3, 0, 1.0, True) == 0
+    d = t.devices[1]
+    assert (d.received, d.highest, d.auth) == (1, 0, "mic")
+    # A device known from CRC frames only (anyone's) starts a new epoch at its first MIC.
+    run(t, [2**31], device=2)
+    assert t.observe(2, 3, 7, 2.0, True) == 1 and t.devices[2].auth == "mic"
+    assert t.devices[2].highest == 7
+
+
+def test_rollback_undoes_a_batch_the_store_refused() -> None:
+    t = Tracker()
+    run(t, [0, 1, 2])
+    t.take_dirty()
+    t.commit()
+    t.begin()
+    run(t, [3, 4, 9])
+    run(t, [0], device=2)
+    t.take_dirty()
+    t.rollback()
+    assert 2 not in t.devices and t.devices[1].highest == 2 and t.devices[1].received == 3
+    assert t.dirty == {1}
+
+
+def test_window_conversion_on_load_never_turns_replays_late(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "t.db"))
+    store.ensure_templates(LAYOUTS.values())
+    a = Tracker(window=16)
+    run(a, list(range(100)), mic=True)
+    store.write({}, a.take_dirty(), {}, {})
+    b = Tracker(window=64)
+    for dev in store.load_devices():
+        b.load(dev)
+    store.close()
+    out = run(b, list(range(100)), mic=True)
+    assert set(out) == {DUPLICATE, REPLAY} and out.count(DUPLICATE) == 65
+    assert b.devices[1].seen_window == 64
+
+
+def test_a_version_1_database_is_migrated_and_keeps_counting(tmp_path: Path) -> None:
+    """A database written before schema 2 (no auth, window or candidate columns) opens."""
+    db = tmp_path / "v1.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        """
+        CREATE TABLE templates (id INTEGER PRIMARY KEY, name TEXT NOT NULL, tbl TEXT NOT NULL,
+            columns TEXT NOT NULL);
+        CREATE TABLE devices (device INTEGER PRIMARY KEY, template INTEGER, epoch INTEGER,
+            epoch_seq INTEGER, epoch_started REAL, lowest INTEGER, highest INTEGER, seen BLOB,
+            received INTEGER, lost INTEGER, duplicates INTEGER, late INTEGER, bad INTEGER,
+            reboots INTEGER, replays INTEGER, first_seen REAL, last_seen REAL);
+        CREATE TABLE rejects (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+        CREATE TABLE counters (name TEXT PRIMARY KEY, count INTEGER NOT NULL);
+        INSERT INTO devices VALUES (7, 2, 0, 0, 1.0, 0, 9, x'03ff', 10, 0, 0, 0, 0, 0, 0, 1, 2);
+        PRAGMA user_version=1;
+        """
+    )
+    conn.close()
+    store = open_store(str(db))
+    store.ensure_templates(LAYOUTS.values())
+    (dev,) = store.load_devices()
+    assert (dev.device, dev.highest, dev.received, dev.auth, dev.seen_window) == (7, 9, 10, "", 0)
+    t = Tracker()
+    t.load(dev)
+    assert t.observe(7, 2, 5, 3.0, False) == DUPLICATE
+    assert t.observe(7, 2, 10, 3.0, False) == 0
+    store.write({}, t.take_dirty(), {}, {})
+    store.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("SELECT received, seen_window FROM devices").fetchone() == (11, 1024)
+    conn.close()
+
+
+def test_stats_and_metrics_stay_fast_at_the_device_limit(tmp_path: Path) -> None:
+    """10,000 devices: `stats --json` well under 2 s; a /metrics scrape capped and fast.
+    CPU seconds of this process, not wall time: the judge must not depend on the load."""
+    import io
+    import json
+    import time
+    import urllib.request
+    from contextlib import redirect_stdout
+
+    from precast.cli import main
+    from precast.collect.metrics import serve_metrics
+
+    t = Tracker()
+    for dev in range(10_000):
+        t.observe(dev, 2, 0, float(dev), False)
+    store = open_store(str(tmp_path / "s.db"))
+    store.ensure_templates(LAYOUTS.values())
+    store.write({}, t.take_dirty(), {"device-limit": 5}, {})
+    store.close()
+    out = io.StringIO()
+    t0 = time.process_time()
+    with redirect_stdout(out):
+        assert main(["stats", "--db", str(tmp_path / "s.db"), "--json"]) == 0
+    took = time.process_time() - t0
+    doc = json.loads(out.getvalue())
+    assert len(doc["devices"]) == doc["devices_total"] == 10_000 and took < 2.0, took
+    assert doc["rejected"] == {"device-limit": 5}
+    status = {
+        "devices": list(t.devices.values()),
+        "rejects": {},
+        "counters": {"queue_drops": 0, "kernel_drops": 0, "jsonl_drops": 0},
+        "queue": 0,
+    }
+    host, port = serve_metrics(lambda: status, ("127.0.0.1", 0), 100)
+    t0 = time.process_time()
+    text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10).read().decode()
+    took = time.process_time() - t0  # the server is a thread of this process
+    assert took < 1.0, took
+    assert text.count("precast_device_received_total{") == 100
+    assert 'device="9999"' in text and 'device="0"' not in text  # the last seen
+    assert 'precast_rejected_total{reason="mic-required"} 0.0' in text
+    assert "precast_devices 10000.0" in text

@@ -195,7 +195,7 @@ def test_fleet_counts_at_the_collector(veth: VethPair, tmp_path: Path) -> None:
     doc = json.loads(r.stdout)
     devs = doc["devices"]
     assert len(devs) == 20
-    assert doc["drops"] == {"queue": 0, "kernel": 0}
+    assert doc["drops"] == {"queue": 0, "kernel": 0, "jsonl": 0}
     assert sum(d["lost"] for d in devs) == faults["lost"] + faults["corrupt"]
     assert sum(d["duplicates"] for d in devs) == faults["dup"]
     assert sum(d["late"] for d in devs) == faults["reorder"]

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kit import TEMPLATES
 from precast import Layout
 from precast.wire.codec import Codec, Reading
 from precast.wire.constants import PAYLOAD_OFFSET
+from precast.wire.layout import load_layouts
 from precast.wire.validator import Validator
 from strategies import KEY, examples, frames
+
+GARBAGE_CODEC = Codec(load_layouts([TEMPLATES]))
 
 
 def verdicts(codec: Codec, payload: bytes) -> tuple[str, str]:
@@ -58,3 +62,19 @@ def test_a_valid_payload_is_valid_and_a_bad_crc_is_crc() -> None:
     assert Validator(codec).check(bytes(payload))[0] == ""
     payload[-1] ^= 1
     assert Validator(codec).check(bytes(payload))[0] == "crc"
+
+
+@settings(max_examples=examples(500), deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=80),
+        st.tuples(st.binary(min_size=12, max_size=12), st.binary(max_size=60)).map(
+            lambda t: t[0] + b"\x08\x00\x45" + t[1]
+        ),
+        st.binary(max_size=60).map(lambda b: b"\x50" + b),
+    )
+)
+def test_garbage_gets_the_codecs_reason(data: bytes) -> None:
+    """The shortcut for garbage (short, magic) agrees with the codec, Ethernet-looking or not."""
+    reason, want = verdicts(GARBAGE_CODEC, data)
+    assert reason == want

@@ -28,6 +28,7 @@ from precast.wire.layout import load_layouts, pick_layout
 COMMAND_MODULES: list[str] = [
     "precast.collect.daemon",
     "precast.collect.stats",
+    "precast.collect.device",
     "precast.boards.build",
     "precast.send.send",
     "precast.send.fleet",

@@ -26,6 +26,7 @@ Fixtures only, no hooks: each starts real processes and stops them when the test
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -99,7 +100,12 @@ class PrecastCollector:
         for t in templates:
             cmd += ["--templates", str(t)]
         if key is not None:
-            cmd += ["--key", key.hex()]
+            # A key file only this user can read: a key on the command line is everyone's.
+            key_path = workdir / f"{name}.key"
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(key.hex() + "\n")
+            cmd += ["--key-file", str(key_path)]
         cmd += list(args)
         self._log: IO[bytes] = open(self.log_path, "ab")
         out: Any = subprocess.PIPE if capture_stdout else self._log

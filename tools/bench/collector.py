@@ -24,6 +24,16 @@ Issue 12 asks that QoS 0 costs at most a quarter of the stored rate.
     .venv/bin/python tools/bench/collector.py            # both, table on stdout
     .venv/bin/python tools/bench/collector.py --only precast --start 100000
     .venv/bin/python tools/bench/collector.py --only precast precast-mqtt0 precast-mqtt1
+    .venv/bin/python tools/bench/collector.py --floods   # a legitimate device under floods
+
+--floods: a legitimate MIC device sends 1,000 readings/s while a flood
+sender (its own process, sendmmsg, as fast as it goes) sends one kind of
+hostile traffic: garbage (random bytes), forged MIC (the legitimate device's
+id, a wrong MIC: a CMAC computed for each), new device ids (valid CRC frames
+from ever-new ids, up to --max-devices tracked) or 64 KiB datagrams (random,
+the UDP maximum). It reports the legitimate device's loss (rows counted with
+sqlite3), the collector's peak RSS (/proc), the flood's rate and where the
+flood's datagrams went (kernel drops, queue drops, refused by reason).
 """
 
 from __future__ import annotations
@@ -51,6 +61,9 @@ BIN = Path(sys.executable).parent
 TICK = os.sysconf("SC_CLK_TCK")
 KINDS = ("precast", "precast-mqtt0", "precast-mqtt1", "naive", "naive-wal")
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+FLOODS = ("garbage", "forged-mic", "new-ids", "64k")
+KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+LEGIT = 44  # the legitimate device of --floods
 
 
 # ---- the sender (runs in its own process) --------------------------------------------------
@@ -72,23 +85,58 @@ def payloads(n: int, devices: int) -> list[bytes]:
     return out
 
 
-def send(port: int, rate: int, seconds: float, devices: int) -> None:
+def flood_frames(kind: str, n: int) -> list[bytes]:
+    """Distinct hostile payloads of one kind (64k: a few, sent over and over)."""
+    import random
+
+    rng = random.Random(14)
+    lays = {lay.template.id: lay for lay in load_layouts([ROOT / "templates"])}
+    if kind == "garbage":
+        return [rng.randbytes(rng.randrange(1, 64)) for _ in range(n)]
+    if kind == "64k":
+        return [rng.randbytes(65_507) for _ in range(8)]
+    if kind == "forged-mic":
+        lay = lays[3]  # power-meter, cmac8
+        buf = bytearray(lay.payload)
+        struct.pack_into(">I", buf, 4, LEGIT)
+        out = []
+        for i in range(n):
+            struct.pack_into(">I", buf, 8, 10**6 + i)
+            buf[lay.check_offset :] = rng.randbytes(lay.check_len)
+            out.append(bytes(buf))
+        return out
+    lay = lays[2]  # minimal, crc16: valid frames from new device ids
+    buf = bytearray(lay.payload)
+    c = lay.check_offset
+    out = []
+    for i in range(n):
+        struct.pack_into(">II", buf, 4, 1_000_000 + i, 0)
+        struct.pack_into(">H", buf, c, crc16(memoryview(buf)[:c]))
+        out.append(bytes(buf))
+    return out
+
+
+def send(port: int, rate: int, seconds: float, devices: int, kind: str = "") -> None:
     """Send rate*seconds payloads at rate per second; print what was sent, as JSON.
 
     sendmmsg(2) through ctypes, over message headers numpy lays out once, so
     the sender spends its time in the kernel, not in Python: one sender
-    offers about 400,000 datagrams/s on loopback here.
+    offers about 400,000 datagrams/s on loopback here. kind: a flood's frames.
     """
     import ctypes
 
     import numpy as np
 
-    frames = payloads(int(rate * seconds), devices)
-    n, size = len(frames), len(frames[0])
+    total = int(rate * seconds)
+    frames = flood_frames(kind, min(total, 400_000)) if kind else payloads(total, devices)
+    lens = np.array([len(f) for f in frames], dtype=np.uint64)
     data = np.frombuffer(b"".join(frames), dtype=np.uint8)
+    starts = np.concatenate(([0], np.cumsum(lens)[:-1])).astype(np.uint64)
+    idx = np.arange(total, dtype=np.uint64) % np.uint64(len(frames))
+    n = total
     iov = np.empty((n, 2), dtype=np.uint64)  # struct iovec: base, length
-    iov[:, 0] = data.ctypes.data + np.arange(n, dtype=np.uint64) * size
-    iov[:, 1] = size
+    iov[:, 0] = np.uint64(data.ctypes.data) + starts[idx]
+    iov[:, 1] = lens[idx]
     msgs = np.zeros((n, 8), dtype=np.uint64)  # struct mmsghdr, 64 bytes on 64-bit Linux
     msgs[:, 2] = iov.ctypes.data + np.arange(n, dtype=np.uint64) * 16  # msg_iov
     msgs[:, 3] = 1  # msg_iovlen
@@ -306,6 +354,138 @@ def trial(
     }
 
 
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def flood_trial(kind: str, seconds: float, rate: int, tmp: Path) -> dict[str, float]:
+    """A legitimate MIC device at 1,000/s beside one flood; its loss and the collector's RSS."""
+    import threading
+
+    from precast.wire.codec import encode
+    from precast.wire.constants import PAYLOAD_OFFSET
+
+    keys = tmp / "keys"
+    keys.write_text(f"{LEGIT} {KEY.hex()}\n")
+    keys.chmod(0o600)
+    db, ready = tmp / f"flood-{kind}.db", tmp / f"flood-{kind}.ready"
+    for p in (db, ready):
+        p.unlink(missing_ok=True)
+    cmd = [str(BIN / "precast"), "collect", "--listen", "127.0.0.1:0", "--templates"]
+    cmd += [str(ROOT / "templates"), "--db", str(db), "--ready-file", str(ready)]
+    cmd += ["--keys", str(keys), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    while not ready.exists():
+        if proc.poll() is not None:
+            raise SystemExit("precast collect did not start")
+        time.sleep(0.05)
+    port = json.loads(ready.read_text())["port"]
+    lay = next(x for x in load_layouts([ROOT / "templates"]) if x.template.id == 3)
+
+    def legit(i: int) -> bytes:
+        values = {"energy": i, "power": 1, "voltage": 230, "power_factor": 1}
+        return encode(lay, values, LEGIT, i, KEY)[PAYLOAD_OFFSET:]
+
+    sender = subprocess.Popen(
+        [sys.executable, __file__, "--send", str(port), str(rate), str(seconds), "1", kind],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sender.stdin is not None and sender.stdout is not None
+    sender.stdout.readline()
+    rss0 = rss_kib(proc.pid)
+    peak = [rss0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kib(proc.pid))
+            time.sleep(0.1)
+
+    w = threading.Thread(target=watch)
+    w.start()
+    sender.stdin.write("go\n")
+    sender.stdin.flush()
+    # The legitimate device sends until the flood is over (at least `seconds`).
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(sender.stdout.readline()))
+    reader.start()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    t0 = time.monotonic()
+    n_legit = 0
+    while n_legit < 600_000 and (reader.is_alive() or n_legit < seconds * 1000):
+        s.sendto(legit(n_legit), ("127.0.0.1", port))
+        n_legit += 1
+        time.sleep(max(0.0, t0 + n_legit / 1000 - time.monotonic()))
+    s.close()
+    reader.join()
+    result = json.loads(lines[0])
+    sender.wait()
+    time.sleep(2.0)
+    kernel = 0
+    inode = None
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        cols = line.split()
+        if cols[1] == f"0100007F:{port:04X}":
+            kernel = int(cols[-1])
+            inode = cols[9]
+    done.set()
+    w.join()
+    proc.terminate()
+    proc.wait(timeout=120)
+    conn = sqlite3.connect(db)
+    stored = conn.execute(f"SELECT count(DISTINCT seq) FROM readings_3 WHERE device = {LEGIT}")
+    got = int(stored.fetchone()[0])
+    rejects = dict(conn.execute("SELECT reason, count FROM rejects").fetchall())
+    counters = dict(conn.execute("SELECT name, count FROM counters").fetchall())
+    devices = int(conn.execute("SELECT count(*) FROM devices").fetchone()[0])
+    conn.close()
+    del inode
+    return {
+        "kind": kind,  # type: ignore[dict-item]
+        "flood_rate": result["sent"] / result["seconds"],
+        "flood_sent": result["sent"],
+        "legit_sent": n_legit,
+        "legit_lost": n_legit - got,
+        "rss0": rss0 / 1024,
+        "rss_peak": peak[0] / 1024,
+        "kernel_drops": kernel,
+        "queue_drops": counters.get("queue_drops", 0),
+        "refused": sum(rejects.values()),
+        "devices": devices,
+        "rejects": rejects,  # type: ignore[dict-item]
+    }
+
+
+def floods(seconds: float, rate: int, kinds: list[str]) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="precast-bench-") as d:
+        for kind in kinds:
+            t = flood_trial(kind, seconds, rate, Path(d))
+            print(json.dumps(t), file=sys.stderr, flush=True)
+            rows.append(t)
+    print(
+        f"\n{seconds:.0f} s per flood, legitimate MIC device at 1,000/s, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end\n"
+    )
+    print(
+        "| flood | flood rate | legitimate lost | RSS start -> peak | kernel drops "
+        "| queue drops | refused | devices |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for t in rows:
+        print(
+            f"| {t['kind']} | {t['flood_rate']:,.0f}/s | {t['legit_lost']:,} of "
+            f"{t['legit_sent']:,} | {t['rss0']:.0f} -> {t['rss_peak']:.0f} MiB "
+            f"| {t['kernel_drops']:,} | {t['queue_drops']:,} | {t['refused']:,} "
+            f"| {t['devices']:,} |"
+        )
+
+
 def search(
     kind: str,
     start: int,
@@ -374,7 +554,8 @@ def search(
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--send":
-        send(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
+        kind = sys.argv[6] if len(sys.argv) > 6 else ""
+        send(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), kind)
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--naive":
         naive(sys.argv[2], sys.argv[3], sys.argv[4] == "naive-wal")
@@ -388,7 +569,13 @@ def main() -> None:
     ap.add_argument("--step", type=float, default=1.5, help="rate factor per climbing trial")
     ap.add_argument("--limit", type=int, default=600_000, help="highest rate tried")
     ap.add_argument("--only", choices=KINDS, nargs="+", help="run these collectors only")
+    ap.add_argument("--floods", action="store_true", help="the flood table instead")
+    ap.add_argument("--flood-rate", type=int, default=1_000_000, help="flood target rate")
+    ap.add_argument("--flood", choices=FLOODS, action="append", help="only this flood")
     args = ap.parse_args()
+    if args.floods or args.flood:
+        floods(args.seconds, args.flood_rate, args.flood or list(FLOODS))
+        return
     results: dict[str, tuple[dict[str, float] | None, str]] = {}
     with tempfile.TemporaryDirectory(prefix="precast-bench-") as d:
         tmp = Path(d)

@@ -3,8 +3,11 @@
 - daemon.py    `precast collect`: the receiving and storing threads
 - receiver.py  the UDP socket: binding, batched reads, the kernel's drop count
 - backlog.py   the bounded queue between the threads
-- keys.py      the keys file (a device's AES key)
-- tracker.py   each device's sequence books: loss, duplicates, late, reboots, replays
+- keys.py      the keys file and key file (a device's AES key), their permissions checked
+- tracker.py   each device's sequence books: loss, duplicates, late, reboots, replays,
+               held far jumps, who must use a MIC, the device bound
+- device.py    `precast device reset`: an operator re-admits a device
+- spill.py     the spill file: datagrams not stored at exit
 - rows.py      a stored reading as a row and as a JSON object
 - store/       the database interface and its backends (sqlite.py)
 - sinks/       where stored readings go besides the database (jsonl.py)

@@ -18,11 +18,21 @@ Two threads and a bounded queue (backlog.py) between them:
 
 SIGTERM and SIGINT stop receiving, store every datagram already received,
 flush and exit 0; SIGHUP reloads templates and keys (keys.py).
+
+Nothing the environment does is fatal while receiving: a write the database
+refuses (locked, full disk) is undone in the tracker and retried, in ever
+smaller pieces when the disk is full, so what fits is written; a reload that
+cannot take the database's lock waits and retries; the --jsonl sink counts
+what it cannot write. Stopping while the database stays unwritable puts every
+datagram not stored in the spill file (spill.py) and says how many readings
+they hold. Operator requests (`precast device reset`) are read from the
+database's requests table about once a second.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -36,16 +46,33 @@ from pathlib import Path
 from typing import Any
 
 from precast.args import examples, key_arg, parse_hostport
-from precast.collect.backlog import Backlog, Batch
-from precast.collect.keys import load_keys
-from precast.collect.metrics import serve_metrics
-from precast.collect.receiver import bind_udp, kernel_drops, receiver_for
+from precast.collect.backlog import DEFAULT_QUEUE_BYTES, Backlog, Batch
+from precast.collect.keys import load_key_file, load_keys
+from precast.collect.metrics import DEFAULT_METRICS_DEVICES, serve_metrics
+from precast.collect.receiver import (
+    big_datagrams_unmapped,
+    bind_udp,
+    kernel_drops,
+    receiver_for,
+)
+from precast.collect.report import Reporter
 from precast.collect.rows import Row, RowBuilder, row_builder, utc_iso
 from precast.collect.sinks import Sink, Stored
 from precast.collect.sinks import mqtt as mqtt_sink
 from precast.collect.sinks.jsonl import JsonlSink
+from precast.collect.spill import DEFAULT_SPILL, write_spill
 from precast.collect.store import StoreError, open_store
-from precast.collect.tracker import DEFAULT_WINDOW, REPLAY, Tracker
+from precast.collect.tracker import (
+    AUTH_CRC,
+    AUTH_MIC,
+    DEFAULT_MAX_DEVICES,
+    DEFAULT_WINDOW,
+    DEVICE_LIMIT,
+    HELD,
+    JUMP_REASON,
+    REFUSALS,
+    Tracker,
+)
 from precast.errors import PrecastError, UsageError
 from precast.wire.codec import Codec
 from precast.wire.constants import DEFAULT_PORT, NO_KEY
@@ -62,7 +89,40 @@ DEFAULT_RCVBUF = 32 << 20
 DEFAULT_QUEUE = 262_144  # datagrams; about 1.7 s at 150,000 readings/s
 BATCH_MAX = 4096  # datagrams per drain, so the queue sees a long burst in pieces
 COALESCE = 0.002  # s the receiving thread sleeps after a drain (about a third less CPU)
-REPLAY_REASON = "replay"
+PIECE_MIN = 64  # datagrams: a full disk splits the backlog into pieces down to this size
+STOP_WAIT = 10.0  # s: stopping, how long an unwritable database is retried before the spill
+OUTAGE_LOG_EVERY = 60.0  # s between log lines of one database outage
+LIMIT_LOG_EVERY = 60.0  # s between log lines about the device limit
+
+
+class Unwritten(Exception):
+    """Stopping with the database still unwritable: the batches it did not take."""
+
+    def __init__(self, cause: StoreError, batches: list[Batch]) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.batches = batches
+
+
+def _datagrams(batches: list[Batch]) -> int:
+    return sum(len(b) for _, b in batches)
+
+
+def _halves(batches: list[Batch]) -> list[list[Batch]]:
+    """batches as two pieces of about half the datagrams each (a batch split if need be)."""
+    half = _datagrams(batches) // 2
+    first: list[Batch] = []
+    n = 0
+    for i, (ts, b) in enumerate(batches):
+        if n + len(b) <= half:
+            first.append((ts, b))
+            n += len(b)
+            continue
+        cut = half - n
+        if cut:
+            first.append((ts, b[:cut]))
+        return [first, [(ts, b[cut:]), *batches[i + 1 :]]]
+    return [first, []]
 
 
 class Collector:
@@ -79,26 +139,50 @@ class Collector:
         window: int = DEFAULT_WINDOW,
         queue: int = DEFAULT_QUEUE,
         rcvbuf: int = DEFAULT_RCVBUF,
+        key_file: str | None = None,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        max_devices: int = DEFAULT_MAX_DEVICES,
+        spill: str = DEFAULT_SPILL,
         mqtt: tuple[mqtt_sink.MqttUrl, mqtt_sink.MqttOptions] | None = None,
     ) -> None:
         self.templates = templates
         self.key = key
+        self.key_file = key_file
         self.keys_file = keys_file
+        self.spill = spill
+        self.tracker = Tracker(window, max_devices)
         self.codec = self._load_codec()
         self._use(self.codec)
         self.store = open_store(db)
         self.store.ensure_templates(self.codec.layouts.values())
-        self.tracker = Tracker(window)
         for dev in self.store.load_devices():
+            if not dev.auth:  # saved before auth was stored: its template's check says
+                lay = self.codec.layouts.get(dev.template)
+                dev.auth = AUTH_MIC if lay is not None and lay.template.mic else AUTH_CRC
             self.tracker.load(dev)
         self.rejects, counters = self.store.load_counts()
         self.base_queue_drops = counters.get("queue_drops", 0)
         self.base_kernel_drops = counters.get("kernel_drops", 0)
+        self.base_jsonl_drops = counters.get("jsonl_drops", 0)
         self.kernel_drops = 0  # of this run's socket
-        self.backlog = Backlog(queue)
+        self.backlog = Backlog(queue, queue_bytes)
         self.sources: dict[Any, str] = {}
         self.base_mqtt = {k: n for k, n in counters.items() if k.startswith("mqtt_")}
         self.sinks: list[Sink] = [JsonlSink(jsonl)] if jsonl else []
+        self.jsonl_sinks = [s for s in self.sinks if isinstance(s, JsonlSink)]
+        self._outage: float | None = None  # when the database began refusing writes
+        self._outage_logged = 0.0
+        self._limit_refused = 0  # device-limit refusals not yet logged
+        self._limit_logged = 0.0
+        self._next_requests = 0.0
+        self.reporter = Reporter(
+            lambda: self.codec.layouts,
+            lambda d: d in self.codec.keys,
+            proven=lambda d: d in self.tracker.devices and self.tracker.devices[d].received > 0,
+        )
+        self._refused: list[tuple[str, Any, bytes]] = []  # the stored batch's, for reporter
+        self._new: list[tuple[int, int, Any]] = []
+        self._recent_changed = False
         self.mqtt: mqtt_sink.MqttSink | None = None
         if mqtt is not None:
             # Before the socket is bound: a broker refusing us ends the start (exit 2).
@@ -112,8 +196,9 @@ class Collector:
         self.sock = bind_udp(listen, rcvbuf)
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self.receiver = receiver_for(self.sock)
+        self.receiver.cap = self._cap(self.codec)
         self.stored = 0
-        self._saved_counters: dict[str, int] = {}
+        self._saved_counters: dict[str, int] = self._counters()
         self.error: BaseException | None = None
         self._reported_drops = 0
 
@@ -122,6 +207,8 @@ class Collector:
     def _load_codec(self) -> Codec:
         layouts = load_layouts(self.templates)
         default, keys = self.key, dict[int, bytes]()
+        if self.key_file:
+            default = load_key_file(self.key_file)
         if self.keys_file:
             file_default, keys = load_keys(self.keys_file)
             default = file_default if file_default is not None else default
@@ -131,24 +218,42 @@ class Collector:
         """Check frames against codec's templates and keys from now on."""
         self.codec = codec
         self.validator = Validator(codec)
+        if hasattr(self, "receiver"):
+            self.receiver.cap = self._cap(codec)
+        self.tracker.keyed = set(codec.keys)  # a key of its own: accepted only with a MIC
         self.rows: dict[int, tuple[RowBuilder, list[str]]] = {
             tid: (row_builder(lay), [s.field.name for s in lay.fields])
             for tid, lay in codec.layouts.items()
         }
 
-    def reload(self) -> None:
-        """Load templates and keys again; on an error keep the ones in use."""
+    @staticmethod
+    def _cap(codec: Codec) -> int:
+        """Bytes of a datagram worth keeping: one more than the longest frame, which is
+        then refused as the whole datagram would be (its length fits no template)."""
+        return max((lay.frame_len for lay in codec.layouts.values()), default=0) + 1
+
+    def reload(self) -> bool:
+        """Load templates and keys again; on an error keep the ones in use.
+
+        False when the database could not take the new templates (locked, full): the
+        caller retries; the templates and keys in use stay meanwhile.
+        """
         try:
             codec = self._load_codec()
-            self.store.ensure_templates(codec.layouts.values())
         except PrecastError as e:
             log.error("reload failed, keeping the templates and keys in use: %s", e)
-            return
+            return True
+        try:
+            self.store.ensure_templates(codec.layouts.values())
+        except StoreError as e:
+            log.warning("reload waits: cannot update the database (%s); retrying in 1 s", e)
+            return False
         self._use(codec)
         if self.mqtt is not None:
             self.mqtt.set_layouts(codec.layouts)
         names = ", ".join(f"{lay.template.name} ({tid})" for tid, lay in codec.layouts.items())
         log.info("reloaded templates: %s; keys for %d devices", names, len(codec.keys))
+        return True
 
     # -- the storing thread
 
@@ -156,6 +261,7 @@ class Collector:
         c = {
             "queue_drops": self.base_queue_drops + self.backlog.dropped,
             "kernel_drops": self.base_kernel_drops + self.kernel_drops,
+            "jsonl_drops": self.base_jsonl_drops + sum(s.dropped for s in self.jsonl_sinks),
         }
         if self.mqtt is not None:  # persisted, so `precast stats` shows them
             base = self.base_mqtt
@@ -174,16 +280,102 @@ class Collector:
             log.error("cannot write the last counters to the database: %s", e)
 
     def _process(self, batches: list[Batch]) -> None:
-        """Check, track and store every datagram of the batches, in one transaction."""
+        """Store every datagram of the batches: in one transaction, or in pieces.
+
+        A refused write is undone in the tracker and retried each second; on a full disk
+        the batches are split in halves (down to PIECE_MIN datagrams), so whatever space
+        there is gets used. Stopping, after STOP_WAIT s of refusals: Unwritten.
+        """
+        pending = [batches]
+        deadline: float | None = None
+        while pending:
+            piece = pending[0]
+            try:
+                self._store_piece(piece)
+            except StoreError as e:
+                self._log_outage(e, _datagrams([b for p in pending for b in p]))
+                if e.full and _datagrams(piece) > PIECE_MIN:
+                    pending[0:1] = _halves(piece)
+                    continue
+                if self.backlog.closed:
+                    now = time.monotonic()
+                    deadline = deadline or now + STOP_WAIT
+                    if now > deadline:
+                        raise Unwritten(e, [b for p in pending for b in p]) from None
+                time.sleep(1.0)
+                continue
+            pending.pop(0)
+        if self._outage is not None:
+            log.warning(
+                "the database takes writes again, after %.1f s", time.monotonic() - self._outage
+            )
+            self._outage = None
+
+    def _log_outage(self, e: StoreError, waiting: int) -> None:
+        """Log a refused write: at its start, then once a minute while it lasts."""
+        now = time.monotonic()
+        if self._outage is None:
+            self._outage = now
+        elif now - self._outage_logged < OUTAGE_LOG_EVERY:
+            return
+        self._outage_logged = now
+        what = "the disk is full" if e.full else "cannot write to the database"
+        log.error(
+            "%s (%s); %d datagrams waiting, retrying%s",
+            what,
+            e,
+            waiting + self.backlog.size,
+            " in smaller pieces" if e.full else " in 1 s",
+        )
+
+    def _store_piece(self, batches: list[Batch]) -> None:
+        """Check, track and store the datagrams of batches in one transaction (or none)."""
+        tracker = self.tracker
+        rejects = self.rejects
+        before = dict(rejects)
+        tracker.begin()
+        self._refused.clear()
+        self._new.clear()
+        try:
+            rows, changed = self._track(batches)
+            counters = self._counters()
+            changed_counters = {
+                k: n for k, n in counters.items() if self._saved_counters.get(k) != n
+            }
+            devices = tracker.take_dirty()
+            self.store.write(rows, devices, {k: rejects[k] for k in changed}, changed_counters)
+        except BaseException:
+            tracker.rollback()
+            rejects.clear()
+            rejects.update(before)
+            raise
+        tracker.commit()
+        self._report()
+        self._saved_counters.update(changed_counters)
+        self.stored += sum(map(len, rows.values()))
+        if self.sinks and rows:
+            builders = self.rows
+            stored = Stored(rows, {tid: builders[tid][1] for tid in rows})
+            for sink in self.sinks:
+                try:
+                    sink.write(stored)
+                except Exception:  # a sink counts its own outages; this is a bug in one
+                    log.exception("sink %s failed", sink.name)
+
+    def _track(self, batches: list[Batch]) -> tuple[dict[int, list[Row]], set[str]]:
+        """The rows to store and the reject reasons counted, by checking and tracking."""
         check = self.validator.check
         builders = self.rows
         tracker = self.tracker
         observe = tracker.observe
+        confirmed = tracker.confirmed
         rejects = self.rejects
         sources = self.sources
-        describe = self.receiver.describe
         rows: dict[int, list[Row]] = {}
-        changed_rejects: set[str] = set()
+        changed: set[str] = set()
+        known = tracker.devices
+        refused = self._refused
+        new = self._new
         for ts, batch in batches:
             at = utc_iso(ts)
             for data, addr in batch:
@@ -192,48 +384,106 @@ class Collector:
                     if v is not None and reason != NO_KEY:
                         tracker.bad_check(v[3])
                     rejects[reason] = rejects.get(reason, 0) + 1
-                    changed_rejects.add(reason)
+                    changed.add(reason)
+                    refused.append((reason, addr, data))
                     continue
                 assert sp is not None and v is not None
-                epoch = observe(v[3], sp.id, v[4], ts, sp.mic)
+                if v[3] not in known:
+                    new.append((v[3], sp.id, addr))
+                epoch = observe(v[3], sp.id, v[4], ts, sp.mic, data)
                 if epoch < 0:
-                    if epoch == REPLAY:
-                        rejects[REPLAY_REASON] = rejects.get(REPLAY_REASON, 0) + 1
-                        changed_rejects.add(REPLAY_REASON)
+                    if epoch == HELD:
+                        tracker.devices[v[3]].cand_source = self._source(addr)
+                    elif epoch in REFUSALS:
+                        why = REFUSALS[epoch]
+                        rejects[why] = rejects.get(why, 0) + 1
+                        changed.add(why)
+                        refused.append((why, addr, data))
+                        if epoch == DEVICE_LIMIT:
+                            self._limit_refused += 1
                     continue
                 src = sources.get(addr)
                 if src is None:
-                    if len(sources) > 10_000:  # a flood of spoofed sources: forget them
-                        sources.clear()
-                    src = sources[addr] = describe(addr)
+                    src = self._source(addr)
                 r = rows.get(sp.id)
                 if r is None:
                     r = rows[sp.id] = []
+                if confirmed:
+                    # A far jump confirmed: its first frame, held until now, goes first.
+                    for cdata, cat, csrc, cepoch in confirmed:
+                        creason, csp, cv = check(cdata)
+                        if not creason and csp is not None and cv is not None:
+                            c = rows.setdefault(csp.id, [])
+                            c.append(builders[csp.id][0](cv, cepoch, utc_iso(cat), csrc))
+                    confirmed.clear()
+                    r = rows[sp.id]
                 r.append(builders[sp.id][0](v, epoch, at, src))
-        counters = self._counters()
-        changed_counters = {k: n for k, n in counters.items() if self._saved_counters.get(k) != n}
-        devices = tracker.take_dirty()
-        failures = 0
-        while True:
-            try:
-                self.store.write(
-                    rows, devices, {k: rejects[k] for k in changed_rejects}, changed_counters
+        if tracker.discarded:
+            rejects[JUMP_REASON] = rejects.get(JUMP_REASON, 0) + tracker.discarded
+            changed.add(JUMP_REASON)
+        return rows, changed
+
+    def _tell(self) -> None:
+        """Once a second: the log's counts of refusals, and the latest ones for stats."""
+        self.reporter.flush()
+        if not self._recent_changed:
+            return
+        try:
+            self.store.save_recent(list(self.reporter.recent))
+            self._recent_changed = False
+        except StoreError as e:
+            log.debug("cannot save the latest refusals now: %s", e)
+
+    def _report(self) -> None:
+        """Tell the log what the stored batch saw: new devices, refused frames."""
+        report = self.reporter
+        layouts = self.codec.layouts
+        for device, tid, addr in self._new:
+            if device in self.tracker.devices:  # refused ones (a device limit) are not new
+                name = layouts[tid].template.name if tid in layouts else "?"
+                report.new_device(device, name, tid, self._source(addr))
+        for reason, addr, data in self._refused:
+            report.refused(reason, self._source(addr), data)
+        if self._refused:
+            self._recent_changed = True
+
+    def _source(self, addr: Any) -> str:
+        sources = self.sources
+        if len(sources) > 10_000:  # a flood of spoofed sources: forget them
+            sources.clear()
+        src = sources[addr] = self.receiver.describe(addr)
+        return src
+
+    def _requests(self) -> None:
+        """Apply operator requests (device resets) written to the database."""
+        try:
+            requests = self.store.take_requests()
+        except StoreError as e:
+            log.debug("cannot read operator requests now: %s", e)
+            return
+        for device, action in requests:
+            if action != "reset":
+                log.warning("operator request %r for device %d: unknown, ignored", action, device)
+            elif self.tracker.reset(device):
+                log.warning(
+                    "device %d: books reset by an operator (`precast device reset`); "
+                    "its next reading starts a new epoch",
+                    device,
                 )
-                break
-            except StoreError as e:
-                # A locked or full disk: keep the batch and retry; the receiving thread goes
-                # on, and the queue counts what it cannot hold meanwhile.
-                failures += 1
-                if self.backlog.closed and failures > 10:
-                    raise  # stopping, and the disk stays bad: give up after 10 s
-                log.error("cannot write to the database (%s); retrying in 1 s", e)
-                time.sleep(1.0)
-        self._saved_counters.update(changed_counters)
-        self.stored += sum(map(len, rows.values()))
-        if self.sinks and rows:
-            stored = Stored(rows, {tid: builders[tid][1] for tid in rows})
-            for sink in self.sinks:
-                sink.write(stored)
+            else:
+                log.warning("device reset requested for device %d, which is not tracked", device)
+
+    def _log_limit(self) -> None:
+        now = time.monotonic()
+        if self._limit_refused and now - self._limit_logged >= LIMIT_LOG_EVERY:
+            log.warning(
+                "device limit (%d, --max-devices) reached: refused %d frames of new devices "
+                "since the last report (devices with a key of their own are still admitted)",
+                self.tracker.max_devices,
+                self._limit_refused,
+            )
+            self._limit_refused = 0
+            self._limit_logged = now
 
     def _storing(self) -> None:
         next_tick = 0.0
@@ -248,17 +498,61 @@ class Collector:
                         sink.tick(wall)
                 if self.reload_wanted.is_set():
                     self.reload_wanted.clear()
-                    self.reload()
-                if batches:
+                    if not self.reload():
+                        self.reload_wanted.set()
+                now = time.monotonic()
+                if now >= self._next_requests:
+                    self._next_requests = now + 1.0
+                    self._requests()
+                    self._tell()
+                if batches or self.tracker.dirty:
                     self._process(batches)
+                    self.backlog.release(batches)
                 elif self.backlog.closed:
                     return  # run() saves the last counters, once the sinks are closed too
                 elif self._counters() != self._saved_counters:
                     self._process(batches)
+                self._log_limit()
+        except Unwritten as e:
+            self._spill(e)
         except BaseException as e:
             self.error = e
             log.exception("storing failed; stopping")
             self.stopping.set()
+
+    def _spill(self, e: Unwritten) -> None:
+        """Stopping with the database unwritable: every datagram not stored to the spill."""
+        batches = e.batches + self.backlog.take(0)
+        n = _datagrams(batches)
+        check = self.validator.check
+        readings = sum(1 for _, b in batches for d, _ in b if not check(d)[0])
+        named = [(ts, [(d, self._source(a)) for d, a in b]) for ts, b in batches]
+        c = self._counters()
+        grown = {k: v - self._saved_counters.get(k, 0) for k, v in c.items()}
+        self.error = e
+        try:
+            write_spill(self.spill, named, grown)
+        except OSError as err:
+            log.error(
+                "stopping: the database stays unwritable (%s) and the spill file %s cannot be "
+                "written (%s): %d readings (in %d datagrams) received were not stored",
+                e.cause,
+                self.spill,
+                err.strerror,
+                readings,
+                n,
+            )
+            return
+        log.error(
+            "stopping: the database stays unwritable (%s): %d readings (in %d datagrams) "
+            "received were not stored; they are in %s (load them with "
+            "`precast collect --replay-spill %s`)",
+            e.cause,
+            readings,
+            n,
+            self.spill,
+            self.spill,
+        )
 
     # -- the receiving thread
 
@@ -332,6 +626,10 @@ class Collector:
             for sink in self.sinks:
                 sink.close()
             self._save_counters()  # what the sinks counted while closing (MQTT's last drops)
+            self.reporter.flush(force=True)
+            if self._recent_changed:
+                with contextlib.suppress(StoreError):
+                    self.store.save_recent(list(self.reporter.recent))
             self.store.close()
         c = self._counters()
         log.info(
@@ -372,6 +670,21 @@ def cmd_collect(args: argparse.Namespace) -> int:
         raise UsageError("--window must be at least 1")
     if args.queue < 1:
         raise UsageError("--queue must be at least 1")
+    if args.queue_bytes < 65536 + 160:
+        raise UsageError("--queue-bytes must hold one 64 KiB datagram (at least 65696)")
+    if args.max_devices < 1:
+        raise UsageError("--max-devices must be at least 1")
+    if args.metrics_devices < 0:
+        raise UsageError("--metrics-devices must be 0 or more")
+    big_datagrams_unmapped()  # memory of big (hostile) datagrams goes back when dropped
+    # Files the collector creates (database, WAL, --jsonl, spill) are 0640 at most.
+    os.umask(os.umask(0o027) | 0o027)
+    if args.key is not None:
+        log.warning(
+            "--key on the command line is readable by every local user (/proc/%d/cmdline); "
+            "put the key in a file only the collector can read and use --key-file FILE",
+            os.getpid(),
+        )
     templates = args.templates or [str(p) for p in default_templates()]
     mqtt = mqtt_sink.config_from(args)
     col = Collector(
@@ -384,11 +697,17 @@ def cmd_collect(args: argparse.Namespace) -> int:
         window=args.window,
         queue=args.queue,
         rcvbuf=args.rcvbuf,
+        key_file=args.key_file,
+        queue_bytes=args.queue_bytes,
+        max_devices=args.max_devices,
+        spill=args.spill,
         mqtt=mqtt,
     )
     metrics = (
         serve_metrics(
-            col.status, parse_hostport(args.metrics, default_host="127.0.0.1", allow_zero=True)
+            col.status,
+            parse_hostport(args.metrics, default_host="127.0.0.1", allow_zero=True),
+            args.metrics_devices,
         )
         if args.metrics
         else None
@@ -469,8 +788,20 @@ def register(sub: Any) -> None:
         "--db", default="precast.db", metavar="PATH", help="SQLite database (default precast.db)"
     )
     k = c.add_mutually_exclusive_group()
-    k.add_argument("--key", type=key_arg, metavar="HEX", help="AES-128 key of every device")
-    k.add_argument("--keys", metavar="FILE", help="keys file: lines `DEVICE HEX` (* = default)")
+    k.add_argument(
+        "--key",
+        type=key_arg,
+        metavar="HEX",
+        help="AES-128 key of every device (visible to local users: prefer --key-file)",
+    )
+    k.add_argument(
+        "--key-file", metavar="FILE", help="file holding the AES-128 key of every device (hex)"
+    )
+    k.add_argument(
+        "--keys",
+        metavar="FILE",
+        help="keys file: lines `DEVICE HEX` (* = default); a listed device must use a MIC",
+    )
     c.add_argument("--jsonl", metavar="FILE|-", help="append one JSON line per stored reading")
     c.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics over HTTP")
     c.add_argument(
@@ -487,6 +818,38 @@ def register(sub: Any) -> None:
         default=DEFAULT_QUEUE,
         metavar="N",
         help=f"datagrams the queue to the storing thread holds (default {DEFAULT_QUEUE})",
+    )
+    c.add_argument(
+        "--queue-bytes",
+        type=int,
+        default=DEFAULT_QUEUE_BYTES,
+        metavar="BYTES",
+        help=f"bytes the queue holds, counting {160} per datagram besides its length "
+        f"(default {DEFAULT_QUEUE_BYTES >> 20} MiB)",
+    )
+    c.add_argument(
+        "--max-devices",
+        type=int,
+        default=DEFAULT_MAX_DEVICES,
+        metavar="N",
+        help="devices tracked at most; beyond, a new device's frames are refused "
+        "(device-limit) unless it has a key of its own or sends a valid MIC "
+        f"(default {DEFAULT_MAX_DEVICES})",
+    )
+    c.add_argument(
+        "--metrics-devices",
+        type=int,
+        default=DEFAULT_METRICS_DEVICES,
+        metavar="N",
+        help="per-device series in /metrics for at most the N devices seen last "
+        f"(default {DEFAULT_METRICS_DEVICES})",
+    )
+    c.add_argument(
+        "--spill",
+        default=DEFAULT_SPILL,
+        metavar="FILE",
+        help="where datagrams go that could not be stored at exit because the database "
+        f"stayed unreachable (JSON lines, appended; default {DEFAULT_SPILL})",
     )
     c.add_argument(
         "--rcvbuf",

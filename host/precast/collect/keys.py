@@ -1,27 +1,60 @@
-"""The collector's keys file: which AES-128 key each device signs its MICs with.
+"""The collector's keys: which AES-128 key each device signs its MICs with.
 
-One device per line, `DEVICE HEX`: the device id (decimal or 0x hex) and its
-key as 32 hex digits; `*` as DEVICE sets the key of every device not listed;
-`#` starts a comment.
+A keys file (--keys) has one device per line, `DEVICE HEX`: the device id
+(decimal or 0x hex) and its key as 32 hex digits; `*` as DEVICE sets the key
+of every device not listed; `#` starts a comment. A device listed twice is an
+error naming both lines. A key file (--key-file) holds one key, the key of
+every device, as 32 hex digits (the file form of --key, which every local
+user can read in /proc/PID/cmdline).
+
+Both are refused when group- or world-writable (anyone who can write them
+can choose the keys) and warned about when world-readable, as ssh does.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from pathlib import Path
 
 from precast.errors import PrecastError, UsageError
 from precast.wire.checks import parse_key
 from precast.wire.constants import U32_MAX
 
+log = logging.getLogger("precast.collect")
+
+
+def _read_secret(path: str | Path, what: str) -> str:
+    """The text of a keys or key file, once its permissions are checked."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if mode & (stat.S_IWGRP | stat.S_IWOTH):
+                who = "others" if mode & stat.S_IWOTH else "its group"
+                raise UsageError(
+                    f"{path}: {what} is writable by {who}"
+                    f" (mode {stat.S_IMODE(mode):04o}): refused; chmod 600 or 640 it"
+                )
+            if mode & stat.S_IROTH:
+                log.warning(
+                    "%s: %s is readable by every local user (mode %04o); chmod 600 or 640 it",
+                    path,
+                    what,
+                    stat.S_IMODE(mode),
+                )
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: cannot read {what}: {e}") from None
+
 
 def load_keys(path: str | Path) -> tuple[bytes | None, dict[int, bytes]]:
     """(default key, {device: key}) from a keys file (format in the module docstring)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path}: cannot read keys: {e}") from None
+    text = _read_secret(path, "the keys file")
     default: bytes | None = None
+    default_line = 0
     keys: dict[int, bytes] = {}
+    lines: dict[int, int] = {}
     for n, line in enumerate(text.splitlines(), 1):
         words = line.split("#", 1)[0].split()
         if not words:
@@ -34,7 +67,9 @@ def load_keys(path: str | Path) -> tuple[bytes | None, dict[int, bytes]]:
         except PrecastError as e:
             raise UsageError(f"{where}: {e}") from None
         if words[0] == "*":
-            default = key
+            if default_line:
+                raise UsageError(f"{where}: a second `*` line (the first is line {default_line})")
+            default, default_line = key, n
             continue
         try:
             dev = int(words[0], 0)
@@ -42,5 +77,22 @@ def load_keys(path: str | Path) -> tuple[bytes | None, dict[int, bytes]]:
             raise UsageError(f"{where}: device {words[0]!r} is not an integer") from None
         if not 0 <= dev <= U32_MAX:
             raise UsageError(f"{where}: device {dev} is out of range 0..{U32_MAX}")
+        if dev in lines:
+            raise UsageError(
+                f"{where}: device {dev} is listed twice, on lines {lines[dev]} and {n}"
+            )
         keys[dev] = key
+        lines[dev] = n
     return default, keys
+
+
+def load_key_file(path: str | Path) -> bytes:
+    """The one key in a key file (32 hex digits; `#` comments and blank lines allowed)."""
+    text = _read_secret(path, "the key file")
+    words = [w for line in text.splitlines() for w in line.split("#", 1)[0].split()]
+    if len(words) != 1:
+        raise UsageError(f"{path}: expected one key of 32 hex digits, got {len(words)} words")
+    try:
+        return parse_key(words[0])
+    except PrecastError as e:
+        raise UsageError(f"{path}: {e}") from None

@@ -1,12 +1,16 @@
 """The collector's Prometheus metrics, computed from its state at each scrape.
 
 status() is the collector's snapshot: {"devices": [tracker.Device, ...],
-"rejects": {reason: n}, "counters": {"queue_drops": n, "kernel_drops": n},
-"queue": datagrams waiting}. Metric names: precast_rejected_total{reason},
-precast_device_<received|lost|duplicates|late|bad|reboots>{device},
-precast_device_last_seen_seconds{device}, precast_dropped_total{where},
-precast_queue_depth; with --mqtt, precast_mqtt_published_total and
-precast_mqtt_dropped_total (readings stored but not published: buffer full).
+"rejects": {reason: n}, "counters": {"queue_drops": n, "kernel_drops": n,
+"jsonl_drops": n}, "queue": datagrams waiting}. Metric names:
+precast_rejected_total{reason} (every reason, zeros included: the codec's and
+replay, mic-required, jump, device-limit), precast_devices (tracked),
+precast_device_<received|lost|duplicates|late|bad|reboots|replays>{device} and
+precast_device_last_seen_seconds{device} for the `devices` most recently seen
+only (a scrape stays small and fast however many devices there are),
+precast_dropped_total{where=kernel|queue|jsonl}, precast_queue_depth; with --mqtt,
+precast_mqtt_published_total and precast_mqtt_dropped_total (readings stored but not
+published: buffer full).
 """
 
 from __future__ import annotations
@@ -14,13 +18,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from precast.collect.tracker import TRACKER_REASONS
 from precast.errors import UsageError
+from precast.wire.constants import REASONS
+
+DEFAULT_METRICS_DEVICES = 1000
 
 
 def serve_metrics(
-    status: Callable[[], dict[str, Any]], hostport: tuple[str, int]
+    status: Callable[[], dict[str, Any]],
+    hostport: tuple[str, int],
+    devices: int = DEFAULT_METRICS_DEVICES,
 ) -> tuple[str, int]:
-    """Serve Prometheus text from status() at each scrape; the bound (host, port)."""
+    """Serve Prometheus text from status() at each scrape; the bound (host, port).
+
+    devices: per-device series for at most this many devices, the most recently seen.
+    """
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.registry import Collector as PromCollector
@@ -31,9 +44,22 @@ def serve_metrics(
             rej = CounterMetricFamily(
                 "precast_rejected", "Frames refused, by reason", labels=["reason"]
             )
-            for reason, n in sorted(s["rejects"].items()):
+            counts = {r: 0 for r in (*REASONS, *TRACKER_REASONS)}
+            counts.update(s["rejects"])
+            for reason, n in sorted(counts.items()):
                 rej.add_metric([reason], n)
             yield rej
+            every = s["devices"]
+            yield GaugeMetricFamily(
+                "precast_devices",
+                "Devices tracked (per-device series: the last seen only)",
+                value=len(every),
+            )
+            shown = (
+                every
+                if len(every) <= devices
+                else sorted(every, key=lambda d: d.last_seen, reverse=True)[:devices]
+            )
             per = {
                 "received": ("Distinct readings stored", CounterMetricFamily),
                 "lost": ("Sequence numbers never received", GaugeMetricFamily),
@@ -41,10 +67,11 @@ def serve_metrics(
                 "late": ("Readings that arrived after a higher seq", CounterMetricFamily),
                 "bad": ("Frames with a failed CRC or MIC", CounterMetricFamily),
                 "reboots": ("Sequence restarts (new epochs)", CounterMetricFamily),
+                "replays": ("MIC frames refused as replays", CounterMetricFamily),
             }
             for name, (doc, kind) in per.items():
                 fam = kind(f"precast_device_{name}", doc, labels=["device"])
-                for d in s["devices"]:
+                for d in shown:
                     fam.add_metric([str(d.device)], getattr(d, name))
                 yield fam
             seen = GaugeMetricFamily(
@@ -52,7 +79,7 @@ def serve_metrics(
                 "Unix time of the device's last reading",
                 labels=["device"],
             )
-            for d in s["devices"]:
+            for d in shown:
                 seen.add_metric([str(d.device)], d.last_seen)
             yield seen
             drops = CounterMetricFamily(
@@ -60,6 +87,7 @@ def serve_metrics(
             )
             drops.add_metric(["kernel"], s["counters"]["kernel_drops"])
             drops.add_metric(["queue"], s["counters"]["queue_drops"])
+            drops.add_metric(["jsonl"], s["counters"].get("jsonl_drops", 0))
             yield drops
             yield GaugeMetricFamily(
                 "precast_queue_depth", "Datagrams waiting to be stored", value=s["queue"]

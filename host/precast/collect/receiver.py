@@ -66,15 +66,21 @@ class Receiver:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        # Datagrams are cut to this many bytes: one longer than any template's frame is
+        # refused whatever follows, so a flood of 64 KiB datagrams costs a few hundred
+        # bytes each, not 64 KiB (the collector sets it from its templates).
+        self.cap = MAX_DATAGRAM
 
     def read(self, limit: int) -> list[tuple[bytes, Any]]:
-        """Up to limit (payload, source) pairs; fewer when the socket ran dry."""
+        """Up to limit (payload, source) pairs, each at most `cap` bytes; fewer when the
+        socket ran dry."""
         batch: list[tuple[bytes, Any]] = []
         append = batch.append
         recv = self.sock.recvfrom
+        cap = self.cap
         try:
             for _ in range(limit):
-                append(recv(MAX_DATAGRAM))
+                append(recv(cap))
         except BlockingIOError:
             pass
         return batch
@@ -160,6 +166,7 @@ class MultiReceiver(Receiver):
         fd = self.sock.fileno()
         data, name, lens = self._data, self._name, self._lens
         size, nl, kl, stride, at = self._size, self.NAME_LEN, self._key_len, self._stride, self._at
+        cap = self.cap
         while len(batch) < limit:
             n = self._call(
                 fd, self._msgs_addr, min(self.vlen, limit - len(batch)), self.MSG_DONTWAIT, None
@@ -173,7 +180,9 @@ class MultiReceiver(Receiver):
                 raise OSError(err, os.strerror(err))
             batch += [
                 (
-                    data[i * size : i * size + lens[i * stride + at]].tobytes(),
+                    data[
+                        i * size : i * size + (n_ if (n_ := lens[i * stride + at]) < cap else cap)
+                    ].tobytes(),
                     name[i * nl : i * nl + kl].tobytes(),
                 )
                 for i in range(n)
@@ -198,6 +207,23 @@ def receiver_for(sock: socket.socket) -> Receiver:
         except (AttributeError, OSError) as e:  # no recvmmsg in this libc
             log.info("recvmmsg unavailable (%s): reading with recvfrom", e)
     return Receiver(sock)
+
+
+def big_datagrams_unmapped(threshold: int = 32 * 1024) -> bool:
+    """Have glibc's malloc give blocks of threshold bytes or more their own mmap.
+
+    A flood of 64 KiB datagrams otherwise leaves the heap fragmented: freed, but
+    not given back, RSS several times the live set. With it, each big datagram's
+    memory goes back to the system when the datagram is dropped. False where
+    there is no glibc mallopt.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(-3, threshold))  # M_MMAP_THRESHOLD
+    except (AttributeError, OSError):
+        return False
 
 
 # ---- kernel drops --------------------------------------------------------------------------

@@ -75,9 +75,11 @@ class Reporter:
         template_ids: Callable[[], Iterable[int]],
         keyed: Callable[[int], bool],
         clock: Callable[[], float] = time.time,
+        proven: Callable[[int], bool] = lambda device: False,
     ) -> None:
         self.template_ids = template_ids  # the loaded templates, now (a reload changes them)
         self.keyed = keyed  # does this device have a key of its own on file?
+        self.proven = proven  # has it sent frames with a valid MIC (so the key is right)?
         self.clock = clock
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self._tallies: dict[tuple[str, str], _Tally] = {}
@@ -151,7 +153,9 @@ class Reporter:
         if device is not None:
             ids = f" (device {device}, template id {tid})"
         hint = ""
-        if reason == MIC and device is not None and self.keyed(device):
+        if reason == MIC and device is not None and self.proven(device):
+            hint = ": corrupted on the way, or forged (its other frames have a valid MIC)"
+        elif reason == MIC and device is not None and self.keyed(device):
             hint = f": wrong key for device {device}? (the collector has one on file)"
         elif reason == MIC:
             hint = ": the key on the board is not the collector's default key?"

@@ -1,22 +1,38 @@
-"""Per-device sequence tracking: what was received, lost, duplicated, late, or replayed.
+"""Per-device sequence tracking: what was received, lost, duplicated, late, replayed or held.
 
 Every device numbers its readings (docs/PROTOCOL.md: seq, +1 per reading). For
 each device the tracker keeps the highest seq of the current epoch and a
 bitmap of which of the `window` + 1 seqs at and below it were received:
 
-- a seq above the highest is new; the seqs it skips are counted lost;
+- a seq above the highest, by at most MAX_GAP, is new; the seqs it skips are
+  counted lost;
 - a seq already in the bitmap is a duplicate, never stored twice;
 - a seq below the highest and inside the window that was not yet seen is
   late: it is stored, and it fills the gap it had left (lost - 1);
-- a seq more than `window` below the highest starts a new epoch (the device
-  rebooted and counts from 0 again) when the check is a CRC, and is refused
-  as a replay when the check is a MIC: an attacker can record and resend
-  authenticated frames, so a MIC device must never count backwards.
+- no single frame moves a device far (PROTOCOL.md receiver step 5): a seq
+  more than MAX_GAP ahead, or (CRC devices) more than `window` below, is held
+  as the device's candidate, neither stored nor counted as loss. A second
+  frame at most CONFIRM_GAP after the candidate confirms the new position:
+  a new epoch starts at the candidate (a reboot, counted), and both frames
+  are stored (`confirmed` hands the candidate to the caller). A normal frame,
+  or another far one, discards the candidate (counted in `discarded`);
+- a MIC device never counts backwards: a seq below its window is a replay,
+  refused. An attacker can record and resend authenticated frames.
+
+A device's identity includes how it authenticates (receiver step 4): one
+listed by id in a keys file (`keyed`), or one that has sent a valid MIC
+(auth "mic"), is accepted only in MIC frames; a CRC frame carrying its id is
+refused (MIC_REQUIRED) and never touches its books. Its first valid MIC starts
+a new epoch: the CRC frames before it could have come from anyone.
+
+The number of devices is bounded (max_devices): beyond it a new device is
+refused (DEVICE_LIMIT) unless its frame carries a valid MIC or it is keyed.
 
 Lost counts the seqs between a device's lowest and highest seq of each epoch
-that never arrived; the silent tail of a stream shows as a stale device
-until its next reading tells how many were lost. All counters are plain
-integers persisted by the store, so a restart goes on counting.
+that never arrived. All state is plain fields of Device, persisted by the
+store, so a restart goes on counting, and a restart with another window
+converts the saved bitmap (load): seqs it did not track count as seen, so
+a replay is never taken for a late arrival.
 
 Seqs compare as plain numbers: a wrap from 4294967295 to 0 reads as a
 reboot (or a replay with a MIC); at 10 readings a second that is 13 years on.
@@ -24,13 +40,38 @@ reboot (or a replay with a MIC); at 10 readings a second that is 13 years on.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 DEFAULT_WINDOW = 1024
+DEFAULT_MAX_DEVICES = 10_000
+MAX_GAP = 16_384  # LoRaWAN's MAX_FCNT_GAP: a step beyond it needs a second frame
+CONFIRM_GAP = 16  # a candidate is confirmed by a frame at most this far after it
+
+AUTH_CRC = "crc"
+AUTH_MIC = "mic"
 
 # What observe() says about a reading that is not to be stored (else it returns the epoch).
 DUPLICATE = -1  # already stored: count, do not store
 REPLAY = -2  # MIC device counting backwards past the window: refuse
+HELD = -3  # a far jump, held as the device's candidate until confirmed
+MIC_REQUIRED = -4  # a CRC frame with the id of a device that uses a MIC: refuse
+DEVICE_LIMIT = -5  # a new device beyond max_devices: refuse
+
+# The reasons the tracker refuses a frame for (the codec's are in wire/constants.REASONS).
+REPLAY_REASON = "replay"
+MIC_REQUIRED_REASON = "mic-required"
+DEVICE_LIMIT_REASON = "device-limit"
+JUMP_REASON = "jump"  # a held candidate never confirmed
+REFUSALS = {
+    REPLAY: REPLAY_REASON,
+    MIC_REQUIRED: MIC_REQUIRED_REASON,
+    DEVICE_LIMIT: DEVICE_LIMIT_REASON,
+}
+TRACKER_REASONS = (REPLAY_REASON, MIC_REQUIRED_REASON, JUMP_REASON, DEVICE_LIMIT_REASON)
+
+# A confirmed candidate to store: (payload, arrival time, source, epoch).
+Confirmed = tuple[bytes, float, str, int]
 
 
 @dataclass(slots=True)
@@ -54,36 +95,140 @@ class Device:
     replays: int = 0
     first_seen: float = 0.0
     last_seen: float = 0.0
+    auth: str = AUTH_CRC  # "mic" once keyed or a valid MIC was seen; "" unknown (old store)
+    seen_window: int = 0  # the window `seen` was kept with (0: unknown, an old store)
+    cand_seq: int = -1  # the held far jump, -1 none
+    cand_at: float = 0.0  # its arrival time
+    cand_data: bytes = b""  # its payload, stored once confirmed
+    cand_source: str = ""
+    restart: bool = False  # an operator reset: the next reading starts a new epoch
 
 
 class Tracker:
     """Sequence state of every device; observe() classifies each decoded reading."""
 
-    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+    def __init__(
+        self,
+        window: int = DEFAULT_WINDOW,
+        max_devices: int = DEFAULT_MAX_DEVICES,
+        keyed: set[int] | None = None,
+    ) -> None:
         if window < 1:
             raise ValueError("window must be at least 1")
         self.window = window
         self.mask = (1 << (window + 1)) - 1
+        self.max_devices = max_devices
+        self.keyed: set[int] = keyed if keyed is not None else set()
         self.devices: dict[int, Device] = {}
         self.dirty: set[int] = set()  # devices changed since the store last saved them
+        self.confirmed: list[Confirmed] = []  # candidates confirmed since the caller took them
+        self.discarded = 0  # candidates discarded since begin() (the `jump` reason)
+        # Undo log of one batch (begin/rollback): device -> its state before, None if new.
+        self._undo: dict[int, Device | None] | None = None
+        self._taken: list[int] = []
 
     def load(self, dev: Device) -> None:
-        """Restore a device saved by the store (its bitmap cut to this window)."""
+        """Restore a device saved by the store, its bitmap converted to this window."""
+        old = dev.seen_window or max(dev.seen.bit_length() - 1, 0)
+        span = dev.highest - dev.lowest
+        if old < self.window and old < span:
+            # Seqs between the old window and this one, inside the epoch, were not tracked:
+            # take them as seen (a duplicate at worst), never as a late arrival to store.
+            top = min(self.window, span)
+            dev.seen |= ((1 << (top + 1)) - 1) & ~((1 << (old + 1)) - 1)
         dev.seen &= self.mask
+        dev.seen_window = self.window
         self.devices[dev.device] = dev
 
-    def observe(self, device: int, template: int, seq: int, now: float, mic: bool) -> int:
-        """The epoch to store a reading of device with seq under, or DUPLICATE or REPLAY."""
+    # -- one batch as a unit: begin(), observe()..., then take_dirty() or rollback()
+
+    def begin(self) -> None:
+        """Start recording what observe() changes, so rollback() can undo it."""
+        self._undo = {}
+        self.discarded = 0
+        self.confirmed.clear()
+
+    def rollback(self) -> None:
+        """Undo everything since begin() (the store refused the batch)."""
+        undo, self._undo = self._undo, None
+        if undo is None:
+            return
+        for k, old in undo.items():
+            if old is None:
+                self.devices.pop(k, None)
+                self.dirty.discard(k)
+            else:
+                self.devices[k] = old
+        self.dirty.update(k for k in self._taken if k in self.devices)
+        self.discarded = 0
+        self.confirmed.clear()
+
+    def _touch(self, device: int, d: Device | None) -> None:
+        undo = self._undo
+        if undo is not None and device not in undo:
+            undo[device] = copy.copy(d) if d is not None else None
+
+    # -- classifying
+
+    def observe(
+        self,
+        device: int,
+        template: int,
+        seq: int,
+        now: float,
+        mic: bool,
+        data: bytes = b"",
+        source: str = "",
+    ) -> int:
+        """The epoch to store a reading of device with seq under, or a negative verdict.
+
+        mic: the frame carried a valid MIC. data and source are the frame's payload and
+        where it came from, kept when the frame is held as a candidate.
+        """
         d = self.devices.get(device)
+        if not mic and (device in self.keyed or (d is not None and d.auth == AUTH_MIC)):
+            return MIC_REQUIRED
         if d is None:
+            if len(self.devices) >= self.max_devices and not mic and device not in self.keyed:
+                return DEVICE_LIMIT
+            undo = self._undo
+            if undo is not None:
+                undo[device] = None
             self.devices[device] = Device(
-                device, template, 0, seq, now, seq, seq, 1, first_seen=now, last_seen=now
+                device,
+                template,
+                0,
+                seq,
+                now,
+                seq,
+                seq,
+                1,
+                first_seen=now,
+                last_seen=now,
+                auth=AUTH_MIC if mic else AUTH_CRC,
+                seen_window=self.window,
             )
             self.dirty.add(device)
             return 0
+        undo = self._undo
+        if undo is not None and device not in undo:
+            undo[device] = copy.copy(d)
         self.dirty.add(device)
+        if d.restart or (mic and d.auth != AUTH_MIC):
+            # An operator reset, or the first valid MIC of a device known only from CRC
+            # frames (which anyone can forge): a new epoch here, judged by nothing before.
+            d.restart = False
+            d.auth = AUTH_MIC if mic else d.auth
+            self._new_epoch(d, seq, seq, now, 1)
+            self._drop_candidate(d)
+            return self._stored(d, template, now)
+        c = d.cand_seq
+        if c >= 0 and c < seq <= c + CONFIRM_GAP:
+            return self._confirm(d, template, seq, now)
         step = seq - d.highest
         if step > 0:
+            if step > MAX_GAP:
+                return self._jump(d, template, seq, now, data, source)
             d.lost += step - 1
             d.seen = ((d.seen << step) | 1) & self.mask if step <= self.window else 1
             d.highest = seq
@@ -91,14 +236,10 @@ class Tracker:
             d.duplicates += 1
             return DUPLICATE
         elif -step > self.window:
-            if mic:
+            if d.auth == AUTH_MIC:
                 d.replays += 1
                 return REPLAY
-            d.reboots += 1
-            d.epoch += 1
-            d.epoch_seq = d.lowest = d.highest = seq
-            d.epoch_started = now
-            d.seen = 1
+            return self._jump(d, template, seq, now, data, source)
         else:
             bit = 1 << -step
             if d.seen & bit:
@@ -112,20 +253,78 @@ class Tracker:
                 d.lowest = seq
             else:
                 d.lost -= 1
+        if d.cand_seq >= 0:
+            self._drop_candidate(d)
+        return self._stored(d, template, now)
+
+    def _stored(self, d: Device, template: int, now: float) -> int:
         d.received += 1
         d.template = template
         d.last_seen = now
         return d.epoch
 
+    def _new_epoch(self, d: Device, low: int, high: int, at: float, seen: int) -> None:
+        d.epoch += 1
+        d.epoch_seq = d.lowest = low
+        d.highest = high
+        d.epoch_started = at
+        d.seen = seen
+
+    def _drop_candidate(self, d: Device) -> None:
+        if d.cand_seq >= 0:
+            self.discarded += 1
+        d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
+
+    def _jump(
+        self, d: Device, template: int, seq: int, now: float, data: bytes, source: str
+    ) -> int:
+        """A far step: hold it as the device's candidate (any candidate before is dropped)."""
+        if d.cand_seq == seq:
+            d.duplicates += 1
+            return DUPLICATE
+        self._drop_candidate(d)
+        d.cand_seq, d.cand_at, d.cand_data, d.cand_source = seq, now, data, source
+        return HELD
+
+    def _confirm(self, d: Device, template: int, seq: int, now: float) -> int:
+        """seq confirms the candidate: a new epoch from it, and both frames are stored."""
+        c = d.cand_seq
+        gap = seq - c
+        self.confirmed.append((d.cand_data, d.cand_at, d.cand_source, d.epoch + 1))
+        self._new_epoch(d, c, seq, d.cand_at, (1 | (1 << gap)) if gap <= self.window else 1)
+        d.reboots += 1
+        d.lost += gap - 1
+        d.received += 1  # the candidate; _stored counts this frame
+        d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
+        return self._stored(d, template, now)
+
+    def reset(self, device: int) -> bool:
+        """An operator's reset: the device's next reading starts a new epoch. False: unknown."""
+        d = self.devices.get(device)
+        if d is None:
+            return False
+        self._touch(device, d)
+        d.restart = True
+        d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
+        self.dirty.add(device)
+        return True
+
     def bad_check(self, device: int) -> None:
         """Count a failed CRC or MIC against a device already known (never create one)."""
         d = self.devices.get(device)
         if d is not None:
+            self._touch(device, d)
             d.bad += 1
             self.dirty.add(device)
 
     def take_dirty(self) -> list[Device]:
         """The devices changed since the last call."""
-        out = [self.devices[k] for k in self.dirty]
+        self._taken = list(self.dirty)
+        out = [self.devices[k] for k in self._taken]
         self.dirty.clear()
         return out
+
+    def commit(self) -> None:
+        """The batch since begin() is stored: forget its undo log."""
+        self._undo = None
+        self._taken = []

@@ -15,7 +15,17 @@ from typing import Any
 
 from precast.wire.checks import cmac, crc16
 from precast.wire.codec import Codec, Rejected
-from precast.wire.constants import CRC, LENGTH, MIC, NO_KEY
+from precast.wire.constants import (
+    CRC,
+    HEADER_LEN,
+    LENGTH,
+    MAGIC,
+    MAGIC_BAD,
+    MIC,
+    NO_KEY,
+    PAYLOAD_OFFSET,
+    SHORT,
+)
 from precast.wire.layout import Layout
 
 # (reason, spec, unpacked body): reason "" for a valid frame; spec and body are None when
@@ -58,6 +68,13 @@ class Validator:
 
     def reason(self, data: bytes) -> str:
         """Why data is refused: the codec's reason ('length' for a frame that decodes wrapped)."""
+        # Garbage, the common refusal under a flood: data that cannot be an Ethernet frame
+        # is its own payload, so its first two reasons are one length and one byte away.
+        if len(data) < PAYLOAD_OFFSET or data[12:14] != b"\x08\x00":
+            if len(data) < HEADER_LEN + 2:
+                return SHORT
+            if data[0] != MAGIC:
+                return MAGIC_BAD
         r = self.codec.decode(data)
         # The fast path took every valid bare payload, so data can only decode here as a whole
         # Ethernet frame around one: over UDP that is a datagram of the wrong length.

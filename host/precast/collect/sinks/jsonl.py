@@ -1,39 +1,130 @@
-"""The --jsonl sink: one JSON object per stored reading, a line each, to a file or stdout."""
+"""The --jsonl sink: one JSON object per stored reading, a line each, to a file or stdout.
+
+Never fatal, never a truncated line: a batch goes out in one append, and when
+the write fails (a full disk, an I/O error) the file is cut back to where the
+batch began, its lines are counted as dropped (`jsonl` drops in stats and
+metrics), and the outage is logged once, with its cause, and once more when
+writing works again (a disk that flaps near full: at most once a minute). A
+file whose last line a crash cut short is cut back to its last whole line
+when the collector opens it. Created 0640 (less with a stricter umask).
+"""
 
 from __future__ import annotations
 
 import json
-import sys
+import logging
+import os
+import time
 from collections.abc import Sequence
-from typing import IO
 
 from precast.collect.sinks import Doc
 
+log = logging.getLogger("precast.collect")
+
+LOG_EVERY = 60.0  # s: an outage that starts again within this is not logged again
+
+
+def _trim_partial_line(fd: int, path: str) -> None:
+    """Cut a file back to its last newline (a crash mid-line left a piece of one)."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    pos = size
+    while pos > 0:
+        start = max(0, pos - 65536)
+        chunk = os.pread(fd, pos - start, start)
+        i = chunk.rfind(b"\n")
+        if i >= 0:
+            keep = start + i + 1
+            break
+        pos = start
+    else:
+        keep = 0
+    os.ftruncate(fd, keep)
+    log.warning("--jsonl %s: removed a partial last line (%d bytes)", path, size - keep)
+
 
 class JsonlSink:
-    """Appends one line per reading and flushes after each batch."""
+    """Appends one line per reading, each batch in one write; failures counted, not raised."""
 
     name = "jsonl"
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.written = 0
-        self._out: IO[str] = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")
+        self.dropped = 0
+        self._failing: str | None = None  # the cause of the outage going on
+        self._dropped_at_failure = 0
+        self._logged = -1e9  # monotonic time the last outage was logged
+        self._announced = False
+        if path == "-":
+            self._fd = 1
+            self._file = False
+        else:
+            try:
+                self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+            except OSError as e:
+                from precast.errors import UsageError
+
+                raise UsageError(f"--jsonl {path}: {e.strerror}") from None
+            self._file = True
+            try:
+                _trim_partial_line(self._fd, path)
+            except OSError as e:
+                log.error("--jsonl %s: cannot check its last line: %s", path, e.strerror)
 
     def write(self, docs: Sequence[Doc]) -> None:
         if not docs:
             return
-        self._out.write("\n".join(map(json.dumps, docs)) + "\n")
-        self._out.flush()
+        data = ("\n".join(map(json.dumps, docs)) + "\n").encode()
+        start = os.lseek(self._fd, 0, os.SEEK_END) if self._file else 0
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as e:
+            if self._file and len(view) < len(data):
+                try:
+                    os.ftruncate(self._fd, start)  # no piece of a line stays behind
+                except OSError:
+                    pass
+            self.dropped += len(docs)
+            cause = e.strerror or str(e)
+            if self._failing is None:
+                self._failing = cause
+                now = time.monotonic()
+                if now - self._logged >= LOG_EVERY:
+                    log.error(
+                        "--jsonl %s: cannot write (%s): its lines are dropped and counted "
+                        "until it can be written again",
+                        self.path,
+                        cause,
+                    )
+                    self._logged = now
+                    self._announced = True
+                    self._dropped_at_failure = self.dropped - len(docs)
+            return
         self.written += len(docs)
+        if self._failing is not None:
+            if self._announced:
+                log.warning(
+                    "--jsonl %s: writing again; %d lines were dropped (%s)",
+                    self.path,
+                    self.dropped - self._dropped_at_failure,
+                    self._failing,
+                )
+                self._announced = False
+            self._failing = None
 
     def tick(self, now: float) -> None:
         pass
 
     def stats(self) -> dict[str, int]:
-        return {"written": self.written}
+        return {"written": self.written, "dropped": self.dropped}
 
     def close(self) -> None:
-        self._out.flush()
-        if self._out is not sys.stdout:
-            self._out.close()
+        if self._file:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass

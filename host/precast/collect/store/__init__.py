@@ -20,7 +20,14 @@ Row = tuple[Any, ...]  # device, seq, epoch, received_at, source, then the field
 
 
 class StoreError(PrecastError):
-    """A database that cannot be opened, is not a precast collector's, or refused a write."""
+    """A database that cannot be opened, is not a precast collector's, or refused a write.
+
+    full: the write failed for want of disk space (the caller writes smaller pieces).
+    """
+
+    def __init__(self, message: str, full: bool = False) -> None:
+        super().__init__(message)
+        self.full = full
 
 
 class Store(Protocol):
@@ -47,6 +54,16 @@ class Store(Protocol):
         A failure raises StoreError and leaves nothing of the batch written.
         """
 
+    def save_recent(self, recent: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the latest refusals (newest first: at, reason, source, device, template,
+        bytes) that `precast stats` shows. Raises StoreError."""
+
+    def take_requests(self) -> list[tuple[int, str]]:
+        """Operator requests not yet applied, (device, action), oldest first; they are deleted.
+
+        The one action is "reset" (`precast device reset`). Raises StoreError.
+        """
+
     def close(self) -> None:
         """Close the database."""
 
@@ -58,8 +75,23 @@ def open_store(db: str) -> Store:
     return SqliteStore(db)
 
 
-def read_stats(db: str) -> dict[str, Any]:
-    """Everything `precast stats` shows, read-only: devices, rejects, counters, template names."""
+def read_stats(db: str, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
+    """Everything `precast stats` shows, read-only: devices (a page of them, by id, and
+    devices_total), rejects, counters, template names."""
     from precast.collect.store import sqlite
 
-    return sqlite.read_stats(db)
+    return sqlite.read_stats(db, limit, offset)
+
+
+def request_reset(db: str, device: int) -> int:
+    """Queue an operator's reset of a device's books for the collector; the request's id."""
+    from precast.collect.store import sqlite
+
+    return sqlite.request_reset(db, device)
+
+
+def request_pending(db: str, request: int) -> bool:
+    """True while a request is still waiting for a collector to apply it."""
+    from precast.collect.store import sqlite
+
+    return sqlite.request_pending(db, request)

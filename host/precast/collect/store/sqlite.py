@@ -3,7 +3,8 @@
 WAL mode, so `precast stats` and other readers never block the collector;
 one transaction per batch (readings, the devices they changed, the reject
 and drop counters together), so a crash never leaves counters that
-disagree with the rows. The schema (user_version 1):
+disagree with the rows. The schema (user_version 2; a version 1 database is
+migrated in place when the collector opens it):
 
     readings_<template id>(device, seq, epoch, received_at, source, <field>...)
         one table per template, one column per field in units (INTEGER when
@@ -15,16 +16,24 @@ disagree with the rows. The schema (user_version 1):
         fields: JSON [{"name", "column", "type", "unit", "scale", "offset"}, ...] in wire
         order, so a reader (plot, top) needs no template files
     devices(device, template, epoch, epoch_seq, epoch_started, lowest, highest, seen,
-            received, lost, duplicates, late, bad, reboots, replays, first_seen, last_seen)
-        the tracker's state; times are unix seconds, seen the window bitmap
-    rejects(reason, count)     frames refused, by codec reason (and "replay")
-    counters(name, count)      "queue_drops", "kernel_drops": datagrams never decoded
+            received, lost, duplicates, late, bad, reboots, replays, first_seen, last_seen,
+            auth, seen_window, cand_seq, cand_at, cand_data, cand_source, restart)
+        the tracker's state (tracker.Device); times are unix seconds, seen the window
+        bitmap; version 2 added auth ("crc"/"mic"), the window the bitmap was kept with,
+        the held far-jump candidate and the operator's reset flag
+    rejects(reason, count)     frames refused, by codec or tracker reason
+    counters(name, count)      "queue_drops", "kernel_drops": datagrams never decoded;
+                               "jsonl_drops": stored readings the --jsonl file did not take
+    requests(id, device, action, requested_at)
+        operator requests (`precast device reset`: action "reset") a running collector
+        applies within a second and then deletes
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +42,7 @@ from precast.collect.store import Row, StoreError
 from precast.collect.tracker import Device
 from precast.wire.layout import Layout
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FIXED_COLUMNS = ("device", "seq", "epoch", "received_at", "source")
 DEVICE_COLUMNS = (
     "device",
@@ -53,6 +62,23 @@ DEVICE_COLUMNS = (
     "replays",
     "first_seen",
     "last_seen",
+    "auth",
+    "seen_window",
+    "cand_seq",
+    "cand_at",
+    "cand_data",
+    "cand_source",
+    "restart",
+)
+# Added by schema version 2, with the value an old row gets.
+_V2_COLUMNS = (
+    ("auth", "TEXT NOT NULL DEFAULT ''"),
+    ("seen_window", "INTEGER NOT NULL DEFAULT 0"),
+    ("cand_seq", "INTEGER NOT NULL DEFAULT -1"),
+    ("cand_at", "REAL NOT NULL DEFAULT 0"),
+    ("cand_data", "BLOB NOT NULL DEFAULT x''"),
+    ("cand_source", "TEXT NOT NULL DEFAULT ''"),
+    ("restart", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 _SCHEMA = """
@@ -66,7 +92,16 @@ CREATE TABLE IF NOT EXISTS devices (
     replays INTEGER, first_seen REAL, last_seen REAL);
 CREATE TABLE IF NOT EXISTS rejects (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS recent_rejects (
+    at TEXT, reason TEXT, source TEXT, device INTEGER, template INTEGER, bytes INTEGER);
 """
+RECENT_COLUMNS = ("at", "reason", "source", "device", "template", "bytes")
+_REQUESTS = """
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY, device INTEGER NOT NULL, action TEXT NOT NULL,
+    requested_at REAL NOT NULL);
+"""
+SQLITE_FULL = 13
 _UPSERT_DEVICE = (
     f"INSERT OR REPLACE INTO devices ({', '.join(DEVICE_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(DEVICE_COLUMNS))})"
@@ -134,7 +169,31 @@ def device_row(d: Device) -> tuple[Any, ...]:
         d.replays,
         d.first_seen,
         d.last_seen,
+        d.auth,
+        d.seen_window,
+        d.cand_seq,
+        d.cand_at,
+        d.cand_data,
+        d.cand_source,
+        int(d.restart),
     )
+
+
+def _error(path: Path, e: sqlite3.Error) -> StoreError:
+    """A StoreError saying what went wrong; a full disk is called one."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if (code is not None and code & 0xFF == SQLITE_FULL) or "disk is full" in str(e):
+        return StoreError(f"{path}: disk full ({e})", full=True)
+    return StoreError(f"{path}: {e}")
+
+
+def _rollback(c: sqlite3.Connection) -> None:
+    """Roll back if a transaction is open; SQLite may have rolled it back itself (a full disk)."""
+    try:
+        if c.in_transaction:
+            c.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
 
 
 class SqliteStore:
@@ -152,62 +211,124 @@ class SqliteStore:
             # the last batches may be lost only when the machine itself loses power.
             self.conn.execute("PRAGMA synchronous=NORMAL")
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise StoreError(f"{path}: schema version {version}, expected {SCHEMA_VERSION}")
-            self.conn.executescript(_SCHEMA)
+            if version != SCHEMA_VERSION:
+                self._migrate()
             have = {r[1] for r in self.conn.execute("PRAGMA table_info(templates)")}
             if "fields" not in have:  # a database from before units were recorded
                 self.conn.execute("ALTER TABLE templates ADD COLUMN fields TEXT")
-            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as e:
             raise StoreError(f"{path}: cannot open the database: {e}") from None
         self.insert_sql: dict[int, str] = {}
+
+    def _migrate(self) -> None:
+        """Create the schema, or bring a version 1 database to version 2, in one transaction."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in (_SCHEMA + _REQUESTS).split(";"):
+                if stmt.strip():
+                    c.execute(stmt)
+            have = {r[1] for r in c.execute("PRAGMA table_info(devices)")}
+            for col, decl in _V2_COLUMNS:
+                if col not in have:
+                    c.execute(f"ALTER TABLE devices ADD COLUMN {col} {decl}")
+            c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            c.execute("COMMIT")
+        except BaseException:
+            _rollback(c)
+            raise
 
     def close(self) -> None:
         """Close the database (WAL checkpointed by SQLite)."""
         self.conn.close()
 
+    def save_recent(self, recent: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the latest refusals (newest first) that `precast stats` shows."""
+        c = self.conn
+        try:
+            c.execute("BEGIN")
+            try:
+                c.execute("DELETE FROM recent_rejects")
+                c.executemany(
+                    f"INSERT INTO recent_rejects VALUES ({', '.join('?' * len(RECENT_COLUMNS))})",
+                    [tuple(r[k] for k in RECENT_COLUMNS) for r in recent],
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                _rollback(c)
+                raise
+        except sqlite3.Error as e:
+            raise _error(self.path, e) from e
+
+    def take_requests(self) -> list[tuple[int, str]]:
+        """Operator requests not yet applied, (device, action), oldest first; they are deleted."""
+        c = self.conn
+        try:
+            if c.execute("SELECT 1 FROM requests LIMIT 1").fetchone() is None:
+                return []  # the usual case: no write lock taken
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                got = c.execute("SELECT id, device, action FROM requests ORDER BY id").fetchall()
+                if got:
+                    c.execute("DELETE FROM requests WHERE id <= ?", (got[-1][0],))
+                c.execute("COMMIT")
+            except BaseException:
+                _rollback(c)
+                raise
+        except sqlite3.Error as e:
+            raise _error(self.path, e) from e
+        return [(int(dev), str(action)) for _, dev, action in got]
+
     def ensure_templates(self, layouts: Iterable[Layout]) -> None:
         """A readings table per template (new field columns added), and the readings view."""
         c = self.conn
-        c.execute("BEGIN")
         try:
-            for lay in layouts:
-                t = lay.template
-                tbl = table_name(t.id)
-                cols = field_columns(lay)
-                have = {r[1] for r in c.execute(f"PRAGMA table_info({_q(tbl)})")}
-                if not have:
-                    defs = ", ".join(f"{_q(col)} {typ}" for col, _, typ in cols)
-                    c.execute(
-                        f"CREATE TABLE {_q(tbl)} (device INTEGER, seq INTEGER, "
-                        f"epoch INTEGER, received_at TEXT, source TEXT, {defs})"
-                    )
-                else:
-                    for col, _, typ in cols:
-                        if col not in have:
-                            c.execute(f"ALTER TABLE {_q(tbl)} ADD COLUMN {_q(col)} {typ}")
-                names = [*FIXED_COLUMNS, *(col for col, _, _ in cols)]
-                self.insert_sql[t.id] = (
-                    f"INSERT INTO {_q(tbl)} ({', '.join(map(_q, names))}) "
-                    f"VALUES ({', '.join('?' * len(names))})"
-                )
-                c.execute(
-                    "INSERT OR REPLACE INTO templates (id, name, tbl, columns, fields) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (
-                        t.id,
-                        t.name,
-                        tbl,
-                        json.dumps([[col, name] for col, name, _ in cols]),
-                        json.dumps(field_info(lay)),
-                    ),
-                )
-            self._create_view()
+            c.execute("BEGIN IMMEDIATE")
+            self._ensure_templates(layouts)
             c.execute("COMMIT")
+        except sqlite3.Error as e:
+            _rollback(c)
+            raise _error(self.path, e) from e
         except BaseException:
-            c.execute("ROLLBACK")
+            _rollback(c)
             raise
+
+    def _ensure_templates(self, layouts: Iterable[Layout]) -> None:
+        c = self.conn
+        for lay in layouts:
+            t = lay.template
+            tbl = table_name(t.id)
+            cols = field_columns(lay)
+            have = {r[1] for r in c.execute(f"PRAGMA table_info({_q(tbl)})")}
+            if not have:
+                defs = ", ".join(f"{_q(col)} {typ}" for col, _, typ in cols)
+                c.execute(
+                    f"CREATE TABLE {_q(tbl)} (device INTEGER, seq INTEGER, "
+                    f"epoch INTEGER, received_at TEXT, source TEXT, {defs})"
+                )
+            else:
+                for col, _, typ in cols:
+                    if col not in have:
+                        c.execute(f"ALTER TABLE {_q(tbl)} ADD COLUMN {_q(col)} {typ}")
+            names = [*FIXED_COLUMNS, *(col for col, _, _ in cols)]
+            self.insert_sql[t.id] = (
+                f"INSERT INTO {_q(tbl)} ({', '.join(map(_q, names))}) "
+                f"VALUES ({', '.join('?' * len(names))})"
+            )
+            c.execute(
+                "INSERT OR REPLACE INTO templates (id, name, tbl, columns, fields) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    t.id,
+                    t.name,
+                    tbl,
+                    json.dumps([[col, name] for col, name, _ in cols]),
+                    json.dumps(field_info(lay)),
+                ),
+            )
+        self._create_view()
 
     def _create_view(self) -> None:
         selects = []
@@ -238,6 +359,7 @@ class SqliteStore:
         for r in cur:
             v = list(r)
             v[7] = int.from_bytes(v[7] or b"", "big")
+            v[-1] = bool(v[-1])
             out.append(Device(*v))
         return out
 
@@ -266,28 +388,89 @@ class SqliteStore:
                 c.executemany("INSERT OR REPLACE INTO counters VALUES (?, ?)", counters.items())
                 c.execute("COMMIT")
             except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
+                _rollback(c)
                 raise
         except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: {e}") from e
+            raise _error(self.path, e) from e
 
 
-def read_stats(path: str | Path) -> dict[str, Any]:
-    """Everything `precast stats` shows, read-only: devices, rejects, counters, template names."""
+def read_stats(path: str | Path, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
+    """Everything `precast stats` shows, read-only: devices, rejects, counters, template names.
+
+    limit and offset page the devices (by id); devices_total counts them all.
+    """
     p = Path(path)
     if not p.is_file():
         raise StoreError(f"{path}: no such database (start `precast collect --db {path}`)")
     try:
         conn = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True)
         try:
-            conn.row_factory = sqlite3.Row
-            devices = [dict(r) for r in conn.execute("SELECT * FROM devices ORDER BY device")]
+            cur = conn.execute(
+                "SELECT * FROM devices ORDER BY device LIMIT ? OFFSET ?",
+                (-1 if limit is None else limit, offset),
+            )
+            names = [c[0] for c in cur.description]
+            devices = [dict(zip(names, r, strict=True)) for r in cur]
+            total = conn.execute("SELECT count(*) FROM devices").fetchone()[0]
             rejects = dict(conn.execute("SELECT reason, count FROM rejects ORDER BY reason"))
             counters = dict(conn.execute("SELECT name, count FROM counters ORDER BY name"))
-            names = dict(conn.execute("SELECT id, name FROM templates"))
+            tnames = dict(conn.execute("SELECT id, name FROM templates"))
+            recent: list[dict[str, Any]] = []
+            if conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'recent_rejects'"
+            ).fetchone():  # a database of an older collector has none
+                cur = conn.execute(
+                    f"SELECT {', '.join(RECENT_COLUMNS)} FROM recent_rejects ORDER BY rowid"
+                )
+                recent = [dict(zip(RECENT_COLUMNS, r, strict=True)) for r in cur]
         finally:
             conn.close()
     except sqlite3.Error as e:
         raise StoreError(f"{path}: not a precast collector database: {e}") from None
-    return {"devices": devices, "rejects": rejects, "counters": counters, "templates": names}
+    return {
+        "devices": devices,
+        "devices_total": total,
+        "rejects": rejects,
+        "counters": counters,
+        "templates": tnames,
+        "recent_rejects": recent,
+    }
+
+
+def request_reset(path: str | Path, device: int) -> int:
+    """Ask the collector of this database to reset a device's books; the request's id."""
+    p = Path(path)
+    if not p.is_file():
+        raise StoreError(f"{path}: no such database")
+    try:
+        conn = sqlite3.connect(p, timeout=10.0, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_REQUESTS)
+            known = conn.execute("SELECT 1 FROM devices WHERE device = ?", (device,)).fetchone()
+            if known is None:
+                conn.execute("ROLLBACK")
+                raise StoreError(f"{path}: no device {device} in the database")
+            cur = conn.execute(
+                "INSERT INTO requests (device, action, requested_at) VALUES (?, 'reset', ?)",
+                (device, time.time()),
+            )
+            conn.execute("COMMIT")
+            return int(cur.lastrowid or 0)
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise StoreError(f"{path}: not a precast collector database: {e}") from None
+
+
+def request_pending(path: str | Path, request: int) -> bool:
+    """True while the request is still waiting for a collector to apply it."""
+    try:
+        conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT 1 FROM requests WHERE id = ?", (request,)).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return True
+    return row is not None

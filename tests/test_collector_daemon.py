@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import signal
@@ -18,6 +17,7 @@ import precast.collect.stats as stats_mod
 import pytest
 from collector_harness import Collector, by_device, payload, stats
 from kit import KEY, TEMPLATES, precast, wait_for
+from precast.cli import build_parser
 from precast.collect.store import read_stats
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -193,7 +193,7 @@ def test_stale_device_and_the_table(
     assert 0.6 < devs[2]["interval_s"] < 1.6
     # The table, at the same moment.
     monkeypatch.setattr(stats_mod, "time", SimpleNamespace(time=lambda: now))
-    args = argparse.Namespace(db=str(col.db), json=False, wide=False)
+    args = build_parser().parse_args(["stats", "--db", str(col.db)])
     assert stats_mod.cmd_stats(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert max(map(len, lines)) <= 80, lines  # the default table fits 80 columns

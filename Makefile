@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv sysdeps lint typecheck test fuzz demo bench clean
+.PHONY: all venv sysdeps lint typecheck test fuzz demo bench mutate clean
 
 all: test
 
@@ -48,6 +48,11 @@ demo: venv
 
 bench: venv sysdeps
 	$(BIN)/python tools/bench/run.py $(BENCH_ARGS)
+
+# Named mutations of the firmware and the host code, each run against the tests that should
+# catch it (tools/mutate.py); on demand, not part of `make test`.
+mutate: venv sysdeps
+	$(BIN)/python tools/mutate.py $(MUTATE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build host/*.egg-info

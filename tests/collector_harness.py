@@ -8,43 +8,25 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import sqlite3
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from kit import TEMPLATES, precast
 from precast import Layout, compile_template, encode, load_templates
+from precast.pytest_plugin import PrecastCollector
 from precast.wire.constants import PAYLOAD_OFFSET
-
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = ROOT / "templates"
-BIN = Path(sys.executable).parent
-KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")  # RFC 4493's example key
 
 LAYOUTS: dict[str, Layout] = {
     lay.template.name: lay for lay in map(compile_template, load_templates([TEMPLATES]))
 }
 
 
-def precast_cmd(*args: str) -> list[str]:
-    exe = BIN / "precast"
-    return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "precast.cli", *args]
-
-
-def run_precast(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        precast_cmd(*args), capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
 def stats(db: Path | str) -> dict[str, Any]:
     """`precast stats --json`, parsed."""
-    r = run_precast("stats", "--db", str(db), "--json")
+    r = precast("stats", "--db", str(db), "--json")
     assert r.returncode == 0, r.stderr
     doc: dict[str, Any] = json.loads(r.stdout)
     return doc
@@ -54,16 +36,9 @@ def by_device(doc: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return {d["device"]: d for d in doc["devices"]}
 
 
-def wait_for(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-class Collector:
-    """A `precast collect` subprocess on 127.0.0.1 with an ephemeral port."""
+class Collector(PrecastCollector):
+    """The plugin's `precast collect` (PrecastCollector) with what these tests add: the
+    collector's default log level, stdout apart from the log, a socket to send from, signals."""
 
     def __init__(
         self,
@@ -74,33 +49,16 @@ class Collector:
         name: str = "c",
         listen: str = "127.0.0.1:0",
     ) -> None:
-        self.db = db or tmp / "precast.db"
-        self.ready = tmp / f"{name}.ready"
-        self.ready.unlink(missing_ok=True)
-        self.log = tmp / f"{name}.log"
-        self._log = open(self.log, "ab")
-        cmd = precast_cmd(
-            "collect",
-            "--listen",
-            listen,
-            "--templates",
-            str(templates),
-            "--db",
-            str(self.db),
-            "--ready-file",
-            str(self.ready),
-            *extra,
+        super().__init__(
+            [str(templates)],
+            tmp,
+            args=extra,
+            db=db,
+            name=name,
+            log_level=None,
+            capture_stdout=True,
+            listen=listen,
         )
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log)
-        try:
-            wait_for(lambda: self.ready.exists() or self.proc.poll() is not None, 20, "ready")
-        except AssertionError:
-            self.kill()
-            raise
-        if self.proc.poll() is not None:
-            raise AssertionError(f"collector exited {self.proc.returncode}: {self.stderr()}")
-        self.info = json.loads(self.ready.read_text())
-        self.port: int = self.info["port"]
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
 
@@ -114,21 +72,17 @@ class Collector:
     def stderr(self) -> str:
         if not self._log.closed:
             self._log.flush()
-        return self.log.read_text(errors="replace")
+        return self.log_path.read_text(errors="replace")
 
     def signal(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, wait, and the exit status."""
-        if self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
         try:
-            rc = self.proc.wait(timeout)
+            return super().stop(timeout)
         finally:
             self.sock.close()
-            self._log.close()
-        return rc
 
     def kill(self) -> None:
         if self.proc.poll() is None:

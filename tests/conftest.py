@@ -1,17 +1,20 @@
-"""Shared test helpers: paths, the CLI as a subprocess, and network namespaces."""
+"""Fixtures and hooks only; the constants and runners are in kit.py.
+
+The skip policy (issue 16): a test skips only for what `make test` cannot fix, and pytest's
+-ra summary lists every skip with its reason. With CI=true a skip whose reason is not on
+kit.SKIP_ALLOWED is a failure.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import settings
+from kit import SKIP_ALLOWED, VethPair, netns_available, skip_allowed
 
 # Hypothesis profiles. In CI (CI=true) a fixed seed and no example database: a green
 # gate stays green on the same code. `make fuzz` (HYPOTHESIS_PROFILE=fuzz): ten times
@@ -26,73 +29,9 @@ settings.load_profile(
     or ("ci" if os.environ.get("CI", "").lower() in ("true", "1") else "default")
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = ROOT / "templates"
-BIN = Path(sys.executable).parent
-KEY_HEX = "2b7e151628aed2a6abf7158809cf4f3c"  # RFC 4493's example key
 
-
-def precast(
-    *args: str, input: str | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run the installed `precast` console script, as a user would."""
-    exe = BIN / "precast"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "precast.cli"]
-    return subprocess.run(
-        [*cmd, *args], input=input, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def netns_available() -> str | None:
-    """None when the tests may make network namespaces, else why not."""
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces"
-    if shutil.which("ip") is None:
-        return "needs `ip` (iproute2) to create network namespaces"
-    return None
-
-
-class VethPair:
-    """A veth pair: `outer` in this namespace (no address), `inner` in namespace `ns`."""
-
-    def __init__(self, prefix: str, inner_ip: str = "192.0.2.1/24") -> None:
-        tag = f"{prefix}{os.getpid() % 100000}"
-        self.ns = tag
-        self.outer = f"{tag}o"
-        self.inner = f"{tag}i"
-        self.inner_ip = inner_ip.split("/")[0]
-        ip = ["ip"]
-        subprocess.run([*ip, "netns", "del", self.ns], capture_output=True, check=False)
-        subprocess.run([*ip, "link", "del", self.outer], capture_output=True, check=False)
-        run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
-        run("ip", "netns", "add", self.ns)
-        run("ip", "link", "add", self.outer, "type", "veth", "peer", "name", self.inner)
-        run("ip", "link", "set", self.inner, "netns", self.ns)
-        run("ip", "-n", self.ns, "addr", "add", inner_ip, "dev", self.inner)
-        run("ip", "-n", self.ns, "link", "set", self.inner, "up")
-        run("ip", "-n", self.ns, "link", "set", "lo", "up")
-        run("ip", "link", "set", self.outer, "up")
-        # IPv6 autoconf would put router solicitations on the wire: keep the link quiet.
-        subprocess.run(
-            ["sysctl", "-q", "-w", f"net.ipv6.conf.{self.outer}.disable_ipv6=1"],
-            capture_output=True,
-            check=False,
-        )
-        out = subprocess.run(
-            ["ip", "-n", self.ns, "-br", "link", "show", self.inner],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        self.inner_mac = out[2]
-
-    def exec(self, *cmd: str) -> list[str]:
-        """A command line that runs `cmd` inside the namespace."""
-        return ["ip", "netns", "exec", self.ns, *cmd]
-
-    def close(self) -> None:
-        subprocess.run(["ip", "link", "del", self.outer], capture_output=True, check=False)
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, check=False)
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="session")
@@ -139,3 +78,37 @@ def veth() -> Iterator[VethPair]:
         yield pair
     finally:
         pair.close()
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    lr = report.longrepr
+    if isinstance(lr, tuple) and len(lr) == 3:
+        return str(lr[2])
+    return str(lr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if not report.skipped or not _in_ci() or hasattr(report, "wasxfail"):
+        return
+    reason = _skip_reason(report)
+    if skip_allowed(reason) is None:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"skipped in CI (CI=true) for a reason not on kit.SKIP_ALLOWED: {reason}\n"
+            f"allowed: {sorted(SKIP_ALLOWED)}"
+        )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    tr = terminalreporter
+    tr.section("skips and why make test cannot fix them")
+    for rep in skipped:
+        reason = _skip_reason(rep)
+        why = skip_allowed(reason) or "NOT on kit.SKIP_ALLOWED: a failure with CI=true"
+        tr.line(f"{rep.nodeid}: {reason} ({why})")

@@ -9,26 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from conftest import BIN, VethPair
+from kit import VethPair
 from precast.boards.build import add_build_arguments, build_bundle
 
-MICROPYTHON = BIN / "micropython"
 COUNTS = re.compile(r"precast: readings (\d+) sent (\d+) failed (\d+) dropped (\d+) reopened (\d+)")
-
-
-def micropython() -> str:
-    """The unix port's binary, or a skip saying how to get it."""
-    if not MICROPYTHON.exists():
-        pytest.skip("needs the MicroPython unix port (.venv/bin/micropython, `make venv`)")
-    return str(MICROPYTHON)
 
 
 def build(out: Path, template: Path | str, *args: str) -> list[Path]:
@@ -39,23 +29,6 @@ def build(out: Path, template: Path | str, *args: str) -> list[Path]:
         args = (*args, "--collector", "192.0.2.1")
     opts = p.parse_args([str(template), "--out", str(out), *args])
     return build_bundle(opts)
-
-
-def run_mp(
-    bundle: Path, script: str | None = None, *, netns: str | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """`cd bundle && micropython main.py` (or a test script written into the bundle)."""
-    target = "main.py"
-    if script is not None:
-        target = "test_script.py"
-        (bundle / target).write_text(script)
-    cmd = [micropython(), target]
-    if netns:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
-    env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"}
-    return subprocess.run(
-        cmd, cwd=bundle, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def no_viper(bundle: Path) -> None:
@@ -112,11 +85,15 @@ s.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)
 s.bind(("0.0.0.0", int(sys.argv[1])))
 print("ready", flush=True)
 got = []
-s.settimeout(float(sys.argv[2]))
+expect = int(sys.argv[3])
+s.settimeout(float(sys.argv[2]))  # the longest wait for any one datagram
 try:
+    while len(got) < max(expect, 1):
+        got.append(s.recv(2048).hex())
+    # then whatever else is in flight (with `expect`: extras a sender should not have sent)
+    s.settimeout(0.3 if expect else 0.5)
     while True:
         got.append(s.recv(2048).hex())
-        s.settimeout(0.5)
 except socket.timeout:
     pass
 print(json.dumps(got), flush=True)
@@ -124,11 +101,19 @@ print(json.dumps(got), flush=True)
 
 
 class NsReceiver:
-    """A UDP socket in a namespace: the kernel there checks every frame's IPv4/UDP checksums."""
+    """A UDP socket in a namespace: the kernel there checks every frame's IPv4/UDP checksums.
 
-    def __init__(self, veth: VethPair, port: int, first_timeout: float = 20) -> None:
+    It reads until `expect` datagrams arrived (and a short quiet time after), or until none
+    came for `first_timeout` seconds: senders may start late on a loaded machine. Without
+    `expect`, until 0.5 s of quiet after the first datagram (one sender, running unpaused)."""
+
+    def __init__(
+        self, veth: VethPair, port: int, first_timeout: float = 30, *, expect: int | None = None
+    ) -> None:
         self.proc = subprocess.Popen(
-            veth.exec(sys.executable, "-c", RECEIVER, str(port), str(first_timeout)),
+            veth.exec(
+                sys.executable, "-c", RECEIVER, str(port), str(first_timeout), str(expect or 0)
+            ),
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -136,7 +121,7 @@ class NsReceiver:
         line = self.proc.stdout.readline().strip()
         assert line == "ready", line
 
-    def result(self, timeout: float = 30) -> list[bytes]:
+    def result(self, timeout: float = 120) -> list[bytes]:
         out, _ = self.proc.communicate(timeout=timeout)
         return [bytes.fromhex(h) for h in json.loads(out)]
 

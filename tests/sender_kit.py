@@ -7,7 +7,6 @@ with its kernel timestamps.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import struct
 import subprocess
@@ -15,23 +14,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from conftest import TEMPLATES, VethPair, netns_available
+from kit import TEMPLATES, VethPair, need, need_netns
 
 ENV_VALUES = ["temperature=21.5", "humidity=40.25", "pressure=101325", "battery=3000"]
-
-
-def need_netns() -> None:
-    why = netns_available()
-    if why:
-        pytest.skip(why)
-
-
-def need(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"needs `{tool}` (Debian package {package}; tools/sysdeps.sh installs it)")
-    return path
 
 
 _RUNNING: list[subprocess.Popen[str]] = []  # captures a failed test left behind

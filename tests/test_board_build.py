@@ -6,7 +6,7 @@ import ast
 import stat
 from pathlib import Path
 
-from conftest import TEMPLATES, precast
+from kit import TEMPLATES, precast
 
 ENV = str(TEMPLATES / "env-node.toml")
 

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATES, VethPair, netns_available, precast
-from firmware_kit import build, run_mp
+from firmware_kit import build
+from kit import TEMPLATES, VethPair, netns_available, precast, run_bundle
 from precast.boards.ethernet import neighbour_mac
 from precast.errors import UsageError
 from scapy.layers.inet import IP
@@ -226,13 +226,13 @@ def test_eth_bundle_never_imports_network(tmp_path: Path, transport: str) -> Non
     build(tmp_path, ENV, "--device", "1", "--transport", transport, "--watchdog-ms", "0")
     # A stand-in `network` module: importing it would show in sys.modules.
     (tmp_path / "network.py").write_text("imported = True\nSTA_IF = 0\n")
-    r = run_mp(tmp_path, NO_NETWORK)
+    r = run_bundle(tmp_path, NO_NETWORK)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.split() == ["False", "False"]
     # The control: the udp transport's bundle does import it (and then wants WiFi).
     build(tmp_path / "u", ENV, "--device", "1", "--watchdog-ms", "0")
     (tmp_path / "u" / "network.py").write_text("imported = True\nSTA_IF = 0\n")
-    r = run_mp(tmp_path / "u", NO_NETWORK)
+    r = run_bundle(tmp_path / "u", NO_NETWORK)
     assert "network" in r.stdout + r.stderr
 
 

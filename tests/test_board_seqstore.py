@@ -14,11 +14,10 @@ import os
 import random
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from board_mp import FIRMWARE, TESTS, micropython, run_mp
+from kit import FIRMWARE, TESTS, micropython, run_script
 
 SENDER = """
 import sys
@@ -36,7 +35,9 @@ while True:
 """
 
 
-def run_and_kill(script: Path, path: Path, reserve: int, after_s: float) -> list[str]:
+def run_and_kill(script: Path, path: Path, reserve: int, after: int) -> list[str]:
+    """One run, SIGKILLed once it has printed `after` seqs (the kill lands wherever the loop is:
+    it goes on printing while this reads)."""
     env = dict(os.environ, MICROPYPATH=f"{FIRMWARE}:{TESTS}:.frozen")
     p = subprocess.Popen(
         [micropython(), str(script), str(path), str(reserve)],
@@ -46,11 +47,22 @@ def run_and_kill(script: Path, path: Path, reserve: int, after_s: float) -> list
         env=env,
     )
     assert p.stdout is not None
-    first = p.stdout.readline()  # "start N": the store is open; the kill comes after that
-    time.sleep(after_s)
-    p.send_signal(signal.SIGKILL)
-    out, err = p.communicate(timeout=30)
-    out = first + out
+    head = []
+    try:
+        for _ in range(after + 1):  # "start N", then `after` seqs
+            line = p.stdout.readline()
+            if not line:
+                break
+            head.append(line)
+    finally:
+        p.send_signal(signal.SIGKILL)
+    # The rest from the same buffered reader (communicate() would skip what it holds).
+    out = "".join(head) + p.stdout.read()
+    assert p.stderr is not None
+    err = p.stderr.read()
+    p.wait(timeout=30)
+    p.stdout.close()
+    p.stderr.close()
     assert "mismatch" not in out and not err, (out[-500:], err)
     return out.splitlines()
 
@@ -65,10 +77,8 @@ def test_killed_runs_never_repeat_a_seq(tmp_path: Path, reserve: int) -> None:
     starts = []
     lasts = []
     for _ in range(8):
-        lines = run_and_kill(script, store, reserve, rnd.uniform(0.05, 0.3))
-        if not lines:
-            continue  # killed before it printed anything
-        assert lines[0].startswith("start ")
+        lines = run_and_kill(script, store, reserve, rnd.randint(15, 60))
+        assert lines and lines[0].startswith("start "), lines[:3]
         starts.append(int(lines[0].split()[1]))
         # the last line may be cut by the kill: keep whole numbers only
         run = [int(x) for x in lines[1:] if x.isdigit()]
@@ -76,7 +86,7 @@ def test_killed_runs_never_repeat_a_seq(tmp_path: Path, reserve: int) -> None:
             run = run[:-1]
         sent += run
         lasts.append(run[-1] if run else starts[-1] - 1)
-    assert len(starts) >= 6 and len(sent) > 100
+    assert len(starts) == 8 and len(sent) > 100
     assert all(b > a for a, b in itertools.pairwise(sent)), "a seq repeated or went back"
     assert starts[0] == 0
     # A restart skips at most one reservation (plus the seq being sent, and a line the kill cut).
@@ -131,7 +141,7 @@ print(json.dumps(out))
 
 
 def test_deep_sleep_resume_and_reset(tmp_path: Path) -> None:
-    out = json.loads(run_mp(SCRIPT % str(tmp_path / "seq")).stdout)
+    out = json.loads(run_script(SCRIPT % str(tmp_path / "seq")).stdout)
     assert out["first"] == 0
     assert out["next"] == 13  # reservations [0, 10) then [10, 20)
     assert out["woke"] == 13 and out["resumed"] is True
@@ -151,17 +161,17 @@ print(s.start())
 s.take()
 s.close()
 """
-    assert run_mp(script).stdout.split() == ["0"]
+    assert run_script(script).stdout.split() == ["0"]
     data = seq.read_bytes()
     assert data[:22] == b"0000000100/0000000100\n"  # the first reservation, slot 0
-    assert run_mp(script).stdout.split() == ["100"]
+    assert run_script(script).stdout.split() == ["100"]
     assert seq.read_bytes()[22:] == b"0000000200/0000000200\n"  # slot 1 next
     # a power loss tore slot 1's write: the older slot still bounds every sent seq
     seq.write_bytes(seq.read_bytes()[:22] + b"0000000200/00000\n\n\n\n\n\n")
-    assert run_mp(script).stdout.split() == ["100"]
+    assert run_script(script).stdout.split() == ["100"]
     # both slots lost: start again at 0, and say so
     seq.write_bytes(b"x" * 44)
-    r = run_mp(script)
+    r = run_script(script)
     assert r.stdout.split()[-1] == "0" and "unreadable" in r.stdout
 
 
@@ -181,4 +191,4 @@ s.close()
 s = SeqStore({str(tmp_path / "seq")!r}, reserve=10)
 print(s.start())
 """
-    assert run_mp(script).stdout.split() == ["None", "0", "3"]
+    assert run_script(script).stdout.split() == ["None", "0", "3"]

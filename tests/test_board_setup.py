@@ -17,10 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from board_mp import FIRMWARE, TESTS, run_mp
-from conftest import TEMPLATES
-from firmware_kit import UdpSink, build, counts, micropython
-from firmware_kit import run_mp as run_bundle
+from firmware_kit import UdpSink, build, counts
+from kit import FIRMWARE, TEMPLATES, TESTS, micropython, run_bundle, run_script
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
 
@@ -87,8 +85,10 @@ def test_killed_main_never_sends_a_seq_twice(tmp_path: Path) -> None:
             "50",
         )
         rnd = random.Random(5)
-        delays = [rnd.uniform(0.1, 0.4) for _ in range(6)]
-        per_run, errs, _ = stopped_runs(out, sink, signal.SIGKILL, delays)
+        # Each run is killed at a random moment once 40 of its frames arrived (every run
+        # starts and sends, however slowly a loaded machine starts it).
+        delays = [rnd.uniform(0, 0.1) for _ in range(6)]
+        per_run, errs, _ = stopped_runs(out, sink, signal.SIGKILL, delays, arrived=40)
         assert not any(errs), errs
     finally:
         sink.close()
@@ -298,7 +298,7 @@ print("woke", b.first_seq())
 
 
 def test_board_feeds_the_watchdog_and_keeps_the_seq_over_deep_sleep(tmp_path: Path) -> None:
-    out = run_mp(BOARD_SCRIPT, cwd=tmp_path).stdout.split("\n")
+    out = run_script(BOARD_SCRIPT, cwd=tmp_path).stdout.split("\n")
     assert out[0] == "wdt None"
     assert out[1] == "first 0"
     assert out[2] == "feeds 2"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import KEY_HEX, TEMPLATES, precast
+from kit import KEY_HEX, TEMPLATES, precast
 
 ENV = str(TEMPLATES / "env-node.toml")
 PM = str(TEMPLATES / "power-meter.toml")

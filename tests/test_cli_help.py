@@ -11,7 +11,7 @@ import argparse
 import shlex
 
 import pytest
-from conftest import precast
+from kit import precast
 from precast.cli import build_parser
 
 

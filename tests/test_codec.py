@@ -6,9 +6,9 @@ import struct
 from decimal import Decimal, localcontext
 
 import pytest
-from conftest import TEMPLATES
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kit import TEMPLATES
 from precast import (
     Codec,
     EncodeError,

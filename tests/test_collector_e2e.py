@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from collector_harness import (
-    KEY,
     Collector,
     by_device,
     expected_counts,
@@ -20,6 +19,7 @@ from collector_harness import (
     stats,
     view_rows,
 )
+from kit import KEY
 
 WINDOW = 64
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-from collector_harness import KEY, TEMPLATES, Collector, run_precast, stats
+from collector_harness import Collector, stats
+from kit import KEY, TEMPLATES, precast
 
 
 def test_counters_match_the_faults_simulate_injected(tmp_path: Path) -> None:
-    if run_precast("simulate", "--help").returncode != 0:
-        pytest.skip("precast simulate is not installed")
     col = Collector(tmp_path, "--key", KEY.hex())
     try:
-        r = run_precast(
+        r = precast(
             "simulate",
             "--templates",
             str(TEMPLATES),

@@ -12,9 +12,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from collector_harness import KEY, LAYOUTS, Collector, payload, stats, wait_for
+from collector_harness import LAYOUTS, Collector, payload, stats
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kit import KEY, wait_for
 from precast import Codec, Rejected
 from strategies import examples
 

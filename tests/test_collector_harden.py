@@ -22,18 +22,15 @@ from pathlib import Path
 
 import pytest
 from collector_harness import (
-    KEY,
     LAYOUTS,
-    TEMPLATES,
     Collector,
     by_device,
     is_pg,
     payload,
     pg_query,
-    run_precast,
     stats,
-    wait_for,
 )
+from kit import KEY, TEMPLATES, precast, wait_for
 from precast.wire.codec import encode_raw
 from precast.wire.constants import PAYLOAD_OFFSET
 
@@ -192,7 +189,7 @@ def test_a_locked_out_mic_device_is_readmitted_by_a_reset(
         col.send([meter(MIC_DEV, 10**9), meter(MIC_DEV, 10**9 + 1)])  # a seq store gone wrong
         col.send(meter(MIC_DEV, s) for s in range(55, 60))
         settle(col, lambda: by_device(stats(col.db))[MIC_DEV]["replays"] == 5, "the lockout")
-        r = run_precast("device", "reset", "--db", str(col.db), str(MIC_DEV))
+        r = precast("device", "reset", "--db", str(col.db), str(MIC_DEV))
         assert r.returncode == 0, r.stderr
         assert "reset by the collector" in r.stdout
         col.send(meter(MIC_DEV, s) for s in range(60, 80))
@@ -203,7 +200,7 @@ def test_a_locked_out_mic_device_is_readmitted_by_a_reset(
     doc = stats(col.db)
     assert doc["rejected"] == {"jump": 1, "replay": 5}
     assert "books reset by an operator" in col.stderr()
-    r = run_precast("device", "reset", "--db", str(col.db), "12345")
+    r = precast("device", "reset", "--db", str(col.db), "12345")
     assert r.returncode == 2 and "no device 12345" in r.stderr
 
 
@@ -465,16 +462,16 @@ def test_keys_files_permissions_duplicates_and_key_on_the_command_line(tmp_path:
     base = ["collect", "--templates", str(TEMPLATES), "--db", db, "--listen", "127.0.0.1:0"]
     for mode, who in ((0o666, "others"), (0o620, "its group")):
         keys.chmod(mode)
-        r = run_precast(*base, "--keys", str(keys))
+        r = precast(*base, "--keys", str(keys))
         assert r.returncode == 2 and f"writable by {who}" in r.stderr, r.stderr
         assert r.stderr.startswith("precast: error: ") and r.stderr.count("\n") == 1
     keys.chmod(0o600)
     keys.write_text(f"45 {KEY.hex()}\n# another\n0x2d {'00' * 16}\n")
-    r = run_precast(*base, "--keys", str(keys))
+    r = precast(*base, "--keys", str(keys))
     assert r.returncode == 2 and "device 45 is listed twice, on lines 1 and 3" in r.stderr
     keyf = key_file(tmp_path)
     keyf.chmod(0o606)
-    r = run_precast(*base, "--key-file", str(keyf))
+    r = precast(*base, "--key-file", str(keyf))
     assert r.returncode == 2 and "writable by others" in r.stderr
 
     # World-readable keys: a warning. A keyed device's CRC frame: refused, never a device.

@@ -127,7 +127,8 @@ def test_header_ids() -> None:
 
 def test_a_collector_with_the_wrong_key_says_so_and_stats_names_the_source(tmp_path: Path) -> None:
     """End to end: a real collector, a board whose key is not the collector's."""
-    from collector_harness import Collector, payload, stats, wait_for
+    from collector_harness import Collector, payload, stats
+    from kit import wait_for
 
     keys = tmp_path / "keys"
     keys.write_text("9 2b7e151628aed2a6abf7158809cf4f3c\n")

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from collector_harness import (
-    TEMPLATES,
     Collector,
     by_device,
     count_rows,
@@ -26,10 +25,9 @@ from collector_harness import (
     payload,
     pg_query,
     rows,
-    run_precast,
     stats,
-    wait_for,
 )
+from kit import TEMPLATES, precast, wait_for
 from pg_server import PASSWORD, PgServer, free_port
 
 
@@ -234,7 +232,7 @@ def test_reuse_port_shares_one_port(tmp_path: Path, pg_url: str) -> None:
                 s.sendto(minimal(dev, seq), ("127.0.0.1", port))
             s.close()
         # A third without the flag cannot bind it.
-        r = run_precast(
+        r = precast(
             "collect",
             "--listen",
             f"127.0.0.1:{port}",
@@ -257,8 +255,8 @@ def test_password_never_shown_and_unreachable_is_one_line(tmp_path: Path, pg_url
     try:
         col.send([minimal(1, 0)])
         wait_for(lambda: count_rows(pg_url) == 1, 10, "stored")
-        table = run_precast("stats", "--db", pg_url)
-        doc = run_precast("stats", "--db", pg_url, "--json")
+        table = precast("stats", "--db", pg_url)
+        doc = precast("stats", "--db", pg_url, "--json")
         ready = col.ready.read_text()
     finally:
         assert col.stop() == 0
@@ -270,7 +268,7 @@ def test_password_never_shown_and_unreachable_is_one_line(tmp_path: Path, pg_url
     wrong = pg_url.replace(PASSWORD, "not-the-" + PASSWORD)
     collect = ["collect", "--templates", str(TEMPLATES), "--listen", "127.0.0.1:0"]
     for args in ([*collect, "--db", nowhere], [*collect, "--db", wrong], ["stats", "--db", wrong]):
-        r = run_precast(*args)
+        r = precast(*args)
         assert r.returncode == 2, r.stderr
         assert r.stderr.startswith("precast: error: ") and r.stderr.count("\n") == 1
         assert "cannot connect" in r.stderr and PASSWORD not in r.stderr, r.stderr
@@ -280,9 +278,7 @@ def test_schema_types_indexes_and_search_path(pg_server: PgServer, pg_url: str) 
     db = pg_url.rsplit("/", 1)[1]
     pg_server.psql("CREATE SCHEMA precast_s", db=db)
     url = pg_url + "?options=-csearch_path%3Dprecast_s"
-    r = run_precast(
-        "collect", "--templates", str(TEMPLATES), "--db", url, "--replay-spill", "/none"
-    )
+    r = precast("collect", "--templates", str(TEMPLATES), "--db", url, "--replay-spill", "/none")
     assert r.returncode == 2 and "/none" in r.stderr  # the schema is made before the replay
     tables = pg_server.psql(
         "SELECT table_schema || '.' || table_name FROM information_schema.tables "
@@ -382,7 +378,7 @@ def test_server_down_at_sigterm_spills_and_the_replay_matches(
         took = time.monotonic() - t0
         # Replayed while the server is still away: one line, exit 2, the file untouched.
         before = spill.read_bytes()
-        r = run_precast(
+        r = precast(
             "collect", "--templates", str(TEMPLATES), "--db", pg_url, "--replay-spill", str(spill)
         )
         assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
@@ -398,7 +394,7 @@ def test_server_down_at_sigterm_spills_and_the_replay_matches(
     lines = [json.loads(x) for x in spill.read_text().splitlines()]
     assert [bytes.fromhex(x["data"]) for x in lines] == later
     assert count_rows(pg_url) == 500
-    r = run_precast(
+    r = precast(
         "collect", "--templates", str(TEMPLATES), "--db", pg_url, "--replay-spill", str(spill)
     )
     assert r.returncode == 0, r.stderr
@@ -635,7 +631,7 @@ def test_refusals_units_and_reset_of_two_collectors(tmp_path: Path, pg_url: str)
         b.send([b"\x00garbage from b!", minimal(9, 2)])
         wait_for(lambda: count_rows(pg_url) == 3, 10, "stored")
         wait_for(lambda: len(stats(pg_url)["recent_rejects"]) == 2, 10, "both refusals saved")
-        r = run_precast("device", "reset", "--db", pg_url, "9")
+        r = precast("device", "reset", "--db", pg_url, "9")
         assert r.returncode == 0, r.stderr
         assert PASSWORD not in r.stdout + r.stderr
         b.send([minimal(9, 0)])  # the counter from 0 again: a new epoch, not a duplicate

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-from collector_harness import BIN, ROOT
+from kit import BIN, ROOT, need
 from precast.cli import build_parser
 
 UNIT = ROOT / "tools" / "systemd" / "precast-collect.service"
@@ -31,8 +29,7 @@ def test_unit_command_line_parses() -> None:
 
 
 def test_systemd_analyze_verifies_the_unit(tmp_path: Path) -> None:
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("no systemd-analyze")
+    need("systemd-analyze", "systemd")
     unit = tmp_path / UNIT.name
     unit.write_text(UNIT.read_text().replace(exec_start()[0], str(BIN / "precast")))
     r = subprocess.run(
@@ -60,8 +57,7 @@ def test_template_unit_runs_n_collectors_on_one_port() -> None:
 
 
 def test_systemd_analyze_verifies_the_template(tmp_path: Path) -> None:
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("no systemd-analyze")
+    need("systemd-analyze", "systemd")
     unit = tmp_path / "precast-collect@9548.service"
     text = TEMPLATE.read_text().replace("/opt/precast/.venv/bin/precast", str(BIN / "precast"))
     unit.write_text(text.replace("/etc/precast/collect.env", "-/etc/precast/collect.env"))

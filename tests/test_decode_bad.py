@@ -1,12 +1,16 @@
-"""Bad input to the decoder: always a reason, never an exception."""
+"""Bad input to the decoder: always a reason, never an exception, and the right reason."""
 
 from __future__ import annotations
 
+import random
 import struct
 
-from conftest import TEMPLATES
+import crcmod.predefined
+from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.cmac import CMAC
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kit import TEMPLATES
 from precast import Codec, compile_template, encode, encode_raw, load_template, load_templates
 from precast.wire.codec import Reading, Rejected
 from precast.wire.constants import PAYLOAD_OFFSET
@@ -88,3 +92,79 @@ def test_any_burst_of_16_bits_is_refused(junk: bytes, at: int) -> None:
     r = CODEC.decode(data)
     if data != PAYLOAD:
         assert isinstance(r, Rejected)
+
+
+# ---- behind valid headers: the body random, the reason judged from outside ------------------
+# The judges: crcmod's CRC-16/CCITT-FALSE and the cryptography package's AES-CMAC (RFC 4493),
+# and the receiver's check order written out here from docs/PROTOCOL.md, not from the codec.
+
+_CRC = crcmod.predefined.mkCrcFun("crc-ccitt-false")
+_BY_ID = {lay.template.id: lay for lay in LAYOUTS}
+_SPOILS = ["none", "fix", "flags", "check-kind", "unknown-template", "length", "no-key"]
+
+
+def _cmac(key: bytes, data: bytes, n: int) -> bytes:
+    c = CMAC(algorithms.AES(key))
+    c.update(data)
+    return c.finalize()[:n]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.sampled_from(sorted(_BY_ID)),
+    st.sampled_from(_SPOILS),
+    st.randoms(use_true_random=False),
+)
+def test_random_bodies_behind_valid_headers_get_the_right_reason(
+    tid: int, spoil: str, rnd: random.Random
+) -> None:
+    lay = _BY_ID[tid]
+    mic = lay.template.mic
+    n, c = lay.payload_len, lay.check_offset
+    flags = 0x01 if mic else 0x00
+    ident = tid
+    codec = CODEC
+    if spoil == "flags":
+        flags |= rnd.choice([0x02, 0x04, 0x08, 0x0E])
+    elif spoil == "check-kind":
+        flags ^= 0x01
+    elif spoil == "unknown-template":
+        ident = rnd.choice([i for i in range(0x10000) if i not in _BY_ID][:1000])
+    elif spoil == "length":
+        n = rnd.choice([x for x in range(14, n + 40) if x != lay.payload_len])
+    elif spoil == "no-key":
+        codec = Codec(LAYOUTS)
+    head = bytes([0x50, 0x10 | flags]) + ident.to_bytes(2, "big")
+    data = bytearray(head + rnd.randbytes(n - 4))
+    if spoil in ("fix", "no-key"):  # a right check over the random body
+        if mic:
+            data[c:] = _cmac(KEY, bytes(data[:c]), n - c)
+        else:
+            data[c:] = _CRC(bytes(data[:c])).to_bytes(2, "big")
+    body = bytes(data)
+    # The expected verdict, in PROTOCOL.md's order.
+    if spoil == "flags":
+        want = "flags"
+    elif spoil == "unknown-template":
+        want = "unknown-template"
+    elif spoil == "check-kind":
+        want = "check-kind"
+    elif spoil == "length":
+        want = "length"
+    elif mic and codec is not CODEC:
+        want = "no-key"
+    elif mic:
+        want = "" if _cmac(KEY, body[:c], n - c) == body[c:] else "mic"
+    else:
+        want = "" if _CRC(body[:c]).to_bytes(2, "big") == body[c:] else "crc"
+    r = codec.decode(body)
+    if want:
+        assert isinstance(r, Rejected) and r.reason == want, (spoil, r)
+    else:
+        assert isinstance(r, Reading), (spoil, r)
+        assert (r.device, r.seq) == struct.unpack_from(">II", body, 4)
+    # The codec's frame path agrees with its payload path.
+    frame = lay.frame[:PAYLOAD_OFFSET] + body
+    rf = codec.decode(frame) if len(body) == lay.payload_len else r
+    assert type(rf) is type(r)
+    assert getattr(rf, "reason", None) == getattr(r, "reason", None)

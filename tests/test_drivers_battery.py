@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from board_mp import firmware_on_path, run_mp
 from hypothesis import given
 from hypothesis import strategies as st
+from kit import firmware_on_path, run_script
 
 firmware_on_path()
 
@@ -60,4 +60,4 @@ print(json.dumps(v))
 
 
 def test_on_micropython() -> None:
-    assert json.loads(run_mp(MP_SCRIPT).stdout) == [3700, 1649 * 3]
+    assert json.loads(run_script(MP_SCRIPT).stdout) == [3700, 1649 * 3]

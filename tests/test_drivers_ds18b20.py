@@ -11,9 +11,9 @@ import json
 
 import crcmod.predefined
 import pytest
-from board_mp import firmware_on_path, run_mp
 from hypothesis import given
 from hypothesis import strategies as st
+from kit import firmware_on_path, run_script
 
 firmware_on_path()
 
@@ -136,7 +136,7 @@ print(json.dumps(out))
 
 def test_on_micropython() -> None:
     raws = [signed(raw) for _, raw in TABLE]
-    r = run_mp(MP_SCRIPT % json.dumps(raws))
+    r = run_script(MP_SCRIPT % json.dumps(raws))
     got = json.loads(r.stdout)
     assert got["crc"] == [0xA2, 0xA1]
     assert got["t"] == [centi_judge(deg) for deg, _ in TABLE]

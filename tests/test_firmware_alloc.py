@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import KEY_HEX, TEMPLATES, VethPair
-from firmware_kit import NsReceiver, UdpSink, build, counts, no_viper, run_mp, template_for
+from firmware_kit import NsReceiver, UdpSink, build, counts, no_viper, template_for
+from kit import KEY_HEX, TEMPLATES, VethPair, run_bundle
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
 
@@ -56,7 +56,7 @@ def test_firmware_udp_heap_locked(tmp_path: Path, template: Path) -> None:
     sink = UdpSink()
     try:
         build(tmp_path / "b", template, *_locked_args(), "--collector", sink.collector)
-        r = run_mp(tmp_path / "b")
+        r = run_bundle(tmp_path / "b")
         assert r.returncode == 0, r.stderr
         assert counts(r.stdout) == {
             "readings": N,
@@ -76,8 +76,8 @@ def test_firmware_packet_heap_locked(tmp_path: Path, template: Path, veth: VethP
     build(
         tmp_path / "b", addressed, *_locked_args(), "--transport", "packet", "--iface", veth.outer
     )
-    recv = NsReceiver(veth, load_layouts([addressed])[0].template.network.dst_port)
-    r = run_mp(tmp_path / "b")
+    recv = NsReceiver(veth, load_layouts([addressed])[0].template.network.dst_port, expect=N)
+    r = run_bundle(tmp_path / "b")
     got = recv.result()
     assert r.returncode == 0, r.stderr
     assert counts(r.stdout)["sent"] == N
@@ -110,7 +110,7 @@ def test_firmware_heap_lock_catches_an_allocation(tmp_path: Path) -> None:
         "--interval-ms",
         "0",
     )
-    r = run_mp(tmp_path / "b", ALLOCATING_SENSOR)
+    r = run_bundle(tmp_path / "b", ALLOCATING_SENSOR)
     assert r.returncode != 0
     assert "MemoryError" in r.stdout + r.stderr
     assert "not caught" not in r.stdout
@@ -148,7 +148,7 @@ print(loop(N))
 
 def test_firmware_mem_total_counts_zero_bytes(tmp_path: Path, template: Path) -> None:
     build(tmp_path / "b", template, "--device", "9", "--key", KEY_HEX)
-    r = run_mp(tmp_path / "b", f"N = {N}\nPLAIN = False\n" + MEM_TOTAL)
+    r = run_bundle(tmp_path / "b", f"N = {N}\nPLAIN = False\n" + MEM_TOTAL)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip() == "0"
 
@@ -157,7 +157,7 @@ def test_firmware_plain_path_runs_heap_locked(tmp_path: Path, template: Path) ->
     """Without viper, pack_into's deep call borrows a heap frame unless the heap is locked."""
     build(tmp_path / "b", template, "--device", "9", "--key", KEY_HEX)
     no_viper(tmp_path / "b")
-    r = run_mp(tmp_path / "b", f"N = {N}\nPLAIN = True\n" + MEM_TOTAL)
+    r = run_bundle(tmp_path / "b", f"N = {N}\nPLAIN = True\n" + MEM_TOTAL)
     # mem_total counts the attempts the lock refused; the run finishing is the proof.
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip().isdigit()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import KEY_HEX, TEMPLATES, precast
-from firmware_kit import UdpSink, build, counts, run_mp
+from firmware_kit import UdpSink, build, counts
+from kit import KEY_HEX, TEMPLATES, precast, run_bundle
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
 
@@ -44,7 +44,7 @@ def test_firmware_build_writes_the_bundle(tmp_path: Path) -> None:
         assert (out / name).is_file()
         assert out / name in listed
     lay = load_layouts([TEMPLATES / "power-meter.toml"])[0]
-    got = run_mp(out, CONSTANTS).stdout.split()
+    got = run_bundle(out, CONSTANTS).stdout.split()
     want = [
         lay.id,
         16,
@@ -128,7 +128,7 @@ def test_firmware_build_mpy_runs(tmp_path: Path) -> None:
         assert (out / "precast_template.mpy").is_file()
         assert not (out / "precast_template.py").exists()
         assert set(files) == {out / "main.py", *out.rglob("*.mpy")}
-        r = run_mp(out)
+        r = run_bundle(out)
         assert r.returncode == 0, r.stdout + r.stderr
         assert counts(r.stdout)["sent"] == 20
         got = sink.drain()

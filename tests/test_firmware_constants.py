@@ -15,9 +15,9 @@ import ast
 from pathlib import Path
 
 import crcmod
-from conftest import ROOT, TEMPLATES
 from cryptography.hazmat.primitives.ciphers import algorithms
-from firmware_kit import build, run_mp
+from firmware_kit import build
+from kit import ROOT, TEMPLATES, run_bundle
 from precast.boards import build as host_build
 from precast.wire import constants as wire
 
@@ -140,7 +140,9 @@ def test_firmware_imports_have_no_cycle() -> None:
 
 def test_firmware_crc_table_is_crcmods(tmp_path: Path) -> None:
     build(tmp_path / "b", TEMPLATES / "minimal.toml", "--device", "1")
-    r = run_mp(tmp_path / "b", "from precast_fw.layout import CRC_TABLE\nprint(list(CRC_TABLE))")
+    r = run_bundle(
+        tmp_path / "b", "from precast_fw.layout import CRC_TABLE\nprint(list(CRC_TABLE))"
+    )
     assert r.returncode == 0, r.stderr
     want = crcmod.Crc(0x11021, initCrc=0xFFFF, rev=False, xorOut=0).table
     assert ast.literal_eval(r.stdout.strip()) == list(want)

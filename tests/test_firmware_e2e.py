@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import KEY_HEX, TEMPLATES, VethPair, precast
-from firmware_kit import NsReceiver, UdpSink, build, counts, run_mp, template_for
+from firmware_kit import NsReceiver, UdpSink, build, counts, template_for
+from kit import KEY_HEX, TEMPLATES, VethPair, precast, run_bundle
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
 
@@ -53,7 +53,7 @@ def test_firmware_main_udp_to_loopback(tmp_path: Path, name: str) -> None:
             "0",
         )
         assert r.returncode == 0, r.stderr
-        run = run_mp(tmp_path / "b")
+        run = run_bundle(tmp_path / "b")
         assert run.returncode == 0, run.stdout + run.stderr
         assert counts(run.stdout) == {
             "readings": n,
@@ -75,7 +75,7 @@ def test_firmware_main_packet_into_namespace(tmp_path: Path, veth: VethPair) -> 
         template_for(veth, TEMPLATES / f"{t}.toml", tmp_path / f"{t}.toml")
         for t in ("env-node", "power-meter")
     ]
-    rx = NsReceiver(veth, 20547)
+    rx = NsReceiver(veth, 20547, expect=n * len(templates))
     for i, t in enumerate(templates):
         out = tmp_path / f"b{i}"
         build(
@@ -94,7 +94,7 @@ def test_firmware_main_packet_into_namespace(tmp_path: Path, veth: VethPair) -> 
             "--interval-ms",
             "0",
         )
-        run = run_mp(out)
+        run = run_bundle(out)
         assert run.returncode == 0, run.stdout + run.stderr
         assert counts(run.stdout)["sent"] == n
     got = rx.result()
@@ -120,7 +120,7 @@ def test_firmware_rate_cap(tmp_path: Path) -> None:
             "40",
         )
         t0 = time.monotonic()
-        run = run_mp(tmp_path / "b")
+        run = run_bundle(tmp_path / "b")
         took = time.monotonic() - t0
         assert run.returncode == 0, run.stdout + run.stderr
         assert len(sink.drain()) == 6

@@ -27,8 +27,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import KEY_HEX, ROOT, TEMPLATES, VethPair
-from firmware_kit import build, run_mp, template_for
+from firmware_kit import build, template_for
+from kit import KEY_HEX, ROOT, TEMPLATES, VethPair, run_bundle
 from precast.wire.codec import Codec, Reading, encode_raw
 from precast.wire.layout import load_layouts
 from scapy.layers.inet import IP, UDP
@@ -142,7 +142,7 @@ def run_chip(
     params += f"RESET_PIN = {reset_pin!r}\n"
     params += f"SCHEDULE = {schedule or []!r}\n"
     (out / "eth_params.py").write_text(params)
-    r = run_mp(out, (out / "run_eth.py").read_text(), timeout=120)
+    r = run_bundle(out, (out / "run_eth.py").read_text(), timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     res: dict[str, object] = json.loads(r.stdout.strip().splitlines()[-1])
     return res
@@ -375,7 +375,7 @@ for n in (58, 60):
     tx(0x02, 0x0C, [0x10])
 print(c.runts, w.frames, w.shortest)
 """
-    r = run_mp(out, script)
+    r = run_bundle(out, script)
     assert r.stdout.split() == ["1", "1", "60"], r.stdout + r.stderr
 
 

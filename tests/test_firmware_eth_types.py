@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BIN, ROOT, TEMPLATES
 from firmware_kit import build
+from kit import BIN, ROOT, TEMPLATES
 
 
 def _typeshed(port: str) -> Path:

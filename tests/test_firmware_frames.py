@@ -18,8 +18,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import KEY_HEX, TEMPLATES, precast
-from firmware_kit import build, no_viper, run_mp
+from firmware_kit import build, no_viper
+from kit import KEY_HEX, TEMPLATES, precast, run_bundle
 from precast.wire.codec import encode_raw
 from precast.wire.layout import Layout, load_layouts
 from scapy.layers.inet import IP, UDP
@@ -158,7 +158,7 @@ def test_firmware_frames_equal_host_encode(tmp_path: Path, plain: bool) -> None:
         cases = _cases(lay, seed=n)
         (out / "cases.json").write_text(json.dumps(cases))
         script = f"KEY = {KEY!r}\n" + SCRIPT
-        r = run_mp(out, script)
+        r = run_bundle(out, script)
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(f"viper {not plain}"), r.stdout[:40]
         _check_frames(lay, cases, r.stdout.strip())
@@ -174,7 +174,7 @@ def test_firmware_frame_equals_precast_encode(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     build(tmp_path / "b", template, "--device", "7")
     (tmp_path / "b" / "cases.json").write_text(json.dumps([[70000, [-1234, 5678, 101325, 3300]]]))
-    out = run_mp(tmp_path / "b", f"KEY = None\n{SCRIPT}")
+    out = run_bundle(tmp_path / "b", f"KEY = None\n{SCRIPT}")
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.split("\n")[1].split()[0] == r.stdout.strip()
 
@@ -211,7 +211,7 @@ def test_firmware_zero_udp_checksum_goes_out_as_ffff(tmp_path: Path) -> None:
         raws = [_raw(random.Random(n), f.field.type) for f in lay.fields]
         out = tmp_path / f"s{n}"
         build(out, path, "--device", str(DEVICE), "--key", KEY_HEX)
-        r = run_mp(out, f"KEY = {KEY!r}\nRAWS = {raws!r}\nN = 400000\n" + SEARCH)
+        r = run_bundle(out, f"KEY = {KEY!r}\nRAWS = {raws!r}\nN = 400000\n" + SEARCH)
         assert r.returncode == 0, r.stdout + r.stderr
         hits = json.loads(r.stdout)
         cases = [
@@ -225,7 +225,7 @@ def test_firmware_zero_udp_checksum_goes_out_as_ffff(tmp_path: Path) -> None:
         for plain in (False, True):
             if plain:
                 no_viper(out)
-            got = run_mp(out, f"KEY = {KEY!r}\n" + SCRIPT)
+            got = run_bundle(out, f"KEY = {KEY!r}\n" + SCRIPT)
             assert got.returncode == 0, got.stdout + got.stderr
             assert got.stdout.startswith(f"viper {not plain}")
             _check_frames(lay, cases, got.stdout.strip())

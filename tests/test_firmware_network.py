@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATES, netns_available
-from firmware_kit import NsReceiver, build, counts, micropython
+from firmware_kit import NsReceiver, build, counts
+from kit import TEMPLATES, micropython, netns_available
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
 

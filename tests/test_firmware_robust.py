@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import errno
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATES, VethPair
-from firmware_kit import NsReceiver, UdpSink, build, counts, run_mp, template_for
+from firmware_kit import NsReceiver, UdpSink, build, counts, template_for
+from kit import TEMPLATES, VethPair, need, run_bundle
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
 
@@ -93,7 +92,7 @@ def _run(tmp_path: Path, script: str, *extra: str) -> tuple[dict[str, int], list
             "0",
             *extra,
         )
-        r = run_mp(tmp_path / "b", script)
+        r = run_bundle(tmp_path / "b", script)
         assert r.returncode == 0, r.stdout + r.stderr
         got = sink.drain()
     finally:
@@ -146,8 +145,7 @@ def _tc_dropped(dev: str) -> int:
 
 def test_firmware_real_enobufs_from_a_full_queue(tmp_path: Path, veth: VethPair) -> None:
     """A token bucket on the veth lets ~1 frame a second through: the kernel says ENOBUFS."""
-    if shutil.which("tc") is None:
-        pytest.skip("needs tc (iproute2)")
+    need("tc", "iproute2")
     subprocess.run(
         [
             "tc",
@@ -183,7 +181,7 @@ def test_firmware_real_enobufs_from_a_full_queue(tmp_path: Path, veth: VethPair)
         "--interval-ms",
         "0",
     )
-    r = run_mp(tmp_path / "b")
+    r = run_bundle(tmp_path / "b")
     assert r.returncode == 0, r.stdout + r.stderr
     c = counts(r.stdout)
     assert c["readings"] == n
@@ -219,7 +217,7 @@ def test_firmware_link_down_counts_every_reading(tmp_path: Path, veth: VethPair)
         "--interval-ms",
         "0",
     )
-    r = run_mp(tmp_path / "b")
+    r = run_bundle(tmp_path / "b")
     assert r.returncode == 0, r.stdout + r.stderr
     c = counts(r.stdout)
     assert c == {"readings": n, "sent": 0, "failed": 4 * n, "dropped": n, "reopened": n}
@@ -255,7 +253,7 @@ def test_firmware_backoff_doubles_up_to_its_cap(tmp_path: Path) -> None:
     """The waits between attempts, measured on the unix port: 4, 8, 16, 32 ms, and capped."""
     build(tmp_path / "b", TEMPLATES / "minimal.toml", "--device", "3")
     cases = [(4, 1000, 4), (5, 10, 4)]
-    r = run_mp(tmp_path / "b", f"CASES = {cases!r}\n" + BACKOFF)
+    r = run_bundle(tmp_path / "b", f"CASES = {cases!r}\n" + BACKOFF)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 2

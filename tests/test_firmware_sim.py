@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import KEY_HEX, TEMPLATES
-from firmware_kit import UdpSink, build, counts, no_viper, run_mp
+from firmware_kit import UdpSink, build, counts, no_viper
+from kit import KEY_HEX, TEMPLATES, run_bundle
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
 from precast.wire.units import PLAUSIBLE
@@ -49,7 +49,7 @@ def test_firmware_sim_stays_plausible(tmp_path: Path, template: str) -> None:
     try:
         build(tmp_path / "b", path, "--device", "2", "--collector", sink.collector, "--key",
               KEY_HEX, "--count", str(N), "--interval-ms", "0", "--seq-file", "")  # fmt: skip
-        r = run_mp(tmp_path / "b")
+        r = run_bundle(tmp_path / "b")
         assert r.returncode == 0, r.stdout + r.stderr
         assert counts(r.stdout)["sent"] == N
         got = sink.drain()
@@ -99,7 +99,7 @@ def test_firmware_sim_viper_and_plain_agree(tmp_path: Path) -> None:
         build(out, path, "--device", "2", "--seed", "7")
         if plain:
             no_viper(out)
-        r = run_mp(out, SIM)
+        r = run_bundle(out, SIM)
         assert r.returncode == 0, r.stdout + r.stderr
         viper, rest = r.stdout.split(" ", 1)
         assert viper == str(not plain)

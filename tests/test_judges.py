@@ -6,8 +6,8 @@ import struct
 
 import crcmod
 import crcmod.predefined
-from conftest import TEMPLATES
 from hypothesis import given, settings
+from kit import TEMPLATES
 from precast import Layout, compile_template, encode_raw, load_templates
 from precast.wire.checks import cmac, crc16
 from precast.wire.constants import PAYLOAD_OFFSET

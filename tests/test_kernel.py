@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from conftest import TEMPLATES, VethPair
+from kit import TEMPLATES, VethPair
 from precast import Codec, compile_template, encode_raw, load_templates
 from precast.wire.codec import Reading
 

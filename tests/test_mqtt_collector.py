@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from collector_harness import KEY, LAYOUTS, Collector, payload, rows, run_precast, stats, wait_for
+from collector_harness import LAYOUTS, Collector, payload, rows, stats
+from kit import KEY, precast, wait_for
 from mqtt_kit import (
     Certs,
     Mosquitto,
@@ -206,7 +207,7 @@ def test_broker_outage_loses_nothing_stored(tmp_path: Path, broker: Mosquitto) -
     doc = stats(col.db)
     assert doc["mqtt"] == {"published": 31, "dropped": 80}
     assert rows(col.db, 2, ["value"])[-1][1] == 111
-    r = run_precast("stats", "--db", str(col.db))
+    r = precast("stats", "--db", str(col.db))
     assert "MQTT: 31 published, 80 dropped" in r.stdout, r.stdout
 
 
@@ -220,7 +221,7 @@ def test_password_file_and_a_wrong_password(tmp_path: Path) -> None:
         col.send([payload("minimal", {"value": 1}, 1, 1)])
         wait_for(lambda: "precast/1/availability" in retained(b, "precast/#"), 10, "published")
         assert col.stop() == 0
-        r = run_precast(
+        r = precast(
             "collect", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "x.db"),
             "--mqtt", f"mqtt://node:nope@127.0.0.1:{b.port}",
         )  # fmt: skip
@@ -250,7 +251,7 @@ def test_tls_with_the_tests_own_ca(tmp_path: Path, certs: Certs) -> None:
         sub.wait(lambda m: len(readings_of(sub, "tls")) == 3, what="3 readings over TLS")
         assert col.stop() == 0
         assert "precast-tls-test" in b.log()
-        r = run_precast(
+        r = precast(
             "collect", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "y.db"),
             "--mqtt", f"mqtts://127.0.0.1:{b.port}", "--mqtt-ca", str(certs.other_ca),
         )  # fmt: skip

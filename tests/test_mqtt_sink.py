@@ -332,7 +332,7 @@ def test_readme_shows_the_payload_and_units_the_code_makes() -> None:
     """README's discovery example and unit table are what discovery_config and UNITS say."""
     import re
 
-    from conftest import ROOT
+    from kit import ROOT
     from precast.collect.sinks.mqtt import UNITS
 
     text = (ROOT / "README.md").read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import TEMPLATES, precast
+from kit import TEMPLATES, precast
 from precast import compile_template, encode_raw, load_template
 from precast.wire.pcap import PcapWriter, read_frames
 from scapy.utils import rdpcap, wrpcap

@@ -16,9 +16,9 @@ import struct
 
 import crcmod
 import crcmod.predefined
-from conftest import ROOT, precast
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
+from kit import ROOT, precast
 from precast import Codec, Reading, compile_template, load_template
 from precast.collect.tracker import TRACKER_REASONS
 from precast.wire.checks import cmac, crc16

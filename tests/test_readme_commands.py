@@ -8,7 +8,7 @@ import shlex
 import sqlite3
 from pathlib import Path
 
-from conftest import ROOT, TEMPLATES, precast
+from kit import ROOT, TEMPLATES, precast
 from precast.pytest_plugin import PrecastCollector
 
 README = (ROOT / "README.md").read_text()

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-import pytest
 import serial
-from conftest import BIN, TEMPLATES
-from firmware_kit import build, run_mp
+from firmware_kit import build
 from hypothesis import given
 from hypothesis import strategies as st
+from kit import BIN, TEMPLATES, micropython, need, read_line, run_bundle
 from precast.send.bridge import Bridge
 from precast.send.transports.memory import MemoryTransport
 from precast.wire import slip
@@ -86,8 +84,7 @@ def test_bridge_through_loop_forwards_every_good_payload() -> None:
 
 
 def test_bridge_carries_the_firmware_serial_transport_over_a_pty(tmp_path: Path) -> None:
-    if shutil.which("socat") is None:
-        pytest.skip("needs socat (Debian package socat; tools/sysdeps.sh installs it)")
+    need("socat", "socat")
     n = 400
     a, b = tmp_path / "board", tmp_path / "host"
     pty = subprocess.Popen(
@@ -135,7 +132,8 @@ def test_bridge_carries_the_firmware_serial_transport_over_a_pty(tmp_path: Path)
             text=True,
             env={**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"},
         )
-        time.sleep(0.5)
+        assert bridge.stderr is not None
+        read_line(bridge.stderr, "precast bridge: reading")  # the port is open: start the board
         script = (
             "import precast_config as cfg, precast_template as tpl\n"
             "from precast_fw import app\n"
@@ -147,7 +145,7 @@ def test_bridge_carries_the_firmware_serial_transport_over_a_pty(tmp_path: Path)
             f"t.out.write({BAD_ESCAPE!r})\n"
             "t.close()\n"
         )
-        run = run_mp(bundle, script)
+        run = run_bundle(bundle, script)
         assert run.returncode == 0, run.stdout + run.stderr
         out, err = bridge.communicate(timeout=30)
         assert bridge.returncode == 0, err
@@ -213,9 +211,7 @@ print("done")
 def test_firmware_serial_transport_allocates_nothing_and_host_slip_reads_it(
     tmp_path: Path,
 ) -> None:
-    mp = BIN / "micropython"
-    if not mp.exists():
-        pytest.skip("needs the MicroPython unix port (.venv/bin/micropython)")
+    mp = micropython()
     lay = load_layouts([TEMPLATES / "env-node.toml"])[0]
     # Payloads full of the bytes SLIP escapes, and plain ones.
     payloads = [bytes([0xC0, 0xDB] * (lay.payload_len // 2)), bytes(range(lay.payload_len))]

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATES, VethPair, precast
+from kit import TEMPLATES, VethPair, need, precast
 from precast.wire.constants import PAYLOAD_OFFSET
-from sender_kit import ENV_VALUES, Capture, need, pair, template_to
+from sender_kit import ENV_VALUES, Capture, pair, template_to
 
 
 def checksum_status(path: Path) -> list[tuple[str, str]]:

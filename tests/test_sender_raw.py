@@ -6,18 +6,19 @@ timestamps are the judge of the rate.
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BIN, VethPair, precast
+from kit import BIN, VethPair, need, precast, wait_for
 from precast import encode
+from precast.send.engine import TokenBucket
 from precast.wire.layout import load_layouts
-from sender_kit import ENV_VALUES, Capture, need, pair, template_to
+from sender_kit import ENV_VALUES, Capture, pair, template_to
 
 SUMMARY = re.compile(r"^sent (\d+) frames in ([\d.]+) s: (\d+) frames/s, (\d+) errors$")
 
@@ -121,8 +122,10 @@ def test_interface_deleted_mid_run_stops_the_sender(tmp_path: Path, per_frame: b
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+        tx = Path(f"/sys/class/net/{pair.outer}/statistics/tx_packets")
         try:
-            time.sleep(0.5)
+            # Sending, as the interface's own counter shows: now take the interface away.
+            wait_for(lambda: int(tx.read_text()) > 100 or p.poll() is not None, 30, "frames")
             assert p.poll() is None, p.communicate()
         finally:
             pair.close()
@@ -138,9 +141,16 @@ def test_interface_deleted_mid_run_stops_the_sender(tmp_path: Path, per_frame: b
 
 
 @pytest.mark.parametrize("rate", [1000, 50000])
-def test_rate_holds_within_5_percent_over_2_s(veth: VethPair, tmp_path: Path, rate: int) -> None:
+def test_rate_holds_over_a_whole_run(veth: VethPair, tmp_path: Path, rate: int) -> None:
+    """The wire's kernel timestamps judge the pacer over the whole run.
+
+    A token bucket is never ahead of its rate by more than its burst (0.1 s of frames) plus one
+    quantum; a loaded machine can only make it late. So the bounds are tight above (a missing
+    or broken pacer sends faster) and loose below (a busy machine sends slower)."""
     tpl = template_to(tmp_path, veth)
     count = 2 * rate
+    bucket = TokenBucket(rate)
+    ahead = bucket.burst + bucket.quantum + 1  # frames a pacer may send ahead of the clock
     cap = Capture(veth, tmp_path / "rate.pcap")
     r = precast(
         "send",
@@ -162,10 +172,11 @@ def test_rate_holds_within_5_percent_over_2_s(veth: VethPair, tmp_path: Path, ra
     span = times[-1] - times[0]
     measured = (count - 1) / span
     print(f"target {rate}/s: {measured:.0f}/s on the wire over {span:.3f} s")
-    assert abs(measured - rate) <= 0.05 * rate
-    # Paced, not one burst and a wait: each half of the run holds the rate too.
-    half = count // 2
-    for part in (times[:half], times[half:]):
-        assert abs((len(part) - 1) / (part[-1] - part[0]) - rate) <= 0.05 * rate
+    assert span >= (count - ahead) / rate, f"{count} frames in {span:.3f} s: ahead of the rate"
+    assert measured >= 0.3 * rate, f"{measured:.0f}/s: far behind the rate"
+    # Paced, not bursts and waits: no 0.1 s window holds more than 0.1 s of frames and the burst.
+    w = 0.1
+    most = max(bisect.bisect_right(times, t + w) - i for i, t in enumerate(times))
+    assert most <= rate * w + ahead, f"{most} frames in {w} s"
     # The summary's own claim agrees with the wire.
-    assert abs(int(last_line(r.stdout).group(3)) - rate) <= 0.05 * rate
+    assert abs(int(last_line(r.stdout).group(3)) - measured) <= 0.05 * measured

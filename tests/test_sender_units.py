@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import pty
 import re
 import select
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
-from conftest import BIN, KEY_HEX, TEMPLATES, precast
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kit import BIN, KEY_HEX, TEMPLATES, VethPair, precast
+from precast.errors import TransportError
 from precast.send.batch import BatchPatcher
 from precast.send.engine import TokenBucket, pump
 from precast.send.fleet import Faults, Fleet, fleet_frames
@@ -204,10 +204,54 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_transport_urls() -> None:
+def _frames(n: int) -> list[bytes]:
+    lay = LAYOUTS[0]
+    return [encode_raw(lay, [0] * len(lay.fields), 7, s, KEY) for s in range(n)]
+
+
+def test_transport_urls(tmp_path: Path) -> None:
+    """Every URL form in the transports' docstring, each judged where its frames end up."""
+    frames = _frames(5)
     mem = open_transport("memory://")
     assert mem.send_frames([b"abc"]) == 0
     assert mem.frames == [b"abc"]  # type: ignore[attr-defined]
+    # udp://HOST:PORT: the payloads arrive at a socket, in order.
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(10)
+    try:
+        udp = open_transport(f"udp://127.0.0.1:{rx.getsockname()[1]}")
+        assert udp.send_frames(frames) == 0
+        udp.close()
+        assert [rx.recv(2048) for _ in frames] == [f[PAYLOAD_OFFSET:] for f in frames]
+    finally:
+        rx.close()
+    # pcap://PATH: scapy reads back the very frames.
+    from scapy.utils import rdpcap
+
+    path = tmp_path / "t.pcap"
+    pc = open_transport(f"pcap://{path}")
+    assert pc.send_frames(frames) == 0
+    pc.close()
+    assert [bytes(x) for x in rdpcap(str(path))] == frames
+    with pytest.raises(TransportError, match="unknown transport"):
+        open_transport("tcp://127.0.0.1:1")
+
+
+@pytest.mark.parametrize("url", ["packet://{}", "packet://{}?ring=off"])
+def test_packet_transport_urls(veth: VethPair, url: str) -> None:
+    """packet://IFACE (TX ring) and ?ring=off: the interface's own counters see every frame."""
+    frames = _frames(50)
+    stats = Path(f"/sys/class/net/{veth.outer}/statistics")
+    before = [int((stats / k).read_text()) for k in ("tx_packets", "tx_bytes")]
+    t = open_transport(url.format(veth.outer))
+    try:
+        assert t.send_frames(frames) == 0
+    finally:
+        t.close()
+    after = [int((stats / k).read_text()) for k in ("tx_packets", "tx_bytes")]
+    assert after[0] - before[0] == len(frames)
+    assert after[1] - before[1] == sum(len(f) for f in frames)
 
 
 def _run_on_a_terminal(args: list[str]) -> str:
@@ -248,10 +292,14 @@ def test_progress_bar_on_a_terminal_for_runs_over_a_second(tmp_path: Path) -> No
         str(tmp_path / "p.pcap"),
         *ENV_VALUES,
     ]
-    t0 = time.monotonic()
     long = _run_on_a_terminal([*base, "--count", "1600", "--rate", "1000"])
-    assert time.monotonic() - t0 > 1.5
     assert "frames/s" in long and "/1600" in long
+    # It ran over a second because it was paced: the frames' own times span the run (start-up,
+    # slow on a loaded machine, is not in it).
+    times = [t for t, _ in read_frames_with_times(tmp_path / "p.pcap")]
+    bucket = TokenBucket(1000)
+    assert len(times) == 1600
+    assert times[-1] - times[0] >= (1600 - bucket.burst - bucket.quantum - 1) / 1000
     short = _run_on_a_terminal([*base, "--count", "300", "--rate", "1000"])
     assert "frames/s" not in short
 
@@ -283,8 +331,19 @@ def test_a_paced_fleet_spreads_each_devices_readings_over_time(tmp_path: Path) -
         device = int.from_bytes(frame[PAYLOAD_OFFSET + 4 : PAYLOAD_OFFSET + 8], "big")
         times.setdefault(device, []).append(ts)
     assert len(times) == 6 and all(len(t) == 100 for t in times.values())
-    worst = max(b - a for t in times.values() for a, b in itertools.pairwise(t))
-    assert worst < 0.2, f"a device fell silent for {worst:.2f} s"
+    # Interleaved, judged by order (a loaded machine may stall the clock, not the order): between
+    # two readings of one device, about 5 of the others; never a long run of the others.
+    order = [
+        int.from_bytes(f[PAYLOAD_OFFSET + 4 : PAYLOAD_OFFSET + 8], "big")
+        for _, f in read_frames_with_times(out)
+    ]
+    last: dict[int, int] = {}
+    worst = 0
+    for i, d in enumerate(order):
+        if d in last:
+            worst = max(worst, i - last[d] - 1)
+        last[d] = i
+    assert worst <= 20, f"{worst} frames of other devices between two readings of one"
     shortest = min(t[-1] - t[0] for t in times.values())
     assert shortest > 1.6, f"a device sent all its readings within {shortest:.2f} s of 2 s"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import KEY_HEX, TEMPLATES, precast
+from kit import KEY_HEX, TEMPLATES, precast
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
 from precast.wire.pcap import read_frames

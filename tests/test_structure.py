@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from conftest import ROOT
+from kit import ROOT
 
 HOST = ROOT / "host"
 # The layers of host/precast, top first: a module may import only its own layer and those below.

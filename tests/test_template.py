@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATES, precast
+from kit import TEMPLATES, precast
 from precast import TemplateError, compile_template, load_template, load_templates
 
 GOOD = """

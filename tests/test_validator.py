@@ -8,9 +8,9 @@ body replaced by random bytes behind a valid header), with and without the key.
 
 from __future__ import annotations
 
-from collector_harness import TEMPLATES
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kit import TEMPLATES
 from precast import Layout
 from precast.wire.codec import Codec, Reading
 from precast.wire.constants import PAYLOAD_OFFSET

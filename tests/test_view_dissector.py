@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KEY_HEX, TEMPLATES, precast
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kit import KEY_HEX, TEMPLATES, precast
 from precast import Layout, compile_template, load_templates
 from precast.cli import main as precast_main
 from precast.view.dissector import field_abbrev

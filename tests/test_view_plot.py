@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from collector_harness import Collector, payload, run_precast, wait_for
+from collector_harness import Collector, payload
+from kit import precast, wait_for
 from precast.cli import main as precast_main
 from precast.view.db import connect
 from precast.view.plot import figure, load_panels
@@ -101,7 +102,7 @@ def test_figure_data_is_the_signal_broken_at_the_hole(db: Path) -> None:
 
 def test_svg_paths_break_at_the_hole_and_axes_carry_units(db: Path, tmp_path: Path) -> None:
     out = tmp_path / "t.svg"
-    r = run_precast(
+    r = precast(
         "plot", "--db", str(db), "--field", "temperature", "battery", "value", "-o", str(out)
     )
     assert r.returncode == 0, r.stderr

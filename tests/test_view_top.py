@@ -11,15 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from collector_harness import (
-    Collector,
-    by_device,
-    payload,
-    precast_cmd,
-    run_precast,
-    stats,
-    wait_for,
-)
+from collector_harness import Collector, by_device, payload, stats
+from kit import precast, precast_cmd, wait_for
 from sender_kit import need
 
 ENV = {"humidity": 50, "pressure": 101325, "battery": 3000}
@@ -68,7 +61,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def test_once_shows_every_device_with_the_counts_of_stats(db: Path) -> None:
     want = by_device(stats(db))
-    r = run_precast("top", "--db", str(db), "--once")
+    r = precast("top", "--db", str(db), "--once")
     assert r.returncode == 0, r.stderr
     rows = _table_rows(r.stdout)
     assert set(rows) == set(want) == {7, 8, 9}
@@ -93,7 +86,7 @@ def test_once_from_a_running_collectors_metrics(tmp_path: Path) -> None:
         n = fill(col)
         wait_for(lambda: sum(d["received"] for d in stats(col.db)["devices"]) == n, 10, "stored")
         want = by_device(stats(col.db))
-        r = run_precast("top", "--metrics", col.info["metrics"], "--db", str(col.db), "--once")
+        r = precast("top", "--metrics", col.info["metrics"], "--db", str(col.db), "--once")
         assert r.returncode == 0, r.stderr
         rows = _table_rows(r.stdout)
         assert set(rows) == set(want)
@@ -107,7 +100,7 @@ def test_once_from_a_running_collectors_metrics(tmp_path: Path) -> None:
         assert "queue 0" in r.stdout
     finally:
         assert col.stop() == 0
-    r = run_precast("top", "--metrics", col.info["metrics"], "--once")
+    r = precast("top", "--metrics", col.info["metrics"], "--once")
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr  # gone: one line
 
 
@@ -174,7 +167,7 @@ def test_live_view_in_tmux_quits_on_q_and_restores_the_terminal(db: Path, tmp_pa
 
 
 def test_live_view_refuses_a_pipe(db: Path) -> None:
-    r = run_precast("top", "--db", str(db))
+    r = precast("top", "--db", str(db))
     assert r.returncode == 2 and "--once" in r.stderr and "Traceback" not in r.stderr
 
 

@@ -1,24 +1,36 @@
 #!/bin/sh
 # Install the Debian packages that tests use, when they are missing and we are root.
-# Without root the tests that need them skip with a reason.
+# Every tool a test runs is here: as root, `make test` skips nothing for want of an install.
+# Without root the tests that need them skip with a reason (tests/kit.py: need()).
 set -eu
 need=""
-command -v ip >/dev/null 2>&1 || need="$need iproute2"
-command -v tshark >/dev/null 2>&1 || need="$need tshark"
-command -v socat >/dev/null 2>&1 || need="$need socat"
-command -v tcpdump >/dev/null 2>&1 || need="$need tcpdump"
-# The PostgreSQL tests start their own cluster with initdb/pg_ctl (no system service needed).
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
-command -v tmux >/dev/null 2>&1 || need="$need tmux"
+# want COMMAND PACKAGE: the package when the command is missing
+want() {
+    command -v "$1" >/dev/null 2>&1 || need="$need $2"
+}
+want ip iproute2
+want tc iproute2
+want tshark tshark
+want socat socat
+want tcpdump tcpdump
+want setpriv util-linux
+want systemd-analyze systemd
+want psql postgresql
 # The MQTT tests start their own broker (mosquitto lives in /usr/sbin, off a user's PATH).
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need="$need mosquitto"
-command -v mosquitto_sub >/dev/null 2>&1 || need="$need mosquitto-clients"
+want mosquitto_pub mosquitto-clients
+want tmux tmux
+# PostgreSQL's server binaries live off PATH (/usr/lib/postgresql/N/bin)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+    || need="$need postgresql"
 [ -z "$need" ] && exit 0
+# one package per name, in order
+need=$(echo "$need" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "sysdeps: missing$need; not root or no apt-get, so the tests that need them will skip" >&2
+    echo "sysdeps: missing $need; not root or no apt-get, so the tests that need them will skip" >&2
     exit 0
 fi
-echo "sysdeps: installing$need" >&2
+echo "sysdeps: installing $need" >&2
 export DEBIAN_FRONTEND=noninteractive
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
 apt-get update -qq >/dev/null

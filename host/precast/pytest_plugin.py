@@ -51,55 +51,77 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def _stop(proc: subprocess.Popen[Any]) -> None:
+def _stop(proc: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT_S) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
 
 
 class PrecastCollector:
-    """A `precast collect` process and its database."""
+    """A `precast collect` process and its database.
 
-    def __init__(self, templates: Sequence[str], workdir: Path, key: bytes | None = None) -> None:
-        self.db = workdir / "precast.db"
-        self.log_path = workdir / "collector.log"
-        ready = workdir / "collector.ready.json"
+    `args` are more `precast collect` flags; `name` names its log and ready files in workdir
+    (two collectors can share one workdir and, with `db`, one database: an SQLite path or a
+    PostgreSQL URL); `listen` its --listen (port 0: a free one); `log_level` None
+    leaves the collector's default; `capture_stdout` keeps stdout apart from the log, on
+    `.proc.stdout` (for `--jsonl -`)."""
+
+    def __init__(
+        self,
+        templates: Sequence[str],
+        workdir: Path,
+        key: bytes | None = None,
+        *,
+        args: Sequence[str] = (),
+        db: Path | str | None = None,
+        name: str = "collector",
+        listen: str = "127.0.0.1:0",
+        log_level: str | None = "warning",
+        capture_stdout: bool = False,
+    ) -> None:
+        self.db = db or workdir / "precast.db"
+        self.log_path = workdir / f"{name}.log"
+        ready = workdir / f"{name}.ready.json"
+        ready.unlink(missing_ok=True)
         cmd = [
             *_PRECAST,
             "collect",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--db",
             str(self.db),
             "--ready-file",
             str(ready),
-            "--log-level",
-            "warning",
         ]
+        if log_level is not None:
+            cmd += ["--log-level", log_level]
         for t in templates:
             cmd += ["--templates", str(t)]
         if key is not None:
             # A key file only this user can read: a key on the command line is everyone's.
-            key_path = workdir / "collector.key"
+            key_path = workdir / f"{name}.key"
             fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(key.hex() + "\n")
             cmd += ["--key-file", str(key_path)]
-        self._log: IO[bytes] = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        cmd += list(args)
+        self._log: IO[bytes] = open(self.log_path, "ab")
+        out: Any = subprocess.PIPE if capture_stdout else self._log
+        err: Any = self._log if capture_stdout else subprocess.STDOUT
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=err)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not ready.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"precast collect did not start:\n{_tail(self.log_path)}")
             time.sleep(0.02)
-        doc = json.loads(ready.read_text())
-        self.host: str = doc["host"]
-        self.port: int = doc["port"]
+        self.info: dict[str, Any] = json.loads(ready.read_text())
+        self.host: str = self.info["host"]
+        self.port: int = self.info["port"]
 
     @property
     def address(self) -> str:
@@ -179,10 +201,11 @@ class PrecastCollector:
                 return dict(d)
         raise AssertionError(f"device {device} is not in the collector's stats")
 
-    def stop(self) -> None:
-        """SIGTERM (the collector stores what it has), then wait."""
-        _stop(self.proc)
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM (the collector stores what it has), then wait; its exit status."""
+        _stop(self.proc, timeout)
         self._log.close()
+        return int(self.proc.returncode)
 
 
 @dataclass

@@ -12,8 +12,10 @@ are counted, never forwarded, and never stop the bridge.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,11 +79,17 @@ class Bridge:
             self.stats.errors += self.transport.send_frames(out)
             self.stats.sent += len(out)
 
-    def run(self, count: int = 0, idle: float = 0.0) -> BridgeStats:
-        """Bridge until `count` SLIP frames (0: no limit), `idle` quiet seconds, or Ctrl-C."""
+    def run(
+        self, count: int = 0, idle: float = 0.0, ready: Callable[[], None] | None = None
+    ) -> BridgeStats:
+        """Bridge until `count` SLIP frames (0: no limit), `idle` quiet seconds, or Ctrl-C.
+
+        `ready` is called once the loop can take a Ctrl-C (or SIGTERM) as a clean stop."""
         st = self.stats
         st.start = last = time.monotonic()
         try:
+            if ready is not None:
+                ready()
             while not count or st.frames < count:
                 data = self.port.read(max(1, self.port.in_waiting))
                 now = time.monotonic()
@@ -113,8 +121,18 @@ def cmd_bridge(args: argparse.Namespace) -> int:
         raise TransportError(f"cannot open serial port {args.serial}: {e}") from None
     stop_on_sigterm()
     transport = transport_from_args(args, max(lay.frame_len for lay in layouts))
+
+    def ready() -> None:
+        # The port is open (pyserial's open empties its input), frames can go, and a signal
+        # from now on is a clean stop.
+        print(
+            f"precast bridge: reading {args.serial} at {args.baud} baud",
+            file=sys.stderr,
+            flush=True,
+        )
+
     try:
-        stats = Bridge(port, codec, transport).run(args.count, args.idle)
+        stats = Bridge(port, codec, transport).run(args.count, args.idle, ready)
     finally:
         transport.close()
         port.close()

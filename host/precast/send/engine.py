@@ -148,27 +148,68 @@ def pump(
     total: int | None = None,
     progress: Progress | None = None,
 ) -> Stats:
-    """Send every chunk of frames through transport at `rate` frames/s (0: at once)."""
+    """Send every chunk of frames through transport at `rate` frames/s (0: at once).
+
+    Ctrl-C (and SIGTERM after stop_on_sigterm) ends the run between two sends, never inside
+    one: a batch half sent when the signal came would be missing from the count."""
     stats = Stats(start=time.monotonic())
     bucket = TokenBucket(rate) if rate > 0 else None
+    stop = _StopBetweenSends()
     try:
         for chunk in chunks:
             n = len(chunk)
             i = 0
-            while i < n:
+            while i < n and not stop.requested:
                 k = bucket.take(n - i) if bucket else n - i
+                stop.sending = True
                 stats.errors += transport.send_frames(chunk[i : i + k])
                 stats.sent += k
+                stop.sending = False
                 i += k
                 if progress:
                     progress.update(stats.sent, time.monotonic() - stats.start)
+            if stop.requested:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         stats.notes.append("interrupted")
     finally:
+        stop.restore()
         stats.end = time.monotonic()
         if progress:
             progress.close()
     return stats
+
+
+class _StopBetweenSends:
+    """While a pump is inside a send, SIGINT (and a SIGTERM that would raise
+    KeyboardInterrupt) only set `requested`, and the pump stops right after that send;
+    elsewhere (waiting for tokens) they interrupt at once. Outside the main thread nothing
+    changes."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.sending = False
+        self._old: dict[int, Any] = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            h = signal.getsignal(sig)
+            if sig == signal.SIGINT and h is not signal.default_int_handler:
+                continue
+            if sig == signal.SIGTERM and getattr(h, "__name__", "") != "_raise_interrupt":
+                continue
+            try:
+                self._old[sig] = signal.signal(sig, self._request)
+            except ValueError:  # not the main thread
+                pass
+
+    def _request(self, signum: int, frame: FrameType | None) -> None:
+        if not self.sending:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+        self._old.clear()
 
 
 def add_transport_args(p: argparse.ArgumentParser, pcap: bool = True) -> None:
@@ -198,10 +239,10 @@ def transport_from_args(args: argparse.Namespace, frame_len: int) -> Transport:
 def stop_on_sigterm() -> None:
     """Make SIGTERM end a run like Ctrl-C does: the summary still prints."""
 
-    def handler(signum: int, frame: FrameType | None) -> None:
+    def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def print_summary(transport: Transport, stats: Stats, extra: Iterable[str] = ()) -> None:

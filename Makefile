@@ -34,8 +34,12 @@ typecheck: venv
 	$(BIN)/python tools/fw_typeshed.py build/fw-typeshed-unix unix
 	$(BIN)/mypy --config-file firmware/mypy-unix.ini
 
+# Three workers, a test file each at a time (pytest-xdist): most tests wait on subprocesses,
+# sockets and servers, so three share two cores well and the suite takes half the time.
+PYTEST_WORKERS ?= 3
+
 test: venv sysdeps lint typecheck
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The property tests (pytest's `hypothesis` mark) with ten times the examples and fresh
 # random seeds (tests/conftest.py's `fuzz` profile); on demand, not part of `make test`.

@@ -444,8 +444,8 @@ print(json.dumps({"ok": ok, "gaps": gaps, "failed": r.failed, "dropped": r.dropp
 
 def test_firmware_backoff_doubles_up_to_its_cap() -> None:
     """robust.py's waits between retries, measured on the unix port: 20, 40, 80, then the
-    100 ms cap. A sleep is never shorter than asked, so the lower bounds hold on any machine;
-    a constant wait would need a stall of 60 ms to pass the third. (That the cap holds the
+    100 ms cap. A sleep is hardly ever shorter than asked, so the lower bounds hold on any
+    machine; a constant wait would need a stall of 60 ms to pass the third. (That the cap holds the
     fourth at 100 rather than 160 is not asserted: a loaded machine can stretch any sleep.)"""
     r = run_script(BACKOFF)
     doc = json.loads(r.stdout.strip().splitlines()[-1])
@@ -453,4 +453,6 @@ def test_firmware_backoff_doubles_up_to_its_cap() -> None:
     gaps = doc["gaps"]
     assert len(gaps) == 4
     for got, least in zip(gaps, (20, 40, 80, 100), strict=True):
-        assert got >= least * 0.98, gaps  # ticks are whole ms apart at worst
+        # The unix port's sleep_ms may wake a little early (19.55 ms seen for 20); a constant
+        # wait still fails the second gap by far.
+        assert got >= least * 0.9, gaps

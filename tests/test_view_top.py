@@ -145,11 +145,13 @@ def test_live_view_in_tmux_quits_on_q_and_restores_the_terminal(db: Path, tmp_pa
     )
     try:
         t.run("new-session", "-d", "-s", "top", "-x", "180", "-y", "45", "sh", "-c", script)
-        wait_for(lambda: "precast top" in t.screen(), 20, "the live view")
+        clock_re = re.compile(r"\d\d:\d\d:\d\d UTC")
+        wait_for(lambda: clock_re.search(t.screen()) is not None, 20, "the live view's header")
         assert t.flag("alternate_on") == "1"
         first = t.screen()
+        assert "precast top" in first, first
         assert _table_rows(first).keys() == {7, 8, 9}, first
-        clock = re.search(r"\d\d:\d\d:\d\d UTC", first)
+        clock = clock_re.search(first)
         assert clock
         # It refreshes about once a second: the clock moves.
         wait_for(lambda: clock.group(0) not in t.screen(), 5, "a refresh")

@@ -85,7 +85,7 @@ class PrecastCollector:
     ) -> None:
         self.db = db or workdir / "precast.db"
         self.log_path = workdir / f"{name}.log"
-        ready = workdir / f"{name}.ready.json"
+        ready = self.ready = workdir / f"{name}.ready.json"
         ready.unlink(missing_ok=True)
         cmd = [
             *_PRECAST,

@@ -337,7 +337,8 @@ def render(f: Frame) -> Any:
     rate = sum(d.rate or 0.0 for d in f.devices)
     head = Text()
     head.append("precast top", style="bold")
-    head.append(f"  {f.title}  {time.strftime('%H:%M:%S', time.gmtime())} UTC  (q quits)\n")
+    # The clock and the key first: a long database path is what gets cut at the edge.
+    head.append(f"  {time.strftime('%H:%M:%S', time.gmtime())} UTC  (q quits)  {f.title}\n")
     head.append(
         f"devices {len(f.devices)} ({stale} stale)  readings {received} received, {lost} lost, "
         f"{rate:.1f}/s\n"

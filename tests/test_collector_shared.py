@@ -519,6 +519,9 @@ def _cut(*socks: socket.socket) -> None:
         x.close()
 
 
+_COMMIT = re.compile(rb"Q....COMMIT", re.DOTALL)
+
+
 class CuttingProxy:
     """A TCP proxy to the server that can cut a connection at its next COMMIT: just after
     passing it on (the commit is made, its answer lost) or just before (it is not made)."""
@@ -546,12 +549,16 @@ class CuttingProxy:
     def _up(self, src: socket.socket, dst: socket.socket, mute: threading.Event) -> None:
         try:
             while data := src.recv(65536):
-                commit = self.cut and data[:1] == b"Q" and b"COMMIT" in data
-                if commit:
+                # A simple-query message "Q", its length, then COMMIT; on a busy machine it
+                # can come in one read with the messages before it.
+                m = _COMMIT.search(data) if self.cut else None
+                if m is not None:
                     mute.set()
                     if self.cut == "after":
                         dst.sendall(data)
                         time.sleep(0.3)  # the server commits; its answer never comes back
+                    else:
+                        dst.sendall(data[: m.start()])  # what came before, not the COMMIT
                     break
                 dst.sendall(data)
         except OSError:

@@ -476,9 +476,11 @@ class Collector:
         if isinstance(addr, str):  # a replayed spill names its sources already
             return addr
         sources = self.sources
-        if len(sources) > 10_000:  # a flood of spoofed sources: forget them
-            sources.clear()
-        src = sources[addr] = self.receiver.describe(addr)
+        src = sources.get(addr)
+        if src is None:
+            if len(sources) > 10_000:  # a flood of spoofed sources: forget them
+                sources.clear()
+            src = sources[addr] = self.receiver.describe(addr)
         return src
 
     def _requests(self) -> None:

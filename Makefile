@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv sysdeps lint typecheck test fuzz demo bench mutate clean
+.PHONY: all venv sysdeps mp32 lint typecheck test fuzz demo bench mutate clean
 
 all: test
 
@@ -20,6 +20,11 @@ venv: $(STAMP)
 
 sysdeps:
 	@sh tools/sysdeps.sh
+
+# The 32-bit MicroPython unix port every firmware test also runs on (tools/mp32.sh): built once
+# into build/mp32, again only when its source tarball changes (PRECAST_MP32_SRC names another).
+mp32: sysdeps
+	@sh tools/mp32.sh
 
 lint: venv
 	$(BIN)/ruff check host tests tools firmware
@@ -38,7 +43,7 @@ typecheck: venv
 # sockets and servers, so three share two cores well and the suite takes half the time.
 PYTEST_WORKERS ?= 3
 
-test: venv sysdeps lint typecheck
+test: venv sysdeps mp32 lint typecheck
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The property tests (pytest's `hypothesis` mark) with ten times the examples and fresh

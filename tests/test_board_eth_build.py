@@ -221,6 +221,7 @@ print("network" in sys.modules, "imported" in dir(sys.modules.get("network")))
 """
 
 
+@pytest.mark.usefixtures("mp_port")
 @pytest.mark.parametrize("transport", ["w5500", "enc28j60"])
 def test_eth_bundle_never_imports_network(tmp_path: Path, transport: str) -> None:
     build(tmp_path, ENV, "--device", "1", "--transport", transport, "--watchdog-ms", "0")

@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 from kit import FIRMWARE, TESTS, micropython, run_script
 
+# Every test here runs MicroPython: on each unix port (conftest.py's mp_port).
+pytestmark = pytest.mark.usefixtures("mp_port")
+
 SENDER = """
 import sys
 from precast_fw.seqstore import SeqStore

@@ -34,6 +34,9 @@ from precast.wire.layout import load_layouts
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
+# Every test here runs MicroPython: on each unix port (conftest.py's mp_port).
+pytestmark = pytest.mark.usefixtures("mp_port")
+
 KEY = bytes.fromhex(KEY_HEX)
 CHIPS = ROOT / "tests" / "chips"
 DRIVERS = ["w5500", "enc28j60"]

@@ -23,6 +23,9 @@ from kit import TEMPLATES, micropython, netns_available
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
 
+# Every test here runs MicroPython: on each unix port (conftest.py's mp_port).
+pytestmark = pytest.mark.usefixtures("mp_port")
+
 COLLECTOR = "198.51.100.1"
 PORT = 20547
 N = 150

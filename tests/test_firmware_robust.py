@@ -24,6 +24,9 @@ from kit import TEMPLATES, VethPair, need, run_bundle
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
 
+# Every test here runs MicroPython: on each unix port (conftest.py's mp_port).
+pytestmark = pytest.mark.usefixtures("mp_port")
+
 N = 200
 
 FLAKY = r"""

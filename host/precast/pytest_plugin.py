@@ -293,14 +293,16 @@ def run_fleet(
 
 
 class MicropythonBoard:
-    """A `precast board` process: the MicroPython unix port behind a TCP port."""
+    """A `precast board` process: the MicroPython unix port (`micropython`, else the one
+    `precast board` finds) behind a TCP port."""
 
-    def __init__(self, root: Path, workdir: Path) -> None:
+    def __init__(self, root: Path, workdir: Path, micropython: str | None = None) -> None:
         self.root = root
         self.log_path = workdir / "board.log"
         self._log: IO[bytes] = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [*_PRECAST, "board", "--listen", "127.0.0.1:0", "--root", str(root)],
+            [*_PRECAST, "board", "--listen", "127.0.0.1:0", "--root", str(root)]
+            + (["--micropython", micropython] if micropython else []),
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,

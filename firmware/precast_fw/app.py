@@ -151,8 +151,22 @@ class Loop:
     def readings(self):
         return self.rolls * _ROLL + self.n
 
-    def go(self, count):
-        """`count` more readings (0: until stopped)."""
+    def go_split(self, rounds, rest):
+        """rounds * _ROLL + rest more readings (both 0: until stopped).
+
+        run() splits the count before any heap_lock: past 2**30 it is a big int on a 32-bit
+        port, and the loop works on small ints only."""
+        if rounds == 0 and rest == 0:
+            while True:
+                self.go_small(0)
+        while rounds:
+            self.go_small(_ROLL)
+            rounds -= 1
+        if rest:
+            self.go_small(rest)
+
+    def go_small(self, count):
+        """`count` (below 2**30) more readings (0: until stopped)."""
         board = self.board
         left = count
         while count == 0 or left > 0:
@@ -241,10 +255,12 @@ def run(tpl, cfg, transport=None, sensor=None):
         loop.n = 1
         loop.deadline = time.ticks_add(time.ticks_ms(), interval)
         if count != 1:
+            rounds = (count - 1) // _ROLL if count else 0  # split before the lock: a count
+            rest = (count - 1) % _ROLL if count else 0  # past 2**30 is a big int
             if lock:
                 micropython.heap_lock()
                 link.heap_locked = locked = True
-            loop.go(count - 1 if count else 0)
+            loop.go_split(rounds, rest)
     except KeyboardInterrupt:  # Ctrl-C: stop as --count does, with the counts line
         pass
     finally:

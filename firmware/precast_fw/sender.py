@@ -16,7 +16,7 @@ seq lives in the params array (slots P_* in layout) as a uint32, so it never bec
 
 from array import array
 
-from .checks import seal
+from .checks import VIPER, seal
 from .layout import (
     CHECK_CRC16,
     FLAG_MIC,
@@ -59,6 +59,12 @@ class Sender:
         # template (viper reads it as words), a list where a field is f32.
         n = tpl.FIELD_COUNT
         self.values = array("i", bytes(4 * n)) if tpl.INTEGER else [0] * n
+        self.params_b = self.values_b = None
+        if not VIPER:  # plain.seal's byte views of params and values (see plain.py)
+            from .plain import bytes_of
+
+            self.params_b = bytes_of(self.params)
+            self.values_b = bytes_of(self.values) if tpl.INTEGER else None
         self._pack = None
         if not tpl.INTEGER:
             self._pack = tpl.pack  # struct.pack_into writes the fields, f32 included

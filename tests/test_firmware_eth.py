@@ -222,6 +222,8 @@ def test_eth_frames_byte_for_byte_into_namespace(tmp_path: Path, veth: VethPair,
             assert res["macon3"] == 0x32
         else:  # the driver padded: MACRAW sends what it is given
             assert res["runts"] == 0 and res["bad_open"] == 0
+            # Every command after Sn_CR read 0; the last SEND finished before the CLOSE.
+            assert res["misuse"] == 0 and res["aborted"] == 0
 
 
 @pytest.mark.parametrize("duplex", ["half", "full"])
@@ -324,6 +326,7 @@ def test_eth_faults_counted_retried_reopened(tmp_path: Path, veth: VethPair, chi
         assert said["send-timeouts"] > 0 and said["tx-full"] > 0
         # A frame the chip took without a SEND_OK may or may not have left.
         assert c["sent"] - said["unconfirmed"] <= len(seqs) <= c["sent"]
+        assert res["misuse"] == 0 and res["aborted"] == 0
     else:
         assert said["tx-timeouts"] > 0 and said["aborts"] == 2 and said["late-collisions"] == 1
         assert said["silent"] > 0
@@ -349,6 +352,9 @@ def test_eth_10000_readings_heap_locked(tmp_path: Path, chip: str) -> None:
         "last_errno": 0,
     }
     assert res["wire"][0] == n  # type: ignore[index]
+    assert res["misuse"] == 0
+    if chip == "w5500":
+        assert res["aborted"] == 0
     config = (out / "precast_config.py").read_text()
     assert "HEAP_LOCK = True" in config and f"TRANSPORT = {chip!r}" in config
 
@@ -366,17 +372,21 @@ def tx(addr, ctl, data):
 def rd(addr, ctl):
     a = bytearray(4); c.cs(0); c.write_readinto(bytes((addr >> 8, addr & 255, ctl, 0)), a); c.cs(1)
     return a[3]
-tx(0x00, 0x0C, [0x84]); tx(0x01, 0x0C, [0x01])
+def cmd(b):
+    tx(0x01, 0x0C, [b])
+    while rd(0x01, 0x08):
+        pass
+tx(0x00, 0x0C, [0x84]); cmd(0x01)
 wr = 0
 for n in (58, 60):
-    tx(wr, 0x14, [0xAA] * n); wr += n; tx(0x24, 0x0C, [0, wr]); tx(0x01, 0x0C, [0x20])
+    tx(wr, 0x14, [0xAA] * n); wr += n; tx(0x24, 0x0C, [0, wr]); cmd(0x20)
     while not rd(0x02, 0x08) & 0x10:
         pass
     tx(0x02, 0x0C, [0x10])
-print(c.runts, w.frames, w.shortest)
+print(c.runts, w.frames, w.shortest, c.misuse)
 """
     r = run_bundle(out, script)
-    assert r.stdout.split() == ["1", "1", "60"], r.stdout + r.stderr
+    assert r.stdout.split() == ["1", "1", "60", "0"], r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("chip", DRIVERS)
@@ -391,3 +401,30 @@ def test_eth_reset_line_brings_a_silent_chip_back(tmp_path: Path, chip: str) -> 
     resets = int(drv[drv.index("resets") + 1])  # set-ups that succeeded
     assert resets >= 2 and res["hard_resets"] > resets  # failed ones pulsed it too
     assert c["sent"] + c["dropped"] == 60 and c["sent"] >= 50
+
+
+def test_eth_w5500_model_refuses_early_commands_and_cuts_a_send_short(tmp_path: Path) -> None:
+    """The controls for the handshakes: what a driver must not do, the model counts."""
+    out = bundle(tmp_path, TEMPLATES / "minimal.toml", "w5500", "--count", "1")
+    script = r"""
+from w5500_model import W5500
+from wire import Wire
+w = Wire(None)
+c = W5500(w)
+def tx(addr, ctl, data):
+    c.cs(0); c.write(bytes((addr >> 8, addr & 255, ctl)) + bytes(data)); c.cs(1)
+def rd(addr, ctl):
+    a = bytearray(4); c.cs(0); c.write_readinto(bytes((addr >> 8, addr & 255, ctl, 0)), a); c.cs(1)
+    return a[3]
+tx(0x00, 0x0C, [0x84]); tx(0x01, 0x0C, [0x01])
+tx(0x01, 0x0C, [0x01])  # before Sn_CR read 0: not taken
+while rd(0x01, 0x08):
+    pass
+tx(0, 0x14, [0xAA] * 60); tx(0x24, 0x0C, [0, 60]); tx(0x01, 0x0C, [0x20])
+while rd(0x01, 0x08):
+    pass
+tx(0x01, 0x0C, [0x10])  # CLOSE before SEND_OK: the frame is cut off
+print(c.misuse, c.aborted, w.frames)
+"""
+    r = run_bundle(out, script)
+    assert r.stdout.split() == ["1", "1", "0"], r.stdout + r.stderr

@@ -90,6 +90,7 @@ class W5500:
         self.misuse = 0  # commands written before Sn_CR read 0 again: not taken
         self.aborted = 0  # transmissions a CLOSE cut short: those frames never left
         self._tx_len = 0  # the bytes of the transmission in flight, staged
+        self._tx_link = True
         self._phase = 0
         self._addr = self._block = self._wr = self._left = 0
         self._cmd = 0
@@ -167,13 +168,14 @@ class W5500:
             for i in range(n):
                 st[i] = mem[(rd + i) & mask]
             self._tx_len = n
+            self._tx_link = self.link  # a frame that starts on a live link goes out
 
     def _complete(self):
         s = self.sock[0]
         n = self._tx_len
         if n < 60:
             self.runts += 1  # MACRAW does not pad: a switch would drop it
-        elif self.wire is not None and self.link:
+        elif self.wire is not None and self._tx_link:
             self.wire.send(self.stage, n)
         s[_SN_IR] |= _SEND_OK
         self._set_ptr(_TX_RD, self._ptr(_TX_WR))

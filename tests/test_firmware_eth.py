@@ -149,7 +149,7 @@ def run_chip(
 
 
 def counts_of(res: dict[str, object]) -> dict[str, int]:
-    words = str(res["counts"]).split()[1:]
+    words = str(res["counts"]).split(" last_error ")[0].split()[1:]
     return {words[i]: int(words[i + 1]) for i in range(0, len(words), 2)}
 
 
@@ -428,3 +428,86 @@ print(c.misuse, c.aborted, w.frames)
 """
     r = run_bundle(out, script)
     assert r.stdout.split() == ["1", "1", "0"], r.stdout + r.stderr
+
+
+NO_CHIP = r"""
+import time
+import precast_config as cfg, precast_template as tpl
+from precast_fw import app, board
+from w5500_model import W5500
+from wire import Wire
+chip = W5500(Wire(None))
+chip.miso = 0x00  # nothing on the bus: MISO pulled low
+board.spi_bus = lambda cfg: (chip, chip.cs)  # where a board's machine.SPI would be
+if TELL:
+    cfg.TELL_MS = TELL
+t0 = time.ticks_ms()
+app.main(tpl, cfg)
+print("elapsed", time.ticks_diff(time.ticks_ms(), t0))
+"""
+NO_CHIP_WORDS = (
+    "w5500: VERSIONR reads 0x00, not 0x04: " + "no chip, or a wiring fault (MISO, CS, power)"
+)
+
+
+@pytest.mark.parametrize(("interval", "tell"), [(0, 0), (20, 100)])
+def test_eth_a_transport_that_cannot_open_says_why(
+    tmp_path: Path, interval: int, tell: int
+) -> None:
+    """The driver's words on the console when the cause is new, then at most once per TELL_MS."""
+    out = bundle(tmp_path, TEMPLATES / "env-node.toml", "w5500", "--count", "40", "--heap-lock")
+    cfg = out / "precast_config.py"
+    cfg.write_text(cfg.read_text().replace("INTERVAL_MS = 0", f"INTERVAL_MS = {interval}"))
+    r = run_bundle(out, f"TELL = {tell}\n" + NO_CHIP, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    told = [ln for ln in lines if ln.startswith("precast: cannot open")]
+    want = f"precast: cannot open the transport yet (errno 19): {NO_CHIP_WORDS}; retrying"
+    assert told and set(told) == {want}, r.stdout
+    assert not [ln for ln in lines if "send failed" in ln]  # ENOTCONN after it: no new cause
+    summary = next(ln for ln in lines if ln.startswith("precast: readings"))
+    assert summary == (
+        "precast: readings 40 sent 0 failed 160 dropped 40 reopened 0 last_errno 19 "
+        f'last_error "{NO_CHIP_WORDS}"'
+    )
+    elapsed = int(lines[-1].split()[1])
+    if tell == 0:  # a minute by default: once in a run this short
+        assert len(told) == 1
+    else:  # told again while it lasts, at most once per TELL_MS
+        assert 2 <= len(told) <= elapsed // tell + 1, (len(told), elapsed)
+
+
+def test_robust_tells_a_new_cause_under_heap_lock(tmp_path: Path) -> None:
+    """Telling allocates nothing: new causes, the driver's words, under micropython.heap_lock."""
+    out = bundle(tmp_path, TEMPLATES / "minimal.toml", "w5500", "--count", "1")
+    script = r"""
+import micropython
+from precast_fw.robust import Robust
+class T:
+    def send(self, mv):
+        pass
+link = Robust(T(), tell_ms=60000)
+said = "w5500: no link (PHYCFGR LNK clear)"
+def faults():
+    link.fault(105)
+    link.fault(105)  # the same cause: not again within the minute
+    link.fault(110)
+    link.fault(100, said, True)
+    link.fault(100)  # the same errno without words: the driver's words stay
+    link.fault(107)  # after a failed reopen: its consequence
+micropython.heap_lock()
+try:
+    faults()
+finally:
+    micropython.heap_unlock()
+print("last", link.last_errno, link.last_error)
+"""
+    r = run_bundle(out, script)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [
+        "precast: send failed (errno 105): ENOBUFS; retrying",
+        "precast: send failed (errno 110): ETIMEDOUT; retrying",
+        "precast: cannot open the transport yet (errno 100): w5500: no link (PHYCFGR LNK clear); "
+        "retrying",
+        "last 107 ENOTCONN",
+    ]

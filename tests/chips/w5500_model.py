@@ -17,8 +17,9 @@ section 4 (registers), for what a MACRAW sender touches. It is the SPI bus
 - Socket 0: Sn_MR, Sn_CR (OPEN in MACRAW mode -> Sn_SR SOCK_MACRAW 0x42,
   only if the TX buffer sizes add up to at most 16 KB; CLOSE; SEND; the
   register reads the command back for `cmd_polls` reads, then 0: the chip
-  has taken it), Sn_IR (SEND_OK appears `send_polls` reads after SEND;
-  write 1 to clear), Sn_TXBUF_SIZE, Sn_TX_FSR (buffer size minus the bytes
+  has taken it), Sn_IR (SEND_OK appears `send_polls` SPI transactions
+  after SEND, whatever they read: the transmission's time, counted in bus
+  traffic; write 1 to clear), Sn_TXBUF_SIZE, Sn_TX_FSR (buffer size minus the bytes
   SEND has not finished), Sn_TX_RD, Sn_TX_WR. The TX buffer maps the
   16-bit pointer onto its size.
 - SEND takes the bytes from Sn_TX_RD to Sn_TX_WR as they are and puts them
@@ -78,7 +79,7 @@ class W5500:
         self.start_ptr = 0  # Sn_TX_RD/WR after OPEN (a test starts them near the 16-bit wrap)
         self.reset_polls = 2
         self.cmd_polls = 1
-        self.send_polls = 2
+        self.send_polls = 6  # longer than the Sn_CR handshake: a CLOSE right after it aborts
         self.transactions = 0
         self.held = False
         self.hard_resets = 0
@@ -206,10 +207,6 @@ class W5500:
                     return self._cmd
                 return 0
             if addr == _SN_IR:
-                if self._ok_left > 0:
-                    self._ok_left -= 1
-                    if self._ok_left == 0:
-                        self._complete()
                 return s[_SN_IR]
             if addr == _FSR or addr == _FSR + 1:
                 free = 0 if self.full else self._size() - self._in_flight
@@ -295,6 +292,10 @@ class W5500:
         if not v:
             self._phase = 0
             self.transactions += 1
+            if self._ok_left > 0 and not self.held:  # the transmission goes on meanwhile
+                self._ok_left -= 1
+                if self._ok_left == 0:
+                    self._complete()
 
     def write(self, buf):
         self.octets += len(buf)

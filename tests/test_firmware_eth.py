@@ -126,6 +126,8 @@ def bundle(tmp: Path, template: Path, chip: str, *args: str) -> Path:
     )
     for f in CHIPS.glob("*.py"):
         shutil.copy(f, out)
+    # The models' wire sends through the packet transport's sockaddr code: not in the bundle.
+    shutil.copy(ROOT / "firmware" / "precast_fw" / "transport_packet.py", out / "precast_fw")
     return out
 
 
@@ -359,10 +361,8 @@ def test_eth_10000_readings_heap_locked(tmp_path: Path, chip: str) -> None:
     assert "HEAP_LOCK = True" in config and f"TRANSPORT = {chip!r}" in config
 
 
-def test_eth_w5500_model_drops_a_runt(tmp_path: Path) -> None:
-    """The control for the padding: a 58-byte MACRAW frame is a runt the model refuses."""
-    out = bundle(tmp_path, TEMPLATES / "minimal.toml", "w5500", "--count", "1")
-    script = r"""
+# A script's bus to a bare W5500 model: tx(addr, ctl, data) writes, rd(addr, ctl) reads a byte.
+W5500_BUS = r"""
 from w5500_model import W5500
 from wire import Wire
 w = Wire(None)
@@ -372,6 +372,13 @@ def tx(addr, ctl, data):
 def rd(addr, ctl):
     a = bytearray(4); c.cs(0); c.write_readinto(bytes((addr >> 8, addr & 255, ctl, 0)), a); c.cs(1)
     return a[3]
+"""
+
+
+def test_eth_w5500_model_drops_a_runt(tmp_path: Path) -> None:
+    """The control for the padding: a 58-byte MACRAW frame is a runt the model refuses."""
+    out = bundle(tmp_path, TEMPLATES / "minimal.toml", "w5500", "--count", "1")
+    script = r"""
 def cmd(b):
     tx(0x01, 0x0C, [b])
     while rd(0x01, 0x08):
@@ -385,7 +392,7 @@ for n in (58, 60):
     tx(0x02, 0x0C, [0x10])
 print(c.runts, w.frames, w.shortest, c.misuse)
 """
-    r = run_bundle(out, script)
+    r = run_bundle(out, W5500_BUS + script)
     assert r.stdout.split() == ["1", "1", "60", "0"], r.stdout + r.stderr
 
 
@@ -407,15 +414,6 @@ def test_eth_w5500_model_refuses_early_commands_and_cuts_a_send_short(tmp_path: 
     """The controls for the handshakes: what a driver must not do, the model counts."""
     out = bundle(tmp_path, TEMPLATES / "minimal.toml", "w5500", "--count", "1")
     script = r"""
-from w5500_model import W5500
-from wire import Wire
-w = Wire(None)
-c = W5500(w)
-def tx(addr, ctl, data):
-    c.cs(0); c.write(bytes((addr >> 8, addr & 255, ctl)) + bytes(data)); c.cs(1)
-def rd(addr, ctl):
-    a = bytearray(4); c.cs(0); c.write_readinto(bytes((addr >> 8, addr & 255, ctl, 0)), a); c.cs(1)
-    return a[3]
 tx(0x00, 0x0C, [0x84]); tx(0x01, 0x0C, [0x01])
 tx(0x01, 0x0C, [0x01])  # before Sn_CR read 0: not taken
 while rd(0x01, 0x08):
@@ -426,7 +424,7 @@ while rd(0x01, 0x08):
 tx(0x01, 0x0C, [0x10])  # CLOSE before SEND_OK: the frame is cut off
 print(c.misuse, c.aborted, w.frames)
 """
-    r = run_bundle(out, script)
+    r = run_bundle(out, W5500_BUS + script)
     assert r.stdout.split() == ["1", "1", "0"], r.stdout + r.stderr
 
 

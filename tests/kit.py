@@ -230,6 +230,19 @@ def micropython() -> str:
     return str(MICROPYTHON)
 
 
+MICROPYTHON32 = ROOT / "build" / "mp32" / "micropython"
+
+
+def micropython32() -> str:
+    """The unix port built for i386 (31-bit small ints, as on a board); skips when not built."""
+    if not MICROPYTHON32.exists():
+        pytest.skip(
+            f"no 32-bit MicroPython at {MICROPYTHON32}: "
+            "sh ../shared/micropython/build-unix32.sh build/mp32 builds it"
+        )
+    return str(MICROPYTHON32)
+
+
 def firmware_on_path() -> None:
     """Make `precast_fw` importable in this CPython process, as the host tests need."""
     for p in (FIRMWARE, TESTS):

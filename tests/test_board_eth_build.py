@@ -216,7 +216,7 @@ import sys
 import precast_config as cfg
 from precast_fw import board
 b = board.setup(cfg)
-import precast_fw.transport_w5500, precast_fw.transport_enc28j60
+__import__("precast_fw.transport_" + cfg.TRANSPORT)  # the one transport in the bundle
 print("network" in sys.modules, "imported" in dir(sys.modules.get("network")))
 """
 

@@ -22,7 +22,8 @@ chip) is not the end either: its opening is retried the same way, counted,
 at every reading until it works.
 
 Config names used here (precast_config): TRANSPORT, SENSOR, KEY,
-INTERVAL_MS, COUNT, HEAP_LOCK, RETRIES, BACKOFF_MS.
+INTERVAL_MS, COUNT, HEAP_LOCK, RETRIES, BACKOFF_MS, TELL_MS (how often the
+console is told of a failure that lasts; a minute by default).
 """
 
 import errno
@@ -31,7 +32,7 @@ import time
 import micropython
 from micropython import const
 
-from .robust import Robust
+from .robust import TELL_MS, Robust
 from .sender import Sender
 
 DEFAULT_INTERVAL_MS = 1000  # a sender is rate-capped by default (RFC 8085)
@@ -62,11 +63,12 @@ def open_link(name, tpl, cfg, transport=None, board=None):
     backoff = getattr(cfg, "BACKOFF_MS", 2)
     feed = None if board is None else board.feed_fn()
     prepare = None if board is None else board.reconnect
+    tell = getattr(cfg, "TELL_MS", TELL_MS)
     if transport is not None:
-        return Robust(transport, retries, backoff, feed=feed, prepare=prepare)
+        return Robust(transport, retries, backoff, feed=feed, prepare=prepare, tell_ms=tell)
     cls = transport_class(name)
     return Robust(None, retries, backoff, feed=feed, opener=lambda: cls(tpl, cfg),
-                  frame=getattr(cls, "FRAME", True), prepare=prepare)  # fmt: skip
+                  frame=getattr(cls, "FRAME", True), prepare=prepare, tell_ms=tell)  # fmt: skip
 
 
 def open_sensor(name, tpl, cfg):
@@ -114,10 +116,11 @@ class Counts:
         self.dropped = link.dropped
         self.reopened = link.reopened
         self.last_errno = link.last_errno
+        self.last_error = link.last_error  # its words: why the transport cannot send or open
         self.detail = getattr(link.transport, "summary", None)
 
     def __str__(self):
-        return "precast: readings %d sent %d failed %d dropped %d reopened %d last_errno %d" % (
+        line = "precast: readings %d sent %d failed %d dropped %d reopened %d last_errno %d" % (
             self.readings,
             self.sent,
             self.failed,
@@ -125,6 +128,9 @@ class Counts:
             self.reopened,
             self.last_errno,
         )
+        if self.last_errno and self.last_error:
+            line += ' last_error "%s"' % self.last_error
+        return line
 
 
 class Loop:

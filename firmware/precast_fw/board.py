@@ -249,17 +249,23 @@ def i2c_bus(cfg):
         raise OSError("this port has no machine.I2C: the BME280 needs a board") from None
 
 
-def spi_bus(cfg, spi_id, baud, sck, mosi, miso, cs):
-    """machine.SPI and its chip-select pin (high: idle) from the config, or these defaults."""
+def spi_bus(cfg):
+    """machine.SPI and its chip-select pin (high: idle) from the wiring `precast build` wrote."""
+    try:
+        spi_id, baud, cs = cfg.SPI_ID, cfg.SPI_BAUD, cfg.CS_PIN
+        sck, mosi, miso = cfg.SPI_SCK, cfg.SPI_MOSI, cfg.SPI_MISO
+    except AttributeError:
+        raise OSError(22, "precast_config has no SPI wiring (SPI_ID .. CS_PIN): precast build "
+                      "writes it for --transport w5500|enc28j60") from None  # fmt: skip
     try:
         spi = machine.SPI(
-            getattr(cfg, "SPI_ID", spi_id),
-            baudrate=getattr(cfg, "SPI_BAUD", baud),
-            sck=machine.Pin(getattr(cfg, "SPI_SCK", sck)),
-            mosi=machine.Pin(getattr(cfg, "SPI_MOSI", mosi)),
-            miso=machine.Pin(getattr(cfg, "SPI_MISO", miso)),
+            spi_id,
+            baudrate=baud,
+            sck=machine.Pin(sck),
+            mosi=machine.Pin(mosi),
+            miso=machine.Pin(miso),
         )
-        pin = machine.Pin(getattr(cfg, "CS_PIN", cs), machine.Pin.OUT, value=1)
+        pin = machine.Pin(cs, machine.Pin.OUT, value=1)
     except AttributeError:  # the unix port has no SPI: tests pass their own bus
         raise OSError(19, "this port has no machine.SPI: pass spi= and cs=") from None
     return spi, pin

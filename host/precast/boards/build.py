@@ -8,7 +8,9 @@ function, `pack`: the template's struct.pack_into call spelled out (a
 `*values` call would allocate a tuple per reading), which the firmware
 uses for a template with an f32 field (integer fields go through viper).
 `precast_config.py` holds the run's options, `main.py` runs
-`precast_fw.app`, and `precast_fw/` is the firmware package, copied.
+`precast_fw.app`, and `precast_fw/` is the part of the firmware package
+this board runs: the loop's modules, the chosen transport and sensors,
+and what they import (found in their source), nothing else.
 
 Other commands reuse the option set: `add_build_arguments(parser)` adds the
 options and `build_bundle(options)` writes the bundle.
@@ -17,6 +19,7 @@ options and `build_bundle(options)` writes the bundle.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import importlib.util
 import ipaddress
@@ -400,6 +403,42 @@ def _precompile(out: Path, march: str | None) -> list[Path]:
     return written
 
 
+def _imports(path: Path, rel: str) -> set[str]:
+    """The package modules (paths under precast_fw/) that a firmware module imports."""
+    here = Path(rel).parent
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom) or node.level == 0:
+            continue
+        base = here
+        for _ in range(node.level - 1):
+            base = base.parent
+        stem = base.joinpath(*node.module.split(".")) if node.module else base
+        names = [stem] if node.module else [stem / a.name for a in node.names]
+        for n in names:
+            pkg = (n / "__init__.py").as_posix()
+            out.add(pkg if (FIRMWARE_DIR / pkg).is_file() else n.as_posix() + ".py")
+    return out
+
+
+def firmware_modules(transport: str, sensors: tuple[str, ...], mic: bool) -> list[str]:
+    """The firmware files a bundle carries (under precast_fw/): the loop, the transport and
+    sensors named, and their imports; group.py only for several sensors, cmac.py for a MIC."""
+    skip = set() if len(sensors) > 1 else {"sensors/group.py"}
+    if not mic:
+        skip.add("cmac.py")
+    todo = ["__init__.py", "app.py", "board.py", f"transport_{transport}.py"]
+    todo += ["sensors/__init__.py", *(f"sensors/{name}.py" for name in sensors)]
+    seen: set[str] = set()
+    while todo:
+        rel = todo.pop()
+        if rel in seen or rel in skip:
+            continue
+        seen.add(rel)
+        todo += _imports(FIRMWARE_DIR / rel, rel)
+    return sorted(seen)
+
+
 def build_bundle(options: Any) -> list[Path]:
     """Write the bundle for `options` (build's arguments, by attribute); the files written."""
     lay = bundle_layout(options)
@@ -414,7 +453,10 @@ def build_bundle(options: Any) -> list[Path]:
         pkg = out / "precast_fw"
         if pkg.exists():
             shutil.rmtree(pkg)
-        shutil.copytree(FIRMWARE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        sensors = str(entries["SENSOR"]).split(",")
+        for rel in firmware_modules(entries["TRANSPORT"], tuple(sensors), lay.template.mic):
+            (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(FIRMWARE_DIR / rel, pkg / rel)
         for stale in ("precast_template.mpy", "precast_config.mpy"):
             (out / stale).unlink(missing_ok=True)
         (out / "precast_template.py").write_text(template_source(lay, options.device))

@@ -230,17 +230,14 @@ def micropython() -> str:
     return str(MICROPYTHON)
 
 
-MICROPYTHON32 = ROOT / "build" / "mp32" / "micropython"
 
 
 def micropython32() -> str:
-    """The unix port built for i386 (31-bit small ints, as on a board); skips when not built."""
-    if not MICROPYTHON32.exists():
-        pytest.skip(
-            f"no 32-bit MicroPython at {MICROPYTHON32}: "
-            "sh ../shared/micropython/build-unix32.sh build/mp32 builds it"
-        )
-    return str(MICROPYTHON32)
+    """The 32-bit port (31-bit small ints, as on a board), whatever this test's port; skips
+    (a failure in CI) when it is not built."""
+    if not MP32.exists():
+        pytest.skip(MP32_MISSING)
+    return str(MP32)
 
 
 def firmware_on_path() -> None:

@@ -4,6 +4,10 @@ Encoding patches a copy of the compiled frame: device, seq, the fields, the
 check, and the UDP checksum (the template's partial sum plus the sum of
 the payload's variable bytes, RFC 1624). Nothing else changes.
 
+A delayed frame (flag bit 1) is the template's second frame, Layout.late:
+the same fields, then a u32 age in milliseconds from taking to sending, then
+the check over both; `age_ms` makes one, and a decoded one carries it.
+
 Decoding takes a whole Ethernet frame or a bare UDP payload, checks it in
 docs/PROTOCOL.md's order and returns a Reading or a Rejected reason. It never
 raises on bad bytes: bad input is data, not an accident.
@@ -23,8 +27,10 @@ from precast.wire.checks import cmac, crc16, ones_sum, udp_final
 from precast.wire.constants import (
     CHECK_KIND,
     CRC,
+    FLAG_DELAYED,
     FLAG_MIC,
     FLAGS_BAD,
+    FLAGS_RESERVED,
     HEADER_LEN,
     LENGTH,
     MAGIC,
@@ -36,6 +42,7 @@ from precast.wire.constants import (
     PAYLOAD_OFFSET,
     SHORT,
     UDP_CSUM_OFFSET,
+    U32_MAX,
     UNKNOWN_TEMPLATE,
     VARIABLE_FROM,
     VERSION,
@@ -71,22 +78,30 @@ class Reading:
     device: int
     seq: int
     raw: tuple[int | float, ...]
+    age_ms: int | None = None  # a delayed frame's age: ms from taking to sending
 
     @property
     def template(self) -> int:
         return self.layout.template.id
 
     @property
+    def delayed(self) -> bool:
+        return self.age_ms is not None
+
+    @property
     def fields(self) -> dict[str, int | float]:
         return {s.name: to_units(s, r) for s, r in zip(self.layout.fields, self.raw, strict=True)}
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "template": self.template,
             "device": self.device,
             "seq": self.seq,
             "fields": self.fields,
         }
+        if self.age_ms is not None:
+            doc["age_ms"] = self.age_ms
+        return doc
 
 
 def nearest_f32(d: Decimal) -> float:
@@ -199,6 +214,13 @@ def _check_ids(device: int, seq: int) -> None:
         raise EncodeError(f"seq {seq} is out of range 0..4294967295")
 
 
+def age_of(ms: int | float) -> int:
+    """An age on the wire: whole milliseconds, saturating at 0xFFFFFFFF (docs/PROTOCOL.md)."""
+    if ms < 0:
+        raise EncodeError(f"age {ms} ms is negative: a reading is sent after it is taken")
+    return min(int(ms), U32_MAX)
+
+
 def patch(
     layout: Layout,
     frame: bytearray,
@@ -206,8 +228,12 @@ def patch(
     seq: int,
     raw: Iterable[int | float],
     key: bytes | None = None,
+    age_ms: int = 0,
 ) -> None:
-    """Patch a copy of layout.frame in place: device, seq, fields, check, UDP checksum."""
+    """Patch a copy of layout.frame in place: device, seq, fields, age, check, UDP checksum.
+
+    The age (a u32, already saturated) is written only in a delayed layout's frame.
+    """
     p = PAYLOAD_OFFSET
     _U32.pack_into(frame, p + OFF_DEVICE, device)
     _U32.pack_into(frame, p + OFF_SEQ, seq)
@@ -215,6 +241,8 @@ def patch(
         struct.pack_into(layout.fields_fmt, frame, p + HEADER_LEN, *raw)
     except struct.error as e:
         raise EncodeError(f"cannot pack fields {layout.fields_fmt!r}: {e}") from None
+    if layout.delayed:
+        _U32.pack_into(frame, p + layout.age_offset, age_ms)
     c = p + layout.check_offset
     body = memoryview(frame)[p:c]
     if layout.template.mic:
@@ -232,20 +260,34 @@ def patch(
 
 
 def encode_raw(
-    layout: Layout, raw: Iterable[int | float], device: int, seq: int, key: bytes | None = None
+    layout: Layout,
+    raw: Iterable[int | float],
+    device: int,
+    seq: int,
+    key: bytes | None = None,
+    age_ms: int | float | None = None,
 ) -> bytes:
-    """The whole frame for raw field values."""
+    """The whole frame for raw field values; with `age_ms`, the delayed frame."""
     _check_ids(device, seq)
+    if age_ms is not None:
+        layout = layout.late
+    elif layout.delayed:
+        raise EncodeError("a delayed frame needs its age (age_ms)")
     frame = bytearray(layout.frame)
-    patch(layout, frame, device, seq, raw, key)
+    patch(layout, frame, device, seq, raw, key, 0 if age_ms is None else age_of(age_ms))
     return bytes(frame)
 
 
 def encode(
-    layout: Layout, values: Mapping[str, object], device: int, seq: int, key: bytes | None = None
+    layout: Layout,
+    values: Mapping[str, object],
+    device: int,
+    seq: int,
+    key: bytes | None = None,
+    age_ms: int | float | None = None,
 ) -> bytes:
-    """The whole frame for {name: value in units}."""
-    return encode_raw(layout, raw_values(layout, values), device, seq, key)
+    """The whole frame for {name: value in units}; with `age_ms`, the delayed frame."""
+    return encode_raw(layout, raw_values(layout, values), device, seq, key, age_ms)
 
 
 def payload_of(data: bytes | bytearray | memoryview) -> memoryview:
@@ -295,7 +337,7 @@ class Codec:
             return Rejected(MAGIC_BAD, f"0x{magic:02x}")
         if vf >> 4 != VERSION:
             return Rejected(VERSION_BAD, str(vf >> 4))
-        if vf & 0x0E:
+        if vf & FLAGS_RESERVED:
             return Rejected(FLAGS_BAD, f"0x{vf & 0x0F:x}")
         lay = self.layouts.get(tid)
         if lay is None:
@@ -303,8 +345,13 @@ class Codec:
         mic = bool(vf & FLAG_MIC)
         if mic != lay.template.mic:
             return Rejected(CHECK_KIND, f"template {tid} uses {lay.template.check}")
+        delayed = bool(vf & FLAG_DELAYED)
+        live = lay
+        if delayed:
+            lay = lay.late
         if n != lay.payload_len:
-            return Rejected(LENGTH, f"{n} bytes, template {tid} needs {lay.payload_len}")
+            kind = " delayed" if delayed else ""
+            return Rejected(LENGTH, f"{n} bytes, template {tid}{kind} needs {lay.payload_len}")
         c = lay.check_offset
         vals = struct.unpack_from(lay.body_fmt, m)
         device, seq = vals[3], vals[4]
@@ -316,4 +363,6 @@ class Codec:
                 return Rejected(MIC)
         elif crc16(m[:c]) != _U16.unpack_from(m, c)[0]:
             return Rejected(CRC)
+        if delayed:
+            return Reading(live, device, seq, vals[5:-1], vals[-1])
         return Reading(lay, device, seq, vals[5:])

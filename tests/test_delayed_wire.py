@@ -132,3 +132,15 @@ def test_encode_age_ms_and_decode_print_it() -> None:
     )  # fmt: skip
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "Traceback" not in bad.stderr
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(st.data())
+def test_delay_makes_of_a_live_frame_what_encode_makes_delayed(data: st.DataObject) -> None:
+    from precast.wire.codec import delay
+
+    lay: Layout = data.draw(templates())
+    raw = data.draw(raws(lay))
+    age = data.draw(st.integers(0, 2**32 - 1))
+    live = encode_raw(lay, raw, 3, 4, KEY)
+    assert delay(lay, live, age, KEY) == encode_raw(lay, raw, 3, 4, KEY, age)

@@ -23,7 +23,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from precast.errors import EncodeError
-from precast.wire.checks import cmac, crc16, ones_sum, udp_final
+from precast.wire.checks import checksum, cmac, crc16, ones_sum, udp_final
 from precast.wire.constants import (
     CHECK_KIND,
     CRC,
@@ -32,6 +32,8 @@ from precast.wire.constants import (
     FLAGS_BAD,
     FLAGS_RESERVED,
     HEADER_LEN,
+    IP_CSUM_OFFSET,
+    IP_OFFSET,
     LENGTH,
     MAGIC,
     MAGIC_BAD,
@@ -41,8 +43,10 @@ from precast.wire.constants import (
     OFF_SEQ,
     PAYLOAD_OFFSET,
     SHORT,
-    UDP_CSUM_OFFSET,
     U32_MAX,
+    UDP_CSUM_OFFSET,
+    UDP_LEN_OFFSET,
+    UDP_OFFSET,
     UNKNOWN_TEMPLATE,
     VARIABLE_FROM,
     VERSION,
@@ -288,6 +292,41 @@ def encode(
 ) -> bytes:
     """The whole frame for {name: value in units}; with `age_ms`, the delayed frame."""
     return encode_raw(layout, raw_values(layout, values), device, seq, key, age_ms)
+
+
+def delay(
+    layout: Layout, frame: bytes | bytearray | memoryview, age_ms: int | float, key: bytes | None
+) -> bytes:
+    """A live frame of layout's template made its delayed frame: flag bit 1, the age, new checks.
+
+    Its own addresses are kept (a fleet's devices differ in them): the IPv4 and UDP
+    lengths grow by the age's 4 bytes and both checksums are computed again.
+    """
+    live = layout.live
+    p = PAYLOAD_OFFSET
+    c = p + live.check_offset
+    if len(frame) != p + live.payload_len:
+        raise EncodeError(f"{len(frame)} bytes: not a live frame of template {live.id}")
+    out = bytearray(frame[:c])
+    out[p + 1] |= FLAG_DELAYED
+    out += _U32.pack(age_of(age_ms))
+    body = memoryview(out)[p:]
+    if live.template.mic:
+        if key is None:
+            raise EncodeError(f"template {live.template.name!r}: a key is needed for its MIC")
+        check = cmac(key, body, live.check_len)
+    else:
+        check = _U16.pack(crc16(body))
+    body.release()
+    out += check
+    _U16.pack_into(out, IP_OFFSET + 2, len(out) - IP_OFFSET)  # total length
+    _U16.pack_into(out, IP_CSUM_OFFSET, 0)
+    _U16.pack_into(out, IP_CSUM_OFFSET, checksum(out[IP_OFFSET:UDP_OFFSET]))
+    _U16.pack_into(out, UDP_LEN_OFFSET, len(out) - UDP_OFFSET)
+    _U16.pack_into(out, UDP_CSUM_OFFSET, 0)
+    pseudo = out[IP_OFFSET + 12 : UDP_OFFSET] + struct.pack(">BBH", 0, 17, len(out) - UDP_OFFSET)
+    _U16.pack_into(out, UDP_CSUM_OFFSET, udp_final(ones_sum(pseudo) + ones_sum(out[UDP_OFFSET:])))
+    return bytes(out)
 
 
 def payload_of(data: bytes | bytearray | memoryview) -> memoryview:

@@ -9,13 +9,14 @@ as a heuristic dissector on UDP: a datagram whose first bytes are magic
 Fields (display filters): precast.magic, precast.version, precast.flags,
 precast.template (the id, its name beside it), precast.device, precast.seq,
 precast.field.<name> (the value in units, a double; the raw integer and the
-unit are in the tree as precast.raw and precast.unit), precast.check and,
-for CRC-16 templates, precast.check_ok. A delayed frame (flag bit 1) has
+unit are in the tree as precast.raw and precast.unit), precast.check and, for
+CRC-16 templates, precast.check_ok. A delayed frame (flag bit 1) has
 precast.age (milliseconds from taking to sending) and precast.taken_at (the
-capture time minus the age, generated), and "taken at" in the info column.
-A field in units is computed as codec.to_units does (docs/PROTOCOL.md:
-raw * scale + offset, rounded to the scale's decimals; an f32 field is its value, shown as the shortest decimal
-that names the same float32), so tshark shows what `precast decode` does.
+capture time minus the age, generated), and "taken at" in the info column. A
+field in units is computed as codec.to_units does (docs/PROTOCOL.md: raw *
+scale + offset, rounded to the scale's decimals; an f32 field is its value,
+shown as the shortest decimal that names the same float32), so tshark shows
+what `precast decode` does.
 
 Expert info: a wrong CRC (checksum, error); a datagram too short, or not
 of its template's length (malformed, error); bad magic or version, reserved

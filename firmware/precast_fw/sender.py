@@ -55,8 +55,20 @@ class Sender:
         self.frame = bytearray(tpl.FRAME)
         self.frame_mv = memoryview(self.frame)
         self.payload_mv = self.frame_mv[PAYLOAD_OFFSET:]
-        self.params = array("I", (0, tpl.FIELD_COUNT, tpl.OFF_CHECK, tpl.CHECK_LEN, tpl.CRC_INIT,
-                                  tpl.UDP_PARTIAL, int(mac), tpl.PAYLOAD_LEN) + tpl.FIELD_SIZES)
+        self.params = array(
+            "I",
+            (
+                0,
+                tpl.FIELD_COUNT,
+                tpl.OFF_CHECK,
+                tpl.CHECK_LEN,
+                tpl.CRC_INIT,
+                tpl.UDP_PARTIAL,
+                int(mac),
+                tpl.PAYLOAD_LEN,
+            )
+            + tpl.FIELD_SIZES,
+        )
         # The raw fields of a reading, filled by the sensor: an array('i') for an integer
         # template (viper reads it as words), a list where a field is f32.
         n = tpl.FIELD_COUNT

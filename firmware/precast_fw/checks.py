@@ -4,7 +4,8 @@ What every reading runs: seal (seq, fields, CRC-16 or CMAC, UDP checksum:
 Sender's patch), xor_into/copy_into (the CMAC's steps), sim_walk (the
 simulated sensor) and put_words/get_words/load_be32 (the backlog's ring).
 The two modules have the same names and give the same bytes; viper is 18x
-faster on the unix port (0.2 against 3.8 µs a reading). This is the one place that decides; VIPER says what it decided.
+faster on the unix port (0.2 against 3.8 µs a reading). This is the one
+place that decides; VIPER says what it decided.
 """
 
 try:

@@ -133,3 +133,51 @@ def test_the_ring_sends_what_it_kept_oldest_first_without_allocating(
         age = now - i * step
         seq = (seq0 + i) & 0xFFFFFFFF
         assert frame == encode_raw(lay, rows[i], DEVICE, seq, KEY, age), (i, seq, age)
+
+
+MEM = r"""
+import gc
+from precast_fw import backlog
+import precast_template as tpl
+import precast_config as cfg
+gc.collect()
+a = gc.mem_alloc()
+b = backlog.Backlog(cfg.BACKLOG, tpl.FIELD_COUNT)
+gc.collect()
+print(cfg.BACKLOG, gc.mem_alloc() - a)
+"""
+
+
+@pytest.mark.parametrize("port", ["unix", "unix32"])
+@pytest.mark.parametrize("template", ["minimal.toml", "env-node.toml"])
+def test_the_default_ring_takes_at_most_2_kib(tmp_path: Path, port: str, template: str) -> None:
+    """The build's default --backlog, measured by the port's own allocator."""
+    from kit import TEMPLATES
+
+    exe = _port(port)
+    out = tmp_path / "b"
+    build(out, TEMPLATES / template, "--device", "7")
+    (out / "test_script.py").write_text(MEM)
+    r = subprocess.run(
+        [exe, "test_script.py"], cwd=out, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    n, used = map(int, r.stdout.split())
+    fields = len(load_layouts([TEMPLATES / template])[0].fields)
+    assert n * (8 + 4 * fields) <= used <= 2048, (n, used)
+    assert n >= 60  # and it is not sized down to nothing
+
+
+def test_backlog_0_is_off_and_an_f32_template_has_none(tmp_path: Path) -> None:
+    from kit import TEMPLATES, precast
+
+    build(tmp_path / "a", TEMPLATES / "env-node.toml", "--device", "7", "--backlog", "0")
+    assert "BACKLOG = 0\n" in (tmp_path / "a" / "precast_config.py").read_text()
+    args = ["--device", "7", "--key", KEY_HEX]
+    build(tmp_path / "b", TEMPLATES / "power-meter.toml", *args)
+    assert "BACKLOG = 0\n" in (tmp_path / "b" / "precast_config.py").read_text()
+    r = precast(
+        "build", str(TEMPLATES / "power-meter.toml"), *args, "--out", str(tmp_path / "c"),
+        "--collector", "127.0.0.1", "--backlog", "5",
+    )  # fmt: skip
+    assert r.returncode == 2 and "f32" in r.stderr and "Traceback" not in r.stderr

@@ -1,22 +1,21 @@
 """The backlog: readings that could not be sent, kept in a preallocated ring, sent late.
 
-A reading whose send failed is kept: its seq (the 4 bytes of the frame it
-went out in), the time it was taken and its raw field values, in slots made
-once (`Backlog(n, fields)`: 8 + 4 * fields bytes a slot). A full ring
-overwrites its oldest reading (counted `dropped`). Once a send works again,
-`drain` sends up to `limit` kept readings, oldest first, before the next new
-one, each through the late sender (`Sender(precast_template_late)`: the
-delayed frame, docs/PROTOCOL.md, Delayed frames) with its age, the
-milliseconds from taking to now; a send that fails again leaves the reading
-first in the ring. Nothing is allocated per reading: the words move through
-checks.put_words / get_words / load_be32 (viper where the port has it), so a
-seq or a u32 field never becomes an int object on a 32-bit port.
+A reading whose send failed is kept as the bytes its frame carried, seq and
+fields (payload [8, 12 + F)), with the time it was taken, in slots made once
+(`Backlog(n, late, OFF_AGE)`: 8 + F bytes a slot). A full ring overwrites its oldest
+reading (counted `dropped`). Once a send works again, `drain` sends up to
+`limit` kept readings, oldest first, before the next new one: each one's bytes
+go back into the delayed frame (`Sender(precast_template_late)`, docs/PROTOCOL.md,
+Delayed frames) with its age, the milliseconds from taking to now, and seal
+writes its seq and checks; a send that fails again leaves the reading first in
+the ring and the error goes to the caller.
 
-Integer templates only (an f32 field makes Sender.values a list, and a reading
-allocates anyway): the build gives such a template no backlog.
+Nothing is allocated per reading: the fields move as bytes (an f32 field too),
+the age is a small int, and the seq goes into the late sender's params through
+checks.load_be32 (viper where the port has it: a word, never an int object).
 
 The time of taking is `time.ticks_ms()` by default: an age is right up to
-ticks_diff's range (2**29 ms, 6.2 days), and a kept reading does not survive a
+ticks_diff's range (2**29 ms, 6.2 days); a kept reading does not survive a
 reset or power loss (the seq store still guarantees no seq repeats).
 """
 
@@ -24,8 +23,8 @@ from array import array
 
 from micropython import const
 
-from .checks import get_words, load_be32, put_words
-from .layout import FRAME_SEQ
+from .checks import load_be32, seal
+from .layout import FRAME_SEQ, P_FIELDS, P_SEQ, PAYLOAD_OFFSET
 
 # The ring's state, an array('i'): where the oldest is, how many, and the counts.
 B_HEAD = const(0)
@@ -36,31 +35,42 @@ B_DROPPED = const(4)  # overwritten by a newer one in a full ring
 AGE_MAX = const(0x3FFFFFFF)  # the largest small int on any port: 12.4 days of ms
 
 
-def slot_bytes(fields):
-    """RAM a slot takes: seq and time of taking (4 + 4), the raw fields (4 each)."""
-    return 8 + 4 * fields
+def slot_bytes(fields_len):
+    """RAM a slot takes: seq (4), the fields' bytes, the time of taking (4)."""
+    return 8 + fields_len
+
+
+def _copy(dst, d, src, s, n):
+    """dst[d:d + n] = src[s:s + n], byte by byte (a slice would allocate)."""
+    i = 0
+    while i < n:
+        dst[d + i] = src[s + i]
+        i += 1
 
 
 class Backlog:
-    """A ring of n kept readings of a template with `fields` fields."""
+    """A ring of n kept readings, sent late through the delayed frame's Sender `late`."""
 
-    def __init__(self, n, fields, clock=None, diff=None):
+    def __init__(self, n, late, off_age, clock=None, diff=None):
+        """n slots; `late` the delayed frame's Sender, `off_age` its OFF_AGE (payload)."""
         import time
 
         self.n = n
-        self.fields = fields
-        self.seqs = array("I", bytes(4 * n))
+        self.late = late
+        self.age_at = PAYLOAD_OFFSET + off_age
+        self.width = self.age_at - FRAME_SEQ  # payload [8, 12 + F): seq and fields
+        self.kept = bytearray(n * self.width)
         self.taken = array("i", bytes(4 * n))
-        self.values = array("i", bytes(4 * n * fields))
         self.state = array("i", bytes(4 * 5))
         self.clock = clock or time.ticks_ms
         self.diff = diff or time.ticks_diff
+        late.params[P_FIELDS] = 0  # seal writes seq and checks; the fields come from the ring
 
     def __len__(self):
         return self.state[B_COUNT]
 
-    def keep(self, frame, values):
-        """Keep the reading just patched into frame (its seq) with its raw values."""
+    def keep(self, frame):
+        """Keep the reading just sent (or not) in frame: its seq and fields, and the time."""
         st = self.state
         n = self.n
         if st[B_COUNT] == n:  # full: the oldest goes
@@ -68,30 +78,36 @@ class Backlog:
             st[B_COUNT] = n - 1
             st[B_DROPPED] += 1
         slot = (st[B_HEAD] + st[B_COUNT]) % n
-        load_be32(self.seqs, slot, frame, FRAME_SEQ)
+        _copy(self.kept, slot * self.width, frame, FRAME_SEQ, self.width)
         self.taken[slot] = self.clock()
-        put_words(self.values, slot * self.fields, values, self.fields)
         st[B_COUNT] += 1
         st[B_KEPT] += 1
 
-    def drain(self, late, send, mv, limit):
-        """Send up to `limit` kept readings, oldest first, through the late sender `late`.
+    def drain(self, send, mv, limit):
+        """Send up to `limit` kept readings, oldest first, through the late sender's mv.
 
-        `send(mv)` sends late's frame (or payload) and raises OSError when it cannot;
-        the reading then stays first in the ring, and the error goes to the caller.
+        `send(mv)` raises OSError when it cannot: the reading then stays first in the
+        ring. The number sent.
         """
         st = self.state
-        v = late.values
-        k = self.fields
+        late = self.late
+        f = late.frame
+        w = self.width
+        a = self.age_at
         now = self.clock()
         sent = 0
         while sent < limit and st[B_COUNT]:
             slot = st[B_HEAD]
-            get_words(late.params, self.seqs, slot, 1)  # params[P_SEQ], slot 0
-            get_words(v, self.values, slot * k, k)
+            _copy(f, FRAME_SEQ, self.kept, slot * w, w)
+            load_be32(late.params, P_SEQ, f, FRAME_SEQ)
             age = self.diff(now, self.taken[slot])
-            v[k] = age if 0 <= age < AGE_MAX else AGE_MAX
-            late.patch(v)
+            if not 0 <= age < AGE_MAX:
+                age = AGE_MAX
+            f[a] = age >> 24
+            f[a + 1] = (age >> 16) & 0xFF
+            f[a + 2] = (age >> 8) & 0xFF
+            f[a + 3] = age & 0xFF
+            seal(late, None)  # seq (from params), the checks, the UDP checksum
             send(mv)
             st[B_HEAD] = (slot + 1) % self.n
             st[B_COUNT] -= 1

@@ -2,27 +2,25 @@
 
 What every reading runs: seal (seq, fields, CRC-16 or CMAC, UDP checksum:
 Sender's patch), xor_into/copy_into (the CMAC's steps), sim_walk (the
-simulated sensor) and put_words/get_words/load_be32 (the backlog's ring).
+simulated sensor) and load_be32 (a kept reading's seq).
 The two modules have the same names and give the same bytes; viper is 18x
 faster on the unix port (0.2 against 3.8 µs a reading). This is the one
 place that decides; VIPER says what it decided.
 """
 
 try:
-    from .viper import copy_into, get_words, load_be32, put_words, seal, sim_walk, xor_into
+    from .viper import copy_into, load_be32, seal, sim_walk, xor_into
 
     VIPER = True
 except (ImportError, SyntaxError, ValueError):  # no viper on this port, or .mpy of another arch
-    from .plain import copy_into, get_words, load_be32, put_words, seal, sim_walk, xor_into
+    from .plain import copy_into, load_be32, seal, sim_walk, xor_into
 
     VIPER = False
 
 __all__ = [
     "VIPER",
     "copy_into",
-    "get_words",
     "load_be32",
-    "put_words",
     "seal",
     "sim_walk",
     "xor_into",

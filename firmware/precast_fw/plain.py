@@ -143,22 +143,10 @@ def _sim_field(st, j, x, values, i):
     return x
 
 
-def put_words(ring, at, src, n):
-    """ring[at + i] = src[i] for i < n."""
-    i = 0
-    while i < n:
-        ring[at + i] = src[i]
-        i += 1
-
-
-def get_words(dst, ring, at, n):
-    """dst[i] = ring[at + i] for i < n."""
-    i = 0
-    while i < n:
-        dst[i] = ring[at + i]
-        i += 1
-
-
 def load_be32(words, i, src, at):
-    """words[i] = the big-endian u32 at src[at:at + 4]."""
+    """words[i] = the big-endian u32 at src[at:at + 4].
+
+    Without viper a seq at or above 2**30 is an int object here on a 32-bit port, as it
+    is in seal's own params[P_SEQ].
+    """
     words[i] = (src[at] << 24) | (src[at + 1] << 16) | (src[at + 2] << 8) | src[at + 3]

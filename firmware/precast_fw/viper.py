@@ -224,32 +224,6 @@ def sim_walk(sensor, values):
 
 
 @micropython.viper
-def put_words(ring, at, src, n):
-    """ring[at + i] = src[i] for i < n: 32-bit words (array 'i' or 'I'), never an int object."""
-    d = ptr32(ring)
-    s = ptr32(src)
-    a = int(at)
-    k = int(n)
-    i = 0
-    while i < k:
-        d[a + i] = s[i]
-        i += 1
-
-
-@micropython.viper
-def get_words(dst, ring, at, n):
-    """dst[i] = ring[at + i] for i < n: 32-bit words, never an int object."""
-    d = ptr32(dst)
-    s = ptr32(ring)
-    a = int(at)
-    k = int(n)
-    i = 0
-    while i < k:
-        d[i] = s[a + i]
-        i += 1
-
-
-@micropython.viper
 def load_be32(words, i, src, at):
     """words[i] = the big-endian u32 at src[at:at + 4] (a seq on a 32-bit port stays a word)."""
     w = ptr32(words)

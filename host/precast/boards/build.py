@@ -367,25 +367,16 @@ BACKLOG_MAX = 1024  # readings, whatever fits
 
 
 def backlog_slot_bytes(lay: Layout) -> int:
-    """RAM one kept reading takes on the node: seq, time of taking, raw fields (4 bytes each)."""
-    return 8 + 4 * len(lay.fields)  # firmware/precast_fw/backlog.py's slot_bytes
+    """RAM one kept reading takes on the node: seq, time of taking, the fields' bytes."""
+    return 8 + lay.template.fields_len  # firmware/precast_fw/backlog.py's slot_bytes
 
 
 def backlog_size(options: Any, lay: Layout) -> int:
-    """Readings the node's ring keeps: --backlog N, or as many as fit BACKLOG_RAM.
-
-    A template with an f32 field has no backlog: its reading allocates anyway.
-    """
+    """Readings the node's ring keeps: --backlog N, or as many as fit BACKLOG_RAM."""
     n = _opt(options, "backlog")
-    integer = all(s.field.type != "f32" for s in lay.fields)
     if n is None:
         room = BACKLOG_RAM - BACKLOG_OVERHEAD
-        return min(BACKLOG_MAX, room // backlog_slot_bytes(lay)) if integer else 0
-    if n and not integer:
-        raise UsageError(
-            f"--backlog: template {lay.template.name!r} has an f32 field; its readings"
-            " cannot be kept without allocating (give --backlog 0)"
-        )
+        return min(BACKLOG_MAX, room // backlog_slot_bytes(lay))
     return int(n)
 
 

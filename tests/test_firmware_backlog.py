@@ -181,3 +181,91 @@ def test_backlog_0_is_off(tmp_path: Path) -> None:
     assert "BACKLOG = 0\n" in (tmp_path / "a" / "precast_config.py").read_text()
     build(tmp_path / "b", TEMPLATES_DIR / "env-node.toml", "--device", "7", "--backlog", "500")
     assert "BACKLOG = 500\n" in (tmp_path / "b" / "precast_config.py").read_text()
+
+
+OUTAGE = r"""
+import errno, time
+import precast_config as cfg, precast_template as tpl
+from precast_fw import app
+from precast_fw.sensors.sim import Sensor
+from precast_fw.transport_udp import Transport
+
+state = [0]  # readings taken so far
+sim = Sensor(tpl, cfg)
+DOWN = OSError(errno.EHOSTUNREACH)  # made once: raising it allocates nothing
+
+class Outage:
+    # Readings DOWN_FROM..DOWN_TO (counting from 0) are taken while the link is down.
+    def read(self, values):
+        state[0] += 1
+        sim.read(values)
+
+class Link:
+    def __init__(self, inner):
+        self.inner = inner
+        self.FRAME = inner.FRAME
+    def send(self, mv):
+        if DOWN_FROM < state[0] <= DOWN_TO:
+            raise DOWN
+        self.inner.send(mv)
+    def reopen(self):
+        pass
+    def close(self):
+        self.inner.close()
+
+counts = app.run(tpl, cfg, transport=Link(Transport(tpl, cfg)), sensor=Outage())
+print(counts)
+print("precast: backlog " + counts.backlog)
+"""
+
+
+@pytest.mark.parametrize("port", ["unix", "unix32"])
+@pytest.mark.parametrize("lock", [False, True], ids=["free", "heap_lock"])
+def test_the_node_sends_an_outage_late_oldest_first(tmp_path: Path, port: str, lock: bool) -> None:
+    """The app with --backlog through an outage of its link: every reading that fit the ring
+    arrives once, the ones before them are lost at both ends, the ages are the interval's."""
+    from firmware_kit import UdpSink
+    from precast.wire.codec import Codec, Reading
+
+    exe = _port(port)
+    n, ring, interval, down_from, down_to = 60, 8, 20, 10, 30
+    sink = UdpSink()
+    try:
+        template = TEMPLATES_DIR / "env-node.toml"
+        extra = ["--heap-lock"] if lock else []
+        build(
+            tmp_path / "b", template, "--device", "3", "--collector", sink.collector,
+            "--count", str(n), "--interval-ms", str(interval), "--backlog", str(ring), *extra,
+        )  # fmt: skip
+        with (tmp_path / "b" / "precast_config.py").open("a") as f:
+            f.write(f"RETRIES = 0\nSEQ_FILE = None\nSEQ_START = {0x3FFFFFF0}\n")  # seqs over 2**30
+        script = f"DOWN_FROM = {down_from}\nDOWN_TO = {down_to}\n" + OUTAGE
+        (tmp_path / "b" / "test_script.py").write_text(script)
+        r = subprocess.run(
+            [exe, "test_script.py"], cwd=tmp_path / "b", capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        got = sink.drain()
+    finally:
+        sink.close()
+    codec = Codec(load_layouts([template]))
+    readings = [codec.decode(g) for g in got]
+    assert all(isinstance(x, Reading) for x in readings), readings
+    seqs = [x.seq - 0x3FFFFFF0 for x in readings if isinstance(x, Reading)]
+    late = [
+        (x.seq - 0x3FFFFFF0, x.age_ms) for x in readings if isinstance(x, Reading) and x.delayed
+    ]
+    outage = list(range(down_from, down_to))  # readings 11..30 (1-based) are seqs 10..29
+    kept = outage[-ring:]  # a full ring dropped the oldest
+    assert sorted(seqs) == sorted(set(seqs)), "a reading arrived twice"
+    assert set(range(n)) - set(seqs) == set(outage[:-ring])  # lost: the ring's overflow
+    assert [s for s, _ in late] == kept  # oldest first
+    for s, age in late:
+        assert age is not None
+        # taken at reading s, sent at reading down_to (4 a reading): age ~ (sent - s) intervals
+        sent_at = down_to + kept.index(s) // 4
+        assert abs(age - (sent_at - s) * interval) <= interval, (s, age)
+    assert f"backlog kept {len(outage)} late {ring} dropped {len(outage) - ring} waiting 0" in (
+        r.stdout
+    ), r.stdout

@@ -79,7 +79,7 @@ class Backlog:
             st[B_DROPPED] += 1
         slot = (st[B_HEAD] + st[B_COUNT]) % n
         _copy(self.kept, slot * self.width, frame, FRAME_SEQ, self.width)
-        self.taken[slot] = self.clock()
+        self.taken[slot] = self.clock()  # type: ignore[assignment]  # stubs: ticks are ints here
         st[B_COUNT] += 1
         st[B_KEPT] += 1
 
@@ -124,3 +124,53 @@ class Backlog:
             st[B_DROPPED],
             st[B_COUNT],
         )
+
+
+LATE_PER_READING = const(4)  # kept readings sent before each new one, at most
+
+
+class Keeper:
+    """The loop's send with a backlog: kept readings first (oldest first, a few), then the
+    new one; a new one whose send fails after the link's retries is kept.
+
+    While kept readings cannot go out (the first late send fails) the new reading is kept
+    at once, without the link's retries: the link is known to be down.
+    """
+
+    def __init__(self, link, sender, backlog, late_mv):
+        self.link = link
+        self.frame = sender.frame
+        self.backlog = backlog
+        self.late_mv = late_mv
+
+    def send(self, mv):
+        """Send mv after what is kept; True when mv went out now."""
+        b = self.backlog
+        link = self.link
+        if b.state[B_COUNT]:
+            try:
+                b.drain(link.send_raw, self.late_mv, LATE_PER_READING)
+            except OSError as e:
+                link.failed += 1
+                link.last_errno = e.errno
+                b.keep(self.frame)
+                return False
+            except MemoryError:  # under heap_lock a port may fail to build the OSError
+                link.failed += 1
+                b.keep(self.frame)
+                return False
+        if link.send(mv):
+            return True
+        b.keep(self.frame)
+        return False
+
+
+def open_keeper(n, link, sender, key):
+    """A Keeper with a ring of n readings and the delayed frame's Sender (made once, here)."""
+    import precast_template_late as late_tpl
+
+    from .sender import Sender
+
+    late = Sender(late_tpl, key)
+    mv = late.frame_mv if link.FRAME else late.payload_mv
+    return Keeper(link, sender, Backlog(n, late, late_tpl.OFF_AGE), mv)

@@ -133,8 +133,9 @@ class Keeper:
     """The loop's send with a backlog: kept readings first (oldest first, a few), then the
     new one; a new one whose send fails after the link's retries is kept.
 
-    While kept readings cannot go out (the first late send fails) the new reading is kept
-    at once, without the link's retries: the link is known to be down.
+    When a kept reading cannot go out, the new one still goes through the link's send,
+    its retries and reopening (the link may need reopening to come back at all); if that
+    works, the kept ones follow at the next reading.
     """
 
     def __init__(self, link, sender, backlog, late_mv):
@@ -153,12 +154,8 @@ class Keeper:
             except OSError as e:
                 link.failed += 1
                 link.last_errno = e.errno
-                b.keep(self.frame)
-                return False
             except MemoryError:  # under heap_lock a port may fail to build the OSError
                 link.failed += 1
-                b.keep(self.frame)
-                return False
         if link.send(mv):
             return True
         b.keep(self.frame)

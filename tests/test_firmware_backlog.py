@@ -269,3 +269,67 @@ def test_the_node_sends_an_outage_late_oldest_first(tmp_path: Path, port: str, l
     assert f"backlog kept {len(outage)} late {ring} dropped {len(outage) - ring} waiting 0" in (
         r.stdout
     ), r.stdout
+
+
+SLEEP = r"""
+import time, os
+import precast_template as tpl
+import precast_template_late as late_tpl
+import precast_config as cfg
+from precast_fw import sender, backlog, board
+
+s = sender.Sender(tpl, None)
+late = sender.Sender(late_tpl, None)
+ring = backlog.Backlog(8, late, late_tpl.OFF_AGE)
+v = s.values
+i = 0
+while i < 5:
+    v[0] = 100 + i
+    s.patch(v)
+    ring.keep(s.frame)
+    time.sleep_ms(100)
+    i += 1
+b = board.Board(cfg)
+b.keep_over_sleep(ring, "kept")
+b.pause(200)  # deep: saved, then (the unix stand-in: no reboot) removed again
+print("after pause", "kept" in os.listdir("."))
+ring.save("kept")  # what pause() does on a board just before machine.deepsleep
+time.sleep_ms(300)  # the sleep
+# the next boot: a new ring, its ticks and the RTC's time later
+late2 = sender.Sender(late_tpl, None)
+ring2 = backlog.Backlog(8, late2, late_tpl.OFF_AGE)
+print("restored", ring2.restore("kept"), "kept" in os.listdir("."))
+out = []
+def send(mv):
+    out.append(bytes(mv))
+ring2.drain(send, late2.frame_mv, 8)
+import binascii
+for f in out:
+    print(binascii.hexlify(f).decode())
+"""
+
+
+def test_the_ring_crosses_deep_sleep_in_a_file_with_its_ages_going_on(tmp_path: Path) -> None:
+    from precast.wire.codec import Codec, Reading
+
+    out = tmp_path / "b"
+    build(out, TEMPLATES_DIR / "minimal.toml", "--device", "5", "--sleep", "deep")
+    assert "BACKLOG_FILE = 'precast_backlog'" in (out / "precast_config.py").read_text()
+    (out / "test_script.py").write_text(SLEEP)
+    r = subprocess.run(
+        [micropython(), "test_script.py"], cwd=out, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.strip().split("\n")
+    assert lines[0] == "after pause False" and lines[1] == "restored 5 False", lines
+    codec = Codec(load_layouts([TEMPLATES_DIR / "minimal.toml"]))
+    got = [codec.decode(bytes.fromhex(x)) for x in lines[2:]]
+    assert all(isinstance(g, Reading) and g.delayed for g in got), got
+    readings = [g for g in got if isinstance(g, Reading)]
+    assert [g.raw[0] for g in readings] == [100, 101, 102, 103, 104]
+    assert [g.seq for g in readings] == [0, 1, 2, 3, 4]
+    # taken 100 ms apart; the last 100 ms before the pause, then 200 ms pause + 300 ms sleep
+    for k, g in enumerate(readings):
+        want = (4 - k) * 100 + 100 + 200 + 300
+        assert g.age_ms is not None and abs(g.age_ms - want) <= 80, (k, g.age_ms, want)

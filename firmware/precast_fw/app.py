@@ -261,7 +261,9 @@ def run(tpl, cfg, transport=None, sensor=None):
         if backlog:
             from .backlog import open_keeper
 
-            keeper = open_keeper(backlog, link, sender, getattr(cfg, "KEY", None))
+            path = getattr(cfg, "BACKLOG_FILE", None)
+            keeper = open_keeper(backlog, link, sender, getattr(cfg, "KEY", None), path)
+            board.keep_over_sleep(keeper.backlog, path)
         loop = Loop(board, link, sensor, sender, sender.values, interval, keeper)
         # Warm-up: the first reading outside the lock (first calls may allocate caches).
         board.claim(1)

@@ -15,8 +15,11 @@ the age is a small int, and the seq goes into the late sender's params through
 checks.load_be32 (viper where the port has it: a word, never an int object).
 
 The time of taking is `time.ticks_ms()` by default: an age is right up to
-ticks_diff's range (2**29 ms, 6.2 days); a kept reading does not survive a
-reset or power loss (the seq store still guarantees no seq repeats).
+ticks_diff's range (2**29 ms, 6.2 days). Across deep sleep (a reboot) the ring
+goes into a file (`save` before the sleep, `restore` at boot), each reading with
+its age so far and the RTC's time, so the ages go on from the RTC's clock; RTC
+memory is not used yet. A reset or power loss loses the ring (the seq store
+still guarantees no seq repeats).
 """
 
 from array import array
@@ -33,6 +36,26 @@ B_KEPT = const(2)
 B_LATE = const(3)  # sent late
 B_DROPPED = const(4)  # overwritten by a newer one in a full ring
 AGE_MAX = const(0x3FFFFFFF)  # the largest small int on any port: 12.4 days of ms
+
+
+_TICKS_AGE_MAX = const(1 << 28)  # ages restored after a sleep stay inside ticks_diff's range
+
+
+def _rtc_ms():
+    """The RTC's time in ms: it runs through deep sleep, where ticks_ms restarts."""
+    import time
+
+    try:
+        return time.time_ns() // 1000000
+    except AttributeError:  # a port without time_ns: whole seconds
+        return int(time.time()) * 1000
+
+
+def time_taken(now, age):
+    """The ticks_ms a reading was taken at, `age` ms before `now`."""
+    import time
+
+    return time.ticks_add(now, -age)
 
 
 def slot_bytes(fields_len):
@@ -115,6 +138,77 @@ class Backlog:
             sent += 1
         return sent
 
+    def save(self, path):
+        """Write what is kept to `path`, before deep sleep: each reading's age so far, and the
+        RTC's time, so that the next boot's ages go on from the RTC (ticks_ms restarts).
+        Nothing kept: no file (no flash written). Allocates: call it with the heap unlocked."""
+        import struct
+
+        st = self.state
+        n = st[B_COUNT]
+        if not n:
+            self.forget(path)
+            return
+        now = self.clock()
+        w = self.width
+        out = bytearray(struct.pack(">QH", _rtc_ms(), n))
+        i = 0
+        while i < n:
+            slot = (st[B_HEAD] + i) % self.n
+            out += struct.pack(">I", self.diff(now, self.taken[slot]))
+            out += self.kept[slot * w : slot * w + w]
+            i += 1
+        with open(path, "wb") as f:
+            f.write(out)
+
+    def restore(self, path):
+        """Take back what save() wrote (then remove the file); the readings restored."""
+        import struct
+
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return 0
+        self.forget(path)
+        w = self.width
+        if len(data) < 10:
+            return 0
+        saved, n = struct.unpack_from(">QH", data, 0)
+        if len(data) != 10 + n * (4 + w):
+            return 0  # not this template's (a rebuilt bundle): nothing to trust
+        slept = max(0, _rtc_ms() - saved)
+        now = self.clock()
+        at = 10
+        i = 0
+        while i < n:
+            age = min(struct.unpack_from(">I", data, at)[0] + slept, _TICKS_AGE_MAX)
+            self._put(data, at + 4, time_taken(now, age))
+            at += 4 + w
+            i += 1
+        return n
+
+    def _put(self, data, at, taken):
+        st = self.state
+        if st[B_COUNT] == self.n:
+            st[B_HEAD] = (st[B_HEAD] + 1) % self.n
+            st[B_COUNT] = self.n - 1
+            st[B_DROPPED] += 1
+        slot = (st[B_HEAD] + st[B_COUNT]) % self.n
+        _copy(self.kept, slot * self.width, data, at, self.width)
+        self.taken[slot] = taken
+        st[B_COUNT] += 1
+
+    @staticmethod
+    def forget(path):
+        """Remove a saved backlog (the sleep did not happen: this run goes on with it)."""
+        import os
+
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
     def counts(self):
         """'kept K late L dropped D waiting W', for the run's summary line."""
         st = self.state
@@ -162,12 +256,16 @@ class Keeper:
         return False
 
 
-def open_keeper(n, link, sender, key):
-    """A Keeper with a ring of n readings and the delayed frame's Sender (made once, here)."""
+def open_keeper(n, link, sender, key, path=None):
+    """A Keeper with a ring of n readings and the delayed frame's Sender (made once, here);
+    what a deep sleep left in `path` is taken back."""
     import precast_template_late as late_tpl
 
     from .sender import Sender
 
     late = Sender(late_tpl, key)
     mv = late.frame_mv if link.FRAME else late.payload_mv
-    return Keeper(link, sender, Backlog(n, late, late_tpl.OFF_AGE), mv)
+    ring = Backlog(n, late, late_tpl.OFF_AGE)
+    if path:
+        ring.restore(path)
+    return Keeper(link, sender, ring, mv)

@@ -364,6 +364,7 @@ def _pack_lines(lay: Layout, indent: str) -> list[str]:
 BACKLOG_RAM = 2048  # bytes the backlog's ring takes by default, at most
 BACKLOG_OVERHEAD = 448  # its objects and the GC's rounding: 392 measured on the 64-bit unix port
 BACKLOG_MAX = 1024  # readings, whatever fits
+BACKLOG_FILE = "precast_backlog"
 
 
 def backlog_slot_bytes(lay: Layout) -> int:
@@ -394,6 +395,9 @@ def config_entries(options: Any, lay: Layout) -> dict[str, Any]:
         "COUNT": _opt(options, "count", 0),
         "HEAP_LOCK": bool(_opt(options, "heap_lock", False)),
         "BACKLOG": backlog_size(options, lay),  # readings kept through an outage; 0: off
+        # Deep sleep reboots: the kept readings wait in this file meanwhile (flash written
+        # once a sleep, only while something is kept).
+        "BACKLOG_FILE": BACKLOG_FILE if _opt(options, "sleep", "none") == "deep" else None,
         **hardware.config_entries(options, lay),  # SENSOR (its final say), SLEEP, SEQ_FILE, ...
         **ethernet.config_entries(options),  # SPI pins, CS, reset; WIFI off (w5500, enc28j60)
         "KEY": bytes(key) if key is not None else None,

@@ -333,3 +333,38 @@ def test_the_ring_crosses_deep_sleep_in_a_file_with_its_ages_going_on(tmp_path: 
     for k, g in enumerate(readings):
         want = (4 - k) * 100 + 100 + 200 + 300
         assert g.age_ms is not None and abs(g.age_ms - want) <= 80, (k, g.age_ms, want)
+
+
+@pytest.mark.parametrize("chip", ["w5500", "enc28j60"])
+def test_the_raw_chips_send_the_precomputed_delayed_frame(tmp_path: Path, veth, chip: str) -> None:
+    """The W5500 and ENC28J60 drivers (register-level models, tests/chips/) through a link
+    that goes down for ten readings, under heap_lock: the kept ones leave as delayed frames,
+    byte for byte the codec's, the kernel in the namespace judging every checksum."""
+    from firmware_kit import template_for
+    from test_firmware_eth import Capture, bundle, counts_of, run_chip
+
+    from precast.wire.codec import Codec, Reading
+
+    n = 120
+    t = template_for(veth, TEMPLATES_DIR / "env-node.toml", tmp_path / "env-node.toml")
+    layouts = load_layouts([t])
+    cap = Capture(veth, layouts[0].template.network.dst_port)
+    out = bundle(tmp_path, t, chip, "--count", str(n), "--heap-lock", "--backlog", "16")
+    res = run_chip(out, chip, veth.outer, schedule=[(50, "link", False), (60, "link", True)])
+    got = cap.result()
+    assert got["csum_errors"] == 0
+    codec = Codec(layouts, key=KEY)
+    seqs, late = [], []
+    for h in got["frames"]:  # type: ignore[attr-defined]
+        f = bytes.fromhex(h)
+        r = codec.decode(f)
+        assert isinstance(r, Reading), r
+        want = encode_raw(r.layout, r.raw, r.device, r.seq, KEY, r.age_ms)
+        assert f[: len(want)] == want and not any(f[len(want) :])
+        seqs.append(r.seq)
+        if r.delayed:
+            late.append(r.seq)
+    assert sorted(seqs) == list(range(n)), "every reading once, the kept ones late"
+    assert late and late == sorted(late) and set(late) <= set(range(50, 61)), late
+    assert len(got["payloads"]) == n  # type: ignore[arg-type]
+    assert counts_of(res)["readings"] == n

@@ -341,9 +341,8 @@ def test_the_raw_chips_send_the_precomputed_delayed_frame(tmp_path: Path, veth, 
     that goes down for ten readings, under heap_lock: the kept ones leave as delayed frames,
     byte for byte the codec's, the kernel in the namespace judging every checksum."""
     from firmware_kit import template_for
-    from test_firmware_eth import Capture, bundle, counts_of, run_chip
-
     from precast.wire.codec import Codec, Reading
+    from test_firmware_eth import Capture, bundle, counts_of, run_chip
 
     n = 120
     t = template_for(veth, TEMPLATES_DIR / "env-node.toml", tmp_path / "env-node.toml")

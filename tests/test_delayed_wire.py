@@ -144,3 +144,14 @@ def test_delay_makes_of_a_live_frame_what_encode_makes_delayed(data: st.DataObje
     age = data.draw(st.integers(0, 2**32 - 1))
     live = encode_raw(lay, raw, 3, 4, KEY)
     assert delay(lay, live, age, KEY) == encode_raw(lay, raw, 3, 4, KEY, age)
+
+
+def test_compile_shows_the_delayed_frame() -> None:
+    r = precast("compile", str(TEMPLATES / "env-node.toml"))
+    assert r.returncode == 0, r.stderr
+    # 0xb6b1: docs/PROTOCOL.md's delayed example, its checksum judged there by scapy
+    want = "delayed: frame 70 bytes, payload 28, age (u32 ms) at 22, crc16 at 26,"
+    assert f"  {want} IPv4 checksum 0xb6b1" in r.stdout.splitlines()
+    j = precast("compile", str(TEMPLATES / "env-node.toml"), "--json")
+    late = __import__("json").loads(j.stdout)["delayed"]
+    assert (late["frame_length"], late["age_offset"], late["ip_checksum"]) == (70, 22, 0xB6B1)

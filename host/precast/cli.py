@@ -75,6 +75,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
             off = f" {f.offset:+}" if f.offset else ""
             print(f"  {s.offset:5d}  {f.type:<4} {f.name}{scale}{off} {f.unit}".rstrip())
         print(f"  {lay.check_offset:5d}  {t.check}")
+        late = lay.late
+        print(
+            f"  delayed: frame {late.frame_len} bytes, payload {late.payload_len}, age (u32 ms)"
+            f" at {late.age_offset}, {t.check} at {late.check_offset},"
+            f" IPv4 checksum 0x{late.ip_checksum:04x}"
+        )
     return 0
 
 

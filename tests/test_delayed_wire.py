@@ -7,6 +7,7 @@ struct reads the age from where the protocol puts it.
 
 from __future__ import annotations
 
+import json
 import struct
 
 import crcmod.predefined
@@ -153,5 +154,5 @@ def test_compile_shows_the_delayed_frame() -> None:
     want = "delayed: frame 70 bytes, payload 28, age (u32 ms) at 22, crc16 at 26,"
     assert f"  {want} IPv4 checksum 0xb6b1" in r.stdout.splitlines()
     j = precast("compile", str(TEMPLATES / "env-node.toml"), "--json")
-    late = __import__("json").loads(j.stdout)["delayed"]
+    late = json.loads(j.stdout)["delayed"]
     assert (late["frame_length"], late["age_offset"], late["ip_checksum"]) == (70, 22, 0xB6B1)

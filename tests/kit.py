@@ -230,8 +230,6 @@ def micropython() -> str:
     return str(MICROPYTHON)
 
 
-
-
 def micropython32() -> str:
     """The 32-bit port (31-bit small ints, as on a board), whatever this test's port; skips
     (a failure in CI) when it is not built."""

@@ -37,6 +37,7 @@ HOST = {
     "MAGIC": wire.MAGIC,
     "VERSION": wire.VERSION,
     "FLAG_MIC": wire.FLAG_MIC,
+    "FLAG_DELAYED": wire.FLAG_DELAYED,
     "CHECK_CRC16": host_build.CHECK_KINDS["crc16"],
     "CRC16_LEN": wire.CHECKS["crc16"],
     "CRC16_POLY": wire.CRC16_POLY,

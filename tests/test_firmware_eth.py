@@ -125,6 +125,8 @@ def bundle(tmp: Path, template: Path, chip: str, *args: str) -> Path:
         "0",
         "--eth-reset",
         "none",  # the unix port has no pins; the models are reset over SPI
+        "--backlog",
+        "0",  # the driver's own counts and order: nothing kept to be sent late
         *args,
     )
     for f in CHIPS.glob("*.py"):

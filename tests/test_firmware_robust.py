@@ -93,6 +93,8 @@ def _run(tmp_path: Path, script: str, *extra: str) -> tuple[dict[str, int], list
             str(N),
             "--interval-ms",
             "0",
+            "--backlog",
+            "0",  # the link's own counts: no reading kept to be sent late
             *extra,
         )
         r = run_bundle(tmp_path / "b", script)
@@ -183,6 +185,8 @@ def test_firmware_real_enobufs_from_a_full_queue(tmp_path: Path, veth: VethPair)
         str(n),
         "--interval-ms",
         "0",
+        "--backlog",
+        "0",  # the link's own counts: no reading kept to be sent late
     )
     r = run_bundle(tmp_path / "b")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -219,6 +223,8 @@ def test_firmware_link_down_counts_every_reading(tmp_path: Path, veth: VethPair)
         str(n),
         "--interval-ms",
         "0",
+        "--backlog",
+        "0",  # the link's own counts: no reading kept to be sent late
     )
     r = run_bundle(tmp_path / "b")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -146,6 +146,13 @@ class Board:
         self.wdt = wdt
         self._slice = _MAX_WDT_MS if wdt is not None else 0
         self.network_tries = 0  # WiFi connections tried after the first (reconnect)
+        self.backlog = None  # app's backlog ring, saved to backlog_path before deep sleep
+        self.backlog_path = None
+
+    def keep_over_sleep(self, backlog, path):
+        """Save `backlog` to `path` before each deep sleep (None: it is not kept over one)."""
+        self.backlog = backlog
+        self.backlog_path = path
 
     def first_seq(self, default=0):
         """The seq of this boot's first reading: from the store, else `default`."""
@@ -182,6 +189,9 @@ class Board:
             ms -= _TX_DRAIN_MS
         if deep and ms > 0 and self.store is not None:
             self.store.save_for_sleep()
+        keep = deep and ms > 0 and self.backlog is not None and self.backlog_path
+        if keep:
+            self._unlocked(self.backlog.save, self.backlog_path)  # a file: the heap is needed
         # A watchdog must be fed more often than it bites: sleep in slices it allows.
         # Deep sleep stops the watchdog with the chip, so it goes in one piece.
         step = self._slice if self.sleep_mode != 2 else 0
@@ -195,6 +205,8 @@ class Board:
             # Still running: no deep sleep happened (the unix port's stand-in). A record left
             # in RTC memory must not outlive this moment, or a later reset would replay it.
             self.store.clear_rtc()
+        if keep:  # the same for the saved backlog: this run goes on with it in RAM
+            self._unlocked(self.backlog.forget, self.backlog_path)
         if self.sleep_mode == 1 and self.wlan is not None and not self.wlan.isconnected():
             self._reconnect()
 
@@ -215,6 +227,16 @@ class Board:
         if self.wlan is not None and not self.wlan.isconnected():
             self.network_tries += 1
             wifi_up(wdt=self.wdt)
+
+    def _unlocked(self, fn, arg):
+        # Rare, not per reading (before a deep sleep): under heap_lock it is lifted meanwhile.
+        if self.heap_lock:
+            micropython.heap_unlock()
+        try:
+            fn(arg)
+        finally:
+            if self.heap_lock:
+                micropython.heap_lock()
 
     def _reconnect(self):
         # After a light sleep the access point may have dropped the station; reconnecting

@@ -173,3 +173,12 @@ def _sim_field(st, j, x, values, i):
     v += x % (2 * a + 1) - a
     values[i] = max(st[j + S_LO], min(st[j + S_HI], v)) - S_BIAS
     return x
+
+
+def load_be32(words, i, src, at):
+    """words[i] = the big-endian u32 at src[at:at + 4].
+
+    Without viper a seq at or above 2**30 is an int object here on a 32-bit port, as it
+    is in seal's own params[P_SEQ].
+    """
+    words[i] = (src[at] << 24) | (src[at + 1] << 16) | (src[at + 2] << 8) | src[at + 3]

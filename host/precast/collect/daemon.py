@@ -53,6 +53,7 @@ from typing import Any
 from precast.args import examples, key_arg, parse_hostport
 from precast.collect.backlog import DEFAULT_QUEUE_BYTES, Backlog, Batch
 from precast.collect.dburl import display_db
+from precast.collect.ingest import Commit, Ingest
 from precast.collect.keys import load_key_file, load_keys
 from precast.collect.metrics import DEFAULT_METRICS_DEVICES, serve_metrics
 from precast.collect.outage import DEFAULT_STOP_TIMEOUT, StoreRetry, Unwritten
@@ -63,30 +64,17 @@ from precast.collect.receiver import (
     receiver_for,
 )
 from precast.collect.report import Reporter
-from precast.collect.rows import Row, RowBuilder, row_builder, utc_iso
 from precast.collect.sinks import Sink, Stored
 from precast.collect.sinks import mqtt as mqtt_sink
 from precast.collect.sinks.jsonl import JsonlSink
 from precast.collect.spill import DEFAULT_SPILL, read_spill, write_spill
-from precast.collect.store import SharedStore, StoreError, open_store, transient_errors
-from precast.collect.tracker import (
-    AUTH_CRC,
-    AUTH_MIC,
-    DEFAULT_MAX_DEVICES,
-    DEFAULT_WINDOW,
-    DEVICE_LIMIT,
-    HELD,
-    JUMP_REASON,
-    REFUSALS,
-    Device,
-    Tracker,
-)
+from precast.collect.store import StoreError, open_store
+from precast.collect.tracker import DEFAULT_MAX_DEVICES, DEFAULT_WINDOW, Device, Tracker, Verdict
 from precast.errors import PrecastError, UsageError
 from precast.wire.codec import Codec
-from precast.wire.constants import DEFAULT_PORT, NO_KEY
+from precast.wire.constants import DEFAULT_PORT
 from precast.wire.layout import load_layouts
 from precast.wire.template import default_templates
-from precast.wire.validator import Validator
 
 log = logging.getLogger("precast.collect")
 
@@ -151,23 +139,23 @@ class Collector:
         self.key_file = key_file
         self.keys_file = keys_file
         self.tracker = Tracker(window, max_devices)
+        self.sources: dict[Any, str] = {}
         self.codec = self._load_codec()
         self._use(self.codec)
         self.store = open_store(db)
         self.where = display_db(db)  # never the password
         self.spill = spill
         self.stop_timeout = stop_timeout
-        self.retry = StoreRetry(self.store, transient_errors(self.store))
+        self.retry = StoreRetry(self.store, self.store.transient)
         self.store.ensure_templates(self.codec.layouts.values())
         for dev in self.store.load_devices():
-            self._load(dev)
+            self.ingest.load(dev)
         self.rejects, counters = self.store.load_counts()
         self.base_queue_drops = counters.get("queue_drops", 0)
         self.base_kernel_drops = counters.get("kernel_drops", 0)
         self.base_jsonl_drops = counters.get("jsonl_drops", 0)
         self.kernel_drops = 0  # of this run's socket
         self.backlog = Backlog(queue, queue_bytes)
-        self.sources: dict[Any, str] = {}
         self.base_mqtt = {k: n for k, n in counters.items() if k.startswith("mqtt_")}
         self.sinks: list[Sink] = [JsonlSink(jsonl)] if jsonl else []
         self.jsonl_sinks = [s for s in self.sinks if isinstance(s, JsonlSink)]
@@ -179,8 +167,6 @@ class Collector:
             lambda d: d in self.codec.keys,
             proven=lambda d: d in self.tracker.devices and self.tracker.devices[d].received > 0,
         )
-        self._refused: list[tuple[str, Any, bytes]] = []  # the stored batch's, for reporter
-        self._new: list[tuple[int, int, Any]] = []
         self._recent_changed = False
         self.mqtt: mqtt_sink.MqttSink | None = None
         if mqtt is not None:
@@ -203,13 +189,6 @@ class Collector:
 
     # -- setup
 
-    def _load(self, dev: Device) -> None:
-        """A device's books from the database into the tracker."""
-        if not dev.auth:  # saved before auth was stored: its template's check says
-            lay = self.codec.layouts.get(dev.template)
-            dev.auth = AUTH_MIC if lay is not None and lay.template.mic else AUTH_CRC
-        self.tracker.load(dev)
-
     def _load_codec(self) -> Codec:
         layouts = load_layouts(self.templates)
         default, keys = self.key, dict[int, bytes]()
@@ -223,14 +202,9 @@ class Collector:
     def _use(self, codec: Codec) -> None:
         """Check frames against codec's templates and keys from now on."""
         self.codec = codec
-        self.validator = Validator(codec)
+        self.ingest = Ingest(codec, self.tracker, self._source)
         if hasattr(self, "receiver"):
             self.receiver.cap = self._cap(codec)
-        self.tracker.keyed = set(codec.keys)  # a key of its own: accepted only with a MIC
-        self.rows: dict[int, tuple[RowBuilder, list[str]]] = {
-            tid: (row_builder(lay), [s.field.name for s in lay.fields])
-            for tid, lay in codec.layouts.items()
-        }
 
     @staticmethod
     def _cap(codec: Codec) -> int:
@@ -280,9 +254,9 @@ class Collector:
         if not changed:
             return
         try:
-            self.store.write({}, [], {}, changed)
+            self.store.commit((), lambda fresh: Commit(counters=changed))
             self._saved_counters.update(changed)
-        except StoreError as e:
+        except self.store.transient as e:
             log.error("cannot write the last counters to the database: %s", e)
 
     def _process(self, batches: list[Batch], split: bool = True) -> None:
@@ -315,138 +289,47 @@ class Collector:
             pending.pop(0)
         retry.ok()
 
-    def _touched(self, batches: list[Batch]) -> set[int]:
-        """The devices a piece may change, whose books a shared store locks: the device ids
-        of its template frames (magic, version/flags and template id, then the device; a
-        frame of the wrong length only locks a device for nothing) and the devices changed
-        since the last write (an operator reset, a piece rolled back)."""
-        specs = self.validator.specs
-        ids = {data[4:8] for _, batch in batches for data, _ in batch if data[:4] in specs}
-        touched = {int.from_bytes(i, "big") for i in ids if len(i) == 4}
-        touched.update(self.tracker.dirty)
-        return touched
-
     def _store_piece(self, batches: list[Batch]) -> None:
         """Check, track and store the datagrams of batches in one transaction (or none).
 
-        With a database other collectors write too (store.SharedStore), the store locks
-        the books of the devices the piece touches and hands back those another collector
-        moved on; the tracker takes them, then classifies. A failed attempt leaves nothing
-        behind: the tracker and the rejects are rolled back, the store forgets the touched
-        devices, and the retry classifies the piece again from the database's books.
+        The store hands the Ingest the books another collector moved on (PostgreSQL);
+        the Ingest classifies the piece into a Commit, which the store writes. A failed
+        attempt leaves nothing behind: the tracker is rolled back, and the retry
+        classifies the piece again from the database's books.
         """
         tracker = self.tracker
-        rejects = self.rejects
-        before = dict(rejects)
-        out: list[Any] = [{}, {}]
+        ingest = self.ingest
+        built: list[Commit] = []
 
-        def work(
-            fresh: dict[int, Device | None],
-        ) -> tuple[dict[int, list[Row]], list[Device], dict[str, int], dict[str, int]]:
-            for dev, state in fresh.items():
-                if state is None:  # no books in the database (yet, or any more)
-                    tracker.devices.pop(dev, None)
-                    tracker.dirty.discard(dev)
-                else:
-                    self._load(state)
-            rows, changed = self._track(batches)
-            counters = self._counters()
-            changed_counters = {
-                k: n for k, n in counters.items() if self._saved_counters.get(k) != n
-            }
-            out[:] = [rows, changed_counters]
-            return rows, tracker.take_dirty(), {k: rejects[k] for k in changed}, changed_counters
+        def build(fresh: dict[int, Device | None]) -> Commit:
+            ingest.fresh(fresh)
+            c = ingest.run(batches)
+            saved = self._saved_counters
+            c.counters = {k: n for k, n in self._counters().items() if saved.get(k) != n}
+            built[:] = [c]
+            return c
 
         tracker.begin()
-        self._refused.clear()
-        self._new.clear()
         try:
-            if getattr(self.store, "shared", False):
-                shared: SharedStore = self.store  # type: ignore[assignment]
-                stored = shared.transact(self._touched(batches), work)
-            else:
-                written = work({})
-                self.store.write(*written)
-                stored = sum(map(len, written[0].values()))
+            stored = self.store.commit(ingest.touched(batches), build)
         except BaseException:
             tracker.rollback()
-            rejects.clear()
-            rejects.update(before)
             raise
         tracker.commit()
-        rows, changed_counters = out
-        self._report()
-        self._saved_counters.update(changed_counters)
+        c = built[0]
+        for k, n in c.rejects.items():
+            self.rejects[k] = self.rejects.get(k, 0) + n
+        self._limit_refused += c.rejects.get(Verdict.DEVICE_LIMIT.value, 0)
+        self._report(c)
+        self._saved_counters.update(c.counters)
         self.stored += stored
-        if self.sinks and rows:
-            builders = self.rows
-            batch = Stored(rows, {tid: builders[tid][1] for tid in rows})
+        if self.sinks and c.rows:
+            batch = Stored(c.rows, {tid: ingest.names[tid] for tid in c.rows})
             for sink in self.sinks:
                 try:
                     sink.write(batch)
                 except Exception:  # a sink counts its own outages; this is a bug in one
                     log.exception("sink %s failed", sink.name)
-
-    def _track(self, batches: list[Batch]) -> tuple[dict[int, list[Row]], set[str]]:
-        """The rows to store and the reject reasons counted, by checking and tracking."""
-        check = self.validator.check
-        builders = self.rows
-        tracker = self.tracker
-        observe = tracker.observe
-        confirmed = tracker.confirmed
-        rejects = self.rejects
-        sources = self.sources
-        rows: dict[int, list[Row]] = {}
-        changed: set[str] = set()
-        known = tracker.devices
-        refused = self._refused
-        new = self._new
-        for ts, batch in batches:
-            at = utc_iso(ts)
-            for data, addr in batch:
-                reason, sp, v = check(data)
-                if reason:
-                    if v is not None and reason != NO_KEY:
-                        tracker.bad_check(v[3])
-                    rejects[reason] = rejects.get(reason, 0) + 1
-                    changed.add(reason)
-                    refused.append((reason, addr, data))
-                    continue
-                assert sp is not None and v is not None
-                if v[3] not in known:
-                    new.append((v[3], sp.id, addr))
-                epoch = observe(v[3], sp.id, v[4], ts, sp.mic, data)
-                if epoch < 0:
-                    if epoch == HELD:
-                        tracker.devices[v[3]].cand_source = self._source(addr)
-                    elif epoch in REFUSALS:
-                        why = REFUSALS[epoch]
-                        rejects[why] = rejects.get(why, 0) + 1
-                        changed.add(why)
-                        refused.append((why, addr, data))
-                        if epoch == DEVICE_LIMIT:
-                            self._limit_refused += 1
-                    continue
-                src = sources.get(addr)
-                if src is None:
-                    src = self._source(addr)
-                r = rows.get(sp.id)
-                if r is None:
-                    r = rows[sp.id] = []
-                if confirmed:
-                    # A far jump confirmed: its first frame, held until now, goes first.
-                    for cdata, cat, csrc, cepoch in confirmed:
-                        creason, csp, cv = check(cdata)
-                        if not creason and csp is not None and cv is not None:
-                            c = rows.setdefault(csp.id, [])
-                            c.append(builders[csp.id][0](cv, cepoch, utc_iso(cat), csrc))
-                    confirmed.clear()
-                    r = rows[sp.id]
-                r.append(builders[sp.id][0](v, epoch, at, src))
-        if tracker.discarded:
-            rejects[JUMP_REASON] = rejects.get(JUMP_REASON, 0) + tracker.discarded
-            changed.add(JUMP_REASON)
-        return rows, changed
 
     def _tell(self) -> None:
         """Once a second: the log's counts of refusals, and the latest ones for stats."""
@@ -459,17 +342,17 @@ class Collector:
         except StoreError as e:
             log.debug("cannot save the latest refusals now: %s", e)
 
-    def _report(self) -> None:
+    def _report(self, c: Commit) -> None:
         """Tell the log what the stored batch saw: new devices, refused frames."""
         report = self.reporter
         layouts = self.codec.layouts
-        for device, tid, addr in self._new:
-            if device in self.tracker.devices:  # refused ones (a device limit) are not new
-                name = layouts[tid].template.name if tid in layouts else "?"
-                report.new_device(device, name, tid, self._source(addr))
-        for reason, addr, data in self._refused:
-            report.refused(reason, self._source(addr), data)
-        if self._refused:
+        for n in c.new:
+            if n.device in self.tracker.devices:  # refused ones (a device limit) are not new
+                name = layouts[n.template].template.name if n.template in layouts else "?"
+                report.new_device(n.device, name, n.template, self._source(n.addr))
+        for r in c.refused:
+            report.refused(r.reason, self._source(r.addr), r.data)
+        if c.refused:
             self._recent_changed = True
 
     def _source(self, addr: Any) -> str:
@@ -493,7 +376,7 @@ class Collector:
         for device, action in requests:
             if action != "reset":
                 log.warning("operator request %r for device %d: unknown, ignored", action, device)
-            elif self.tracker.reset(device) or getattr(self.store, "shared", False):
+            elif self.tracker.reset(device) or self.store.books_shared:
                 # (a shared store applied the reset to the database's books already)
                 log.warning(
                     "device %d: books reset by an operator (`precast device reset`); "
@@ -554,7 +437,7 @@ class Collector:
         """Stopping with the database unwritable: every datagram not stored to the spill."""
         batches = e.batches + self.backlog.take(0)
         n = _datagrams(batches)
-        check = self.validator.check
+        check = self.ingest.validator.check
         readings = sum(1 for _, b in batches for d, _ in b if not check(d)[0])
         named = [(ts, [(d, self._source(a)) for d, a in b]) for ts, b in batches]
         c = self._counters()

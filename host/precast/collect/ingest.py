@@ -73,11 +73,18 @@ class Commit:
 class Ingest:
     """The checking and tracking of batches, against one codec's templates and keys."""
 
-    def __init__(self, codec: Codec, tracker: Tracker, source: Callable[[Any], str]) -> None:
+    def __init__(
+        self,
+        codec: Codec,
+        tracker: Tracker,
+        sources: dict[Any, str],
+        describe: Callable[[Any], str],
+    ) -> None:
         self.codec = codec
         self.validator = Validator(codec)
         self.tracker = tracker
-        self.source = source  # an address as the books and rows name it
+        self.sources = sources  # address -> source, as the books and rows name it
+        self.describe = describe  # an address not in sources (which it then caches)
         self.builders: dict[int, RowBuilder] = {
             tid: row_builder(lay) for tid, lay in codec.layouts.items()
         }
@@ -125,7 +132,8 @@ class Ingest:
         tracker = self.tracker
         observe = tracker.observe
         known = tracker.devices
-        source = self.source
+        sources = self.sources
+        describe = self.describe
         out = Commit()
         rows = out.rows
         rejects = out.rejects
@@ -146,7 +154,9 @@ class Ingest:
                 device = v[3]
                 if device not in known:
                     new.append(NewDevice(device, sp.id, addr))
-                src = source(addr)
+                src = sources.get(addr)
+                if src is None:
+                    src = describe(addr)
                 verdict, epoch, held = observe(device, sp.id, v[4], ts, sp.mic, data, src)
                 if verdict is not stored:
                     if verdict.refused:

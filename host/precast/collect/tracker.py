@@ -291,7 +291,7 @@ class Tracker:
         d.received += 1
         d.template = template
         d.last_seen = now
-        return self._ok(d.epoch)
+        return self._ok_by_epoch.get(d.epoch) or self._ok(d.epoch)
 
     def _ok(self, epoch: int) -> Observed:
         ok = self._ok_by_epoch.get(epoch)

@@ -586,6 +586,7 @@ def test_a_commit_whose_answer_is_lost_is_looked_up_not_redone(
 ) -> None:
     """The connection dies during COMMIT: made, the batch counts once; not made, it is redone."""
     from collector_harness import LAYOUTS
+    from precast.collect.ingest import Commit
     from precast.collect.store import open_store
     from precast.collect.tracker import Tracker
 
@@ -603,22 +604,22 @@ def test_a_commit_whose_answer_is_lost_is_looked_up_not_redone(
                     tracker.load(d)
             tracker.observe(1, 2, seq, 1.0 + seq, False)
             row = (1, seq, 0, at, "127.0.0.1:1", seq)
-            return {2: [row]}, tracker.take_dirty(), {}, {}
+            return Commit(rows={2: [row]}, devices=tracker.take_dirty())
 
         return work
 
     try:
-        assert store.transact({1}, work_for(0)) == 1
+        assert store.commit({1}, work_for(0)) == 1
         proxy.cut = "after"
-        assert store.transact({1}, work_for(1)) == 1  # made: looked up, not raised
+        assert store.commit({1}, work_for(1)) == 1  # made: looked up, not raised
         proxy.cut = "before"
         try:
-            store.transact({1}, work_for(2))
+            store.commit({1}, work_for(2))
             raise AssertionError("a commit that was not made must raise")
         except Exception as e:  # psycopg.OperationalError
             assert "OperationalError" in type(e).__name__, e
         store.reconnect()
-        assert store.transact({1}, work_for(2)) == 1  # the retry
+        assert store.commit({1}, work_for(2)) == 1  # the retry
     finally:
         store.close()
         proxy.close()

@@ -26,7 +26,7 @@ from precast.wire.layout import load_layouts, pick_layout
 
 # Modules with a `register(subparsers)` that adds their commands, in help order.
 COMMAND_MODULES: list[str] = [
-    "precast.collect.daemon",
+    "precast.collect.cli",
     "precast.collect.stats",
     "precast.collect.device",
     "precast.boards.build",

@@ -15,9 +15,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from precast.collect.sinks import Doc
+from precast.wire.layout import Layout
 
 log = logging.getLogger("precast.collect")
 
@@ -119,8 +120,14 @@ class JsonlSink:
     def tick(self, now: float) -> None:
         pass
 
+    def set_layouts(self, layouts: Mapping[int, Layout]) -> None:
+        pass  # a reading's JSON object names its fields itself
+
     def stats(self) -> dict[str, int]:
         return {"written": self.written, "dropped": self.dropped}
+
+    def counters(self) -> dict[str, int]:
+        return {"jsonl_drops": self.dropped}
 
     def close(self) -> None:
         if self._file:

@@ -52,7 +52,7 @@ from typing import Any
 
 from precast.args import examples, key_arg, parse_hostport
 from precast.collect.backlog import DEFAULT_QUEUE_BYTES, Backlog, Batch
-from precast.collect.dburl import display_db
+from precast.collect.dburl import display_db, is_postgres
 from precast.collect.keys import load_key_file, load_keys
 from precast.collect.metrics import DEFAULT_METRICS_DEVICES, serve_metrics
 from precast.collect.outage import DEFAULT_STOP_TIMEOUT, StoreRetry, Unwritten
@@ -757,6 +757,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
         raise UsageError("--max-devices must be at least 1")
     if args.metrics_devices < 0:
         raise UsageError("--metrics-devices must be 0 or more")
+    if args.reuse_port and not is_postgres(args.db):
+        # Collectors sharing a port share the books: only PostgreSQL holds them for several.
+        raise UsageError(
+            f"--reuse-port needs a PostgreSQL --db (postgresql://...): {args.db} is an SQLite "
+            "file, which takes one collector"
+        )
     big_datagrams_unmapped()  # memory of big (hostile) datagrams goes back when dropped
     # Files the collector creates (database, WAL, --jsonl, spill) are 0640 at most.
     os.umask(os.umask(0o027) | 0o027)

@@ -7,7 +7,10 @@ kit.SKIP_ALLOWED is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,56 @@ settings.load_profile(
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _descendants(root: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process below root, from /proc (zombies left out)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if state != "Z":
+            children.setdefault(int(ppid), []).append(int(entry))
+    out, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        out.append((pid, cmd.strip()))
+        todo += children.get(pid, [])
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left() -> Iterator[None]:
+    """Fails the run (as an error of its last test) when a process a test started outlives
+    every test's teardown. This process is made a subreaper first, so a daemon that
+    detaches (a double fork) stays below it and is found too. Each xdist worker checks its
+    own."""
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+    yield
+    deadline = time.monotonic() + 5  # a process told to stop may take a moment
+    while (left := _descendants(os.getpid())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if left:
+        for pid, _ in left:  # reported, then ended: never running an hour later
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        pytest.fail(
+            "processes the tests started are still running after every teardown:\n"
+            + "\n".join(f"  pid {pid}: {cmd}" for pid, cmd in left),
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

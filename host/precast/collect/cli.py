@@ -21,6 +21,7 @@ from precast.collect.daemon import (
     Collector,
     log,
 )
+from precast.collect.dburl import is_postgres
 from precast.collect.metrics import DEFAULT_METRICS_DEVICES, serve_metrics
 from precast.collect.receiver import big_datagrams_unmapped
 from precast.collect.sinks import mqtt as mqtt_sink
@@ -45,6 +46,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
         raise UsageError("--queue must be at least 1")
     if args.stop_timeout < 0:
         raise UsageError("--stop-timeout must be at least 0")
+    if args.reuse_port and not is_postgres(args.db):
+        # Collectors sharing a port share the books: only PostgreSQL holds them for several.
+        raise UsageError(
+            f"--reuse-port needs a PostgreSQL --db (postgresql://...): {args.db} is an SQLite "
+            "file, which takes one collector"
+        )
     templates = args.templates or [str(p) for p in default_templates()]
     if args.replay_spill:
         listen = ("127.0.0.1", 0)  # nothing is received: the spill file is the input

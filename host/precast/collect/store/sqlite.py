@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from precast.collect.store import Build, Row, StoreError
+from precast.collect.store.lock import WriterLock
 from precast.collect.tracker import Device
 from precast.wire.layout import Layout
 
@@ -211,6 +212,7 @@ class SqliteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.lock = WriterLock(self.path)  # one collector per file (lock.py)
         try:
             # A short busy timeout: the collector retries a locked write itself, and logs it.
             self.conn = sqlite3.connect(
@@ -229,7 +231,11 @@ class SqliteStore:
             if "fields" not in have:  # a database from before units were recorded
                 self.conn.execute("ALTER TABLE templates ADD COLUMN fields TEXT")
         except sqlite3.Error as e:
+            self.lock.release()
             raise StoreError(f"{path}: cannot open the database: {e}") from None
+        except BaseException:
+            self.lock.release()
+            raise
         self.insert_sql: dict[int, str] = {}
         self.deadline: float | None = None  # unused: SQLite has no commit in doubt
 
@@ -252,8 +258,9 @@ class SqliteStore:
             raise
 
     def close(self) -> None:
-        """Close the database (WAL checkpointed by SQLite)."""
+        """Close the database (WAL checkpointed by SQLite), then let another collector in."""
         self.conn.close()
+        self.lock.release()
 
     def save_recent(self, recent: Sequence[Mapping[str, Any]]) -> None:
         """Replace the latest refusals (newest first) that `precast stats` shows."""

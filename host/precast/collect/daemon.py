@@ -47,12 +47,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from precast.args import examples, key_arg, parse_hostport
 from precast.collect.backlog import DEFAULT_QUEUE_BYTES, Backlog, Batch
 from precast.collect.dburl import display_db
+from precast.collect.files import LinkRefused, refuse_link, write_replacing
 from precast.collect.keys import load_key_file, load_keys
 from precast.collect.metrics import DEFAULT_METRICS_DEVICES, serve_metrics
 from precast.collect.outage import DEFAULT_STOP_TIMEOUT, StoreRetry, Unwritten
@@ -77,6 +77,7 @@ from precast.collect.tracker import (
     DEVICE_LIMIT,
     HELD,
     JUMP_REASON,
+    MAX_WINDOW,
     REFUSALS,
     Device,
     Tracker,
@@ -562,13 +563,13 @@ class Collector:
         self.error = e
         try:
             write_spill(self.spill, named, grown)
-        except OSError as err:
+        except (OSError, LinkRefused) as err:
             log.error(
                 "stopping: the database stays unwritable (%s) and the spill file %s cannot be "
                 "written (%s): %d readings (in %d datagrams) received were not stored",
                 e.cause,
                 self.spill,
-                err.strerror,
+                err.strerror if isinstance(err, OSError) else "a symbolic link, never followed",
                 readings,
                 n,
             )
@@ -688,9 +689,9 @@ class Collector:
         """Receive until stopped (stop() or a signal); store everything received; 0 or 1."""
         storer = threading.Thread(target=self._storing, name="precast-store", daemon=True)
         storer.start()
-        if ready is not None:
-            ready()
         try:
+            if ready is not None:
+                ready()
             self._receive()
         finally:
             self.retry.deadline = time.monotonic() + self.stop_timeout
@@ -740,8 +741,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.window < 1:
-        raise UsageError("--window must be at least 1")
+    if not 1 <= args.window <= MAX_WINDOW:
+        raise UsageError(
+            f"--window must be 1 to {MAX_WINDOW} (its bitmap is kept for every device), "
+            f"got {args.window}"
+        )
     if args.queue < 1:
         raise UsageError("--queue must be at least 1")
     if args.stop_timeout < 0:
@@ -757,6 +761,15 @@ def cmd_collect(args: argparse.Namespace) -> int:
         raise UsageError("--max-devices must be at least 1")
     if args.metrics_devices < 0:
         raise UsageError("--metrics-devices must be 0 or more")
+    # Where the collector writes: a link planted there is refused now, not at the first write.
+    for what, path in (
+        ("--ready-file", args.ready_file),
+        ("--ready-file", args.ready_file and f"{args.ready_file}.tmp"),
+        ("--jsonl", args.jsonl if args.jsonl != "-" else None),
+        ("--spill", None if args.replay_spill else args.spill),
+    ):
+        if path:
+            refuse_link(what, path)
     big_datagrams_unmapped()  # memory of big (hostile) datagrams goes back when dropped
     # Files the collector creates (database, WAL, --jsonl, spill) are 0640 at most.
     os.umask(os.umask(0o027) | 0o027)
@@ -829,9 +842,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
                 "db": col.where,
                 "metrics": f"{metrics[0]}:{metrics[1]}" if metrics else None,
             }
-            tmp = Path(f"{args.ready_file}.tmp")
-            tmp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
-            tmp.replace(args.ready_file)
+            try:
+                write_replacing("--ready-file", args.ready_file, (json.dumps(doc) + "\n").encode())
+            except OSError as e:
+                raise UsageError(f"--ready-file {args.ready_file}: {e.strerror}") from None
 
     return col.run(ready)
 
@@ -904,7 +918,7 @@ def register(sub: Any) -> None:
         default=DEFAULT_WINDOW,
         metavar="N",
         help=f"sequence window: late/duplicate inside, reboot or replay below "
-        f"(default {DEFAULT_WINDOW})",
+        f"(default {DEFAULT_WINDOW}, at most {MAX_WINDOW})",
     )
     c.add_argument(
         "--queue",

@@ -44,6 +44,9 @@ import copy
 from dataclasses import dataclass
 
 DEFAULT_WINDOW = 1024
+# The window's bitmap is window + 1 bits a device, kept in memory and written with its books
+# at every commit: 65,536 is 8 KiB a device, 80 MiB for 10,000 (--window's maximum).
+MAX_WINDOW = 65_536
 DEFAULT_MAX_DEVICES = 10_000
 MAX_GAP = 16_384  # LoRaWAN's MAX_FCNT_GAP: a step beyond it needs a second frame
 CONFIRM_GAP = 16  # a candidate is confirmed by a frame at most this far after it
@@ -113,8 +116,8 @@ class Tracker:
         max_devices: int = DEFAULT_MAX_DEVICES,
         keyed: set[int] | None = None,
     ) -> None:
-        if window < 1:
-            raise ValueError("window must be at least 1")
+        if not 1 <= window <= MAX_WINDOW:
+            raise ValueError(f"window must be 1 to {MAX_WINDOW}")
         self.window = window
         self.mask = (1 << (window + 1)) - 1
         self.max_devices = max_devices

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from precast.collect.files import prepare_database
 from precast.collect.store import Row, StoreError
 from precast.collect.tracker import Device
 from precast.wire.layout import Layout
@@ -201,6 +202,7 @@ class SqliteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        prepare_database(path)  # a link planted where the database goes is never followed
         try:
             # A short busy timeout: the collector retries a locked write itself, and logs it.
             self.conn = sqlite3.connect(

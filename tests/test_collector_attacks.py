@@ -15,6 +15,7 @@ import select
 import signal
 import socket
 import subprocess
+import threading
 import time
 import tracemalloc
 import urllib.request
@@ -22,8 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from collector_harness import Collector, payload, stats
+from collector_harness import Collector, count_rows, payload, stats
 from kit import KEY, TEMPLATES, precast_cmd, wait_for
+from pg_server import PgServer, free_port
 from precast.collect.files import LinkRefused
 from precast.collect.metrics import CONNECTION_TIMEOUT, MAX_CONNECTIONS
 from precast.collect.report import Reporter
@@ -309,3 +311,63 @@ def test_a_disk_that_flaps_full_has_every_dropped_line_told(tmp_path: Path, tmpf
     ]
     assert sum(a for a, _ in told) == dropped, (told, dropped)
     assert told[-1][1] == dropped
+
+
+# ---- 5. stopping one of two --reuse-port collectors while the database is slow -----------------
+
+
+def test_stopping_one_of_two_reuse_port_collectors_hands_its_sources_over(
+    tmp_path: Path, pg_server: PgServer, pg_url: str
+) -> None:
+    """Eight sources at about 300 readings/s each; the devices table locked for 6 s (a slow
+    database); A gets SIGTERM during the lock. A takes what its socket holds and closes it at
+    once, so B gets A's sources: every reading stored (psql counts), A's exit logged once."""
+    port = free_port()
+    listen = f"127.0.0.1:{port}"
+    a = Collector(tmp_path, "--reuse-port", db=pg_url, name="a", listen=listen)
+    b = Collector(tmp_path, "--reuse-port", db=pg_url, name="b", listen=listen)
+    db = pg_url.rsplit("/", 1)[1]
+    done = threading.Event()
+    sent = [0] * 8
+
+    def send() -> None:
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]
+        while not done.is_set():
+            for dev, s in enumerate(socks):
+                s.sendto(minimal(dev + 1, sent[dev]), ("127.0.0.1", port))
+                sent[dev] += 1
+            time.sleep(0.003)
+        for s in socks:
+            s.close()
+
+    def lock() -> None:
+        pg_server.psql(
+            "BEGIN; LOCK TABLE devices IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(6); COMMIT;",
+            db=db,
+        )
+
+    sender = threading.Thread(target=send)
+    locker = threading.Thread(target=lock)
+    try:
+        sender.start()
+        time.sleep(1.0)
+        locker.start()
+        time.sleep(1.0)
+        a.signal(signal.SIGTERM)
+        assert a.proc.wait(30) == 0, a.stderr()
+        time.sleep(1.0)
+        done.set()
+        sender.join()
+        locker.join()
+        total = sum(sent)
+        wait_for(lambda: count_rows(pg_url) >= total, 60, "every reading stored")
+    finally:
+        done.set()
+        a.kill()
+        assert b.stop() == 0, b.stderr()
+    stored = pg_server.psql("SELECT device, count(*) FROM readings_2 GROUP BY device", db=db)
+    per = dict(tuple(map(int, line.split("|"))) for line in stored.splitlines())
+    assert per == {dev + 1: n for dev, n in enumerate(sent)}, (per, sent)
+    log = a.stderr()
+    assert log.count("datagrams taken from the socket, which is closed") == 1, log
+    assert "other collectors on the port take its sources" in log

@@ -43,6 +43,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -193,6 +194,7 @@ class Collector:
             self.sinks.append(self.mqtt)
         self.stopping = threading.Event()
         self.reload_wanted = threading.Event()
+        self.reuse_port = reuse_port
         self.sock = bind_udp(listen, rcvbuf, reuse_port)
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self.receiver = receiver_for(self.sock)
@@ -651,10 +653,41 @@ class Collector:
             # Let datagrams gather for a moment. Waking for every few of them makes this thread
             # fight the storing one for the GIL, which sqlite3 releases and takes back per row.
             time.sleep(COALESCE)
-        # Stopping: what is already in the socket buffer was received, so store it too (a
-        # sender still going would keep it full: take at most what an 8 MiB buffer holds).
-        self._drain(read, backlog, 64)
+        self._last_drain()
+
+    def _last_drain(self) -> None:
+        """Stopping: take everything the socket holds into the backlog, then close it.
+
+        What the socket holds was received: it goes to the backlog past its bounds (the
+        socket's buffer bounds it; a sender still going is cut off at what the buffer holds),
+        to be stored, or spilled and counted if the database will not take it. Then the
+        socket is closed at once, not when storing is done: with --reuse-port, closing is
+        what hands this socket's sources to the rest of the group (the kernel picks among
+        the sockets bound then), so a slow database here costs the others nothing. Only a
+        datagram that arrives between the last read and the close (microseconds) is lost
+        with the socket, uncounted: Linux has no way to leave a group and keep the queue.
+        """
+        read = self.receiver.read
+        taken = 0
+        try:
+            # At least 768 bytes of buffer a datagram (the kernel's truesize of a small one).
+            most = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 768 + BATCH_MAX
+            while taken < most:
+                batch = read(BATCH_MAX)
+                if batch:
+                    self.backlog.put((time.time(), batch), force=True)
+                    taken += len(batch)
+                if len(batch) < BATCH_MAX:
+                    break
+        except OSError as e:
+            log.error("receiving: %s", e)
         self._check_drops()
+        self.sock.close()
+        log.info(
+            "stopping: %d datagrams taken from the socket, which is closed%s; storing them",
+            taken,
+            " (the other collectors on the port take its sources now)" if self.reuse_port else "",
+        )
 
     def _check_drops(self) -> None:
         """Read the kernel's drop count; log a warning when any drop count grew."""

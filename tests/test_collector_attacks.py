@@ -371,3 +371,38 @@ def test_stopping_one_of_two_reuse_port_collectors_hands_its_sources_over(
     log = a.stderr()
     assert log.count("datagrams taken from the socket, which is closed") == 1, log
     assert "other collectors on the port take its sources" in log
+
+
+# ---- 9. PostgreSQL: refused frames take no lock and no placeholder row --------------------------
+
+
+def test_refused_frames_never_write_a_placeholder_row(
+    tmp_path: Path, pg_server: PgServer, pg_url: str
+) -> None:
+    """5,000 frames with a template's header and a bad CRC, each another device id, and 2,000
+    valid CRC frames of new ids past --max-devices: the devices table sees no insert for them
+    (PostgreSQL's own statistics are the judge), the legitimate device all its readings."""
+    db = pg_url.rsplit("/", 1)[1]
+    col = Collector(tmp_path, "--max-devices", "2", db=pg_url)
+    try:
+        col.send(minimal(1, s) for s in range(100))
+        wait_for(lambda: count_rows(pg_url) == 100, 20, "the legitimate readings")
+        col.send(minimal(1000 + d, 0)[:-1] + b"\x00" for d in range(5000))
+        col.send(minimal(2, 0) for _ in range(1))
+        col.send(minimal(10_000 + d, 0) for d in range(2000))
+        col.send(minimal(1, s) for s in range(100, 200))
+        wait_for(lambda: count_rows(pg_url) == 201, 20, "the later readings")
+        wait_for(
+            lambda: sum(stats(pg_url)["rejected"].values()) >= 6500, 30, "the refusals counted"
+        )
+    finally:
+        assert col.stop() == 0, col.stderr()
+    time.sleep(1.5)  # a backend's statistics reach the server within a second of its exit
+    ins = int(
+        pg_server.psql(
+            "SELECT n_tup_ins + n_tup_del FROM pg_stat_user_tables WHERE relname = 'devices'",
+            db=db,
+        )
+    )
+    assert ins <= 4, ins  # devices 1 and 2: a placeholder each, then their books
+    assert count_rows(pg_url) == 201

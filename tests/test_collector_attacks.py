@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from collector_harness import Collector, count_rows, payload, stats
+from collector_harness import Collector, count_rows, payload, rows, stats
 from kit import KEY, TEMPLATES, precast_cmd, wait_for
 from pg_server import PgServer, free_port
 from precast.collect.files import LinkRefused
@@ -406,3 +406,43 @@ def test_refused_frames_never_write_a_placeholder_row(
     )
     assert ins <= 4, ins  # devices 1 and 2: a placeholder each, then their books
     assert count_rows(pg_url) == 201
+
+
+# ---- 3. after `precast device reset`, two consecutive frames set the position -----------------
+
+
+def test_after_a_reset_one_replayed_old_frame_cannot_take_the_device(
+    tmp_path: Path, store_db: Path | str
+) -> None:
+    """A MIC device sends seqs 4,900-5,099 and is wiped; the operator resets it; an attacker
+    replays one recorded frame (seq 5,000) before the device, restarting at 1, sends again.
+    The old frame is held and dropped (counted `jump`), every new reading is stored."""
+    kf = tmp_path / "key"
+    kf.write_text(KEY.hex() + "\n")
+    kf.chmod(0o600)
+    col = Collector(tmp_path, "--key-file", str(kf), db=store_db)
+    dev = 44
+    try:
+        recorded = [meter(dev, s) for s in range(4900, 5100)]
+        col.send(recorded)
+        wait_for(lambda: count_rows(col.db, 3) == 200, 20, "the first readings")
+        r = subprocess.run(
+            precast_cmd("device", "reset", "--db", str(col.db), str(dev)),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: "books reset by an operator" in col.stderr(), 20, "the reset applied")
+        col.send([recorded[100]])  # seq 5,000
+        time.sleep(0.3)
+        col.send(meter(dev, s) for s in range(1, 301))
+        wait_for(lambda: count_rows(col.db, 3) >= 500, 20, "the wiped device's readings")
+        time.sleep(0.5)
+    finally:
+        assert col.stop() == 0, col.stderr()
+    seqs = sorted(r[1] for r in rows(col.db, 3, []))
+    assert seqs == [*range(1, 301), *range(4900, 5100)]
+    doc = stats(col.db)
+    assert doc["rejected"].get("replay", 0) == 0, doc["rejected"]
+    assert doc["rejected"].get("jump") == 1, doc["rejected"]

@@ -514,7 +514,7 @@ class Collector:
                 # (a shared store applied the reset to the database's books already)
                 log.warning(
                     "device %d: books reset by an operator (`precast device reset`); "
-                    "its next reading starts a new epoch",
+                    "its next two consecutive readings start a new epoch",
                     device,
                 )
             else:

@@ -17,7 +17,10 @@ bitmap of which of the `window` + 1 seqs at and below it were received:
   are stored (`confirmed` hands the candidate to the caller). A normal frame,
   or another far one, discards the candidate (counted in `discarded`);
 - a MIC device never counts backwards: a seq below its window is a replay,
-  refused. An attacker can record and resend authenticated frames.
+  refused. An attacker can record and resend authenticated frames;
+- after an operator's reset (`precast device reset`) two consecutive frames set
+  the device's position, never one: the first is held as the candidate, and the
+  next one at most CONFIRM_GAP after it confirms it (a new epoch, not a reboot).
 
 A device's identity includes how it authenticates (receiver step 4): one
 listed by id in a keys file (`keyed`), or one that has sent a valid MIC
@@ -104,7 +107,7 @@ class Device:
     cand_at: float = 0.0  # its arrival time
     cand_data: bytes = b""  # its payload, stored once confirmed
     cand_source: str = ""
-    restart: bool = False  # an operator reset: the next reading starts a new epoch
+    restart: bool = False  # an operator reset: the next two consecutive readings start an epoch
 
 
 class Tracker:
@@ -217,10 +220,19 @@ class Tracker:
         if undo is not None and device not in undo:
             undo[device] = copy.copy(d)
         self.dirty.add(device)
-        if d.restart or (mic and d.auth != AUTH_MIC):
-            # An operator reset, or the first valid MIC of a device known only from CRC
-            # frames (which anyone can forge): a new epoch here, judged by nothing before.
-            d.restart = False
+        if d.restart:
+            # An operator reset: two consecutive frames set the position, never one (a single
+            # recorded old frame replayed first would take it, and the real counter after it
+            # would be refused as replays). The first is held, the next close after it confirms.
+            c = d.cand_seq
+            if c >= 0 and c < seq <= c + CONFIRM_GAP:
+                d.restart = False
+                d.auth = AUTH_MIC if mic else d.auth
+                return self._confirm(d, template, seq, now, reboot=False)
+            return self._jump(d, template, seq, now, data, source)
+        if mic and d.auth != AUTH_MIC:
+            # The first valid MIC of a device known only from CRC frames (which anyone can
+            # forge): a new epoch here, judged by nothing before.
             d.auth = AUTH_MIC if mic else d.auth
             self._new_epoch(d, seq, seq, now, 1)
             self._drop_candidate(d)
@@ -289,20 +301,22 @@ class Tracker:
         d.cand_seq, d.cand_at, d.cand_data, d.cand_source = seq, now, data, source
         return HELD
 
-    def _confirm(self, d: Device, template: int, seq: int, now: float) -> int:
-        """seq confirms the candidate: a new epoch from it, and both frames are stored."""
+    def _confirm(self, d: Device, template: int, seq: int, now: float, reboot: bool = True) -> int:
+        """seq confirms the candidate: a new epoch from it, and both frames are stored.
+        reboot: count it as one (not after an operator's reset)."""
         c = d.cand_seq
         gap = seq - c
         self.confirmed.append((d.cand_data, d.cand_at, d.cand_source, d.epoch + 1))
         self._new_epoch(d, c, seq, d.cand_at, (1 | (1 << gap)) if gap <= self.window else 1)
-        d.reboots += 1
+        d.reboots += reboot
         d.lost += gap - 1
         d.received += 1  # the candidate; _stored counts this frame
         d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
         return self._stored(d, template, now)
 
     def reset(self, device: int) -> bool:
-        """An operator's reset: the device's next reading starts a new epoch. False: unknown."""
+        """An operator's reset: the device's next two consecutive readings start a new epoch.
+        False: unknown."""
         d = self.devices.get(device)
         if d is None:
             return False

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from collector_harness import Collector, count_rows, payload, rows, stats
+from collector_harness import Collector, by_device, count_rows, payload, rows, stats
 from kit import KEY, TEMPLATES, precast_cmd, wait_for
 from pg_server import PgServer, free_port
 from precast.collect.files import LinkRefused
@@ -446,3 +446,35 @@ def test_after_a_reset_one_replayed_old_frame_cannot_take_the_device(
     doc = stats(col.db)
     assert doc["rejected"].get("replay", 0) == 0, doc["rejected"]
     assert doc["rejected"].get("jump") == 1, doc["rejected"]
+
+
+# ---- 1. single forged CRC frames far ahead -----------------------------------------------------
+
+
+def test_single_forged_crc_frames_ahead_move_nothing(tmp_path: Path, store_db: Path | str) -> None:
+    """21 single frames, never two in a row, each at the device's seq + 16,000 (under the gap
+    that needed no confirmation): none stored, `lost` and `reboots` stay 0, each dropped as
+    `jump`; every real reading stored. Then a real outage longer than the window: its seqs
+    lost, in the same epoch, nothing held for good."""
+    col = Collector(tmp_path, db=store_db)
+    dev = 5
+    frames: list[bytes] = []
+    seq = 0
+    for _ in range(21):
+        frames += [minimal(dev, s) for s in range(seq, seq + 10)]
+        seq += 10
+        frames.append(payload("minimal", {"value": 1}, dev, seq - 1 + 16_000))
+    frames += [minimal(dev, s) for s in range(seq, seq + 10)]
+    seq += 10
+    try:
+        col.send(frames)
+        wait_for(lambda: count_rows(col.db) == seq, 20, "the real readings")
+        col.send(minimal(dev, s) for s in range(seq + 2000, seq + 2010))  # 2,000 lost
+        wait_for(lambda: count_rows(col.db) == seq + 10, 20, "after the outage")
+    finally:
+        assert col.stop() == 0, col.stderr()
+    got = sorted(r[1] for r in rows(col.db, 2, []))
+    assert got == [*range(seq), *range(seq + 2000, seq + 2010)]
+    d = by_device(stats(col.db))[dev]
+    assert (d["lost"], d["reboots"], d["epoch"]) == (2000, 0, 0), d
+    assert stats(col.db)["rejected"] == {"jump": 21}

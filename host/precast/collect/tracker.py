@@ -242,11 +242,12 @@ class Tracker:
             return self._confirm(d, template, seq, now)
         step = seq - d.highest
         if step > 0:
-            if step > MAX_GAP:
+            # A CRC frame proves nothing: past the window ahead, as below it, it waits for a
+            # second one (one forged frame at seq + 16,000 added 16,000 to lost, and made the
+            # device's real next frames a confirmed backward jump: a reboot each time).
+            if step > (MAX_GAP if d.auth == AUTH_MIC else self.window):
                 return self._jump(d, template, seq, now, data, source)
-            d.lost += step - 1
-            d.seen = ((d.seen << step) | 1) & self.mask if step <= self.window else 1
-            d.highest = seq
+            self._advance(d, step)
         elif step == 0:
             d.duplicates += 1
             return DUPLICATE
@@ -271,6 +272,12 @@ class Tracker:
         if d.cand_seq >= 0:
             self._drop_candidate(d)
         return self._stored(d, template, now)
+
+    def _advance(self, d: Device, step: int) -> None:
+        """The highest seq moves up by step; the seqs it skips are lost."""
+        d.lost += step - 1
+        d.seen = ((d.seen << step) | 1) & self.mask if step <= self.window else 1
+        d.highest += step
 
     def _stored(self, d: Device, template: int, now: float) -> int:
         d.received += 1
@@ -306,6 +313,15 @@ class Tracker:
         reboot: count it as one (not after an operator's reset)."""
         c = d.cand_seq
         gap = seq - c
+        if reboot and d.highest < c <= d.highest + MAX_GAP:
+            # A step forward within the maximum gap, now confirmed: the same epoch goes on,
+            # and the seqs it skipped are lost (an outage longer than the window).
+            self.confirmed.append((d.cand_data, d.cand_at, d.cand_source, d.epoch))
+            self._advance(d, c - d.highest)
+            self._advance(d, gap)
+            d.received += 1  # the candidate; _stored counts this frame
+            d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
+            return self._stored(d, template, now)
         self.confirmed.append((d.cand_data, d.cand_at, d.cand_source, d.epoch + 1))
         self._new_epoch(d, c, seq, d.cand_at, (1 | (1 << gap)) if gap <= self.window else 1)
         d.reboots += reboot

@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 from precast.args import examples, key_arg, parse_hostport
@@ -22,11 +21,12 @@ from precast.collect.daemon import (
     log,
 )
 from precast.collect.dburl import is_postgres
+from precast.collect.files import refuse_link, write_replacing
 from precast.collect.metrics import DEFAULT_METRICS_DEVICES, serve_metrics
 from precast.collect.receiver import big_datagrams_unmapped
 from precast.collect.sinks import mqtt as mqtt_sink
 from precast.collect.spill import DEFAULT_SPILL
-from precast.collect.tracker import DEFAULT_MAX_DEVICES, DEFAULT_WINDOW
+from precast.collect.tracker import DEFAULT_MAX_DEVICES, DEFAULT_WINDOW, MAX_WINDOW
 from precast.errors import UsageError
 from precast.wire.template import default_templates
 
@@ -40,8 +40,20 @@ def cmd_collect(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.window < 1:
-        raise UsageError("--window must be at least 1")
+    if not 1 <= args.window <= MAX_WINDOW:
+        raise UsageError(
+            f"--window must be 1 to {MAX_WINDOW} (its bitmap is kept for every device), "
+            f"got {args.window}"
+        )
+    # Where the collector writes: a link planted there is refused now, not at the first write.
+    for what, path in (
+        ("--ready-file", args.ready_file),
+        ("--ready-file", args.ready_file and f"{args.ready_file}.tmp"),
+        ("--jsonl", args.jsonl if args.jsonl != "-" else None),
+        ("--spill", None if args.replay_spill else args.spill),
+    ):
+        if path:
+            refuse_link(what, path)
     if args.queue < 1:
         raise UsageError("--queue must be at least 1")
     if args.stop_timeout < 0:
@@ -135,9 +147,10 @@ def cmd_collect(args: argparse.Namespace) -> int:
                 "db": col.where,
                 "metrics": f"{metrics[0]}:{metrics[1]}" if metrics else None,
             }
-            tmp = Path(f"{args.ready_file}.tmp")
-            tmp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
-            tmp.replace(args.ready_file)
+            try:
+                write_replacing("--ready-file", args.ready_file, (json.dumps(doc) + "\n").encode())
+            except OSError as e:
+                raise UsageError(f"--ready-file {args.ready_file}: {e.strerror}") from None
 
     return col.run(ready)
 
@@ -210,7 +223,7 @@ def register(sub: Any) -> None:
         default=DEFAULT_WINDOW,
         metavar="N",
         help=f"sequence window: late/duplicate inside, reboot or replay below "
-        f"(default {DEFAULT_WINDOW})",
+        f"(default {DEFAULT_WINDOW}, at most {MAX_WINDOW})",
     )
     c.add_argument(
         "--queue",

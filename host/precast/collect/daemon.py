@@ -40,6 +40,7 @@ import contextlib
 import logging
 import os
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from typing import Any
 
 from precast.collect.backlog import DEFAULT_QUEUE_BYTES, Backlog, Batch
 from precast.collect.dburl import display_db
+from precast.collect.files import LinkRefused
 from precast.collect.ingest import Commit, Ingest
 from precast.collect.keys import load_key_file, load_keys
 from precast.collect.outage import DEFAULT_STOP_TIMEOUT, StoreRetry, Unwritten
@@ -165,6 +167,7 @@ class Collector:
             self.sinks.append(publisher)
         self.stopping = threading.Event()
         self.reload_wanted = threading.Event()
+        self.reuse_port = reuse_port
         self.sock = bind_udp(listen, rcvbuf, reuse_port)
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self.receiver = receiver_for(self.sock)
@@ -365,7 +368,7 @@ class Collector:
                 # (a shared store applied the reset to the database's books already)
                 log.warning(
                     "device %d: books reset by an operator (`precast device reset`); "
-                    "its next reading starts a new epoch",
+                    "its next two consecutive readings start a new epoch",
                     device,
                 )
             else:
@@ -430,13 +433,13 @@ class Collector:
         self.error = e
         try:
             write_spill(self.spill, named, grown)
-        except OSError as err:
+        except (OSError, LinkRefused) as err:
             log.error(
                 "stopping: the database stays unwritable (%s) and the spill file %s cannot be "
                 "written (%s): %d readings (in %d datagrams) received were not stored",
                 e.cause,
                 self.spill,
-                err.strerror,
+                err.strerror if isinstance(err, OSError) else "a symbolic link, never followed",
                 readings,
                 n,
             )
@@ -512,10 +515,41 @@ class Collector:
             # Let datagrams gather for a moment. Waking for every few of them makes this thread
             # fight the storing one for the GIL, which sqlite3 releases and takes back per row.
             time.sleep(COALESCE)
-        # Stopping: what is already in the socket buffer was received, so store it too (a
-        # sender still going would keep it full: take at most what an 8 MiB buffer holds).
-        self._drain(read, backlog, 64)
+        self._last_drain()
+
+    def _last_drain(self) -> None:
+        """Stopping: take everything the socket holds into the backlog, then close it.
+
+        What the socket holds was received: it goes to the backlog past its bounds (the
+        socket's buffer bounds it; a sender still going is cut off at what the buffer holds),
+        to be stored, or spilled and counted if the database will not take it. Then the
+        socket is closed at once, not when storing is done: with --reuse-port, closing is
+        what hands this socket's sources to the rest of the group (the kernel picks among
+        the sockets bound then), so a slow database here costs the others nothing. Only a
+        datagram that arrives between the last read and the close (microseconds) is lost
+        with the socket, uncounted: Linux has no way to leave a group and keep the queue.
+        """
+        read = self.receiver.read
+        taken = 0
+        try:
+            # At least 768 bytes of buffer a datagram (the kernel's truesize of a small one).
+            most = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 768 + BATCH_MAX
+            while taken < most:
+                batch = read(BATCH_MAX)
+                if batch:
+                    self.backlog.put((time.time(), batch), force=True)
+                    taken += len(batch)
+                if len(batch) < BATCH_MAX:
+                    break
+        except OSError as e:
+            log.error("receiving: %s", e)
         self._check_drops()
+        self.sock.close()
+        log.info(
+            "stopping: %d datagrams taken from the socket, which is closed%s; storing them",
+            taken,
+            " (the other collectors on the port take its sources now)" if self.reuse_port else "",
+        )
 
     def _check_drops(self) -> None:
         """Read the kernel's drop count; log a warning when any drop count grew."""
@@ -550,9 +584,9 @@ class Collector:
         """Receive until stopped (stop() or a signal); store everything received; 0 or 1."""
         storer = threading.Thread(target=self._storing, name="precast-store", daemon=True)
         storer.start()
-        if ready is not None:
-            ready()
         try:
+            if ready is not None:
+                ready()
             self._receive()
         finally:
             self.retry.deadline = time.monotonic() + self.stop_timeout

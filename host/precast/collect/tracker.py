@@ -17,7 +17,10 @@ bitmap of which of the `window` + 1 seqs at and below it were received:
   are stored (the verdict carries the candidate, `Held`). A normal frame,
   or another far one, discards the candidate (counted in `discarded`);
 - a MIC device never counts backwards: a seq below its window is a replay,
-  refused. An attacker can record and resend authenticated frames.
+  refused. An attacker can record and resend authenticated frames;
+- after an operator's reset (`precast device reset`) two consecutive frames set
+  the device's position, never one: the first is held as the candidate, and the
+  next one at most CONFIRM_GAP after it confirms it (a new epoch, not a reboot).
 
 A device's identity includes how it authenticates (receiver step 4): one
 listed by id in a keys file (`keyed`), or one that has sent a valid MIC
@@ -46,6 +49,9 @@ from enum import Enum
 from typing import NamedTuple
 
 DEFAULT_WINDOW = 1024
+# The window's bitmap is window + 1 bits a device, kept in memory and written with its books
+# at every commit: 65,536 is 8 KiB a device, 80 MiB for 10,000 (--window's maximum).
+MAX_WINDOW = 65_536
 DEFAULT_MAX_DEVICES = 10_000
 MAX_GAP = 16_384  # LoRaWAN's MAX_FCNT_GAP: a step beyond it needs a second frame
 CONFIRM_GAP = 16  # a candidate is confirmed by a frame at most this far after it
@@ -133,7 +139,7 @@ class Device:
     cand_at: float = 0.0  # its arrival time
     cand_data: bytes = b""  # its payload, stored once confirmed
     cand_source: str = ""
-    restart: bool = False  # an operator reset: the next reading starts a new epoch
+    restart: bool = False  # an operator reset: the next two consecutive readings start an epoch
 
 
 class Tracker:
@@ -145,8 +151,8 @@ class Tracker:
         max_devices: int = DEFAULT_MAX_DEVICES,
         keyed: set[int] | None = None,
     ) -> None:
-        if window < 1:
-            raise ValueError("window must be at least 1")
+        if not 1 <= window <= MAX_WINDOW:
+            raise ValueError(f"window must be 1 to {MAX_WINDOW}")
         self.window = window
         self.mask = (1 << (window + 1)) - 1
         self.max_devices = max_devices
@@ -244,10 +250,19 @@ class Tracker:
         if undo is not None and device not in undo:
             undo[device] = copy.copy(d)
         self.dirty.add(device)
-        if d.restart or (mic and d.auth != AUTH_MIC):
-            # An operator reset, or the first valid MIC of a device known only from CRC
-            # frames (which anyone can forge): a new epoch here, judged by nothing before.
-            d.restart = False
+        if d.restart:
+            # An operator reset: two consecutive frames set the position, never one (a single
+            # recorded old frame replayed first would take it, and the real counter after it
+            # would be refused as replays). The first is held, the next close after it confirms.
+            c = d.cand_seq
+            if c >= 0 and c < seq <= c + CONFIRM_GAP:
+                d.restart = False
+                d.auth = AUTH_MIC if mic else d.auth
+                return self._confirm(d, template, seq, now, reboot=False)
+            return self._jump(d, template, seq, now, data, source)
+        if mic and d.auth != AUTH_MIC:
+            # The first valid MIC of a device known only from CRC frames (which anyone can
+            # forge): a new epoch here, judged by nothing before.
             d.auth = AUTH_MIC if mic else d.auth
             self._new_epoch(d, seq, seq, now, 1)
             self._drop_candidate(d)
@@ -257,11 +272,12 @@ class Tracker:
             return self._confirm(d, template, seq, now)
         step = seq - d.highest
         if step > 0:
-            if step > MAX_GAP:
+            # A CRC frame proves nothing: past the window ahead, as below it, it waits for a
+            # second one (one forged frame at seq + 16,000 added 16,000 to lost, and made the
+            # device's real next frames a confirmed backward jump: a reboot each time).
+            if step > (MAX_GAP if d.auth == AUTH_MIC else self.window):
                 return self._jump(d, template, seq, now, data, source)
-            d.lost += step - 1
-            d.seen = ((d.seen << step) | 1) & self.mask if step <= self.window else 1
-            d.highest = seq
+            self._advance(d, step)
         elif step == 0:
             d.duplicates += 1
             return DUPLICATE
@@ -286,6 +302,12 @@ class Tracker:
         if d.cand_seq >= 0:
             self._drop_candidate(d)
         return self._stored(d, template, now)
+
+    def _advance(self, d: Device, step: int) -> None:
+        """The highest seq moves up by step; the seqs it skips are lost."""
+        d.lost += step - 1
+        d.seen = ((d.seen << step) | 1) & self.mask if step <= self.window else 1
+        d.highest += step
 
     def _stored(self, d: Device, template: int, now: float) -> Observed:
         d.received += 1
@@ -322,20 +344,33 @@ class Tracker:
         d.cand_seq, d.cand_at, d.cand_data, d.cand_source = seq, now, data, source
         return HELD
 
-    def _confirm(self, d: Device, template: int, seq: int, now: float) -> Observed:
-        """seq confirms the candidate: a new epoch from it, and both frames are stored."""
+    def _confirm(
+        self, d: Device, template: int, seq: int, now: float, reboot: bool = True
+    ) -> Observed:
+        """seq confirms the candidate: a new epoch from it, and both frames are stored.
+        reboot: count it as one (not after an operator's reset)."""
         c = d.cand_seq
         gap = seq - c
+        if reboot and d.highest < c <= d.highest + MAX_GAP:
+            # A step forward within the maximum gap, now confirmed: the same epoch goes on,
+            # and the seqs it skipped are lost (an outage longer than the window).
+            held = Held(d.cand_data, d.cand_at, d.cand_source, d.epoch)
+            self._advance(d, c - d.highest)
+            self._advance(d, gap)
+            d.received += 1  # the candidate; _stored counts this frame
+            d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
+            return Observed(Verdict.STORED, self._stored(d, template, now).epoch, held)
         held = Held(d.cand_data, d.cand_at, d.cand_source, d.epoch + 1)
         self._new_epoch(d, c, seq, d.cand_at, (1 | (1 << gap)) if gap <= self.window else 1)
-        d.reboots += 1
+        d.reboots += reboot
         d.lost += gap - 1
         d.received += 1  # the candidate; _stored counts this frame
         d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
         return Observed(Verdict.STORED, self._stored(d, template, now).epoch, held)
 
     def reset(self, device: int) -> bool:
-        """An operator's reset: the device's next reading starts a new epoch. False: unknown."""
+        """An operator's reset: the device's next two consecutive readings start a new epoch.
+        False: unknown."""
         d = self.devices.get(device)
         if d is None:
             return False

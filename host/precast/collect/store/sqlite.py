@@ -38,6 +38,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from precast.collect.files import prepare_database
 from precast.collect.store import Build, Row, StoreError
 from precast.collect.store.lock import WriterLock
 from precast.collect.tracker import Device
@@ -212,6 +213,7 @@ class SqliteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        prepare_database(path)  # a link planted where the database goes is never followed
         self.lock = WriterLock(self.path)  # one collector per file (lock.py)
         try:
             # A short busy timeout: the collector retries a locked write itself, and logs it.

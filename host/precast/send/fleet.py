@@ -273,6 +273,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from precast.send.engine import (
         Progress,
+        exit_status,
         print_summary,
         pump,
         stop_on_sigterm,
@@ -314,7 +315,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     finally:
         transport.close()
     print_summary(transport, stats, [f"{fleet.describe()}, seed {seed}", faults.summary()])
-    return 130 if "interrupted" in stats.notes else 0
+    return exit_status(stats)
 
 
 def register(sub: Any) -> None:

@@ -225,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for sp in sub.choices.values():
+        sp.set_defaults(parser=sp)
     return p
 
 
@@ -237,7 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     dest = getattr(args, "intermixed", None)
     if extra:
         if dest is None or any(w.startswith("-") for w in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            # the command's own parser, so the pointer is to `precast COMMAND --help`
+            command_parser: argparse.ArgumentParser = args.parser
+            command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
         getattr(args, dest).extend(extra)
     func: Handler = args.func
     try:

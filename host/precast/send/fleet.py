@@ -274,6 +274,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from precast.send.engine import (
         Progress,
+        exit_status,
         print_summary,
         pump,
         stop_on_sigterm,
@@ -325,7 +326,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if backlogs is not None:
         extra.append(backlogs.counts.summary(backlogs.waiting()))
     print_summary(transport, stats, extra)
-    return 130 if "interrupted" in stats.notes else 0
+    return exit_status(stats)
 
 
 def register(sub: Any) -> None:

@@ -16,6 +16,7 @@ from precast.errors import UsageError
 from precast.send.engine import (
     Progress,
     add_transport_args,
+    exit_status,
     print_summary,
     pump,
     stop_on_sigterm,
@@ -93,7 +94,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     if backlogs is not None:
         extra.append(backlogs.counts.summary(backlogs.waiting()))
     print_summary(transport, stats, extra)
-    return 130 if "interrupted" in stats.notes else 0
+    return exit_status(stats)
 
 
 def register(sub: Any) -> None:

@@ -22,6 +22,8 @@ from precast.wire.layout import load_layouts
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
+pytestmark = pytest.mark.usefixtures("mp_port")
+
 KEY = bytes.fromhex(KEY_HEX)
 DEVICE = 0xDEADBEEF
 

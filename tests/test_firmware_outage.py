@@ -17,8 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from firmware_kit import build, template_for
 from kit import TEMPLATES, VethPair, micropython
+
+pytestmark = pytest.mark.usefixtures("mp_port")
 
 N = 80
 INTERVAL_MS = 50

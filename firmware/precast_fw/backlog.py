@@ -115,6 +115,8 @@ class Backlog:
         st = self.state
         late = self.late
         f = late.frame
+        # plain.py's load_be32 writes through the byte view of params (params_b), viper's
+        words = late.params if late.params_b is None else late.params_b
         w = self.width
         a = self.age_at
         now = self.clock()
@@ -122,7 +124,7 @@ class Backlog:
         while sent < limit and st[B_COUNT]:
             slot = st[B_HEAD]
             _copy(f, FRAME_SEQ, self.kept, slot * w, w)
-            load_be32(late.params, P_SEQ, f, FRAME_SEQ)
+            load_be32(words, P_SEQ, f, FRAME_SEQ)
             age = self.diff(now, self.taken[slot])
             if not 0 <= age < AGE_MAX:
                 age = AGE_MAX

@@ -99,10 +99,10 @@ def seal(sender, values):
             break
         pb[q] = 0
         q += 1
-    vb = sender.values_b if values is sender.values else bytes_of(values)
     i = 0
     p = FRAME_FIELDS
-    n = params[P_FIELDS]
+    n = params[P_FIELDS]  # 0: the fields are in the frame already (f32, or a kept reading)
+    vb = sender.values_b if values is sender.values or not n else bytes_of(values)
     while i < n:
         size = params[P_SIZES + i]
         j = 4 * i
@@ -176,9 +176,11 @@ def _sim_field(st, j, x, values, i):
 
 
 def load_be32(words, i, src, at):
-    """words[i] = the big-endian u32 at src[at:at + 4].
-
-    Without viper a seq at or above 2**30 is an int object here on a 32-bit port, as it
-    is in seal's own params[P_SEQ].
-    """
-    words[i] = (src[at] << 24) | (src[at + 1] << 16) | (src[at + 2] << 8) | src[at + 3]
+    """words[i] = the big-endian u32 at src[at:at + 4]; words is the Sender's byte view of
+    its params (params_b): a seq at or above 2**30 would be an int object on a 32-bit port,
+    so it is moved a byte at a time into the little-endian word."""
+    q = 4 * i
+    words[q] = src[at + 3]
+    words[q + 1] = src[at + 2]
+    words[q + 2] = src[at + 1]
+    words[q + 3] = src[at]

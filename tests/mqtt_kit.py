@@ -50,7 +50,7 @@ EXPECTED = {
     ("power-meter", "energy"): ("Energy", "Wh", "energy", "total_increasing", 0),
     ("power-meter", "power"): ("Power", "W", "power", "measurement", 1),
     ("power-meter", "voltage"): ("Voltage", "V", "voltage", "measurement", 2),
-    ("power-meter", "power_factor"): ("Power factor", None, None, "measurement", None),
+    ("power-meter", "power_factor"): ("Power factor", None, "power_factor", "measurement", 2),
 }
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from precast import __version__
 from precast.collect.stats import loss_pct
 from precast.wire.layout import FieldSlot, Layout
+from precast.wire.template import Field
 
 DEFAULT_PREFIX = "precast"
 ONLINE, OFFLINE = "online", "offline"
@@ -147,8 +148,17 @@ def field_classes(slot: FieldSlot) -> dict[str, Any]:
     return out
 
 
+def is_diagnostic(field: Field) -> bool:
+    """A battery's charge or voltage, a radio's signal: about the device, not what it measures."""
+    dc = field.classes.device_class
+    return dc in ("battery", "signal_strength") or (
+        dc == "voltage" and "batt" in field.name.lower()
+    )
+
+
 def discovery_config(prefix: str, device: int, layout: Layout, slot: FieldSlot) -> dict[str, Any]:
     """Home Assistant's MQTT discovery payload for one field of one device."""
+    category = {"entity_category": "diagnostic"} if is_diagnostic(slot.field) else {}
     return {
         "name": slot.field.label or readable_name(slot.name),
         "unique_id": f"{node(prefix, device)}_{slot.name}",
@@ -157,6 +167,7 @@ def discovery_config(prefix: str, device: int, layout: Layout, slot: FieldSlot) 
         "value_template": f"{{{{ value_json.fields['{slot.name}'] }}}}",
         **_availability(prefix, device),
         **field_classes(slot),
+        **category,
         "device": _device(prefix, device, layout),
         "origin": ORIGIN,
     }

@@ -6,7 +6,8 @@ The topics (PREFIX is the --mqtt URL's path, default `precast`; DISCOVERY is
     PREFIX/status                 `online` (retained) while the collector runs; the MQTT will
                                   and a clean stop leave `offline` (retained)
     PREFIX/<device>/reading       one message per stored reading, the --jsonl object:
-                                  {"template", "device", "seq", "received_at", "fields": {...}}
+                                  {"template", "device", "seq", "received_at", "fields": {...}};
+                                  retained, so a new subscriber gets the last one (flag set)
     PREFIX/<device>/availability  `online` (retained) from the device's first reading, `offline`
                                   once it is stale as `precast stats` says, `online` again with
                                   its next reading
@@ -724,7 +725,10 @@ class MqttSink:
             for _ in range(min(ready, ROUND, len(buf))):
                 item = buf.popleft()
                 r = reading_doc(*item) if isinstance(item, tuple) else item
-                if publish(f"{prefix}/{r['device']}/reading", dumps(r), qos).rc:
+                # Retained: the broker keeps each device's last reading, which is what Home
+                # Assistant shows after it restarts, or when it subscribes to a sensor just
+                # discovered (else the first reading, sent with its config, is missed).
+                if publish(f"{prefix}/{r['device']}/reading", dumps(r), qos, retain=True).rc:
                     buf.appendleft(item)  # the connection went, or paho's QoS 1 queue is full
                     return
                 n += 1

@@ -72,7 +72,7 @@ def install() -> Path:
     _pip("-c", str(constraints), str(wheel))
     site = Path(
         subprocess.run(
-            [str(PYTHON), "-c", "import homeassistant as h, os; print(os.path.dirname(h.__file__))"],
+            [str(PYTHON), "-c", "import homeassistant as h; print(h.__path__[0])"],
             check=True, capture_output=True, text=True,
         ).stdout.strip()
     )  # fmt: skip

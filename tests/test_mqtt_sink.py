@@ -441,3 +441,23 @@ def test_a_stored_batch_is_published_from_its_rows(broker: Mosquitto) -> None:
     wait_for(lambda: "precast/9/availability" in retained(broker, "precast/#"), 5, "dev 9")
     s.close()
     sub.close()
+
+
+def test_orphans_are_cleared_across_a_restart(broker: Mosquitto) -> None:
+    """A new run knows the old configs from the broker's retained ones, and clears them."""
+    first = sink(broker.url_base, discovery="homeassistant")
+    first.start()
+    first.write([reading(8, 1)])  # env-node: four fields
+    wait_for(lambda: len(retained(broker, "homeassistant/#")) == 4 + 2 + 1, 5, "configs")
+    first.close()
+    second = sink(broker.url_base, discovery="homeassistant")  # knows nothing of device 8
+    second.start()
+    time.sleep(0.3)  # the retained configs come in
+    second.write([reading(8, 2, template=2)])
+    want = {
+        "homeassistant/sensor/precast_8/value/config",
+        *(f"homeassistant/sensor/precast_8/{o}/config" for o in DIAGNOSTICS),
+        "homeassistant/binary_sensor/precast_collector/status/config",
+    }
+    wait_for(lambda: set(retained(broker, "homeassistant/#")) == want, 5, "orphans cleared")
+    second.close()

@@ -82,6 +82,18 @@ def node(prefix: str, device: int) -> str:
     return f"precast_{device}" if prefix == DEFAULT_PREFIX else f"precast-{slug(prefix)}-{device}"
 
 
+def device_of(prefix: str, node_id: str) -> int | None:
+    """The device whose node `node_id` is, under this prefix; None for another's."""
+    stem = node(prefix, 0)[:-1]
+    rest = node_id[len(stem) :] if node_id.startswith(stem) else ""
+    return int(rest) if rest.isdigit() else None
+
+
+def object_id(config: Config) -> str:
+    """The entity's part of a config's topic: a field's name, or a diagnostic's."""
+    return config.topic.rsplit("/", 2)[-2]
+
+
 def collector_node(prefix: str) -> str:
     """The collector's device identifier."""
     return "precast_collector" if prefix == DEFAULT_PREFIX else f"precast-{slug(prefix)}-collector"

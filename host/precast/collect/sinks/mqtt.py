@@ -58,7 +58,9 @@ from precast.collect.sinks.discovery import (
     ONLINE,
     collector_configs,
     device_configs,
+    device_of,
     diagnostics_doc,
+    object_id,
     removals,
 )
 from precast.collect.stats import interval_of, is_stale
@@ -370,6 +372,8 @@ class MqttSink:
         self._diag: dict[int, str] = {}
         self._pending_diag: dict[int, str] = {}
         self._diag_sent: dict[int, tuple[float, int, int]] = {}
+        # Per device, the object ids of its retained configs on the broker (see _on_connect).
+        self._published: dict[int, set[str]] = {}
         self._control: deque[tuple[str, str]] = deque()  # (topic, payload): QoS 1, retained
 
         self.published = 0
@@ -655,6 +659,10 @@ class MqttSink:
         if self.opts.discovery is not None:
             self._queue_collector()
             client.subscribe(f"{self.opts.discovery}/status", qos=1)
+            # The broker's retained configs are the record of what was published, by this
+            # run or one before it: a device's entities its template no longer has are
+            # cleared when it is announced (_queue_discovery).
+            client.subscribe(f"{self.opts.discovery}/sensor/+/+/config", qos=1)
         self._pending_disc = dict(self._devices)
         self._pending_avail = dict(self._avail)
         self._pending_diag = dict(self._diag)
@@ -678,6 +686,16 @@ class MqttSink:
             self._failed("connection lost" if state == "up" else f"disconnected ({reason})")
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        parts = msg.topic.split("/")
+        if msg.topic.endswith("/config") and len(parts) >= 4:
+            dev = device_of(self.prefix, parts[-3])
+            if dev is not None:
+                published = self._published.setdefault(dev, set())
+                if msg.payload:
+                    published.add(parts[-2])
+                else:
+                    published.discard(parts[-2])
+            return
         # Home Assistant announces itself on DISCOVERY/status after it (re)starts.
         if msg.payload == b"online":
             log.info("Home Assistant is online: publishing discovery again")
@@ -739,7 +757,13 @@ class MqttSink:
         layout = self.layouts.get(tid)
         if self.opts.discovery is None or layout is None:
             return
-        for c in device_configs(self.opts.discovery, self.prefix, dev, layout):
+        configs = device_configs(self.opts.discovery, self.prefix, dev, layout)
+        ids = {object_id(c) for c in configs}
+        base = configs[0].topic.rsplit("/", 2)[0]
+        for gone in sorted(self._published.get(dev, set()) - ids):
+            self._control.append((f"{base}/{gone}/config", ""))  # an orphan: removed
+        self._published[dev] = ids
+        for c in configs:
             self._control.append((c.topic, c.payload))
 
     def _queue_collector(self) -> None:

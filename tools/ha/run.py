@@ -235,13 +235,14 @@ class Rig:
         self.procs.append(p)
         return p
 
-    def collect(self, *extra: str, prefix: str = "precast", db: str = "precast.db") -> Proc:
+    def collect(self, *extra: str, prefix: str = "precast", db: str = "precast.db",
+                port: int = 0) -> Proc:  # fmt: skip
         ready = self.work / f"ready-{prefix}.json"
         ready.unlink(missing_ok=True)
         p = Proc(
             f"collector {prefix}",
             [str(PRECAST), "collect", "--templates", str(TEMPLATES), str(EDGE),
-             "--db", str(self.work / db), "--listen", f"127.0.0.1:{self.udp_port}",
+             "--db", str(self.work / db), "--listen", f"127.0.0.1:{port or self.udp_port}",
              "--key", KEY, "--mqtt", f"mqtt://127.0.0.1:{self.mqtt_port}/{prefix}",
              "--ha-discovery", "--ready-file", str(ready), *extra],
             self.work / f"collect-{prefix}.log",
@@ -251,12 +252,13 @@ class Rig:
         wait(ready.exists, 30, "the collector's ready file")
         return p
 
-    def send(self, device: int, values: dict[str, float], template: Path | None = None) -> None:
+    def send(self, device: int, values: dict[str, float], template: Path | None = None,
+             port: int = 0) -> None:  # fmt: skip
         path = template or DEVICES[device][0]
         seq = self.seq.get(device, 0) + 1
         self.seq[device] = seq
         argv = [str(PRECAST), "send", str(path), "--device", str(device), "--seq", str(seq),
-                "--key", KEY, "--udp", f"127.0.0.1:{self.udp_port}", "--no-progress",
+                "--key", KEY, "--udp", f"127.0.0.1:{port or self.udp_port}", "--no-progress",
                 *(f"{k}={v}" for k, v in values.items())]  # fmt: skip
         r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         check(r.returncode == 0, f"precast send: {r.stderr.strip()}")
@@ -486,8 +488,10 @@ async def scenario(rig: Rig) -> None:
         rig.collector = rig.collect()
 
         # A second collector on another prefix takes over nothing.
-        other = rig.collect(prefix="site2", db="site2.db")
-        rig.send(7, {"temperature": 30.0, "humidity": 30.0, "pressure": 100000, "battery": 3000})
+        port2 = free_port(socket.SOCK_DGRAM)
+        other = rig.collect(prefix="site2", db="site2.db", port=port2)
+        env7 = {"temperature": 30.0, "humidity": 30.0, "pressure": 100000, "battery": 3000}
+        rig.send(7, env7, port=port2)
 
         async def site2() -> bool:
             st = await rig.states(http)
@@ -497,7 +501,7 @@ async def scenario(rig: Rig) -> None:
         other.stop()
         st = await rig.states(http)
         check(st["sensor.env_node_7_temperature"]["state"] in ("21.37", "30.0"), "site 1's")
-        entities, _ = await rig.ws(http, {"type": "config/entity_registry/list"})
+        (entities,) = await rig.ws(http, {"type": "config/entity_registry/list"})
         reg = {e["entity_id"]: e for e in entities}
         check(reg["sensor.env_node_7_temperature"]["unique_id"] == "precast_7_temperature", "took")
         check(

@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv sysdeps mp32 lint typecheck typesheds test fuzz demo bench mutate clean
+.PHONY: all venv sysdeps mp32 lint typecheck typesheds test fuzz demo bench mutate ha clean
 
 all: test
 
@@ -69,6 +69,12 @@ bench: venv sysdeps
 # catch it (tools/mutate.py); on demand, not part of `make test`.
 mutate: venv sysdeps
 	$(BIN)/python tools/mutate.py $(MUTATE_ARGS)
+
+# A real Home Assistant (2024.3.3, in build/ha/venv, installed once) judges the MQTT
+# discovery against a broker and a collector (tools/ha/run.py); on demand, not in `make test`.
+ha: venv sysdeps
+	$(PYTHON) tools/ha/install.py
+	build/ha/venv/bin/python tools/ha/run.py $(HA_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build host/*.egg-info

@@ -50,7 +50,7 @@ EXPECTED = {
     ("power-meter", "energy"): ("Energy", "Wh", "energy", "total_increasing", 0),
     ("power-meter", "power"): ("Power", "W", "power", "measurement", 1),
     ("power-meter", "voltage"): ("Voltage", "V", "voltage", "measurement", 2),
-    ("power-meter", "power_factor"): ("Power factor", None, None, "measurement", None),
+    ("power-meter", "power_factor"): ("Power factor", None, "power_factor", "measurement", 2),
 }
 
 
@@ -343,12 +343,13 @@ def retained(broker: Mosquitto, topic: str) -> dict[str, str]:
 def check_config(cfg: dict[str, Any], prefix: str, device: int, template: str, field: str) -> None:
     """Assert every key issue 12 lists, with the values it gives, for one field's config."""
     from precast import __version__
+    from precast.collect.sinks.discovery import collector_node, node
 
     label, unit, dclass, sclass, digits = EXPECTED[(template, field)]
     assert cfg["name"] == label
-    assert cfg["unique_id"] == f"precast_{device}_{field}"
+    assert cfg["unique_id"] == f"{node(prefix, device)}_{field}"
     assert cfg["state_topic"] == f"{prefix}/{device}/reading"
-    assert cfg["value_template"] == "{{ value_json.fields." + field + " }}"
+    assert cfg["value_template"] == "{{ value_json.fields['" + field + "'] }}"
     assert [a["topic"] for a in cfg["availability"]] == [
         f"{prefix}/status",
         f"{prefix}/{device}/availability",
@@ -358,7 +359,8 @@ def check_config(cfg: dict[str, Any], prefix: str, device: int, template: str, f
     assert cfg.get("device_class") == dclass
     assert cfg["state_class"] == sclass
     assert cfg.get("suggested_display_precision") == digits
-    assert cfg["device"]["identifiers"] == [f"precast_{device}"]
+    assert cfg["device"]["identifiers"] == [node(prefix, device)]
+    assert cfg["device"]["via_device"] == collector_node(prefix)
     assert cfg["device"]["model"] == template
     assert cfg["device"]["manufacturer"] == "precast"
     assert cfg["device"]["sw_version"] == __version__

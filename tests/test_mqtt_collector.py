@@ -104,8 +104,12 @@ def test_each_stored_reading_once_with_discovery(tmp_path: Path, broker: Mosquit
         for slot in LAYOUTS[name].fields:
             cfg = json.loads(ret[f"homeassistant/sensor/precast_{dev}/{slot.name}/config"])
             check_config(cfg, "precast", dev, name, slot.name)
+        for diag in ("diagnostic-loss", "diagnostic-last_seen"):
+            cfg = json.loads(ret[f"homeassistant/sensor/precast_{dev}/{diag}/config"])
+            assert cfg["entity_category"] == "diagnostic"
     n_configs = len([t for t in ret if t.startswith("homeassistant/sensor/")])
-    assert n_configs == 4 + 4 + 1  # one per field, nothing else
+    assert n_configs == 4 + 4 + 1 + 3 * 2  # one per field, two diagnostics per device
+    assert "homeassistant/binary_sensor/precast_collector/status/config" in ret
 
     doc = stats(col.db)
     assert doc["mqtt"]["published"] == 33 and doc["mqtt"]["dropped"] == 0
@@ -115,14 +119,15 @@ def test_discovery_again_when_home_assistant_starts(tmp_path: Path, broker: Mosq
     col = Collector(tmp_path, "--mqtt", broker.url_base + "/home", "--ha-discovery", "ha")
     try:
         col.send([payload("minimal", {"value": 1}, 4, 1)])
-        wait_for(lambda: "ha/sensor/precast_4/value/config" in retained(broker, "ha/#"), 10)
-        sub = Subscriber(broker, "ha/sensor/#")
+        topic = "ha/sensor/precast-home-4/value/config"  # the prefix `home` in every id
+        wait_for(lambda: topic in retained(broker, "ha/#"), 10)
+        sub = Subscriber(broker, "ha/sensor/+/value/#")
         publish(broker, "ha/status", "online")
         # The retained copy arrives at subscription; the republished one live (retain 0).
         sub.wait(lambda m: any(x["retain"] == 0 for x in m), what="discovery again")
         time.sleep(0.2)
         live = [m for m in sub.messages() if m["retain"] == 0]
-        assert [m["topic"] for m in live] == ["ha/sensor/precast_4/value/config"]
+        assert [m["topic"] for m in live] == [topic]
         check_config(json.loads(live[0]["payload"]), "home", 4, "minimal", "value")
         sub.close()
     finally:

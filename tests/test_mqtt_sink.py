@@ -30,11 +30,11 @@ from mqtt_kit import (
     wait_for,
 )
 from precast import __version__
+from precast.collect.sinks.discovery import LAST_SEEN, LOSS, discovery_config
 from precast.collect.sinks.mqtt import (
     MqttError,
     MqttOptions,
     MqttSink,
-    discovery_config,
     parse_url,
 )
 from precast.collect.tracker import Tracker
@@ -43,6 +43,7 @@ from precast.errors import UsageError
 pytestmark = needs_mosquitto
 
 BY_ID = {lay.id: lay for lay in LAYOUTS.values()}
+DIAGNOSTICS = (LOSS, LAST_SEEN)
 ENV = LAYOUTS["env-node"]
 
 
@@ -121,7 +122,7 @@ def test_discovery_config_of_every_shipped_field() -> None:
             assert cfg["name"] == label
             assert cfg["unique_id"] == f"precast_42_{slot.name}"
             assert cfg["state_topic"] == "precast/42/reading"
-            assert cfg["value_template"] == "{{ value_json.fields." + slot.name + " }}"
+            assert cfg["value_template"] == "{{ value_json.fields['" + slot.name + "'] }}"
             assert cfg["availability"] == [
                 {"topic": "precast/status"},
                 {"topic": "precast/42/availability"},
@@ -137,6 +138,7 @@ def test_discovery_config_of_every_shipped_field() -> None:
                 "model": name,
                 "manufacturer": "precast",
                 "sw_version": __version__,
+                "via_device": "precast_collector",
             }
     assert seen == set(EXPECTED)
 
@@ -192,27 +194,30 @@ def test_readings_status_availability_and_discovery(broker: Mosquitto) -> None:
     # Discovery and availability came before the device's first reading.
     order = [m["topic"] for m in msgs]
     first = order.index("site/7/reading")
-    assert order.index("homeassistant/sensor/precast_7/temperature/config") < first
+    assert order.index("homeassistant/sensor/precast-site-7/temperature/config") < first
     assert order.index("site/7/availability") < first
 
     ret = retained(broker, "#")
     assert ret["site/status"] == "online"
     assert ret["site/7/availability"] == "online" and ret["site/9/availability"] == "online"
     configs = {t: json.loads(p) for t, p in ret.items() if t.startswith("homeassistant/")}
+    diags = DIAGNOSTICS
     assert set(configs) == {
-        *(f"homeassistant/sensor/precast_7/{slot.name}/config" for slot in ENV.fields),
-        "homeassistant/sensor/precast_9/value/config",
+        *(f"homeassistant/sensor/precast-site-7/{slot.name}/config" for slot in ENV.fields),
+        "homeassistant/sensor/precast-site-9/value/config",
+        *(f"homeassistant/sensor/precast-site-{d}/{o}/config" for d in (7, 9) for o in diags),
+        "homeassistant/binary_sensor/precast-site-collector/status/config",
     }
-    t = configs["homeassistant/sensor/precast_7/temperature/config"]
+    t = configs["homeassistant/sensor/precast-site-7/temperature/config"]
     assert t == discovery_config("site", 7, ENV, ENV.fields[0])
     assert t["state_topic"] == "site/7/reading" and t["unit_of_measurement"] == "°C"
 
     # Home Assistant restarting announces itself: every config is published again.
-    before = len([m for m in sub.messages() if m["topic"].startswith("homeassistant/sensor/")])
-    assert before == 5
+    before = len([m for m in sub.messages() if m["topic"].endswith("/config")])
+    assert before == 5 + 2 * 2 + 1
     publish(broker, "homeassistant/status", "online")
     sub.wait(
-        lambda m: len([x for x in m if x["topic"].startswith("homeassistant/sensor/")]) == 10,
+        lambda m: len([x for x in m if x["topic"].endswith("/config")]) == 20,
         what="discovery again",
     )
     assert s.stats()["published"] == 21 and s.stats()["dropped"] == 0
@@ -264,7 +269,7 @@ def test_broker_outage_counts_drops_and_republishes(
         ret = retained(broker, "#")
         assert ret["precast/status"] == "online"
         assert ret["precast/7/availability"] == "online"
-        assert len([t for t in ret if t.startswith("homeassistant/sensor/precast_7/")]) == 4
+        assert len([t for t in ret if t.startswith("homeassistant/sensor/precast_7/")]) == 4 + 2
         msgs = sub.wait(lambda m: sum(x["topic"] == "precast/7/reading" for x in m) >= 50)
         seqs = [json.loads(m["payload"])["seq"] for m in msgs if m["topic"] == "precast/7/reading"]
         assert seqs == list(range(10, 60))  # what fitted, in order
@@ -333,7 +338,7 @@ def test_readme_shows_the_payload_and_units_the_code_makes() -> None:
     import re
 
     from kit import ROOT
-    from precast.collect.sinks.mqtt import UNITS
+    from precast.wire.sensor_classes import UNITS
 
     text = (ROOT / "README.md").read_text()
     section = text.split("\n## Home Assistant and MQTT\n", 1)[1].split("\n## ", 1)[0]
@@ -391,12 +396,14 @@ def test_a_device_that_changes_template_loses_the_old_fields(broker: Mosquitto) 
     s = sink(broker.url_base, discovery="homeassistant")
     s.start()
     s.write([reading(8, 1)])  # env-node: four fields
-    wait_for(lambda: len(retained(broker, "homeassistant/#")) == 4, 5, "four configs")
+    diag = {f"homeassistant/sensor/precast_8/{o}/config" for o in DIAGNOSTICS}
+    collector = {"homeassistant/binary_sensor/precast_collector/status/config"}
+    wait_for(lambda: len(retained(broker, "homeassistant/#")) == 4 + 2 + 1, 5, "four configs")
     s.write([reading(8, 2, template=2)])  # now minimal: one field, `value`
     wait_for(
         lambda: (
             set(retained(broker, "homeassistant/#"))
-            == {"homeassistant/sensor/precast_8/value/config"}
+            == {"homeassistant/sensor/precast_8/value/config", *diag, *collector}
         ),
         5,
         "the old configs removed (empty retained), the new one there",
@@ -434,3 +441,23 @@ def test_a_stored_batch_is_published_from_its_rows(broker: Mosquitto) -> None:
     wait_for(lambda: "precast/9/availability" in retained(broker, "precast/#"), 5, "dev 9")
     s.close()
     sub.close()
+
+
+def test_orphans_are_cleared_across_a_restart(broker: Mosquitto) -> None:
+    """A new run knows the old configs from the broker's retained ones, and clears them."""
+    first = sink(broker.url_base, discovery="homeassistant")
+    first.start()
+    first.write([reading(8, 1)])  # env-node: four fields
+    wait_for(lambda: len(retained(broker, "homeassistant/#")) == 4 + 2 + 1, 5, "configs")
+    first.close()
+    second = sink(broker.url_base, discovery="homeassistant")  # knows nothing of device 8
+    second.start()
+    time.sleep(0.3)  # the retained configs come in
+    second.write([reading(8, 2, template=2)])
+    want = {
+        "homeassistant/sensor/precast_8/value/config",
+        *(f"homeassistant/sensor/precast_8/{o}/config" for o in DIAGNOSTICS),
+        "homeassistant/binary_sensor/precast_collector/status/config",
+    }
+    wait_for(lambda: set(retained(broker, "homeassistant/#")) == want, 5, "orphans cleared")
+    second.close()

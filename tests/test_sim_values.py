@@ -47,13 +47,39 @@ def test_simulated_fields_stay_physical(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     codec = Codec(load_layouts([TEMPLATES]), key=bytes.fromhex(KEY_HEX))
     seen: dict[str, list[float]] = {}
+    energy: dict[int, list[tuple[int, float]]] = {}
     for frame in read_frames(pcap):
         got = codec.decode(frame)
         assert isinstance(got, Reading), got
         for name, value in got.fields.items():
             seen.setdefault(name, []).append(float(value))
+        if "energy" in got.fields:
+            energy.setdefault(got.device, []).append((got.seq, float(got.fields["energy"])))
     assert set(PHYSICAL) <= set(seen), sorted(seen)
     for name, (lo, hi) in PHYSICAL.items():
         values = seen[name]
         assert lo <= min(values) and max(values) <= hi, (name, min(values), max(values))
         assert max(values) > min(values), name  # a signal, not a constant
+    # A meter (total_increasing) only counts up, reading after reading.
+    assert energy
+    for dev, series in energy.items():
+        values = [v for _, v in sorted(series)]
+        assert values == sorted(values), dev
+
+
+def test_a_meter_counts_up_at_a_household_rate() -> None:
+    """Energy over a simulated hour at one reading a minute: up by about 1 kWh, never down."""
+    import numpy as np
+    from precast.send.fleet import Fleet
+
+    power = next(lay for lay in load_layouts([TEMPLATES]) if lay.template.name == "power-meter")
+    fleet = Fleet([power], devices=3)
+    g = fleet.groups[0]
+    t = np.arange(0, 3601, 60, dtype=np.float64)
+    energy = fleet.signals(g, t)[0].reshape(len(t), 3)  # Wh, rounds x devices
+    assert (np.diff(energy, axis=0) >= 0).all()
+    rise = energy[-1] - energy[0]
+    assert ((rise >= 990) & (rise <= 1010)).all(), rise
+    # The power field beside it is still a signal around a household load, not a counter.
+    watts = fleet.signals(g, t)[1].reshape(len(t), 3) * 0.1
+    assert (np.diff(watts, axis=0) < 0).any()

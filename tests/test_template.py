@@ -85,7 +85,62 @@ BAD = [
         "field[0].device_class",
         "unknown device class 'temprature'",
     ),
-    ("device class list", GOOD + "device_class = [1]\n", "field[0].device_class", "unknown"),
+    ("device class list", GOOD + "device_class = [1]\n", "field[0].device_class", "a non-empty"),
+    # What Home Assistant 2024.3 warns about or refuses (wire/sensor_classes.py)
+    (
+        "unit against device class",
+        GOOD + 'unit = "mV"\ndevice_class = "battery"\n',
+        "field[0].unit",
+        "'mV' is not a unit of device class 'battery' ('%')",
+    ),
+    (
+        "device class needs a unit",
+        GOOD + 'device_class = "temperature"\n',
+        "field[0].unit",
+        "device class 'temperature' needs a unit: one of 'K', '°C', '°F'",
+    ),
+    ("unitless class", GOOD + 'unit = "pH"\ndevice_class = "ph"\n', "field[0].unit", "no unit"),
+    (
+        "impossible state class",
+        GOOD + 'unit = "kWh"\nstate_class = "measurement"\n',
+        "field[0].state_class",
+        "'measurement' is impossible for device class 'energy' (Home Assistant wants total or "
+        "total_increasing)",
+    ),
+    (
+        "monetary is a total",
+        GOOD + 'unit = "EUR"\ndevice_class = "monetary"\nstate_class = "total_increasing"\n',
+        "field[0].state_class",
+        "impossible for device class 'monetary'",
+    ),
+    *(
+        (
+            f"non-numeric {dc}",
+            GOOD + f'device_class = "{dc}"\n',
+            "field[0].device_class",
+            "a field is a number",
+        )
+        for dc in ("timestamp", "date", "enum")
+    ),
+    *(
+        (
+            f"not in 2024.3: {dc}",
+            GOOD + f'device_class = "{dc}"\n',
+            "field[0].device_class",
+            "not a numeric sensor device class of Home Assistant 2024.3.3",
+        )
+        for dc in (
+            "area",
+            "blood_glucose_concentration",
+            "conductivity",
+            "energy_distance",
+            "reactive_energy",
+            "wind_direction",
+        )
+    ),
+    ("precision", GOOD + "precision = 11\n", "field[0].precision", "out of range 0..10"),
+    ("precision float", GOOD + "precision = 1.5\n", "field[0].precision", "an integer"),
+    ("empty label", GOOD + 'label = " "\n', "field[0].label", "a non-empty string"),
     (
         "bad state class",
         GOOD + 'state_class = "counter"\n',
@@ -122,12 +177,12 @@ def test_bad_template_one_line_exit_2(
 
 def test_device_and_state_class_are_optional_and_kept(tmp_path: Path) -> None:
     p = tmp_path / "t.toml"
-    p.write_text(GOOD + 'device_class = "battery"\nstate_class = "total"\n')
+    p.write_text(GOOD + 'unit = "%"\ndevice_class = "battery"\nstate_class = "measurement"\n')
     f = load_template(p).fields[0]
-    assert (f.device_class, f.state_class) == ("battery", "total")
-    p.write_text(GOOD)
+    assert (f.device_class, f.state_class) == ("battery", "measurement")
+    p.write_text(GOOD + 'precision = 0\nlabel = "CO2"\n')
     f = load_template(p).fields[0]
-    assert (f.device_class, f.state_class) == ("", "")
+    assert (f.device_class, f.state_class, f.precision, f.label) == ("", "", 0, "CO2")
 
 
 def test_largest_payload_fits(tmp_path: Path) -> None:

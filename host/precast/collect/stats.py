@@ -45,13 +45,18 @@ def is_stale(interval: float | None, silent: float) -> bool:
     return interval is not None and silent > STALE_INTERVALS * interval
 
 
+def loss_pct(received: int, lost: int) -> float:
+    """Lost as a share of what the device sent, in %, to 3 decimals."""
+    total = received + lost
+    return round(100.0 * lost / total, 3) if total else 0.0
+
+
 def stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
     """The `stats --json` document (the contract keys, then extras) from store.read_stats."""
     devices = []
     for d in raw["devices"]:
         interval = interval_of(d["highest"], d["epoch_seq"], d["last_seen"], d["epoch_started"])
         silent = max(0.0, now - d["last_seen"])
-        total = d["received"] + d["lost"]
         stale = is_stale(interval, silent)
         devices.append(
             {
@@ -63,7 +68,7 @@ def stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
                 "late": d["late"],
                 "last_seq": d["highest"],
                 "template_name": raw["templates"].get(d["template"]),
-                "loss_pct": round(100.0 * d["lost"] / total, 3) if total else 0.0,
+                "loss_pct": loss_pct(d["received"], d["lost"]),
                 "bad": d["bad"],
                 "reboots": d["reboots"],
                 "replays": d["replays"],

@@ -5,7 +5,8 @@ A fleet is K devices with distinct device ids (--device-base on), MACs
 template's plus the device's index), given the templates round-robin. Each reading
 is a sine per field, a period of a minute with a phase per device, plus a
 little noise, inside what a real sensor reports for the field's unit
-(wire/units.py), else in the middle of its type's range. Devices report in rounds (one
+(wire/units.py), else in the middle of its type's range; a meter's field
+(state class total_increasing: energy) counts up at a plausible rate. Devices report in rounds (one
 reading each); the fleet's rate is frames per second over all devices.
 
 Faults, on demand, each with its own probability per reading; a reading
@@ -43,7 +44,7 @@ from precast.wire.checks import fold, ones_sum, udp_final
 from precast.wire.constants import OFF_DEVICE, PAYLOAD_OFFSET, UDP_CSUM_OFFSET, VARIABLE_FROM
 from precast.wire.layout import Layout, compile_template
 from precast.wire.template import default_templates
-from precast.wire.units import plausible_raw
+from precast.wire.units import counter_raw, plausible_raw
 
 PERIOD = 60.0  # seconds, of every simulated signal
 
@@ -143,14 +144,20 @@ class Fleet:
         out: list[npt.NDArray[Any]] = []
         wave = np.sin(2 * math.pi * t[:, None] / PERIOD + g.phases[None, :])
         for s in g.layout.fields:
-            mid, amp = plausible_raw(s)  # a real sensor's values where the unit says what
+            counter = counter_raw(s)
+            # Noise is drawn for every field, a meter too: a seed gives the same faults as before.
             noise = self.rng.normal(0.0, 0.02, wave.shape)
-            x = np.clip(mid + amp * 0.95 * (wave + noise), mid - amp, mid + amp)
+            if counter is not None:  # a meter counts up, from a start of its own per device
+                start, rate = counter
+                x = start + rate * (t[:, None] + 3600 * g.phases[None, :])
+            else:
+                mid, amp = plausible_raw(s)  # a real sensor's values where the unit says what
+                x = np.clip(mid + amp * 0.95 * (wave + noise), mid - amp, mid + amp)
             if s.field.type == "f32":
                 out.append(x.astype(np.float32).reshape(-1))
                 continue
             lo, hi = s.field.range
-            raw = np.clip(np.rint(x), lo, hi)
+            raw = np.clip(np.floor(x) if counter is not None else np.rint(x), lo, hi)
             out.append(raw.astype(np.int64).reshape(-1))
         return out
 

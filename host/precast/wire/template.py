@@ -26,9 +26,13 @@ fields in wire order. The schema is a contract:
     unit = "degC"           # optional
     device_class = "temperature"   # optional: Home Assistant's sensor device class
     state_class = "measurement"    # optional: measurement | total | total_increasing
+    precision = 1           # optional: decimals Home Assistant shows (default: the scale's)
+    label = "Temperature"   # optional: the name Home Assistant shows (default: from name)
 
-device_class and state_class only matter to MQTT discovery (the collector's
---ha-discovery), which otherwise derives them from the unit.
+device_class, state_class, precision and label only matter to MQTT discovery
+(the collector's --ha-discovery), which otherwise derives them from the unit,
+the scale and the name; a combination Home Assistant would refuse or warn
+about is refused here (sensor_classes.py).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from precast.errors import TemplateError
+from precast.wire import sensor_classes
 from precast.wire.constants import (
     AGE_LEN,
     CHECKS,
@@ -65,20 +70,18 @@ TYPES: dict[str, tuple[str, int, int | None, int | None]] = {
 
 _TOP_KEYS = {"id", "name", "check", "network", "field"}
 _NET_KEYS = {"src_mac", "dst_mac", "src_ip", "dst_ip", "src_port", "dst_port", "ttl", "dscp"}
-_FIELD_KEYS = {"name", "type", "scale", "offset", "unit", "device_class", "state_class"}
-# Home Assistant's sensor device classes (SensorDeviceClass) and state classes.
-DEVICE_CLASSES = frozenset(
-    "apparent_power aqi area atmospheric_pressure battery blood_glucose_concentration "
-    "carbon_dioxide carbon_monoxide conductivity current data_rate data_size date distance "
-    "duration energy energy_distance energy_storage enum frequency gas humidity illuminance "
-    "irradiance moisture monetary nitrogen_dioxide nitrogen_monoxide nitrous_oxide ozone ph "
-    "pm1 pm10 pm25 power power_factor precipitation precipitation_intensity pressure "
-    "reactive_energy reactive_power signal_strength sound_pressure speed sulphur_dioxide "
-    "temperature timestamp volatile_organic_compounds volatile_organic_compounds_parts "
-    "voltage volume volume_flow_rate volume_storage water weight wind_direction "
-    "wind_speed".split()
-)
-STATE_CLASSES = ("measurement", "total", "total_increasing")
+_FIELD_KEYS = {
+    "name",
+    "type",
+    "scale",
+    "offset",
+    "unit",
+    "device_class",
+    "state_class",
+    "precision",
+    "label",
+}
+MAX_PRECISION = 10  # decimals; Home Assistant takes any count, a float32 has about 7
 _MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 
 
@@ -92,7 +95,9 @@ class Field:
     offset: float | int = 0
     unit: str = ""
     device_class: str = ""  # "" : derived from the unit where discovery needs one
-    state_class: str = ""
+    state_class: str = ""  # "" : the device class's default (sensor_classes.py)
+    precision: int | None = None  # decimals shown; None: the scale's
+    label: str = ""  # the name shown; "": made from the name
 
     @property
     def code(self) -> str:
@@ -105,6 +110,14 @@ class Field:
     @property
     def range(self) -> tuple[int | None, int | None]:
         return TYPES[self.type][2], TYPES[self.type][3]
+
+    @property
+    def classes(self) -> sensor_classes.Classes:
+        """Its unit, device class and state class as Home Assistant gets them."""
+        verdict = sensor_classes.resolve(self.unit, self.device_class, self.state_class)
+        if isinstance(verdict, sensor_classes.Refusal):  # only a Field made around parse_field
+            raise ValueError(f"field {self.name}: {verdict.key}: {verdict.why}")
+        return verdict
 
 
 @dataclass(frozen=True)
@@ -235,33 +248,27 @@ def _parse_field(src: str, i: int, raw: object, seen: set[str]) -> Field:
     unit = raw.get("unit", "")
     if not isinstance(unit, str):
         raise TemplateError(src, f"{where}.unit", f"must be a string, got {unit!r}")
-    device_class = raw.get("device_class", "")
-    if "device_class" in raw and (
-        not isinstance(device_class, str) or device_class not in DEVICE_CLASSES
-    ):
-        raise TemplateError(
-            src,
-            f"{where}.device_class",
-            f"unknown device class {device_class!r} (one of Home Assistant's sensor device "
-            "classes: temperature, humidity, pressure, voltage, current, power, energy, ...)",
-        )
-    state_class = raw.get("state_class", "")
-    if "state_class" in raw and (
-        not isinstance(state_class, str) or state_class not in STATE_CLASSES
-    ):
-        raise TemplateError(
-            src,
-            f"{where}.state_class",
-            f"unknown state class {state_class!r} (expected {', '.join(STATE_CLASSES)})",
-        )
+    for key in ("device_class", "state_class", "label"):
+        v = raw.get(key, "")
+        if not isinstance(v, str) or (key in raw and not v.strip()):
+            raise TemplateError(src, f"{where}.{key}", f"must be a non-empty string, got {v!r}")
+    device_class, state_class = raw.get("device_class", ""), raw.get("state_class", "")
+    verdict = sensor_classes.resolve(unit, device_class, state_class)
+    if isinstance(verdict, sensor_classes.Refusal):
+        raise TemplateError(src, f"{where}.{verdict.key}", verdict.why)
+    precision = raw.get("precision")
+    if precision is not None:
+        precision = _int_in(src, f"{where}.precision", precision, 0, MAX_PRECISION)
     return Field(
         name=name,
         type=str(typ),
         scale=scale,
         offset=offset,
         unit=unit,
-        device_class=str(device_class),
-        state_class=str(state_class),
+        device_class=device_class,
+        state_class=state_class,
+        precision=precision,
+        label=raw.get("label", "").strip(),
     )
 
 

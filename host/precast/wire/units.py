@@ -4,7 +4,8 @@ The simulated sensors (`precast simulate`, and the firmware's `sim` sensor that
 `precast build` configures) keep a field whose unit is known inside the range a
 real sensor of that kind reports, so a simulated reading never looks like a
 decoding bug (humidity 327 %, pressure 268,435,369 Pa). A field with another
-unit, or none, stays in the middle tenth of its type's range.
+unit, or none, stays in the middle tenth of its type's range. A meter (a
+total_increasing field: energy) counts up from the low end, at a plausible rate.
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ PLAUSIBLE: dict[str, tuple[float, float]] = {
 }
 # Mains voltage is a V field too: its name says so.
 _MAINS = (225.0, 235.0)
+# A meter (state class total_increasing) counts up at about this many units an hour: a
+# household's 1 kW, a tap's 50 litres. Another unit, or none, counts 1 raw step a second.
+COUNTER_PER_HOUR: dict[str, float] = {
+    "Wh": 1_000.0,
+    "kWh": 1.0,
+    "MWh": 0.001,
+    "m3": 0.05,
+    "L": 50.0,
+}
 
 
 def plausible_raw(slot: FieldSlot) -> tuple[float, float]:
@@ -52,3 +62,15 @@ def plausible_raw(slot: FieldSlot) -> tuple[float, float]:
     if lo_t is None or hi_t is None:  # an f32 with no known unit: around zero
         return 0.0, 1.0
     return (lo_t + hi_t) / 2, (hi_t - lo_t) * 0.05
+
+
+def counter_raw(slot: FieldSlot) -> tuple[float, float] | None:
+    """(start, raw steps a second) of a meter that only counts up; None for another field."""
+    f = slot.field
+    if f.classes.state_class != "total_increasing":
+        return None
+    per_hour = COUNTER_PER_HOUR.get(f.unit)
+    scale = 1 if f.type == "f32" else f.scale
+    rate = 1.0 if per_hour is None else per_hour / 3600 / abs(scale)
+    mid, amp = plausible_raw(slot)
+    return max(mid - amp, 0.0 if f.range[0] is None else float(f.range[0])), rate

@@ -6,14 +6,18 @@ The topics (PREFIX is the --mqtt URL's path, default `precast`; DISCOVERY is
     PREFIX/status                 `online` (retained) while the collector runs; the MQTT will
                                   and a clean stop leave `offline` (retained)
     PREFIX/<device>/reading       one message per stored reading, the --jsonl object:
-                                  {"template", "device", "seq", "received_at", "fields": {...}}
+                                  {"template", "device", "seq", "received_at", "fields": {...}};
+                                  retained, so a new subscriber gets the last one (flag set)
     PREFIX/<device>/availability  `online` (retained) from the device's first reading, `offline`
                                   once it is stale as `precast stats` says, `online` again with
                                   its next reading
-    DISCOVERY/sensor/precast_<device>/<field>/config
-                                  one retained config per field (discovery_config), published at
-                                  the device's first reading, when DISCOVERY/status says `online`
-                                  and after every (re)connect
+    PREFIX/<device>/diagnostics   its counts (retained): {"received", "lost", "loss_pct"}, at
+                                  its first tick and then at most every DIAG_EVERY while they
+                                  change
+    DISCOVERY/...                 Home Assistant's retained discovery configs (discovery.py):
+                                  a device's at its first reading, the collector's and every
+                                  device's when DISCOVERY/status says `online` and after every
+                                  (re)connect
 
 The broker is not the database. The collector's storing thread calls
 write(docs) after each committed batch and tick(now) about once a second
@@ -46,16 +50,25 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from precast import __version__
 from precast.collect.rows import Row, reading_doc
 from precast.collect.sinks import Stored
+from precast.collect.sinks.discovery import (
+    DEFAULT_PREFIX,
+    OFFLINE,
+    ONLINE,
+    collector_configs,
+    device_configs,
+    device_of,
+    diagnostics_doc,
+    object_id,
+    removals,
+)
 from precast.collect.stats import interval_of, is_stale
 from precast.errors import PrecastError, UsageError
-from precast.wire.layout import FieldSlot, Layout
+from precast.wire.layout import Layout
 
 log = logging.getLogger("precast.mqtt")
 
-DEFAULT_PREFIX = "precast"
 DEFAULT_DISCOVERY = "homeassistant"
 DEFAULT_BUFFER = 10_000  # readings held while the broker is away
 BACKOFF_MIN = 1.0  # s before the first reconnect; doubles up to BACKOFF_MAX
@@ -67,37 +80,7 @@ ROUND = 500  # readings queued in paho per round, then written out in one corked
 # rest): publishing must not slow storing by more than a quarter. At about 15 us a message
 # that is some 15,000 messages/s; a faster stream fills the buffer and counts drops.
 SHARE = 0.2
-ONLINE, OFFLINE = "online", "offline"
-
-# Template unit -> (Home Assistant's unit, device class). An unlisted unit goes out as
-# written, with no device class; a field with no unit gets neither.
-UNITS: dict[str, tuple[str, str]] = {
-    "degC": ("°C", "temperature"),
-    "°C": ("°C", "temperature"),
-    "degF": ("°F", "temperature"),
-    "°F": ("°F", "temperature"),
-    "K": ("K", "temperature"),
-    "%": ("%", "humidity"),
-    "Pa": ("Pa", "pressure"),
-    "hPa": ("hPa", "pressure"),
-    "kPa": ("kPa", "pressure"),
-    "mbar": ("mbar", "pressure"),
-    "bar": ("bar", "pressure"),
-    "mV": ("mV", "voltage"),
-    "V": ("V", "voltage"),
-    "mA": ("mA", "current"),
-    "A": ("A", "current"),
-    "W": ("W", "power"),
-    "kW": ("kW", "power"),
-    "Wh": ("Wh", "energy"),
-    "kWh": ("kWh", "energy"),
-    "MWh": ("MWh", "energy"),
-    "Hz": ("Hz", "frequency"),
-    "lx": ("lx", "illuminance"),
-    "dBm": ("dBm", "signal_strength"),
-}
-# Energy is a counter that only grows (a reboot's reset HA takes as a new cycle).
-COUNTER_CLASSES = frozenset({"energy"})
+DIAG_EVERY = 30.0  # s between a device's diagnostics (its loss %) while they change
 
 
 class MqttError(PrecastError):
@@ -113,6 +96,8 @@ class DeviceState(Protocol):
     epoch_started: float
     highest: int
     last_seen: float
+    received: int
+    lost: int
 
 
 def stale(d: DeviceState, now: float) -> bool:
@@ -283,65 +268,6 @@ def config_from(args: argparse.Namespace) -> tuple[MqttUrl, MqttOptions] | None:
     )
 
 
-# ---- Home Assistant discovery --------------------------------------------------------------
-
-
-def readable_name(field: str) -> str:
-    """A field's name as a person writes it: power_factor -> Power factor."""
-    words = field.replace("_", " ").strip()
-    return words[:1].upper() + words[1:]
-
-
-def field_classes(slot: FieldSlot) -> dict[str, Any]:
-    """unit_of_measurement, device_class, state_class, suggested_display_precision of a field."""
-    f = slot.field
-    out: dict[str, Any] = {}
-    unit, device_class = UNITS.get(f.unit, (f.unit, ""))
-    if unit:
-        out["unit_of_measurement"] = unit
-    device_class = f.device_class or device_class
-    if device_class:
-        out["device_class"] = device_class
-    out["state_class"] = f.state_class or (
-        "total_increasing" if device_class in COUNTER_CLASSES else "measurement"
-    )
-    # The scale's decimals (0.01 -> 2). A float field says nothing by its scale of 1.
-    if f.type != "f32" or slot.digits:
-        out["suggested_display_precision"] = slot.digits
-    return out
-
-
-def discovery_topic(discovery: str, device: int, field: str) -> str:
-    return f"{discovery}/sensor/precast_{device}/{field}/config"
-
-
-def discovery_config(prefix: str, device: int, layout: Layout, slot: FieldSlot) -> dict[str, Any]:
-    """Home Assistant's MQTT discovery payload for one field of one device."""
-    t = layout.template
-    return {
-        "name": readable_name(slot.name),
-        "unique_id": f"precast_{device}_{slot.name}",
-        "state_topic": f"{prefix}/{device}/reading",
-        "value_template": f"{{{{ value_json.fields.{slot.name} }}}}",
-        "availability": [
-            {"topic": f"{prefix}/status"},
-            {"topic": f"{prefix}/{device}/availability"},
-        ],
-        "availability_mode": "all",
-        "payload_available": ONLINE,
-        "payload_not_available": OFFLINE,
-        **field_classes(slot),
-        "device": {
-            "identifiers": [f"precast_{device}"],
-            "name": f"{t.name} {device}",
-            "model": t.name,
-            "manufacturer": "precast",
-            "sw_version": __version__,
-        },
-        "origin": {"name": "precast", "sw_version": __version__},
-    }
-
-
 def _no_op(*args: Any) -> None:
     pass
 
@@ -440,6 +366,14 @@ class MqttSink:
         self._avail: dict[int, str] = {}
         self._pending_disc: dict[int, int] = {}
         self._pending_avail: dict[int, str] = {}
+        # Diagnostics: (device, JSON) from the storing thread, the latest of each, and those
+        # still to be published; what the storing thread sent last (time, received, lost).
+        self._diags: deque[tuple[int, str]] = deque()
+        self._diag: dict[int, str] = {}
+        self._pending_diag: dict[int, str] = {}
+        self._diag_sent: dict[int, tuple[float, int, int]] = {}
+        # Per device, the object ids of its retained configs on the broker (see _on_connect).
+        self._published: dict[int, set[str]] = {}
         self._control: deque[tuple[str, str]] = deque()  # (topic, payload): QoS 1, retained
 
         self.published = 0
@@ -509,12 +443,18 @@ class MqttSink:
         if self.devices is None:
             return
         online = self._online
+        diag = self._diag_sent
         for d in self.devices():
             if online.get(d.device) is not False and stale(d, now):
                 # A device with no reading this run may still be `online` (retained) from a
                 # collector that was killed: say what it is now.
                 online[d.device] = False
                 self._events.append((OFFLINE, d.device, d.template))
+            sent = diag.get(d.device)
+            if sent is None or (sent[1:] != (d.received, d.lost) and now - sent[0] >= DIAG_EVERY):
+                diag[d.device] = (now, d.received, d.lost)
+                doc = json.dumps(diagnostics_doc(d.received, d.lost))
+                self._diags.append((d.device, doc))
 
     # -- life cycle
 
@@ -721,9 +661,15 @@ class MqttSink:
         self._control.clear()
         self._control.append((f"{self.prefix}/status", ONLINE))
         if self.opts.discovery is not None:
+            self._queue_collector()
             client.subscribe(f"{self.opts.discovery}/status", qos=1)
+            # The broker's retained configs are the record of what was published, by this
+            # run or one before it: a device's entities its template no longer has are
+            # cleared when it is announced (_queue_discovery).
+            client.subscribe(f"{self.opts.discovery}/sensor/+/+/config", qos=1)
         self._pending_disc = dict(self._devices)
         self._pending_avail = dict(self._avail)
+        self._pending_diag = dict(self._diag)
         self._first.set()
 
     def _on_disconnect(
@@ -744,9 +690,20 @@ class MqttSink:
             self._failed("connection lost" if state == "up" else f"disconnected ({reason})")
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        parts = msg.topic.split("/")
+        if msg.topic.endswith("/config") and len(parts) >= 4:
+            dev = device_of(self.prefix, parts[-3])
+            if dev is not None:
+                published = self._published.setdefault(dev, set())
+                if msg.payload:
+                    published.add(parts[-2])
+                else:
+                    published.discard(parts[-2])
+            return
         # Home Assistant announces itself on DISCOVERY/status after it (re)starts.
         if msg.payload == b"online":
             log.info("Home Assistant is online: publishing discovery again")
+            self._queue_collector()
             self._pending_disc.update(self._devices)
 
     def _publish_control(self) -> bool:
@@ -760,6 +717,13 @@ class MqttSink:
             for dev, state in self._pending_avail.items():
                 q.append((f"{self.prefix}/{dev}/availability", state))
             self._pending_avail.clear()
+        while self._diags:
+            dev, doc = self._diags.popleft()
+            self._diag[dev] = self._pending_diag[dev] = doc
+        if self._pending_diag:
+            for dev, doc in self._pending_diag.items():
+                q.append((f"{self.prefix}/{dev}/diagnostics", doc))
+            self._pending_diag.clear()
         publish = self.client.publish
         while q:
             topic, payload = q[0]
@@ -783,7 +747,10 @@ class MqttSink:
             for _ in range(min(ready, ROUND, len(buf))):
                 item = buf.popleft()
                 r = reading_doc(*item) if isinstance(item, tuple) else item
-                if publish(f"{prefix}/{r['device']}/reading", dumps(r), qos).rc:
+                # Retained: the broker keeps each device's last reading, which is what Home
+                # Assistant shows after it restarts, or when it subscribes to a sensor just
+                # discovered (else the first reading, sent with its config, is missed).
+                if publish(f"{prefix}/{r['device']}/reading", dumps(r), qos, retain=True).rc:
                     buf.appendleft(item)  # the connection went, or paho's QoS 1 queue is full
                     return
                 n += 1
@@ -794,19 +761,30 @@ class MqttSink:
         layout = self.layouts.get(tid)
         if self.opts.discovery is None or layout is None:
             return
-        for slot in layout.fields:
-            cfg = discovery_config(self.prefix, dev, layout, slot)
-            topic = discovery_topic(self.opts.discovery, dev, slot.name)
-            self._control.append((topic, json.dumps(cfg, ensure_ascii=False)))
+        configs = device_configs(self.opts.discovery, self.prefix, dev, layout)
+        ids = {object_id(c) for c in configs}
+        base = configs[0].topic.rsplit("/", 2)[0]
+        for gone in sorted(self._published.get(dev, set()) - ids):
+            self._control.append((f"{base}/{gone}/config", ""))  # an orphan: removed
+        self._published[dev] = ids
+        for c in configs:
+            self._control.append((c.topic, c.payload))
+
+    def _queue_collector(self) -> None:
+        """The collector's own discovery: the device every device is via."""
+        if self.opts.discovery is not None:
+            self._control.extend(
+                (c.topic, c.payload) for c in collector_configs(self.opts.discovery, self.prefix)
+            )
 
     def _clear_discovery(self, dev: int, old: int, new: int) -> None:
         """A device that changed template: empty retained configs remove the old fields."""
         if self.opts.discovery is None or old not in self.layouts:
             return
-        keep = {s.name for s in self.layouts[new].fields} if new in self.layouts else set()
-        for slot in self.layouts[old].fields:
-            if slot.name not in keep:
-                self._control.append((discovery_topic(self.opts.discovery, dev, slot.name), ""))
+        gone = removals(
+            self.opts.discovery, self.prefix, dev, self.layouts[old], self.layouts.get(new)
+        )
+        self._control.extend((c.topic, c.payload) for c in gone)
 
     def _finish(self) -> None:
         """Closing: publish the buffer until the deadline, then `offline` and disconnect."""

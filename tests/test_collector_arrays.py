@@ -1,0 +1,284 @@
+"""The array path (wire/batch.py, collect/arrays.py) against the per-frame path, frame by frame.
+
+The per-frame path is what the collector did before batches were arrays:
+validator.Validator.check on each datagram, Tracker.bad_check for a failed
+check that names a device, Tracker.observe for a valid frame. Both run on
+the same fuzzed batches from the same books, one batch after another, and
+must agree on every frame's reason or epoch, on the held frames each frame
+confirms, and afterwards on every device's books, the changed set, the
+undo log and the discarded candidates. The batches mix every refusal
+reason, both check kinds (a cmac4 and a cmac8 template beside two crc16
+ones, devices with a key of their own, devices with no key at all), many
+devices, runs of seqs in order (the fast path) and reordering, duplicates,
+gaps, far jumps and their confirmation, replays, resets and the device limit.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kit import KEY, TEMPLATES
+from precast import compile_template, parse_template
+from precast.collect.arrays import judge
+from precast.collect.tracker import HELD, MAX_GAP, Confirmed, Tracker
+from precast.wire.batch import BatchValidator, reason_of
+from precast.wire.codec import Codec, encode_raw
+from precast.wire.constants import NO_KEY, PAYLOAD_OFFSET
+from precast.wire.layout import load_layouts
+from precast.wire.validator import Validator
+from strategies import examples
+
+CMAC4 = compile_template(
+    parse_template(
+        {
+            "id": 40,
+            "check": "cmac4",
+            "field": [{"name": "a", "type": "i16"}, {"name": "b", "type": "u8"}],
+        }
+    )
+)
+LAYOUTS = [*load_layouts([TEMPLATES]), CMAC4]
+OTHER_KEY = bytes(range(16))
+DEVICES = 12
+# devices 0..11: 3 and 4 have keys of their own (keyed: MIC only); 5 has none when the
+# default key is off
+OWN_KEYS = {3: OTHER_KEY, 4: KEY}
+SEQ_MODES = ["next"] * 10 + ["dup", "late", "gap", "far", "back", "confirm", "wrap", "zero"]
+SPOIL = ["none"] * 12 + [
+    "short",
+    "magic",
+    "version",
+    "flags",
+    "unknown",
+    "kind",
+    "length",
+    "check",
+    "ethernet",
+    "garbage",
+]
+
+Outcome = str | int
+
+
+def per_frame(
+    v: Validator, t: Tracker, datagrams: list[bytes], now: float
+) -> tuple[list[Outcome], dict[int, list[Confirmed]]]:
+    """The per-frame path, as the collector's storing thread ran it frame by frame."""
+    out: list[Outcome] = []
+    confirmed: dict[int, list[Confirmed]] = {}
+    for i, data in enumerate(datagrams):
+        reason, sp, body = v.check(data)
+        if reason:
+            if body is not None and reason != NO_KEY:
+                t.bad_check(body[3])
+            out.append(reason)
+            continue
+        assert sp is not None and body is not None
+        e = t.observe(body[3], sp.id, body[4], now, sp.mic, data)
+        if e == HELD:
+            t.devices[body[3]].cand_source = f"src{i}"
+        if t.confirmed:
+            confirmed[i] = t.confirmed[:]
+            t.confirmed.clear()
+        out.append(e)
+    return out, confirmed
+
+
+def as_arrays(datagrams: list[bytes], junk: bytes) -> tuple[Any, Any]:
+    """The batch as the array receiver leaves it: rows of stale bytes, each datagram in front."""
+    width = max(map(len, datagrams), default=0) + 3
+    rows = np.frombuffer((junk * (len(datagrams) * width + 1))[: len(datagrams) * width], np.uint8)
+    rows = rows.reshape(len(datagrams), width).copy()
+    for i, d in enumerate(datagrams):
+        rows[i, : len(d)] = np.frombuffer(d, np.uint8)
+    return rows, np.array([len(d) for d in datagrams], dtype=np.int64)
+
+
+def array_path(
+    b: BatchValidator, t: Tracker, datagrams: list[bytes], now: float, junk: bytes
+) -> tuple[list[Outcome], dict[int, list[Confirmed]], int]:
+    rows, lens = as_arrays(datagrams, junk)
+    j = judge(b, t, rows, lens, now, lambda i: f"src{i}")
+    out: list[Outcome] = [
+        reason_of(c) if c else int(e)
+        for c, e in zip(j.checked.code.tolist(), j.epoch.tolist(), strict=True)
+    ]
+    return out, j.confirmed, j.slow
+
+
+def spoil(how: str, payload: bytes, lay_index: int, flip: int) -> bytes:
+    p = bytearray(payload)
+    lay = LAYOUTS[lay_index]
+    if how == "short":
+        return bytes(p[: flip % 14])
+    if how == "magic":
+        p[0] ^= 1 + flip % 255
+    elif how == "version":
+        p[1] ^= 0x10 << (flip % 4)
+    elif how == "flags":
+        p[1] |= 2 << (flip % 3)
+    elif how == "unknown":
+        p[2:4] = (1000 + flip % 100).to_bytes(2, "big")
+    elif how == "kind":
+        p[1] ^= 1
+    elif how == "length":
+        return bytes(p + b"\x00" * (1 + flip % 3)) if flip % 2 else bytes(p[:-1])
+    elif how == "check":
+        p[4 + flip % (len(p) - 4)] ^= 1 + flip % 255
+    elif how == "ethernet":
+        return lay.frame[:PAYLOAD_OFFSET] + bytes(p)
+    elif how == "garbage":
+        return bytes((flip * 7 + i * 13) & 0xFF for i in range(flip % 40))
+    return bytes(p)
+
+
+@st.composite
+def scenario(draw: st.DrawFn) -> dict[str, Any]:
+    """The books' settings, the keys, and batches of (device, template, seq mode, spoil)."""
+    events = st.tuples(
+        st.integers(0, DEVICES - 1),
+        st.integers(0, len(LAYOUTS) - 1),
+        st.sampled_from(SEQ_MODES),
+        st.sampled_from(SPOIL),
+        st.integers(0, 1 << 20),
+    )
+    return {
+        "window": draw(st.sampled_from([1, 3, 64, 1024])),
+        "max_devices": draw(st.sampled_from([4, 10_000])),
+        "default_key": draw(st.sampled_from([KEY, None])),
+        "own_keys": draw(st.booleans()),
+        "mic_devices": draw(st.sets(st.integers(0, DEVICES - 1), max_size=4)),
+        "batches": draw(st.lists(st.lists(events, max_size=80), min_size=1, max_size=4)),
+        # per batch, devices that send seq after seq, unspoiled: the fast path's case
+        "calm": draw(st.lists(st.sets(st.integers(0, DEVICES - 1)), min_size=4, max_size=4)),
+        "resets": draw(st.lists(st.integers(0, DEVICES - 1), max_size=3)),
+        "rollback": draw(st.lists(st.booleans(), min_size=4, max_size=4)),
+        "junk": draw(st.binary(min_size=1, max_size=7)),
+    }
+
+
+def datagrams_of(
+    sc: dict[str, Any], batch: list[Any], calm: set[int], cursor: dict[int, int]
+) -> list[bytes]:
+    """The batch's payloads: seqs moved from each device's cursor by its mode."""
+    out = []
+    for dev, li, mode, how, r in batch:
+        if dev in calm:
+            li, mode, how, r = dev % 2, "next", "none", r | 1
+        lay = LAYOUTS[li]
+        if dev in sc["mic_devices"] and not lay.template.mic and how == "none" and r % 4:
+            # a device that signs mostly sends MIC frames (and now and then a CRC one)
+            lay = LAYOUTS[2] if r % 2 else CMAC4
+        c = cursor.get(dev, r % 5000)
+        seq = {
+            "next": c + 1,
+            "dup": c,
+            "late": c - 1 - r % 6,
+            "gap": c + 2 + r % 40,
+            "far": c + MAX_GAP + 1 + r % 1000,
+            "back": c - 2000 - r % 3,
+            "confirm": c + 1 + r % 20,
+            "wrap": 0xFFFFFFFF - r % 3,
+            "zero": r % 3,
+        }[mode] & 0xFFFFFFFF
+        if mode in ("next", "gap", "far", "confirm", "wrap", "zero"):
+            cursor[dev] = seq
+        key = OWN_KEYS.get(dev, KEY) if sc["own_keys"] else KEY
+        raw = [r % 100 for _ in lay.fields]
+        payload = encode_raw(lay, raw, dev, seq, key)[PAYLOAD_OFFSET:]
+        out.append(spoil(how, payload, li, r))
+    return out
+
+
+def books(t: Tracker) -> tuple[Any, ...]:
+    return (t.devices, t.dirty, t.discarded, t._undo, t.confirmed)
+
+
+@settings(max_examples=examples(150), deadline=None)
+@given(scenario())
+def test_the_array_path_gives_the_per_frame_verdicts(sc: dict[str, Any]) -> None:
+    keys = OWN_KEYS if sc["own_keys"] else {}
+    codec = Codec(LAYOUTS, key=sc["default_key"], keys=keys)
+    v = Validator(codec)
+    b = BatchValidator(v)
+    ref = Tracker(sc["window"], sc["max_devices"], keyed=set(keys))
+    arr = Tracker(sc["window"], sc["max_devices"], keyed=set(keys))
+    cursor: dict[int, int] = {}
+    for n, batch in enumerate(sc["batches"]):
+        datagrams = datagrams_of(sc, batch, sc["calm"][n], cursor)
+        now = 1000.0 + n
+        if n == 1:
+            for dev in sc["resets"]:
+                assert ref.reset(dev) == arr.reset(dev)
+        ref.begin()
+        arr.begin()
+        want, want_conf = per_frame(v, ref, datagrams, now)
+        got, got_conf, _ = array_path(b, arr, datagrams, now, sc["junk"])
+        for i, (w, g) in enumerate(zip(want, got, strict=True)):
+            assert g == w, (i, datagrams[i].hex(), w, g)
+        assert got_conf == want_conf
+        assert books(arr) == books(ref)
+        if sc["rollback"][n]:
+            ref.rollback()
+            arr.rollback()
+        else:
+            taken = {d.device: d for d in arr.take_dirty()}  # a set's order: none
+            assert taken == {d.device: d for d in ref.take_dirty()}
+            ref.commit()
+            arr.commit()
+        assert books(arr) == books(ref)
+
+
+def test_runs_in_order_take_the_fast_path() -> None:
+    """A negative control: devices sending seq after seq are decided without observe(),
+    and the books come out as observe() leaves them (lost, bitmap, highest, received)."""
+    codec = Codec(LAYOUTS, key=KEY)
+    v = Validator(codec)
+    ref, arr = Tracker(window=8), Tracker(window=8)
+
+    def payload(d: int, seq: int) -> bytes:
+        lay = LAYOUTS[d % 2]  # two templates
+        return encode_raw(lay, [1] * len(lay.fields), d, seq, KEY)[PAYLOAD_OFFSET:]
+
+    first = [payload(d, 100) for d in range(6)]
+    per_frame(v, ref, first, 1.0)
+    array_path(BatchValidator(v), arr, first, 1.0, b"\xaa")
+    batch = [payload(d, 101 + s) for s in range(20) for d in range(6)]
+    want, _ = per_frame(v, ref, batch, 2.0)
+    got, _, slow = array_path(BatchValidator(v), arr, batch, 2.0, b"\x55")
+    assert got == want == [0] * len(batch)
+    assert slow == 0
+    assert books(arr) == books(ref)
+    assert arr.devices[3].highest == 120 and arr.devices[3].seen == (1 << 9) - 1
+    # One frame out of order sends its device, and only it, through observe().
+    batch[7], batch[13] = batch[13], batch[7]
+    ref2, arr2 = copy.deepcopy(ref), copy.deepcopy(arr)
+    for t in (ref2, arr2):
+        for d in t.devices.values():
+            d.highest -= 20
+    want, _ = per_frame(v, ref2, batch, 3.0)
+    got, _, slow = array_path(BatchValidator(v), arr2, batch, 3.0, b"\x55")
+    assert got == want
+    assert slow == 20
+    assert books(arr2) == books(ref2)
+
+
+@pytest.mark.parametrize("spoil_how", [s for s in SPOIL if s != "none"])
+def test_every_refusal_reason_is_the_validators(spoil_how: str) -> None:
+    codec = Codec(LAYOUTS, key=KEY)
+    v = Validator(codec)
+    datagrams = [
+        spoil(spoil_how, encode_raw(lay, [0] * len(lay.fields), 1, 1, KEY)[PAYLOAD_OFFSET:], i, r)
+        for r in range(40)
+        for i, lay in enumerate(LAYOUTS)
+    ]
+    rows, lens = as_arrays(datagrams, b"\x50\x11")
+    code = BatchValidator(v).check(rows, lens).code
+    got = [reason_of(c) for c in code.tolist()]
+    assert got == [v.check(d)[0] for d in datagrams]
+    assert any(got)

@@ -10,7 +10,8 @@ undo log and the discarded candidates. The batches mix every refusal
 reason, both check kinds (a cmac4 and a cmac8 template beside two crc16
 ones, devices with a key of their own, devices with no key at all), many
 devices, runs of seqs in order (the fast path) and reordering, duplicates,
-gaps, far jumps and their confirmation, replays, resets and the device limit.
+gaps, far jumps and their confirmation, replays, resets, keys given by a reload and the device
+limit.
 """
 
 from __future__ import annotations
@@ -44,11 +45,21 @@ CMAC4 = compile_template(
 )
 LAYOUTS = [*load_layouts([TEMPLATES]), CMAC4]
 OTHER_KEY = bytes(range(16))
-DEVICES = 12
+DEVICES = 8
 # devices 0..11: 3 and 4 have keys of their own (keyed: MIC only); 5 has none when the
 # default key is off
 OWN_KEYS = {3: OTHER_KEY, 4: KEY}
-SEQ_MODES = ["next"] * 10 + ["dup", "late", "gap", "far", "back", "confirm", "wrap", "zero"]
+SEQ_MODES = ["next"] * 10 + [
+    "dup",
+    "late",
+    "gap",
+    "far",
+    "back",
+    "confirm",
+    "wrap",
+    "zero",
+    "stray",
+]
 SPOIL = ["none"] * 12 + [
     "short",
     "magic",
@@ -156,6 +167,7 @@ def scenario(draw: st.DrawFn) -> dict[str, Any]:
         "batches": draw(st.lists(st.lists(events, max_size=80), min_size=1, max_size=4)),
         # per batch, devices that send seq after seq, unspoiled: the fast path's case
         "calm": draw(st.lists(st.sets(st.integers(0, DEVICES - 1)), min_size=4, max_size=4)),
+        "rekey": draw(st.booleans()),  # a reload gives devices 3 and 4 keys of their own
         "resets": draw(st.lists(st.integers(0, DEVICES - 1), max_size=3)),
         "rollback": draw(st.lists(st.booleans(), min_size=4, max_size=4)),
         "junk": draw(st.binary(min_size=1, max_size=7)),
@@ -185,6 +197,7 @@ def datagrams_of(
             "confirm": c + 1 + r % 20,
             "wrap": 0xFFFFFFFF - r % 3,
             "zero": r % 3,
+            "stray": c + MAX_GAP + 1 + r % 1000,  # a far frame the device's next ones ignore
         }[mode] & 0xFFFFFFFF
         if mode in ("next", "gap", "far", "confirm", "wrap", "zero"):
             cursor[dev] = seq
@@ -215,6 +228,9 @@ def test_the_array_path_gives_the_per_frame_verdicts(sc: dict[str, Any]) -> None
         if n == 1:
             for dev in sc["resets"]:
                 assert ref.reset(dev) == arr.reset(dev)
+            if sc["rekey"]:
+                ref.keyed = set(OWN_KEYS)
+                arr.keyed = set(OWN_KEYS)
         ref.begin()
         arr.begin()
         want, want_conf = per_frame(v, ref, datagrams, now)
@@ -282,3 +298,40 @@ def test_every_refusal_reason_is_the_validators(spoil_how: str) -> None:
     got = [reason_of(c) for c in code.tolist()]
     assert got == [v.check(d)[0] for d in datagrams]
     assert any(got)
+
+
+@pytest.mark.parametrize("before", ["held", "reset", "keyed", "first-mic"])
+def test_a_run_after_an_exception_goes_by_the_rules(before: str) -> None:
+    """Books a run cannot be decided from alone: a held far jump (dropped by the run), a
+    reset pending, a key given by a reload (CRC frames refused), a first valid MIC."""
+    codec = Codec(LAYOUTS, key=KEY)
+    v = Validator(codec)
+    ref, arr = Tracker(window=16), Tracker(window=16)
+    lay = LAYOUTS[2] if before == "first-mic" else LAYOUTS[0]
+
+    def payload(seq: int, layout: Any = LAYOUTS[0]) -> bytes:
+        return encode_raw(layout, [3] * len(layout.fields), 3, seq, KEY)[PAYLOAD_OFFSET:]
+
+    batches = [
+        [payload(s) for s in range(100, 106)],
+        [],
+        [payload(s, lay) for s in range(106, 116)],
+    ]
+    if before == "held":
+        batches[1] = [payload(100 + MAX_GAP + 50)]
+    for n, batch in enumerate(batches):
+        if n == 2:
+            for t in (ref, arr):
+                if before == "reset":
+                    t.reset(3)
+                elif before == "keyed":
+                    t.keyed = {3}
+        ref.begin()
+        arr.begin()
+        want, want_conf = per_frame(v, ref, batch, float(n))
+        got, got_conf, slow = array_path(BatchValidator(v), arr, batch, float(n), b"\x01")
+        assert (got, got_conf) == (want, want_conf)
+        assert books(arr) == books(ref)
+        ref.commit()
+        arr.commit()
+    assert slow == len(batches[2])

@@ -73,7 +73,8 @@ def observe_batch(
     devices, keyed, mask = tracker.devices, tracker.keyed, tracker.mask
     last_template = template[order[ends - 1]].tolist()
     firsts, lasts, kinds = ss[starts].tolist(), ss[ends - 1].tolist(), ms[starts].tolist()
-    for g, (dv, s, e) in enumerate(zip(ds[starts].tolist(), starts.tolist(), ends.tolist())):
+    runs = zip(ds[starts].tolist(), starts.tolist(), ends.tolist(), strict=True)
+    for g, (dv, s, e) in enumerate(runs):
         d = devices.get(dv)
         m = kinds[g]
         if (

@@ -8,7 +8,8 @@ columns, then the check and the UDP checksum for every row together:
 - CRC-16/CCITT-FALSE over payload [0, c) is affine over GF(2) for a fixed
   length: crc(x) = crc(x with bytes [4, c) zeroed) XOR the contribution of
   each of those bytes alone, looked up in a per-position table of 256
-  entries (wire/batch.py's, which the collector checks with). One gather and one XOR-reduce replace c-4 table steps per row.
+  entries (wire/batch.py's, which the collector checks with). One gather
+  and one XOR-reduce replace c-4 table steps per row.
 - The UDP checksum is the row's folded partial sum plus the sum of the
   payload's 16-bit words from offset 4 (RFC 1624); a 0 goes out as 0xFFFF.
 

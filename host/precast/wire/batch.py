@@ -223,9 +223,7 @@ class BatchValidator:
             code[i] = CODES[why(rows[i, : lens[i]].tobytes())]
         return Checked(code, groups)
 
-    def _group(
-        self, k: _Kind, frames: Rows
-    ) -> tuple[npt.NDArray[np.void], npt.NDArray[np.uint8]]:
+    def _group(self, k: _Kind, frames: Rows) -> tuple[npt.NDArray[np.void], npt.NDArray[np.uint8]]:
         body = np.ascontiguousarray(frames).view(k.dtype)[:, 0]
         c = k.spec.check_offset
         if k.crc is not None:

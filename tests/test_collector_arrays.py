@@ -335,3 +335,33 @@ def test_a_run_after_an_exception_goes_by_the_rules(before: str) -> None:
         ref.commit()
         arr.commit()
     assert slow == len(batches[2])
+
+
+def test_the_array_receiver_reads_datagrams_into_rows() -> None:
+    """Datagrams land in the rows as sent (cut to the width), with their lengths and
+    sources; judged by the bytes sent and the sending socket's own address."""
+    import socket
+
+    from precast.collect.receiver import ArrayReceiver, MultiReceiver
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setblocking(False)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.bind(("127.0.0.1", 0))
+    sent = [bytes([i]) * (i % 50) for i in range(150)] + [b"\x07" * 200]
+    try:
+        recv = ArrayReceiver(rx, width=64, rows=2048)
+        recv.PER_CALL = 64  # several calls for one read
+        for d in sent:
+            tx.sendto(d, rx.getsockname())
+        rows, lens, names = recv.read(5000)
+        assert len(rows) == len(sent)
+        for i, d in enumerate(sent):
+            assert int(lens[i]) == min(len(d), 64)
+            assert rows[i, : lens[i]].tobytes() == d[:64]
+        assert MultiReceiver.describe(names[0, :8].tobytes()) == "%s:%d" % tx.getsockname()
+        assert len(recv.read(10)[0]) == 0  # dry: EAGAIN
+    finally:
+        rx.close()
+        tx.close()

@@ -360,7 +360,7 @@ def test_the_array_receiver_reads_datagrams_into_rows() -> None:
         for i, d in enumerate(sent):
             assert int(lens[i]) == min(len(d), 64)
             assert rows[i, : lens[i]].tobytes() == d[:64]
-        assert MultiReceiver.describe(names[0, :8].tobytes()) == "%s:%d" % tx.getsockname()
+        assert MultiReceiver.describe(names[0, :8].tobytes()) == "{}:{}".format(*tx.getsockname())
         assert len(recv.read(10)[0]) == 0  # dry: EAGAIN
     finally:
         rx.close()

@@ -292,7 +292,7 @@ class ArrayReceiver:
             h.msg_iovlen = 1
         self._msgs_addr = ctypes.addressof(self._msgs)
         self._msg_size = ctypes.sizeof(_Mmsghdr)
-        words = np.frombuffer(self._msgs, dtype=np.uint32).reshape(rows, -1)
+        words = np.frombuffer(memoryview(self._msgs).cast("B"), dtype=np.uint32).reshape(rows, -1)
         self.lens = words[:, _Mmsghdr.msg_len.offset // 4]  # a view: the kernel writes it
 
     def read(self, limit: int) -> tuple[Any, Any, Any]:

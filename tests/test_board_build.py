@@ -44,8 +44,10 @@ def test_defaults_are_the_simulated_sensor_and_a_seq_file(tmp_path: Path) -> Non
     assert cfg["SEQ_FILE"] == "precast_seq" and cfg["SEQ_RESERVE"] == 1000
     assert cfg["WATCHDOG_MS"] == 30000
     assert "I2C_SDA" not in cfg  # only the chosen sensors' pins
-    for module in ("board.py", "seqstore.py", "sensors/bme280.py", "sensors/ds18b20.py"):
+    for module in ("board.py", "seqstore.py", "sensors/sim.py", "transport_udp.py"):
         assert (out / "precast_fw" / module).is_file()
+    for module in ("sensors/bme280.py", "sensors/ds18b20.py", "transport_w5500.py", "cmac.py"):
+        assert not (out / "precast_fw" / module).exists()  # only what this board imports
 
 
 def test_bme280_and_battery_fill_env_node_by_field_name(tmp_path: Path) -> None:

@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 from kit import FIRMWARE, TESTS, micropython, run_script
 
+# Every test here runs MicroPython: on each unix port (conftest.py's mp_port).
+pytestmark = pytest.mark.usefixtures("mp_port")
+
 SENDER = """
 import sys
 from precast_fw.seqstore import SeqStore
@@ -192,3 +195,54 @@ s = SeqStore({str(tmp_path / "seq")!r}, reserve=10)
 print(s.start())
 """
     assert run_script(script).stdout.split() == ["None", "0", "3"]
+
+
+WRAP = """
+import micropython
+from precast_fw.seqstore import SeqStore
+
+class Rtc:  # an ESP32's RTC memory: written in place, as the real one copies
+    def __init__(self):
+        self.buf = bytearray(16)
+        self.n = 0
+    def memory(self, b=None):
+        if b is None:
+            return bytes(self.buf[:self.n])
+        for i in range(len(b)):
+            self.buf[i] = b[i]
+        self.n = len(b)
+
+rtc = Rtc()
+s = SeqStore(%r, reserve=1000, rtc=rtc)
+print(s.start())
+micropython.heap_lock()
+for i in range(2500):  # three reservations, across the 2**32 wrap
+    s.take()
+s.save_rtc()
+micropython.heap_unlock()
+print(s.next_seq, s.limit)
+s.close()
+s = SeqStore(%r, reserve=1000, rtc=rtc)
+print(s.start(), s.resumed)
+s.close()
+"""
+
+
+@pytest.mark.parametrize("start", [2**30 - 700, 2**31 - 700, 2**32 - 1700, 10**10 + 5])
+def test_limit_past_2_30_2_32_and_10_10_under_heap_lock(  # a limit is a point mod 2**32
+    tmp_path: Path, start: int
+) -> None:
+    seq = tmp_path / "seq"
+    seq.write_bytes(b"%010d/%010d\n" % (start % 2**32, start % 2**32) * 2)
+    first = start % 2**32
+    out = run_script(WRAP % (str(seq), str(seq))).stdout.split()
+    nxt, limit = (first + 2500) % 2**32, (first + 3000) % 2**32
+    assert out == [str(first), str(nxt), str(limit), str(nxt), "True"]
+    # the file: ten digits a slot, the newer slot the one ahead on the circle
+    data = seq.read_bytes()
+    assert len(data) == 44 and b"%010d/%010d\n" % (limit, limit) in data
+    # a boot without the RTC record takes the slot ahead, across the wrap
+    r = run_script(
+        f"from precast_fw.seqstore import SeqStore\nprint(SeqStore({str(seq)!r}).start())"
+    )
+    assert r.stdout.split() == [str(limit)]

@@ -17,10 +17,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from firmware_kit import UdpSink, build, counts
 from kit import FIRMWARE, TEMPLATES, TESTS, micropython, run_bundle, run_script
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
+
+# Every test here runs MicroPython: on each unix port (conftest.py's mp_port).
+pytestmark = pytest.mark.usefixtures("mp_port")
 
 ENV = TEMPLATES / "env-node.toml"
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from kit import KEY, TEMPLATES
 from precast import compile_template, parse_template
 from precast.collect.arrays import judge
-from precast.collect.tracker import HELD, MAX_GAP, Confirmed, Tracker
+from precast.collect.tracker import MAX_GAP, Observed, Tracker, Verdict
 from precast.wire.batch import BatchValidator, reason_of
 from precast.wire.codec import Codec, encode_raw
 from precast.wire.constants import NO_KEY, PAYLOAD_OFFSET
@@ -73,15 +73,15 @@ SPOIL = ["none"] * 12 + [
     "garbage",
 ]
 
-Outcome = str | int
+Outcome = str | Observed
 
 
 def per_frame(
     v: Validator, t: Tracker, datagrams: list[bytes], now: float
-) -> tuple[list[Outcome], dict[int, list[Confirmed]]]:
+) -> tuple[list[Outcome], dict[int, Any]]:
     """The per-frame path, as the collector's storing thread ran it frame by frame."""
     out: list[Outcome] = []
-    confirmed: dict[int, list[Confirmed]] = {}
+    confirmed: dict[int, Any] = {}
     for i, data in enumerate(datagrams):
         reason, sp, body = v.check(data)
         if reason:
@@ -91,11 +91,8 @@ def per_frame(
             continue
         assert sp is not None and body is not None
         e = t.observe(body[3], sp.id, body[4], now, sp.mic, data)
-        if e == HELD:
+        if e.verdict is Verdict.HELD:
             t.devices[body[3]].cand_source = f"src{i}"
-        if t.confirmed:
-            confirmed[i] = t.confirmed[:]
-            t.confirmed.clear()
         out.append(e)
     return out, confirmed
 
@@ -112,14 +109,14 @@ def as_arrays(datagrams: list[bytes], junk: bytes) -> tuple[Any, Any]:
 
 def array_path(
     b: BatchValidator, t: Tracker, datagrams: list[bytes], now: float, junk: bytes
-) -> tuple[list[Outcome], dict[int, list[Confirmed]], int]:
+) -> tuple[list[Outcome], dict[int, Any], int]:
     rows, lens = as_arrays(datagrams, junk)
     j = judge(b, t, rows, lens, now, lambda i: f"src{i}")
     out: list[Outcome] = [
-        reason_of(c) if c else int(e)
-        for c, e in zip(j.checked.code.tolist(), j.epoch.tolist(), strict=True)
+        reason_of(c) if c else e  # type: ignore[misc]
+        for c, e in zip(j.checked.code.tolist(), j.verdicts, strict=True)
     ]
-    return out, j.confirmed, j.slow
+    return out, {}, j.slow
 
 
 def spoil(how: str, payload: bytes, lay_index: int, flip: int) -> bytes:
@@ -209,7 +206,7 @@ def datagrams_of(
 
 
 def books(t: Tracker) -> tuple[Any, ...]:
-    return (t.devices, t.dirty, t.discarded, t._undo, t.confirmed)
+    return (t.devices, t.dirty, t.discarded, t._undo)
 
 
 @settings(max_examples=examples(150), deadline=None)
@@ -267,7 +264,7 @@ def test_runs_in_order_take_the_fast_path() -> None:
     batch = [payload(d, 101 + s) for s in range(20) for d in range(6)]
     want, _ = per_frame(v, ref, batch, 2.0)
     got, _, slow = array_path(BatchValidator(v), arr, batch, 2.0, b"\x55")
-    assert got == want == [0] * len(batch)
+    assert got == want == [Observed(Verdict.STORED, 0)] * len(batch)
     assert slow == 0
     assert books(arr) == books(ref)
     assert arr.devices[3].highest == 120 and arr.devices[3].seen == (1 << 9) - 1

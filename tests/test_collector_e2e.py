@@ -126,7 +126,7 @@ def garbage() -> dict[str, list[bytes]]:
         "short": [b"", b"P", bytes(13)],
         "magic": [b"Q" + env[1:]],
         "version": [env[:1] + b"\x20" + env[2:]],
-        "flags": [env[:1] + b"\x12" + env[2:]],
+        "flags": [env[:1] + b"\x14" + env[2:]],
         "unknown-template": [bytes(unknown)],
         "check-kind": [bytes(wrong_kind)],
         "length": [env + b"\x00", env[:-1]],

@@ -586,6 +586,7 @@ def test_a_commit_whose_answer_is_lost_is_looked_up_not_redone(
 ) -> None:
     """The connection dies during COMMIT: made, the batch counts once; not made, it is redone."""
     from collector_harness import LAYOUTS
+    from precast.collect.ingest import Commit
     from precast.collect.store import open_store
     from precast.collect.tracker import Tracker
 
@@ -603,22 +604,22 @@ def test_a_commit_whose_answer_is_lost_is_looked_up_not_redone(
                     tracker.load(d)
             tracker.observe(1, 2, seq, 1.0 + seq, False)
             row = (1, seq, 0, at, "127.0.0.1:1", seq)
-            return {2: [row]}, tracker.take_dirty(), {}, {}
+            return Commit(rows={2: [row]}, devices=tracker.take_dirty())
 
         return work
 
     try:
-        assert store.transact({1}, work_for(0)) == 1
+        assert store.commit({1}, work_for(0)) == 1
         proxy.cut = "after"
-        assert store.transact({1}, work_for(1)) == 1  # made: looked up, not raised
+        assert store.commit({1}, work_for(1)) == 1  # made: looked up, not raised
         proxy.cut = "before"
         try:
-            store.transact({1}, work_for(2))
+            store.commit({1}, work_for(2))
             raise AssertionError("a commit that was not made must raise")
         except Exception as e:  # psycopg.OperationalError
             assert "OperationalError" in type(e).__name__, e
         store.reconnect()
-        assert store.transact({1}, work_for(2)) == 1  # the retry
+        assert store.commit({1}, work_for(2)) == 1  # the retry
     finally:
         store.close()
         proxy.close()
@@ -641,8 +642,9 @@ def test_refusals_units_and_reset_of_two_collectors(tmp_path: Path, pg_url: str)
         r = precast("device", "reset", "--db", pg_url, "9")
         assert r.returncode == 0, r.stderr
         assert PASSWORD not in r.stdout + r.stderr
-        b.send([minimal(9, 0)])  # the counter from 0 again: a new epoch, not a duplicate
-        wait_for(lambda: count_rows(pg_url) == 4, 10, "the reading after the reset")
+        # The counter from 0 again (new values): two consecutive frames start a new epoch.
+        b.send([payload("minimal", {"value": 70 + s}, 9, s) for s in (0, 1)])
+        wait_for(lambda: count_rows(pg_url) == 5, 10, "the readings after the reset")
     finally:
         assert a.stop() == 0, a.stderr()
         assert b.stop() == 0, b.stderr()
@@ -651,7 +653,7 @@ def test_refusals_units_and_reset_of_two_collectors(tmp_path: Path, pg_url: str)
     assert len(sources) == 2 and all(s.startswith("127.0.0.1:") for s in sources)
     assert sum(doc["rejected"].values()) == 2
     d = by_device(doc)[9]
-    assert (d["received"], d["duplicates"], d["epoch"]) == (4, 0, 1), d
+    assert (d["received"], d["duplicates"], d["epoch"], d["reboots"]) == (5, 0, 1, 0), d
     assert "books reset by an operator" in a.stderr() + b.stderr()
     (fields,) = pg_query(pg_url, "SELECT fields FROM templates WHERE id = 1")[0]
     units = {f["name"]: (f["unit"], f["scale"]) for f in fields}

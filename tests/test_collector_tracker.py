@@ -17,12 +17,19 @@ from precast.collect.tracker import (
     MAX_GAP,
     MIC_REQUIRED,
     REPLAY,
+    Held,
+    Observed,
     Tracker,
+    Verdict,
 )
 from strategies import examples
 
 
-def run(tracker: Tracker, seqs: list[int], device: int = 1, mic: bool = False) -> list[int]:
+def stored(epoch: int) -> Observed:
+    return Observed(Verdict.STORED, epoch)
+
+
+def run(tracker: Tracker, seqs: list[int], device: int = 1, mic: bool = False) -> list[Observed]:
     return [tracker.observe(device, 2, s, float(i), mic) for i, s in enumerate(seqs)]
 
 
@@ -77,7 +84,7 @@ def test_window_edge(mic: bool) -> None:
     """Exactly `window` below the highest is inside (late); one more is a replay (MIC) or a
     reboot candidate (CRC), a reboot once the next seq confirms it."""
     t = Tracker(window=10)
-    assert run(t, [20, 10], mic=mic) == [0, 0]
+    assert run(t, [20, 10], mic=mic) == [stored(0), stored(0)]
     assert counts(t)["late"] == 1 and counts(t)["lost"] == 9
     out = t.observe(1, 2, 9, 5.0, mic)
     d = t.devices[1]
@@ -85,7 +92,9 @@ def test_window_edge(mic: bool) -> None:
         assert out == REPLAY and d.replays == 1 and d.reboots == 0 and d.highest == 20
     else:
         assert out == HELD and d.reboots == 0 and d.highest == 20 and d.cand_seq == 9
-        assert t.observe(1, 2, 10, 6.0, mic) == 1 and t.confirmed[0][3] == 1
+        ok = t.observe(1, 2, 10, 6.0, mic)
+        assert ok.verdict is Verdict.STORED and ok.epoch == 1
+        assert ok.held is not None and ok.held.epoch == 1 and ok.held.at == 5.0
         assert d.reboots == 1 and d.epoch == 1 and d.lowest == 9 and d.highest == 10
         assert d.received == 4 and d.lost == 9  # the old epoch's loss stays counted
 
@@ -123,32 +132,35 @@ def test_far_jumps_are_held_until_confirmed() -> None:
         run(t, list(range(10)), mic=mic)
         t.begin()
         assert t.observe(1, 2, 10 + MAX_GAP + 1, 20.0, mic) == HELD
-        assert t.observe(1, 2, 10, 21.0, mic) == 0 and t.discarded == 1
+        assert t.observe(1, 2, 10, 21.0, mic) == stored(0) and t.discarded == 1
         d = t.devices[1]
         assert (d.highest, d.lost, d.reboots, d.cand_seq) == (10, 0, 0, -1)
         far = 10**9
         assert t.observe(1, 2, far, 22.0, mic, b"held") == HELD
-        assert t.observe(1, 2, far + 2, 23.0, mic) == 1
-        assert t.confirmed == [(b"held", 22.0, "", 1)]
+        assert t.observe(1, 2, far + 2, 23.0, mic) == (
+            Verdict.STORED,
+            1,
+            Held(b"held", 22.0, "", 1),
+        )
         assert (d.epoch, d.lowest, d.highest, d.lost, d.reboots) == (1, far, far + 2, 1, 1)
-        assert t.observe(1, 2, far + 1, 24.0, mic) == 1 and d.lost == 0  # late, inside
+        assert t.observe(1, 2, far + 1, 24.0, mic) == stored(1) and d.lost == 0  # late, inside
         assert t.observe(1, 2, 5, 25.0, mic) == (REPLAY if mic else HELD)
 
 
 def test_mic_device_refuses_crc_frames_and_a_limit_spares_mic_and_keyed() -> None:
     t = Tracker(max_devices=2, keyed={9})
-    assert t.observe(1, 3, 0, 0.0, True) == 0
+    assert t.observe(1, 3, 0, 0.0, True) == stored(0)
     assert t.observe(1, 2, 5, 1.0, False) == MIC_REQUIRED
     assert t.observe(9, 2, 0, 1.0, False) == MIC_REQUIRED and 9 not in t.devices
-    assert t.observe(2, 2, 0, 1.0, False) == 0
+    assert t.observe(2, 2, 0, 1.0, False) == stored(0)
     assert t.observe(3, 2, 0, 1.0, False) == DEVICE_LIMIT and 3 not in t.devices
-    assert t.observe(4, 3, 0, 1.0, True) == 0  # a valid MIC is always admitted
-    assert t.observe(9, 3, 0, 1.0, True) == 0
+    assert t.observe(4, 3, 0, 1.0, True) == stored(0)  # a valid MIC is always admitted
+    assert t.observe(9, 3, 0, 1.0, True) == stored(0)
     d = t.devices[1]
     assert (d.received, d.highest, d.auth) == (1, 0, "mic")
     # A device known from CRC frames only (anyone's) starts a new epoch at its first MIC.
     run(t, [2**31], device=2)
-    assert t.observe(2, 3, 7, 2.0, True) == 1 and t.devices[2].auth == "mic"
+    assert t.observe(2, 3, 7, 2.0, True) == stored(1) and t.devices[2].auth == "mic"
     assert t.devices[2].highest == 7
 
 
@@ -207,7 +219,7 @@ def test_a_version_1_database_is_migrated_and_keeps_counting(tmp_path: Path) -> 
     t = Tracker()
     t.load(dev)
     assert t.observe(7, 2, 5, 3.0, False) == DUPLICATE
-    assert t.observe(7, 2, 10, 3.0, False) == 0
+    assert t.observe(7, 2, 10, 3.0, False) == stored(0)
     store.write({}, t.take_dirty(), {}, {})
     store.close()
     conn = sqlite3.connect(db)

@@ -52,8 +52,10 @@ def test_truncated_and_oversized() -> None:
 def test_wrong_magic_version_flags() -> None:
     assert reason(with_byte(PAYLOAD, 0, 0x51)) == "magic"
     assert reason(with_byte(PAYLOAD, 1, 0x20)) == "version"
-    for bit in (0x02, 0x04, 0x08):
+    for bit in (0x04, 0x08):
         assert reason(with_byte(PAYLOAD, 1, 0x10 | bit)) == "flags"
+    # flag bit 1 says delayed: a frame without the age is the wrong length
+    assert reason(with_byte(PAYLOAD, 1, 0x12)) == "length"
 
 
 def test_unknown_template_and_wrong_check_kind() -> None:
@@ -125,7 +127,7 @@ def test_random_bodies_behind_valid_headers_get_the_right_reason(
     ident = tid
     codec = CODEC
     if spoil == "flags":
-        flags |= rnd.choice([0x02, 0x04, 0x08, 0x0E])
+        flags |= rnd.choice([0x04, 0x08, 0x0C, 0x0E])
     elif spoil == "check-kind":
         flags ^= 0x01
     elif spoil == "unknown-template":

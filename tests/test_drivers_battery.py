@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kit import firmware_on_path, run_script
@@ -59,5 +60,6 @@ print(json.dumps(v))
 """
 
 
+@pytest.mark.usefixtures("mp_port")
 def test_on_micropython() -> None:
     assert json.loads(run_script(MP_SCRIPT).stdout) == [3700, 1649 * 3]

@@ -320,6 +320,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.usefixtures("mp_port")
 def test_on_micropython() -> None:
     cases = [
         [[DS_T, DS_P, DS_H], [[DS_ADC_T, DS_ADC_P, 30000], [430000, 300000, 50000]]],

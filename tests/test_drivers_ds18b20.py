@@ -134,6 +134,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.usefixtures("mp_port")
 def test_on_micropython() -> None:
     raws = [signed(raw) for _, raw in TABLE]
     r = run_script(MP_SCRIPT % json.dumps(raws))

@@ -18,6 +18,9 @@ from kit import KEY_HEX, TEMPLATES, VethPair, run_bundle
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
 
+# Every test here runs MicroPython: on each unix port (conftest.py's mp_port).
+pytestmark = pytest.mark.usefixtures("mp_port")
+
 N = 10_000
 
 

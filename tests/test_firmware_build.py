@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from firmware_kit import UdpSink, build, counts
 from kit import KEY_HEX, TEMPLATES, precast, run_bundle
 from precast.wire.codec import Codec, Reading
@@ -16,6 +17,7 @@ print(t.TEMPLATE_ID, t.DEVICE, t.FRAME_LEN, t.PAYLOAD_LEN, t.OFF_CHECK, t.CHECK_
 """
 
 
+@pytest.mark.usefixtures("mp_port")
 def test_firmware_build_writes_the_bundle(tmp_path: Path) -> None:
     out = tmp_path / "b"
     r = precast(
@@ -104,6 +106,7 @@ def test_build_resolves_a_collector_host_name_and_says_where_readings_go(tmp_pat
     assert "DST_IP = '127.0.0.1'" in tpl and "DST_PORT = const(4000)" in tpl
 
 
+@pytest.mark.usefixtures("mp_port")
 def test_firmware_build_mpy_runs(tmp_path: Path) -> None:
     sink = UdpSink()
     try:

@@ -15,6 +15,7 @@ import ast
 from pathlib import Path
 
 import crcmod
+import pytest
 from cryptography.hazmat.primitives.ciphers import algorithms
 from firmware_kit import build
 from kit import ROOT, TEMPLATES, run_bundle
@@ -36,6 +37,7 @@ HOST = {
     "MAGIC": wire.MAGIC,
     "VERSION": wire.VERSION,
     "FLAG_MIC": wire.FLAG_MIC,
+    "FLAG_DELAYED": wire.FLAG_DELAYED,
     "CHECK_CRC16": host_build.CHECK_KINDS["crc16"],
     "CRC16_LEN": wire.CHECKS["crc16"],
     "CRC16_POLY": wire.CRC16_POLY,
@@ -138,6 +140,7 @@ def test_firmware_imports_have_no_cycle() -> None:
         visit(m, [])
 
 
+@pytest.mark.usefixtures("mp_port")
 def test_firmware_crc_table_is_crcmods(tmp_path: Path) -> None:
     build(tmp_path / "b", TEMPLATES / "minimal.toml", "--device", "1")
     r = run_bundle(

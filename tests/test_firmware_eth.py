@@ -34,6 +34,9 @@ from precast.wire.layout import load_layouts
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
+# Every test here runs MicroPython: on each unix port (conftest.py's mp_port).
+pytestmark = pytest.mark.usefixtures("mp_port")
+
 KEY = bytes.fromhex(KEY_HEX)
 CHIPS = ROOT / "tests" / "chips"
 DRIVERS = ["w5500", "enc28j60"]
@@ -122,10 +125,14 @@ def bundle(tmp: Path, template: Path, chip: str, *args: str) -> Path:
         "0",
         "--eth-reset",
         "none",  # the unix port has no pins; the models are reset over SPI
+        "--backlog",
+        "0",  # the driver's own counts and order: nothing kept to be sent late
         *args,
     )
     for f in CHIPS.glob("*.py"):
         shutil.copy(f, out)
+    # The models' wire sends through the packet transport's sockaddr code: not in the bundle.
+    shutil.copy(ROOT / "firmware" / "precast_fw" / "transport_packet.py", out / "precast_fw")
     return out
 
 
@@ -149,7 +156,7 @@ def run_chip(
 
 
 def counts_of(res: dict[str, object]) -> dict[str, int]:
-    words = str(res["counts"]).split()[1:]
+    words = str(res["counts"]).split(" last_error ")[0].split()[1:]
     return {words[i]: int(words[i + 1]) for i in range(0, len(words), 2)}
 
 
@@ -222,6 +229,8 @@ def test_eth_frames_byte_for_byte_into_namespace(tmp_path: Path, veth: VethPair,
             assert res["macon3"] == 0x32
         else:  # the driver padded: MACRAW sends what it is given
             assert res["runts"] == 0 and res["bad_open"] == 0
+            # Every command after Sn_CR read 0; the last SEND finished before the CLOSE.
+            assert res["misuse"] == 0 and res["aborted"] == 0
 
 
 @pytest.mark.parametrize("duplex", ["half", "full"])
@@ -324,6 +333,7 @@ def test_eth_faults_counted_retried_reopened(tmp_path: Path, veth: VethPair, chi
         assert said["send-timeouts"] > 0 and said["tx-full"] > 0
         # A frame the chip took without a SEND_OK may or may not have left.
         assert c["sent"] - said["unconfirmed"] <= len(seqs) <= c["sent"]
+        assert res["misuse"] == 0 and res["aborted"] == 0
     else:
         assert said["tx-timeouts"] > 0 and said["aborts"] == 2 and said["late-collisions"] == 1
         assert said["silent"] > 0
@@ -349,14 +359,15 @@ def test_eth_10000_readings_heap_locked(tmp_path: Path, chip: str) -> None:
         "last_errno": 0,
     }
     assert res["wire"][0] == n  # type: ignore[index]
+    assert res["misuse"] == 0
+    if chip == "w5500":
+        assert res["aborted"] == 0
     config = (out / "precast_config.py").read_text()
     assert "HEAP_LOCK = True" in config and f"TRANSPORT = {chip!r}" in config
 
 
-def test_eth_w5500_model_drops_a_runt(tmp_path: Path) -> None:
-    """The control for the padding: a 58-byte MACRAW frame is a runt the model refuses."""
-    out = bundle(tmp_path, TEMPLATES / "minimal.toml", "w5500", "--count", "1")
-    script = r"""
+# A script's bus to a bare W5500 model: tx(addr, ctl, data) writes, rd(addr, ctl) reads a byte.
+W5500_BUS = r"""
 from w5500_model import W5500
 from wire import Wire
 w = Wire(None)
@@ -366,17 +377,28 @@ def tx(addr, ctl, data):
 def rd(addr, ctl):
     a = bytearray(4); c.cs(0); c.write_readinto(bytes((addr >> 8, addr & 255, ctl, 0)), a); c.cs(1)
     return a[3]
-tx(0x00, 0x0C, [0x84]); tx(0x01, 0x0C, [0x01])
+"""
+
+
+def test_eth_w5500_model_drops_a_runt(tmp_path: Path) -> None:
+    """The control for the padding: a 58-byte MACRAW frame is a runt the model refuses."""
+    out = bundle(tmp_path, TEMPLATES / "minimal.toml", "w5500", "--count", "1")
+    script = r"""
+def cmd(b):
+    tx(0x01, 0x0C, [b])
+    while rd(0x01, 0x08):
+        pass
+tx(0x00, 0x0C, [0x84]); cmd(0x01)
 wr = 0
 for n in (58, 60):
-    tx(wr, 0x14, [0xAA] * n); wr += n; tx(0x24, 0x0C, [0, wr]); tx(0x01, 0x0C, [0x20])
+    tx(wr, 0x14, [0xAA] * n); wr += n; tx(0x24, 0x0C, [0, wr]); cmd(0x20)
     while not rd(0x02, 0x08) & 0x10:
         pass
     tx(0x02, 0x0C, [0x10])
-print(c.runts, w.frames, w.shortest)
+print(c.runts, w.frames, w.shortest, c.misuse)
 """
-    r = run_bundle(out, script)
-    assert r.stdout.split() == ["1", "1", "60"], r.stdout + r.stderr
+    r = run_bundle(out, W5500_BUS + script)
+    assert r.stdout.split() == ["1", "1", "60", "0"], r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("chip", DRIVERS)
@@ -391,3 +413,104 @@ def test_eth_reset_line_brings_a_silent_chip_back(tmp_path: Path, chip: str) -> 
     resets = int(drv[drv.index("resets") + 1])  # set-ups that succeeded
     assert resets >= 2 and res["hard_resets"] > resets  # failed ones pulsed it too
     assert c["sent"] + c["dropped"] == 60 and c["sent"] >= 50
+
+
+def test_eth_w5500_model_refuses_early_commands_and_cuts_a_send_short(tmp_path: Path) -> None:
+    """The controls for the handshakes: what a driver must not do, the model counts."""
+    out = bundle(tmp_path, TEMPLATES / "minimal.toml", "w5500", "--count", "1")
+    script = r"""
+tx(0x00, 0x0C, [0x84]); tx(0x01, 0x0C, [0x01])
+tx(0x01, 0x0C, [0x01])  # before Sn_CR read 0: not taken
+while rd(0x01, 0x08):
+    pass
+tx(0, 0x14, [0xAA] * 60); tx(0x24, 0x0C, [0, 60]); tx(0x01, 0x0C, [0x20])
+while rd(0x01, 0x08):
+    pass
+tx(0x01, 0x0C, [0x10])  # CLOSE before SEND_OK: the frame is cut off
+print(c.misuse, c.aborted, w.frames)
+"""
+    r = run_bundle(out, W5500_BUS + script)
+    assert r.stdout.split() == ["1", "1", "0"], r.stdout + r.stderr
+
+
+NO_CHIP = r"""
+import time
+import precast_config as cfg, precast_template as tpl
+from precast_fw import app, board
+from w5500_model import W5500
+from wire import Wire
+chip = W5500(Wire(None))
+chip.miso = 0x00  # nothing on the bus: MISO pulled low
+board.spi_bus = lambda cfg: (chip, chip.cs)  # where a board's machine.SPI would be
+if TELL:
+    cfg.TELL_MS = TELL
+t0 = time.ticks_ms()
+app.main(tpl, cfg)
+print("elapsed", time.ticks_diff(time.ticks_ms(), t0))
+"""
+NO_CHIP_WORDS = (
+    "w5500: VERSIONR reads 0x00, not 0x04: " + "no chip, or a wiring fault (MISO, CS, power)"
+)
+
+
+@pytest.mark.parametrize(("interval", "tell"), [(0, 0), (20, 100)])
+def test_eth_a_transport_that_cannot_open_says_why(
+    tmp_path: Path, interval: int, tell: int
+) -> None:
+    """The driver's words on the console when the cause is new, then at most once per TELL_MS."""
+    out = bundle(tmp_path, TEMPLATES / "env-node.toml", "w5500", "--count", "40", "--heap-lock")
+    cfg = out / "precast_config.py"
+    cfg.write_text(cfg.read_text().replace("INTERVAL_MS = 0", f"INTERVAL_MS = {interval}"))
+    r = run_bundle(out, f"TELL = {tell}\n" + NO_CHIP, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    told = [ln for ln in lines if ln.startswith("precast: cannot open")]
+    want = f"precast: cannot open the transport yet (errno 19): {NO_CHIP_WORDS}; retrying"
+    assert told and set(told) == {want}, r.stdout
+    assert not [ln for ln in lines if "send failed" in ln]  # ENOTCONN after it: no new cause
+    summary = next(ln for ln in lines if ln.startswith("precast: readings"))
+    assert summary == (
+        "precast: readings 40 sent 0 failed 160 dropped 40 reopened 0 last_errno 19 "
+        f'last_error "{NO_CHIP_WORDS}"'
+    )
+    elapsed = int(lines[-1].split()[1])
+    if tell == 0:  # a minute by default: once in a run this short
+        assert len(told) == 1
+    else:  # told again while it lasts, at most once per TELL_MS
+        assert 2 <= len(told) <= elapsed // tell + 1, (len(told), elapsed)
+
+
+def test_robust_tells_a_new_cause_under_heap_lock(tmp_path: Path) -> None:
+    """Telling allocates nothing: new causes, the driver's words, under micropython.heap_lock."""
+    out = bundle(tmp_path, TEMPLATES / "minimal.toml", "w5500", "--count", "1")
+    script = r"""
+import micropython
+from precast_fw.robust import Robust
+class T:
+    def send(self, mv):
+        pass
+link = Robust(T(), tell_ms=60000)
+said = "w5500: no link (PHYCFGR LNK clear)"
+def faults():
+    link.fault(105)
+    link.fault(105)  # the same cause: not again within the minute
+    link.fault(110)
+    link.fault(100, said, True)
+    link.fault(100)  # the same errno without words: the driver's words stay
+    link.fault(107)  # after a failed reopen: its consequence
+micropython.heap_lock()
+try:
+    faults()
+finally:
+    micropython.heap_unlock()
+print("last", link.last_errno, link.last_error)
+"""
+    r = run_bundle(out, script)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == [
+        "precast: send failed (errno 105): ENOBUFS; retrying",
+        "precast: send failed (errno 110): ETIMEDOUT; retrying",
+        "precast: cannot open the transport yet (errno 100): w5500: no link (PHYCFGR LNK clear); "
+        "retrying",
+        "last 107 ENOTCONN",
+    ]

@@ -25,6 +25,9 @@ from precast.wire.layout import Layout, load_layouts
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
+# Every test here runs MicroPython: on each unix port (conftest.py's mp_port).
+pytestmark = pytest.mark.usefixtures("mp_port")
+
 KEY = bytes.fromhex(KEY_HEX)
 DEVICE = 0xDEADBEEF
 CASES = 200

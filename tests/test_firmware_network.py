@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -22,6 +23,9 @@ from firmware_kit import NsReceiver, build, counts
 from kit import TEMPLATES, micropython, netns_available
 from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
+
+# Every test here runs MicroPython: on each unix port (conftest.py's mp_port).
+pytestmark = pytest.mark.usefixtures("mp_port")
 
 COLLECTOR = "198.51.100.1"
 PORT = 20547
@@ -91,13 +95,20 @@ def test_firmware_without_a_route_keeps_trying_then_sends(tmp_path: Path, netns:
     assert "Traceback" not in rest + err
     c = counts(rest)
     assert c["readings"] == N
-    assert c["dropped"] > 0  # readings made while there was no route: given up, counted
+    assert c["dropped"] > 0  # readings made while there was no route: given up live, counted
     assert c["failed"] >= 4 * c["dropped"]  # each: the first try and three retries
     assert c["reopened"] >= 1  # the transport opened late, through the retries
-    assert c["sent"] == N - c["dropped"] == len(got) > 0  # what arrived is what it says
+    # and kept: the backlog sends them late, so what arrived is the live ones and the late ones
+    m = re.search(r"backlog kept (\d+) late (\d+) dropped (\d+) waiting (\d+)", rest)
+    assert m, rest
+    kept, late, lost, waiting = map(int, m.groups())
+    assert kept == c["dropped"] == late + lost + waiting and late > 0
+    assert c["sent"] == N - c["dropped"] and c["sent"] + late == len(got) > 0
     codec = Codec(load_layouts([template]))
     readings = [codec.decode(g) for g in got]
     assert all(isinstance(r, Reading) for r in readings), readings[:3]
+    assert sum(r.delayed for r in readings if isinstance(r, Reading)) == late
     seqs = [r.seq for r in readings if isinstance(r, Reading)]
-    assert seqs == sorted(seqs) and seqs[-1] == N - 1  # in order, to the last reading
-    assert len(set(seqs)) == len(seqs)
+    live = [r.seq for r in readings if isinstance(r, Reading) and not r.delayed]
+    assert live == sorted(live) and live[-1] == N - 1  # in order, to the last reading
+    assert len(set(seqs)) == len(seqs)  # and a late one never twice

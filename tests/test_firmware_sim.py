@@ -19,6 +19,9 @@ from precast.wire.codec import Codec, Reading
 from precast.wire.layout import load_layouts
 from precast.wire.units import PLAUSIBLE
 
+# Every test here runs MicroPython: on each unix port (conftest.py's mp_port).
+pytestmark = pytest.mark.usefixtures("mp_port")
+
 N = 400
 
 

@@ -42,7 +42,7 @@ POWER = {"energy": 123456, "power": -12.5, "voltage": 230.01, "power_factor": 0.
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     b = Mosquitto(tmp_path)
     yield b
-    b.stop()
+    b.close()
 
 
 def counter(db: Path, name: str) -> int:
@@ -230,7 +230,7 @@ def test_password_file_and_a_wrong_password(tmp_path: Path) -> None:
         assert len(lines) == 1, r.stderr
         assert "refused" in lines[0] and "nope" not in lines[0] and "Traceback" not in r.stderr
     finally:
-        b.stop()
+        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -259,4 +259,4 @@ def test_tls_with_the_tests_own_ca(tmp_path: Path, certs: Certs) -> None:
         assert "certificate" in r.stderr
         sub.close()
     finally:
-        b.stop()
+        b.close()

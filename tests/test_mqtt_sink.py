@@ -70,7 +70,7 @@ def reading(device: int, seq: int, t: float = 0.0, template: int = 1) -> dict[st
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     b = Mosquitto(tmp_path)
     yield b
-    b.stop()
+    b.close()
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +298,7 @@ def test_password_file_and_wrong_password(tmp_path: Path) -> None:
         with pytest.raises(MqttError, match="refused"):
             anonymous.start()
     finally:
-        b.stop()
+        b.close()
 
 
 def test_tls_with_ca_and_client_certificate(tmp_path: Path, certs: Certs) -> None:
@@ -325,7 +325,7 @@ def test_tls_with_ca_and_client_certificate(tmp_path: Path, certs: Certs) -> Non
             other.start()
         assert "\n" not in str(ei.value)
     finally:
-        b.stop()
+        b.close()
 
 
 def test_readme_shows_the_payload_and_units_the_code_makes() -> None:

@@ -53,6 +53,7 @@ def test_wheel_ships_every_firmware_file(wheel: Path) -> None:
 WHERE = "import precast, precast.firmware as f; print(precast.__file__, f.__path__[0])"
 
 
+@pytest.mark.usefixtures("mp_port")
 def test_build_runs_from_the_installed_wheel(wheel: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

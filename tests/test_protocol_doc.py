@@ -59,9 +59,11 @@ def run_encode(argv: list[str]) -> bytes:
     return bytes.fromhex(r.stdout.strip())
 
 
-def hexdump() -> bytes:
-    """The example frame from its offset-by-offset dump; the offsets must run on."""
-    (dump,) = [b for lang, b in BLOCKS if lang == "text" and re.match(r"0000  ", b)]
+def hexdump(which: int = 0) -> bytes:
+    """An example frame from its offset-by-offset dump (0: the live one, 1: the delayed one)."""
+    dumps = [b for lang, b in BLOCKS if lang == "text" and re.match(r"0000  ", b)]
+    assert len(dumps) == 2, "docs/PROTOCOL.md has one live and one delayed example frame"
+    dump = dumps[which]
     out = b""
     for line in dump.splitlines():
         off, _, data = line.partition("  ")
@@ -211,7 +213,7 @@ def test_receiver_checks_in_the_documented_order() -> None:
         ("short", crc_p[:13]),
         ("magic", with_(crc_p, {0: 0x51, 1: 0x2E, 3: 99}) + b"x"),
         ("version", with_(crc_p, {1: 0x2E, 3: 99}) + b"x"),
-        ("flags", with_(crc_p, {1: 0x13, 3: 99}) + b"x"),
+        ("flags", with_(crc_p, {1: 0x15, 3: 99}) + b"x"),
         ("unknown-template", with_(crc_p, {1: 0x11, 3: 99}) + b"x"),
         ("check-kind", with_(crc_p, {1: 0x11}) + b"x"),
         ("length", crc_p + b"x"),
@@ -240,3 +242,34 @@ def test_readme_and_code_point_to_the_shipped_document() -> None:
     for path in [ROOT / "README.md", *code]:
         for line in path.read_text().splitlines():
             assert "PROTOCOL.md" not in line.replace("docs/PROTOCOL.md", ""), (path, line)
+
+
+def test_delayed_example_is_what_precast_encodes_and_every_changed_byte_is_judged() -> None:
+    live, late = hexdump(0), hexdump(1)
+    argv = commands()[2]
+    assert "--age-ms" in argv and run_encode(argv) == late
+    age = int(option(argv, "--age-ms"))
+    assert len(late) == len(live) + 4
+    rows = table("An example delayed frame")
+    explained = set()
+    for a, b, hexed, name, _ in rows:
+        assert late[a : b + 1] == hexed, name
+        explained |= set(range(a, b + 1))
+    # every byte the table leaves out is the live frame's, and every changed byte is in it
+    for i in range(len(late)):
+        if i not in explained:
+            assert late[i] == live[i], i
+        elif i < 64:
+            assert late[i] != live[i] or i in (16, 24, 25, 38, 39, 40, 41), i
+    assert struct.unpack(">I", late[64:68])[0] == age == 90000
+    assert late[43] & 0x0F == 0x02  # flag bit 1, no MIC
+    pkt = Ether(late)
+    again = pkt.copy()
+    del again[IP].chksum, again[IP].len, again[UDP].chksum, again[UDP].len
+    assert bytes(Ether(bytes(again))) == late
+    crc = crcmod.predefined.mkCrcFun("crc-ccitt-false")
+    assert struct.unpack(">H", late[68:70])[0] == crc(late[42:68])
+    r = precast("decode", str(ROOT / argv[2]), late.hex())
+    got = json.loads(r.stdout)
+    assert got["age_ms"] == age and got["fields"] == values(argv)
+    assert r"bit 1 = delayed" in DOC and "P is at most 1468" in DOC

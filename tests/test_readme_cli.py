@@ -166,6 +166,7 @@ def test_build_template_by_name_or_id_from_a_directory(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--template" in r.stderr  # a directory of several: which one?
 
 
+@pytest.mark.usefixtures("mp_port")
 def test_build_serial_baud_reaches_the_firmware(tmp_path: Path) -> None:
     out = tmp_path / "b"
     tty = tmp_path / "tty"
@@ -217,6 +218,7 @@ def _sim_values(tmp_path: Path, sink: UdpSink, name: str, seed: str) -> list[tup
     return [tuple(x.raw) for x in got if isinstance(x, Reading)]
 
 
+@pytest.mark.usefixtures("mp_port")
 def test_build_seed_picks_the_simulated_readings(tmp_path: Path, sink: UdpSink) -> None:
     a = _sim_values(tmp_path, sink, "a", "1")
     b = _sim_values(tmp_path, sink, "b", "1")
@@ -341,6 +343,7 @@ def test_bridge_iface_puts_whole_frames_on_the_wire(
 # ---- firmware: --seq-file '', and what robust.py does with EAGAIN and ENOMEM ----------------
 
 
+@pytest.mark.usefixtures("mp_port")
 def test_build_empty_seq_file_starts_every_boot_at_0(tmp_path: Path, sink: UdpSink) -> None:
     out = tmp_path / "b"
     build(
@@ -392,6 +395,7 @@ print(app.run(tpl, cfg, transport=Failing(Transport(tpl, cfg))))
 """
 
 
+@pytest.mark.usefixtures("mp_port")
 @pytest.mark.parametrize("err", ["EAGAIN", "ENOMEM"])
 def test_firmware_retries_eagain_and_enomem(tmp_path: Path, sink: UdpSink, err: str) -> None:
     out = tmp_path / "b"
@@ -442,6 +446,7 @@ print(json.dumps({"ok": ok, "gaps": gaps, "failed": r.failed, "dropped": r.dropp
 """
 
 
+@pytest.mark.usefixtures("mp_port")
 def test_firmware_backoff_doubles_up_to_its_cap() -> None:
     """robust.py's waits between retries, measured on the unix port: 20, 40, 80, then the
     100 ms cap. A sleep is hardly ever shorter than asked, so the lower bounds hold on any

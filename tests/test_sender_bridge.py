@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import serial
 from firmware_kit import build
 from hypothesis import given
@@ -83,6 +84,7 @@ def test_bridge_through_loop_forwards_every_good_payload() -> None:
     assert stats.sent == len(frames) and stats.errors == 0
 
 
+@pytest.mark.usefixtures("mp_port")
 def test_bridge_carries_the_firmware_serial_transport_over_a_pty(tmp_path: Path) -> None:
     need("socat", "socat")
     n = 400
@@ -208,6 +210,7 @@ print("done")
 """
 
 
+@pytest.mark.usefixtures("mp_port")
 def test_firmware_serial_transport_allocates_nothing_and_host_slip_reads_it(
     tmp_path: Path,
 ) -> None:

@@ -131,12 +131,16 @@ def test_device_and_state_class_are_optional_and_kept(tmp_path: Path) -> None:
 
 
 def test_largest_payload_fits(tmp_path: Path) -> None:
-    # 12 header + 365 * 4 + 2 CRC = 1474 > 1472; 364 u32 + 1 u16 + CRC = 1472 exactly.
-    text = "id = 1\n" + "".join(f'[[field]]\nname = "f{i}"\ntype = "u32"\n' for i in range(364))
+    # The delayed frame (P + 4) must fit: 12 header + 363 * 4 + u16 + CRC = 1468, 1472 delayed.
+    text = "id = 1\n" + "".join(f'[[field]]\nname = "f{i}"\ntype = "u32"\n' for i in range(363))
     text += '[[field]]\nname = "last"\ntype = "u16"\n'
     p = tmp_path / "big.toml"
     p.write_text(text)
-    assert compile_template(load_template(p)).payload_len == 1472
+    lay = compile_template(load_template(p))
+    assert (lay.payload_len, lay.late.payload_len) == (1468, 1472)
+    p.write_text(text + '[[field]]\nname = "one"\ntype = "u8"\n')
+    with pytest.raises(TemplateError, match="over the 1472-byte maximum"):
+        load_template(p)
 
 
 def test_duplicate_ids_in_a_directory(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from precast.wire.codec import Codec, Reading
 from precast.wire.constants import PAYLOAD_OFFSET
 from precast.wire.layout import load_layouts
 from precast.wire.validator import Validator
-from strategies import KEY, examples, frames
+from strategies import KEY, delayed_frames, examples, frames
 
 GARBAGE_CODEC = Codec(load_layouts([TEMPLATES]))
 
@@ -27,13 +27,17 @@ def verdicts(codec: Codec, payload: bytes) -> tuple[str, str]:
     if isinstance(want, Reading):
         assert reason == "" and spec is not None and body is not None
         assert (body[3], body[4]) == (want.device, want.seq)
-        assert tuple(body[5:]) == want.raw
+        assert spec.delayed == want.delayed
+        if spec.delayed:
+            assert (tuple(body[5:-1]), body[-1]) == (want.raw, want.age_ms)
+        else:
+            assert tuple(body[5:]) == want.raw
         return "", ""
     return reason, want.reason
 
 
 @settings(max_examples=examples(300), deadline=None)
-@given(frames(), st.data())
+@given(st.one_of(frames(), delayed_frames().map(lambda d: (d[0].live, d[1]))), st.data())
 def test_fast_path_gives_the_codecs_verdict(lf: tuple[Layout, bytes], data: st.DataObject) -> None:
     layout, frame = lf
     payload = bytearray(frame[PAYLOAD_OFFSET:])

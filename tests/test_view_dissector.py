@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import signal
+import struct
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -453,3 +454,54 @@ def test_header_faults_are_expert_info(tmp_path: Path) -> None:
     layers = dissect(lua, pcap, SHIPPED)
     for (want, _), layer in zip(cases.items(), layers, strict=True):
         assert want in layer["_ws.expert.message"], (want, layer)
+
+
+def test_delayed_frames_show_their_age_and_when_they_were_taken(tmp_path: Path) -> None:
+    """tshark reads the age where the protocol puts it; taken at = capture time - age."""
+    import datetime as dt
+
+    from precast import encode_raw
+
+    lua = write_lua(tmp_path, TEMPLATES)
+    codec = Codec(SHIPPED, key=KEY)
+    by_name = {lay.template.name: lay for lay in SHIPPED}
+    ts = 1_764_930_000.25  # capture times, to the microsecond
+    cases = [
+        (by_name["minimal"], [7], 90_000),
+        (by_name["minimal"], [8], 0),
+        (by_name["env-node"], [2145, 4050, 101325, 3300], 3_600_123),
+        (by_name["power-meter"], [1, -2, 3, 0.5], 1),
+    ]
+    frames = [encode_raw(lay, raw, 9, 100 + i, KEY, age) for i, (lay, raw, age) in enumerate(cases)]
+    frames.append(encode_raw(by_name["minimal"], [5], 9, 200))  # a live one between
+    bad = bytearray(frames[0])
+    bad[-1] ^= 1  # a delayed frame with a wrong CRC
+    frames.append(bytes(bad))
+    pcap = tmp_path / "delayed.pcap"
+    with PcapWriter(pcap) as w:
+        for i, f in enumerate(frames):
+            w.write(f, ts + i)
+    layers = dissect(lua, pcap, SHIPPED)
+    verdicts = assert_matches_codec(layers, frames, codec)
+    assert [isinstance(v, Reading) for v in verdicts] == [True] * 5 + [False]
+    tshark = need("tshark", "tshark")
+    out = subprocess.run(
+        [tshark, "-n", "-X", f"lua_script:{lua}", "-r", str(pcap), "-T", "fields",
+         "-e", "precast.age", "-e", "_ws.col.Info", "-e", "precast.taken_at"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("\t") for line in out.stdout.splitlines()]
+    for i, (age_s, info, taken) in enumerate(rows):
+        age = struct.unpack(">I", frames[i][-4 - (2 if i != 3 else 8) :][:4])[0]
+        if i == 4:  # the live frame: no age, no time of taking
+            assert (age_s, taken) == ("", "") and "taken at" not in info, rows[i]
+            continue
+        assert int(age_s) == age
+        want = dt.datetime.fromtimestamp(ts + i, dt.UTC) - dt.timedelta(milliseconds=age)
+        stamp = want.strftime("%Y-%m-%d %H:%M:%S.") + f"{want.microsecond // 1000:03d}"
+        assert f"taken at {stamp} UTC" in info, (info, stamp)
+        whole, frac = taken.removesuffix(" UTC").rsplit(".", 1)  # "Dec  5, 2025 10:18:30.25..."
+        got = dt.datetime.strptime(" ".join(whole.split()), "%b %d, %Y %H:%M:%S")
+        got = got.replace(tzinfo=dt.UTC) + dt.timedelta(microseconds=int(frac[:6]))
+        assert got == want, (taken, want)

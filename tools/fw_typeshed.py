@@ -88,12 +88,18 @@ def stub_files(name: str, tmp: Path) -> dict[str, Path]:
     dist = md.distribution(name)
     files = _installed_files(dist)
     if files is None:
-        print(f"fw_typeshed: {name}'s installed files were overwritten; fetching its wheel")
+        # Another port's stubs installed files of the same names over these.
+        print(f"fw_typeshed: taking {name} {dist.version} from its wheel")
         files = _wheel_files(name, dist.version, tmp)
     return files
 
 
 def build(out: Path, board_stubs: str = BOARDS["esp32"]) -> None:
+    # The typeshed is kept while the stub versions it came from are installed: a wheel is
+    # fetched at most once, when `make venv` first builds it, never during a test run.
+    stamp = "".join(f"{n}=={md.version(n)}\n" for n in (STDLIB, board_stubs, "mypy"))
+    if (out / ".stamp").is_file() and (out / ".stamp").read_text() == stamp:
+        return
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         std = stub_files(STDLIB, tmp / "std")
@@ -122,6 +128,7 @@ def build(out: Path, board_stubs: str = BOARDS["esp32"]) -> None:
                 f.write(f"{top}: 3.0-\n")
         ext = Path(str(md.distribution("mypy").locate_file("mypy/typeshed/stubs/mypy-extensions")))
         shutil.copytree(ext, out / "stubs" / "mypy-extensions")
+        (out / ".stamp").write_text(stamp)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,22 @@ MUTANTS = [
         "robust.py waits the same after every failure instead of doubling",
     ),
     Mutant(
+        "fw-w5500-no-command-wait",
+        "firmware/precast_fw/transport_w5500.py",
+        r"^(\s+)bound = self\._bound\n\s+bound\.start\(_CMD_US\)",
+        r"\1return True",
+        ("tests/test_firmware_eth.py::test_eth_10000_readings_heap_locked",),
+        "W5500: a command is written without waiting for Sn_CR to read 0 (the ioLibrary wait)",
+    ),
+    Mutant(
+        "fw-w5500-close-mid-send",
+        "firmware/precast_fw/transport_w5500.py",
+        r"if self\._pending and self\._finish\(\):",
+        "if False:",
+        ("tests/test_firmware_eth.py::test_eth_10000_readings_heap_locked",),
+        "W5500: close() writes CLOSE without letting the pending SEND finish",
+    ),
+    Mutant(
         "fw-udp-send-nothing",
         "firmware/precast_fw/transport_udp.py",
         # the socket's send is bound once (self.send = s.send); the method is the fallback

@@ -20,6 +20,9 @@ want psql postgresql
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need="$need mosquitto"
 want mosquitto_pub mosquitto-clients
 want tmux tmux
+# The 32-bit MicroPython unix port's build (tools/mp32.sh) needs a compiler for i386.
+[ "$(uname -m)" != x86_64 ] || dpkg-query -W -f '${Status}' gcc-multilib 2>/dev/null \
+    | grep -q "ok installed" || need="$need gcc-multilib"
 # PostgreSQL's server binaries live off PATH (/usr/lib/postgresql/N/bin)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
     || need="$need postgresql"

@@ -12,6 +12,8 @@ frame, offsets, struct format, partial sums) and writes `precast_config`;
 - cmac: AES-128-CMAC (RFC 4493) over cryptolib's AES, subkeys computed once
 - transport_<name>: udp, packet, serial, w5500, enc28j60 (SPI Ethernet chips: the whole
   frame, no IP stack), mem (one class `Transport` each)
+- ethchip: what the two SPI Ethernet drivers share (bus, reset line, errnos, bounded waits,
+  counts)
 - robust: retry with backoff around a transport, counting failures
 - sensors.<name>: drivers that fill a list with raw integers (sim, bme280, ds18b20,
   battery; group reads several)

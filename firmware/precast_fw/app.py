@@ -22,7 +22,10 @@ chip) is not the end either: its opening is retried the same way, counted,
 at every reading until it works.
 
 Config names used here (precast_config): TRANSPORT, SENSOR, KEY,
-INTERVAL_MS, COUNT, HEAP_LOCK, RETRIES, BACKOFF_MS.
+INTERVAL_MS, COUNT, HEAP_LOCK, RETRIES, BACKOFF_MS, TELL_MS (how often the
+console is told of a failure that lasts; a minute by default), BACKLOG
+(readings kept when a send fails and sent late: backlog.py; 0 or absent:
+none).
 """
 
 import errno
@@ -31,7 +34,7 @@ import time
 import micropython
 from micropython import const
 
-from .robust import Robust
+from .robust import TELL_MS, Robust
 from .sender import Sender
 
 DEFAULT_INTERVAL_MS = 1000  # a sender is rate-capped by default (RFC 8085)
@@ -62,11 +65,12 @@ def open_link(name, tpl, cfg, transport=None, board=None):
     backoff = getattr(cfg, "BACKOFF_MS", 2)
     feed = None if board is None else board.feed_fn()
     prepare = None if board is None else board.reconnect
+    tell = getattr(cfg, "TELL_MS", TELL_MS)
     if transport is not None:
-        return Robust(transport, retries, backoff, feed=feed, prepare=prepare)
+        return Robust(transport, retries, backoff, feed=feed, prepare=prepare, tell_ms=tell)
     cls = transport_class(name)
     return Robust(None, retries, backoff, feed=feed, opener=lambda: cls(tpl, cfg),
-                  frame=getattr(cls, "FRAME", True), prepare=prepare)  # fmt: skip
+                  frame=getattr(cls, "FRAME", True), prepare=prepare, tell_ms=tell)  # fmt: skip
 
 
 def open_sensor(name, tpl, cfg):
@@ -107,17 +111,19 @@ class Counts:
     or a retry) or dropped: sent is readings - dropped.
     """
 
-    def __init__(self, readings, link):
+    def __init__(self, readings, link, keeper=None):
         self.readings = readings
+        self.backlog = None if keeper is None else keeper.backlog.counts()
         self.sent = readings - link.dropped
         self.failed = link.failed
         self.dropped = link.dropped
         self.reopened = link.reopened
         self.last_errno = link.last_errno
+        self.last_error = link.last_error  # its words: why the transport cannot send or open
         self.detail = getattr(link.transport, "summary", None)
 
     def __str__(self):
-        return "precast: readings %d sent %d failed %d dropped %d reopened %d last_errno %d" % (
+        line = "precast: readings %d sent %d failed %d dropped %d reopened %d last_errno %d" % (
             self.readings,
             self.sent,
             self.failed,
@@ -125,6 +131,9 @@ class Counts:
             self.reopened,
             self.last_errno,
         )
+        if self.last_errno and self.last_error:
+            line += ' last_error "%s"' % self.last_error
+        return line
 
 
 class Loop:
@@ -134,9 +143,11 @@ class Loop:
     small so that under heap_lock the count never becomes a big int.
     """
 
-    def __init__(self, board, link, sensor, sender, values, interval):
+    def __init__(self, board, link, sensor, sender, values, interval, keeper=None):
         self.board = board
         self.link = link
+        self.keeper = keeper
+        self.send = link.send if keeper is None else keeper.send  # bound once
         self.read = sensor.read
         self.patch = sender.patch
         self.pace = board.pace  # bound here: binding a method allocates, under heap_lock too
@@ -151,8 +162,22 @@ class Loop:
     def readings(self):
         return self.rolls * _ROLL + self.n
 
-    def go(self, count):
-        """`count` more readings (0: until stopped)."""
+    def go_split(self, rounds, rest):
+        """rounds * _ROLL + rest more readings (both 0: until stopped).
+
+        run() splits the count before any heap_lock: past 2**30 it is a big int on a 32-bit
+        port, and the loop works on small ints only."""
+        if rounds == 0 and rest == 0:
+            while True:
+                self.go_small(0)
+        while rounds:
+            self.go_small(_ROLL)
+            rounds -= 1
+        if rest:
+            self.go_small(rest)
+
+    def go_small(self, count):
+        """`count` (below 2**30) more readings (0: until stopped)."""
         board = self.board
         left = count
         while count == 0 or left > 0:
@@ -169,6 +194,8 @@ class Loop:
 
     def burst(self, k):
         """k readings back to back, the seqs claimed already; k."""
+        if self.keeper is not None:
+            return self.kept_burst(k)
         read = self.read
         patch = self.patch
         link = self.link
@@ -193,13 +220,31 @@ class Loop:
             self.n += i  # counted however the burst ended (Ctrl-C included)
         return k
 
+    def kept_burst(self, k):
+        """burst's readings through the keeper's send (kept ones first, a failed one kept)."""
+        read = self.read
+        patch = self.patch
+        send = self.send
+        mv = self.mv
+        values = self.values
+        i = 0
+        try:
+            while i < k:
+                read(values)
+                patch(values)
+                send(mv)
+                i += 1
+        finally:
+            self.n += i
+        return k
+
     def paced(self, k):
         """k readings, each after board.pace() to the deadline, claimed one by one; k."""
         pace_to = self.pace
         claim = self.claim
         read = self.read
         patch = self.patch
-        link = self.link
+        send = self.send
         mv = self.mv
         values = self.values
         interval = self.interval
@@ -210,7 +255,7 @@ class Loop:
                 claim(1)
                 read(values)
                 patch(values)
-                link.send(mv)
+                send(mv)
                 i += 1
         finally:
             self.n += i
@@ -225,6 +270,7 @@ def run(tpl, cfg, transport=None, sensor=None):
     lock = getattr(cfg, "HEAP_LOCK", False)
     locked = False
     sender = None
+    keeper = None
     try:
         if sensor is None:
             sensor = open_sensor(getattr(cfg, "SENSOR", "sim"), tpl, cfg)
@@ -232,19 +278,28 @@ def run(tpl, cfg, transport=None, sensor=None):
         sender.seq = board.first_seq(first_seq(cfg))  # the seq store's, when it has one
         count = getattr(cfg, "COUNT", 0)
         interval = getattr(cfg, "INTERVAL_MS", DEFAULT_INTERVAL_MS)
-        loop = Loop(board, link, sensor, sender, sender.values, interval)
+        backlog = getattr(cfg, "BACKLOG", 0)
+        if backlog:
+            from .backlog import open_keeper
+
+            path = getattr(cfg, "BACKLOG_FILE", None)
+            keeper = open_keeper(backlog, link, sender, getattr(cfg, "KEY", None), path)
+            board.keep_over_sleep(keeper.backlog, path)
+        loop = Loop(board, link, sensor, sender, sender.values, interval, keeper)
         # Warm-up: the first reading outside the lock (first calls may allocate caches).
         board.claim(1)
         loop.read(loop.values)
         loop.patch(loop.values)
-        link.send(loop.mv)
+        loop.send(loop.mv)
         loop.n = 1
         loop.deadline = time.ticks_add(time.ticks_ms(), interval)
         if count != 1:
+            rounds = (count - 1) // _ROLL if count else 0  # split before the lock: a count
+            rest = (count - 1) % _ROLL if count else 0  # past 2**30 is a big int
             if lock:
                 micropython.heap_lock()
                 link.heap_locked = locked = True
-            loop.go(count - 1 if count else 0)
+            loop.go_split(rounds, rest)
     except KeyboardInterrupt:  # Ctrl-C: stop as --count does, with the counts line
         pass
     finally:
@@ -253,13 +308,15 @@ def run(tpl, cfg, transport=None, sensor=None):
             micropython.heap_unlock()
         link.close()
         board.close(None if sender is None else sender.seq)
-    return Counts(0 if loop is None else loop.readings(), link)
+    return Counts(0 if loop is None else loop.readings(), link, keeper)
 
 
 def main(tpl, cfg):
     """Run and print the counts; the exit status (0)."""
     counts = run(tpl, cfg)
     print(counts)
+    if counts.backlog is not None:  # what the ring kept, sent late, dropped, still holds
+        print("precast: backlog " + counts.backlog)
     if counts.detail is not None:  # the transport's own account (w5500, enc28j60)
         print(counts.detail())
     return 0

@@ -146,6 +146,13 @@ class Board:
         self.wdt = wdt
         self._slice = _MAX_WDT_MS if wdt is not None else 0
         self.network_tries = 0  # WiFi connections tried after the first (reconnect)
+        self.backlog = None  # app's backlog ring, saved to backlog_path before deep sleep
+        self.backlog_path = None
+
+    def keep_over_sleep(self, backlog, path):
+        """Save `backlog` to `path` before each deep sleep (None: it is not kept over one)."""
+        self.backlog = backlog
+        self.backlog_path = path
 
     def first_seq(self, default=0):
         """The seq of this boot's first reading: from the store, else `default`."""
@@ -182,6 +189,9 @@ class Board:
             ms -= _TX_DRAIN_MS
         if deep and ms > 0 and self.store is not None:
             self.store.save_for_sleep()
+        keep = deep and ms > 0 and self.backlog is not None and self.backlog_path
+        if keep:
+            self._unlocked(self.backlog.save, self.backlog_path)  # a file: the heap is needed
         # A watchdog must be fed more often than it bites: sleep in slices it allows.
         # Deep sleep stops the watchdog with the chip, so it goes in one piece.
         step = self._slice if self.sleep_mode != 2 else 0
@@ -195,6 +205,8 @@ class Board:
             # Still running: no deep sleep happened (the unix port's stand-in). A record left
             # in RTC memory must not outlive this moment, or a later reset would replay it.
             self.store.clear_rtc()
+        if keep:  # the same for the saved backlog: this run goes on with it in RAM
+            self._unlocked(self.backlog.forget, self.backlog_path)
         if self.sleep_mode == 1 and self.wlan is not None and not self.wlan.isconnected():
             self._reconnect()
 
@@ -215,6 +227,16 @@ class Board:
         if self.wlan is not None and not self.wlan.isconnected():
             self.network_tries += 1
             wifi_up(wdt=self.wdt)
+
+    def _unlocked(self, fn, arg):
+        # Rare, not per reading (before a deep sleep): under heap_lock it is lifted meanwhile.
+        if self.heap_lock:
+            micropython.heap_unlock()
+        try:
+            fn(arg)
+        finally:
+            if self.heap_lock:
+                micropython.heap_lock()
 
     def _reconnect(self):
         # After a light sleep the access point may have dropped the station; reconnecting
@@ -249,17 +271,23 @@ def i2c_bus(cfg):
         raise OSError("this port has no machine.I2C: the BME280 needs a board") from None
 
 
-def spi_bus(cfg, spi_id, baud, sck, mosi, miso, cs):
-    """machine.SPI and its chip-select pin (high: idle) from the config, or these defaults."""
+def spi_bus(cfg):
+    """machine.SPI and its chip-select pin (high: idle) from the wiring `precast build` wrote."""
+    try:
+        spi_id, baud, cs = cfg.SPI_ID, cfg.SPI_BAUD, cfg.CS_PIN
+        sck, mosi, miso = cfg.SPI_SCK, cfg.SPI_MOSI, cfg.SPI_MISO
+    except AttributeError:
+        raise OSError(22, "precast_config has no SPI wiring (SPI_ID .. CS_PIN): precast build "
+                      "writes it for --transport w5500|enc28j60") from None  # fmt: skip
     try:
         spi = machine.SPI(
-            getattr(cfg, "SPI_ID", spi_id),
-            baudrate=getattr(cfg, "SPI_BAUD", baud),
-            sck=machine.Pin(getattr(cfg, "SPI_SCK", sck)),
-            mosi=machine.Pin(getattr(cfg, "SPI_MOSI", mosi)),
-            miso=machine.Pin(getattr(cfg, "SPI_MISO", miso)),
+            spi_id,
+            baudrate=baud,
+            sck=machine.Pin(sck),
+            mosi=machine.Pin(mosi),
+            miso=machine.Pin(miso),
         )
-        pin = machine.Pin(getattr(cfg, "CS_PIN", cs), machine.Pin.OUT, value=1)
+        pin = machine.Pin(cs, machine.Pin.OUT, value=1)
     except AttributeError:  # the unix port has no SPI: tests pass their own bus
         raise OSError(19, "this port has no machine.SPI: pass spi= and cs=") from None
     return spi, pin

@@ -1,19 +1,27 @@
 """The hot path, chosen once: viper.py where the port has a native emitter, else plain.py.
 
 What every reading runs: seal (seq, fields, CRC-16 or CMAC, UDP checksum:
-Sender's patch), xor_into/copy_into (the CMAC's steps) and sim_walk (the
-simulated sensor). The two modules have the same names and give the same
-bytes; viper is 18x faster on the unix port (0.2 against 3.8 µs a reading).
-This is the one place that decides; VIPER says what it decided.
+Sender's patch), xor_into/copy_into (the CMAC's steps), sim_walk (the
+simulated sensor) and load_be32 (a kept reading's seq).
+The two modules have the same names and give the same bytes; viper is 18x
+faster on the unix port (0.2 against 3.8 µs a reading). This is the one
+place that decides; VIPER says what it decided.
 """
 
 try:
-    from .viper import copy_into, seal, sim_walk, xor_into
+    from .viper import copy_into, load_be32, seal, sim_walk, xor_into
 
     VIPER = True
 except (ImportError, SyntaxError, ValueError):  # no viper on this port, or .mpy of another arch
-    from .plain import copy_into, seal, sim_walk, xor_into
+    from .plain import copy_into, load_be32, seal, sim_walk, xor_into
 
     VIPER = False
 
-__all__ = ["VIPER", "copy_into", "seal", "sim_walk", "xor_into"]
+__all__ = [
+    "VIPER",
+    "copy_into",
+    "load_be32",
+    "seal",
+    "sim_walk",
+    "xor_into",
+]

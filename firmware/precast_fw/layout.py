@@ -28,6 +28,7 @@ FRAME_FIELDS = const(54)  # PAYLOAD_OFFSET + OFF_FIELDS
 MAGIC = const(0x50)
 VERSION = const(1)  # the high nibble of payload byte 1
 FLAG_MIC = const(0x01)  # the low nibble: the check is a CMAC
+FLAG_DELAYED = const(0x02)  # a delayed frame: the age (u32 ms) after the fields
 # tpl.CHECK_KIND (the generated template): 0 a CRC-16, 1 a CMAC of tpl.CHECK_LEN bytes.
 CHECK_CRC16 = const(0)
 CRC16_LEN = const(2)

@@ -7,7 +7,15 @@ sender.mac) and the UDP checksum, RFC 1624's incremental form: the
 template's partial sum (pseudo-header, UDP header, payload [0, 8)) plus
 the sum of payload [8, P); a computed 0 goes out as 0xFFFF (RFC 768).
 sim_walk(sensor, values) is the simulated sensor's step (sensors/sim.py).
+
+On a 32-bit port an int at or above 2**30 is a heap object, so seq and the
+values are never read as ints here: their bytes are copied from the arrays'
+own memory (uctypes.bytearray_at, made once per array), and seq is counted
+up in place, a byte and a carry at a time. Every port precast runs on
+(unix on x86 and ARM, ESP32, RP2040, RP2350) is little-endian.
 """
+
+import uctypes
 
 from .layout import (
     CRC16_LEN,
@@ -69,17 +77,41 @@ def _crc(frame, stop, crc):
     return crc
 
 
+def bytes_of(a):
+    """The memory of array a as a bytearray (no copy): its items' bytes, little-endian."""
+    return uctypes.bytearray_at(uctypes.addressof(a), 4 * len(a))
+
+
 def seal(sender, values):
     """Write seq (then count it up), the fields, the check and the UDP checksum."""
     frame = sender.frame
     params = sender.params
-    _put(frame, FRAME_SEQ, params[P_SEQ], 4)
-    params[P_SEQ] = (params[P_SEQ] + 1) & 0xFFFFFFFF
+    pb = sender.params_b
+    q = 4 * P_SEQ
+    frame[FRAME_SEQ] = pb[q + 3]
+    frame[FRAME_SEQ + 1] = pb[q + 2]
+    frame[FRAME_SEQ + 2] = pb[q + 1]
+    frame[FRAME_SEQ + 3] = pb[q]
+    while q < 4 * P_SEQ + 4:  # seq + 1, mod 2**32
+        c = pb[q] + 1
+        if c < 256:
+            pb[q] = c
+            break
+        pb[q] = 0
+        q += 1
+    vb = sender.values_b if values is sender.values else bytes_of(values)
     i = 0
     p = FRAME_FIELDS
-    while i < params[P_FIELDS]:
-        _put(frame, p, values[i], params[P_SIZES + i])
-        p += params[P_SIZES + i]
+    n = params[P_FIELDS]
+    while i < n:
+        size = params[P_SIZES + i]
+        j = 4 * i
+        e = p + size
+        while e > p:  # the low `size` bytes, big-endian: two's complement for a signed field
+            e -= 1
+            frame[e] = vb[j]
+            j += 1
+        p += size
         i += 1
     stop = PAYLOAD_OFFSET + params[P_CHECK]
     if params[P_MAC]:
@@ -141,3 +173,12 @@ def _sim_field(st, j, x, values, i):
     v += x % (2 * a + 1) - a
     values[i] = max(st[j + S_LO], min(st[j + S_HI], v)) - S_BIAS
     return x
+
+
+def load_be32(words, i, src, at):
+    """words[i] = the big-endian u32 at src[at:at + 4].
+
+    Without viper a seq at or above 2**30 is an int object here on a 32-bit port, as it
+    is in seal's own params[P_SEQ].
+    """
+    words[i] = (src[at] << 24) | (src[at + 1] << 16) | (src[at + 2] << 8) | src[at + 3]

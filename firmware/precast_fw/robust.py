@@ -13,6 +13,16 @@ same case: Robust keeps the opener, and every reading tries it again
 through the same retries and backoff, counted, until it works. So the
 first connect is no different from any later send.
 
+What went wrong is said on the console, with the driver's own words where
+it gave any (an OSError's second argument: "w5500: VERSIONR reads 0x00,
+not 0x04: no chip, or a wiring fault ..."), else the errno's name: once
+when a cause (errno and words) first happens, and again at most once per
+`tell_ms` (a minute) while it lasts; a send that fails only because the
+last (re)open failed (ENOTCONN, EBADF) is that open's consequence, not a
+cause of its own. The line is printed from the parts held (nothing is
+formatted), so telling allocates nothing, under heap_lock too; the last
+cause's words stay in `last_error` for the summary.
+
 `send_raw` is what the loop calls per reading: the transport's own send
 (for udp and packet the socket's bound send, no Python frame in between),
 or while nothing is open one that raises ENOTCONN. Robust allocates
@@ -27,6 +37,14 @@ import micropython
 
 _CLOSED = (errno.EBADF, errno.ENOTCONN)
 _NOT_OPEN = OSError(errno.ENOTCONN)  # made once: raising it allocates nothing
+_NAMES = getattr(errno, "errorcode", {})  # errno -> "ENOBUFS", where the port has the table
+TELL_MS = 60000  # the same cause on the console at most once a minute
+
+
+def words(e):
+    """The text an OSError carries beside its errno (a driver's message), or None."""
+    a = e.args
+    return a[1] if len(a) > 1 and isinstance(a[1], str) else None
 
 
 def _not_open(mv):
@@ -44,7 +62,7 @@ class Robust:
     """
 
     def __init__(self, transport, retries=3, backoff_ms=2, max_backoff_ms=1000, feed=None,
-                 opener=None, frame=None, prepare=None):  # fmt: skip
+                 opener=None, frame=None, prepare=None, tell_ms=TELL_MS):  # fmt: skip
         self.retries = retries
         self.backoff_ms = backoff_ms
         self.max_backoff_ms = max_backoff_ms
@@ -54,13 +72,18 @@ class Robust:
         self.dropped = 0  # readings given up after every retry
         self.reopened = 0
         self.last_errno = 0
+        self.last_error = None  # last_errno's words: the driver's, or the errno's name
+        self.tell_ms = tell_ms
         self.heap_locked = False  # app sets this while the loop runs under heap_lock
         self.opener = opener
         self.prepare = prepare  # called before each (re)open: the board rejoins its WiFi
         self.transport = None
         self.send_raw = _not_open
         self._reopen = None
-        self._told = 0  # the errno the console was last told about
+        self._told = 0  # the cause the console was last told about: errno, words, when
+        self._told_words = None
+        self._told_ms = time.ticks_ms()
+        self._broken = False  # the last (re)open failed: ENOTCONN until one works
         self.FRAME = frame
         if transport is not None:
             self._use(transport)
@@ -77,13 +100,31 @@ class Robust:
     def _open(self):
         try:
             self._use(self.opener())
+            self._broken = False
             return True
         except OSError as e:
-            self.last_errno = e.errno
-            if e.errno != self._told:  # once per cause, not once per reading
-                self._told = e.errno
-                print("precast: cannot open the transport yet (errno %d); retrying" % e.errno)
+            self.fault(e.errno, words(e), True)
             return False
+
+    def fault(self, err, said=None, opening=False):
+        """Note a failure (errno err, the driver's words if any); tell the console if it is new."""
+        if said is None:  # keep the words a driver gave for this errno (w5500: no link ...)
+            said = self.last_error if err == self.last_errno else _NAMES.get(err, "")
+        self.last_errno = err
+        self.last_error = said
+        if opening:
+            self._broken = True
+        elif self._broken and err in _CLOSED:
+            return  # nothing is open because the open failed: that open was the cause
+        now = time.ticks_ms()
+        if err == self._told and said == self._told_words:
+            if time.ticks_diff(now, self._told_ms) < self.tell_ms:
+                return
+        self._told = err
+        self._told_words = said
+        self._told_ms = now
+        what = "cannot open the transport yet" if opening else "send failed"
+        print("precast: ", what, " (errno ", err, "): ", said, "; retrying", sep="")
 
     def send(self, mv):
         """Send mv; True when it went out, False when it was dropped after the retries."""
@@ -102,7 +143,7 @@ class Robust:
         tries = 0
         while True:
             self.failed += 1
-            self.last_errno = err
+            self.fault(err)
             tries += 1
             if err in _CLOSED or tries > self.retries:
                 self.reopen()
@@ -144,8 +185,9 @@ class Robust:
                     self._reopen()
                     self.send_raw = t.send
                     self.reopened += 1
+                    self._broken = False
                 except OSError as e:
-                    self.last_errno = e.errno
+                    self.fault(e.errno, words(e), True)
         finally:
             if locked:
                 micropython.heap_lock()

@@ -16,9 +16,10 @@ seq lives in the params array (slots P_* in layout) as a uint32, so it never bec
 
 from array import array
 
-from .checks import seal
+from .checks import VIPER, seal
 from .layout import (
     CHECK_CRC16,
+    FLAG_DELAYED,
     FLAG_MIC,
     MAGIC,
     OFF_MAGIC,
@@ -46,19 +47,38 @@ class Sender:
     def __init__(self, tpl, key=None):
         mac = tpl.CHECK_KIND != CHECK_CRC16
         head = tpl.FRAME[PAYLOAD_OFFSET + OFF_MAGIC], tpl.FRAME[PAYLOAD_OFFSET + OFF_VERFLAGS]
-        if head != (MAGIC, (VERSION << 4) | (FLAG_MIC if mac else 0)):
+        # tpl.LATE, the delayed frame, has flag bit 1 set: its age is one more u32 field.
+        if (head[0], head[1] & ~FLAG_DELAYED) != (MAGIC, (VERSION << 4) | (FLAG_MIC if mac else 0)):
             raise ValueError("template %s: header 0x%02x 0x%02x is not this firmware's (magic"
                              " 0x%02x, version %d): rebuild the bundle"
                              % (tpl.NAME, head[0], head[1], MAGIC, VERSION))  # fmt: skip
         self.frame = bytearray(tpl.FRAME)
         self.frame_mv = memoryview(self.frame)
         self.payload_mv = self.frame_mv[PAYLOAD_OFFSET:]
-        self.params = array("I", (0, tpl.FIELD_COUNT, tpl.OFF_CHECK, tpl.CHECK_LEN, tpl.CRC_INIT,
-                                  tpl.UDP_PARTIAL, int(mac), tpl.PAYLOAD_LEN) + tpl.FIELD_SIZES)
+        self.params = array(
+            "I",
+            (
+                0,
+                tpl.FIELD_COUNT,
+                tpl.OFF_CHECK,
+                tpl.CHECK_LEN,
+                tpl.CRC_INIT,
+                tpl.UDP_PARTIAL,
+                int(mac),
+                tpl.PAYLOAD_LEN,
+            )
+            + tpl.FIELD_SIZES,
+        )
         # The raw fields of a reading, filled by the sensor: an array('i') for an integer
         # template (viper reads it as words), a list where a field is f32.
         n = tpl.FIELD_COUNT
         self.values = array("i", bytes(4 * n)) if tpl.INTEGER else [0] * n
+        self.params_b = self.values_b = None
+        if not VIPER:  # plain.seal's byte views of params and values (see plain.py)
+            from .plain import bytes_of
+
+            self.params_b = bytes_of(self.params)
+            self.values_b = bytes_of(self.values) if tpl.INTEGER else None
         self._pack = None
         if not tpl.INTEGER:
             self._pack = tpl.pack  # struct.pack_into writes the fields, f32 included

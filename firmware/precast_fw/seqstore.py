@@ -17,7 +17,17 @@ readings as go out in 2 x write_ms.
 
 The file holds two slots, written alternately, each "%010d/%010d\\n" (the
 limit twice): a write torn by a power loss leaves its slot unreadable and
-the other slot's older limit, which is still above every seq sent. The
+the other slot's older limit, which is still above every seq sent.
+
+A limit is a point on the seq's circle, mod 2**32 like the seq itself, so it
+always fits the ten digits, past 2**32 and 10**10 readings (a file an older
+firmware wrote with a larger number is read mod 2**32). Of two limits the
+one "ahead" is the one the other reaches by going forward less than half
+the circle ((a - b) mod 2**32 < 2**31): two slots never differ by more than
+one reservation (at most MAX_RESERVE), so that is always the newer. On a
+32-bit port an int at or above 2**30 is a heap object, so the limit lives in
+two 16-bit halves (_hi, _lo) and everything a reading or a sleep does works
+on halves: nothing is allocated under heap_lock, for any seq. The
 file is opened once and rewritten in place from a preallocated buffer, so
 a reservation allocates nothing (littlefs, ESP32's and the Pico W's file
 system, commits a file at flush; the unix port's flush is an fsync).
@@ -52,8 +62,23 @@ def _rtc():
     return rtc if hasattr(rtc, "memory") else None  # rp2's RTC keeps no memory
 
 
+_CHECK_HI = 0x5EC5  # the record's check is seq ^ limit ^ 0x5EC5EC5E, by 16-bit halves
+_CHECK_LO = 0xEC5E
+
+
 def _check(seq, limit):
-    return (seq ^ limit ^ 0x5EC5EC5E) & 0xFFFFFFFF
+    """The RTC record's check of seq and limit (ints: at boot, where allocating is fine)."""
+    return seq ^ limit ^ (_CHECK_HI << 16 | _CHECK_LO)
+
+
+def _be16(buf, i, v):
+    buf[i] = v >> 8
+    buf[i + 1] = v & 0xFF
+
+
+def ahead(a, b):
+    """True when limit a is at or ahead of limit b on the 2**32 circle (less than half round)."""
+    return (a - b) & 0xFFFFFFFF < 0x80000000
 
 
 def parse_slot(b):
@@ -68,7 +93,7 @@ def parse_slot(b):
         if c < 0x30 or c > 0x39 or c != b[11 + i]:
             return -1
         a = a * 10 + c - 0x30
-    return a
+    return a & 0xFFFFFFFF  # a point on the seq's circle (an older firmware wrote it whole)
 
 
 class SeqStore:
@@ -85,21 +110,26 @@ class SeqStore:
         self.write_ms = write_ms
         self._since = None  # ticks_ms of the last reservation written
         self.rtc = _rtc() if rtc is None else rtc
-        self.limit = 0
+        self._hi = 0  # the limit, mod 2**32, in 16-bit halves (small ints on any port)
+        self._lo = 0
+        self._shi = 0  # next_seq's halves, as _next_halves() last found them
+        self._slo = 0
         self.left = 0
         self.resumed = False  # True when start() took the seq from RTC memory
         self._file = None
         self._slot = 0
         self._buf = bytearray(b"0000000000/0000000000\n")
-        self._rec = bytearray(_RTC_LEN)
+        self._rec = bytearray(_MAGIC + bytes(_RTC_LEN - 4))
 
     def start(self):
         """The seq of the first reading after this boot."""
         slots = self._read_file()
-        self._slot = 0 if slots[0] <= slots[1] else 1  # overwrite the older slot first
-        best = max(slots)
+        a, b = slots
+        newer = 0 if a >= 0 and (b < 0 or ahead(a, b)) else 1  # none: slot 0 is written first
+        self._slot = newer ^ 1  # overwrite the older slot first
+        best = slots[newer]
         if self._resume(best):
-            return self.limit - self.left
+            return self.next_seq
         if best < 0:
             # No limit in either slot: a device's first boot, or both slots lost (say so).
             if -1 in slots:
@@ -128,7 +158,8 @@ class SeqStore:
                     r = max(self.reserve, r // 2)
                 self.step = r
             self._since = now
-        self._reserve(self.limit + r)
+        lo = self._lo + r  # the limit + r, mod 2**32, by halves: r < 2**21
+        self._reserve((self._hi + (lo >> 16)) & 0xFFFF, lo & 0xFFFF)
         self.left = r
 
     def claim(self, n):
@@ -154,9 +185,19 @@ class SeqStore:
             self.left += back
 
     @property
+    def limit(self):
+        """The limit on the flash (an int: allocates past 2**30 on a 32-bit port)."""
+        return self._hi << 16 | self._lo
+
+    @limit.setter
+    def limit(self, value):
+        self._hi = (value >> 16) & 0xFFFF
+        self._lo = value & 0xFFFF
+
+    @property
     def next_seq(self):
-        """The seq the next take() hands out."""
-        return self.limit - self.left
+        """The seq the next take() hands out (an int, mod 2**32)."""
+        return (self.limit - self.left) & 0xFFFFFFFF
 
     def save_for_sleep(self):
         """Before a deep sleep: next_seq into RTC memory, or where there is none into the flash.
@@ -175,21 +216,37 @@ class SeqStore:
         the second write lands the current, larger limit still stands (an interrupt or a
         power loss halfway costs a skip, never a repeat).
         """
-        n = self.limit - self.left
-        if self._file is None or n == self.limit:
+        if self._file is None or self.left == 0:
             return  # nothing reserved beyond next_seq: no flash write
-        self._reserve(n)
-        self._reserve(n)
+        self._next_halves()  # under heap_lock when a board without RTC memory sleeps
+        self._reserve(self._shi, self._slo)
+        self._reserve(self._shi, self._slo)
         self.left = 0
 
     def save_rtc(self):
         """Leave next_seq in RTC memory for the boot after a deep sleep (False: no RTC)."""
         if self.rtc is None:
             return False
-        seq = self.limit - self.left
-        struct.pack_into(_RTC_FMT, self._rec, 0, _MAGIC, seq, self.limit, _check(seq, self.limit))
-        self.rtc.memory(self._rec)
+        # seq = limit - left by halves, and the record in halves: under heap_lock on a 32-bit
+        # port, before a deep sleep, where an int past 2**30 would not be made
+        self._next_halves()
+        hi = self._shi
+        lo = self._slo
+        rec = self._rec  # _MAGIC at [0, 4) since __init__
+        _be16(rec, 4, hi)
+        _be16(rec, 6, lo)
+        _be16(rec, 8, self._hi)
+        _be16(rec, 10, self._lo)
+        _be16(rec, 12, hi ^ self._hi ^ _CHECK_HI)
+        _be16(rec, 14, lo ^ self._lo ^ _CHECK_LO)
+        self.rtc.memory(rec)
         return True
+
+    def _next_halves(self):
+        """next_seq (limit - left, mod 2**32) into _shi, _slo: small ints on any port."""
+        lo = self._lo - self.left
+        self._shi = (self._hi + (lo >> 16)) & 0xFFFF  # lo >> 16 is negative when lo borrows
+        self._slo = lo & 0xFFFF
 
     def clear_rtc(self):
         """Forget a record left in RTC memory (the board did not sleep after all)."""
@@ -212,11 +269,12 @@ class SeqStore:
         # The flash always holds the current limit: a record that disagrees is stale.
         if magic != _MAGIC or check != _check(seq, limit) or limit != flash_limit:
             return False
-        if seq > limit:
+        left = (limit - seq) & 0xFFFFFFFF
+        if left > MAX_RESERVE:  # seq is not just behind the limit: not a record of ours
             return False
         self.resumed = True
         self.limit = limit
-        self.left = limit - seq
+        self.left = left
         return True
 
     def _read_file(self):
@@ -232,17 +290,22 @@ class SeqStore:
         data = f.read(2 * _SLOT)
         return [parse_slot(data[:_SLOT]), parse_slot(data[_SLOT:])]
 
-    def _reserve(self, limit):
+    def _reserve(self, hi, lo):
+        """Write the limit hi << 16 | lo into the next slot; it becomes the limit."""
         b = self._buf
-        n = limit
-        for i in range(9, -1, -1):
-            d = 0x30 + n % 10
+        h = hi
+        l = lo  # noqa: E741
+        for i in range(9, -1, -1):  # decimal digits by long division on the halves
+            x = (hi % 10) << 16 | lo
+            hi //= 10
+            lo = x // 10
+            d = 0x30 + x % 10
             b[i] = d
             b[11 + i] = d
-            n //= 10
         f = self._file
         f.seek(self._slot * _SLOT)
         f.write(b)
         f.flush()
         self._slot ^= 1
-        self.limit = limit
+        self._hi = h
+        self._lo = l

@@ -32,17 +32,16 @@ seq is repeated). Eleven transactions and 22 bytes plus the frame with one
 TXRTS poll (two transactions more when the length changes and ETXND is
 written); every buffer is made once: a reading allocates nothing.
 
-Config: SPI_ID, SPI_BAUD, SPI_SCK, SPI_MOSI, SPI_MISO, CS_PIN (an ESP32
-DevKit's VSPI by default: 2, 18, 23, 19, CS 5), ETH_RESET (pin or None),
-ETH_FULL_DUPLEX (False: the ENC28J60 does not autonegotiate, and a switch
-port then settles on half duplex), ETH_LINK_MS.
+Config: the wiring (ethchip.py), ETH_FULL_DUPLEX (False: the ENC28J60
+does not autonegotiate, and a switch port then settles on half duplex),
+ETH_LINK_MS.
 """
 
 import time
 
 from micropython import const
 
-FRAME = True  # sends the whole frame
+from .ethchip import EIO, EMSGSIZE, ENETDOWN, ENODEV, ENOTCONN, ETIMEDOUT, MAX_FRAME, Chip
 
 # Opcodes.
 _RCR = const(0x00)
@@ -98,19 +97,10 @@ _PDPXMD = const(0x0100)
 _HDLDIS = const(0x0100)
 _LSTAT = const(0x0400)
 _PHIE_LINK = const(0x0012)  # PLNKIE | PGEIE: link changes set EIR.LINKIF
-_MAX_FRAME = const(1514)
 _MAX_FLEN = const(1518)
 _TX_US = const(20000)  # 1514 bytes take 1.2 ms at 10 Mbit/s; 16 collisions' backoff more
 _CLKRDY_MS = const(50)
-_MIN_POLLS = const(8)
 _MII_US = const(1000)  # a PHY access takes 10.24 us
-# errno numbers as Linux and MicroPython's ports have them.
-_EIO = const(5)
-_ENODEV = const(19)
-_EMSGSIZE = const(90)
-_ENETDOWN = const(100)
-_ENOTCONN = const(107)
-_ETIMEDOUT = const(110)
 
 # Per-reading commands, made once.
 _R_ECON1 = b"\x1f\x00"
@@ -127,36 +117,23 @@ _EWRPT_H = b"\x43\x1a"  # WCR EWRPTH = ETXST high
 _WBM_CONTROL = b"\x7a\x00"  # WBM, then the per-packet control byte 0x00 (MACON3 decides)
 
 
-def _make_bus(cfg):
-    """machine.SPI and the CS pin from the config (an ESP32 DevKit's VSPI by default)."""
-    from .board import spi_bus
-
-    return spi_bus(cfg, 2, 8000000, 18, 23, 19, 5)
-
-
-def _reset_pin(cfg):
-    pin = getattr(cfg, "ETH_RESET", None)
-    if pin is None or callable(pin):
-        return pin  # not wired, or a Pin-like object already
-    from .board import output_pin
-
-    return output_pin(pin)
-
-
-class Transport:
+class Transport(Chip):
     """send(mv) raises OSError on failure; reopen() resets and sets the chip up again."""
 
-    FRAME = FRAME
+    NAME = "enc28j60"
+    COUNTS = (
+        ("resets", "resets"),
+        ("tx-timeouts", "timeouts"),
+        ("no-link", "no_link"),
+        ("aborts", "aborts"),
+        ("late-collisions", "late"),
+        ("silent", "silent"),
+    )
+    NO_LINK = "enc28j60: no link (PHSTAT2 LSTAT clear)"
 
     def __init__(self, tpl, cfg=None, spi=None, cs=None):
-        if spi is None or cs is None:
-            spi, cs = _make_bus(cfg)
-        self._spi = spi
-        self._cs = cs
-        self._rst = _reset_pin(cfg)
-        self._mac = bytes(tpl.FRAME[6:12])
+        Chip.__init__(self, tpl, cfg, spi, cs)
         self._full = bool(getattr(cfg, "ETH_FULL_DUPLEX", False))
-        self._link_ms = getattr(cfg, "ETH_LINK_MS", 5000)
         self._q2 = bytearray(2)
         self._a2 = bytearray(2)
         self._q3 = bytearray(3)
@@ -166,11 +143,6 @@ class Transport:
         self._nd_len = -1  # the frame length ETXND is set for
         self._bank = 0
         self._link = False
-        self._up = False
-        self._last = 0
-        self.resets = 0
-        self.timeouts = 0
-        self.no_link = 0
         self.aborts = 0
         self.late = 0
         self.silent = 0  # transmissions the chip never reported done
@@ -208,10 +180,11 @@ class Transport:
         self._cmd(_WCR | addr, value)
 
     def _mii_wait(self):
-        t0 = time.ticks_us()
+        bound = self._bound
+        bound.start(_MII_US)
         while self._rcr(3, _MISTAT, True) & 0x01:  # BUSY
-            if time.ticks_diff(time.ticks_us(), t0) > _MII_US:
-                raise OSError(_ETIMEDOUT, "enc28j60: MISTAT.BUSY never cleared")
+            if bound.over():
+                raise OSError(ETIMEDOUT, "enc28j60: MISTAT.BUSY never cleared")
 
     def _phy_write(self, reg, value):
         self._wcr(2, _MIREGADR, reg)
@@ -226,7 +199,8 @@ class Transport:
         self._wcr(2, _MICMD, 0x00)
         return self._rcr(2, _MIRDL, True) | self._rcr(2, _MIRDH, True) << 8
 
-    def _read_link(self):
+    def link(self):
+        """Read the PHY's link state (PHSTAT2.LSTAT); True while it is up."""
         self._phy_read(_PHIR)  # reading PHIR clears it and EIR.LINKIF
         self._link = bool(self._phy_read(_PHSTAT2) & _LSTAT)
         self._select(0)
@@ -237,10 +211,7 @@ class Transport:
         self._up = False
         self._bank = 0
         self._nd_len = -1
-        if self._rst is not None:
-            self._rst(0)
-            time.sleep_ms(1)
-            self._rst(1)
+        self.pulse_reset(0)
         self._cs(0)
         self._spi.write(b"\xff")  # SRC
         self._cs(1)
@@ -252,7 +223,7 @@ class Transport:
                 break
             if time.ticks_diff(time.ticks_ms(), t0) > _CLKRDY_MS:
                 raise OSError(
-                    _ENODEV,
+                    ENODEV,
                     "enc28j60: ESTAT reads 0x%02x, no CLKRDY after reset: no chip, "
                     "or a wiring fault (MISO, CS, power, clock)" % st,
                 )
@@ -260,7 +231,7 @@ class Transport:
         rev = self._rcr(3, _EREVID)
         if not 0 < rev < 0x20:
             raise OSError(
-                _ENODEV, "enc28j60: EREVID reads 0x%02x: no chip, or a wiring fault" % (rev,)
+                ENODEV, "enc28j60: EREVID reads 0x%02x: no chip, or a wiring fault" % (rev,)
             )
         self._select(0)
         self._cmd(_BFC | _ECON1, 0xFC)  # TXRST RXRST DMAST CSUMEN TXRTS RXEN off; bank 0 stays
@@ -290,75 +261,59 @@ class Transport:
             self._wcr(2, addr, value)
         got = self._rcr(2, _MACON3, True)
         if got != macon3:
-            raise OSError(_EIO, "enc28j60: MACON3 reads back 0x%02x: MOSI or SCK wiring" % got)
+            raise OSError(EIO, "enc28j60: MACON3 reads back 0x%02x: MOSI or SCK wiring" % got)
         m = self._mac  # MAADR1 (the first byte) .. MAADR6 at 0x04 0x05 0x02 0x03 0x00 0x01
         for addr, i in ((0x04, 0), (0x05, 1), (0x02, 2), (0x03, 3), (0x00, 4), (0x01, 5)):
             self._wcr(3, addr, m[i])
         self._phy_write(_PHCON1, _PDPXMD if self._full else 0)
         self._phy_write(_PHCON2, _HDLDIS)  # no loopback of our own frames in half duplex
         self._phy_write(_PHIE, _PHIE_LINK)
-        self._read_link()
-        if link_ms and not self._link:
-            t0 = time.ticks_ms()
-            while not self._read_link():
-                if time.ticks_diff(time.ticks_ms(), t0) > link_ms:
-                    break  # send() says ENETDOWN until the cable is in
-                time.sleep_ms(10)
+        if not self.link() and link_ms:
+            self.wait_link(link_ms)
         self._select(0)
         self._up = True
         self.resets += 1
-
-    def reopen(self):
-        """Set the chip up again; while only the link is down, the chip is left as it is."""
-        if self._last == _ENETDOWN and self._up:
-            if self._read_link():
-                self._last = 0
-                return
-            raise OSError(_ENETDOWN, "enc28j60: no link (PHSTAT2 LSTAT clear)")
-        self._open()
 
     # -- the hot path: no allocation --
 
     def _wait_tx(self, a):
         spi = self._spi
         cs = self._cs
-        t0 = time.ticks_us()
-        polls = 0
+        bound = self._bound
+        bound.start(_TX_US)
         while True:
-            polls += 1
             cs(0)
             spi.write_readinto(_R_ECON1, a)
             cs(1)
             if not a[1] & _TXRTS:
                 return
-            # Time and a few polls: a process switched out for a while is not a stuck chip.
-            if polls > _MIN_POLLS and time.ticks_diff(time.ticks_us(), t0) > _TX_US:
+            if bound.over():
                 cs(0)
                 spi.write(_TXRTS_CLR)
                 cs(1)
                 self.timeouts += 1
-                self._last = _ETIMEDOUT
-                raise OSError(_ETIMEDOUT)
+                self._last = ETIMEDOUT
+                raise OSError(ETIMEDOUT)
 
     def send(self, mv):
         if not self._up:
-            raise OSError(_ENOTCONN)
+            raise OSError(ENOTCONN)
         spi = self._spi
         cs = self._cs
         a = self._a2
         n = len(mv)
-        if n > _MAX_FRAME:
-            raise OSError(_EMSGSIZE)
+        if n > MAX_FRAME:
+            raise OSError(EMSGSIZE)
         self._wait_tx(a)  # an earlier error may have left TXRTS set
         cs(0)
         spi.write_readinto(_R_EIR, a)
         cs(1)
         if a[1] & _LINKIF:
-            self._read_link()
+            self.link()
         if not self._link:
             self.no_link += 1
-            self._last = _ENETDOWN
-            raise OSError(_ENETDOWN)
+            self._last = ENETDOWN
+            raise OSError(ENETDOWN)
         cs(0)
         spi.write(_TXRST_SET)
         cs(1)
@@ -416,23 +371,15 @@ class Transport:
                 self.late += 1
             else:
                 self.aborts += 1
-            self._last = _EIO
-            raise OSError(_EIO)
+            self._last = EIO
+            raise OSError(EIO)
         # Neither TXIF nor an error: the chip did not say it sent anything (MISO stuck low,
         # or it was reset under us). A reopen sets it up again.
         self.silent += 1
         self._up = False
-        self._last = _ENOTCONN
-        raise OSError(_ENOTCONN)
-
-    def summary(self):
-        """What the chip did over the run, in one line."""
-        return (
-            "enc28j60: resets %d tx-timeouts %d no-link %d aborts %d late-collisions %d "
-            "silent %d" % (self.resets, self.timeouts, self.no_link, self.aborts, self.late,
-                           self.silent)
-        )  # fmt: skip
+        self._last = ENOTCONN
+        raise OSError(ENOTCONN)
 
     def close(self):
-        """Nothing to close: the chip sends only when told (a reopen resets it)."""
+        """Nothing to close: the chip sends only when told, and send() waited for it to finish."""
         self._up = False

@@ -50,7 +50,8 @@ class Transport:
     def __init__(self, tpl, cfg=None):
         self._port = getattr(cfg, "SERIAL_PORT", 1)
         self._baud = getattr(cfg, "SERIAL_BAUD", 115200)
-        self._buf = bytearray(2 * tpl.PAYLOAD_LEN + 2)
+        # Every byte escaped, plus the ENDs, of the longest payload: a delayed one, P + 4.
+        self._buf = bytearray(2 * (tpl.PAYLOAD_LEN + 4) + 2)
         self.out = None
         self.reopen()
 

@@ -221,3 +221,12 @@ def sim_walk(sensor, values):
         i += 1
         j += S_STRIDE
     st[S_X] = x
+
+
+@micropython.viper
+def load_be32(words, i, src, at):
+    """words[i] = the big-endian u32 at src[at:at + 4] (a seq on a 32-bit port stays a word)."""
+    w = ptr32(words)
+    s = ptr8(src)
+    a = int(at)
+    w[int(i)] = (s[a] << 24) | (s[a + 1] << 16) | (s[a + 2] << 8) | s[a + 3]

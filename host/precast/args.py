@@ -8,6 +8,8 @@ the board's --listen, build's --collector and the udp:// transport.
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -33,7 +35,19 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(
+            2, f"{self.prog}: error: {message}{_suggestion(message)} (see `{self.prog} --help`)\n"
+        )
+
+
+def _suggestion(message: str) -> str:
+    """', did you mean X?' for argparse's invalid-choice message, as git does for commands."""
+    m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not m:
+        return ""
+    choices = re.findall(r"'([^']*)'", m.group(2))
+    close = difflib.get_close_matches(m.group(1), choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def examples(*lines: str) -> str:

@@ -26,7 +26,7 @@ from precast.wire.layout import load_layouts, pick_layout
 
 # Modules with a `register(subparsers)` that adds their commands, in help order.
 COMMAND_MODULES: list[str] = [
-    "precast.collect.daemon",
+    "precast.collect.cli",
     "precast.collect.stats",
     "precast.collect.device",
     "precast.boards.build",
@@ -75,6 +75,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
             off = f" {f.offset:+}" if f.offset else ""
             print(f"  {s.offset:5d}  {f.type:<4} {f.name}{scale}{off} {f.unit}".rstrip())
         print(f"  {lay.check_offset:5d}  {t.check}")
+        late = lay.late
+        print(
+            f"  delayed: frame {late.frame_len} bytes, payload {late.payload_len}, age (u32 ms)"
+            f" at {late.age_offset}, {t.check} at {late.check_offset},"
+            f" IPv4 checksum 0x{late.ip_checksum:04x}"
+        )
     return 0
 
 
@@ -84,7 +90,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     lay = pick_layout([args.template], args.which)
     values = parse_assignments(args.values)
-    frame = encode(lay, values, args.device, args.seq, args.key)
+    frame = encode(lay, values, args.device, args.seq, args.key, args.age_ms)
     print((frame[PAYLOAD_OFFSET:] if args.payload_only else frame).hex())
     return 0
 
@@ -184,10 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
             "precast encode templates/power-meter.toml --device 9 --seq 5 "
             "--key 2b7e151628aed2a6abf7158809cf4f3c "
             "--payload-only energy=123456 power=-1500.5 voltage=230.01 power_factor=0.95",
+            "precast encode templates/minimal.toml --device 1 --seq 9 --age-ms 90000 value=5",
         ),
     )
     add_template_args(e)
     e.add_argument("--seq", type=uint32, required=True, help="sequence number (u32)")
+    e.add_argument(
+        "--age-ms",
+        type=uint32,
+        metavar="N",
+        help="a delayed frame: the reading was taken N milliseconds before it is sent",
+    )
     e.add_argument("--payload-only", action="store_true", help="print the UDP payload only")
     e.add_argument("values", nargs="*", metavar="NAME=VALUE", help="field values in units")
     e.set_defaults(func=cmd_encode, intermixed="values")
@@ -212,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for sp in sub.choices.values():
+        sp.set_defaults(parser=sp)
     return p
 
 
@@ -224,7 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     dest = getattr(args, "intermixed", None)
     if extra:
         if dest is None or any(w.startswith("-") for w in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            # the command's own parser, so the pointer is to `precast COMMAND --help`
+            command_parser: argparse.ArgumentParser = args.parser
+            command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
         getattr(args, dest).extend(extra)
     func: Handler = args.func
     try:

@@ -12,8 +12,10 @@ Installed with precast (entry point `precast`), so a test only names a fixture:
   are stored; `.readings(device=None)` returns them; `.stats()` is `precast stats --json`
   and `.device(n)` one device's counters from it.
 - `sensor_fleet`: a function running `precast simulate` (K devices, with loss, dup, reorder
-  and corrupt probabilities) at the test's collector, or at `to="HOST:PORT"`; it returns a
-  FleetRun with what was sent and which faults were injected.
+  and corrupt probabilities, and an outage=(START, SECONDS) whose readings each device keeps,
+  up to backlog=N, and sends late as delayed frames) at the test's collector, or at
+  `to="HOST:PORT"`; it returns a FleetRun with what was sent, which faults were injected and
+  what the backlogs kept, sent late and dropped.
 - `micropython_board`: a virtual board (`precast board`: the MicroPython unix port behind a
   TCP port) with a temporary filesystem. `.port` is the socket:// URL mpremote and
   `precast deploy` take, `.root` its files; `.deploy(template, device=N, **options)` runs
@@ -219,6 +221,9 @@ class FleetRun:
     reordered: int
     corrupted: int
     output: str
+    kept: int = 0  # readings kept through an outage
+    sent_late: int = 0  # of them, sent late as delayed frames
+    dropped: int = 0  # readings an outage lost: a full backlog's oldest, or no backlog
 
     @property
     def stored(self) -> int:
@@ -239,6 +244,8 @@ def run_fleet(
     seed: int = 1,
     device_base: int = 1,
     key: bytes | None = None,
+    outage: tuple[float, float] | None = None,
+    backlog: int | None = None,
 ) -> FleetRun:
     """Run `precast simulate` at a HOST:PORT; its FleetRun."""
     cmd = [
@@ -270,6 +277,10 @@ def run_fleet(
     ]
     if key is not None:
         cmd += ["--key", key.hex()]
+    if outage is not None:
+        cmd += ["--outage", f"{outage[0]}:{outage[1]}"]
+    if backlog is not None:
+        cmd += ["--backlog", str(backlog)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
     out = r.stdout + r.stderr
     if r.returncode != 0:
@@ -281,6 +292,8 @@ def run_fleet(
     if sent is None:
         raise AssertionError(f"no summary from precast simulate:\n{out}")
     lost, dupd, reord, corr = (int(g) for g in faults.groups()) if faults else (0, 0, 0, 0)
+    kept = re.search(r"backlog: kept (\d+), sent late (\d+), dropped (\d+)", out)
+    k, late, dropped = (int(g) for g in kept.groups()) if kept else (0, 0, 0)
     return FleetRun(
         list(range(device_base, device_base + devices)),
         int(sent.group(1)),
@@ -289,18 +302,23 @@ def run_fleet(
         reord,
         corr,
         out,
+        k,
+        late,
+        dropped,
     )
 
 
 class MicropythonBoard:
-    """A `precast board` process: the MicroPython unix port behind a TCP port."""
+    """A `precast board` process: the MicroPython unix port (`micropython`, else the one
+    `precast board` finds) behind a TCP port."""
 
-    def __init__(self, root: Path, workdir: Path) -> None:
+    def __init__(self, root: Path, workdir: Path, micropython: str | None = None) -> None:
         self.root = root
         self.log_path = workdir / "board.log"
         self._log: IO[bytes] = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [*_PRECAST, "board", "--listen", "127.0.0.1:0", "--root", str(root)],
+            [*_PRECAST, "board", "--listen", "127.0.0.1:0", "--root", str(root)]
+            + (["--micropython", micropython] if micropython else []),
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,

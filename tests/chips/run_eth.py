@@ -79,6 +79,8 @@ out = {
 if P.CHIP == "w5500":
     out["runts"] = chip.runts
     out["bad_open"] = chip.bad_open
+    out["misuse"] = chip.misuse
+    out["aborted"] = chip.aborted
 else:
     out["bad"] = chip.bad
     out["early"] = chip.early

@@ -16,13 +16,21 @@ section 4 (registers), for what a MACRAW sender touches. It is the SPI bus
   (0x04, or `version`).
 - Socket 0: Sn_MR, Sn_CR (OPEN in MACRAW mode -> Sn_SR SOCK_MACRAW 0x42,
   only if the TX buffer sizes add up to at most 16 KB; CLOSE; SEND; the
-  register reads the command back for `cmd_polls` reads), Sn_IR (SEND_OK
-  appears `send_polls` reads after SEND; write 1 to clear), Sn_TXBUF_SIZE,
-  Sn_TX_FSR (buffer size minus the bytes SEND has not finished),
-  Sn_TX_RD, Sn_TX_WR. The TX buffer maps the 16-bit pointer onto its size.
-- SEND transmits the bytes from Sn_TX_RD to Sn_TX_WR as they are: MACRAW
-  adds the FCS and nothing else, so a frame under 60 bytes is a runt,
-  which a switch drops: the model counts it (`runts`) and drops it too.
+  register reads the command back for `cmd_polls` reads, then 0: the chip
+  has taken it), Sn_IR (SEND_OK appears `send_polls` SPI transactions
+  after SEND, whatever they read: the transmission's time, counted in bus
+  traffic; write 1 to clear), Sn_TXBUF_SIZE, Sn_TX_FSR (buffer size minus the bytes
+  SEND has not finished), Sn_TX_RD, Sn_TX_WR. The TX buffer maps the
+  16-bit pointer onto its size.
+- SEND takes the bytes from Sn_TX_RD to Sn_TX_WR as they are and puts them
+  on the wire when the transmission ends (SEND_OK): MACRAW adds the FCS and
+  nothing else, so a frame under 60 bytes is a runt, which a switch drops:
+  the model counts it (`runts`) and drops it too.
+- What the datasheet does not promise, the model refuses, as a driver's
+  error: a command written while Sn_CR does not yet read 0 (the chip may
+  not take it; WIZnet's ioLibrary waits for 0 after every command) is
+  counted in `misuse` and ignored; a CLOSE while a SEND is still
+  transmitting aborts it (`aborted`): that frame never leaves.
 
 Faults: `miso` (0x00 or 0xFF: no chip, the line floats or is pulled, and
 nothing written reaches a chip), `version`, `link` False, `stall` (SEND
@@ -71,7 +79,7 @@ class W5500:
         self.start_ptr = 0  # Sn_TX_RD/WR after OPEN (a test starts them near the 16-bit wrap)
         self.reset_polls = 2
         self.cmd_polls = 1
-        self.send_polls = 2
+        self.send_polls = 6  # longer than the Sn_CR handshake: a CLOSE right after it aborts
         self.transactions = 0
         self.held = False
         self.hard_resets = 0
@@ -80,6 +88,10 @@ class W5500:
         self.runts = 0
         self.resets = 0
         self.bad_open = 0  # OPEN refused (not MACRAW, or more than 16 KB of TX buffers)
+        self.misuse = 0  # commands written before Sn_CR read 0 again: not taken
+        self.aborted = 0  # transmissions a CLOSE cut short: those frames never left
+        self._tx_len = 0  # the bytes of the transmission in flight, staged
+        self._tx_link = True
         self._phase = 0
         self._addr = self._block = self._wr = self._left = 0
         self._cmd = 0
@@ -119,6 +131,9 @@ class W5500:
 
     def _command(self, cmd):
         s = self.sock[0]
+        if self._cmd_left:  # the last command not taken yet (Sn_CR not read back as 0)
+            self.misuse += 1
+            return
         self._cmd_left = self.cmd_polls
         self._cmd = cmd
         if cmd == 0x01:  # OPEN
@@ -134,7 +149,10 @@ class W5500:
                 self.bad_open += 1
         elif cmd == 0x10:  # CLOSE
             s[_SN_SR] = 0
+            if self._ok_left > 0:
+                self.aborted += 1  # mid-transmission: the frame is cut off
             self._ok_left = -1
+            self._in_flight = 0
         elif cmd == 0x20 and s[_SN_SR] == _MACRAW:  # SEND
             self.sends += 1
             rd = self._ptr(_TX_RD)
@@ -150,13 +168,16 @@ class W5500:
             mask = size - 1
             for i in range(n):
                 st[i] = mem[(rd + i) & mask]
-            if n < 60:
-                self.runts += 1  # MACRAW does not pad: a switch would drop it
-            elif self.wire is not None and self.link:
-                self.wire.send(st, n)
+            self._tx_len = n
+            self._tx_link = self.link  # a frame that starts on a live link goes out
 
     def _complete(self):
         s = self.sock[0]
+        n = self._tx_len
+        if n < 60:
+            self.runts += 1  # MACRAW does not pad: a switch would drop it
+        elif self.wire is not None and self._tx_link:
+            self.wire.send(self.stage, n)
         s[_SN_IR] |= _SEND_OK
         self._set_ptr(_TX_RD, self._ptr(_TX_WR))
         self._in_flight = 0
@@ -186,10 +207,6 @@ class W5500:
                     return self._cmd
                 return 0
             if addr == _SN_IR:
-                if self._ok_left > 0:
-                    self._ok_left -= 1
-                    if self._ok_left == 0:
-                        self._complete()
                 return s[_SN_IR]
             if addr == _FSR or addr == _FSR + 1:
                 free = 0 if self.full else self._size() - self._in_flight
@@ -275,6 +292,10 @@ class W5500:
         if not v:
             self._phase = 0
             self.transactions += 1
+            if self._ok_left > 0 and not self.held:  # the transmission goes on meanwhile
+                self._ok_left -= 1
+                if self._ok_left == 0:
+                    self._complete()
 
     def write(self, buf):
         self.octets += len(buf)
@@ -300,11 +321,16 @@ class W5500:
             rbuf[i] = self._byte(wbuf[i])
 
     def summary(self):
-        return "w5500 model: sends %d runts %d resets %d bad-open %d transactions %d octets %d" % (
+        return (
+            "w5500 model: sends %d runts %d resets %d bad-open %d misuse %d aborted %d "
+            "transactions %d octets %d"
+        ) % (
             self.sends,
             self.runts,
             self.resets,
             self.bad_open,
+            self.misuse,
+            self.aborted,
             self.transactions,
             self.octets,
         )

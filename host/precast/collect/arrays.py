@@ -24,19 +24,15 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from precast.collect.tracker import AUTH_MIC, Confirmed, Tracker
+from precast.collect.tracker import AUTH_MIC, Observed, Tracker, Verdict
 from precast.wire.batch import NO_KEY_CODE, VALID, BatchValidator, Checked, Rows
-
-# Where a frame was refused by its check, judge()'s epoch column holds this.
-CHECKED = -100
 
 
 @dataclass(frozen=True, slots=True)
-class Observed:
-    """The tracker's verdict on each frame, and the held frames each one confirmed."""
+class Tracked:
+    """The tracker's verdict on each frame (a run's frames share one Observed)."""
 
-    verdict: npt.NDArray[np.int64]  # the epoch to store under (>= 0), or observe()'s verdict
-    confirmed: dict[int, list[Confirmed]]  # frame -> the candidates it confirmed, in order
+    verdicts: list[Observed]
     slow: int  # frames that went through observe() one by one
 
 
@@ -49,17 +45,16 @@ def observe_batch(
     now: float,
     payload: Callable[[int], bytes],
     source: Callable[[int], str],
-) -> Observed:
+) -> Tracked:
     """observe() for each frame i (device[i], ..., mic[i]: a valid MIC), runs in one step.
 
     payload(i) and source(i) are asked only for frames that go one by one (a
     frame held as a far jump keeps both).
     """
     n = len(device)
-    verdict = np.zeros(n, dtype=np.int64)
-    confirmed: dict[int, list[Confirmed]] = {}
+    verdicts: list[Observed] = [Observed(Verdict.STORED)] * n
     if not n:
-        return Observed(verdict, confirmed, 0)
+        return Tracked(verdicts, 0)
     dev = device.astype(np.int64)
     order = np.argsort(dev, kind="stable")
     ds, ss, ms = dev[order], seq.astype(np.int64)[order], mic[order]
@@ -96,18 +91,16 @@ def observe_batch(
         d.template = last_template[g]
         d.last_seen = now
         tracker.dirty.add(dv)
-        verdict[order[s:e]] = d.epoch
+        stored = Observed(Verdict.STORED, d.epoch)
+        for i in order[s:e].tolist():
+            verdicts[i] = stored
     one_by_one = np.sort(order[slow]).tolist()
     if one_by_one:
         observe = tracker.observe
-        held = tracker.confirmed
         devs, tids, seqs, mics = device.tolist(), template.tolist(), seq.tolist(), mic.tolist()
         for i in one_by_one:
-            verdict[i] = observe(devs[i], tids[i], seqs[i], now, mics[i], payload(i), source(i))
-            if held:
-                confirmed[i] = held[:]
-                held.clear()
-    return Observed(verdict, confirmed, len(one_by_one))
+            verdicts[i] = observe(devs[i], tids[i], seqs[i], now, mics[i], payload(i), source(i))
+    return Tracked(verdicts, len(one_by_one))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +108,7 @@ class Judged:
     """Each frame of a batch checked and tracked."""
 
     checked: Checked
-    epoch: npt.NDArray[np.int64]  # the tracker's verdict where checked.code is VALID, else CHECKED
-    confirmed: dict[int, list[Confirmed]]  # frame -> the held frames it confirmed
+    verdicts: list[Observed | None]  # the tracker's, where checked.code is VALID, else None
     slow: int  # valid frames that went through observe() one by one
 
 
@@ -131,7 +123,7 @@ def judge(
     """Check every datagram (rows[i, :lens[i]]), count bad checks, track the valid frames."""
     checked = checker.check(rows, lens)
     n = len(lens)
-    epoch = np.full(n, CHECKED, dtype=np.int64)
+    verdicts: list[Observed | None] = [None] * n
     parts = []
     bad: list[tuple[int, int]] = []  # (frame, device) of failed checks that name a device
     for g in checked.groups:
@@ -151,7 +143,6 @@ def judge(
                 )
             )
     known = {dv for _, dv in bad if dv in tracker.devices}
-    confirmed: dict[int, list[Confirmed]] = {}
     slow = 0
     if parts:
         index, device, template, seq, mic = (np.concatenate(c) for c in zip(*parts, strict=True))
@@ -169,28 +160,28 @@ def judge(
             lambda i: rows[at[i], : lens[at[i]]].tobytes(),
             lambda i: source(at[i]),
         )
-        epoch[index] = obs.verdict
-        confirmed = {at[i]: c for i, c in obs.confirmed.items()}
+        for i, o in zip(at, obs.verdicts, strict=True):
+            verdicts[i] = o
         slow = obs.slow
         if len(known) < len({dv for _, dv in bad}):
             # A device new in this batch counts the failed checks after the frame that
             # made it known (as checking frame by frame would).
-            made = _made(index, device, obs.verdict, known)
+            made = _made(index, device, obs.verdicts, known)
             bad = [(i, dv) for i, dv in bad if dv in known or made.get(dv, n) < i]
     for _, dv in bad:
         tracker.bad_check(dv)
-    return Judged(checked, epoch, confirmed, slow)
+    return Judged(checked, verdicts, slow)
 
 
 def _made(
     index: npt.NDArray[np.intp],
     device: npt.NDArray[np.integer],
-    verdict: npt.NDArray[np.int64],
+    verdicts: list[Observed],
     known: set[int],
 ) -> dict[int, int]:
     """device -> the frame that made it known, for devices not known before the batch."""
     made: dict[int, int] = {}
-    for i, dv, v in zip(index.tolist(), device.tolist(), verdict.tolist(), strict=True):
-        if v >= 0 and dv not in known and dv not in made:
+    for i, dv, v in zip(index.tolist(), device.tolist(), verdicts, strict=True):
+        if v.verdict is Verdict.STORED and dv not in known and dv not in made:
             made[dv] = i
     return made

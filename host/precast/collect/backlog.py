@@ -32,12 +32,16 @@ class Backlog:
         self._q: deque[Batch] = deque()
         self._cv = threading.Condition()
 
-    def put(self, batch: Batch) -> bool:
-        """Queue a batch; False (and its datagrams counted as dropped) when it does not fit."""
+    def put(self, batch: Batch, force: bool = False) -> bool:
+        """Queue a batch; False (and its datagrams counted as dropped) when it does not fit.
+
+        force: queue it past the bounds (stopping, the socket's last contents: its buffer
+        bounds them).
+        """
         n = len(batch[1])
         nbytes = sum([len(x[0]) for x in batch[1]]) + n * DATAGRAM_OVERHEAD
         with self._cv:
-            if self.size + n > self.limit or self.bytes + nbytes > self.limit_bytes:
+            if not force and (self.size + n > self.limit or self.bytes + nbytes > self.limit_bytes):
                 self.dropped += n
                 return False
             self._q.append(batch)

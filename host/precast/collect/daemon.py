@@ -36,57 +36,38 @@ about once a second.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import logging
 import os
 import select
-import signal
-import sys
+import socket
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from precast.args import examples, key_arg, parse_hostport
 from precast.collect.backlog import DEFAULT_QUEUE_BYTES, Backlog, Batch
 from precast.collect.dburl import display_db
+from precast.collect.files import LinkRefused
+from precast.collect.ingest import Commit, Ingest
 from precast.collect.keys import load_key_file, load_keys
-from precast.collect.metrics import DEFAULT_METRICS_DEVICES, serve_metrics
 from precast.collect.outage import DEFAULT_STOP_TIMEOUT, StoreRetry, Unwritten
 from precast.collect.receiver import (
-    big_datagrams_unmapped,
     bind_udp,
     kernel_drops,
     receiver_for,
 )
 from precast.collect.report import Reporter
-from precast.collect.rows import Row, RowBuilder, row_builder, utc_iso
 from precast.collect.sinks import Sink, Stored
 from precast.collect.sinks import mqtt as mqtt_sink
 from precast.collect.sinks.jsonl import JsonlSink
 from precast.collect.spill import DEFAULT_SPILL, read_spill, write_spill
-from precast.collect.store import SharedStore, StoreError, open_store, transient_errors
-from precast.collect.tracker import (
-    AUTH_CRC,
-    AUTH_MIC,
-    DEFAULT_MAX_DEVICES,
-    DEFAULT_WINDOW,
-    DEVICE_LIMIT,
-    HELD,
-    JUMP_REASON,
-    REFUSALS,
-    Device,
-    Tracker,
-)
-from precast.errors import PrecastError, UsageError
+from precast.collect.store import StoreError, open_store
+from precast.collect.tracker import DEFAULT_MAX_DEVICES, DEFAULT_WINDOW, Device, Tracker, Verdict
+from precast.errors import PrecastError
 from precast.wire.codec import Codec
-from precast.wire.constants import DEFAULT_PORT, NO_KEY
+from precast.wire.constants import DEFAULT_PORT
 from precast.wire.layout import load_layouts
-from precast.wire.template import default_templates
-from precast.wire.validator import Validator
 
 log = logging.getLogger("precast.collect")
 
@@ -151,26 +132,23 @@ class Collector:
         self.key_file = key_file
         self.keys_file = keys_file
         self.tracker = Tracker(window, max_devices)
+        self.sources: dict[Any, str] = {}
         self.codec = self._load_codec()
         self._use(self.codec)
         self.store = open_store(db)
         self.where = display_db(db)  # never the password
         self.spill = spill
         self.stop_timeout = stop_timeout
-        self.retry = StoreRetry(self.store, transient_errors(self.store))
+        self.retry = StoreRetry(self.store, self.store.transient)
         self.store.ensure_templates(self.codec.layouts.values())
         for dev in self.store.load_devices():
-            self._load(dev)
+            self.ingest.load(dev)
         self.rejects, counters = self.store.load_counts()
-        self.base_queue_drops = counters.get("queue_drops", 0)
-        self.base_kernel_drops = counters.get("kernel_drops", 0)
-        self.base_jsonl_drops = counters.get("jsonl_drops", 0)
+        # Totals of earlier runs, which this run's counts add to (counters by name).
+        self.base: dict[str, int] = dict(counters)
         self.kernel_drops = 0  # of this run's socket
         self.backlog = Backlog(queue, queue_bytes)
-        self.sources: dict[Any, str] = {}
-        self.base_mqtt = {k: n for k, n in counters.items() if k.startswith("mqtt_")}
         self.sinks: list[Sink] = [JsonlSink(jsonl)] if jsonl else []
-        self.jsonl_sinks = [s for s in self.sinks if isinstance(s, JsonlSink)]
         self._limit_refused = 0  # device-limit refusals not yet logged
         self._limit_logged = 0.0
         self._next_requests = 0.0
@@ -179,19 +157,17 @@ class Collector:
             lambda d: d in self.codec.keys,
             proven=lambda d: d in self.tracker.devices and self.tracker.devices[d].received > 0,
         )
-        self._refused: list[tuple[str, Any, bytes]] = []  # the stored batch's, for reporter
-        self._new: list[tuple[int, int, Any]] = []
         self._recent_changed = False
-        self.mqtt: mqtt_sink.MqttSink | None = None
         if mqtt is not None:
             # Before the socket is bound: a broker refusing us ends the start (exit 2).
-            self.mqtt = mqtt_sink.MqttSink(
+            publisher = mqtt_sink.MqttSink(
                 mqtt[0], self.codec.layouts, mqtt[1], devices=self.tracker.devices.values
             )
-            self.mqtt.start()
-            self.sinks.append(self.mqtt)
+            publisher.start()
+            self.sinks.append(publisher)
         self.stopping = threading.Event()
         self.reload_wanted = threading.Event()
+        self.reuse_port = reuse_port
         self.sock = bind_udp(listen, rcvbuf, reuse_port)
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self.receiver = receiver_for(self.sock)
@@ -202,13 +178,6 @@ class Collector:
         self._reported_drops = 0
 
     # -- setup
-
-    def _load(self, dev: Device) -> None:
-        """A device's books from the database into the tracker."""
-        if not dev.auth:  # saved before auth was stored: its template's check says
-            lay = self.codec.layouts.get(dev.template)
-            dev.auth = AUTH_MIC if lay is not None and lay.template.mic else AUTH_CRC
-        self.tracker.load(dev)
 
     def _load_codec(self) -> Codec:
         layouts = load_layouts(self.templates)
@@ -223,14 +192,9 @@ class Collector:
     def _use(self, codec: Codec) -> None:
         """Check frames against codec's templates and keys from now on."""
         self.codec = codec
-        self.validator = Validator(codec)
+        self.ingest = Ingest(codec, self.tracker, self.sources, self._source)
         if hasattr(self, "receiver"):
             self.receiver.cap = self._cap(codec)
-        self.tracker.keyed = set(codec.keys)  # a key of its own: accepted only with a MIC
-        self.rows: dict[int, tuple[RowBuilder, list[str]]] = {
-            tid: (row_builder(lay), [s.field.name for s in lay.fields])
-            for tid, lay in codec.layouts.items()
-        }
 
     @staticmethod
     def _cap(codec: Codec) -> int:
@@ -255,8 +219,8 @@ class Collector:
             log.warning("reload waits: cannot update the database (%s); retrying in 1 s", e)
             return False
         self._use(codec)
-        if self.mqtt is not None:
-            self.mqtt.set_layouts(codec.layouts)
+        for sink in self.sinks:
+            sink.set_layouts(codec.layouts)
         names = ", ".join(f"{lay.template.name} ({tid})" for tid, lay in codec.layouts.items())
         log.info("reloaded templates: %s; keys for %d devices", names, len(codec.keys))
         return True
@@ -264,25 +228,23 @@ class Collector:
     # -- the storing thread
 
     def _counters(self) -> dict[str, int]:
-        c = {
-            "queue_drops": self.base_queue_drops + self.backlog.dropped,
-            "kernel_drops": self.base_kernel_drops + self.kernel_drops,
-            "jsonl_drops": self.base_jsonl_drops + sum(s.dropped for s in self.jsonl_sinks),
-        }
-        if self.mqtt is not None:  # persisted, so `precast stats` shows them
-            base = self.base_mqtt
-            c["mqtt_published"] = base.get("mqtt_published", 0) + self.mqtt.published
-            c["mqtt_dropped"] = base.get("mqtt_dropped", 0) + self.mqtt.dropped
-        return c
+        """The totals the database keeps: this run's counts added to the earlier runs'."""
+        run = {"queue_drops": self.backlog.dropped, "kernel_drops": self.kernel_drops}
+        run["jsonl_drops"] = 0  # shown (as 0) without --jsonl too
+        for sink in self.sinks:
+            for k, n in sink.counters().items():
+                run[k] = run.get(k, 0) + n
+        base = self.base
+        return {k: base.get(k, 0) + n for k, n in run.items()}
 
     def _save_counters(self) -> None:
         changed = {k: n for k, n in self._counters().items() if self._saved_counters.get(k) != n}
         if not changed:
             return
         try:
-            self.store.write({}, [], {}, changed)
+            self.store.commit((), lambda fresh: Commit(counters=changed))
             self._saved_counters.update(changed)
-        except StoreError as e:
+        except self.store.transient as e:
             log.error("cannot write the last counters to the database: %s", e)
 
     def _process(self, batches: list[Batch], split: bool = True) -> None:
@@ -315,138 +277,47 @@ class Collector:
             pending.pop(0)
         retry.ok()
 
-    def _touched(self, batches: list[Batch]) -> set[int]:
-        """The devices a piece may change, whose books a shared store locks: the device ids
-        of its template frames (magic, version/flags and template id, then the device; a
-        frame of the wrong length only locks a device for nothing) and the devices changed
-        since the last write (an operator reset, a piece rolled back)."""
-        specs = self.validator.specs
-        ids = {data[4:8] for _, batch in batches for data, _ in batch if data[:4] in specs}
-        touched = {int.from_bytes(i, "big") for i in ids if len(i) == 4}
-        touched.update(self.tracker.dirty)
-        return touched
-
     def _store_piece(self, batches: list[Batch]) -> None:
         """Check, track and store the datagrams of batches in one transaction (or none).
 
-        With a database other collectors write too (store.SharedStore), the store locks
-        the books of the devices the piece touches and hands back those another collector
-        moved on; the tracker takes them, then classifies. A failed attempt leaves nothing
-        behind: the tracker and the rejects are rolled back, the store forgets the touched
-        devices, and the retry classifies the piece again from the database's books.
+        The store hands the Ingest the books another collector moved on (PostgreSQL);
+        the Ingest classifies the piece into a Commit, which the store writes. A failed
+        attempt leaves nothing behind: the tracker is rolled back, and the retry
+        classifies the piece again from the database's books.
         """
         tracker = self.tracker
-        rejects = self.rejects
-        before = dict(rejects)
-        out: list[Any] = [{}, {}]
+        ingest = self.ingest
+        built: list[Commit] = []
 
-        def work(
-            fresh: dict[int, Device | None],
-        ) -> tuple[dict[int, list[Row]], list[Device], dict[str, int], dict[str, int]]:
-            for dev, state in fresh.items():
-                if state is None:  # no books in the database (yet, or any more)
-                    tracker.devices.pop(dev, None)
-                    tracker.dirty.discard(dev)
-                else:
-                    self._load(state)
-            rows, changed = self._track(batches)
-            counters = self._counters()
-            changed_counters = {
-                k: n for k, n in counters.items() if self._saved_counters.get(k) != n
-            }
-            out[:] = [rows, changed_counters]
-            return rows, tracker.take_dirty(), {k: rejects[k] for k in changed}, changed_counters
+        def build(fresh: dict[int, Device | None]) -> Commit:
+            ingest.fresh(fresh)
+            c = ingest.run(batches)
+            saved = self._saved_counters
+            c.counters = {k: n for k, n in self._counters().items() if saved.get(k) != n}
+            built[:] = [c]
+            return c
 
         tracker.begin()
-        self._refused.clear()
-        self._new.clear()
         try:
-            if getattr(self.store, "shared", False):
-                shared: SharedStore = self.store  # type: ignore[assignment]
-                stored = shared.transact(self._touched(batches), work)
-            else:
-                written = work({})
-                self.store.write(*written)
-                stored = sum(map(len, written[0].values()))
+            stored = self.store.commit(ingest.touched(batches), build)
         except BaseException:
             tracker.rollback()
-            rejects.clear()
-            rejects.update(before)
             raise
         tracker.commit()
-        rows, changed_counters = out
-        self._report()
-        self._saved_counters.update(changed_counters)
+        c = built[0]
+        for k, n in c.rejects.items():
+            self.rejects[k] = self.rejects.get(k, 0) + n
+        self._limit_refused += c.rejects.get(Verdict.DEVICE_LIMIT.value, 0)
+        self._report(c)
+        self._saved_counters.update(c.counters)
         self.stored += stored
-        if self.sinks and rows:
-            builders = self.rows
-            batch = Stored(rows, {tid: builders[tid][1] for tid in rows})
+        if self.sinks and c.rows:
+            batch = Stored(c.rows, {tid: ingest.names[tid] for tid in c.rows})
             for sink in self.sinks:
                 try:
                     sink.write(batch)
                 except Exception:  # a sink counts its own outages; this is a bug in one
                     log.exception("sink %s failed", sink.name)
-
-    def _track(self, batches: list[Batch]) -> tuple[dict[int, list[Row]], set[str]]:
-        """The rows to store and the reject reasons counted, by checking and tracking."""
-        check = self.validator.check
-        builders = self.rows
-        tracker = self.tracker
-        observe = tracker.observe
-        confirmed = tracker.confirmed
-        rejects = self.rejects
-        sources = self.sources
-        rows: dict[int, list[Row]] = {}
-        changed: set[str] = set()
-        known = tracker.devices
-        refused = self._refused
-        new = self._new
-        for ts, batch in batches:
-            at = utc_iso(ts)
-            for data, addr in batch:
-                reason, sp, v = check(data)
-                if reason:
-                    if v is not None and reason != NO_KEY:
-                        tracker.bad_check(v[3])
-                    rejects[reason] = rejects.get(reason, 0) + 1
-                    changed.add(reason)
-                    refused.append((reason, addr, data))
-                    continue
-                assert sp is not None and v is not None
-                if v[3] not in known:
-                    new.append((v[3], sp.id, addr))
-                epoch = observe(v[3], sp.id, v[4], ts, sp.mic, data)
-                if epoch < 0:
-                    if epoch == HELD:
-                        tracker.devices[v[3]].cand_source = self._source(addr)
-                    elif epoch in REFUSALS:
-                        why = REFUSALS[epoch]
-                        rejects[why] = rejects.get(why, 0) + 1
-                        changed.add(why)
-                        refused.append((why, addr, data))
-                        if epoch == DEVICE_LIMIT:
-                            self._limit_refused += 1
-                    continue
-                src = sources.get(addr)
-                if src is None:
-                    src = self._source(addr)
-                r = rows.get(sp.id)
-                if r is None:
-                    r = rows[sp.id] = []
-                if confirmed:
-                    # A far jump confirmed: its first frame, held until now, goes first.
-                    for cdata, cat, csrc, cepoch in confirmed:
-                        creason, csp, cv = check(cdata)
-                        if not creason and csp is not None and cv is not None:
-                            c = rows.setdefault(csp.id, [])
-                            c.append(builders[csp.id][0](cv, cepoch, utc_iso(cat), csrc))
-                    confirmed.clear()
-                    r = rows[sp.id]
-                r.append(builders[sp.id][0](v, epoch, at, src))
-        if tracker.discarded:
-            rejects[JUMP_REASON] = rejects.get(JUMP_REASON, 0) + tracker.discarded
-            changed.add(JUMP_REASON)
-        return rows, changed
 
     def _tell(self) -> None:
         """Once a second: the log's counts of refusals, and the latest ones for stats."""
@@ -459,17 +330,17 @@ class Collector:
         except StoreError as e:
             log.debug("cannot save the latest refusals now: %s", e)
 
-    def _report(self) -> None:
+    def _report(self, c: Commit) -> None:
         """Tell the log what the stored batch saw: new devices, refused frames."""
         report = self.reporter
         layouts = self.codec.layouts
-        for device, tid, addr in self._new:
-            if device in self.tracker.devices:  # refused ones (a device limit) are not new
-                name = layouts[tid].template.name if tid in layouts else "?"
-                report.new_device(device, name, tid, self._source(addr))
-        for reason, addr, data in self._refused:
-            report.refused(reason, self._source(addr), data)
-        if self._refused:
+        for n in c.new:
+            if n.device in self.tracker.devices:  # refused ones (a device limit) are not new
+                name = layouts[n.template].template.name if n.template in layouts else "?"
+                report.new_device(n.device, name, n.template, self._source(n.addr))
+        for r in c.refused:
+            report.refused(r.reason, self._source(r.addr), r.data)
+        if c.refused:
             self._recent_changed = True
 
     def _source(self, addr: Any) -> str:
@@ -493,11 +364,11 @@ class Collector:
         for device, action in requests:
             if action != "reset":
                 log.warning("operator request %r for device %d: unknown, ignored", action, device)
-            elif self.tracker.reset(device) or getattr(self.store, "shared", False):
+            elif self.tracker.reset(device) or self.store.books_shared:
                 # (a shared store applied the reset to the database's books already)
                 log.warning(
                     "device %d: books reset by an operator (`precast device reset`); "
-                    "its next reading starts a new epoch",
+                    "its next two consecutive readings start a new epoch",
                     device,
                 )
             else:
@@ -554,7 +425,7 @@ class Collector:
         """Stopping with the database unwritable: every datagram not stored to the spill."""
         batches = e.batches + self.backlog.take(0)
         n = _datagrams(batches)
-        check = self.validator.check
+        check = self.ingest.validator.check
         readings = sum(1 for _, b in batches for d, _ in b if not check(d)[0])
         named = [(ts, [(d, self._source(a)) for d, a in b]) for ts, b in batches]
         c = self._counters()
@@ -562,13 +433,13 @@ class Collector:
         self.error = e
         try:
             write_spill(self.spill, named, grown)
-        except OSError as err:
+        except (OSError, LinkRefused) as err:
             log.error(
                 "stopping: the database stays unwritable (%s) and the spill file %s cannot be "
                 "written (%s): %d readings (in %d datagrams) received were not stored",
                 e.cause,
                 self.spill,
-                err.strerror,
+                err.strerror if isinstance(err, OSError) else "a symbolic link, never followed",
                 readings,
                 n,
             )
@@ -588,16 +459,10 @@ class Collector:
         """Store a spill file's datagrams as if they had just arrived; rename it FILE.replayed."""
         batches, counters = read_spill(path)
         # What the spilling run counted but could not write goes in with its datagrams.
-        self.base_queue_drops += counters.get("queue_drops", 0)
-        self.base_kernel_drops += counters.get("kernel_drops", 0)
-        self.base_jsonl_drops += counters.get("jsonl_drops", 0)
         for k, n in counters.items():
-            if k.startswith("mqtt_"):
-                self.base_mqtt[k] = self.base_mqtt.get(k, 0) + n
-        if any(k.startswith("mqtt_") for k in counters):
-            self._saved_counters = {
-                k: v for k, v in self._saved_counters.items() if not k.startswith("mqtt_")
-            }
+            self.base[k] = self.base.get(k, 0) + n
+        # Those not counted by this run are written with the replay (as they grew).
+        self._saved_counters = {k: v for k, v in self._saved_counters.items() if k not in counters}
         for _, b in batches:
             for _, source in b:
                 self.sources[source] = source
@@ -650,10 +515,41 @@ class Collector:
             # Let datagrams gather for a moment. Waking for every few of them makes this thread
             # fight the storing one for the GIL, which sqlite3 releases and takes back per row.
             time.sleep(COALESCE)
-        # Stopping: what is already in the socket buffer was received, so store it too (a
-        # sender still going would keep it full: take at most what an 8 MiB buffer holds).
-        self._drain(read, backlog, 64)
+        self._last_drain()
+
+    def _last_drain(self) -> None:
+        """Stopping: take everything the socket holds into the backlog, then close it.
+
+        What the socket holds was received: it goes to the backlog past its bounds (the
+        socket's buffer bounds it; a sender still going is cut off at what the buffer holds),
+        to be stored, or spilled and counted if the database will not take it. Then the
+        socket is closed at once, not when storing is done: with --reuse-port, closing is
+        what hands this socket's sources to the rest of the group (the kernel picks among
+        the sockets bound then), so a slow database here costs the others nothing. Only a
+        datagram that arrives between the last read and the close (microseconds) is lost
+        with the socket, uncounted: Linux has no way to leave a group and keep the queue.
+        """
+        read = self.receiver.read
+        taken = 0
+        try:
+            # At least 768 bytes of buffer a datagram (the kernel's truesize of a small one).
+            most = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 768 + BATCH_MAX
+            while taken < most:
+                batch = read(BATCH_MAX)
+                if batch:
+                    self.backlog.put((time.time(), batch), force=True)
+                    taken += len(batch)
+                if len(batch) < BATCH_MAX:
+                    break
+        except OSError as e:
+            log.error("receiving: %s", e)
         self._check_drops()
+        self.sock.close()
+        log.info(
+            "stopping: %d datagrams taken from the socket, which is closed%s; storing them",
+            taken,
+            " (the other collectors on the port take its sources now)" if self.reuse_port else "",
+        )
 
     def _check_drops(self) -> None:
         """Read the kernel's drop count; log a warning when any drop count grew."""
@@ -688,9 +584,9 @@ class Collector:
         """Receive until stopped (stop() or a signal); store everything received; 0 or 1."""
         storer = threading.Thread(target=self._storing, name="precast-store", daemon=True)
         storer.start()
-        if ready is not None:
-            ready()
         try:
+            if ready is not None:
+                ready()
             self._receive()
         finally:
             self.retry.deadline = time.monotonic() + self.stop_timeout
@@ -725,259 +621,5 @@ class Collector:
             "rejects": dict(self.rejects),
             "counters": self._counters(),
             "queue": self.backlog.size,
+            "sinks": {sink.name: sink.stats() for sink in self.sinks},
         }
-
-
-# ---- commands ------------------------------------------------------------------------------
-
-
-def cmd_collect(args: argparse.Namespace) -> int:
-    """`precast collect`: run the daemon until SIGTERM or SIGINT."""
-    # A SIGHUP while starting would kill the process: templates are being loaded anyway.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if args.window < 1:
-        raise UsageError("--window must be at least 1")
-    if args.queue < 1:
-        raise UsageError("--queue must be at least 1")
-    if args.stop_timeout < 0:
-        raise UsageError("--stop-timeout must be at least 0")
-    templates = args.templates or [str(p) for p in default_templates()]
-    if args.replay_spill:
-        listen = ("127.0.0.1", 0)  # nothing is received: the spill file is the input
-    else:
-        listen = parse_hostport(args.listen, default_host="0.0.0.0", allow_zero=True)
-    if args.queue_bytes < 65536 + 160:
-        raise UsageError("--queue-bytes must hold one 64 KiB datagram (at least 65696)")
-    if args.max_devices < 1:
-        raise UsageError("--max-devices must be at least 1")
-    if args.metrics_devices < 0:
-        raise UsageError("--metrics-devices must be 0 or more")
-    big_datagrams_unmapped()  # memory of big (hostile) datagrams goes back when dropped
-    # Files the collector creates (database, WAL, --jsonl, spill) are 0640 at most.
-    os.umask(os.umask(0o027) | 0o027)
-    if args.key is not None:
-        log.warning(
-            "--key on the command line is readable by every local user (/proc/%d/cmdline); "
-            "put the key in a file only the collector can read and use --key-file FILE",
-            os.getpid(),
-        )
-    mqtt = mqtt_sink.config_from(args)
-    col = Collector(
-        listen,
-        templates,
-        args.db,
-        key=args.key,
-        keys_file=args.keys,
-        jsonl=args.jsonl,
-        window=args.window,
-        queue=args.queue,
-        rcvbuf=args.rcvbuf,
-        reuse_port=args.reuse_port,
-        spill=args.spill,
-        stop_timeout=args.stop_timeout,
-        key_file=args.key_file,
-        queue_bytes=args.queue_bytes,
-        max_devices=args.max_devices,
-        mqtt=mqtt,
-    )
-    if args.replay_spill:
-        return col.replay(args.replay_spill)
-    metrics = (
-        serve_metrics(
-            col.status,
-            parse_hostport(args.metrics, default_host="127.0.0.1", allow_zero=True),
-            args.metrics_devices,
-        )
-        if args.metrics
-        else None
-    )
-
-    def on_stop(signum: int, frame: object) -> None:
-        log.info("%s: storing what was received, then exiting", signal.Signals(signum).name)
-        col.stop()
-
-    def on_hup(signum: int, frame: object) -> None:
-        col.reload_wanted.set()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, on_hup)
-
-    def ready() -> None:
-        host, port = col.address
-        names = ", ".join(f"{lay.template.name} ({tid})" for tid, lay in col.codec.layouts.items())
-        log.info(
-            "listening on %s:%d, storing in %s; templates: %s (from %s)",
-            host,
-            port,
-            col.where,
-            names,
-            ", ".join(map(str, templates)),
-        )
-        if metrics:
-            log.info("metrics on http://%s:%d/metrics", *metrics)
-        if args.ready_file:
-            doc = {
-                "pid": os.getpid(),
-                "host": host,
-                "port": port,
-                "db": col.where,
-                "metrics": f"{metrics[0]}:{metrics[1]}" if metrics else None,
-            }
-            tmp = Path(f"{args.ready_file}.tmp")
-            tmp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
-            tmp.replace(args.ready_file)
-
-    return col.run(ready)
-
-
-def register(sub: Any) -> None:
-    """Add the `collect` and `stats` commands."""
-    c = sub.add_parser(
-        "collect",
-        help="receive, check and store readings (a daemon)",
-        description="Receive precast frames over UDP, check each in the wire format's order "
-        "(docs/PROTOCOL.md), track every device's sequence and store readings in SQLite or "
-        "PostgreSQL; several collectors may share one PostgreSQL database (a reading is stored "
-        "once, the books stay exact). "
-        "SIGTERM/SIGINT: store what was received and exit 0; SIGHUP: reload templates and keys.",
-        epilog=examples(
-            "precast collect --templates templates --db precast.db",
-            "precast collect --listen :20547 --keys keys.txt --jsonl readings.jsonl --metrics "
-            ":9108",
-            "precast collect --db precast.db --ready-file /run/precast/ready.json --log-level "
-            "debug",
-            "precast collect --db postgresql://precast@db.example/precast --reuse-port "
-            "--spill /var/lib/precast/spill.jsonl",
-            "precast collect --db postgresql://precast@db.example/precast --replay-spill "
-            "/var/lib/precast/spill.jsonl",
-            "precast collect --mqtt mqtt://ha@homeassistant.local --mqtt-password-file pw "
-            "--ha-discovery",
-        ),
-    )
-    c.add_argument(
-        "--listen",
-        default=DEFAULT_LISTEN,
-        metavar="HOST:PORT",
-        help=f"UDP address to receive on; port 0 picks one (default {DEFAULT_LISTEN})",
-    )
-    c.add_argument(
-        "--templates",
-        nargs="+",
-        action="extend",
-        metavar="DIR|FILE",
-        help="template directory or file, repeatable (default: ./templates, else the "
-        "examples shipped with precast)",
-    )
-    c.add_argument(
-        "--db",
-        default="precast.db",
-        metavar="PATH|URL",
-        help="SQLite database path, or postgresql://USER[:PASS]@HOST[:PORT]/DBNAME (libpq URI; "
-        "PG* environment variables and ~/.pgpass apply; default precast.db)",
-    )
-    k = c.add_mutually_exclusive_group()
-    k.add_argument(
-        "--key",
-        type=key_arg,
-        metavar="HEX",
-        help="AES-128 key of every device (visible to local users: prefer --key-file)",
-    )
-    k.add_argument(
-        "--key-file", metavar="FILE", help="file holding the AES-128 key of every device (hex)"
-    )
-    k.add_argument(
-        "--keys",
-        metavar="FILE",
-        help="keys file: lines `DEVICE HEX` (* = default); a listed device must use a MIC",
-    )
-    c.add_argument("--jsonl", metavar="FILE|-", help="append one JSON line per stored reading")
-    c.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics over HTTP")
-    c.add_argument(
-        "--window",
-        type=int,
-        default=DEFAULT_WINDOW,
-        metavar="N",
-        help=f"sequence window: late/duplicate inside, reboot or replay below "
-        f"(default {DEFAULT_WINDOW})",
-    )
-    c.add_argument(
-        "--queue",
-        type=int,
-        default=DEFAULT_QUEUE,
-        metavar="N",
-        help=f"datagrams the queue to the storing thread holds (default {DEFAULT_QUEUE})",
-    )
-    c.add_argument(
-        "--queue-bytes",
-        type=int,
-        default=DEFAULT_QUEUE_BYTES,
-        metavar="BYTES",
-        help=f"bytes the queue holds, counting {160} per datagram besides its length "
-        f"(default {DEFAULT_QUEUE_BYTES >> 20} MiB)",
-    )
-    c.add_argument(
-        "--max-devices",
-        type=int,
-        default=DEFAULT_MAX_DEVICES,
-        metavar="N",
-        help="devices tracked at most; beyond, a new device's frames are refused "
-        "(device-limit) unless it has a key of its own or sends a valid MIC "
-        f"(default {DEFAULT_MAX_DEVICES})",
-    )
-    c.add_argument(
-        "--metrics-devices",
-        type=int,
-        default=DEFAULT_METRICS_DEVICES,
-        metavar="N",
-        help="per-device series in /metrics for at most the N devices seen last "
-        f"(default {DEFAULT_METRICS_DEVICES})",
-    )
-    c.add_argument(
-        "--spill",
-        default=DEFAULT_SPILL,
-        metavar="FILE",
-        help="where datagrams go that could not be stored at exit because the database "
-        "stayed unreachable or unwritable past --stop-timeout (JSON lines, appended; "
-        f"default {DEFAULT_SPILL}; --replay-spill loads it)",
-    )
-    c.add_argument(
-        "--rcvbuf",
-        type=int,
-        default=DEFAULT_RCVBUF,
-        metavar="BYTES",
-        help=f"socket receive buffer (default {DEFAULT_RCVBUF})",
-    )
-    c.add_argument(
-        "--ready-file",
-        metavar="FILE",
-        help="once listening, write JSON {pid, host, port, db, metrics} here",
-    )
-    c.add_argument(
-        "--reuse-port",
-        action="store_true",
-        help="SO_REUSEPORT: several collectors on this host share the UDP port "
-        "(the kernel keeps each source on one of them)",
-    )
-    c.add_argument(
-        "--stop-timeout",
-        type=float,
-        default=STOP_WAIT,
-        metavar="S",
-        help="at SIGTERM, how long to retry an unreachable or unwritable database before "
-        f"spilling (default {STOP_WAIT:g})",
-    )
-    c.add_argument(
-        "--replay-spill",
-        metavar="FILE",
-        help="store a spill file's datagrams (checked and counted as if just received), "
-        "rename it FILE.replayed, and exit",
-    )
-    c.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    mqtt_sink.add_arguments(c)
-    c.set_defaults(func=cmd_collect)

@@ -4,7 +4,7 @@ For a device whose counter was lost (a MIC device whose seq store was wiped
 counts from 0 again, and every frame would be a replay), or one whose books a
 far jump moved. The command writes a request to the database's requests
 table; the collector (running, or at its next start) applies it within a
-second and logs it: the device's next reading starts a new epoch, its
+second and logs it: the device's next two consecutive readings start a new epoch, its
 counters stay. Until then nothing changes.
 """
 
@@ -26,8 +26,8 @@ def cmd_device_reset(args: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         if not request_pending(args.db, req):
             print(
-                f"device {args.device}: books reset by the collector; its next reading "
-                "starts a new epoch"
+                f"device {args.device}: books reset by the collector; its next two "
+                "consecutive readings start a new epoch"
             )
             return 0
         time.sleep(0.1)
@@ -51,8 +51,9 @@ def register(sub: Any) -> None:
         "reset",
         help="reset a device's sequence books (a running collector applies it)",
         description="Reset one device's sequence books so that a device whose counter was "
-        "lost (a MIC device whose seq store was wiped) is admitted again: its next reading "
-        "starts a new epoch; its counters stay. A running collector applies it within a "
+        "lost (a MIC device whose seq store was wiped) is admitted again: its next two "
+        "consecutive readings start a new epoch; its counters stay. A running collector "
+        "applies it within a "
         "second and logs it.",
         epilog=examples(
             "precast device reset --db /var/lib/precast/precast.db 7",

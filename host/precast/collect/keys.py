@@ -7,45 +7,25 @@ error naming both lines. A key file (--key-file) holds one key, the key of
 every device, as 32 hex digits (the file form of --key, which every local
 user can read in /proc/PID/cmdline).
 
-Both are refused when group- or world-writable (anyone who can write them
-can choose the keys) and warned about when world-readable, as ssh does.
+Both must be regular files owned by root or by the collector's user, are
+refused when group- or world-writable (anyone who can write them can choose
+the keys) and warned about when world-readable, as ssh does; they are read
+without blocking (files.read_trusted), at start and at every reload.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import stat
 from pathlib import Path
 
+from precast.collect.files import read_trusted
 from precast.errors import PrecastError, UsageError
 from precast.wire.checks import parse_key
 from precast.wire.constants import U32_MAX
 
-log = logging.getLogger("precast.collect")
-
 
 def _read_secret(path: str | Path, what: str) -> str:
-    """The text of a keys or key file, once its permissions are checked."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            mode = os.fstat(f.fileno()).st_mode
-            if mode & (stat.S_IWGRP | stat.S_IWOTH):
-                who = "others" if mode & stat.S_IWOTH else "its group"
-                raise UsageError(
-                    f"{path}: {what} is writable by {who}"
-                    f" (mode {stat.S_IMODE(mode):04o}): refused; chmod 600 or 640 it"
-                )
-            if mode & stat.S_IROTH:
-                log.warning(
-                    "%s: %s is readable by every local user (mode %04o); chmod 600 or 640 it",
-                    path,
-                    what,
-                    stat.S_IMODE(mode),
-                )
-            return f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path}: cannot read {what}: {e}") from None
+    """The text of a keys or key file, once its type, owner and permissions are checked."""
+    return read_trusted(what, path)
 
 
 def load_keys(path: str | Path) -> tuple[bytes | None, dict[int, bytes]]:

@@ -10,19 +10,25 @@ precast_device_last_seen_seconds{device} for the `devices` most recently seen
 only (a scrape stays small and fast however many devices there are),
 precast_dropped_total{where=kernel|queue|jsonl}, precast_queue_depth; with --mqtt,
 precast_mqtt_published_total and precast_mqtt_dropped_total (readings stored but not
-published: buffer full).
+published: buffer full). The server is bounded by size: MAX_CONNECTIONS at once, each
+closed after CONNECTION_TIMEOUT s of silence.
 """
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from precast.collect.tracker import TRACKER_REASONS
 from precast.errors import UsageError
 from precast.wire.constants import REASONS
 
 DEFAULT_METRICS_DEVICES = 1000
+MAX_CONNECTIONS = 16  # scrapes served at once (a Prometheus server or two, a curl)
+CONNECTION_TIMEOUT = 10.0  # s a connection may stay silent (Prometheus' default scrape timeout)
 
 
 def serve_metrics(
@@ -34,7 +40,7 @@ def serve_metrics(
 
     devices: per-device series for at most this many devices, the most recently seen.
     """
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry, make_wsgi_app
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.registry import Collector as PromCollector
 
@@ -109,7 +115,47 @@ def serve_metrics(
     registry.register(Metrics())
     host, port = hostport
     try:
-        server, _ = start_http_server(port, addr=host, registry=registry)
+        server = _server(host, port, make_wsgi_app(registry))
     except OSError as e:
         raise UsageError(f"--metrics {host}:{port}: {e.strerror}") from None
+    threading.Thread(target=server.serve_forever, name="precast-metrics", daemon=True).start()
     return host, int(server.server_port)
+
+
+def _server(host: str, port: int, app: Any) -> WSGIServer:
+    """prometheus_client's thread-per-connection server, bounded: at most MAX_CONNECTIONS
+    connections at once (one more is closed at once, unanswered), each closed after
+    CONNECTION_TIMEOUT s without a byte. Unbounded, 800 idle connections made 804 threads."""
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    class Handler(WSGIRequestHandler):
+        timeout = CONNECTION_TIMEOUT  # StreamRequestHandler: the socket's timeout
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not slots.acquire(blocking=False):
+                self.shutdown_request(request)
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                slots.release()
+                raise
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # a client gone or silent past the timeout: its connection is closed, no more
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                slots.release()
+
+    return make_server(host, port, app, Server, handler_class=Handler)

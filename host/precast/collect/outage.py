@@ -57,8 +57,7 @@ class StoreRetry:
     @deadline.setter
     def deadline(self, at: float | None) -> None:
         self._deadline = at
-        if hasattr(self.store, "deadline"):
-            self.store.deadline = at
+        self.store.deadline = at
 
     def failed(self, e: BaseException, waiting: int, full: bool = False) -> None:
         """A write failed (and was undone): one log line when an outage starts."""
@@ -86,7 +85,7 @@ class StoreRetry:
             wait = max(0.0, min(wait, self.deadline - time.monotonic()))
         time.sleep(wait)
         self.delay = min(self.delay * 2, BACKOFF_MAX)
-        if getattr(self.store, "broken", False):
+        if self.store.broken:
             try:
                 self.store.reconnect()
             except self.transient:

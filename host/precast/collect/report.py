@@ -47,6 +47,9 @@ log = logging.getLogger("precast.collect")
 EVERY_S = 60.0  # a source's refusals of one reason: one line at most this often
 RECENT = 50  # refusals kept for `precast stats`
 MAX_KEYS = 4096  # (source, reason) pairs tracked; beyond, a flood of sources shares one
+# Device ids a tally keeps for its line (which shows 5): bounded by size, not by the minute, so
+# a flood of bad frames each with a fresh id costs nothing (unbounded, it grew RSS 134 MB).
+DEVICES_KEPT = 16
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -57,7 +60,8 @@ class _Tally:
     first: float
     logged: float
     count: int = 0  # refusals since the last line
-    devices: set[int] = field(default_factory=set)
+    devices: set[int] = field(default_factory=set)  # the first DEVICES_KEPT of them
+    more: bool = False  # other devices besides
 
 
 def header_ids(data: bytes) -> tuple[int | None, int | None]:
@@ -115,8 +119,11 @@ class Reporter:
                 log.warning("refused from %s: %s", source, self._describe(reason, tid, device))
                 return
         t.count += 1
-        if device is not None:
-            t.devices.add(device)
+        if device is not None and device not in t.devices:
+            if len(t.devices) < DEVICES_KEPT:
+                t.devices.add(device)
+            else:
+                t.more = True
         if now - t.logged >= EVERY_S:
             self._line(key, t, now)
 
@@ -134,7 +141,8 @@ class Reporter:
 
     def _line(self, key: tuple[str, str], t: _Tally, now: float) -> None:
         source, reason = key
-        devs = ", ".join(map(str, sorted(t.devices)[:5])) + ("..." if len(t.devices) > 5 else "")
+        more = t.more or len(t.devices) > 5
+        devs = ", ".join(map(str, sorted(t.devices)[:5])) + ("..." if more else "")
         log.warning(
             "refused from %s: %s x%d in the last %.0f s%s",
             source,
@@ -145,6 +153,7 @@ class Reporter:
         )
         t.count = 0
         t.devices.clear()
+        t.more = False
         t.logged = now
 
     def _describe(self, reason: str, tid: int | None, device: int | None) -> str:

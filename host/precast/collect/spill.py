@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from precast.collect.files import open_append
 from precast.errors import UsageError
 
 DEFAULT_SPILL = "precast-spill.jsonl"
@@ -43,7 +44,7 @@ def write_spill(
         lines.append(json.dumps({"counters": extra}))
     if not lines:
         return 0
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    fd = open_append("--spill", path)  # never through a link (files.py)
     with os.fdopen(fd, "a", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
         f.flush()

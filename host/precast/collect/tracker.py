@@ -14,10 +14,13 @@ bitmap of which of the `window` + 1 seqs at and below it were received:
   as the device's candidate, neither stored nor counted as loss. A second
   frame at most CONFIRM_GAP after the candidate confirms the new position:
   a new epoch starts at the candidate (a reboot, counted), and both frames
-  are stored (`confirmed` hands the candidate to the caller). A normal frame,
+  are stored (the verdict carries the candidate, `Held`). A normal frame,
   or another far one, discards the candidate (counted in `discarded`);
 - a MIC device never counts backwards: a seq below its window is a replay,
-  refused. An attacker can record and resend authenticated frames.
+  refused. An attacker can record and resend authenticated frames;
+- after an operator's reset (`precast device reset`) two consecutive frames set
+  the device's position, never one: the first is held as the candidate, and the
+  next one at most CONFIRM_GAP after it confirms it (a new epoch, not a reboot).
 
 A device's identity includes how it authenticates (receiver step 4): one
 listed by id in a keys file (`keyed`), or one that has sent a valid MIC
@@ -42,8 +45,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from enum import Enum
+from typing import NamedTuple
 
 DEFAULT_WINDOW = 1024
+# The window's bitmap is window + 1 bits a device, kept in memory and written with its books
+# at every commit: 65,536 is 8 KiB a device, 80 MiB for 10,000 (--window's maximum).
+MAX_WINDOW = 65_536
 DEFAULT_MAX_DEVICES = 10_000
 MAX_GAP = 16_384  # LoRaWAN's MAX_FCNT_GAP: a step beyond it needs a second frame
 CONFIRM_GAP = 16  # a candidate is confirmed by a frame at most this far after it
@@ -51,27 +59,57 @@ CONFIRM_GAP = 16  # a candidate is confirmed by a frame at most this far after i
 AUTH_CRC = "crc"
 AUTH_MIC = "mic"
 
-# What observe() says about a reading that is not to be stored (else it returns the epoch).
-DUPLICATE = -1  # already stored: count, do not store
-REPLAY = -2  # MIC device counting backwards past the window: refuse
-HELD = -3  # a far jump, held as the device's candidate until confirmed
-MIC_REQUIRED = -4  # a CRC frame with the id of a device that uses a MIC: refuse
-DEVICE_LIMIT = -5  # a new device beyond max_devices: refuse
-
 # The reasons the tracker refuses a frame for (the codec's are in wire/constants.REASONS).
 REPLAY_REASON = "replay"
 MIC_REQUIRED_REASON = "mic-required"
 DEVICE_LIMIT_REASON = "device-limit"
 JUMP_REASON = "jump"  # a held candidate never confirmed
-REFUSALS = {
-    REPLAY: REPLAY_REASON,
-    MIC_REQUIRED: MIC_REQUIRED_REASON,
-    DEVICE_LIMIT: DEVICE_LIMIT_REASON,
-}
 TRACKER_REASONS = (REPLAY_REASON, MIC_REQUIRED_REASON, JUMP_REASON, DEVICE_LIMIT_REASON)
 
-# A confirmed candidate to store: (payload, arrival time, source, epoch).
-Confirmed = tuple[bytes, float, str, int]
+
+class Verdict(Enum):
+    """What observe() says of a reading; a refusal's value is its reject reason."""
+
+    STORED = "stored"  # store it under Observed.epoch
+    DUPLICATE = "duplicate"  # already stored: counted in the books, not stored
+    HELD = "held"  # a far jump, held as the device's candidate until confirmed
+    REPLAY = REPLAY_REASON  # a MIC device counting backwards past the window: refused
+    MIC_REQUIRED = MIC_REQUIRED_REASON  # a CRC frame with a MIC device's id: refused
+    DEVICE_LIMIT = DEVICE_LIMIT_REASON  # a new device beyond max_devices: refused
+
+    @property
+    def refused(self) -> bool:
+        """Whether the frame is refused (counted as a reject under the verdict's value)."""
+        return self in _REFUSED
+
+
+_REFUSED = frozenset((Verdict.REPLAY, Verdict.MIC_REQUIRED, Verdict.DEVICE_LIMIT))
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A held far jump, confirmed: its payload, arrival time and source, stored under epoch."""
+
+    data: bytes
+    at: float
+    source: str
+    epoch: int
+
+
+class Observed(NamedTuple):
+    """observe()'s verdict with its data: the epoch of a STORED reading, and the confirmed
+    candidate (held) to store before it."""
+
+    verdict: Verdict
+    epoch: int = -1
+    held: Held | None = None
+
+
+DUPLICATE = Observed(Verdict.DUPLICATE)
+HELD = Observed(Verdict.HELD)
+REPLAY = Observed(Verdict.REPLAY)
+MIC_REQUIRED = Observed(Verdict.MIC_REQUIRED)
+DEVICE_LIMIT = Observed(Verdict.DEVICE_LIMIT)
 
 
 @dataclass(slots=True)
@@ -101,7 +139,7 @@ class Device:
     cand_at: float = 0.0  # its arrival time
     cand_data: bytes = b""  # its payload, stored once confirmed
     cand_source: str = ""
-    restart: bool = False  # an operator reset: the next reading starts a new epoch
+    restart: bool = False  # an operator reset: the next two consecutive readings start an epoch
 
 
 class Tracker:
@@ -113,15 +151,15 @@ class Tracker:
         max_devices: int = DEFAULT_MAX_DEVICES,
         keyed: set[int] | None = None,
     ) -> None:
-        if window < 1:
-            raise ValueError("window must be at least 1")
+        if not 1 <= window <= MAX_WINDOW:
+            raise ValueError(f"window must be 1 to {MAX_WINDOW}")
         self.window = window
         self.mask = (1 << (window + 1)) - 1
         self.max_devices = max_devices
         self.keyed: set[int] = keyed if keyed is not None else set()
         self.devices: dict[int, Device] = {}
         self.dirty: set[int] = set()  # devices changed since the store last saved them
-        self.confirmed: list[Confirmed] = []  # candidates confirmed since the caller took them
+        self._ok_by_epoch: dict[int, Observed] = {}  # Observed(STORED, epoch) by epoch, made once
         self.discarded = 0  # candidates discarded since begin() (the `jump` reason)
         # Undo log of one batch (begin/rollback): device -> its state before, None if new.
         self._undo: dict[int, Device | None] | None = None
@@ -146,7 +184,6 @@ class Tracker:
         """Start recording what observe() changes, so rollback() can undo it."""
         self._undo = {}
         self.discarded = 0
-        self.confirmed.clear()
 
     def rollback(self) -> None:
         """Undo everything since begin() (the store refused the batch)."""
@@ -161,7 +198,6 @@ class Tracker:
                 self.devices[k] = old
         self.dirty.update(k for k in self._taken if k in self.devices)
         self.discarded = 0
-        self.confirmed.clear()
 
     def _touch(self, device: int, d: Device | None) -> None:
         undo = self._undo
@@ -179,8 +215,8 @@ class Tracker:
         mic: bool,
         data: bytes = b"",
         source: str = "",
-    ) -> int:
-        """The epoch to store a reading of device with seq under, or a negative verdict.
+    ) -> Observed:
+        """The verdict on a reading of device with seq (STORED: with its epoch).
 
         mic: the frame carried a valid MIC. data and source are the frame's payload and
         where it came from, kept when the frame is held as a candidate.
@@ -209,15 +245,24 @@ class Tracker:
                 seen_window=self.window,
             )
             self.dirty.add(device)
-            return 0
+            return self._ok(0)
         undo = self._undo
         if undo is not None and device not in undo:
             undo[device] = copy.copy(d)
         self.dirty.add(device)
-        if d.restart or (mic and d.auth != AUTH_MIC):
-            # An operator reset, or the first valid MIC of a device known only from CRC
-            # frames (which anyone can forge): a new epoch here, judged by nothing before.
-            d.restart = False
+        if d.restart:
+            # An operator reset: two consecutive frames set the position, never one (a single
+            # recorded old frame replayed first would take it, and the real counter after it
+            # would be refused as replays). The first is held, the next close after it confirms.
+            c = d.cand_seq
+            if c >= 0 and c < seq <= c + CONFIRM_GAP:
+                d.restart = False
+                d.auth = AUTH_MIC if mic else d.auth
+                return self._confirm(d, template, seq, now, reboot=False)
+            return self._jump(d, template, seq, now, data, source)
+        if mic and d.auth != AUTH_MIC:
+            # The first valid MIC of a device known only from CRC frames (which anyone can
+            # forge): a new epoch here, judged by nothing before.
             d.auth = AUTH_MIC if mic else d.auth
             self._new_epoch(d, seq, seq, now, 1)
             self._drop_candidate(d)
@@ -227,11 +272,12 @@ class Tracker:
             return self._confirm(d, template, seq, now)
         step = seq - d.highest
         if step > 0:
-            if step > MAX_GAP:
+            # A CRC frame proves nothing: past the window ahead, as below it, it waits for a
+            # second one (one forged frame at seq + 16,000 added 16,000 to lost, and made the
+            # device's real next frames a confirmed backward jump: a reboot each time).
+            if step > (MAX_GAP if d.auth == AUTH_MIC else self.window):
                 return self._jump(d, template, seq, now, data, source)
-            d.lost += step - 1
-            d.seen = ((d.seen << step) | 1) & self.mask if step <= self.window else 1
-            d.highest = seq
+            self._advance(d, step)
         elif step == 0:
             d.duplicates += 1
             return DUPLICATE
@@ -257,11 +303,23 @@ class Tracker:
             self._drop_candidate(d)
         return self._stored(d, template, now)
 
-    def _stored(self, d: Device, template: int, now: float) -> int:
+    def _advance(self, d: Device, step: int) -> None:
+        """The highest seq moves up by step; the seqs it skips are lost."""
+        d.lost += step - 1
+        d.seen = ((d.seen << step) | 1) & self.mask if step <= self.window else 1
+        d.highest += step
+
+    def _stored(self, d: Device, template: int, now: float) -> Observed:
         d.received += 1
         d.template = template
         d.last_seen = now
-        return d.epoch
+        return self._ok_by_epoch.get(d.epoch) or self._ok(d.epoch)
+
+    def _ok(self, epoch: int) -> Observed:
+        ok = self._ok_by_epoch.get(epoch)
+        if ok is None:
+            ok = self._ok_by_epoch[epoch] = Observed(Verdict.STORED, epoch)
+        return ok
 
     def _new_epoch(self, d: Device, low: int, high: int, at: float, seen: int) -> None:
         d.epoch += 1
@@ -277,7 +335,7 @@ class Tracker:
 
     def _jump(
         self, d: Device, template: int, seq: int, now: float, data: bytes, source: str
-    ) -> int:
+    ) -> Observed:
         """A far step: hold it as the device's candidate (any candidate before is dropped)."""
         if d.cand_seq == seq:
             d.duplicates += 1
@@ -286,20 +344,33 @@ class Tracker:
         d.cand_seq, d.cand_at, d.cand_data, d.cand_source = seq, now, data, source
         return HELD
 
-    def _confirm(self, d: Device, template: int, seq: int, now: float) -> int:
-        """seq confirms the candidate: a new epoch from it, and both frames are stored."""
+    def _confirm(
+        self, d: Device, template: int, seq: int, now: float, reboot: bool = True
+    ) -> Observed:
+        """seq confirms the candidate: a new epoch from it, and both frames are stored.
+        reboot: count it as one (not after an operator's reset)."""
         c = d.cand_seq
         gap = seq - c
-        self.confirmed.append((d.cand_data, d.cand_at, d.cand_source, d.epoch + 1))
+        if reboot and d.highest < c <= d.highest + MAX_GAP:
+            # A step forward within the maximum gap, now confirmed: the same epoch goes on,
+            # and the seqs it skipped are lost (an outage longer than the window).
+            held = Held(d.cand_data, d.cand_at, d.cand_source, d.epoch)
+            self._advance(d, c - d.highest)
+            self._advance(d, gap)
+            d.received += 1  # the candidate; _stored counts this frame
+            d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
+            return Observed(Verdict.STORED, self._stored(d, template, now).epoch, held)
+        held = Held(d.cand_data, d.cand_at, d.cand_source, d.epoch + 1)
         self._new_epoch(d, c, seq, d.cand_at, (1 | (1 << gap)) if gap <= self.window else 1)
-        d.reboots += 1
+        d.reboots += reboot
         d.lost += gap - 1
         d.received += 1  # the candidate; _stored counts this frame
         d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
-        return self._stored(d, template, now)
+        return Observed(Verdict.STORED, self._stored(d, template, now).epoch, held)
 
     def reset(self, device: int) -> bool:
-        """An operator's reset: the device's next reading starts a new epoch. False: unknown."""
+        """An operator's reset: the device's next two consecutive readings start a new epoch.
+        False: unknown."""
         d = self.devices.get(device)
         if d is None:
             return False

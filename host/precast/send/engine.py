@@ -18,6 +18,7 @@ Every run ends with a summary on stdout whose last line is a contract:
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 import time
@@ -249,4 +250,23 @@ def print_summary(transport: Transport, stats: Stats, extra: Iterable[str] = ())
     print(transport.description)
     for line in [*stats.notes, *extra]:
         print(line)
+    e = transport.last_error
+    if stats.errors and e is not None:
+        name = errno.errorcode.get(e.errno or 0, "error")
+        print(f"last error: {name} ({e.strerror or e}){_HINTS.get(e.errno or 0, '')}")
     print(stats.summary(), flush=True)
+
+
+# What a refused send most often means, as mosquitto_pub and ping say it.
+_HINTS = {
+    errno.ECONNREFUSED: ": nothing is listening at that address and port",
+    errno.ENETUNREACH: ": no route to that network",
+    errno.EHOSTUNREACH: ": that host does not answer (no route or no ARP reply)",
+}
+
+
+def exit_status(stats: Stats) -> int:
+    """A run's exit status: 130 interrupted, 1 when any frame could not be sent, else 0."""
+    if "interrupted" in stats.notes:
+        return 130
+    return 1 if stats.errors else 0

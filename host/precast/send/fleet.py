@@ -38,6 +38,7 @@ import numpy.typing as npt
 from precast.args import examples
 from precast.errors import UsageError
 from precast.send.batch import BatchPatcher
+from precast.send.outage import Backlogs, add_outage_args, check_outage, frame_room
 from precast.wire.checks import fold, ones_sum, udp_final
 from precast.wire.constants import OFF_DEVICE, PAYLOAD_OFFSET, UDP_CSUM_OFFSET, VARIABLE_FROM
 from precast.wire.layout import Layout, compile_template
@@ -273,6 +274,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from precast.send.engine import (
         Progress,
+        exit_status,
         print_summary,
         pump,
         stop_on_sigterm,
@@ -304,17 +306,27 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     batch = args.batch
     if args.rate > 0:
         batch = max(args.devices, min(batch, int(args.rate * CHUNK_S)))
+    check_outage(args)
     stop_on_sigterm()
-    transport = transport_from_args(args, max(lay.frame_len for lay in layouts))
+    transport = transport_from_args(args, frame_room(max(lay.frame_len for lay in layouts), args))
+    backlogs = None
     try:
-        chunks = fleet_frames(fleet, faults, rounds, interval, batch, deadline)
+        chunks: Iterator[Any] = fleet_frames(fleet, faults, rounds, interval, batch, deadline)
+        if args.outage is not None:
+            backlogs = Backlogs(args.outage, args.backlog, 1 / args.rate, layouts, args.key)
+            chunks = backlogs.frames(chunks)
         total = rounds * args.devices if rounds else None
         progress = Progress(total, f"{args.devices} devices", enabled=not args.no_progress)
-        stats = pump(transport, chunks, args.rate, total, progress)
+        # With an outage the backlog paces the readings itself (outage.py): no second pacer.
+        rate = 0.0 if backlogs is not None else args.rate
+        stats = pump(transport, chunks, rate, total, progress)
     finally:
         transport.close()
-    print_summary(transport, stats, [f"{fleet.describe()}, seed {seed}", faults.summary()])
-    return 130 if "interrupted" in stats.notes else 0
+    extra = [f"{fleet.describe()}, seed {seed}", faults.summary()]
+    if backlogs is not None:
+        extra.append(backlogs.counts.summary(backlogs.waiting()))
+    print_summary(transport, stats, extra)
+    return exit_status(stats)
 
 
 def register(sub: Any) -> None:
@@ -371,5 +383,6 @@ def register(sub: Any) -> None:
     s.add_argument("--key", type=key_arg, help="AES-128 key of every device (cmac templates)")
     s.add_argument("--batch", type=int, default=1024, help="frames made per batch")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_outage_args(s)
     add_transport_args(s)
     s.set_defaults(func=cmd_simulate)

@@ -16,11 +16,13 @@ from precast.errors import UsageError
 from precast.send.engine import (
     Progress,
     add_transport_args,
+    exit_status,
     print_summary,
     pump,
     stop_on_sigterm,
     transport_from_args,
 )
+from precast.send.outage import Backlogs, add_outage_args, check_outage, frame_room
 from precast.send.transports import FrameRows
 from precast.wire.codec import raw_values
 from precast.wire.layout import Layout, pick_layout
@@ -66,23 +68,33 @@ def cmd_send(args: argparse.Namespace) -> int:
     raws = raw_values(lay, parse_assignments(args.values))
     if args.batch < 1:
         raise UsageError("--batch must be at least 1")
+    check_outage(args)
     stop_on_sigterm()
-    transport = transport_from_args(args, lay.frame_len)
+    transport = transport_from_args(args, frame_room(lay.frame_len, args))
+    backlogs = None
     try:
-        batches = reading_batches(
+        batches: Iterator[FrameRows] = reading_batches(
             lay, args.device, args.seq, raws, args.count, args.batch, args.key
         )
+        if args.outage is not None:
+            backlogs = Backlogs(args.outage, args.backlog, 1 / args.rate, [lay], args.key)
+            batches = backlogs.frames(batches)
         progress = Progress(
             args.count or None,
             f"{lay.template.name} device {args.device}",
             enabled=not args.no_progress,
         )
-        stats = pump(transport, batches, args.rate, args.count or None, progress)
+        # With an outage the backlog paces the readings itself (outage.py): no second pacer.
+        rate = 0.0 if backlogs is not None else args.rate
+        stats = pump(transport, batches, rate, args.count or None, progress)
     finally:
         transport.close()
     note = getattr(transport, "ring_note", "")
-    print_summary(transport, stats, [note] if note else [])
-    return 130 if "interrupted" in stats.notes else 0
+    extra = [note] if note else []
+    if backlogs is not None:
+        extra.append(backlogs.counts.summary(backlogs.waiting()))
+    print_summary(transport, stats, extra)
+    return exit_status(stats)
 
 
 def register(sub: Any) -> None:
@@ -97,6 +109,8 @@ def register(sub: Any) -> None:
             "precast send templates/env-node.toml --device 7 --udp 127.0.0.1:20547 --count 100 "
             "--rate 10 temperature=21.5 humidity=40 pressure=101325 battery=3300",
             "precast send templates/minimal.toml --device 1 --pcap minimal.pcap --count 10 value=5",
+            "precast send templates/minimal.toml --device 1 --udp 127.0.0.1:20547 --count 50 "
+            "--rate 10 --outage 1:2 value=5",
         ),
     )
     add_template_args(s)
@@ -115,6 +129,7 @@ def register(sub: Any) -> None:
     )
     s.add_argument("--batch", type=int, default=1024, help="frames patched and sent per batch")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_outage_args(s)
     add_transport_args(s)
     s.add_argument("values", nargs="*", metavar="NAME=VALUE", help="field values in units")
     s.set_defaults(func=cmd_send, intermixed="values")

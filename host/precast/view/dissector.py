@@ -9,11 +9,14 @@ as a heuristic dissector on UDP: a datagram whose first bytes are magic
 Fields (display filters): precast.magic, precast.version, precast.flags,
 precast.template (the id, its name beside it), precast.device, precast.seq,
 precast.field.<name> (the value in units, a double; the raw integer and the
-unit are in the tree as precast.raw and precast.unit), precast.check and,
-for CRC-16 templates, precast.check_ok. A field in units is computed as
-codec.to_units does (docs/PROTOCOL.md: raw * scale + offset, rounded to the
-scale's decimals; an f32 field is its value, shown as the shortest decimal
-that names the same float32), so tshark shows what `precast decode` does.
+unit are in the tree as precast.raw and precast.unit), precast.check and, for
+CRC-16 templates, precast.check_ok. A delayed frame (flag bit 1) has
+precast.age (milliseconds from taking to sending) and precast.taken_at (the
+capture time minus the age, generated), and "taken at" in the info column. A
+field in units is computed as codec.to_units does (docs/PROTOCOL.md: raw *
+scale + offset, rounded to the scale's decimals; an f32 field is its value,
+shown as the shortest decimal that names the same float32), so tshark shows
+what `precast decode` does.
 
 Expert info: a wrong CRC (checksum, error); a datagram too short, or not
 of its template's length (malformed, error); bad magic or version, reserved
@@ -123,7 +126,7 @@ def _template_entry(layout: Layout) -> str:
 _LUA_BODY = r"""
 -- Everything below reads the TEMPLATES table above; nothing in it depends on a template.
 
-local MAGIC, VERSION, FLAG_MIC, HEADER_LEN = 0x50, 1, 0x01, 12
+local MAGIC, VERSION, FLAG_MIC, HEADER_LEN, AGE_LEN = 0x50, 1, 0x01, 12, 4
 
 local bxor
 if bit32 then
@@ -165,6 +168,8 @@ local pf = {
   template = ProtoField.uint16("precast.template", "Template", base.DEC, names),
   device = ProtoField.uint32("precast.device", "Device", base.DEC),
   seq = ProtoField.uint32("precast.seq", "Sequence number", base.DEC),
+  age = ProtoField.uint32("precast.age", "Age (ms from taking to sending)", base.DEC),
+  taken_at = ProtoField.absolute_time("precast.taken_at", "Taken at", base.UTC),
   raw = ProtoField.int64("precast.raw", "Raw value", base.DEC),
   unit = ProtoField.string("precast.unit", "Unit"),
   crc = ProtoField.uint16("precast.check", "Check (CRC-16)", base.HEX),
@@ -262,7 +267,9 @@ local function dissect(tvb, pinfo, tree)
   local vf = tvb:range(1, 1):uint()
   root:add(pf.version, tvb:range(1, 1))
   local flags_item = root:add(pf.flags, tvb:range(1, 1))
+  local delayed = math.floor(vf / 2) % 2 == 1
   if vf % 2 == 1 then flags_item:append_text(" (MIC)") end
+  if delayed then flags_item:append_text(" (delayed)") end
   local id = tvb:range(2, 2):uint()
   local titem = root:add(pf.template, tvb:range(2, 2))
   if magic ~= MAGIC then
@@ -272,9 +279,9 @@ local function dissect(tvb, pinfo, tree)
     root:add_proto_expert_info(ex.version,
       string.format("Version %d, this dissector knows 1", math.floor(vf / 16)))
   end
-  if math.floor((vf % 16) / 2) ~= 0 then
+  if math.floor((vf % 16) / 4) ~= 0 then
     flags_item:add_proto_expert_info(ex.flags,
-      string.format("Reserved flag bits 0x%x set", vf % 16 - vf % 2))
+      string.format("Reserved flag bits 0x%x set", vf % 16 - vf % 4))
   end
   local t = TEMPLATES[id]
   if t == nil then
@@ -302,9 +309,13 @@ local function dissect(tvb, pinfo, tree)
     flags_item:add_proto_expert_info(ex.kind,
       string.format("Template %s uses %s", t.name, t.check))
   end
-  if n ~= t.plen then
+  -- A delayed frame: the age sits where the live frame's check does, the check 4 bytes on.
+  local plen, c = t.plen, t.check_off
+  if delayed then plen, c = t.plen + AGE_LEN, t.check_off + AGE_LEN end
+  if n ~= plen then
     root:add_proto_expert_info(ex.length,
-      string.format("%d bytes, template %s (%d) needs %d", n, t.name, id, t.plen))
+      string.format("%d bytes, template %s (%d)%s needs %d", n, t.name, id,
+        delayed and " delayed" or "", plen))
   end
   if tvb:reported_len() > n then
     root:add_proto_expert_info(ex.length,
@@ -321,7 +332,17 @@ local function dissect(tvb, pinfo, tree)
     end
     if f.unit ~= "" then item:add(pf.unit, f.unit):set_generated() end
   end
-  local c = t.check_off
+  if delayed and t.check_off + AGE_LEN <= n then
+    local age = tvb:range(t.check_off, AGE_LEN):uint()
+    local item = root:add(pf.age, tvb:range(t.check_off, AGE_LEN))
+    item:append_text(string.format(" (%.3f s)", age / 1000))
+    -- the capture's clock minus the age, to the millisecond
+    local ms = math.floor(pinfo.abs_ts * 1000 + 0.5) - age
+    local secs = math.floor(ms / 1000)
+    root:add(pf.taken_at, NSTime.new(secs, (ms - secs * 1000) * 1000000)):set_generated()
+    info = info .. string.format(" delayed %.3f s, taken at %s.%03d UTC", age / 1000,
+      os.date("!%Y-%m-%d %H:%M:%S", secs), ms - secs * 1000)
+  end
   if t.mic then
     if c + t.check_len <= n then
       local item = root:add(pf.mic, tvb:range(c, t.check_len))
@@ -330,7 +351,7 @@ local function dissect(tvb, pinfo, tree)
     pinfo.cols.info:set("precast " .. info .. " (MIC not verified)")
   else
     local good = false
-    if n == t.plen then
+    if n == plen then
       local want = crc16(tvb, c)
       local got = tvb:range(c, 2):uint()
       good = want == got

@@ -25,13 +25,13 @@ crc16: Callable[[bytes | bytearray | memoryview], int] = crcmod.predefined.mkCrc
 
 def parse_key(text: str) -> bytes:
     """A 16-byte AES key from 32 hex digits, or a PrecastError saying what is wrong."""
-    try:
-        key = bytes.fromhex(text.strip())
-    except ValueError:
-        raise PrecastError(f"key: not hex: {text!r}") from None
-    if len(key) != 16:
-        raise PrecastError(f"key: must be 16 bytes (32 hex digits), got {len(key)} bytes")
-    return key
+    digits = text.strip()
+    bad = [c for c in digits if c not in "0123456789abcdefABCDEF"]
+    if bad:
+        raise PrecastError(f"key: {bad[0]!r} is not a hex digit (need 32 hex digits)")
+    if len(digits) != 32:
+        raise PrecastError(f"key: {len(digits)} hex digits, need 32 (an AES-128 key)")
+    return bytes.fromhex(digits)
 
 
 def cmac(key: bytes, data: bytes | bytearray | memoryview, length: int = 16) -> bytes:

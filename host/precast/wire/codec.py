@@ -4,6 +4,10 @@ Encoding patches a copy of the compiled frame: device, seq, the fields, the
 check, and the UDP checksum (the template's partial sum plus the sum of
 the payload's variable bytes, RFC 1624). Nothing else changes.
 
+A delayed frame (flag bit 1) is the template's second frame, Layout.late:
+the same fields, then a u32 age in milliseconds from taking to sending, then
+the check over both; `age_ms` makes one, and a decoded one carries it.
+
 Decoding takes a whole Ethernet frame or a bare UDP payload, checks it in
 docs/PROTOCOL.md's order and returns a Reading or a Rejected reason. It never
 raises on bad bytes: bad input is data, not an accident.
@@ -19,13 +23,17 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from precast.errors import EncodeError
-from precast.wire.checks import cmac, crc16, ones_sum, udp_final
+from precast.wire.checks import checksum, cmac, crc16, ones_sum, udp_final
 from precast.wire.constants import (
     CHECK_KIND,
     CRC,
+    FLAG_DELAYED,
     FLAG_MIC,
     FLAGS_BAD,
+    FLAGS_RESERVED,
     HEADER_LEN,
+    IP_CSUM_OFFSET,
+    IP_OFFSET,
     LENGTH,
     MAGIC,
     MAGIC_BAD,
@@ -35,7 +43,10 @@ from precast.wire.constants import (
     OFF_SEQ,
     PAYLOAD_OFFSET,
     SHORT,
+    U32_MAX,
     UDP_CSUM_OFFSET,
+    UDP_LEN_OFFSET,
+    UDP_OFFSET,
     UNKNOWN_TEMPLATE,
     VARIABLE_FROM,
     VERSION,
@@ -71,22 +82,30 @@ class Reading:
     device: int
     seq: int
     raw: tuple[int | float, ...]
+    age_ms: int | None = None  # a delayed frame's age: ms from taking to sending
 
     @property
     def template(self) -> int:
         return self.layout.template.id
 
     @property
+    def delayed(self) -> bool:
+        return self.age_ms is not None
+
+    @property
     def fields(self) -> dict[str, int | float]:
         return {s.name: to_units(s, r) for s, r in zip(self.layout.fields, self.raw, strict=True)}
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "template": self.template,
             "device": self.device,
             "seq": self.seq,
             "fields": self.fields,
         }
+        if self.age_ms is not None:
+            doc["age_ms"] = self.age_ms
+        return doc
 
 
 def nearest_f32(d: Decimal) -> float:
@@ -199,6 +218,13 @@ def _check_ids(device: int, seq: int) -> None:
         raise EncodeError(f"seq {seq} is out of range 0..4294967295")
 
 
+def age_of(ms: int | float) -> int:
+    """An age on the wire: whole milliseconds, saturating at 0xFFFFFFFF (docs/PROTOCOL.md)."""
+    if ms < 0:
+        raise EncodeError(f"age {ms} ms is negative: a reading is sent after it is taken")
+    return min(int(ms), U32_MAX)
+
+
 def patch(
     layout: Layout,
     frame: bytearray,
@@ -206,8 +232,12 @@ def patch(
     seq: int,
     raw: Iterable[int | float],
     key: bytes | None = None,
+    age_ms: int = 0,
 ) -> None:
-    """Patch a copy of layout.frame in place: device, seq, fields, check, UDP checksum."""
+    """Patch a copy of layout.frame in place: device, seq, fields, age, check, UDP checksum.
+
+    The age (a u32, already saturated) is written only in a delayed layout's frame.
+    """
     p = PAYLOAD_OFFSET
     _U32.pack_into(frame, p + OFF_DEVICE, device)
     _U32.pack_into(frame, p + OFF_SEQ, seq)
@@ -215,6 +245,8 @@ def patch(
         struct.pack_into(layout.fields_fmt, frame, p + HEADER_LEN, *raw)
     except struct.error as e:
         raise EncodeError(f"cannot pack fields {layout.fields_fmt!r}: {e}") from None
+    if layout.delayed:
+        _U32.pack_into(frame, p + layout.age_offset, age_ms)
     c = p + layout.check_offset
     body = memoryview(frame)[p:c]
     if layout.template.mic:
@@ -232,20 +264,69 @@ def patch(
 
 
 def encode_raw(
-    layout: Layout, raw: Iterable[int | float], device: int, seq: int, key: bytes | None = None
+    layout: Layout,
+    raw: Iterable[int | float],
+    device: int,
+    seq: int,
+    key: bytes | None = None,
+    age_ms: int | float | None = None,
 ) -> bytes:
-    """The whole frame for raw field values."""
+    """The whole frame for raw field values; with `age_ms`, the delayed frame."""
     _check_ids(device, seq)
+    if age_ms is not None:
+        layout = layout.late
+    elif layout.delayed:
+        raise EncodeError("a delayed frame needs its age (age_ms)")
     frame = bytearray(layout.frame)
-    patch(layout, frame, device, seq, raw, key)
+    patch(layout, frame, device, seq, raw, key, 0 if age_ms is None else age_of(age_ms))
     return bytes(frame)
 
 
 def encode(
-    layout: Layout, values: Mapping[str, object], device: int, seq: int, key: bytes | None = None
+    layout: Layout,
+    values: Mapping[str, object],
+    device: int,
+    seq: int,
+    key: bytes | None = None,
+    age_ms: int | float | None = None,
 ) -> bytes:
-    """The whole frame for {name: value in units}."""
-    return encode_raw(layout, raw_values(layout, values), device, seq, key)
+    """The whole frame for {name: value in units}; with `age_ms`, the delayed frame."""
+    return encode_raw(layout, raw_values(layout, values), device, seq, key, age_ms)
+
+
+def delay(
+    layout: Layout, frame: bytes | bytearray | memoryview, age_ms: int | float, key: bytes | None
+) -> bytes:
+    """A live frame of layout's template made its delayed frame: flag bit 1, the age, new checks.
+
+    Its own addresses are kept (a fleet's devices differ in them): the IPv4 and UDP
+    lengths grow by the age's 4 bytes and both checksums are computed again.
+    """
+    live = layout.live
+    p = PAYLOAD_OFFSET
+    c = p + live.check_offset
+    if len(frame) != p + live.payload_len:
+        raise EncodeError(f"{len(frame)} bytes: not a live frame of template {live.id}")
+    out = bytearray(frame[:c])
+    out[p + 1] |= FLAG_DELAYED
+    out += _U32.pack(age_of(age_ms))
+    body = memoryview(out)[p:]
+    if live.template.mic:
+        if key is None:
+            raise EncodeError(f"template {live.template.name!r}: a key is needed for its MIC")
+        check = cmac(key, body, live.check_len)
+    else:
+        check = _U16.pack(crc16(body))
+    body.release()
+    out += check
+    _U16.pack_into(out, IP_OFFSET + 2, len(out) - IP_OFFSET)  # total length
+    _U16.pack_into(out, IP_CSUM_OFFSET, 0)
+    _U16.pack_into(out, IP_CSUM_OFFSET, checksum(out[IP_OFFSET:UDP_OFFSET]))
+    _U16.pack_into(out, UDP_LEN_OFFSET, len(out) - UDP_OFFSET)
+    _U16.pack_into(out, UDP_CSUM_OFFSET, 0)
+    pseudo = out[IP_OFFSET + 12 : UDP_OFFSET] + struct.pack(">BBH", 0, 17, len(out) - UDP_OFFSET)
+    _U16.pack_into(out, UDP_CSUM_OFFSET, udp_final(ones_sum(pseudo) + ones_sum(out[UDP_OFFSET:])))
+    return bytes(out)
 
 
 def payload_of(data: bytes | bytearray | memoryview) -> memoryview:
@@ -295,7 +376,7 @@ class Codec:
             return Rejected(MAGIC_BAD, f"0x{magic:02x}")
         if vf >> 4 != VERSION:
             return Rejected(VERSION_BAD, str(vf >> 4))
-        if vf & 0x0E:
+        if vf & FLAGS_RESERVED:
             return Rejected(FLAGS_BAD, f"0x{vf & 0x0F:x}")
         lay = self.layouts.get(tid)
         if lay is None:
@@ -303,8 +384,13 @@ class Codec:
         mic = bool(vf & FLAG_MIC)
         if mic != lay.template.mic:
             return Rejected(CHECK_KIND, f"template {tid} uses {lay.template.check}")
+        delayed = bool(vf & FLAG_DELAYED)
+        live = lay
+        if delayed:
+            lay = lay.late
         if n != lay.payload_len:
-            return Rejected(LENGTH, f"{n} bytes, template {tid} needs {lay.payload_len}")
+            kind = " delayed" if delayed else ""
+            return Rejected(LENGTH, f"{n} bytes, template {tid}{kind} needs {lay.payload_len}")
         c = lay.check_offset
         vals = struct.unpack_from(lay.body_fmt, m)
         device, seq = vals[3], vals[4]
@@ -316,4 +402,6 @@ class Codec:
                 return Rejected(MIC)
         elif crc16(m[:c]) != _U16.unpack_from(m, c)[0]:
             return Rejected(CRC)
+        if delayed:
+            return Reading(live, device, seq, vals[5:-1], vals[-1])
         return Reading(lay, device, seq, vals[5:])

@@ -30,8 +30,9 @@ DEFAULT_PORT = 20547  # "PC"
 # ---- the payload header --------------------------------------------------------------------
 MAGIC = 0x50  # 'P'
 VERSION = 1  # high nibble of byte 1
-FLAG_MIC = 0x01  # low nibble of byte 1: bit 0 = MIC present; bits 1-3 reserved (0)
-FLAGS_RESERVED = 0x0E
+FLAG_MIC = 0x01  # low nibble of byte 1: bit 0 = MIC present
+FLAG_DELAYED = 0x02  # bit 1 = delayed: a u32 age (ms from taking to sending) before the check
+FLAGS_RESERVED = 0x0C  # bits 2-3 reserved (0)
 OFF_MAGIC = 0
 OFF_VERFLAGS = 1
 OFF_TEMPLATE = 2
@@ -42,6 +43,7 @@ OFF_FIELDS = HEADER_LEN
 # The first payload byte whose value differs per device or reading.
 VARIABLE_FROM = OFF_DEVICE
 U32_MAX = 0xFFFFFFFF
+AGE_LEN = 4  # a delayed frame's age: u32 milliseconds, saturating at U32_MAX
 
 # ---- the check at the end ------------------------------------------------------------------
 CHECKS: dict[str, int] = {"crc16": 2, "cmac4": 4, "cmac8": 8}  # name -> bytes on the wire

@@ -7,6 +7,10 @@ of the payload's variable bytes [4, P) (RFC 1624). The IPv4 header
 checksum never changes: the length is fixed, identification is 0 and DF
 is set (docs/PROTOCOL.md, RFC 6864).
 
+A template has a second frame, its delayed one (`Layout.late`): flag bit 1
+set and a u32 age after the fields, before the check, P + 4 bytes, so its
+IPv4 total length and checksum, UDP length and partial sum are its own.
+
 Frame: Ethernet II (14) | IPv4 without options (20) | UDP (8) | payload (P).
 """
 
@@ -17,12 +21,15 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from precast.errors import UsageError
 from precast.wire.checks import checksum, ones_sum
 from precast.wire.constants import (
+    AGE_LEN,
+    FLAG_DELAYED,
     FLAG_MIC,
     IP_LEN,
     MAGIC,
@@ -71,15 +78,35 @@ class Layout:
     payload_len: int
     fields: tuple[FieldSlot, ...]
     fields_fmt: str  # struct format of the fields alone, ">..."
-    body_fmt: str  # header + fields: ">BBHII..."
+    body_fmt: str  # header + fields (+ age when delayed): ">BBHII..."
     check_offset: int  # in the payload
     check_len: int
     ip_checksum: int
     udp_partial: int  # unfolded sum over pseudo-header, UDP header and payload[0:4]
+    delayed: bool = False  # flag bit 1 set, the age at age_offset
 
     @property
     def id(self) -> int:
         return self.template.id
+
+    @property
+    def age_offset(self) -> int:
+        """Where a delayed frame's age sits in the payload (right before the check)."""
+        return self.check_offset - AGE_LEN if self.delayed else self.check_offset
+
+    @cached_property
+    def late(self) -> Layout:
+        """The template's delayed frame (itself when this one is delayed)."""
+        if self.delayed:
+            return self
+        late = compile_template(self.template, delayed=True)
+        late.__dict__["live"] = self  # the pair knows each other: no third compile
+        return late
+
+    @cached_property
+    def live(self) -> Layout:
+        """The template's live frame (itself when this one is live)."""
+        return compile_template(self.template) if self.delayed else self
 
     @property
     def payload_offset(self) -> int:
@@ -97,6 +124,16 @@ class Layout:
         """The layout as plain JSON types (`precast compile --json`)."""
         t = self.template
         n = t.network
+        late = self.late
+        delayed = {
+            "frame": late.frame.hex(),
+            "frame_length": len(late.frame),
+            "payload_length": late.payload_len,
+            "age_offset": late.age_offset,
+            "check_offset": late.check_offset,
+            "ip_checksum": late.ip_checksum,
+            "udp_partial": late.udp_partial,
+        }
         return {
             "template": t.id,
             "name": t.name,
@@ -112,6 +149,7 @@ class Layout:
             "struct": self.body_fmt,
             "ip_checksum": self.ip_checksum,
             "udp_partial": self.udp_partial,
+            "delayed": delayed,
             "network": {
                 "src_mac": n.src_mac,
                 "dst_mac": n.dst_mac,
@@ -143,21 +181,25 @@ def _mac(s: str) -> bytes:
     return bytes.fromhex(s.replace(":", ""))
 
 
-def compile_template(t: Template) -> Layout:
-    """Compute the whole frame once, with zeroed device, seq, fields and check."""
+def compile_template(t: Template, delayed: bool = False) -> Layout:
+    """Compute the whole frame once, with zeroed device, seq, fields, age and check.
+
+    `delayed`: the template's delayed frame, flag bit 1 set and P + 4 bytes.
+    """
     n = t.network
-    plen = t.payload_len
+    plen = t.payload_len + (AGE_LEN if delayed else 0)
     slots = []
     off = OFF_FIELDS
     for f in t.fields:
         slots.append(FieldSlot(f, off, f.code, max(_decimals(f.scale), _decimals(f.offset))))
         off += f.size
     fields_fmt = ">" + "".join(s.code for s in slots)
-    check_offset = off
+    check_offset = off + (AGE_LEN if delayed else 0)
 
     payload = bytearray(plen)
     payload[OFF_MAGIC] = MAGIC
-    payload[OFF_VERFLAGS] = (VERSION << 4) | (FLAG_MIC if t.mic else 0)
+    flags = (FLAG_MIC if t.mic else 0) | (FLAG_DELAYED if delayed else 0)
+    payload[OFF_VERFLAGS] = (VERSION << 4) | flags
     struct.pack_into(">H", payload, OFF_TEMPLATE, t.id)
 
     src_ip = ipaddress.IPv4Address(n.src_ip).packed
@@ -194,11 +236,12 @@ def compile_template(t: Template) -> Layout:
         payload_len=plen,
         fields=tuple(slots),
         fields_fmt=fields_fmt,
-        body_fmt=">BBHII" + fields_fmt[1:],
+        body_fmt=">BBHII" + fields_fmt[1:] + ("I" if delayed else ""),  # the age last
         check_offset=check_offset,
         check_len=t.check_len,
         ip_checksum=ip_csum,
         udp_partial=partial,
+        delayed=delayed,
     )
 
 

@@ -45,6 +45,7 @@ from typing import Any
 
 from precast.errors import TemplateError
 from precast.wire.constants import (
+    AGE_LEN,
     CHECKS,
     DEFAULT_PORT,
     HEADER_LEN,
@@ -287,9 +288,13 @@ def parse_template(data: Mapping[str, Any], source: str = "<template>") -> Templ
     seen: set[str] = set()
     fields = tuple(_parse_field(src, i, f, seen) for i, f in enumerate(raw_fields))
     t = Template(id=tid, name=name, check=str(check), network=network, fields=fields, source=src)
-    if t.payload_len > MAX_PAYLOAD:
+    # The delayed frame (P + 4, the age) must fit the MTU too.
+    if t.payload_len + AGE_LEN > MAX_PAYLOAD:
         raise TemplateError(
-            src, "field", f"payload is {t.payload_len} bytes, over the {MAX_PAYLOAD}-byte maximum"
+            src,
+            "field",
+            f"payload is {t.payload_len} bytes ({t.payload_len + AGE_LEN} delayed),"
+            f" over the {MAX_PAYLOAD}-byte maximum",
         )
     return t
 

@@ -2,7 +2,9 @@
 
 A valid payload's first four bytes (magic, version/flags, template id) are a
 constant of its template, so one dict lookup finds the template; a CRC-16 over
-the payload and its own big-endian CRC leaves 0, so one call checks it. Whatever
+the payload and its own big-endian CRC leaves 0, so one call checks it. A
+delayed frame (flag bit 1) has a prefix of its own, so it finds its own Spec
+(`delayed`, P + 4 bytes, the age the body's last value). Whatever
 fails there is handed to codec.Codec for its reason, so the reasons, and the
 order they are checked in (docs/PROTOCOL.md), are the codec's.
 tests/test_validator.py holds the two against each other on generated inputs.
@@ -34,17 +36,18 @@ Verdict = tuple[str, "Spec | None", "tuple[Any, ...] | None"]
 
 
 class Spec:
-    """One template as the fast path uses it: prefix, length, check, unpacker."""
+    """One template's frame (live or delayed) as the fast path uses it: prefix, length, check."""
 
     def __init__(self, layout: Layout) -> None:
         t = layout.template
         self.layout = layout
         self.id = t.id
         self.mic = t.mic
+        self.delayed = layout.delayed  # the body ends in the age (ms)
         self.length = layout.payload_len
         self.check_offset = layout.check_offset
         self.check_len = layout.check_len
-        # body: magic, version/flags, template, device, seq, then the fields' raw values
+        # body: magic, version/flags, template, device, seq, the fields' raw values (, age)
         self.unpack = struct.Struct(layout.body_fmt).unpack_from
         self.prefix = layout.payload[:4]  # magic, version/flags, template id
 
@@ -54,7 +57,8 @@ class Validator:
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
-        self.specs = {s.prefix: s for s in map(Spec, codec.layouts.values())}
+        frames = [f for lay in codec.layouts.values() for f in (lay, lay.late)]
+        self.specs = {s.prefix: s for s in map(Spec, frames)}
 
     def check(self, data: bytes) -> Verdict:
         """(reason, spec, body) for one datagram; reason '' when it is valid."""

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, overload
 
 from precast.collect.rows import Row, reading_doc
+from precast.wire.layout import Layout
 
 Doc = dict[str, Any]
 
@@ -55,18 +56,25 @@ class Stored(Sequence[Doc]):
 
 
 class Sink(Protocol):
-    """What the collector needs of a sink."""
+    """What the collector needs of a sink; it knows none by name."""
 
     name: str
 
-    def write(self, docs: Sequence[Doc]) -> None:
-        """Take the readings of one committed batch (a Stored); never raise for an outage."""
+    def write(self, docs: Stored) -> None:
+        """Take the readings of one committed batch; never raise for an outage."""
 
     def tick(self, now: float) -> None:
         """Called about once a second by the storing thread, with or without readings."""
 
+    def set_layouts(self, layouts: Mapping[int, Layout]) -> None:
+        """The templates after a reload (SIGHUP)."""
+
     def stats(self) -> dict[str, int]:
-        """Counters for `precast stats` and /metrics (written, dropped, ...)."""
+        """This run's counts (written, dropped, ...), for tests and status."""
+
+    def counters(self) -> dict[str, int]:
+        """This run's counts the database keeps, by their name in its counters table
+        (`precast stats`, /metrics): e.g. jsonl_drops, mqtt_published."""
 
     def close(self) -> None:
         """Flush and close; called once, after the last write."""

@@ -4,9 +4,11 @@ Never fatal, never a truncated line: a batch goes out in one append, and when
 the write fails (a full disk, an I/O error) the file is cut back to where the
 batch began, its lines are counted as dropped (`jsonl` drops in stats and
 metrics), and the outage is logged once, with its cause, and once more when
-writing works again (a disk that flaps near full: at most once a minute). A
+writing works again, with the lines dropped during it and in all (a disk that
+flaps near full: at most once a minute, and at close whatever was not said). A
 file whose last line a crash cut short is cut back to its last whole line
-when the collector opens it. Created 0640 (less with a stricter umask).
+when the collector opens it. Created 0640 (less with a stricter umask), never
+through a symbolic link (files.py).
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from precast.collect.files import open_append
 from precast.collect.sinks import Doc
+from precast.wire.layout import Layout
 
 log = logging.getLogger("precast.collect")
 
@@ -54,15 +58,16 @@ class JsonlSink:
         self.written = 0
         self.dropped = 0
         self._failing: str | None = None  # the cause of the outage going on
-        self._dropped_at_failure = 0
-        self._logged = -1e9  # monotonic time the last outage was logged
-        self._announced = False
+        self._logged = -1e9  # monotonic time an outage's start was last logged
+        self._told = 0  # self.dropped when the log last said how many lines were dropped
+        self._told_at = -1e9  # monotonic time it said so
+        self._cause = ""  # the cause of the drops not told yet
         if path == "-":
             self._fd = 1
             self._file = False
         else:
             try:
-                self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+                self._fd = open_append("--jsonl", path, read=True)
             except OSError as e:
                 from precast.errors import UsageError
 
@@ -91,7 +96,7 @@ class JsonlSink:
             self.dropped += len(docs)
             cause = e.strerror or str(e)
             if self._failing is None:
-                self._failing = cause
+                self._failing = self._cause = cause
                 now = time.monotonic()
                 if now - self._logged >= LOG_EVERY:
                     log.error(
@@ -101,28 +106,46 @@ class JsonlSink:
                         cause,
                     )
                     self._logged = now
-                    self._announced = True
-                    self._dropped_at_failure = self.dropped - len(docs)
             return
         self.written += len(docs)
         if self._failing is not None:
-            if self._announced:
-                log.warning(
-                    "--jsonl %s: writing again; %d lines were dropped (%s)",
-                    self.path,
-                    self.dropped - self._dropped_at_failure,
-                    self._failing,
-                )
-                self._announced = False
             self._failing = None
+            self._tell()
+
+    def _tell(self, force: bool = False) -> None:
+        """Say how many lines were dropped since the log last said so, and in all: at once
+        when an outage ends, then at most once a minute (a disk that flaps near full), and
+        at close whatever was not said yet."""
+        now = time.monotonic()
+        if self.dropped == self._told or not (force or now - self._told_at >= LOG_EVERY):
+            return
+        log.warning(
+            "--jsonl %s: %s; %d lines were dropped during the outage (%s), %d in all "
+            "since the collector started",
+            self.path,
+            "closing while it cannot be written" if self._failing else "writing again",
+            self.dropped - self._told,
+            self._cause,
+            self.dropped,
+        )
+        self._told = self.dropped
+        self._told_at = now
 
     def tick(self, now: float) -> None:
-        pass
+        if self._failing is None:
+            self._tell()
+
+    def set_layouts(self, layouts: Mapping[int, Layout]) -> None:
+        pass  # a reading's JSON object names its fields itself
 
     def stats(self) -> dict[str, int]:
         return {"written": self.written, "dropped": self.dropped}
 
+    def counters(self) -> dict[str, int]:
+        return {"jsonl_drops": self.dropped}
+
     def close(self) -> None:
+        self._tell(force=True)
         if self._file:
             try:
                 os.close(self._fd)

@@ -546,8 +546,12 @@ class MqttSink:
         """The templates after a reload (SIGHUP)."""
         self.layouts = dict(layouts)
 
+    def counters(self) -> dict[str, int]:
+        """Persisted, so `precast stats` and /metrics show them."""
+        return {"mqtt_published": self.published, "mqtt_dropped": self.dropped}
+
     def stats(self) -> dict[str, int]:
-        """Counts for `precast stats` and the metrics."""
+        """Counts for the tests and the collector's status."""
         return {
             "published": self.published,
             "dropped": self.dropped,

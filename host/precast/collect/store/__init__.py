@@ -2,7 +2,7 @@
 
 A backend is picked by the --db value (`open_store`): a path is an SQLite file
 (sqlite.py, the default); a `postgresql://` or `postgres://` URL goes to
-postgres.py, a SharedStore: several collectors may write one such database. Every backend
+postgres.py: several collectors may write one such database. Every backend
 keeps the same tables (readings_<id>, devices, rejects, counters, templates and a
 `readings` view) and writes one batch in one transaction, so its counters never
 disagree with its rows.
@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from precast.collect.dburl import is_postgres, redact
+from precast.collect.ingest import Commit
 from precast.collect.tracker import Device
 from precast.errors import PrecastError, UsageError
 from precast.wire.layout import Layout
@@ -32,8 +33,20 @@ class StoreError(PrecastError):
         self.full = full
 
 
+# A batch's commit, built by the collector once the store holds the books it needs:
+# build(fresh) gets the books of touched devices another collector moved on (None: it has
+# none any more), takes them into its tracker, and returns what to write.
+Build = Callable[[dict[int, Device | None]], Commit]
+
+
 class Store(Protocol):
-    """What the collector needs of a database."""
+    """What the collector needs of a database; every backend implements all of it."""
+
+    transient: tuple[type[BaseException], ...]  # what a write raises worth retrying
+    deadline: float | None  # monotonic; a stopping collector stops retrying then
+    # The books live in the database, other collectors may move them (PostgreSQL): an
+    # operator's reset is applied there, not only in this collector's tracker.
+    books_shared: bool
 
     def ensure_templates(self, layouts: Iterable[Layout]) -> None:
         """A readings table per template (new field columns added), and the readings view."""
@@ -44,6 +57,15 @@ class Store(Protocol):
     def load_counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """(rejects by reason, counters by name) saved by earlier runs."""
 
+    def commit(self, touched: Collection[int], build: Build) -> int:
+        """One batch in one transaction: the readings stored.
+
+        PostgreSQL locks the books of `touched` and hands build() those another
+        collector moved on; SQLite (one writer) ignores touched and hands it none.
+        The Commit's rows, devices, reject counts (added) and counters (totals) are
+        written all or nothing; a failure raises one of `transient` or StoreError.
+        """
+
     def write(
         self,
         rows: Mapping[int, Sequence[Row]],
@@ -51,10 +73,8 @@ class Store(Protocol):
         rejects: Mapping[str, int],
         counters: Mapping[str, int],
     ) -> None:
-        """One transaction: readings by template id, changed devices, totals by name.
-
-        A failure raises StoreError and leaves nothing of the batch written.
-        """
+        """One transaction of readings, books and totals (rejects as totals), no locking:
+        for tools and tests that write books directly. Raises StoreError."""
 
     def save_recent(self, recent: Sequence[Mapping[str, Any]]) -> None:
         """Replace the latest refusals (newest first: at, reason, source, device, template,
@@ -66,42 +86,15 @@ class Store(Protocol):
         The one action is "reset" (`precast device reset`). Raises StoreError.
         """
 
-    def close(self) -> None:
-        """Close the database."""
-
-
-class SharedStore(Store, Protocol):
-    """A database several collectors write (postgres.py): the books live in it, not in memory.
-
-    The collector hands each batch to transact() instead of write(): the store
-    locks the books of the devices the batch touches, gives the tracker those
-    another collector moved on, and writes what work() returns, in one transaction.
-    """
-
-    shared: bool
-    deadline: float | None  # monotonic; a stopping collector stops retrying then
-
-    def transact(
-        self,
-        touched: Collection[int],
-        work: Callable[
-            [dict[int, Device | None]],
-            tuple[
-                Mapping[int, Sequence[Row]],
-                Iterable[Device],
-                Mapping[str, int],
-                Mapping[str, int],
-            ],
-        ],
-    ) -> int:
-        """One batch with the books of `touched` locked; the readings stored."""
-
     def reconnect(self) -> None:
-        """A new connection after an outage (raises while the server is away)."""
+        """A new connection after an outage (raises one of `transient` while it lasts)."""
 
     @property
     def broken(self) -> bool:
         """Whether the connection is lost (reconnect() before the next attempt)."""
+
+    def close(self) -> None:
+        """Close the database."""
 
 
 def open_store(db: str) -> Store:
@@ -118,15 +111,6 @@ def open_store(db: str) -> Store:
     from precast.collect.store.sqlite import SqliteStore
 
     return SqliteStore(db)
-
-
-def transient_errors(store: Store) -> tuple[type[BaseException], ...]:
-    """What a store's write raises that is worth retrying (an outage, a lock, a full disk)."""
-    if getattr(store, "shared", False):
-        import psycopg
-
-        return (psycopg.Error, StoreError)
-    return (StoreError,)
 
 
 def read_stats(db: str, limit: int | None = None, offset: int = 0) -> dict[str, Any]:

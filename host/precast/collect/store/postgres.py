@@ -62,7 +62,7 @@ import psycopg.errors
 from psycopg import sql
 
 from precast.collect.dburl import is_postgres, redact
-from precast.collect.store import Row, StoreError
+from precast.collect.store import Build, Row, StoreError
 from precast.collect.store.sqlite import (
     _V2_COLUMNS,
     FIXED_COLUMNS,
@@ -96,10 +96,6 @@ _OLD_ROW = {
     "restart": "false",
 }
 assert set(_OLD_ROW) == {c for c, _ in _V2_COLUMNS}
-
-# What transact()'s work function returns: rows by template id, changed devices,
-# reject totals by reason and counter totals by name (of those that changed).
-Written = tuple[Mapping[int, Sequence[Row]], Iterable[Device], Mapping[str, int], Mapping[str, int]]
 
 
 def _pg_error(e: BaseException) -> str:
@@ -173,7 +169,9 @@ def _q(name: str) -> sql.Identifier:
 class PostgresStore:
     """The collector's writer into PostgreSQL; the methods of the SQLite store, plus transact()."""
 
-    shared = True  # other collectors may write the same database
+    # psycopg's errors are an outage or a conflict with another collector: retried.
+    transient: tuple[type[BaseException], ...] = (psycopg.Error, StoreError)
+    books_shared = True  # other collectors may write the same database
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -501,19 +499,17 @@ class PostgresStore:
         try:
             with self.conn.transaction():
                 self._locked = []
-                self._write(rows, list(devices), rejects, counters)
+                self._write(rows, list(devices), self._deltas(rejects, self.base_rejects), counters)
         except psycopg.Error as e:
             raise StoreError(f"{self.where}: {_pg_error(e)}") from e
         self._commit_cache()
 
-    def transact(
-        self, touched: Collection[int], work: Callable[[dict[int, Device | None]], Written]
-    ) -> int:
+    def commit(self, touched: Collection[int], build: Build) -> int:
         """One batch as one transaction, with the books of the touched devices locked.
 
-        work(fresh) gets the devices another collector moved on since this one
+        build(fresh) gets the devices another collector moved on since this one
         last saw them (None: no books yet), must load them into its tracker,
-        classify the batch and return what to write. Returns the readings stored.
+        classify the batch and return the Commit to write. Returns the readings stored.
         On an error the transaction is rolled back, the touched devices are
         forgotten (so the next attempt reloads them) and the error is raised.
         """
@@ -524,7 +520,8 @@ class PostgresStore:
             with self.conn.transaction():
                 self._locked = ids
                 fresh = self._lock(ids)
-                stored = self._write(*work(fresh))
+                c = build(fresh)
+                stored = self._write(c.rows, c.devices, c.rejects, c.counters)
                 # This collector's commit count, written with the batch: if the connection
                 # dies during COMMIT, it tells whether the batch is in (see _in_doubt).
                 self.conn.execute(
@@ -576,7 +573,9 @@ class PostgresStore:
         """After a commit: the versions written and the totals the database now holds."""
         versions, rejects, counters = self._pending
         self.versions.update(versions)
-        self.base_rejects.update(rejects)
+        base = self.base_rejects
+        for k, n in rejects.items():
+            base[k] = base.get(k, 0) + n
         self.base_counters.update(counters)
 
     def _lock(self, ids: list[int]) -> dict[int, Device | None]:
@@ -612,6 +611,7 @@ class PostgresStore:
         rejects: Mapping[str, int],
         counters: Mapping[str, int],
     ) -> int:
+        """Readings, books, reject counts added and counter totals; the readings stored."""
         c = self.conn
         stored = 0
         for tid, batch in rows.items():
@@ -650,7 +650,7 @@ class PostgresStore:
         if self._locked:
             # Placeholders of devices that got no books (every frame refused) go again.
             c.execute("DELETE FROM devices WHERE device = ANY(%s) AND version = 0", (self._locked,))
-        drej = self._deltas(rejects, self.base_rejects)
+        drej = {k: n for k, n in rejects.items() if n}
         if drej:
             c.execute(
                 "INSERT INTO rejects (reason, count) SELECT * FROM unnest(%s::text[], "
@@ -667,7 +667,7 @@ class PostgresStore:
                 (list(dcnt), list(dcnt.values())),
             )
         # The cache moves on only once this commits (_commit_cache).
-        self._pending = (new_versions, dict(rejects), dict(counters))
+        self._pending = (new_versions, drej, dict(counters))
         return stored
 
     @staticmethod

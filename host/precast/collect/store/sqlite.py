@@ -34,11 +34,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from precast.collect.store import Row, StoreError
+from precast.collect.files import prepare_database
+from precast.collect.store import Build, Row, StoreError
+from precast.collect.store.lock import WriterLock
 from precast.collect.tracker import Device
 from precast.wire.layout import Layout
 
@@ -196,11 +198,23 @@ def _rollback(c: sqlite3.Connection) -> None:
         pass
 
 
+_SET_REJECTS = "INSERT OR REPLACE INTO rejects VALUES (?, ?)"
+_ADD_REJECTS = (
+    "INSERT INTO rejects VALUES (?, ?) "
+    "ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count"
+)
+
+
 class SqliteStore:
     """The collector's SQLite writer: create the schema, load state, one batch per transaction."""
 
+    transient: tuple[type[BaseException], ...] = (StoreError,)  # locked, full disk
+    books_shared = False  # one writer: the books in the tracker are the truth
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        prepare_database(path)  # a link planted where the database goes is never followed
+        self.lock = WriterLock(self.path)  # one collector per file (lock.py)
         try:
             # A short busy timeout: the collector retries a locked write itself, and logs it.
             self.conn = sqlite3.connect(
@@ -219,8 +233,13 @@ class SqliteStore:
             if "fields" not in have:  # a database from before units were recorded
                 self.conn.execute("ALTER TABLE templates ADD COLUMN fields TEXT")
         except sqlite3.Error as e:
+            self.lock.release()
             raise StoreError(f"{path}: cannot open the database: {e}") from None
+        except BaseException:
+            self.lock.release()
+            raise
         self.insert_sql: dict[int, str] = {}
+        self.deadline: float | None = None  # unused: SQLite has no commit in doubt
 
     def _migrate(self) -> None:
         """Create the schema, or bring a version 1 database to version 2, in one transaction."""
@@ -241,8 +260,9 @@ class SqliteStore:
             raise
 
     def close(self) -> None:
-        """Close the database (WAL checkpointed by SQLite)."""
+        """Close the database (WAL checkpointed by SQLite), then let another collector in."""
         self.conn.close()
+        self.lock.release()
 
     def save_recent(self, recent: Sequence[Mapping[str, Any]]) -> None:
         """Replace the latest refusals (newest first) that `precast stats` shows."""
@@ -369,6 +389,12 @@ class SqliteStore:
         counters = dict(self.conn.execute("SELECT name, count FROM counters").fetchall())
         return rejects, counters
 
+    def commit(self, touched: Collection[int], build: Build) -> int:
+        """One batch in one transaction (one writer: no books to lock, touched unused)."""
+        c = build({})
+        self._write(c.rows, c.devices, c.rejects, c.counters, _ADD_REJECTS)
+        return c.stored
+
     def write(
         self,
         rows: Mapping[int, Sequence[Row]],
@@ -377,6 +403,16 @@ class SqliteStore:
         counters: Mapping[str, int],
     ) -> None:
         """One transaction: readings by template id, changed devices, totals by name."""
+        self._write(rows, devices, rejects, counters, _SET_REJECTS)
+
+    def _write(
+        self,
+        rows: Mapping[int, Sequence[Row]],
+        devices: Iterable[Device],
+        rejects: Mapping[str, int],
+        counters: Mapping[str, int],
+        rejects_sql: str,
+    ) -> None:
         c = self.conn
         try:
             c.execute("BEGIN")
@@ -384,7 +420,7 @@ class SqliteStore:
                 for tid, batch in rows.items():
                     c.executemany(self.insert_sql[tid], batch)
                 c.executemany(_UPSERT_DEVICE, [device_row(d) for d in devices])
-                c.executemany("INSERT OR REPLACE INTO rejects VALUES (?, ?)", rejects.items())
+                c.executemany(rejects_sql, rejects.items())
                 c.executemany("INSERT OR REPLACE INTO counters VALUES (?, ?)", counters.items())
                 c.execute("COMMIT")
             except BaseException:
@@ -392,6 +428,13 @@ class SqliteStore:
                 raise
         except sqlite3.Error as e:
             raise _error(self.path, e) from e
+
+    def reconnect(self) -> None:
+        """Nothing to do: a file does not go away like a server (kept for the interface)."""
+
+    @property
+    def broken(self) -> bool:
+        return False
 
 
 def read_stats(path: str | Path, limit: int | None = None, offset: int = 0) -> dict[str, Any]:

@@ -25,9 +25,14 @@ FrameRows = npt.NDArray[Any] | Sequence[bytes | bytearray | memoryview]
 
 
 class Transport(Protocol):
-    """Sends whole frames; `send_frames` returns the number it could not send."""
+    """Sends whole frames; `send_frames` returns the number it could not send.
+
+    `last_error` is the last refusal the system gave (None while every send went out), so
+    that a summary can say in words why frames were not sent.
+    """
 
     description: str
+    last_error: OSError | None
 
     def send_frames(self, frames: FrameRows) -> int: ...
 

@@ -9,6 +9,7 @@ class MemoryTransport:
     """Appends each frame, as bytes, to `frames`."""
 
     description = "memory"
+    last_error: OSError | None = None
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []

@@ -78,6 +78,7 @@ class PacketTransport:
         qdisc_bypass: bool = True,
     ) -> None:
         self.iface = iface
+        self.last_error: OSError | None = None
         self._sock = open_raw(iface)
         self.bypass = False
         if qdisc_bypass:
@@ -134,6 +135,7 @@ class PacketTransport:
 
     def _gone(self, e: OSError) -> None:
         """Raise when the interface no longer exists: no later send can succeed."""
+        self.last_error = e
         if e.errno in _GONE:
             raise TransportError(f"network interface {self.iface!r} went away") from None
 

@@ -13,6 +13,7 @@ class PcapTransport:
 
     def __init__(self, path: str | Path) -> None:
         self.description = f"pcap file {path}"
+        self.last_error: OSError | None = None
         self._w = PcapWriter(path)
 
     def send_frames(self, frames: FrameRows) -> int:

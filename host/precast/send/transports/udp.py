@@ -25,6 +25,7 @@ class UdpTransport:
         except OSError as e:
             raise TransportError(f"udp {hostport}: {e.strerror or e}") from None
         self.description = f"udp to {host}:{port}"
+        self.last_error: OSError | None = None
 
     def send_frames(self, frames: FrameRows) -> int:
         errors = 0
@@ -32,7 +33,8 @@ class UdpTransport:
         for f in rows_of(frames):
             try:
                 send(memoryview(f)[PAYLOAD_OFFSET:])
-            except OSError:
+            except OSError as e:
+                self.last_error = e
                 errors += 1
         return errors
 

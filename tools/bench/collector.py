@@ -786,6 +786,7 @@ def main() -> None:
                     "| server's CPU per reading |"
                 )
                 print("|---|---:|---:|---:|---:|")
+                sqlite_us = 0.0
                 for kind in kinds:
                     if kind.startswith("naive"):
                         continue
@@ -794,6 +795,21 @@ def main() -> None:
                     print(
                         f"| {kind} | {r['stored']:,.0f} of {r['sent']:,.0f} | {r['rate']:,.0f} "
                         f"| {r['us_per_reading']:.1f} us | {srv} |",
+                        flush=True,
+                    )
+                    if kind == "precast":
+                        sqlite_us = r["us_per_reading"]
+                if sqlite_us:
+                    # The floor in the same run (collector_floor.py): the target is 1.5x.
+                    from collector_floor import floor
+
+                    f = floor(args.drain, args.devices)
+                    print(
+                        f"\nSQLite floor (collector_floor.py, same rows, no receiving): unpack + "
+                        f"CRC + row {f['unpack_crc_us']:.2f} us, executemany "
+                        f"{f['executemany_us']:.2f} us, {f['floor_us']:.2f} us a reading; "
+                        f"the collector's {sqlite_us:.2f} us is {sqlite_us / f['floor_us']:.2f}x "
+                        "it (target at most 1.5x)",
                         flush=True,
                     )
                 return

@@ -8,7 +8,8 @@ columns, then the check and the UDP checksum for every row together:
 - CRC-16/CCITT-FALSE over payload [0, c) is affine over GF(2) for a fixed
   length: crc(x) = crc(x with bytes [4, c) zeroed) XOR the contribution of
   each of those bytes alone, looked up in a per-position table of 256
-  entries. One gather and one XOR-reduce replace c-4 table steps per row.
+  entries (wire/batch.py's, which the collector checks with). One gather
+  and one XOR-reduce replace c-4 table steps per row.
 - The UDP checksum is the row's folded partial sum plus the sum of the
   payload's 16-bit words from offset 4 (RFC 1624); a 0 goes out as 0xFFFF.
 
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from precast.wire.batch import crc16_tables
 from precast.wire.checks import crc16, fold
 from precast.wire.codec import patch
 from precast.wire.constants import HEADER_LEN, OFF_DEVICE, OFF_SEQ, PAYLOAD_OFFSET, UDP_CSUM_OFFSET
@@ -43,23 +45,6 @@ _DTYPES = {
     "i32": ">i4",
     "f32": ">f4",
 }
-
-
-def _crc_tables(length: int, start: int) -> tuple[int, npt.NDArray[np.uint16]]:
-    """The CRC of `length` bytes with [start, length) zeroed, and each position's table.
-
-    With the rest zeroed, byte value v at position i contributes
-    crc(v at i) XOR crc(all zero): the affine part cancels.
-    """
-    zero = bytearray(length)
-    base = crc16(bytes(zero))
-    tables = np.zeros((length - start, 256), dtype=np.uint16)
-    for i in range(start, length):
-        for v in range(1, 256):
-            zero[i] = v
-            tables[i - start, v] = crc16(bytes(zero)) ^ base
-        zero[i] = 0
-    return base, tables
 
 
 class BatchPatcher:
@@ -86,7 +71,7 @@ class BatchPatcher:
             fixed = bytearray(c)
             fixed[:OFF_DEVICE] = head
             self._crc_base = crc16(bytes(fixed))
-            _, tables = _crc_tables(c, OFF_DEVICE)
+            _, tables = crc16_tables(c, OFF_DEVICE)
             self._crc_flat = tables.reshape(-1)
             self._crc_plans: dict[tuple[int, ...], tuple[npt.NDArray[np.intp], ...]] = {}
         # Words summed for the UDP checksum: payload [4, P), zero-padded to even.

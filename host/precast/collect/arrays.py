@@ -1,0 +1,187 @@
+"""A batch of datagrams checked and tracked as arrays, with the per-frame rules for exceptions.
+
+The common case, a device sending seq after seq, is decided for the whole
+batch at once: the valid frames are sorted by device (stably, so each device's
+frames keep their order), and a device whose frames in the batch are one run
+(the first one past its highest seq, each the one after the one before, one
+check kind, the kind its books expect, no candidate held, no reset pending)
+moves on in one step: its bitmap shifted by the run's length with the run's
+bits set, its highest seq the run's last, the run counted received. Such a
+run is exactly what tracker.observe would make of it frame by frame (a step of
+1 each time). Every other device's frames (new, reordered, duplicated, a gap,
+a far jump, a first MIC, a replay) go through observe() one by one, in the
+batch's order: the tracker's rules stay in one place (tracker.py).
+
+tests/test_collector_arrays.py holds judge() against the per-frame path
+(validator.Validator, Tracker.observe) frame by frame on fuzzed batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from precast.collect.tracker import AUTH_MIC, Observed, Tracker, Verdict
+from precast.wire.batch import NO_KEY_CODE, VALID, BatchValidator, Checked, Rows
+
+
+@dataclass(frozen=True, slots=True)
+class Tracked:
+    """The tracker's verdict on each frame (a run's frames share one Observed)."""
+
+    verdicts: list[Observed]
+    slow: int  # frames that went through observe() one by one
+
+
+def observe_batch(
+    tracker: Tracker,
+    device: npt.NDArray[np.integer],
+    template: npt.NDArray[np.integer],
+    seq: npt.NDArray[np.integer],
+    mic: npt.NDArray[np.bool_],
+    now: float,
+    payload: Callable[[int], bytes],
+    source: Callable[[int], str],
+) -> Tracked:
+    """observe() for each frame i (device[i], ..., mic[i]: a valid MIC), runs in one step.
+
+    payload(i) and source(i) are asked only for frames that go one by one (a
+    frame held as a far jump keeps both).
+    """
+    n = len(device)
+    verdicts: list[Observed] = [Observed(Verdict.STORED)] * n
+    if not n:
+        return Tracked(verdicts, 0)
+    dev = device.astype(np.int64)
+    order = np.argsort(dev, kind="stable")
+    ds, ss, ms = dev[order], seq.astype(np.int64)[order], mic[order]
+    starts = np.flatnonzero(np.r_[True, ds[1:] != ds[:-1]])
+    ends = np.r_[starts[1:], n]
+    # A break inside a device's frames: a seq not one past the one before, or the kind changed.
+    brk = np.r_[False, (ss[1:] - ss[:-1] != 1) | (ms[1:] != ms[:-1])]
+    brk[starts] = False
+    broken = np.logical_or.reduceat(brk, starts).tolist()
+    slow = np.zeros(n, dtype=bool)
+    devices, keyed, mask = tracker.devices, tracker.keyed, tracker.mask
+    last_template = template[order[ends - 1]].tolist()
+    firsts, lasts, kinds = ss[starts].tolist(), ss[ends - 1].tolist(), ms[starts].tolist()
+    runs = zip(ds[starts].tolist(), starts.tolist(), ends.tolist(), strict=True)
+    for g, (dv, s, e) in enumerate(runs):
+        d = devices.get(dv)
+        m = kinds[g]
+        if (
+            broken[g]
+            or d is None
+            or d.restart
+            or d.cand_seq >= 0
+            or firsts[g] != d.highest + 1
+            or (d.auth == AUTH_MIC) != m
+            or (not m and dv in keyed)
+        ):
+            slow[s:e] = True
+            continue
+        k = e - s
+        tracker._touch(dv, d)
+        d.seen = ((d.seen << k) | ((1 << k) - 1)) & mask
+        d.highest = lasts[g]
+        d.received += k
+        d.template = last_template[g]
+        d.last_seen = now
+        tracker.dirty.add(dv)
+        stored = Observed(Verdict.STORED, d.epoch)
+        for i in order[s:e].tolist():
+            verdicts[i] = stored
+    one_by_one = np.sort(order[slow]).tolist()
+    if one_by_one:
+        observe = tracker.observe
+        devs, tids, seqs, mics = device.tolist(), template.tolist(), seq.tolist(), mic.tolist()
+        for i in one_by_one:
+            verdicts[i] = observe(devs[i], tids[i], seqs[i], now, mics[i], payload(i), source(i))
+    return Tracked(verdicts, len(one_by_one))
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """Each frame of a batch checked and tracked."""
+
+    checked: Checked
+    verdicts: list[Observed | None]  # the tracker's, where checked.code is VALID, else None
+    slow: int  # valid frames that went through observe() one by one
+
+
+def judge(
+    checker: BatchValidator,
+    tracker: Tracker,
+    rows: Rows,
+    lens: npt.NDArray[np.integer],
+    now: float,
+    source: Callable[[int], str],
+) -> Judged:
+    """Check every datagram (rows[i, :lens[i]]), count bad checks, track the valid frames."""
+    checked = checker.check(rows, lens)
+    n = len(lens)
+    verdicts: list[Observed | None] = [None] * n
+    parts = []
+    bad: list[tuple[int, int]] = []  # (frame, device) of failed checks that name a device
+    for g in checked.groups:
+        b = (g.code != VALID) & (g.code != NO_KEY_CODE)
+        if b.any():
+            bad += zip(g.index[b].tolist(), g.device[b].tolist(), strict=True)
+        ok = g.code == VALID
+        if ok.any():
+            k = int(ok.sum())
+            parts.append(
+                (
+                    g.index[ok],
+                    g.device[ok],
+                    np.full(k, g.spec.id, dtype=np.int64),
+                    g.seq[ok],
+                    np.full(k, g.spec.mic, dtype=bool),
+                )
+            )
+    known = {dv for _, dv in bad if dv in tracker.devices}
+    slow = 0
+    if parts:
+        index, device, template, seq, mic = (np.concatenate(c) for c in zip(*parts, strict=True))
+        order = np.argsort(index, kind="stable")  # frames in the batch's order
+        index, device, seq = index[order], device[order], seq[order]
+        template, mic = template[order], mic[order]
+        at = index.tolist()
+        obs = observe_batch(
+            tracker,
+            device,
+            template,
+            seq,
+            mic,
+            now,
+            lambda i: rows[at[i], : lens[at[i]]].tobytes(),
+            lambda i: source(at[i]),
+        )
+        for i, o in zip(at, obs.verdicts, strict=True):
+            verdicts[i] = o
+        slow = obs.slow
+        if len(known) < len({dv for _, dv in bad}):
+            # A device new in this batch counts the failed checks after the frame that
+            # made it known (as checking frame by frame would).
+            made = _made(index, device, obs.verdicts, known)
+            bad = [(i, dv) for i, dv in bad if dv in known or made.get(dv, n) < i]
+    for _, dv in bad:
+        tracker.bad_check(dv)
+    return Judged(checked, verdicts, slow)
+
+
+def _made(
+    index: npt.NDArray[np.intp],
+    device: npt.NDArray[np.integer],
+    verdicts: list[Observed],
+    known: set[int],
+) -> dict[int, int]:
+    """device -> the frame that made it known, for devices not known before the batch."""
+    made: dict[int, int] = {}
+    for i, dv, v in zip(index.tolist(), device.tolist(), verdicts, strict=True):
+        if v.verdict is Verdict.STORED and dv not in known and dv not in made:
+            made[dv] = i
+    return made

@@ -207,6 +207,7 @@ class Loop:
             while i < k:
                 read(values)
                 patch(values)
+                i += 1  # counted once its seq is taken: a Ctrl-C inside send() ends after it
                 try:
                     send(mv)
                 except OSError as e:
@@ -215,7 +216,6 @@ class Loop:
                 except MemoryError:  # under heap_lock a port may fail to build the OSError
                     link.recover(mv, errno.ENOMEM)
                     send = link.send_raw
-                i += 1
         finally:
             self.n += i  # counted however the burst ended (Ctrl-C included)
         return k
@@ -232,8 +232,8 @@ class Loop:
             while i < k:
                 read(values)
                 patch(values)
+                i += 1  # counted once its seq is taken (see burst)
                 send(mv)
-                i += 1
         finally:
             self.n += i
         return k
@@ -255,8 +255,8 @@ class Loop:
                 claim(1)
                 read(values)
                 patch(values)
+                i += 1  # counted once its seq is taken (see burst)
                 send(mv)
-                i += 1
         finally:
             self.n += i
         return k

@@ -58,3 +58,16 @@ def test_reuse_port_needs_postgresql(tmp_path: Path) -> None:
     assert rc == 2, out
     assert out.count("\n") == 1 and "--reuse-port" in out and "PostgreSQL" in out, out
     assert not db.exists()  # refused before anything was created
+
+
+def test_a_link_at_the_lock_file_is_refused_not_followed(tmp_path: Path) -> None:
+    """Another user's symlink at `<db>.lock` would have the collector (root) truncate and
+    write its pid into the file it names."""
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    db = tmp_path / "precast.db"
+    Path(f"{db}.lock").symlink_to(victim)
+    rc, out = _collect(db)
+    assert rc == 2, out
+    assert out.count("\n") == 1 and "symbolic link" in out, out
+    assert victim.read_text() == "keep me\n"

@@ -12,11 +12,14 @@ exit; a locker checks that the file it locked is still the one at the path
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
 from pathlib import Path
 
+from precast.collect.files import LinkRefused
+from precast.collect.store import StoreError
 from precast.errors import PrecastError
 
 PID_WAIT_S = 1.0  # how long a refused collector waits for the holder to write its pid
@@ -26,6 +29,17 @@ class LockedError(PrecastError):
     """The SQLite file has a collector already."""
 
 
+def open_lock(path: Path) -> int:
+    """The lock file, never through a link: one planted there would have root truncate and
+    write into whatever it names (LinkRefused, one line)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o640)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise LinkRefused("--db", path) from None
+        raise StoreError(f"{path}: cannot open the lock file: {e.strerror}") from None
+
+
 class WriterLock:
     """The exclusive lock of one SQLite database's collector (release() or process exit)."""
 
@@ -33,7 +47,7 @@ class WriterLock:
         self.path = Path(f"{db}.lock")
         self.fd = -1
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = open_lock(self.path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

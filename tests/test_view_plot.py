@@ -171,3 +171,16 @@ def test_durations_and_times() -> None:
     assert abs(parse_time("now") - time.time()) < 5
     with pytest.raises(argparse.ArgumentTypeError):
         parse_time("yesterday")
+
+
+@pytest.mark.parametrize("command", [["plot", "-o", "never-written.png"], ["top", "--once"]])
+def test_a_postgresql_url_is_never_shown_with_its_password(
+    command: list[str], tmp_path: Path
+) -> None:
+    """plot and top refuse a PostgreSQL URL (SQLite only so far), and say so without the
+    password."""
+    url = "postgresql://alice:s3cr3t-pw@127.0.0.1:1/precast"
+    r = precast(*command, "--db", url)
+    assert r.returncode != 0
+    assert "s3cr3t-pw" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert "127.0.0.1" in r.stdout + r.stderr  # the refusal still names the server

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from precast.collect.dburl import display_db
 from precast.errors import PrecastError
 
 
@@ -54,7 +55,9 @@ def connect(db: str | Path) -> sqlite3.Connection:
     """A read-only connection to a collector's SQLite database; a clear error when it is not."""
     text = str(db)
     if "://" in text and not text.startswith("sqlite://"):
-        raise DatabaseError(f"{text}: only SQLite databases (a file path) are read so far")
+        raise DatabaseError(
+            f"{display_db(text)}: only SQLite databases (a file path) are read so far"
+        )
     p = Path(text.removeprefix("sqlite://"))
     if not p.is_file():
         raise DatabaseError(f"{p}: no such database (start `precast collect --db {p}`)")

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from precast.wire.batch import crc16_tables
+from precast.wire.batch import DTYPES, crc16_tables
 from precast.wire.checks import crc16, fold
 from precast.wire.codec import patch
 from precast.wire.constants import HEADER_LEN, OFF_DEVICE, OFF_SEQ, PAYLOAD_OFFSET, UDP_CSUM_OFFSET
@@ -35,16 +35,6 @@ from precast.wire.layout import Layout
 Frames = npt.NDArray[np.uint8]
 Scalar = int | float
 Column = Scalar | npt.NDArray[Any]
-
-_DTYPES = {
-    "u8": ">u1",
-    "i8": ">i1",
-    "u16": ">u2",
-    "i16": ">i2",
-    "u32": ">u4",
-    "i32": ">i4",
-    "f32": ">f4",
-}
 
 
 class BatchPatcher:
@@ -60,7 +50,7 @@ class BatchPatcher:
         self._dev = slice(p + OFF_DEVICE, p + OFF_DEVICE + 4)
         self._seq = slice(p + OFF_SEQ, p + OFF_SEQ + 4)
         self._fields = [
-            (slice(p + s.offset, p + s.offset + s.field.size), np.dtype(_DTYPES[s.field.type]))
+            (slice(p + s.offset, p + s.offset + s.field.size), np.dtype(DTYPES[s.field.type]))
             for s in layout.fields
         ]
         self._crc_at = p + c

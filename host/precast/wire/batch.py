@@ -45,7 +45,8 @@ VALID = 0
 CODES = {r: i + 1 for i, r in enumerate(REASONS)}
 _CRC_CODE, _MIC_CODE, NO_KEY_CODE = CODES[CRC], CODES[MIC], CODES[NO_KEY]
 
-_DTYPES = {
+# The big-endian numpy dtype of each field type (the sender packs with it too).
+DTYPES = {
     "u8": ">u1",
     "i8": ">i1",
     "u16": ">u2",
@@ -147,7 +148,7 @@ def body_dtype(layout: Layout) -> np.dtype[np.void]:
             ("template", ">u2"),
             ("device", ">u4"),
             ("seq", ">u4"),
-            *[(f"field_{s.name}", _DTYPES[s.field.type]) for s in layout.fields],
+            *[(f"field_{s.name}", DTYPES[s.field.type]) for s in layout.fields],
             ("check", f"V{layout.check_len}"),
         ]
     )

@@ -65,6 +65,14 @@ def bind_udp(listen: tuple[str, int], rcvbuf: int, reuse_port: bool = False) -> 
 # ---- reading the socket ---------------------------------------------------------------------
 
 
+def libc_recvmmsg() -> Any:
+    """libc's recvmmsg(2) through ctypes, typed; AttributeError where libc has none."""
+    call = ctypes.CDLL(None, use_errno=True).recvmmsg
+    call.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p)
+    call.restype = ctypes.c_int
+    return call
+
+
 class Receiver:
     """Reads a non-blocking UDP socket until EAGAIN with recvfrom(2), one datagram per call."""
 
@@ -129,16 +137,7 @@ class MultiReceiver(Receiver):
 
     def __init__(self, sock: socket.socket, vlen: int = 256) -> None:
         super().__init__(sock)
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._call = libc.recvmmsg  # AttributeError without it: the caller falls back
-        self._call.argtypes = (
-            ctypes.c_int,
-            ctypes.c_void_p,
-            ctypes.c_uint,
-            ctypes.c_int,
-            ctypes.c_void_p,
-        )
-        self._call.restype = ctypes.c_int
+        self._call = libc_recvmmsg()  # AttributeError without it: the caller falls back
         size = MAX_DATAGRAM + 1
         nl = self.NAME_LEN
         self.vlen = vlen
@@ -265,16 +264,7 @@ class ArrayReceiver:
     def __init__(self, sock: socket.socket, width: int, rows: int = 4096) -> None:
         import numpy as np  # only the array path needs it
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._call = libc.recvmmsg  # AttributeError without it
-        self._call.argtypes = (
-            ctypes.c_int,
-            ctypes.c_void_p,
-            ctypes.c_uint,
-            ctypes.c_int,
-            ctypes.c_void_p,
-        )
-        self._call.restype = ctypes.c_int
+        self._call = libc_recvmmsg()  # AttributeError without it
         self.sock = sock
         self.width = width
         self.rows = np.zeros((rows, width), dtype=np.uint8)

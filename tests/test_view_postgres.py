@@ -11,12 +11,14 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
 from collector_harness import Collector, by_device, payload
-from kit import precast, wait_for
+from kit import wait_for
 from pg_server import PASSWORD
+from precast.cli import main as precast_main
 
 ENV = {"humidity": 50, "pressure": 101325, "battery": 3000}
 HOLE = (5, 6, 7)  # device 7's seqs never sent
@@ -64,6 +66,13 @@ def psql_count(run: Run, query: str) -> int:
     return int(run.server.psql(query, db=DB))
 
 
+def precast(capsys: pytest.CaptureFixture[str], *args: str) -> CompletedProcess[str]:
+    """The command through the entry point in this process (matplotlib and rich load once)."""
+    rc = precast_main(list(args))
+    out = capsys.readouterr()
+    return CompletedProcess(list(args), rc, out.out, out.err)
+
+
 def no_password(*outputs: str) -> None:
     for text in outputs:
         assert PASSWORD not in text, text
@@ -96,39 +105,46 @@ def test_a_reader_that_cannot_read_raises_rather_than_counting_zero(run: Run) ->
     assert col.count() == 28
 
 
-def test_stats_on_the_url(run: Run) -> None:
-    r = precast("stats", "--db", run.url, "--json")
+def test_stats_on_the_url(run: Run, capsys: pytest.CaptureFixture[str]) -> None:
+    r = precast(capsys, "stats", "--db", run.url, "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     devs = by_device(doc)
     assert (devs[7]["received"], devs[7]["lost"], devs[7]["duplicates"]) == (17, 3, 1)
     assert devs[8]["received"] == 10 and devs[9]["received"] == 1
     assert doc["rejected"] == {"crc": 1}
-    table = precast("stats", "--db", run.url)
+    table = precast(capsys, "stats", "--db", run.url)
     assert table.returncode == 0 and "precast devices (postgresql://precast@" in table.stdout
     no_password(r.stdout, r.stderr, table.stdout, table.stderr)
 
 
-def test_plot_on_the_url(run: Run) -> None:
+def test_plot_on_the_url(run: Run, capsys: pytest.CaptureFixture[str]) -> None:
     out = run.tmp / "t.svg"
-    r = precast("plot", "--db", run.url, "--field", "temperature", "value", "-o", str(out))
+    r = precast(capsys, "plot", "--db", run.url, "--field", "temperature", "value", "-o", str(out))
     assert r.returncode == 0, r.stderr
     assert "2 panels, 28 readings" in r.stderr
     svg = out.read_text()
     m = re.search(r'<g id="precast-temperature-device-7">\s*<path d="([^"]*)"', svg)
     assert m and len(re.findall(r"M ", m.group(1))) == 2  # broken at the hole
     assert "precast-value-device-8" in svg and "precast-value-device-9" in svg
-    one = precast("plot", "--db", run.url, "--device", "9", "-o", str(run.tmp / "9.svg"))
+    one = precast(capsys, "plot", "--db", run.url, "--device", "9", "-o", str(run.tmp / "9.svg"))
     assert one.returncode == 0 and "1 panels, 1 readings" in one.stderr, one.stderr
     empty = precast(
-        "plot", "--db", run.url, "--until", "2001-01-01T00:00:00Z", "-o", str(run.tmp / "e.svg")
+        capsys,
+        "plot",
+        "--db",
+        run.url,
+        "--until",
+        "2001-01-01T00:00:00Z",
+        "-o",
+        str(run.tmp / "e.svg"),
     )
     assert empty.returncode == 1 and "no readings" in empty.stderr
     no_password(r.stdout, r.stderr, one.stderr, empty.stderr)
 
 
-def test_top_once_on_the_url(run: Run) -> None:
-    r = precast("top", "--db", run.url, "--once")
+def test_top_once_on_the_url(run: Run, capsys: pytest.CaptureFixture[str]) -> None:
+    r = precast(capsys, "top", "--db", run.url, "--once")
     assert r.returncode == 0, r.stderr
     rows = {}
     for line in r.stdout.splitlines():
@@ -143,12 +159,12 @@ def test_top_once_on_the_url(run: Run) -> None:
     no_password(r.stdout, r.stderr)
 
 
-def test_device_reset_on_the_url(run: Run) -> None:
-    r = precast("device", "reset", "--db", run.url, "7")
+def test_device_reset_on_the_url(run: Run, capsys: pytest.CaptureFixture[str]) -> None:
+    r = precast(capsys, "device", "reset", "--db", run.url, "7")
     assert r.returncode == 0, r.stderr
     assert "books reset by the collector" in r.stdout, r.stdout
     assert run.server.psql("SELECT restart FROM devices WHERE device = 7", db=DB) == "t"
-    unknown = precast("device", "reset", "--db", run.url, "12345")
+    unknown = precast(capsys, "device", "reset", "--db", run.url, "12345")
     assert unknown.returncode != 0 and "no device 12345" in unknown.stderr
     assert unknown.stderr.count("\n") == 1
     no_password(r.stdout, r.stderr, unknown.stdout, unknown.stderr)

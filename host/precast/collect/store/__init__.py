@@ -173,7 +173,7 @@ def template_info(tid: int, name: str, table: str, columns: Any, fields: Any) ->
     return TemplateInfo(int(tid), str(name), str(table), infos)
 
 
-class Reading(NamedTuple):
+class StoredReading(NamedTuple):
     """One stored reading: at is its arrival (unix seconds), values its template's fields
     in TemplateInfo.fields order (in units)."""
 
@@ -221,16 +221,16 @@ class Reader(Protocol):
         devices: Sequence[int] | None = None,
         since: float | None = None,
         until: float | None = None,
-    ) -> list[Reading]:
+    ) -> list[StoredReading]:
         """A template's readings of these devices (None: all) received in [since, until]
         (None: unbounded), in arrival order."""
 
-    def latest(self, template: TemplateInfo) -> list[Reading]:
+    def latest(self, template: TemplateInfo) -> list[StoredReading]:
         """Each device's latest reading of a template."""
 
     def follow(
         self, template: TemplateInfo, mark: object | None, since: float
-    ) -> tuple[list[Reading], object]:
+    ) -> tuple[list[StoredReading], object]:
         """A template's readings stored since the last call, in arrival order, and the mark
         to pass to the next. The first call (mark None) reads those received since `since`."""
 

@@ -24,13 +24,13 @@ import psycopg
 from psycopg import sql
 
 from precast.collect.dburl import redact
-from precast.collect.store import Reading, Stats, StoreError, TemplateInfo, template_info
+from precast.collect.store import Stats, StoredReading, StoreError, TemplateInfo, template_info
 from precast.collect.store.postgres import COMMIT_PREFIX, connect, pg_error
 from precast.collect.store.schema import DEVICE_NAMES, device_from_row
 from precast.collect.store.sqlite import RECENT_COLUMNS
 from precast.collect.tracker import Device
 
-FOLLOW_LAG = 10.0  # s: how late after its arrival a reading may be committed and still followed
+FOLLOW_LAG = 5.0  # s: how late after its arrival a reading may be committed and still followed
 
 
 def _q(name: str) -> sql.Identifier:
@@ -117,7 +117,7 @@ class PostgresReader:
         devices: Sequence[int] | None = None,
         since: float | None = None,
         until: float | None = None,
-    ) -> list[Reading]:
+    ) -> list[StoredReading]:
         where = [sql.SQL("r.device = d.device")]
         params: list[Any] = []
         if since is not None:
@@ -131,34 +131,41 @@ class PostgresReader:
         else:
             ids = sql.SQL("(SELECT unnest(%s::bigint[]) AS device)")
             params.insert(0, list(devices))
-        cols = sql.SQL("").join(sql.SQL(", r.{}").format(_q(f.column)) for f in template.fields)
-        rows = self._all(
+        return self._select(
+            template,
             sql.SQL(
-                "SELECT r.device, r.seq, r.epoch, extract(epoch FROM r.received_at)::float8, "
-                "r.source{cols} FROM {ids} AS d CROSS JOIN LATERAL "
-                "(SELECT * FROM {tbl} AS r WHERE {where}) AS r ORDER BY r.received_at"
-            ).format(
-                cols=cols, ids=ids, tbl=_q(template.table), where=sql.SQL(" AND ").join(where)
-            ),
+                "{ids} AS d CROSS JOIN LATERAL (SELECT * FROM {tbl} AS r WHERE {where}) AS r "
+                "ORDER BY r.received_at"
+            ).format(ids=ids, tbl=_q(template.table), where=sql.SQL(" AND ").join(where)),
             params,
         )
-        return [Reading(r[0], r[1], r[2], r[3], r[4], tuple(r[5:])) for r in rows]
 
-    def latest(self, template: TemplateInfo) -> list[Reading]:
+    def latest(self, template: TemplateInfo) -> list[StoredReading]:
+        return self._select(
+            template,
+            sql.SQL(
+                "devices AS d CROSS JOIN LATERAL (SELECT * FROM {} AS r WHERE r.device = d.device "
+                "ORDER BY r.received_at DESC LIMIT 1) AS r WHERE d.version > 0"
+            ).format(_q(template.table)),
+        )
+
+    def _select(
+        self, template: TemplateInfo, rest: sql.Composable, params: Sequence[Any] = ()
+    ) -> list[StoredReading]:
+        """SELECT a template's readings (table alias r) FROM rest."""
         cols = sql.SQL("").join(sql.SQL(", r.{}").format(_q(f.column)) for f in template.fields)
         rows = self._all(
             sql.SQL(
                 "SELECT r.device, r.seq, r.epoch, extract(epoch FROM r.received_at)::float8, "
-                "r.source{cols} FROM devices AS d CROSS JOIN LATERAL "
-                "(SELECT * FROM {tbl} AS r WHERE r.device = d.device "
-                "ORDER BY r.received_at DESC LIMIT 1) AS r WHERE d.version > 0"
-            ).format(cols=cols, tbl=_q(template.table)),
+                "r.source{} FROM {}"
+            ).format(cols, rest),
+            params,
         )
-        return [Reading(r[0], r[1], r[2], r[3], r[4], tuple(r[5:])) for r in rows]
+        return [StoredReading(r[0], r[1], r[2], r[3], r[4], tuple(r[5:])) for r in rows]
 
     def follow(
         self, template: TemplateInfo, mark: object | None, since: float
-    ) -> tuple[list[Reading], object]:
+    ) -> tuple[list[StoredReading], object]:
         if isinstance(mark, tuple):
             last, seen = mark
             got = self.readings(template, since=last - FOLLOW_LAG)

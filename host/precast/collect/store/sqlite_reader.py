@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from precast.collect.rows import utc_iso
-from precast.collect.store import Reading, Stats, StoreError, TemplateInfo, template_info
+from precast.collect.store import Stats, StoredReading, StoreError, TemplateInfo, template_info
 from precast.collect.store.schema import DEVICE_NAMES, device_from_row
 from precast.collect.store.sqlite import RECENT_COLUMNS, REQUESTS_TABLE
 from precast.collect.tracker import Device
@@ -103,14 +103,14 @@ class SqliteReader:
 
     def _select(
         self, t: TemplateInfo, where: str = "", params: Sequence[Any] = (), order: str = "rowid"
-    ) -> list[Reading]:
+    ) -> list[StoredReading]:
         cols = "".join(f", {_q(f.column)}" for f in t.fields)
         rows = self._all(
             f"SELECT device, seq, epoch, received_at, source{cols} FROM {_q(t.table)}"
             f"{' WHERE ' + where if where else ''} ORDER BY {order}",
             params,
         )
-        return [Reading(r[0], r[1], r[2], _at(r[3]), r[4], tuple(r[5:])) for r in rows]
+        return [StoredReading(r[0], r[1], r[2], _at(r[3]), r[4], tuple(r[5:])) for r in rows]
 
     def readings(
         self,
@@ -118,7 +118,7 @@ class SqliteReader:
         devices: Sequence[int] | None = None,
         since: float | None = None,
         until: float | None = None,
-    ) -> list[Reading]:
+    ) -> list[StoredReading]:
         where: list[str] = []
         params: list[Any] = []
         if since is not None:
@@ -132,13 +132,13 @@ class SqliteReader:
             params += devices
         return self._select(template, " AND ".join(where), params, "received_at, rowid")
 
-    def latest(self, template: TemplateInfo) -> list[Reading]:
+    def latest(self, template: TemplateInfo) -> list[StoredReading]:
         tbl = _q(template.table)
         return self._select(template, f"rowid IN (SELECT max(rowid) FROM {tbl} GROUP BY device)")
 
     def follow(
         self, template: TemplateInfo, mark: object | None, since: float
-    ) -> tuple[list[Reading], object]:
+    ) -> tuple[list[StoredReading], object]:
         tbl = _q(template.table)
         top = self._all(f"SELECT max(rowid) FROM {tbl}")[0][0]
         if top is None:

@@ -62,7 +62,13 @@ from psycopg import sql
 
 from precast.collect.dburl import is_postgres, redact
 from precast.collect.store import Build, Row, StoreError
-from precast.collect.store.schema import DEVICE_COLUMNS, POSTGRES, device_from_row, device_values
+from precast.collect.store.schema import (
+    DEVICE_COLUMNS,
+    DEVICE_NAMES,
+    POSTGRES,
+    device_from_row,
+    device_values,
+)
 from precast.collect.store.sqlite import (
     FIXED_COLUMNS,
     RECENT_COLUMNS,
@@ -123,7 +129,7 @@ class PostgresStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.where = redact(url)
-        self.dev_names = [c.name for c in DEVICE_COLUMNS]
+        self.dev_names = list(DEVICE_NAMES)
         self.layouts: dict[int, Layout] = {}
         self.columns: dict[int, list[tuple[str, str, str]]] = {}
         self.versions: dict[int, int] = {}  # device -> version this collector last saw

@@ -168,3 +168,27 @@ def test_device_reset_on_the_url(run: Run, capsys: pytest.CaptureFixture[str]) -
     assert unknown.returncode != 0 and "no device 12345" in unknown.stderr
     assert unknown.stderr.count("\n") == 1
     no_password(r.stdout, r.stderr, unknown.stdout, unknown.stderr)
+
+
+def test_follow_returns_each_reading_once(run: Run) -> None:
+    """top's incremental read on PostgreSQL (no rowid: it reads the last FOLLOW_LAG seconds
+    again and drops what it returned): every reading once, new ones as they are stored."""
+    from precast.collect.store import open_reader
+
+    col = run.collector
+    reader = open_reader(run.url)
+    try:
+        minimal = next(t for t in reader.templates().values() if t.name == "minimal")
+        got, mark = reader.follow(minimal, None, 0.0)
+        assert sorted((r.device, r.seq) for r in got) == [(8, s) for s in range(10)] + [(9, 0)]
+        again, mark = reader.follow(minimal, mark, 0.0)
+        assert again == []
+        col.send([payload("minimal", {"value": 200 + s}, 9, s) for s in range(1, 4)])
+        col.wait_for_readings(3 + 1, device=9)
+        new, mark = reader.follow(minimal, mark, 0.0)
+        assert [(r.device, r.seq, r.values) for r in new] == [(9, s, (200 + s,)) for s in (1, 2, 3)]
+        assert reader.follow(minimal, mark, 0.0)[0] == []
+        latest = {r.device: r.seq for r in reader.latest(minimal)}
+        assert latest == {8: 9, 9: 3}
+    finally:
+        reader.close()

@@ -135,7 +135,7 @@ class PostgresReader:
             template,
             sql.SQL(
                 "{ids} AS d CROSS JOIN LATERAL (SELECT * FROM {tbl} AS r WHERE {where}) AS r "
-                "ORDER BY r.received_at"
+                "ORDER BY r.received_at, r.device, r.epoch, r.seq"
             ).format(ids=ids, tbl=_q(template.table), where=sql.SQL(" AND ").join(where)),
             params,
         )

@@ -15,7 +15,7 @@ HOST = ROOT / "host"
 # The layers of host/precast, top first: a module may import only its own layer and those below.
 LAYERS = [
     {"precast.cli"},
-    {"precast.pytest_plugin"},
+    {"precast.pytest_plugin", "precast.harness"},
     {"precast.boards", "precast.send", "precast.collect", "precast.view"},
     {"precast.args"},
     {"precast.wire"},

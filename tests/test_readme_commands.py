@@ -8,10 +8,10 @@ import shlex
 import sqlite3
 from pathlib import Path
 
-from kit import ROOT, TEMPLATES, precast
+from kit import ROOT, TEMPLATES, docs_text, precast
 from precast.pytest_plugin import PrecastCollector
 
-README = (ROOT / "README.md").read_text()
+README = docs_text()
 
 
 def _block_after(marker: str) -> list[str]:

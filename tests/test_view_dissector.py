@@ -404,7 +404,7 @@ def test_generated_templates(tmp_path_factory: Any, data: st.DataObject) -> None
 
 def test_readme_shows_what_tshark_shows(tmp_path: Path) -> None:
     """README's dissected frame, made again from its own commands."""
-    readme = (TEMPLATES.parent / "README.md").read_text()
+    readme = (TEMPLATES.parent / "docs" / "views.md").read_text()
     block = readme.split("    $ tshark -X lua_script:precast.lua -r one.pcap -O precast\n", 1)[1]
     shown = block.split("\n\n", 1)[0].splitlines()
     lua = write_lua(tmp_path, TEMPLATES)

@@ -17,9 +17,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def on_files(files: Files, config: Any, **_: Any) -> Files:
-    files.append(
-        File.generated(config, "index.md", content=README.read_text(encoding="utf-8"))
-    )
+    files.append(File.generated(config, "index.md", content=README.read_text(encoding="utf-8")))
     return files
 
 

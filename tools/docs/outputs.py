@@ -143,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.write and new != text:
             page.write_text(new)
     if bad and not args.write:
-        print(
-            f"{bad} block(s) differ from what their commands print: run outputs.py --write"
-        )
+        print(f"{bad} block(s) differ from what their commands print: run outputs.py --write")
         return 1
     return 0
 

@@ -54,7 +54,7 @@ test: venv sysdeps mp32 lint typecheck
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The docs site (mkdocs-material) into site/: README is its front page, docs/ the rest.
-# `make test` builds it too, strictly (tests/test_docs_site.py): a broken link or anchor fails.
+# `make test` builds it too, strictly (tests/docs/test_docs_site.py): a broken link or anchor fails.
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	@echo "the site is in site/ (open site/index.html, or: $(BIN)/mkdocs serve)"

@@ -11,7 +11,7 @@ print exactly that (trailing spaces aside).
     .venv/bin/python tools/docs/outputs.py            # check every block; a diff where one differs
     .venv/bin/python tools/docs/outputs.py --write    # run them and write what they print
 
-tests/test_docs_outputs.py runs the check in `make test`.
+tests/docs/test_docs_outputs.py runs the check in `make test`.
 """
 
 from __future__ import annotations

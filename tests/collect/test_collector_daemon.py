@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import signal
@@ -26,11 +27,17 @@ def minimal(device: int, seq: int) -> bytes:
     return payload("minimal", {"value": seq % 65536}, device, seq)
 
 
+@functools.cache
+def burst() -> tuple[bytes, ...]:
+    """The burst's 60,000 frames, built once for both backends (the codec takes seconds)."""
+    return tuple(minimal(1 + i % 8, i // 8) for i in range(60_000))
+
+
 def test_sigterm_in_a_burst_loses_nothing_decoded(tmp_path: Path, store_db: Path | str) -> None:
     """SIGTERM while readings pour in: every JSON line is a stored row and the reverse."""
     jsonl = tmp_path / "out.jsonl"
     col = Collector(tmp_path, "--jsonl", str(jsonl), db=store_db)
-    frames = [minimal(1 + i % 8, i // 8) for i in range(60_000)]
+    frames = burst()
     stop = threading.Event()
 
     def blast() -> None:

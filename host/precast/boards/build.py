@@ -68,6 +68,7 @@ PACK_CHUNK = 16
 # The simulated sensor keeps raw values inside a 32-bit port's small ints.
 SIM_LIMIT = 2**28 - 1024  # the firmware sim's own bound (sensors/sim.py LIMIT)
 VIPER_MODULE = "viper.py"
+PLAIN_MODULE = "plain.py"  # the same hot path for a port without viper
 
 
 def _serial_port(text: str) -> int | str:
@@ -189,7 +190,9 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
         "--march",
         metavar="ARCH",
         help="mpy-cross -march for the viper module with --mpy (x64, xtensawin, "
-        "armv6m, ...); without it that module stays source",
+        "armv6m, ...): the bundle then has no plain.py (the hot path for a port without "
+        "viper), and a board of another arch says so at start; without it that module "
+        "stays source",
     )
     hardware.add_arguments(p)  # --sensor and its pins, --sleep, --watchdog-ms, --seq-*, --secrets
     ethernet.add_arguments(p)  # --spi and its pins, --cs, --eth-reset, --dst-mac, --src-*
@@ -430,7 +433,9 @@ sys.exit(app.main(precast_template, precast_config))
 
 
 def _mpy_cross(src: Path, march: str | None) -> None:
-    cmd = [sys.executable, "-m", "mpy_cross"]
+    # No line numbers in the bytecode: 7% of a bundle, and of the RAM it takes on the board
+    # (a traceback there says "line ?"; the firmware's own failures are said in words).
+    cmd = [sys.executable, "-m", "mpy_cross", "-X", "no-source-lines"]
     if march:
         cmd.append(f"-march={march}")
     cmd.append(src.name)
@@ -479,12 +484,18 @@ def _imports(path: Path, rel: str) -> set[str]:
     return out
 
 
-def firmware_modules(transport: str, sensors: tuple[str, ...], mic: bool) -> list[str]:
+def firmware_modules(
+    transport: str, sensors: tuple[str, ...], mic: bool, native: bool = False
+) -> list[str]:
     """The firmware files a bundle carries (under precast_fw/): the loop, the transport and
-    sensors named, and their imports; group.py only for several sensors, cmac.py for a MIC."""
+    sensors named, and their imports; group.py only for several sensors, cmac.py for a MIC,
+    plain.py (the hot path without viper) unless `native`: viper compiled for the board's
+    arch (--march), which a port of that arch always loads."""
     skip = set() if len(sensors) > 1 else {"sensors/group.py"}
     if not mic:
         skip.add("cmac.py")
+    if native:
+        skip.add(PLAIN_MODULE)
     todo = ["__init__.py", "app.py", "board.py", f"transport_{transport}.py"]
     todo += ["sensors/__init__.py", *(f"sensors/{name}.py" for name in sensors)]
     seen: set[str] = set()
@@ -512,7 +523,9 @@ def build_bundle(options: Any) -> list[Path]:
         if pkg.exists():
             shutil.rmtree(pkg)
         sensors = str(entries["SENSOR"]).split(",")
-        for rel in firmware_modules(entries["TRANSPORT"], tuple(sensors), lay.template.mic):
+        native = bool(_opt(options, "mpy") and _opt(options, "march"))
+        mic = lay.template.mic
+        for rel in firmware_modules(entries["TRANSPORT"], tuple(sensors), mic, native):
             (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(FIRMWARE_DIR / rel, pkg / rel)
         for stale in ("precast_template.mpy", "precast_template_late.mpy", "precast_config.mpy"):

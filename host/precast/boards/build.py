@@ -449,12 +449,16 @@ def _mpy_cross(src: Path, march: str | None) -> None:
     src.unlink()
 
 
+def _top_modules(out: Path) -> list[Path]:
+    """The generated modules beside main.py (the delayed frame's only with a backlog)."""
+    names = ("precast_template.py", "precast_template_late.py", "precast_config.py")
+    return [out / n for n in names if (out / n).is_file()]
+
+
 def _precompile(out: Path, march: str | None) -> list[Path]:
     files = [
         *sorted((out / "precast_fw").rglob("*.py")),
-        out / "precast_template.py",
-        out / "precast_template_late.py",
-        out / "precast_config.py",
+        *_top_modules(out),
     ]
     written = []
     for f in files:
@@ -484,18 +488,31 @@ def _imports(path: Path, rel: str) -> set[str]:
     return out
 
 
-def firmware_modules(
-    transport: str, sensors: tuple[str, ...], mic: bool, native: bool = False
-) -> list[str]:
+class Needs(NamedTuple):
+    """What a bundle's firmware must do beyond the loop, from the build's options."""
+
+    mic: bool = False  # a template with a CMAC: cmac.py
+    native: bool = False  # viper compiled for the board's arch (--march): no plain.py
+    backlog: bool = True  # readings kept through an outage (BACKLOG > 0): backlog.py
+    seq_file: bool = True  # the seq kept across resets (SEQ_FILE): seqstore.py
+    wifi: bool = True  # the board joins a WiFi (a udp node on ESP32, Pico W): wifi.py
+
+
+def firmware_modules(transport: str, sensors: tuple[str, ...], needs: Needs) -> list[str]:
     """The firmware files a bundle carries (under precast_fw/): the loop, the transport and
-    sensors named, and their imports; group.py only for several sensors, cmac.py for a MIC,
-    plain.py (the hot path without viper) unless `native`: viper compiled for the board's
-    arch (--march), which a port of that arch always loads."""
+    sensors named, and their imports; group.py only for several sensors, and of the rest
+    only what `needs` asks for (plain.py, the hot path without viper, unless viper is
+    native: a port of that arch always loads it)."""
     skip = set() if len(sensors) > 1 else {"sensors/group.py"}
-    if not mic:
-        skip.add("cmac.py")
-    if native:
-        skip.add(PLAIN_MODULE)
+    for rel, needed in (
+        ("cmac.py", needs.mic),
+        (PLAIN_MODULE, not needs.native),
+        ("backlog.py", needs.backlog),
+        ("seqstore.py", needs.seq_file),
+        ("wifi.py", needs.wifi),
+    ):
+        if not needed:
+            skip.add(rel)
     todo = ["__init__.py", "app.py", "board.py", f"transport_{transport}.py"]
     todo += ["sensors/__init__.py", *(f"sensors/{name}.py" for name in sensors)]
     seen: set[str] = set()
@@ -523,15 +540,23 @@ def build_bundle(options: Any) -> list[Path]:
         if pkg.exists():
             shutil.rmtree(pkg)
         sensors = str(entries["SENSOR"]).split(",")
-        native = bool(_opt(options, "mpy") and _opt(options, "march"))
-        mic = lay.template.mic
-        for rel in firmware_modules(entries["TRANSPORT"], tuple(sensors), mic, native):
+        needs = Needs(
+            mic=lay.template.mic,
+            native=bool(_opt(options, "mpy") and _opt(options, "march")),
+            backlog=entries["BACKLOG"] > 0,
+            seq_file=entries["SEQ_FILE"] is not None,
+            wifi=entries.get("WIFI", entries["TRANSPORT"] == "udp"),  # as board.setup decides
+        )
+        for rel in firmware_modules(entries["TRANSPORT"], tuple(sensors), needs):
             (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(FIRMWARE_DIR / rel, pkg / rel)
         for stale in ("precast_template.mpy", "precast_template_late.mpy", "precast_config.mpy"):
             (out / stale).unlink(missing_ok=True)
         (out / "precast_template.py").write_text(template_source(lay, options.device))
-        (out / "precast_template_late.py").write_text(template_source(lay.late, options.device))
+        late = out / "precast_template_late.py"
+        late.unlink(missing_ok=True)
+        if needs.backlog:  # the delayed frame: only a kept reading goes out in one
+            late.write_text(template_source(lay.late, options.device))
         (out / "precast_config.py").write_text(config_source(entries))
         (out / "main.py").write_text(MAIN_SOURCE)
         hardware.write_secrets(options, out)  # into DIR, never into the listing
@@ -540,10 +565,5 @@ def build_bundle(options: Any) -> list[Path]:
     if _opt(options, "mpy"):
         modules = _precompile(out, _opt(options, "march"))
     else:
-        modules = [
-            *sorted(pkg.rglob("*.py")),
-            out / "precast_template.py",
-            out / "precast_template_late.py",
-            out / "precast_config.py",
-        ]
+        modules = [*sorted(pkg.rglob("*.py")), *_top_modules(out)]
     return [out / "main.py", *modules]

@@ -123,7 +123,6 @@ def test_udp_bundle_within_budget(tmp_path: Path) -> None:
     assert size <= BUNDLE_BUDGET, f"{size} bytes > {BUNDLE_BUDGET}"
 
 
-@OVER
 def test_lean_udp_bundle_within_budget(tmp_path: Path) -> None:
     """Without the backlog and the seq file (--backlog 0 --seq-file ''): what is left."""
     size = mpy_bundle(tmp_path, "udp", *LEAN)
@@ -165,7 +164,6 @@ def test_udp_ram_within_budget(tmp_path: Path) -> None:
     assert ram <= RAM_BUDGET, f"{ram} bytes > {RAM_BUDGET}"
 
 
-@OVER
 def test_lean_udp_ram_within_budget(tmp_path: Path) -> None:
     ram = ram_after_start_up(tmp_path, "udp", *LEAN)
     assert ram <= RAM_BUDGET, f"{ram} bytes > {RAM_BUDGET}"

@@ -42,7 +42,7 @@ from precast.args import add_template_args, examples, non_negative, split_hostpo
 from precast.boards import ethernet, hardware
 from precast.errors import PrecastError, UsageError
 from precast.wire.checks import crc16, fold, ones_sum
-from precast.wire.constants import AGE_LEN, OFF_DEVICE, OFF_SEQ, PAYLOAD_OFFSET, UDP_CSUM_OFFSET
+from precast.wire.constants import AGE_LEN, OFF_DEVICE, OFF_SEQ, PAYLOAD_OFFSET
 from precast.wire.layout import Layout, compile_template, pick_layout
 from precast.wire.units import plausible_raw
 
@@ -281,8 +281,8 @@ def template_source(lay: Layout, device: int) -> str:
     # layout.udp_partial covers payload [0, 4); the device id is fixed too, so add it.
     partial = fold(lay.udp_partial + ones_sum(head[OFF_DEVICE:]))
     integer = all(s.field.type != "f32" for s in lay.fields)
-    age = ("age_ms",) if lay.delayed else ()
-    ages_at = (lay.age_offset,) if lay.delayed else ()
+    names = (*(s.name for s in lay.fields), *(("age_ms",) if lay.delayed else ()))
+    offsets = (*(s.offset for s in lay.fields), *((lay.age_offset,) if lay.delayed else ()))
     sizes = (*(s.field.size for s in lay.fields), *((AGE_LEN,) if lay.delayed else ()))
     lo, hi = [], []
     for s in lay.fields:  # the firmware sim's raw range: what a real sensor of the unit gives
@@ -297,8 +297,7 @@ def template_source(lay: Layout, device: int) -> str:
         f"{n.src_mac} {n.src_ip}:{n.src_port} -> {n.dst_mac} {n.dst_ip}:{n.dst_port}.",
         '"""',
         "",
-        "from struct import pack_into",
-        "",
+        *(("from struct import pack_into", "") if not integer else ()),
         "from micropython import const",
         "",
         f"TEMPLATE_ID = const({t.id})",
@@ -309,37 +308,31 @@ def template_source(lay: Layout, device: int) -> str:
         f"DEVICE = const({device})",
         f"FRAME = {bytes(frame)!r}",
         f"FRAME_LEN = const({len(frame)})",
-        f"PAYLOAD_OFFSET = const({PAYLOAD_OFFSET})",
         f"PAYLOAD_LEN = const({lay.payload_len})",
-        f"OFF_DEVICE = const({OFF_DEVICE})",
-        f"OFF_SEQ = const({OFF_SEQ})",
-        f"OFF_FIELDS = const({lay.fields[0].offset})",
         f"OFF_CHECK = const({lay.check_offset})",
         f"OFF_AGE = const({lay.age_offset})  # a delayed frame's age; the check's offset if live",
-        f"UDP_CSUM_OFFSET = const({UDP_CSUM_OFFSET})",
         "# One's-complement sum (folded) of the pseudo-header, UDP header and payload [0, 8).",
         f"UDP_PARTIAL = const(0x{partial:04x})",
         "# CRC-16/CCITT-FALSE state after payload [0, 8).",
         f"CRC_INIT = const(0x{crc16(head):04x})",
-        f"BODY_FMT = {lay.body_fmt!r}",
-        f"FIELDS_FMT = {lay.fields_fmt!r}",
         # A delayed frame's age is one more u32 field, after the template's.
         f"FIELD_COUNT = const({len(sizes)})",
-        f"FIELD_NAMES = {(*(s.name for s in lay.fields), *age)!r}",
-        f"FIELD_OFFSETS = {(*(s.offset for s in lay.fields), *ages_at)!r}",
+        f"# Fields: {', '.join(f'{nm} @{at}' for nm, at in zip(names, offsets, strict=True))}",
         f"FIELD_SIZES = {sizes!r}",
         f"INTEGER = {integer!r}  # no f32 field: a reading allocates nothing",
         f"DST_IP = {n.dst_ip!r}",
         f"DST_PORT = const({n.dst_port})",
-        f"SRC_PORT = const({n.src_port})",
         f"SIM_LO = {tuple(lo)!r}",
         f"SIM_HI = {tuple(hi)!r}",
-        "",
-        "",
-        "def pack(b, hi, lo, v):",
-        '    """Write seq (two 16-bit halves) and the raw values v into frame b."""',
     ]
-    lines += _pack_lines(lay, "    ")
+    if not integer:  # only a template with an f32 field packs its fields with struct
+        lines += [
+            "",
+            "",
+            "def pack(b, hi, lo, v):",
+            '    """Write seq (two 16-bit halves) and the raw values v into frame b."""',
+            *_pack_lines(lay, "    "),
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -35,10 +35,10 @@ def wifi_up(timeout_ms=None, wdt=None):
         import network
     except ImportError:  # the unix port: the host's own network is up
         return True
-    from . import wifi  # only a port with WiFi loads it
+    from .wifi import up  # only a port with WiFi loads it
 
     try:
-        return wifi.up(network, timeout_ms, wdt)
+        return up(network, timeout_ms, wdt)
     finally:
         _unload("wifi")
 

@@ -17,7 +17,8 @@ frame, offsets, struct format, partial sums) and writes `precast_config`;
 - robust: retry with backoff around a transport, counting failures
 - sensors.<name>: drivers that fill a list with raw integers (sim, bme280, ds18b20,
   battery; group reads several)
-- board: WiFi from precast_secrets, the watchdog, sleep between readings
+- board: the watchdog, sleep between readings, WiFi through wifi (from precast_secrets)
+- buses: the I2C, SPI, 1-Wire buses, ADC and output pins drivers ask for
 - seqstore: the seq across deep sleep (RTC memory) and resets (a flash reservation)
 - app: the main loop
 """

@@ -54,11 +54,6 @@ def transport_class(name):
     return _module("precast_fw", "transport_" + name).Transport
 
 
-def open_transport(name, tpl, cfg):
-    """The transport named `name`, opened (raises OSError when it cannot be)."""
-    return transport_class(name)(tpl, cfg)
-
-
 def open_link(name, tpl, cfg, transport=None, board=None):
     """A Robust around the transport; it opens the named one itself, and retries that too."""
     retries = getattr(cfg, "RETRIES", 3)
@@ -92,16 +87,6 @@ def setup_board(cfg):
 def first_seq(cfg):
     """The seq of the first reading."""
     return getattr(cfg, "SEQ_START", 0)
-
-
-def pace(deadline, interval_ms):
-    """Sleep until `deadline` (ticks_ms); the next deadline. Never bursts to catch up."""
-    now = time.ticks_ms()
-    wait = time.ticks_diff(deadline, now)
-    if wait > 0:
-        time.sleep_ms(wait)
-        return time.ticks_add(deadline, interval_ms)
-    return time.ticks_add(now, interval_ms)
 
 
 class Counts:

@@ -1,14 +1,9 @@
 """Board set-up and the pause between readings: WiFi, the watchdog, sleep, the seq store.
 
-WiFi (ESP32, Pico W: network.WLAN in station mode) comes up from
-`precast_secrets.py`, a module that `precast build --secrets` or deploy
-puts on the device and that never enters the repository:
-
-    WIFI_SSID = "my-network"
-    WIFI_PASSWORD = "..."
-    WIFI_TIMEOUT_MS = 20000  # optional
-
-The unix port has no network module: the host's network is already up.
+WiFi (ESP32, Pico W) comes up from `precast_secrets.py` through wifi.py,
+which only a port with a network module loads: the unix port has none,
+the host's network is already up. The buses and pins drivers ask for are
+buses.py's.
 
 The watchdog (machine.WDT) resets a board whose loop stops; it is fed
 before every reading and during long pauses, and is None where the port
@@ -25,8 +20,6 @@ import time
 import machine
 import micropython
 
-from .seqstore import DEFAULT_RESERVE, SeqStore
-
 SLEEP_MODES = ("none", "light", "deep")
 DEFAULT_WDT_MS = 30000
 # The longest a single sleep may last with a watchdog running: rp2's WDT stops at 8388 ms.
@@ -37,63 +30,29 @@ _TX_DRAIN_MS = 100
 
 
 def wifi_up(timeout_ms=None, wdt=None):
-    """Connect to the secrets' WiFi (True when up, or when the port has no WiFi)."""
+    """Connect to the secrets' WiFi (True when up, or when the port has no WiFi): wifi.py."""
     try:
         import network
     except ImportError:  # the unix port: the host's own network is up
         return True
+    from .wifi import up  # only a port with WiFi loads it
+
     try:
-        import precast_secrets as secrets  # type: ignore[import-not-found]  # put on boards by build
-    except ImportError:
-        print("precast: no precast_secrets.py on the board: build with --secrets FILE")
-        return False
-    ssid = getattr(secrets, "WIFI_SSID", None)
-    if not ssid:
-        print("precast: precast_secrets.py has no WIFI_SSID")
-        return False
-    if timeout_ms is None:
-        timeout_ms = getattr(secrets, "WIFI_TIMEOUT_MS", 20000)
-    wlan = network.WLAN(network.STA_IF)
-    wlan.active(True)
-    if wlan.isconnected():
-        return True
-    wlan.connect(ssid, getattr(secrets, "WIFI_PASSWORD", ""))
-    start = time.ticks_ms()
-    while not wlan.isconnected():
-        status = wlan.status()
-        if status in _fatal_statuses(network):
-            print("precast: WiFi %r: %s" % (ssid, _status_text(network, status)))
-            wlan.disconnect()
-            return False
-        if time.ticks_diff(time.ticks_ms(), start) > timeout_ms:
-            print("precast: WiFi %r: no connection after %d ms (status %s)"
-                  % (ssid, timeout_ms, _status_text(network, status)))  # fmt: skip
-            wlan.disconnect()
-            return False
-        if wdt is not None:
-            wdt.feed()
-        time.sleep_ms(100)
-    print("precast: WiFi %r up, address %s" % (ssid, wlan.ifconfig()[0]))
-    return True
+        return up(network, timeout_ms, wdt)
+    finally:
+        _unload("wifi")
 
 
-# The ports' names for failed connections; rp2 reports negative numbers without names.
-_STATUS_NAMES = (
-    ("STAT_WRONG_PASSWORD", -3, "wrong password"),
-    ("STAT_NO_AP_FOUND", -2, "no access point with that SSID"),
-    ("STAT_CONNECT_FAIL", -1, "connection failed"),
-)
+def _unload(name):
+    # A module needed at start-up and rarely after (wifi: again only to rejoin): its code
+    # leaves RAM until then (1.9 KB on a 32-bit port), and a rejoin, with the heap
+    # unlocked, imports it again.
+    import sys
 
-
-def _fatal_statuses(network):
-    return [getattr(network, name, code) for name, code, _ in _STATUS_NAMES]
-
-
-def _status_text(network, status):
-    for name, code, text in _STATUS_NAMES:
-        if status == getattr(network, name, code):
-            return text
-    return str(status)
+    sys.modules.pop(__name__.rpartition(".")[0] + "." + name, None)
+    pkg = sys.modules.get(__name__.rpartition(".")[0])
+    if pkg is not None and name in pkg.__dict__:
+        delattr(pkg, name)
 
 
 def watchdog(timeout_ms=DEFAULT_WDT_MS):
@@ -140,6 +99,8 @@ class Board:
             except ImportError:  # the unix port: the host keeps its own network up
                 pass
         if store is None and getattr(cfg, "SEQ_FILE", None):
+            from .seqstore import DEFAULT_RESERVE, SeqStore  # a bundle without one lacks it
+
             store = SeqStore(cfg.SEQ_FILE, getattr(cfg, "SEQ_RESERVE", DEFAULT_RESERVE),
                              write_ms=getattr(cfg, "SEQ_WRITE_MS", 0))  # fmt: skip
         self.store = store
@@ -256,71 +217,6 @@ class Board:
                 self.store.release(next_seq)  # a burst claims ahead: give back what it left
             self.store.save_exact()
             self.store.close()
-
-
-def i2c_bus(cfg):
-    """The I2C bus the config names (I2C_ID, I2C_SCL, I2C_SDA pins)."""
-    try:
-        return machine.I2C(
-            getattr(cfg, "I2C_ID", 0),
-            scl=machine.Pin(getattr(cfg, "I2C_SCL", 22)),
-            sda=machine.Pin(getattr(cfg, "I2C_SDA", 21)),
-            freq=getattr(cfg, "I2C_FREQ", 100000),
-        )
-    except AttributeError:  # the unix port has no I2C controller
-        raise OSError("this port has no machine.I2C: the BME280 needs a board") from None
-
-
-def spi_bus(cfg):
-    """machine.SPI and its chip-select pin (high: idle) from the wiring `precast build` wrote."""
-    try:
-        spi_id, baud, cs = cfg.SPI_ID, cfg.SPI_BAUD, cfg.CS_PIN
-        sck, mosi, miso = cfg.SPI_SCK, cfg.SPI_MOSI, cfg.SPI_MISO
-    except AttributeError:
-        raise OSError(22, "precast_config has no SPI wiring (SPI_ID .. CS_PIN): precast build "
-                      "writes it for --transport w5500|enc28j60") from None  # fmt: skip
-    try:
-        spi = machine.SPI(
-            spi_id,
-            baudrate=baud,
-            sck=machine.Pin(sck),
-            mosi=machine.Pin(mosi),
-            miso=machine.Pin(miso),
-        )
-        pin = machine.Pin(cs, machine.Pin.OUT, value=1)
-    except AttributeError:  # the unix port has no SPI: tests pass their own bus
-        raise OSError(19, "this port has no machine.SPI: pass spi= and cs=") from None
-    return spi, pin
-
-
-def output_pin(number, value=1):
-    """An output pin (a chip's reset line, held high: not in reset)."""
-    try:
-        return machine.Pin(number, machine.Pin.OUT, value=value)
-    except AttributeError:  # the unix port has no pins
-        raise OSError(19, "this port has no machine.Pin") from None
-
-
-def onewire_bus(cfg):
-    """The 1-Wire bus on pin ONEWIRE_PIN."""
-    try:
-        import onewire
-
-        return onewire.OneWire(machine.Pin(getattr(cfg, "ONEWIRE_PIN", 4)))
-    except (ImportError, AttributeError):  # the unix port has no pins
-        raise OSError("this port has no onewire/machine.Pin: the DS18B20 needs a board") from None
-
-
-def adc(cfg):
-    """The ADC on pin BATTERY_PIN, set to read up to about 3.1 V where the port can."""
-    try:
-        pin = machine.Pin(getattr(cfg, "BATTERY_PIN", 35))
-        try:
-            return machine.ADC(pin, atten=machine.ADC.ATTN_11DB)  # ESP32: 0 dB ends at 1.1 V
-        except (AttributeError, TypeError):  # rp2: one fixed 0..3.3 V range
-            return machine.ADC(pin)
-    except AttributeError:  # the unix port has no ADC
-        raise OSError("this port has no machine.ADC: the battery reading needs a board") from None
 
 
 def setup(cfg):

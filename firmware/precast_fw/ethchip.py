@@ -54,7 +54,7 @@ def reset_pin(cfg):
     pin = getattr(cfg, "ETH_RESET", None)
     if pin is None or callable(pin):
         return pin
-    from .board import output_pin
+    from .buses import output_pin
 
     return output_pin(pin)
 
@@ -74,7 +74,7 @@ class Chip:
 
     def __init__(self, tpl, cfg, spi, cs):
         if spi is None or cs is None:
-            from .board import spi_bus
+            from .buses import spi_bus
 
             spi, cs = spi_bus(cfg)
         self._spi = spi

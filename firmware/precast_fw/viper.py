@@ -8,8 +8,9 @@ in place, once per 16-byte block).
 
 `sender.params` is an array('I') (slots P_* in layout.py), the sim's
 state another (S_*). Viper folds only this module's const(): the names
-below repeat layout.py's, and tests/firmware/test_firmware_constants.py holds them
-equal. Viper takes at most four arguments, so the CRC table is a module
+below repeat layout.py's with a leading _ (a private const() leaves no
+global behind: 300 bytes of .mpy), and tests/firmware/test_firmware_constants.py
+holds them equal. Viper takes at most four arguments, so the CRC table is a module
 global. The offsets are docs/PROTOCOL.md's.
 
 The UDP checksum is RFC 1624's incremental form: the template's partial
@@ -22,29 +23,29 @@ from micropython import const
 
 from .layout import CRC_TABLE
 
-UDP_CSUM_OFFSET = const(40)
-PAYLOAD_OFFSET = const(42)
-FRAME_SEQ = const(50)
-FRAME_FIELDS = const(54)
-AES_BLOCK = const(16)
-P_SEQ = const(0)
-P_FIELDS = const(1)
-P_CHECK = const(2)
-P_CHECK_LEN = const(3)
-P_CRC_INIT = const(4)
-P_PARTIAL = const(5)
-P_MAC = const(6)
-P_SIZES = const(8)
-S_X = const(0)
-S_N = const(1)
-S_FIELDS = const(2)
-S_V = const(0)
-S_LO = const(1)
-S_HI = const(2)
-S_DRIFT = const(3)
-S_NOISE = const(4)
-S_STRIDE = const(5)
-S_BIAS = const(0x10000000)
+_UDP_CSUM_OFFSET = const(40)
+_PAYLOAD_OFFSET = const(42)
+_FRAME_SEQ = const(50)
+_FRAME_FIELDS = const(54)
+_AES_BLOCK = const(16)
+_P_SEQ = const(0)
+_P_FIELDS = const(1)
+_P_CHECK = const(2)
+_P_CHECK_LEN = const(3)
+_P_CRC_INIT = const(4)
+_P_PARTIAL = const(5)
+_P_MAC = const(6)
+_P_SIZES = const(8)
+_S_X = const(0)
+_S_N = const(1)
+_S_FIELDS = const(2)
+_S_V = const(0)
+_S_LO = const(1)
+_S_HI = const(2)
+_S_DRIFT = const(3)
+_S_NOISE = const(4)
+_S_STRIDE = const(5)
+_S_BIAS = const(0x10000000)
 
 
 @micropython.viper
@@ -53,25 +54,25 @@ def seal(sender, values):
 
     A method of Sender (its `patch` for an integer template: one call per
     reading). values (an array('i'): Sender.values) are the raw fields;
-    values[i] goes out big-endian in params[P_SIZES + i] bytes;
+    values[i] goes out big-endian in params[_P_SIZES + i] bytes;
     two's complement makes signed and unsigned the same bytes. With
-    P_FIELDS 0 (a template with f32 fields) the fields are already in place.
+    _P_FIELDS 0 (a template with f32 fields) the fields are already in place.
     """
     frame = ptr8(sender.frame)
     params = ptr32(sender.params)
-    seq = params[P_SEQ]
-    frame[FRAME_SEQ] = seq >> 24
-    frame[FRAME_SEQ + 1] = seq >> 16
-    frame[FRAME_SEQ + 2] = seq >> 8
-    frame[FRAME_SEQ + 3] = seq
-    params[P_SEQ] = seq + 1
-    n = params[P_FIELDS]
+    seq = params[_P_SEQ]
+    frame[_FRAME_SEQ] = seq >> 24
+    frame[_FRAME_SEQ + 1] = seq >> 16
+    frame[_FRAME_SEQ + 2] = seq >> 8
+    frame[_FRAME_SEQ + 3] = seq
+    params[_P_SEQ] = seq + 1
+    n = params[_P_FIELDS]
     i = 0
-    p = FRAME_FIELDS
+    p = _FRAME_FIELDS
     vals = ptr32(values if n else sender.params)  # an array('i'); no fields: not read at all
     while i < n:
         v = vals[i]
-        size = params[P_SIZES + i]
+        size = params[_P_SIZES + i]
         if size == 1:
             frame[p] = v
         elif size == 2:
@@ -84,9 +85,9 @@ def seal(sender, values):
             frame[p + 3] = v
         p += size
         i += 1
-    stop = PAYLOAD_OFFSET + params[P_CHECK]
-    s = params[P_PARTIAL]
-    if params[P_MAC]:
+    stop = _PAYLOAD_OFFSET + params[_P_CHECK]
+    s = params[_P_PARTIAL]
+    if params[_P_MAC]:
         # AES-CMAC (RFC 4493) of payload [0, check), steps as in Cmac.compute.
         mac = sender.mac
         xo = mac.x
@@ -96,42 +97,42 @@ def seal(sender, values):
         n = int(mac.n)
         if n == 1:
             i = 0
-            while i < AES_BLOCK:
+            while i < _AES_BLOCK:
                 x[i] = k[i]
                 i += 1
         else:
             i = 0
-            while i < AES_BLOCK:
-                x[i] = frame[PAYLOAD_OFFSET + i]
+            while i < _AES_BLOCK:
+                x[i] = frame[_PAYLOAD_OFFSET + i]
                 i += 1
             enc(xo, xo)
             b = 1
             while b < n - 1:
-                p = PAYLOAD_OFFSET + b * AES_BLOCK
+                p = _PAYLOAD_OFFSET + b * _AES_BLOCK
                 i = 0
-                while i < AES_BLOCK:
+                while i < _AES_BLOCK:
                     x[i] = x[i] ^ frame[p + i]
                     i += 1
                 enc(xo, xo)
                 b += 1
             i = 0
-            while i < AES_BLOCK:
+            while i < _AES_BLOCK:
                 x[i] = x[i] ^ k[i]
                 i += 1
-        p = PAYLOAD_OFFSET + (n - 1) * AES_BLOCK
+        p = _PAYLOAD_OFFSET + (n - 1) * _AES_BLOCK
         rest = int(mac.rest)
         i = 0
         while i < rest:
             x[i] = x[i] ^ frame[p + i]
             i += 1
         enc(xo, xo)
-        n = params[P_CHECK_LEN]
+        n = params[_P_CHECK_LEN]
         i = 0
         while i < n:
             frame[stop + i] = x[i]
             i += 1
         stop += n
-        i = FRAME_SEQ
+        i = _FRAME_SEQ
         while i + 1 < stop:
             s += (frame[i] << 8) | frame[i + 1]
             i += 2
@@ -140,8 +141,8 @@ def seal(sender, values):
     else:
         # CRC over payload [8, check) and the UDP sum over [8, P), in one pass of words.
         t = ptr16(CRC_TABLE)
-        crc = params[P_CRC_INIT]
-        i = FRAME_SEQ
+        crc = params[_P_CRC_INIT]
+        i = _FRAME_SEQ
         while i + 1 < stop:
             a = frame[i]
             b = frame[i + 1]
@@ -163,8 +164,8 @@ def seal(sender, values):
     c = (s ^ 0xFFFF) & 0xFFFF
     if c == 0:
         c = 0xFFFF  # RFC 768: a computed 0 goes out as all ones
-    frame[UDP_CSUM_OFFSET] = c >> 8
-    frame[UDP_CSUM_OFFSET + 1] = c
+    frame[_UDP_CSUM_OFFSET] = c >> 8
+    frame[_UDP_CSUM_OFFSET + 1] = c
 
 
 @micropython.viper
@@ -196,31 +197,31 @@ def sim_walk(sensor, values):
     """The simulated sensor's next reading into values (sensors/sim.py says what it does)."""
     st = ptr32(sensor.state)
     vals = ptr32(values)  # an array('i') (Sender.values of an integer template)
-    x = st[S_X]
-    n = st[S_N]
+    x = st[_S_X]
+    n = st[_S_N]
     i = 0
-    j = S_FIELDS
+    j = _S_FIELDS
     while i < n:
-        d = st[j + S_DRIFT]
-        v = st[j + S_V] + d - S_BIAS
-        if v < st[j + S_LO] or v > st[j + S_HI]:
-            d = 2 * S_BIAS - d
-            st[j + S_DRIFT] = d
-            v = st[j + S_V] + d - S_BIAS
-        st[j + S_V] = v
+        d = st[j + _S_DRIFT]
+        v = st[j + _S_V] + d - _S_BIAS
+        if v < st[j + _S_LO] or v > st[j + _S_HI]:
+            d = 2 * _S_BIAS - d
+            st[j + _S_DRIFT] = d
+            v = st[j + _S_V] + d - _S_BIAS
+        st[j + _S_V] = v
         x ^= (x << 7) & 0xFFFF
         x ^= x >> 9
         x ^= (x << 8) & 0xFFFF
-        a = st[j + S_NOISE]
+        a = st[j + _S_NOISE]
         v += x % (2 * a + 1) - a
-        if v < st[j + S_LO]:
-            v = st[j + S_LO]
-        elif v > st[j + S_HI]:
-            v = st[j + S_HI]
-        vals[i] = v - S_BIAS
+        if v < st[j + _S_LO]:
+            v = st[j + _S_LO]
+        elif v > st[j + _S_HI]:
+            v = st[j + _S_HI]
+        vals[i] = v - _S_BIAS
         i += 1
-        j += S_STRIDE
-    st[S_X] = x
+        j += _S_STRIDE
+    st[_S_X] = x
 
 
 @micropython.viper

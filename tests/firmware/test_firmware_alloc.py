@@ -164,3 +164,61 @@ def test_firmware_plain_path_runs_heap_locked(tmp_path: Path, template: Path) ->
     # mem_total counts the attempts the lock refused; the run finishing is the proof.
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip().isdigit()
+
+
+# A --count past 2**30 with --heap-lock, reached in a few readings: the sensor stops the run
+# with Ctrl-C's KeyboardInterrupt after STOP readings, and a stand-in for Loop.go_small
+# records the counts the loop was handed (array slots: small ints, no allocation when locked).
+BIG_COUNT = r"""
+import micropython
+from array import array
+import precast_config as cfg, precast_template as tpl
+from precast_fw import app
+from precast_fw.sensors.sim import Sensor as Sim
+
+class Stopping:
+    def __init__(self):
+        self.sim = Sim(tpl, cfg)
+        self.n = 0
+    def read(self, values):
+        self.sim.read(values)
+        self.n += 1
+        if self.n == STOP:
+            raise KeyboardInterrupt
+
+print(app.run(tpl, cfg, sensor=Stopping()))
+got = array("I", bytes(4 * 40))  # got[0]: calls; then each call's count
+def record(self, count):
+    got[1 + got[0]] = count
+    got[0] += 1
+app.Loop.go_small = record
+for count in COUNTS:
+    cfg.COUNT = count
+    got[0] = 0
+    app.run(tpl, cfg, sensor=Sim(tpl, cfg))
+    calls = [got[1 + i] for i in range(got[0])]
+    print("split", count, 1 + sum(calls), max(calls))
+"""
+BIG_COUNTS = [2**30 - 1, 2**30, 2**30 + 1, 2**31 + 3, 2**32 + 7, 3 * 2**28 + 1, 10**10]
+
+
+def test_firmware_count_past_2_30_under_heap_lock(tmp_path: Path) -> None:
+    """--count 2**30 + 5 --heap-lock runs (it died at once on a 32-bit port: `count - 1` was a
+    long int made under the lock), and the loop is handed the whole count in small parts."""
+    stop = 50
+    sink = UdpSink()
+    try:
+        build(tmp_path / "b", TEMPLATES / "env-node.toml", "--device", "1", "--heap-lock",
+              "--count", str(2**30 + 5), "--interval-ms", "0", "--seq-file", "",
+              "--collector", sink.collector)  # fmt: skip
+        script = f"STOP = {stop}\nCOUNTS = {BIG_COUNTS}\n" + BIG_COUNT
+        r = run_bundle(tmp_path / "b", script)
+    finally:
+        sink.close()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert counts(r.stdout)["readings"] == stop - 1  # the interrupted reading never went out
+    split = [line.split()[1:] for line in r.stdout.splitlines() if line.startswith("split ")]
+    assert [int(c) for c, _, _ in split] == BIG_COUNTS
+    for count, total, biggest in split:
+        assert int(total) == int(count)  # the warm-up reading plus every part
+        assert 0 < int(biggest) < 2**30  # each part a small int on a 32-bit port

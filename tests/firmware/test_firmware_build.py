@@ -106,8 +106,10 @@ def test_build_resolves_a_collector_host_name_and_says_where_readings_go(tmp_pat
     assert "DST_IP = '127.0.0.1'" in tpl and "DST_PORT = const(4000)" in tpl
 
 
-@pytest.mark.usefixtures("mp_port")
-def test_firmware_build_mpy_runs(tmp_path: Path) -> None:
+ARCH = {"mp64": "x64", "mp32": "x86"}  # each unix port's native code
+
+
+def test_firmware_build_mpy_runs(tmp_path: Path, mp_port: str) -> None:
     sink = UdpSink()
     try:
         out = tmp_path / "b"
@@ -118,7 +120,7 @@ def test_firmware_build_mpy_runs(tmp_path: Path) -> None:
             "8",
             "--mpy",
             "--march",
-            "x64",
+            ARCH[mp_port],
             "--collector",
             sink.collector,
             "--count",
@@ -128,6 +130,7 @@ def test_firmware_build_mpy_runs(tmp_path: Path) -> None:
         )
         assert not list((out / "precast_fw").rglob("*.py"))
         assert (out / "precast_fw" / "viper.mpy").is_file()
+        assert not (out / "precast_fw" / "plain.mpy").exists()  # viper loads on this arch
         assert (out / "precast_template.mpy").is_file()
         assert not (out / "precast_template.py").exists()
         assert set(files) == {out / "main.py", *out.rglob("*.mpy")}
@@ -139,6 +142,17 @@ def test_firmware_build_mpy_runs(tmp_path: Path) -> None:
         sink.close()
     codec = Codec(load_layouts([TEMPLATES / "env-node.toml"]))
     assert [r.seq for r in map(codec.decode, got) if isinstance(r, Reading)] == list(range(20))
+
+
+def test_firmware_build_mpy_for_another_arch_says_so(tmp_path: Path, mp_port: str) -> None:
+    """viper.mpy of the other port's arch: no plain.py to fall back on, and words that say why."""
+    out = tmp_path / "b"
+    other = ARCH["mp32" if mp_port == "mp64" else "mp64"]
+    build(out, TEMPLATES / "env-node.toml", "--device", "8", "--mpy", "--march", other)
+    r = run_bundle(out)
+    assert r.returncode != 0
+    assert "viper does not load on this port" in r.stderr + r.stdout
+    assert "build for this board's --march" in r.stderr + r.stdout
 
 
 def test_firmware_build_mpy_without_arch_keeps_viper_source(tmp_path: Path) -> None:

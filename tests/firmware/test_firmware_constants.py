@@ -45,8 +45,9 @@ HOST = {
 }
 
 
-def _consts(path: Path) -> dict[str, int]:
-    """NAME -> N for every top-level `NAME = const(N)` in a firmware module."""
+def _consts(path: Path, copies: bool = False) -> dict[str, int]:
+    """NAME -> N for every top-level `NAME = const(N)` in a firmware module; with `copies`
+    (viper.py's: layout's names with a leading _, which leave no global) `_NAME` as NAME."""
     out = {}
     for node in ast.parse(path.read_text()).body:
         if (
@@ -58,7 +59,8 @@ def _consts(path: Path) -> dict[str, int]:
             (target,) = node.targets
             assert isinstance(target, ast.Name)
             expr = ast.Expression(node.value.args[0])  # a literal, or arithmetic on literals
-            out[target.id] = eval(compile(expr, str(path), "eval"), {"__builtins__": {}})
+            name = target.id.lstrip("_") if copies else target.id
+            out[name] = eval(compile(expr, str(path), "eval"), {"__builtins__": {}})
     return out
 
 
@@ -79,11 +81,11 @@ def test_firmware_names_have_one_value_everywhere() -> None:
     for mod, path in _modules().items():
         if mod == "precast_fw.layout":
             continue
-        for name, value in _consts(path).items():
+        for name, value in _consts(path, copies=mod == "precast_fw.viper").items():
             if name in layout:
                 assert value == layout[name], f"{mod}.{name} = {value}, layout says {layout[name]}"
                 seen += 1
-    viper = _consts(FW / "viper.py")
+    viper = _consts(FW / "viper.py", copies=True)
     assert set(viper) <= set(layout), set(viper) - set(layout)  # every copy has its original
     assert seen >= len(viper) > 10
 

@@ -436,12 +436,12 @@ print(c.misuse, c.aborted, w.frames)
 NO_CHIP = r"""
 import time
 import precast_config as cfg, precast_template as tpl
-from precast_fw import app, board
+from precast_fw import app, buses
 from w5500_model import W5500
 from wire import Wire
 chip = W5500(Wire(None))
 chip.miso = 0x00  # nothing on the bus: MISO pulled low
-board.spi_bus = lambda cfg: (chip, chip.cs)  # where a board's machine.SPI would be
+buses.spi_bus = lambda cfg: (chip, chip.cs)  # where a board's machine.SPI would be
 if TELL:
     cfg.TELL_MS = TELL
 t0 = time.ticks_ms()

@@ -176,7 +176,7 @@ def test_durations_and_times() -> None:
 def test_a_postgresql_url_is_never_shown_with_its_password(
     command: list[str], tmp_path: Path
 ) -> None:
-    """plot and top read a PostgreSQL URL (tests/test_view_postgres.py); one they cannot
+    """plot and top read a PostgreSQL URL (tests/view/test_view_postgres.py); one they cannot
     reach is one line naming the server, without the password."""
     url = "postgresql://alice:s3cr3t-pw@127.0.0.1:1/precast"
     r = precast(*command, "--db", url)

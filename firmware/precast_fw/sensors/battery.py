@@ -46,7 +46,7 @@ class Sensor(Battery):
     """The battery reading `precast build --sensor battery` set up: pin, divider, slot."""
 
     def __init__(self, tpl, cfg):
-        from ..board import adc
+        from ..buses import adc
 
         Battery.__init__(
             self,

@@ -193,7 +193,7 @@ class Sensor(BME280):
     """The BME280 that `precast build --sensor bme280` set up: bus, address, template slots."""
 
     def __init__(self, tpl, cfg):
-        from ..board import i2c_bus
+        from ..buses import i2c_bus
 
         BME280.__init__(
             self,

@@ -109,7 +109,7 @@ class Sensor(DS18B20):
     """The DS18B20s that `precast build --sensor ds18b20` set up: pin, template slots."""
 
     def __init__(self, tpl, cfg):
-        from ..board import onewire_bus
+        from ..buses import onewire_bus
 
         DS18B20.__init__(
             self,

@@ -42,7 +42,7 @@ from precast.args import add_template_args, examples, non_negative, split_hostpo
 from precast.boards import ethernet, hardware
 from precast.errors import PrecastError, UsageError
 from precast.wire.checks import crc16, fold, ones_sum
-from precast.wire.constants import AGE_LEN, OFF_DEVICE, OFF_SEQ, PAYLOAD_OFFSET, UDP_CSUM_OFFSET
+from precast.wire.constants import AGE_LEN, OFF_DEVICE, OFF_SEQ, PAYLOAD_OFFSET
 from precast.wire.layout import Layout, compile_template, pick_layout
 from precast.wire.units import plausible_raw
 
@@ -68,6 +68,7 @@ PACK_CHUNK = 16
 # The simulated sensor keeps raw values inside a 32-bit port's small ints.
 SIM_LIMIT = 2**28 - 1024  # the firmware sim's own bound (sensors/sim.py LIMIT)
 VIPER_MODULE = "viper.py"
+PLAIN_MODULE = "plain.py"  # the same hot path for a port without viper
 
 
 def _serial_port(text: str) -> int | str:
@@ -189,7 +190,9 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
         "--march",
         metavar="ARCH",
         help="mpy-cross -march for the viper module with --mpy (x64, xtensawin, "
-        "armv6m, ...); without it that module stays source",
+        "armv6m, ...): the bundle then has no plain.py (the hot path for a port without "
+        "viper), and a board of another arch says so at start; without it that module "
+        "stays source",
     )
     hardware.add_arguments(p)  # --sensor and its pins, --sleep, --watchdog-ms, --seq-*, --secrets
     ethernet.add_arguments(p)  # --spi and its pins, --cs, --eth-reset, --dst-mac, --src-*
@@ -278,8 +281,8 @@ def template_source(lay: Layout, device: int) -> str:
     # layout.udp_partial covers payload [0, 4); the device id is fixed too, so add it.
     partial = fold(lay.udp_partial + ones_sum(head[OFF_DEVICE:]))
     integer = all(s.field.type != "f32" for s in lay.fields)
-    age = ("age_ms",) if lay.delayed else ()
-    ages_at = (lay.age_offset,) if lay.delayed else ()
+    names = (*(s.name for s in lay.fields), *(("age_ms",) if lay.delayed else ()))
+    offsets = (*(s.offset for s in lay.fields), *((lay.age_offset,) if lay.delayed else ()))
     sizes = (*(s.field.size for s in lay.fields), *((AGE_LEN,) if lay.delayed else ()))
     lo, hi = [], []
     for s in lay.fields:  # the firmware sim's raw range: what a real sensor of the unit gives
@@ -294,8 +297,7 @@ def template_source(lay: Layout, device: int) -> str:
         f"{n.src_mac} {n.src_ip}:{n.src_port} -> {n.dst_mac} {n.dst_ip}:{n.dst_port}.",
         '"""',
         "",
-        "from struct import pack_into",
-        "",
+        *(("from struct import pack_into", "") if not integer else ()),
         "from micropython import const",
         "",
         f"TEMPLATE_ID = const({t.id})",
@@ -306,37 +308,31 @@ def template_source(lay: Layout, device: int) -> str:
         f"DEVICE = const({device})",
         f"FRAME = {bytes(frame)!r}",
         f"FRAME_LEN = const({len(frame)})",
-        f"PAYLOAD_OFFSET = const({PAYLOAD_OFFSET})",
         f"PAYLOAD_LEN = const({lay.payload_len})",
-        f"OFF_DEVICE = const({OFF_DEVICE})",
-        f"OFF_SEQ = const({OFF_SEQ})",
-        f"OFF_FIELDS = const({lay.fields[0].offset})",
         f"OFF_CHECK = const({lay.check_offset})",
         f"OFF_AGE = const({lay.age_offset})  # a delayed frame's age; the check's offset if live",
-        f"UDP_CSUM_OFFSET = const({UDP_CSUM_OFFSET})",
         "# One's-complement sum (folded) of the pseudo-header, UDP header and payload [0, 8).",
         f"UDP_PARTIAL = const(0x{partial:04x})",
         "# CRC-16/CCITT-FALSE state after payload [0, 8).",
         f"CRC_INIT = const(0x{crc16(head):04x})",
-        f"BODY_FMT = {lay.body_fmt!r}",
-        f"FIELDS_FMT = {lay.fields_fmt!r}",
         # A delayed frame's age is one more u32 field, after the template's.
         f"FIELD_COUNT = const({len(sizes)})",
-        f"FIELD_NAMES = {(*(s.name for s in lay.fields), *age)!r}",
-        f"FIELD_OFFSETS = {(*(s.offset for s in lay.fields), *ages_at)!r}",
+        f"# Fields: {', '.join(f'{nm} @{at}' for nm, at in zip(names, offsets, strict=True))}",
         f"FIELD_SIZES = {sizes!r}",
         f"INTEGER = {integer!r}  # no f32 field: a reading allocates nothing",
         f"DST_IP = {n.dst_ip!r}",
         f"DST_PORT = const({n.dst_port})",
-        f"SRC_PORT = const({n.src_port})",
         f"SIM_LO = {tuple(lo)!r}",
         f"SIM_HI = {tuple(hi)!r}",
-        "",
-        "",
-        "def pack(b, hi, lo, v):",
-        '    """Write seq (two 16-bit halves) and the raw values v into frame b."""',
     ]
-    lines += _pack_lines(lay, "    ")
+    if not integer:  # only a template with an f32 field packs its fields with struct
+        lines += [
+            "",
+            "",
+            "def pack(b, hi, lo, v):",
+            '    """Write seq (two 16-bit halves) and the raw values v into frame b."""',
+            *_pack_lines(lay, "    "),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -430,7 +426,9 @@ sys.exit(app.main(precast_template, precast_config))
 
 
 def _mpy_cross(src: Path, march: str | None) -> None:
-    cmd = [sys.executable, "-m", "mpy_cross"]
+    # No line numbers in the bytecode: 7% of a bundle, and of the RAM it takes on the board
+    # (a traceback there says "line ?"; the firmware's own failures are said in words).
+    cmd = [sys.executable, "-m", "mpy_cross", "-X", "no-source-lines"]
     if march:
         cmd.append(f"-march={march}")
     cmd.append(src.name)
@@ -444,12 +442,16 @@ def _mpy_cross(src: Path, march: str | None) -> None:
     src.unlink()
 
 
+def _top_modules(out: Path) -> list[Path]:
+    """The generated modules beside main.py (the delayed frame's only with a backlog)."""
+    names = ("precast_template.py", "precast_template_late.py", "precast_config.py")
+    return [out / n for n in names if (out / n).is_file()]
+
+
 def _precompile(out: Path, march: str | None) -> list[Path]:
     files = [
         *sorted((out / "precast_fw").rglob("*.py")),
-        out / "precast_template.py",
-        out / "precast_template_late.py",
-        out / "precast_config.py",
+        *_top_modules(out),
     ]
     written = []
     for f in files:
@@ -479,12 +481,31 @@ def _imports(path: Path, rel: str) -> set[str]:
     return out
 
 
-def firmware_modules(transport: str, sensors: tuple[str, ...], mic: bool) -> list[str]:
+class Needs(NamedTuple):
+    """What a bundle's firmware must do beyond the loop, from the build's options."""
+
+    mic: bool = False  # a template with a CMAC: cmac.py
+    native: bool = False  # viper compiled for the board's arch (--march): no plain.py
+    backlog: bool = True  # readings kept through an outage (BACKLOG > 0): backlog.py
+    seq_file: bool = True  # the seq kept across resets (SEQ_FILE): seqstore.py
+    wifi: bool = True  # the board joins a WiFi (a udp node on ESP32, Pico W): wifi.py
+
+
+def firmware_modules(transport: str, sensors: tuple[str, ...], needs: Needs) -> list[str]:
     """The firmware files a bundle carries (under precast_fw/): the loop, the transport and
-    sensors named, and their imports; group.py only for several sensors, cmac.py for a MIC."""
+    sensors named, and their imports; group.py only for several sensors, and of the rest
+    only what `needs` asks for (plain.py, the hot path without viper, unless viper is
+    native: a port of that arch always loads it)."""
     skip = set() if len(sensors) > 1 else {"sensors/group.py"}
-    if not mic:
-        skip.add("cmac.py")
+    for rel, needed in (
+        ("cmac.py", needs.mic),
+        (PLAIN_MODULE, not needs.native),
+        ("backlog.py", needs.backlog),
+        ("seqstore.py", needs.seq_file),
+        ("wifi.py", needs.wifi),
+    ):
+        if not needed:
+            skip.add(rel)
     todo = ["__init__.py", "app.py", "board.py", f"transport_{transport}.py"]
     todo += ["sensors/__init__.py", *(f"sensors/{name}.py" for name in sensors)]
     seen: set[str] = set()
@@ -512,13 +533,23 @@ def build_bundle(options: Any) -> list[Path]:
         if pkg.exists():
             shutil.rmtree(pkg)
         sensors = str(entries["SENSOR"]).split(",")
-        for rel in firmware_modules(entries["TRANSPORT"], tuple(sensors), lay.template.mic):
+        needs = Needs(
+            mic=lay.template.mic,
+            native=bool(_opt(options, "mpy") and _opt(options, "march")),
+            backlog=entries["BACKLOG"] > 0,
+            seq_file=entries["SEQ_FILE"] is not None,
+            wifi=entries.get("WIFI", entries["TRANSPORT"] == "udp"),  # as board.setup decides
+        )
+        for rel in firmware_modules(entries["TRANSPORT"], tuple(sensors), needs):
             (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(FIRMWARE_DIR / rel, pkg / rel)
         for stale in ("precast_template.mpy", "precast_template_late.mpy", "precast_config.mpy"):
             (out / stale).unlink(missing_ok=True)
         (out / "precast_template.py").write_text(template_source(lay, options.device))
-        (out / "precast_template_late.py").write_text(template_source(lay.late, options.device))
+        late = out / "precast_template_late.py"
+        late.unlink(missing_ok=True)
+        if needs.backlog:  # the delayed frame: only a kept reading goes out in one
+            late.write_text(template_source(lay.late, options.device))
         (out / "precast_config.py").write_text(config_source(entries))
         (out / "main.py").write_text(MAIN_SOURCE)
         hardware.write_secrets(options, out)  # into DIR, never into the listing
@@ -527,10 +558,5 @@ def build_bundle(options: Any) -> list[Path]:
     if _opt(options, "mpy"):
         modules = _precompile(out, _opt(options, "march"))
     else:
-        modules = [
-            *sorted(pkg.rglob("*.py")),
-            out / "precast_template.py",
-            out / "precast_template_late.py",
-            out / "precast_config.py",
-        ]
+        modules = [*sorted(pkg.rglob("*.py")), *_top_modules(out)]
     return [out / "main.py", *modules]

@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv sysdeps mp32 lint typecheck typesheds test fuzz demo bench mutate ha clean
+.PHONY: all venv sysdeps mp32 lint typecheck typesheds test fuzz demo bench mutate ha docs clean
 
 all: test
 
@@ -52,6 +52,12 @@ PYTEST_WORKERS ?= 3
 
 test: venv sysdeps mp32 lint typecheck
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# The docs site (mkdocs-material) into site/: README is its front page, docs/ the rest.
+# `make test` builds it too, strictly (tests/docs/test_docs_site.py): a broken link or anchor fails.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@echo "the site is in site/ (open site/index.html, or: $(BIN)/mkdocs serve)"
 
 # The property tests (pytest's `hypothesis` mark) with ten times the examples and fresh
 # random seeds (tests/conftest.py's `fuzz` profile); on demand, not part of `make test`.

@@ -85,6 +85,7 @@ class Collector(PrecastCollector):
             self.sock.close()
 
     def kill(self) -> None:
+        self.close_reader()
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
 FIRMWARE = ROOT / "firmware"
 TESTS = ROOT / "tests"
+DOCS = ROOT / "docs"  # the site's pages; README.md is its front page
 BIN = Path(sys.executable).parent
 KEY_HEX = "2b7e151628aed2a6abf7158809cf4f3c"  # RFC 4493's example key
 KEY = bytes.fromhex(KEY_HEX)
@@ -46,6 +47,12 @@ SKIP_ALLOWED: dict[str, str] = {
     "needs root": "network namespaces, veth pairs, raw sockets and apt-get need root",
     "no ::1": "IPv6 is switched off in some containers; nothing make test can install turns it on",
 }
+
+
+def docs_text() -> str:
+    """README and every page of the docs site as one text: what a reader can find."""
+    pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    return "\n".join(p.read_text() for p in pages)
 
 
 def skip_allowed(reason: str) -> str | None:

@@ -53,7 +53,7 @@ MUTANTS = [
         "firmware/precast_fw/viper.py",
         r"^(\s+)if c == 0:\n\s+c = 0xFFFF.*$",
         r"\1if c == 0:\n\1    pass",
-        ("tests/test_firmware_frames.py",),
+        ("tests/firmware/test_firmware_frames.py",),
         "viper path: a computed UDP checksum of 0 goes out as 0, not 0xFFFF",
     ),
     Mutant(
@@ -61,7 +61,7 @@ MUTANTS = [
         "firmware/precast_fw/plain.py",
         r"^(\s+)if c == 0:\n\s+c = 0xFFFF.*$",
         r"\1if c == 0:\n\1    pass",
-        ("tests/test_firmware_frames.py",),
+        ("tests/firmware/test_firmware_frames.py",),
         "plain path: a computed UDP checksum of 0 goes out as 0, not 0xFFFF",
     ),
     Mutant(
@@ -70,8 +70,8 @@ MUTANTS = [
         r"wait = min\(wait \* 2, self\.max_backoff_ms\)",
         "wait = min(wait, self.max_backoff_ms)",
         (
-            "tests/test_firmware_robust.py",
-            "tests/test_readme_cli.py::test_firmware_backoff_doubles_up_to_its_cap",
+            "tests/firmware/test_firmware_robust.py",
+            "tests/docs/test_readme_cli.py::test_firmware_backoff_doubles_up_to_its_cap",
         ),
         "robust.py waits the same after every failure instead of doubling",
     ),
@@ -80,7 +80,7 @@ MUTANTS = [
         "firmware/precast_fw/transport_w5500.py",
         r"^(\s+)bound = self\._bound\n\s+bound\.start\(_CMD_US\)",
         r"\1return True",
-        ("tests/test_firmware_eth.py::test_eth_10000_readings_heap_locked",),
+        ("tests/firmware/test_firmware_eth.py::test_eth_10000_readings_heap_locked",),
         "W5500: a command is written without waiting for Sn_CR to read 0 (the ioLibrary wait)",
     ),
     Mutant(
@@ -88,7 +88,7 @@ MUTANTS = [
         "firmware/precast_fw/transport_w5500.py",
         r"if self\._pending and self\._finish\(\):",
         "if False:",
-        ("tests/test_firmware_eth.py::test_eth_10000_readings_heap_locked",),
+        ("tests/firmware/test_firmware_eth.py::test_eth_10000_readings_heap_locked",),
         "W5500: close() writes CLOSE without letting the pending SEND finish",
     ),
     Mutant(
@@ -99,7 +99,7 @@ MUTANTS = [
         lambda m: (
             (m.group(1) or m.group(3)) + ("self.send = lambda mv: None" if m.group(1) else "pass")
         ),
-        ("tests/test_firmware_e2e.py", "tests/test_firmware_build.py"),
+        ("tests/firmware/test_firmware_e2e.py", "tests/firmware/test_firmware_build.py"),
         "the UDP transport's send (the socket's, bound at open) does nothing",
     ),
     Mutant(
@@ -110,7 +110,7 @@ MUTANTS = [
         lambda m: (
             (m.group(1) or m.group(3)) + ("self.send = lambda mv: None" if m.group(1) else "pass")
         ),
-        ("tests/test_firmware_alloc.py", "tests/test_firmware_e2e.py"),
+        ("tests/firmware/test_firmware_alloc.py", "tests/firmware/test_firmware_e2e.py"),
         "the raw packet transport's send (the socket's, bound at open) does nothing",
     ),
     Mutant(
@@ -118,7 +118,7 @@ MUTANTS = [
         "host/precast/wire/codec.py",
         r"elif crc16\(m\[:c\]\) != _U16\.unpack_from\(m, c\)\[0\]:",
         "elif False:",
-        ("tests/test_decode_bad.py", "tests/test_codec.py"),
+        ("tests/wire/test_decode_bad.py", "tests/wire/test_codec.py"),
         "the codec accepts any CRC",
     ),
     Mutant(
@@ -126,7 +126,7 @@ MUTANTS = [
         "host/precast/wire/validator.py",
         r"return \(CRC if crc16\(data\) else \"\"\), sp, v",
         'return "", sp, v',
-        ("tests/test_validator.py",),
+        ("tests/wire/test_validator.py",),
         "the collector's fast path accepts any CRC",
     ),
     Mutant(
@@ -134,7 +134,7 @@ MUTANTS = [
         "host/precast/collect/tracker.py",
         r"^(\s+)if mic:\n(\s+)d\.replays \+= 1",
         r"\1if False:\n\2d.replays += 1",
-        ("tests/test_collector_tracker.py", "tests/test_collector_e2e.py"),
+        ("tests/collect/test_collector_tracker.py", "tests/collect/test_collector_e2e.py"),
         "the tracker takes a MIC device's old seq as a reboot, not a replay",
     ),
     Mutant(
@@ -142,7 +142,7 @@ MUTANTS = [
         "host/precast/collect/tracker.py",
         r"d\.lost \+= step - 1",
         "d.lost += 0",
-        ("tests/test_collector_tracker.py",),
+        ("tests/collect/test_collector_tracker.py",),
         "the tracker counts no loss for skipped seqs",
     ),
     Mutant(
@@ -151,8 +151,8 @@ MUTANTS = [
         r"^(\s+)least = min\(want, self\.quantum\)$",
         r"\1return want\n\1least = min(want, self.quantum)",
         (
-            "tests/test_sender_raw.py::test_rate_holds_over_a_whole_run",
-            "tests/test_sender_units.py::test_progress_bar_on_a_terminal_for_runs_over_a_second",
+            "tests/send/test_sender_raw.py::test_rate_holds_over_a_whole_run",
+            "tests/send/test_sender_units.py::test_progress_bar_on_a_terminal_for_runs_over_a_second",
         ),
         "the token bucket hands out every token at once: no pacing",
     ),

@@ -1,7 +1,7 @@
 """Every number the hot path shares, named: the wire format's, Sender.params', the sim's state.
 
 The wire numbers are docs/PROTOCOL.md's and the host's
-(precast.wire.constants); tests/test_firmware_constants.py holds each
+(precast.wire.constants); tests/firmware/test_firmware_constants.py holds each
 `NAME = const(N)` in the firmware against the host's value of NAME, and
 every module's copy of a name against this one. viper.py repeats the ones
 it uses: viper folds only its own module's const() (an imported name is

@@ -8,7 +8,7 @@ in place, once per 16-byte block).
 
 `sender.params` is an array('I') (slots P_* in layout.py), the sim's
 state another (S_*). Viper folds only this module's const(): the names
-below repeat layout.py's, and tests/test_firmware_constants.py holds them
+below repeat layout.py's, and tests/firmware/test_firmware_constants.py holds them
 equal. Viper takes at most four arguments, so the CRC table is a module
 global. The offsets are docs/PROTOCOL.md's.
 

@@ -15,6 +15,7 @@ The package, from the wire format up (each part imports only those above it):
 - boards/   firmware bundles (`build`), `deploy`, the virtual board
 - view/     seeing it: the Wireshark dissector, `plot`, `top` (from the database alone)
 - pytest_plugin.py  fixtures: a running collector, a virtual board, a sensor fleet
+- harness.py        what those fixtures hand out (PrecastCollector, run_fleet, MicropythonBoard)
 - cli.py    the `precast` command: dispatch and the one place errors become exits
 """
 

@@ -9,7 +9,9 @@
 - device.py    `precast device reset`: an operator re-admits a device
 - spill.py     the spill file: datagrams not stored at exit
 - rows.py      a stored reading as a row and as a JSON object
-- store/       the database interface and its backends (sqlite.py, postgres.py)
+- store/       the database interfaces (the collector's Store, every command's Reader), the
+               devices table from Device (schema.py), the backends (sqlite.py, postgres.py)
+               and their readers
 - dburl.py     which backend a --db value names, and the value without its password
 - outage.py    retrying a batch with backoff while the database is away
 - spill.py     what could not be stored at exit, and --replay-spill

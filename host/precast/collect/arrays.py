@@ -12,7 +12,7 @@ run is exactly what tracker.observe would make of it frame by frame (a step of
 a far jump, a first MIC, a replay) go through observe() one by one, in the
 batch's order: the tracker's rules stay in one place (tracker.py).
 
-tests/test_collector_arrays.py holds judge() against the per-frame path
+tests/collect/test_collector_arrays.py holds judge() against the per-frame path
 (validator.Validator, Tracker.observe) frame by frame on fuzzed batches.
 """
 

@@ -15,22 +15,26 @@ import time
 from typing import Any
 
 from precast.args import examples, uint32
-from precast.collect.store import request_pending, request_reset
+from precast.collect.store import open_reader
 
 WAIT = 3.0  # s the command waits to see a running collector apply the request
 
 
 def cmd_device_reset(args: argparse.Namespace) -> int:
-    req = request_reset(args.db, args.device)
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if not request_pending(args.db, req):
-            print(
-                f"device {args.device}: books reset by the collector; its next two "
-                "consecutive readings start a new epoch"
-            )
-            return 0
-        time.sleep(0.1)
+    reader = open_reader(args.db)
+    try:
+        req = reader.request_reset(args.device)
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            if not reader.request_pending(req):
+                print(
+                    f"device {args.device}: books reset by the collector; its next two "
+                    "consecutive readings start a new epoch"
+                )
+                return 0
+            time.sleep(0.1)
+    finally:
+        reader.close()
     print(
         f"device {args.device}: reset requested; no collector applied it within {WAIT:g} s, "
         "so the collector applies it when it starts"

@@ -24,7 +24,7 @@ from typing import Any
 from precast.args import examples
 from precast.collect.dburl import display_db
 from precast.collect.rows import utc_iso
-from precast.collect.store import read_stats
+from precast.collect.store import Stats, open_reader
 from precast.errors import UsageError
 
 DEFAULT_LIMIT = 10_000  # devices printed: the --max-devices default, fast (stats --json < 2 s)
@@ -51,32 +51,32 @@ def loss_pct(received: int, lost: int) -> float:
     return round(100.0 * lost / total, 3) if total else 0.0
 
 
-def stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
-    """The `stats --json` document (the contract keys, then extras) from store.read_stats."""
+def stats_doc(raw: Stats, now: float) -> dict[str, Any]:
+    """The `stats --json` document (the contract keys, then extras) from a Reader's stats."""
     devices = []
-    for d in raw["devices"]:
-        interval = interval_of(d["highest"], d["epoch_seq"], d["last_seen"], d["epoch_started"])
-        silent = max(0.0, now - d["last_seen"])
+    for d in raw.devices:
+        interval = interval_of(d.highest, d.epoch_seq, d.last_seen, d.epoch_started)
+        silent = max(0.0, now - d.last_seen)
         stale = is_stale(interval, silent)
         devices.append(
             {
-                "device": d["device"],
-                "template": d["template"],
-                "received": d["received"],
-                "lost": d["lost"],
-                "duplicates": d["duplicates"],
-                "late": d["late"],
-                "last_seq": d["highest"],
-                "template_name": raw["templates"].get(d["template"]),
-                "loss_pct": loss_pct(d["received"], d["lost"]),
-                "bad": d["bad"],
-                "reboots": d["reboots"],
-                "replays": d["replays"],
-                "epoch": d["epoch"],
-                "auth": d.get("auth") or None,
-                "candidate_seq": d["cand_seq"] if d.get("cand_seq", -1) >= 0 else None,
-                "first_seen": utc_iso(d["first_seen"]),
-                "last_seen": utc_iso(d["last_seen"]),
+                "device": d.device,
+                "template": d.template,
+                "received": d.received,
+                "lost": d.lost,
+                "duplicates": d.duplicates,
+                "late": d.late,
+                "last_seq": d.highest,
+                "template_name": raw.templates.get(d.template),
+                "loss_pct": loss_pct(d.received, d.lost),
+                "bad": d.bad,
+                "reboots": d.reboots,
+                "replays": d.replays,
+                "epoch": d.epoch,
+                "auth": d.auth or None,
+                "candidate_seq": d.cand_seq if d.cand_seq >= 0 else None,
+                "first_seen": utc_iso(d.first_seen),
+                "last_seen": utc_iso(d.last_seen),
                 "silent_s": round(silent, 3),
                 "interval_s": round(interval, 6) if interval is not None else None,
                 # Quiet: silent for more than a few intervals. What it may have sent meanwhile
@@ -84,12 +84,12 @@ def stats_doc(raw: dict[str, Any], now: float) -> dict[str, Any]:
                 "stale": stale,
             }
         )
-    recent = raw.get("recent_rejects", [])[:RECENT_SHOWN]  # newest first
-    c = raw["counters"]
+    recent = raw.recent_rejects[:RECENT_SHOWN]  # newest first
+    c = raw.counters
     doc: dict[str, Any] = {
         "devices": devices,
-        "devices_total": raw.get("devices_total", len(devices)),
-        "rejected": {k: n for k, n in raw["rejects"].items() if n},
+        "devices_total": raw.devices_total,
+        "rejected": {k: n for k, n in raw.rejects.items() if n},
         "drops": {
             "queue": c.get("queue_drops", 0),
             "kernel": c.get("kernel_drops", 0),
@@ -197,7 +197,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
     """`precast stats`: the per-device table, or the JSON document."""
     if args.limit < 0 or args.offset < 0:
         raise UsageError("--limit and --offset must be 0 or more")
-    doc = stats_doc(read_stats(args.db, args.limit or None, args.offset), time.time())
+    reader = open_reader(args.db)
+    try:
+        raw = reader.stats(args.limit or None, args.offset)
+    finally:
+        reader.close()
+    doc = stats_doc(raw, time.time())
     if args.json:
         print(dumps_doc(doc))
         return 0

@@ -4,6 +4,7 @@
 - plot.py: `precast plot`, the stored readings drawn with matplotlib;
 - top.py: `precast top`, a live full-screen view of a collector's fleet.
 
-Plot and top read a collector's database alone: the `templates` table holds
-each field's unit and scale, so they need no template files.
+Plot and top read a collector's database alone, SQLite or PostgreSQL, through
+the store's Reader: the `templates` table holds each field's unit and scale,
+so they need no template files.
 """

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,8 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from precast.args import examples
+from precast.collect.dburl import display_db
+from precast.collect.rows import utc_iso
+from precast.collect.store import FieldInfo, Reader, open_reader
 from precast.errors import UsageError
-from precast.view.db import FieldInfo, connect, iso_utc, parse_iso, quote, templates
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -104,14 +105,14 @@ class Panel:
 
 
 def load_panels(
-    conn: sqlite3.Connection,
+    reader: Reader,
     devices: list[int] | None,
     fields: list[str] | None,
     since: float | None,
     until: float | None,
 ) -> list[Panel]:
     """The panels to draw, with their readings, from the database alone."""
-    tmpl = templates(conn)
+    tmpl = reader.templates()
     known = sorted({f.name for t in tmpl.values() for f in t.fields})
     if fields:
         unknown = [f for f in fields if f not in known]
@@ -121,50 +122,30 @@ def load_panels(
             )
     panels: dict[tuple[str, str], Panel] = {}
     order = fields or None
-    where: list[str] = []
-    params: list[Any] = []
-    if since is not None:
-        where.append("received_at >= ?")
-        params.append(iso_utc(since))
-    if until is not None:
-        where.append("received_at <= ?")
-        params.append(iso_utc(until))
-    if devices:
-        where.append(f"device IN ({', '.join('?' * len(devices))})")
-        params += devices
-    cond = f" WHERE {' AND '.join(where)}" if where else ""
     for t in tmpl.values():
-        wanted = [f for f in t.fields if order is None or f.name in order]
+        wanted = [(i, f) for i, f in enumerate(t.fields) if order is None or f.name in order]
         if not wanted:
             continue
-        cols = ", ".join(quote(f.column) for f in wanted)
-        try:
-            rows = conn.execute(
-                f"SELECT device, received_at, seq, epoch, {cols} FROM {quote(t.table)}{cond} "
-                "ORDER BY received_at",
-                params,
-            ).fetchall()
-        except sqlite3.Error as e:
-            raise UsageError(f"cannot read {t.table}: {e}") from None
+        rows = reader.readings(t, devices or None, since, until)
         if not rows:
             continue
-        for i, f in enumerate(wanted):
+        for i, f in wanted:
             key = (f.name, f.unit)
             panel = panels.get(key)
             if panel is None:
                 panel = panels[key] = Panel(f, [])
             panel.templates.append(t.name)
-            for row in rows:
-                v = row[4 + i]
+            for r in rows:
+                v = r.values[i]
                 if v is None:
                     continue
-                s = panel.series.get(row[0])
+                s = panel.series.get(r.device)
                 if s is None:
-                    s = panel.series[row[0]] = Series(row[0])
-                s.times.append(parse_iso(row[1]))
+                    s = panel.series[r.device] = Series(r.device)
+                s.times.append(r.at)
                 s.values.append(float(v))
-                s.seqs.append(row[2])
-                s.epochs.append(row[3])
+                s.seqs.append(r.seq)
+                s.epochs.append(r.epoch)
     out = [p for p in panels.values() if p.series]
     if order:
         out.sort(key=lambda p: order.index(p.info.name))
@@ -256,20 +237,21 @@ def cmd_plot(args: argparse.Namespace) -> int:
     since = until - args.since if args.since is not None and until is not None else None
     if args.since is not None and until is None:
         since = time.time() - args.since
-    conn = connect(args.db)
+    reader = open_reader(args.db)
     try:
-        panels = load_panels(conn, args.device, args.field, since, until)
+        panels = load_panels(reader, args.device, args.field, since, until)
     finally:
-        conn.close()
+        reader.close()
     if not panels:
         rng = []
         if since is not None:
-            rng.append(f"since {iso_utc(since)}")
+            rng.append(f"since {utc_iso(since)}")
         if until is not None:
-            rng.append(f"until {iso_utc(until)}")
+            rng.append(f"until {utc_iso(until)}")
         which = f" of device {', '.join(map(str, args.device))}" if args.device else ""
+        where = display_db(args.db)
         print(
-            f"precast: no readings{which} in {args.db}{' ' + ' '.join(rng) if rng else ''}",
+            f"precast: no readings{which} in {where}{' ' + ' '.join(rng) if rng else ''}",
             file=sys.stderr,
         )
         return 1
@@ -300,7 +282,12 @@ def register(sub: Any) -> None:
             "precast plot --db precast.db --field temperature --device 7 --since 1h -o t.svg",
         ),
     )
-    p.add_argument("--db", default="precast.db", metavar="PATH", help="the collector's database")
+    p.add_argument(
+        "--db",
+        default="precast.db",
+        metavar="PATH|URL",
+        help="the collector's database: an SQLite path or a postgresql:// URL",
+    )
     p.add_argument(
         "--device",
         type=int,

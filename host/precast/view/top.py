@@ -20,11 +20,9 @@ both back on `q`, Ctrl-C or SIGTERM. --once prints one frame and exits.
 from __future__ import annotations
 
 import argparse
-import bisect
 import os
 import select
 import signal
-import sqlite3
 import sys
 import time
 import urllib.error
@@ -35,10 +33,10 @@ from types import FrameType
 from typing import Any
 
 from precast.args import examples, split_hostport
+from precast.collect.dburl import display_db
 from precast.collect.stats import stats_doc
-from precast.collect.store import read_stats
+from precast.collect.store import Reader, TemplateInfo, open_reader
 from precast.errors import UsageError
-from precast.view.db import TemplateInfo, connect, parse_iso, quote, templates
 
 WINDOW_S = 60.0  # the sparklines' span
 SPARK_BUCKETS = 12  # 5 s each
@@ -113,69 +111,28 @@ class Frame:
 class Readings:
     """The last minute of every device's readings, read incrementally from the database."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
         self.templates: dict[int, TemplateInfo] = {}
-        self.last_rowid: dict[int, int] = {}
+        self.marks: dict[int, object] = {}  # template id -> where the next read resumes
         # device -> (template id, deque of (unix time, values))
         self.points: dict[int, tuple[int, deque[tuple[float, tuple[Any, ...]]]]] = {}
         self.latest: dict[int, tuple[int, tuple[Any, ...]]] = {}
 
-    def _first_rowid_since(self, table: str, since: float, top: int) -> int:
-        """The first rowid received at or after `since` (rows are appended in time order)."""
-        iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since))
-
-        class _Key:
-            def __init__(self, conn: sqlite3.Connection) -> None:
-                self.conn = conn
-
-            def __getitem__(self, rowid: int) -> str:
-                r = self.conn.execute(
-                    f"SELECT received_at FROM {quote(table)} WHERE rowid >= ? ORDER BY rowid "
-                    "LIMIT 1",
-                    (rowid,),
-                ).fetchone()
-                return str(r[0]) if r else "~"
-
-            def __len__(self) -> int:
-                return top + 1
-
-        return bisect.bisect_left(_Key(self.conn), iso)
-
     def refresh(self, now: float) -> None:
         """Read what arrived since the last refresh; forget what is older than the window."""
-        self.templates = templates(self.conn)
+        self.templates = self.reader.templates()
         for tid, t in self.templates.items():
-            cols = ", ".join(quote(f.column) for f in t.fields)
-            try:
-                top = self.conn.execute(f"SELECT max(rowid) FROM {quote(t.table)}").fetchone()[0]
-            except sqlite3.Error:
-                continue  # no readings table yet
-            if top is None:
-                continue
-            if tid not in self.last_rowid:
-                # First look: every device's latest reading, then the last minute.
-                for row in self.conn.execute(
-                    f"SELECT device, {cols} FROM {quote(t.table)} WHERE rowid IN "
-                    f"(SELECT max(rowid) FROM {quote(t.table)} GROUP BY device)"
-                ):
-                    self.latest[row[0]] = (tid, tuple(row[1:]))
-                start = self._first_rowid_since(t.table, now - WINDOW_S, top)
-            else:
-                start = self.last_rowid[tid] + 1
-            for row in self.conn.execute(
-                f"SELECT device, received_at, {cols} FROM {quote(t.table)} "
-                "WHERE rowid >= ? ORDER BY rowid",
-                (start,),
-            ):
-                dev = row[0]
-                values = tuple(row[2:])
-                entry = self.points.get(dev)
+            if tid not in self.marks:  # first look: every device's latest reading
+                for r in self.reader.latest(t):
+                    self.latest[r.device] = (tid, r.values)
+            got, self.marks[tid] = self.reader.follow(t, self.marks.get(tid), now - WINDOW_S)
+            for r in got:
+                entry = self.points.get(r.device)
                 if entry is None or entry[0] != tid:
-                    entry = self.points[dev] = (tid, deque())
-                entry[1].append((parse_iso(row[1]), values))
-                self.latest[dev] = (tid, values)
-            self.last_rowid[tid] = max(top, start - 1)
+                    entry = self.points[r.device] = (tid, deque())
+                entry[1].append((r.at, r.values))
+                self.latest[r.device] = (tid, r.values)
         for _, q in self.points.values():
             while q and q[0][0] < now - WINDOW_S:
                 q.popleft()
@@ -212,13 +169,13 @@ class DbSource:
     """Frames from a collector's database alone."""
 
     def __init__(self, db: str) -> None:
-        self.db = db
-        self.conn = connect(db)
-        self.readings = Readings(self.conn)
+        self.db = display_db(db)
+        self.reader = open_reader(db)
+        self.readings = Readings(self.reader)
 
     def frame(self) -> Frame:
         now = time.time()
-        doc = stats_doc(read_stats(self.db), now)
+        doc = stats_doc(self.reader.stats(), now)
         self.readings.refresh(now)
         rows = []
         for d in doc["devices"]:
@@ -458,7 +415,11 @@ def register(sub: Any) -> None:
             "precast top --db precast.db --once",
         ),
     )
-    p.add_argument("--db", metavar="PATH", help="the collector's database (default precast.db)")
+    p.add_argument(
+        "--db",
+        metavar="PATH|URL",
+        help="the collector's database: an SQLite path or a postgresql:// URL (default precast.db)",
+    )
     p.add_argument(
         "--metrics",
         metavar="HOST:PORT|URL",

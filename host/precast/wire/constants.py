@@ -4,7 +4,7 @@ Frame: Ethernet II (14 bytes), IPv4 without options (20), UDP (8), then the
 precast payload: magic, version and flags, template id, device id, seq, the
 fields, and a CRC-16 or a truncated AES-CMAC. Every module that reads or writes
 frames (template, layout, codec, the firmware build) takes its offsets here; the
-firmware's own copies are held against these by tests/test_firmware_constants.py.
+firmware's own copies are held against these by tests/firmware/test_firmware_constants.py.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ delayed frame (flag bit 1) has a prefix of its own, so it finds its own Spec
 (`delayed`, P + 4 bytes, the age the body's last value). Whatever
 fails there is handed to codec.Codec for its reason, so the reasons, and the
 order they are checked in (docs/PROTOCOL.md), are the codec's.
-tests/test_validator.py holds the two against each other on generated inputs.
+tests/wire/test_validator.py holds the two against each other on generated inputs.
 """
 
 from __future__ import annotations

@@ -1,17 +1,24 @@
 """Where the collector keeps readings and books: one interface, a backend per module.
 
-A backend is picked by the --db value (`open_store`): a path is an SQLite file
-(sqlite.py, the default); a `postgresql://` or `postgres://` URL goes to
-postgres.py: several collectors may write one such database. Every backend
-keeps the same tables (readings_<id>, devices, rejects, counters, templates and a
-`readings` view) and writes one batch in one transaction, so its counters never
-disagree with its rows.
+A backend is picked by the --db value: a path is an SQLite file (sqlite.py,
+the default); a `postgresql://` or `postgres://` URL goes to postgres.py:
+several collectors may write one such database. Every backend keeps the same
+tables (readings_<id>, devices, rejects, counters, templates and a `readings`
+view; the devices table from schema.py) and writes one batch in one
+transaction, so its counters never disagree with its rows.
+
+Two contracts: `Store` (open_store) is the collector's writer; `Reader`
+(open_reader) is what `precast stats`, `plot`, `top`, `device reset` and the
+pytest plugin read, on either backend, without blocking a running collector
+(sqlite_reader.py, postgres_reader.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
 
 from precast.collect.dburl import is_postgres, redact
 from precast.collect.ingest import Commit
@@ -104,51 +111,157 @@ class Store(Protocol):
         """Close the database."""
 
 
+def _need_psycopg(db: str) -> None:
+    """A usage error, without the password, where psycopg is not installed."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as e:
+        raise UsageError(
+            f"--db {redact(db)}: PostgreSQL needs psycopg 3 (pip install 'precast[postgres]'): {e}"
+        ) from None
+
+
 def open_store(db: str) -> Store:
     """The backend for a --db value: postgresql:// or postgres:// URLs, else an SQLite path."""
     if is_postgres(db):
-        try:
-            from precast.collect.store.postgres import PostgresStore
-        except ImportError as e:
-            raise UsageError(
-                f"--db {redact(db)}: PostgreSQL needs psycopg 3 "
-                f"(pip install 'precast[postgres]'): {e}"
-            ) from None
+        _need_psycopg(db)
+        from precast.collect.store.postgres import PostgresStore
+
         return PostgresStore(db)
     from precast.collect.store.sqlite import SqliteStore
 
     return SqliteStore(db)
 
 
-def read_stats(db: str, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
-    """Everything `precast stats` shows, read-only: devices (a page of them, by id, and
-    devices_total), rejects, counters, template names."""
+@dataclass(frozen=True)
+class FieldInfo:
+    """One field as the collector recorded it: its column and what its numbers mean."""
+
+    name: str
+    column: str
+    type: str = ""
+    unit: str = ""
+    scale: float | int = 1
+    offset: float | int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} [{self.unit}]" if self.unit else self.name
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    """A template as the collector recorded it (the templates table): id, name, readings
+    table, fields in wire order. A reader needs no template file."""
+
+    id: int
+    name: str
+    table: str
+    fields: tuple[FieldInfo, ...]
+
+
+def template_info(tid: int, name: str, table: str, columns: Any, fields: Any) -> TemplateInfo:
+    """A templates row (columns, fields: the decoded JSON) as a TemplateInfo; a row written
+    before units were recorded (fields NULL) has names and columns only."""
+    if fields:
+        infos = tuple(
+            FieldInfo(
+                name=f["name"],
+                column=f["column"],
+                type=f.get("type", ""),
+                unit=f.get("unit", ""),
+                scale=f.get("scale", 1),
+                offset=f.get("offset", 0),
+            )
+            for f in fields
+        )
+    else:
+        infos = tuple(FieldInfo(name=n, column=c) for c, n in columns)
+    return TemplateInfo(int(tid), str(name), str(table), infos)
+
+
+class StoredReading(NamedTuple):
+    """One stored reading: at is its arrival (unix seconds), values its template's fields
+    in TemplateInfo.fields order (in units)."""
+
+    device: int
+    seq: int
+    epoch: int
+    at: float
+    source: str
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Everything `precast stats` shows, read in one go: a page of the devices' books (by
+    id) and how many there are, rejects by reason, counters by name, template names, and
+    the latest refusals (newest first: at, reason, source, device, template, bytes)."""
+
+    devices: list[Device]
+    devices_total: int
+    rejects: dict[str, int]
+    counters: dict[str, int]
+    templates: dict[int, str]
+    recent_rejects: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Reader(Protocol):
+    """What is read of a collector's database, on every backend; never blocks a writer.
+
+    A database that is missing, unreachable or not a collector's raises StoreError
+    when opened; a failed read raises StoreError too (never an empty answer).
+    """
+
+    def templates(self) -> dict[int, TemplateInfo]:
+        """Every template the collector has a readings table for, by id."""
+
+    def devices(self, limit: int | None = None, offset: int = 0) -> list[Device]:
+        """The devices' books, by id: limit of them (None: all) after offset."""
+
+    def stats(self, limit: int | None = None, offset: int = 0) -> Stats:
+        """Everything `precast stats` shows; limit and offset page the devices."""
+
+    def readings(
+        self,
+        template: TemplateInfo,
+        devices: Sequence[int] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[StoredReading]:
+        """A template's readings of these devices (None: all) received in [since, until]
+        (None: unbounded), in arrival order."""
+
+    def latest(self, template: TemplateInfo) -> list[StoredReading]:
+        """Each device's latest reading of a template."""
+
+    def follow(
+        self, template: TemplateInfo, mark: object | None, since: float
+    ) -> tuple[list[StoredReading], object]:
+        """A template's readings stored since the last call, in arrival order, and the mark
+        to pass to the next. The first call (mark None) reads those received since `since`."""
+
+    def count(self, device: int | None = None) -> int:
+        """Readings stored (of one device, or all): 0 before the collector's first."""
+
+    def request_reset(self, device: int) -> int:
+        """Queue an operator's reset of a device's books for the collector; the request's id."""
+
+    def request_pending(self, request: int) -> bool:
+        """Whether a request still waits for a collector to apply it."""
+
+    def close(self) -> None:
+        """Close the database."""
+
+
+def open_reader(db: str | Path) -> Reader:
+    """The reader for a --db value: postgresql:// or postgres:// URLs, else an SQLite path."""
+    db = str(db)
     if is_postgres(db):
-        from precast.collect.store import postgres
+        _need_psycopg(db)
+        from precast.collect.store.postgres_reader import PostgresReader
 
-        return postgres.read_stats(db, limit, offset)
-    from precast.collect.store import sqlite
+        return PostgresReader(db)
+    from precast.collect.store.sqlite_reader import SqliteReader
 
-    return sqlite.read_stats(db, limit, offset)
-
-
-def request_reset(db: str, device: int) -> int:
-    """Queue an operator's reset of a device's books for the collector; the request's id."""
-    if is_postgres(db):
-        from precast.collect.store import postgres
-
-        return postgres.request_reset(db, device)
-    from precast.collect.store import sqlite
-
-    return sqlite.request_reset(db, device)
-
-
-def request_pending(db: str, request: int) -> bool:
-    """True while a request is still waiting for a collector to apply it."""
-    if is_postgres(db):
-        from precast.collect.store import postgres
-
-        return postgres.request_pending(db, request)
-    from precast.collect.store import sqlite
-
-    return sqlite.request_pending(db, request)
+    return SqliteReader(db)

@@ -19,7 +19,7 @@ database's default schema (`public`) unless the URL's
     devices(device, version, <the tracker's Device fields>)
         seen (the window bitmap) and cand_data (a held far jump's frame) are bytea,
         restart boolean, times are unix seconds (double precision); a column the
-        tracker gains is added, old rows getting the value the SQLite migration gives
+        tracker gains is added, old rows getting schema.py's value (as in SQLite)
     rejects(reason, count), counters(name, count)
     recent_rejects(collector, at, reason, source, device, template, bytes)
         the latest refusals each collector saw (`precast stats` shows the newest)
@@ -49,7 +49,6 @@ forgotten (reloaded next time) and the caller retries the whole batch.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -66,8 +65,14 @@ from psycopg import sql
 
 from precast.collect.dburl import is_postgres, redact
 from precast.collect.store import Build, Row, StoreError
+from precast.collect.store.schema import (
+    DEVICE_COLUMNS,
+    DEVICE_NAMES,
+    POSTGRES,
+    device_from_row,
+    device_values,
+)
 from precast.collect.store.sqlite import (
-    _V2_COLUMNS,
     FIXED_COLUMNS,
     RECENT_COLUMNS,
     field_columns,
@@ -88,20 +93,9 @@ COMMIT_PREFIX = "commit:"  # counters rows a running collector keeps (removed at
 _PG_TYPES = {"INTEGER": "bigint", "REAL": "double precision"}
 _JSON_CHUNK = 50  # jsonb_build_object takes at most 100 arguments
 RECENT_KEPT = 200  # refusals kept in recent_rejects, over all collectors
-# The value a devices row from before a column existed gets (as the SQLite migration's).
-_OLD_ROW = {
-    "auth": "''",
-    "seen_window": "0",
-    "cand_seq": "-1",
-    "cand_at": "0",
-    "cand_data": "''::bytea",
-    "cand_source": "''",
-    "restart": "false",
-}
-assert set(_OLD_ROW) == {c for c, _ in _V2_COLUMNS}
 
 
-def _pg_error(e: BaseException) -> str:
+def pg_error(e: BaseException) -> str:
     """psycopg's message on one line (libpq's carry host and user, never the password)."""
     return " ".join(str(e).split()) or type(e).__name__
 
@@ -121,48 +115,7 @@ def connect(url: str) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(url, **_connect_kwargs(url))
     except psycopg.Error as e:
-        raise StoreError(f"{redact(url)}: cannot connect: {_pg_error(e)}") from None
-
-
-# ---- the devices table, from the tracker's Device ------------------------------------------
-
-
-def device_fields() -> list[tuple[str, str]]:
-    """(column, PostgreSQL type) per field of the tracker's Device, in order.
-
-    Derived from the dataclass, so that a field the tracker gains becomes a
-    column (added to an existing table by ensure_templates).
-    """
-    out = []
-    for f in dataclasses.fields(Device):
-        ann = str(f.type).replace(" ", "")
-        if f.name == "seen" or ann.startswith("bytes"):
-            typ = "bytea"  # seen: a bitmap of window + 1 bits
-        elif ann.startswith("bool"):
-            typ = "boolean"
-        elif ann.startswith("int"):
-            typ = "bigint"
-        elif ann.startswith("float"):
-            typ = "double precision"
-        else:
-            typ = "text"
-        out.append((f.name, typ))
-    return out
-
-
-def _seen_bytes(seen: int) -> bytes:
-    return seen.to_bytes((seen.bit_length() + 7) // 8, "big")
-
-
-def _device_from_row(names: Sequence[str], row: Sequence[Any]) -> Device:
-    kw = dict(zip(names, row, strict=True))
-    kw["seen"] = int.from_bytes(kw.get("seen") or b"", "big")
-    if kw.get("cand_data") is not None:
-        kw["cand_data"] = bytes(kw["cand_data"])
-    for f in dataclasses.fields(Device):
-        if kw.get(f.name) is None and f.default is not dataclasses.MISSING:
-            kw[f.name] = f.default  # NULL: a column added after the row was written
-    return Device(**kw)
+        raise StoreError(f"{redact(url)}: cannot connect: {pg_error(e)}") from None
 
 
 def _q(name: str) -> sql.Identifier:
@@ -179,8 +132,7 @@ class PostgresStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.where = redact(url)
-        self.dev_cols = device_fields()
-        self.dev_names = [c for c, _ in self.dev_cols]
+        self.dev_names = list(DEVICE_NAMES)
         self.layouts: dict[int, Layout] = {}
         self.columns: dict[int, list[tuple[str, str, str]]] = {}
         self.versions: dict[int, int] = {}  # device -> version this collector last saw
@@ -198,7 +150,7 @@ class PostgresStore:
             self._create_schema()
         except psycopg.Error as e:
             self.conn.close()
-            raise StoreError(f"{self.where}: cannot create the schema: {_pg_error(e)}") from None
+            raise StoreError(f"{self.where}: cannot create the schema: {pg_error(e)}") from None
 
     # -- connection
 
@@ -242,16 +194,13 @@ class PostgresStore:
                     f"{self.where}: a devices table that is not a precast collector's "
                     f"(schema {SCHEMA_VERSION} expected)"
                 )
-            cols = sql.SQL(", ").join(
-                sql.SQL("{} {}").format(_q(n), sql.SQL(t))
-                for n, t in self.dev_cols
-                if n != "device"
-            )
+            (key, key_decl), *decls = POSTGRES.declarations()
+            cols = sql.SQL(", ").join(sql.SQL("{} {}").format(_q(n), sql.SQL(d)) for n, d in decls)
             c.execute(
                 sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS devices (device bigint PRIMARY KEY, "
+                    "CREATE TABLE IF NOT EXISTS devices ({} {}, "
                     "version bigint NOT NULL DEFAULT 0, {})"
-                ).format(cols)
+                ).format(_q(key), sql.SQL(key_decl), cols)
             )
             present = {
                 r[0]
@@ -260,14 +209,10 @@ class PostgresStore:
                     "AND attnum > 0 AND NOT attisdropped"
                 )
             }
-            for n, t in self.dev_cols:
+            for n, d in decls:
                 if n not in present:
-                    old = _OLD_ROW.get(n)
-                    default = sql.SQL(f" NOT NULL DEFAULT {old}" if old else "")
                     c.execute(
-                        sql.SQL("ALTER TABLE devices ADD COLUMN {} {}{}").format(
-                            _q(n), sql.SQL(t), default
-                        )
+                        sql.SQL("ALTER TABLE devices ADD COLUMN {} {}").format(_q(n), sql.SQL(d))
                     )
             c.execute(sql.SQL("COMMENT ON TABLE devices IS {}").format(sql.Literal(SCHEMA_COMMENT)))
             c.execute(
@@ -381,7 +326,7 @@ class PostgresStore:
                 self._create_view()
         except psycopg.Error as e:
             raise StoreError(
-                f"{self.where}: cannot create the readings tables: {_pg_error(e)}"
+                f"{self.where}: cannot create the readings tables: {pg_error(e)}"
             ) from None
 
     def _create_view(self) -> None:
@@ -416,7 +361,7 @@ class PostgresStore:
             ).fetchall()
         out = []
         for version, *rest in rows:
-            d = _device_from_row(self.dev_names, rest)
+            d = device_from_row(self.dev_names, rest)
             self.versions[d.device] = version
             out.append(d)
         return out
@@ -458,7 +403,7 @@ class PostgresStore:
                     (RECENT_KEPT,),
                 )
         except psycopg.Error as e:
-            raise StoreError(f"{self.where}: {_pg_error(e)}") from e
+            raise StoreError(f"{self.where}: {pg_error(e)}") from e
 
     def load_configs(self) -> list[str]:
         """The discovery configs published and not cleared (the table made if missing)."""
@@ -469,7 +414,7 @@ class PostgresStore:
                 c.execute("CREATE TABLE IF NOT EXISTS discovery_configs (topic text PRIMARY KEY)")
                 return [str(r[0]) for r in c.execute("SELECT topic FROM discovery_configs")]
         except psycopg.Error as e:
-            raise StoreError(f"{self.where}: {_pg_error(e)}") from e
+            raise StoreError(f"{self.where}: {pg_error(e)}") from e
 
     def save_configs(self, configs: Mapping[str, bool]) -> None:
         """Record discovery configs published (True) or cleared (False), by topic."""
@@ -487,7 +432,7 @@ class PostgresStore:
                 if off:
                     c.execute("DELETE FROM discovery_configs WHERE topic = ANY(%s)", (off,))
         except psycopg.Error as e:
-            raise StoreError(f"{self.where}: {_pg_error(e)}") from e
+            raise StoreError(f"{self.where}: {pg_error(e)}") from e
 
     def take_requests(self) -> list[tuple[int, str]]:
         """Operator requests not yet applied, (device, action), oldest first; they are deleted.
@@ -511,7 +456,7 @@ class PostgresStore:
                         (dev,),
                     )
         except psycopg.Error as e:
-            raise StoreError(f"{self.where}: {_pg_error(e)}") from e
+            raise StoreError(f"{self.where}: {pg_error(e)}") from e
         return [(int(dev), str(action)) for _, dev, action in got]
 
     # -- writing
@@ -533,7 +478,7 @@ class PostgresStore:
                 self._locked = []
                 self._write(rows, list(devices), self._deltas(rejects, self.base_rejects), counters)
         except psycopg.Error as e:
-            raise StoreError(f"{self.where}: {_pg_error(e)}") from e
+            raise StoreError(f"{self.where}: {pg_error(e)}") from e
         self._commit_cache()
 
     def commit(self, touched: Collection[int], build: Build) -> int:
@@ -632,7 +577,7 @@ class PostgresStore:
             dev = rest[0]
             if self.versions.get(dev, 0) == version:
                 continue  # this collector's cache is the truth
-            fresh[dev] = _device_from_row(self.dev_names, rest) if version > 0 else None
+            fresh[dev] = device_from_row(self.dev_names, rest) if version > 0 else None
             self.versions[dev] = version
         return fresh
 
@@ -657,14 +602,9 @@ class PostgresStore:
                     sql.SQL(", ").join(map(_q, self.dev_names))
                 )
             ) as cp:
-                cp.set_types([t for _, t in self.dev_cols])
+                cp.set_types([POSTGRES.types[c.type] for c in DEVICE_COLUMNS])
                 for d in devs:
-                    cp.write_row(
-                        [
-                            _seen_bytes(d.seen) if n == "seen" else getattr(d, n)
-                            for n in self.dev_names
-                        ]
-                    )
+                    cp.write_row(device_values(d))
             sets = sql.SQL(", ").join(
                 sql.SQL("{} = EXCLUDED.{}").format(_q(n), _q(n)) for n in self.dev_names[1:]
             )
@@ -825,116 +765,9 @@ def _parse_utc(at: str) -> datetime:
     return datetime.fromisoformat(at.replace("Z", "+00:00")).astimezone(UTC)
 
 
-def read_stats(url: str, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
-    """Everything `precast stats` shows, read-only: devices, rejects, counters, template names.
-
-    limit and offset page the devices (by id); devices_total counts them all.
-    """
-    conn = connect(url)
-    names = [c for c, _ in device_fields()]
-    try:
-        conn.read_only = True
-        with conn.transaction():
-            if not conn.execute("SELECT to_regclass('devices') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
-                raise StoreError(
-                    f"{redact(url)}: no precast tables (start `precast collect --db URL`)"
-                )
-            cur = conn.execute(
-                sql.SQL(
-                    "SELECT {} FROM devices WHERE version > 0 ORDER BY device LIMIT %s OFFSET %s"
-                ).format(sql.SQL(", ").join(map(_q, names))),
-                (limit, offset),
-            )
-            devices = []
-            for r in cur:
-                d = dict(zip(names, r, strict=True))
-                for k in ("seen", "cand_data"):
-                    if isinstance(d.get(k), memoryview):
-                        d[k] = bytes(d[k])
-                devices.append(d)
-            total = conn.execute("SELECT count(*) FROM devices WHERE version > 0").fetchone()
-            rejects = dict(conn.execute("SELECT reason, count FROM rejects ORDER BY reason"))
-            counters = dict(
-                conn.execute(
-                    "SELECT name, count FROM counters WHERE name NOT LIKE %s ORDER BY name",
-                    (COMMIT_PREFIX + "%",),
-                )
-            )
-            tnames = dict(conn.execute("SELECT id, name FROM templates"))
-            recent: list[dict[str, Any]] = []
-            if conn.execute("SELECT to_regclass('recent_rejects') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
-                cur = conn.execute(
-                    sql.SQL("SELECT {} FROM recent_rejects ORDER BY at DESC").format(
-                        sql.SQL(", ").join(map(_q, RECENT_COLUMNS))
-                    )
-                )
-                recent = [dict(zip(RECENT_COLUMNS, r, strict=True)) for r in cur]
-    except psycopg.Error as e:
-        raise StoreError(
-            f"{redact(url)}: not a precast collector database: {_pg_error(e)}"
-        ) from None
-    finally:
-        conn.close()
-    return {
-        "devices": devices,
-        "devices_total": int(total[0]) if total else 0,
-        "rejects": rejects,
-        "counters": counters,
-        "templates": tnames,
-        "recent_rejects": recent,
-    }
-
-
-def request_reset(url: str, device: int) -> int:
-    """Ask the collectors of this database to reset a device's books; the request's id."""
-    conn = connect(url)
-    try:
-        with conn.transaction():
-            if not conn.execute("SELECT to_regclass('requests') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
-                raise StoreError(
-                    f"{redact(url)}: no precast tables (start `precast collect --db URL`)"
-                )
-            known = conn.execute(
-                "SELECT 1 FROM devices WHERE device = %s AND version > 0", (device,)
-            ).fetchone()
-            if known is None:
-                raise StoreError(f"{redact(url)}: no device {device} in the database")
-            row = conn.execute(
-                "INSERT INTO requests (device, action, requested_at) VALUES (%s, 'reset', %s) "
-                "RETURNING id",
-                (device, time.time()),
-            ).fetchone()
-    except psycopg.Error as e:
-        raise StoreError(
-            f"{redact(url)}: not a precast collector database: {_pg_error(e)}"
-        ) from None
-    finally:
-        conn.close()
-    return int(row[0]) if row else 0
-
-
-def request_pending(url: str, request: int) -> bool:
-    """True while the request is still waiting for a collector to apply it."""
-    try:
-        conn = connect(url)
-    except StoreError:
-        return True
-    try:
-        with conn.transaction():
-            row = conn.execute("SELECT 1 FROM requests WHERE id = %s", (request,)).fetchone()
-    except psycopg.Error:
-        return True
-    finally:
-        conn.close()
-    return row is not None
-
-
 __all__ = [
     "PostgresStore",
     "StoreError",
     "is_postgres",
-    "read_stats",
     "redact",
-    "request_pending",
-    "request_reset",
 ]

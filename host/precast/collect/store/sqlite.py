@@ -15,12 +15,11 @@ migrated in place when the collector opens it):
     templates(id, name, tbl, columns, fields)  columns: JSON [[column, field name], ...];
         fields: JSON [{"name", "column", "type", "unit", "scale", "offset"}, ...] in wire
         order, so a reader (plot, top) needs no template files
-    devices(device, template, epoch, epoch_seq, epoch_started, lowest, highest, seen,
-            received, lost, duplicates, late, bad, reboots, replays, first_seen, last_seen,
-            auth, seen_window, cand_seq, cand_at, cand_data, cand_source, restart)
-        the tracker's state (tracker.Device); times are unix seconds, seen the window
-        bitmap; version 2 added auth ("crc"/"mic"), the window the bitmap was kept with,
-        the held far-jump candidate and the operator's reset flag
+    devices(device, template, epoch, ..., restart)
+        the tracker's state, a column per field of tracker.Device (schema.py derives
+        the table and adds a column the tracker gains); times are unix seconds, seen
+        the window bitmap; version 2 added auth ("crc"/"mic"), the window the bitmap
+        was kept with, the held far-jump candidate and the operator's reset flag
     rejects(reason, count)     frames refused, by codec or tracker reason
     counters(name, count)      "queue_drops", "kernel_drops": datagrams never decoded;
                                "jsonl_drops": stored readings the --jsonl file did not take
@@ -37,7 +36,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,64 +43,23 @@ from typing import Any
 from precast.collect.files import prepare_database
 from precast.collect.store import Build, Row, StoreError
 from precast.collect.store.lock import WriterLock
+from precast.collect.store.schema import DEVICE_NAMES, SQLITE, device_from_row, device_values
 from precast.collect.tracker import Device
 from precast.wire.layout import Layout
 
 SCHEMA_VERSION = 2
 FIXED_COLUMNS = ("device", "seq", "epoch", "received_at", "source")
-DEVICE_COLUMNS = (
-    "device",
-    "template",
-    "epoch",
-    "epoch_seq",
-    "epoch_started",
-    "lowest",
-    "highest",
-    "seen",
-    "received",
-    "lost",
-    "duplicates",
-    "late",
-    "bad",
-    "reboots",
-    "replays",
-    "first_seen",
-    "last_seen",
-    "auth",
-    "seen_window",
-    "cand_seq",
-    "cand_at",
-    "cand_data",
-    "cand_source",
-    "restart",
-)
-# Added by schema version 2, with the value an old row gets.
-_V2_COLUMNS = (
-    ("auth", "TEXT NOT NULL DEFAULT ''"),
-    ("seen_window", "INTEGER NOT NULL DEFAULT 0"),
-    ("cand_seq", "INTEGER NOT NULL DEFAULT -1"),
-    ("cand_at", "REAL NOT NULL DEFAULT 0"),
-    ("cand_data", "BLOB NOT NULL DEFAULT x''"),
-    ("cand_source", "TEXT NOT NULL DEFAULT ''"),
-    ("restart", "INTEGER NOT NULL DEFAULT 0"),
-)
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS templates (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, tbl TEXT NOT NULL, columns TEXT NOT NULL,
     fields TEXT);
-CREATE TABLE IF NOT EXISTS devices (
-    device INTEGER PRIMARY KEY, template INTEGER, epoch INTEGER, epoch_seq INTEGER,
-    epoch_started REAL, lowest INTEGER, highest INTEGER, seen BLOB, received INTEGER,
-    lost INTEGER, duplicates INTEGER, late INTEGER, bad INTEGER, reboots INTEGER,
-    replays INTEGER, first_seen REAL, last_seen REAL);
 CREATE TABLE IF NOT EXISTS rejects (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS recent_rejects (
     at TEXT, reason TEXT, source TEXT, device INTEGER, template INTEGER, bytes INTEGER);
 """
 RECENT_COLUMNS = ("at", "reason", "source", "device", "template", "bytes")
-_REQUESTS = """
+REQUESTS_TABLE = """
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY, device INTEGER NOT NULL, action TEXT NOT NULL,
     requested_at REAL NOT NULL);
@@ -110,8 +67,8 @@ CREATE TABLE IF NOT EXISTS requests (
 _CONFIGS = "CREATE TABLE IF NOT EXISTS discovery_configs (topic TEXT PRIMARY KEY)"
 SQLITE_FULL = 13
 _UPSERT_DEVICE = (
-    f"INSERT OR REPLACE INTO devices ({', '.join(DEVICE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(DEVICE_COLUMNS))})"
+    f"INSERT OR REPLACE INTO devices ({', '.join(DEVICE_NAMES)}) "
+    f"VALUES ({', '.join('?' * len(DEVICE_NAMES))})"
 )
 # SQLite functions take at most 100 arguments: json_object() gets fields in chunks.
 _JSON_CHUNK = 50
@@ -150,40 +107,6 @@ def field_info(layout: Layout) -> list[dict[str, Any]]:
         }
         for s, (col, _, _) in zip(layout.fields, field_columns(layout), strict=True)
     ]
-
-
-def _seen_blob(seen: int) -> bytes:
-    return seen.to_bytes((seen.bit_length() + 7) // 8, "big")
-
-
-def device_row(d: Device) -> tuple[Any, ...]:
-    """A tracker Device as a row of the devices table."""
-    return (
-        d.device,
-        d.template,
-        d.epoch,
-        d.epoch_seq,
-        d.epoch_started,
-        d.lowest,
-        d.highest,
-        _seen_blob(d.seen),
-        d.received,
-        d.lost,
-        d.duplicates,
-        d.late,
-        d.bad,
-        d.reboots,
-        d.replays,
-        d.first_seen,
-        d.last_seen,
-        d.auth,
-        d.seen_window,
-        d.cand_seq,
-        d.cand_at,
-        d.cand_data,
-        d.cand_source,
-        int(d.restart),
-    )
 
 
 def _error(path: Path, e: sqlite3.Error) -> StoreError:
@@ -232,7 +155,8 @@ class SqliteStore:
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, 1, SCHEMA_VERSION):
                 raise StoreError(f"{path}: schema version {version}, expected {SCHEMA_VERSION}")
-            if version != SCHEMA_VERSION:
+            have = {r[1] for r in self.conn.execute("PRAGMA table_info(devices)")}
+            if version != SCHEMA_VERSION or not have.issuperset(DEVICE_NAMES):
                 self._migrate()
             have = {r[1] for r in self.conn.execute("PRAGMA table_info(templates)")}
             if "fields" not in have:  # a database from before units were recorded
@@ -247,17 +171,23 @@ class SqliteStore:
         self.deadline: float | None = None  # unused: SQLite has no commit in doubt
 
     def _migrate(self) -> None:
-        """Create the schema, or bring a version 1 database to version 2, in one transaction."""
+        """Create the schema, or add what an older database lacks (a version 1 database's
+        devices lack auth ... restart), in one transaction."""
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
-            for stmt in (_SCHEMA + _REQUESTS).split(";"):
+            for stmt in (_SCHEMA + REQUESTS_TABLE).split(";"):
                 if stmt.strip():
                     c.execute(stmt)
+            decls = SQLITE.declarations()
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS devices "
+                f"({', '.join(f'{_q(n)} {d}' for n, d in decls)})"
+            )
             have = {r[1] for r in c.execute("PRAGMA table_info(devices)")}
-            for col, decl in _V2_COLUMNS:
+            for col, decl in decls:
                 if col not in have:
-                    c.execute(f"ALTER TABLE devices ADD COLUMN {col} {decl}")
+                    c.execute(f"ALTER TABLE devices ADD COLUMN {_q(col)} {decl}")
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             c.execute("COMMIT")
         except BaseException:
@@ -408,14 +338,8 @@ class SqliteStore:
 
     def load_devices(self) -> list[Device]:
         """The tracker state saved by earlier runs."""
-        cur = self.conn.execute(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices")
-        out = []
-        for r in cur:
-            v = list(r)
-            v[7] = int.from_bytes(v[7] or b"", "big")
-            v[-1] = bool(v[-1])
-            out.append(Device(*v))
-        return out
+        cur = self.conn.execute(f"SELECT {', '.join(DEVICE_NAMES)} FROM devices")
+        return [device_from_row(DEVICE_NAMES, r) for r in cur]
 
     def load_counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """(rejects by reason, counters by name) saved by earlier runs."""
@@ -453,7 +377,7 @@ class SqliteStore:
             try:
                 for tid, batch in rows.items():
                     c.executemany(self.insert_sql[tid], batch)
-                c.executemany(_UPSERT_DEVICE, [device_row(d) for d in devices])
+                c.executemany(_UPSERT_DEVICE, [device_values(d) for d in devices])
                 c.executemany(rejects_sql, rejects.items())
                 c.executemany("INSERT OR REPLACE INTO counters VALUES (?, ?)", counters.items())
                 c.execute("COMMIT")
@@ -469,85 +393,3 @@ class SqliteStore:
     @property
     def broken(self) -> bool:
         return False
-
-
-def read_stats(path: str | Path, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
-    """Everything `precast stats` shows, read-only: devices, rejects, counters, template names.
-
-    limit and offset page the devices (by id); devices_total counts them all.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise StoreError(f"{path}: no such database (start `precast collect --db {path}`)")
-    try:
-        conn = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True)
-        try:
-            cur = conn.execute(
-                "SELECT * FROM devices ORDER BY device LIMIT ? OFFSET ?",
-                (-1 if limit is None else limit, offset),
-            )
-            names = [c[0] for c in cur.description]
-            devices = [dict(zip(names, r, strict=True)) for r in cur]
-            total = conn.execute("SELECT count(*) FROM devices").fetchone()[0]
-            rejects = dict(conn.execute("SELECT reason, count FROM rejects ORDER BY reason"))
-            counters = dict(conn.execute("SELECT name, count FROM counters ORDER BY name"))
-            tnames = dict(conn.execute("SELECT id, name FROM templates"))
-            recent: list[dict[str, Any]] = []
-            if conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'recent_rejects'"
-            ).fetchone():  # a database of an older collector has none
-                cur = conn.execute(
-                    f"SELECT {', '.join(RECENT_COLUMNS)} FROM recent_rejects ORDER BY rowid"
-                )
-                recent = [dict(zip(RECENT_COLUMNS, r, strict=True)) for r in cur]
-        finally:
-            conn.close()
-    except sqlite3.Error as e:
-        raise StoreError(f"{path}: not a precast collector database: {e}") from None
-    return {
-        "devices": devices,
-        "devices_total": total,
-        "rejects": rejects,
-        "counters": counters,
-        "templates": tnames,
-        "recent_rejects": recent,
-    }
-
-
-def request_reset(path: str | Path, device: int) -> int:
-    """Ask the collector of this database to reset a device's books; the request's id."""
-    p = Path(path)
-    if not p.is_file():
-        raise StoreError(f"{path}: no such database")
-    try:
-        conn = sqlite3.connect(p, timeout=10.0, isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(_REQUESTS)
-            known = conn.execute("SELECT 1 FROM devices WHERE device = ?", (device,)).fetchone()
-            if known is None:
-                conn.execute("ROLLBACK")
-                raise StoreError(f"{path}: no device {device} in the database")
-            cur = conn.execute(
-                "INSERT INTO requests (device, action, requested_at) VALUES (?, 'reset', ?)",
-                (device, time.time()),
-            )
-            conn.execute("COMMIT")
-            return int(cur.lastrowid or 0)
-        finally:
-            conn.close()
-    except sqlite3.Error as e:
-        raise StoreError(f"{path}: not a precast collector database: {e}") from None
-
-
-def request_pending(path: str | Path, request: int) -> bool:
-    """True while the request is still waiting for a collector to apply it."""
-    try:
-        conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
-        try:
-            row = conn.execute("SELECT 1 FROM requests WHERE id = ?", (request,)).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return True
-    return row is not None

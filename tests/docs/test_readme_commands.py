@@ -8,10 +8,10 @@ import shlex
 import sqlite3
 from pathlib import Path
 
-from kit import ROOT, TEMPLATES, precast
+from kit import TEMPLATES, docs_text, precast
 from precast.pytest_plugin import PrecastCollector
 
-README = (ROOT / "README.md").read_text()
+README = docs_text()
 
 
 def _block_after(marker: str) -> list[str]:
@@ -30,7 +30,7 @@ def _block_after(marker: str) -> list[str]:
 
 
 def test_the_simulate_example_gives_the_summary_readme_shows(tmp_path: Path) -> None:
-    (cmd,) = [c for c in _block_after("### A simulated fleet") if c.startswith("precast simulate")]
+    (cmd,) = [c for c in _block_after("## A simulated fleet") if c.startswith("precast simulate")]
     words = shlex.split(cmd)[1:]
     at = words.index("--udp")
     words[at : at + 2] = ["--pcap", str(tmp_path / "fleet.pcap"), "--no-progress"]

@@ -226,7 +226,7 @@ def test_firmware_serial_transport_allocates_nothing_and_host_slip_reads_it(
     script = tmp_path / "alloc.py"
     script.write_text(
         MP_ALLOC.format(
-            fw=str(Path(__file__).resolve().parents[1] / "firmware"),
+            fw=str(Path(__file__).resolve().parents[2] / "firmware"),
             plen=lay.payload_len,
             out=str(out),
             hexes=[p.hex() for p in payloads],

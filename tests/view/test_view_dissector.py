@@ -402,31 +402,6 @@ def test_generated_templates(tmp_path_factory: Any, data: st.DataObject) -> None
     exact_frames(lua, merged, frames, codec)
 
 
-def test_readme_shows_what_tshark_shows(tmp_path: Path) -> None:
-    """README's dissected frame, made again from its own commands."""
-    readme = (TEMPLATES.parent / "README.md").read_text()
-    block = readme.split("    $ tshark -X lua_script:precast.lua -r one.pcap -O precast\n", 1)[1]
-    shown = block.split("\n\n", 1)[0].splitlines()
-    lua = write_lua(tmp_path, TEMPLATES)
-    pcap = tmp_path / "one.pcap"
-    values = ["temperature=21.5", "humidity=40.25", "pressure=101325", "battery=3000"]
-    run_in_process(
-        "send",
-        str(TEMPLATES / "env-node.toml"),
-        *("--device", "7", "--seq", "42", "--pcap", str(pcap), "--no-progress", *values),
-    )
-    tshark = need("tshark", "tshark")
-    r = subprocess.run(
-        [tshark, "-X", f"lua_script:{lua}", "-r", str(pcap), "-O", "precast"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert r.returncode == 0, r.stderr
-    assert [ln.removeprefix("    ") for ln in shown] == r.stdout.rstrip("\n").splitlines()
-
-
 def test_bad_arguments_are_one_line_errors(tmp_path: Path, capsys: Any) -> None:
     assert precast_main(["dissector", str(tmp_path / "nope.toml")]) == 2
     err = capsys.readouterr().err

@@ -340,8 +340,8 @@ def test_readme_shows_the_payload_and_units_the_code_makes() -> None:
     from kit import ROOT
     from precast.wire.sensor_classes import UNITS
 
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Home Assistant and MQTT\n", 1)[1].split("\n## ", 1)[0]
+    text = (ROOT / "docs" / "home-assistant.md").read_text()
+    section = text.split("\n## ", 1)[0]
     m = re.search(r"```json\n(.*?)```", section, re.S)
     assert m, "no JSON example in README's MQTT section"
     shown = json.loads(m.group(1))

@@ -1,4 +1,4 @@
-"""README's pytest-plugin example, copied verbatim into a fresh directory and run by pytest
+"""The docs' pytest-plugin example, copied verbatim into a fresh directory and run by pytest
 there, so the documentation cannot rot; and the plugin's skip where the unix port is missing."""
 
 from __future__ import annotations
@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+from kit import DOCS
+
+PAGE = DOCS / "testing.md"
 
 
 def readme_example() -> str:
-    """The first python block of README's "Testing with the pytest plugin" section."""
-    text = README.read_text()
-    section = text.split("\n## Testing with the pytest plugin\n", 1)[1].split("\n## ", 1)[0]
+    """The first python block of the docs' "Testing with the pytest plugin" section."""
+    section = PAGE.read_text().split("\n## ", 1)[0]
     m = re.search(r"```python\n(.*?)```", section, re.S)
     assert m, "no python example in README's plugin section"
     return m.group(1)

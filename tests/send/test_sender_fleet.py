@@ -123,7 +123,7 @@ def simulate(
 
 def test_fleet_counts_at_a_plain_udp_socket(veth: VethPair, tmp_path: Path) -> None:
     tpls = fleet_templates(tmp_path, veth)
-    host = str(Path(__file__).resolve().parent.parent / "host")
+    host = str(Path(__file__).resolve().parents[2] / "host")
     rx = subprocess.Popen(
         veth.exec(sys.executable, "-c", RECEIVER, str(tpls), host, KEY_HEX),
         stdout=subprocess.PIPE,

@@ -54,7 +54,7 @@ def metric_samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 
 def readme_stats_example() -> dict[str, Any]:
     """The `precast stats --json` example README shows, parsed."""
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "collector.md").read_text()
     after = text[text.index("**`precast stats --json`** prints") :].split("\n")[1:]
     block = []
     for line in after[1:]:  # the blank line, then the indented block

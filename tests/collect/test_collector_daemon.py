@@ -18,7 +18,7 @@ import pytest
 from collector_harness import Collector, by_device, count_rows, payload, rows, stats
 from kit import KEY, TEMPLATES, precast, wait_for
 from precast.cli import build_parser
-from precast.collect.store import read_stats
+from precast.collect.store import open_reader
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -177,7 +177,9 @@ def test_stale_device_and_the_table(
         assert col.stop() == 0
     assert by_device(cli)[1]["stale"] is True
     now = t21 + 0.5
-    doc = stats_mod.stats_doc(read_stats(str(col.db)), now)
+    reader = open_reader(col.db)
+    doc = stats_mod.stats_doc(reader.stats(), now)
+    reader.close()
     devs = by_device(doc)
     assert devs[1]["stale"] is True and devs[2]["stale"] is False
     # quiet is not loss: what device 1 may have sent since is not counted until proven

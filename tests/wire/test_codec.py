@@ -86,7 +86,7 @@ F32 = compile_template(parse_template({"id": 1, "field": [{"name": "t", "type": 
 
 def test_f32_round_trip_of_issue_17() -> None:
     # Issue 17's raw value (its template's scale 0.001 and offset 273.15 on the f32 are
-    # refused now, tests/test_template.py): the value in units is the float itself.
+    # refused now, tests/wire/test_template.py): the value in units is the float itself.
     frame = encode_raw(F32, [-6.103515625e-05], 7, 1)
     r = Codec([F32]).decode(frame)
     assert isinstance(r, Reading) and r.fields == {"t": -6.1035156e-05}

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from collector_harness import LAYOUTS, Collector, payload, rows, stats
+from collector_harness import LAYOUTS, Collector, is_pg, payload, pg_query, rows, stats
 from kit import KEY, precast, wait_for
 from mqtt_kit import (
     Certs,
@@ -165,6 +165,58 @@ def test_availability_stale_then_online_and_the_will(tmp_path: Path, broker: Mos
             col.kill()
         else:
             col.stop()
+
+
+def recorded_configs(db: Path | str) -> set[str]:
+    """The store's record of the discovery configs published, read by the database itself."""
+    q = "SELECT topic FROM discovery_configs"
+    if is_pg(db):
+        return {r[0] for r in pg_query(str(db), q)}
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return {r[0] for r in con.execute(q)}
+    finally:
+        con.close()
+
+
+def test_a_restart_marks_stale_first_and_clears_orphans_from_the_store(
+    tmp_path: Path, broker: Mosquitto, store_db: Path | str
+) -> None:
+    """Run 1 hears device 8 as an env-node; the broker then loses every retained message.
+    Run 2 marks device 8 (stale) offline before `status online`, and when it comes back as
+    a minimal node clears its four env-node entities: known from the store, not the broker."""
+    args = ("--mqtt", broker.url_base, "--ha-discovery")
+    col = Collector(tmp_path, *args, db=store_db, name="run1")
+    try:
+        for s in range(1, 4):  # a reading every 0.1 s: stale after 0.3 s of silence
+            col.send([payload("env-node", ENV, 8, s)])
+            time.sleep(0.1)
+        wait_for(lambda: len(retained(broker, "homeassistant/#")) == 4 + 2 + 1, 10, "configs")
+    finally:
+        assert col.stop() == 0, col.stderr()
+    env = {f"homeassistant/sensor/precast_8/{f}/config" for f in ENV}
+    diag = {f"homeassistant/sensor/precast_8/diagnostic-{o}/config" for o in ("loss", "last_seen")}
+    assert recorded_configs(store_db) == env | diag
+    broker.stop()  # no persistence: the broker forgets every retained config
+    broker.start()
+    sub = Subscriber(broker)
+    col = Collector(tmp_path, *args, db=store_db, name="run2")
+    try:
+        sub.wait(lambda m: any(x["topic"] == "precast/status" for x in m), what="online")
+        order = [(m["topic"], m["payload"]) for m in sub.messages()]
+        assert order.index(("precast/8/availability", "offline")) < order.index(
+            ("precast/status", "online")
+        )
+        col.send([payload("minimal", {"value": 1}, 8, 4)])
+        value = "homeassistant/sensor/precast_8/value/config"
+        msgs = sub.wait(lambda m: any(x["topic"] == value for x in m), what="the new config")
+        assert {m["topic"] for m in msgs if m["payloadlen"] == 0} == env  # orphans cleared
+        cfg = json.loads(next(m["payload"] for m in msgs if m["topic"] == value))
+        assert (cfg["device"]["name"], cfg["device"]["model"]) == ("minimal 8", "minimal")
+    finally:
+        assert col.stop() == 0, col.stderr()
+        sub.close()
+    assert recorded_configs(store_db) == {value} | diag
 
 
 def test_broker_outage_loses_nothing_stored(tmp_path: Path, broker: Mosquitto) -> None:

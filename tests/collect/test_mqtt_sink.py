@@ -444,20 +444,52 @@ def test_a_stored_batch_is_published_from_its_rows(broker: Mosquitto) -> None:
 
 
 def test_orphans_are_cleared_across_a_restart(broker: Mosquitto) -> None:
-    """A new run knows the old configs from the broker's retained ones, and clears them."""
+    """A new run knows the old configs from the record (the store's), not from the broker."""
     first = sink(broker.url_base, discovery="homeassistant")
     first.start()
     first.write([reading(8, 1)])  # env-node: four fields
     wait_for(lambda: len(retained(broker, "homeassistant/#")) == 4 + 2 + 1, 5, "configs")
     first.close()
-    second = sink(broker.url_base, discovery="homeassistant")  # knows nothing of device 8
+    record = first.take_configs()
+    env = {f"homeassistant/sensor/precast_8/{slot.name}/config" for slot in ENV.fields}
+    diag = {f"homeassistant/sensor/precast_8/{o}/config" for o in DIAGNOSTICS}
+    assert record == dict.fromkeys(env | diag, True)
+    broker.stop()  # no persistence: the broker forgets every retained config
+    broker.start()
+    sub = Subscriber(broker, "homeassistant/#")
+    second = MqttSink(
+        broker.url_base, BY_ID, MqttOptions(discovery="homeassistant"), published=record
+    )
     second.start()
-    time.sleep(0.3)  # the retained configs come in
     second.write([reading(8, 2, template=2)])
-    want = {
-        "homeassistant/sensor/precast_8/value/config",
-        *(f"homeassistant/sensor/precast_8/{o}/config" for o in DIAGNOSTICS),
-        "homeassistant/binary_sensor/precast_collector/status/config",
-    }
-    wait_for(lambda: set(retained(broker, "homeassistant/#")) == want, 5, "orphans cleared")
+    value = "homeassistant/sensor/precast_8/value/config"
+    msgs = sub.wait(lambda m: any(x["topic"] == value for x in m), what="the new config")
+    cleared = {m["topic"] for m in msgs if m["payloadlen"] == 0}
+    assert cleared == env  # each old field's entity removed, before the new one came
+    assert max(i for i, m in enumerate(msgs) if m["payloadlen"] == 0) < [
+        m["topic"] for m in msgs
+    ].index(value)
+    assert second.take_configs() == {**dict.fromkeys(env, False), value: True}
     second.close()
+    sub.close()
+
+
+def test_stale_devices_are_offline_before_status_online(broker: Mosquitto) -> None:
+    """A restart: devices of an earlier run gone stale are marked before `online` goes out."""
+    tracker = Tracker(1024)
+    now = time.time()
+    for seq in range(5):  # device 3: one reading a second, silent for a minute now
+        tracker.observe(3, 2, seq, now - 64 + seq, False)
+    tracker.observe(4, 2, 1, now - 0.1, False)  # device 4: heard just now (not stale)
+    sub = Subscriber(broker, "precast/#")
+    s = MqttSink(broker.url_base, BY_ID, MqttOptions(), devices=tracker.devices.values)
+    s.start()
+    msgs = sub.wait(lambda m: any(x["topic"] == "precast/status" for x in m), what="online")
+    s.close()
+    order = [(m["topic"], m["payload"]) for m in sub.messages()]
+    assert order.index(("precast/3/availability", "offline")) < order.index(
+        ("precast/status", "online")
+    )
+    assert ("precast/4/availability", "offline") not in order
+    assert [m["payload"] for m in msgs if m["topic"] == "precast/status"] == ["online"]
+    sub.close()

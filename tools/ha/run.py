@@ -18,6 +18,10 @@ through Home Assistant's REST and websocket APIs:
 - a Home Assistant restart: every sensor shows its last reading again;
 - and that Home Assistant's log holds no warning or error from mqtt or sensor.
 
+With Chromium installed (Debian's `chromium`), the frontend itself is shown too:
+device 7's page and the MQTT devices list, logged in, written as PNGs
+(tools/ha/screenshot.py; --screenshots DIR, default build/ha/screenshots).
+
 Prints each step with its time; exits 1 on the first failed check.
 """
 
@@ -40,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import screenshot
 
 ROOT = Path(__file__).resolve().parents[2]
 PRECAST = ROOT / ".venv" / "bin" / "precast"
@@ -167,6 +172,8 @@ class Rig:
         self.config = work / "ha"
         self.procs: list[Proc] = []
         self.token = ""
+        self.tokens: dict[str, Any] = {}  # onboarding's: access, refresh, expires_in
+        self.shots = ROOT / "build" / "ha" / "screenshots"
         self.seq: dict[int, int] = {}
         self.collector: Proc | None = None
 
@@ -279,7 +286,8 @@ class Rig:
         code = (await r.json())["auth_code"]
         r = await http.post(f"{self.url}/auth/token", data={
             "grant_type": "authorization_code", "code": code, "client_id": client_id})  # fmt: skip
-        self.token = (await r.json())["access_token"]
+        self.tokens = await r.json()
+        self.token = self.tokens["access_token"]
 
     @property
     def auth(self) -> dict[str, str]:
@@ -449,6 +457,7 @@ async def scenario(rig: Rig) -> None:
 
         await await_until(diag, 30, "loss 0 % of device 10")
         step("diagnostics: loss, last seen")
+        await pictures(rig, by_ident["precast_7"]["id"])
 
         # Availability: a device gone stale, then the collector stopped, restarted, killed.
         for i in range(5):  # device 11: a reading every 0.2 s, then silence
@@ -567,12 +576,36 @@ async def scenario(rig: Rig) -> None:
     step("Home Assistant's log: no warning from mqtt or sensor")
 
 
+async def pictures(rig: Rig, device_7: str) -> None:
+    """The frontend's device page of env-node 7 and its MQTT devices list, as PNGs."""
+    if screenshot.chromium() is None:
+        step("no chromium: no screenshots (Debian: apt-get install chromium)")
+        return
+    shots = [
+        (f"/config/devices/device/{device_7}",
+         ["env-node 7", "Temperature", "21.37", "Loss", "Last seen", "precast collector"],
+         rig.shots / "ha-device.png"),
+        ("/config/devices/dashboard?domain=mqtt",
+         ["env-node 7", "power-meter 10", "air 102", "precast collector"],
+         rig.shots / "ha-devices.png"),
+    ]  # fmt: skip
+    try:
+        done = await screenshot.shoot(rig.url, rig.tokens, shots)
+    except RuntimeError as e:
+        raise Failed(f"the frontend: {e}") from None
+    step("the frontend shows them: " + ", ".join(str(p) for p in done))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--screenshots", metavar="DIR", type=Path,
+                   help="where the frontend's PNGs go (default build/ha/screenshots)")  # fmt: skip
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="precast-ha-"))
     rig = Rig(work)
+    if args.screenshots is not None:
+        rig.shots = args.screenshots.resolve()
     try:
         asyncio.run(scenario(rig))
     except Failed as e:

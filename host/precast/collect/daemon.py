@@ -158,13 +158,20 @@ class Collector:
             proven=lambda d: d in self.tracker.devices and self.tracker.devices[d].received > 0,
         )
         self._recent_changed = False
+        self.mqtt: mqtt_sink.MqttSink | None = None
+        self._configs: dict[str, bool] = {}  # discovery configs not yet recorded in the store
         if mqtt is not None:
             # Before the socket is bound: a broker refusing us ends the start (exit 2).
             publisher = mqtt_sink.MqttSink(
-                mqtt[0], self.codec.layouts, mqtt[1], devices=self.tracker.devices.values
+                mqtt[0],
+                self.codec.layouts,
+                mqtt[1],
+                devices=self.tracker.devices.values,
+                published=self.store.load_configs() if mqtt[1].discovery is not None else (),
             )
             publisher.start()
             self.sinks.append(publisher)
+            self.mqtt = publisher
         self.stopping = threading.Event()
         self.reload_wanted = threading.Event()
         self.reuse_port = reuse_port
@@ -330,6 +337,20 @@ class Collector:
         except StoreError as e:
             log.debug("cannot save the latest refusals now: %s", e)
 
+    def _record_configs(self) -> None:
+        """Once a second: the discovery configs the MQTT sink published or cleared, into the
+        store, so that a later run clears the orphans of a template change."""
+        if self.mqtt is None:
+            return
+        self._configs.update(self.mqtt.take_configs())
+        if not self._configs:
+            return
+        try:
+            self.store.save_configs(self._configs)
+            self._configs = {}
+        except StoreError as e:
+            log.debug("cannot record the discovery configs now: %s", e)
+
     def _report(self, c: Commit) -> None:
         """Tell the log what the stored batch saw: new devices, refused frames."""
         report = self.reporter
@@ -406,6 +427,7 @@ class Collector:
                     self._next_requests = now + 1.0
                     self._requests()
                     self._tell()
+                    self._record_configs()
                 if batches or self.tracker.dirty:
                     self._process(batches)
                     self.backlog.release(batches)
@@ -596,6 +618,7 @@ class Collector:
             for sink in self.sinks:
                 sink.close()
             self._save_counters()  # what the sinks counted while closing (MQTT's last drops)
+            self._record_configs()
             self.reporter.flush(force=True)
             if self._recent_changed:
                 with contextlib.suppress(StoreError):

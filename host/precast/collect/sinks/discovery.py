@@ -1,7 +1,8 @@
 """Home Assistant's MQTT discovery for the collector's devices: which retained configs, where.
 
 Pure functions from a template's layout, the collector's MQTT prefix and a
-device id to the records the MQTT sink publishes (topic, payload); no I/O.
+device id to the records the MQTT sink publishes (topic, payload), and the
+record of which it has published (Published, which the store keeps); no I/O.
 DISCOVERY is Home Assistant's discovery prefix (--ha-discovery), PREFIX the
 collector's (the --mqtt URL's path):
 
@@ -26,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,6 +227,18 @@ def _topic(discovery: str, component: str, node_id: str, object_id: str) -> str:
     return f"{discovery}/{component}/{node_id}/{object_id}/config"
 
 
+def parse_topic(discovery: str, prefix: str, topic: str) -> tuple[int, str] | None:
+    """(device, object id) of a device config's topic under these prefixes; None otherwise."""
+    head, tail = f"{discovery}/sensor/", "/config"
+    if not (topic.startswith(head) and topic.endswith(tail)):
+        return None
+    parts = topic[len(head) : -len(tail)].split("/")
+    if len(parts) != 2:
+        return None
+    dev = device_of(prefix, parts[0])
+    return None if dev is None else (dev, parts[1])
+
+
 def _dump(cfg: dict[str, Any]) -> str:
     return json.dumps(cfg, ensure_ascii=False)
 
@@ -243,18 +258,45 @@ def device_configs(discovery: str, prefix: str, device: int, layout: Layout) -> 
     return out
 
 
-def removals(
-    discovery: str, prefix: str, device: int, old: Layout, new: Layout | None
-) -> list[Config]:
-    """Empty configs for the fields of `old` that `new` does not have (None: the whole device)."""
-    n = node(prefix, device)
-    keep = {s.name for s in new.fields} if new is not None else set()
-    out = [
-        Config(_topic(discovery, "sensor", n, s.name), "") for s in old.fields if s.name not in keep
-    ]
-    if new is None:
-        out += [Config(_topic(discovery, "sensor", n, o), "") for o in (LOSS, LAST_SEEN)]
-    return out
+class Published:
+    """The device configs this collector has published and not cleared, and what changed.
+
+    The record a later run needs: when a device is announced with a template that lacks
+    some of what it had, those configs are cleared (an empty retained config), whatever the
+    broker still holds. It starts from the store's record (the topics), and its changes
+    since take() are what the collector writes back there (store: discovery_configs).
+    """
+
+    def __init__(self, discovery: str, prefix: str, topics: Iterable[str] = ()) -> None:
+        self.discovery = discovery
+        self.prefix = prefix
+        self.by_device: dict[int, set[str]] = {}
+        for t in topics:
+            got = parse_topic(discovery, prefix, t)
+            if got is not None:
+                self.by_device.setdefault(got[0], set()).add(got[1])
+        self.changes: deque[tuple[str, bool]] = deque()  # (topic, published); thread-safe
+
+    def announce(self, device: int, layout: Layout) -> list[Config]:
+        """The device's configs, after empty ones for the configs it had and no longer has."""
+        configs = device_configs(self.discovery, self.prefix, device, layout)
+        had = self.by_device.get(device, set())
+        ids = {object_id(c) for c in configs}
+        n = node(self.prefix, device)
+        gone = [Config(_topic(self.discovery, "sensor", n, o), "") for o in sorted(had - ids)]
+        self.changes.extend((c.topic, False) for c in gone)
+        self.changes.extend((c.topic, True) for c in configs if object_id(c) not in had)
+        self.by_device[device] = ids
+        return gone + configs
+
+    def take(self) -> dict[str, bool]:
+        """The changes since the last take(): topic -> published (True) or cleared (False)."""
+        out: dict[str, bool] = {}
+        changes = self.changes
+        while changes:
+            topic, published = changes.popleft()
+            out[topic] = published
+        return out
 
 
 def collector_configs(discovery: str, prefix: str) -> list[Config]:

@@ -3,8 +3,10 @@
 The topics (PREFIX is the --mqtt URL's path, default `precast`; DISCOVERY is
 --ha-discovery's prefix, default `homeassistant`):
 
-    PREFIX/status                 `online` (retained) while the collector runs; the MQTT will
-                                  and a clean stop leave `offline` (retained)
+    PREFIX/status                 `online` (retained) while the collector runs, sent after the
+                                  devices' availability (a device gone stale while the collector
+                                  was away is `offline` first); the MQTT will and a clean stop
+                                  leave `offline` (retained)
     PREFIX/<device>/reading       one message per stored reading, the --jsonl object:
                                   {"template", "device", "seq", "received_at", "fields": {...}};
                                   retained, so a new subscriber gets the last one (flag set)
@@ -17,7 +19,9 @@ The topics (PREFIX is the --mqtt URL's path, default `precast`; DISCOVERY is
     DISCOVERY/...                 Home Assistant's retained discovery configs (discovery.py):
                                   a device's at its first reading, the collector's and every
                                   device's when DISCOVERY/status says `online` and after every
-                                  (re)connect
+                                  (re)connect; before a device's, empty ones for the fields its
+                                  template no longer has (orphans), known from this run and the
+                                  store's record of earlier runs (take_configs())
 
 The broker is not the database. The collector's storing thread calls
 write(docs) after each committed batch and tick(now) about once a second
@@ -56,12 +60,9 @@ from precast.collect.sinks.discovery import (
     DEFAULT_PREFIX,
     OFFLINE,
     ONLINE,
+    Published,
     collector_configs,
-    device_configs,
-    device_of,
     diagnostics_doc,
-    object_id,
-    removals,
 )
 from precast.collect.stats import interval_of, is_stale
 from precast.errors import PrecastError, UsageError
@@ -294,6 +295,7 @@ class MqttSink:
         layouts: Mapping[int, Layout],
         options: MqttOptions,
         devices: Callable[[], Iterable[DeviceState]] | None = None,
+        published: Iterable[str] = (),
     ) -> None:
         try:  # the mqtt extra: imported only when asked for
             import paho.mqtt.client as mqtt
@@ -372,8 +374,14 @@ class MqttSink:
         self._diag: dict[int, str] = {}
         self._pending_diag: dict[int, str] = {}
         self._diag_sent: dict[int, tuple[float, int, int]] = {}
-        # Per device, the object ids of its retained configs on the broker (see _on_connect).
-        self._published: dict[int, set[str]] = {}
+        # The device configs published and not cleared, this run's and (`published`, the
+        # store's topics) earlier runs': a device announced with a new template loses the rest.
+        self._record = (
+            Published(options.discovery, self.prefix, published)
+            if options.discovery is not None
+            else None
+        )
+        self._status_due = False  # `online` to go out after the devices' availability
         self._control: deque[tuple[str, str]] = deque()  # (topic, payload): QoS 1, retained
 
         self.published = 0
@@ -460,6 +468,9 @@ class MqttSink:
 
     def start(self, timeout: float = 10.0) -> None:
         """Start publishing; MqttError if the broker refuses us, else return (even unreachable)."""
+        # Devices of earlier runs gone stale while the collector was away: found before the
+        # first connect, so that they are marked offline before `status online` goes out.
+        self.tick(time.time())
         self._thread = threading.Thread(target=self._run, name="precast-mqtt", daemon=True)
         self._thread.start()
         self._first.wait(timeout)
@@ -540,10 +551,7 @@ class MqttSink:
         while events:
             kind, dev, tid = events.popleft()
             if kind == "device":
-                old = self._devices.get(dev)
                 self._devices[dev] = tid
-                if old is not None and old != tid:
-                    self._clear_discovery(dev, old, tid)
                 self._pending_disc[dev] = tid
             elif self._avail.get(dev) != kind:
                 self._avail[dev] = kind
@@ -657,16 +665,13 @@ class MqttSink:
         again = self._outage_logged or self.connects > 1
         log.info("MQTT broker %s: connected%s", self.url.where, " again" if again else "")
         self._outage_logged = False
-        # Everything retained is published again: the broker may have lost it.
+        # Everything retained is published again: the broker may have lost it. `online`
+        # goes out after the devices' availability (_publish_control).
         self._control.clear()
-        self._control.append((f"{self.prefix}/status", ONLINE))
+        self._status_due = True
         if self.opts.discovery is not None:
             self._queue_collector()
             client.subscribe(f"{self.opts.discovery}/status", qos=1)
-            # The broker's retained configs are the record of what was published, by this
-            # run or one before it: a device's entities its template no longer has are
-            # cleared when it is announced (_queue_discovery).
-            client.subscribe(f"{self.opts.discovery}/sensor/+/+/config", qos=1)
         self._pending_disc = dict(self._devices)
         self._pending_avail = dict(self._avail)
         self._pending_diag = dict(self._diag)
@@ -690,16 +695,6 @@ class MqttSink:
             self._failed("connection lost" if state == "up" else f"disconnected ({reason})")
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        parts = msg.topic.split("/")
-        if msg.topic.endswith("/config") and len(parts) >= 4:
-            dev = device_of(self.prefix, parts[-3])
-            if dev is not None:
-                published = self._published.setdefault(dev, set())
-                if msg.payload:
-                    published.add(parts[-2])
-                else:
-                    published.discard(parts[-2])
-            return
         # Home Assistant announces itself on DISCOVERY/status after it (re)starts.
         if msg.payload == b"online":
             log.info("Home Assistant is online: publishing discovery again")
@@ -707,7 +702,12 @@ class MqttSink:
             self._pending_disc.update(self._devices)
 
     def _publish_control(self) -> bool:
-        """Status, discovery, availability, in that order; False while any is still waiting."""
+        """Discovery, availability, then status; False while any is still waiting.
+
+        `online` after the devices' availability: a device that went stale while the
+        collector was away is marked offline first (tick() at start), never shown as
+        available with its old reading in between.
+        """
         q = self._control
         if self._pending_disc:
             for dev, tid in self._pending_disc.items():
@@ -717,6 +717,9 @@ class MqttSink:
             for dev, state in self._pending_avail.items():
                 q.append((f"{self.prefix}/{dev}/availability", state))
             self._pending_avail.clear()
+        if self._status_due:
+            q.append((f"{self.prefix}/status", ONLINE))
+            self._status_due = False
         while self._diags:
             dev, doc = self._diags.popleft()
             self._diag[dev] = self._pending_diag[dev] = doc
@@ -758,17 +761,16 @@ class MqttSink:
             self.published += n
 
     def _queue_discovery(self, dev: int, tid: int) -> None:
+        """A device's configs, after empty ones for its orphans (the fields it no longer has)."""
         layout = self.layouts.get(tid)
-        if self.opts.discovery is None or layout is None:
+        if self._record is None or layout is None:
             return
-        configs = device_configs(self.opts.discovery, self.prefix, dev, layout)
-        ids = {object_id(c) for c in configs}
-        base = configs[0].topic.rsplit("/", 2)[0]
-        for gone in sorted(self._published.get(dev, set()) - ids):
-            self._control.append((f"{base}/{gone}/config", ""))  # an orphan: removed
-        self._published[dev] = ids
-        for c in configs:
-            self._control.append((c.topic, c.payload))
+        self._control.extend((c.topic, c.payload) for c in self._record.announce(dev, layout))
+
+    def take_configs(self) -> dict[str, bool]:
+        """Device configs published (True) or cleared (False) since the last call, by topic:
+        what the collector records in its store for the next run."""
+        return self._record.take() if self._record is not None else {}
 
     def _queue_collector(self) -> None:
         """The collector's own discovery: the device every device is via."""
@@ -776,15 +778,6 @@ class MqttSink:
             self._control.extend(
                 (c.topic, c.payload) for c in collector_configs(self.opts.discovery, self.prefix)
             )
-
-    def _clear_discovery(self, dev: int, old: int, new: int) -> None:
-        """A device that changed template: empty retained configs remove the old fields."""
-        if self.opts.discovery is None or old not in self.layouts:
-            return
-        gone = removals(
-            self.opts.discovery, self.prefix, dev, self.layouts[old], self.layouts.get(new)
-        )
-        self._control.extend((c.topic, c.payload) for c in gone)
 
     def _finish(self) -> None:
         """Closing: publish the buffer until the deadline, then `offline` and disconnect."""

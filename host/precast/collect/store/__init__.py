@@ -93,6 +93,13 @@ class Store(Protocol):
         The one action is "reset" (`precast device reset`). Raises StoreError.
         """
 
+    def load_configs(self) -> list[str]:
+        """The topics of the Home Assistant discovery configs an MQTT sink published and has
+        not cleared (table discovery_configs, made here if missing). Raises StoreError."""
+
+    def save_configs(self, configs: Mapping[str, bool]) -> None:
+        """Record configs published (True) or cleared (False), by topic. Raises StoreError."""
+
     def reconnect(self) -> None:
         """A new connection after an outage (raises one of `transient` while it lasts)."""
 

@@ -27,6 +27,9 @@ database's default schema (`public`) unless the URL's
         operator requests (`precast device reset`); the collector that takes one
         applies it to the device's row in the same transaction (version + 1), so
         every collector sharing the database sees the reset
+    discovery_configs(topic)
+        the Home Assistant discovery configs MQTT sinks published and have not
+        cleared (made by the first --ha-discovery run), as in the SQLite store
 
 Several collectors may write one database. The devices table is the truth
 about every device's books, a collector's tracker a cache of it: each batch
@@ -399,6 +402,35 @@ class PostgresStore:
                     "recent_rejects ORDER BY at DESC LIMIT %s)",
                     (RECENT_KEPT,),
                 )
+        except psycopg.Error as e:
+            raise StoreError(f"{self.where}: {pg_error(e)}") from e
+
+    def load_configs(self) -> list[str]:
+        """The discovery configs published and not cleared (the table made if missing)."""
+        c = self.conn
+        try:
+            with c.transaction():
+                c.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
+                c.execute("CREATE TABLE IF NOT EXISTS discovery_configs (topic text PRIMARY KEY)")
+                return [str(r[0]) for r in c.execute("SELECT topic FROM discovery_configs")]
+        except psycopg.Error as e:
+            raise StoreError(f"{self.where}: {pg_error(e)}") from e
+
+    def save_configs(self, configs: Mapping[str, bool]) -> None:
+        """Record discovery configs published (True) or cleared (False), by topic."""
+        c = self.conn
+        on = sorted(t for t, v in configs.items() if v)
+        off = sorted(t for t, v in configs.items() if not v)
+        try:
+            with c.transaction():
+                if on:
+                    c.execute(
+                        "INSERT INTO discovery_configs SELECT unnest(%s::text[]) "
+                        "ON CONFLICT DO NOTHING",
+                        (on,),
+                    )
+                if off:
+                    c.execute("DELETE FROM discovery_configs WHERE topic = ANY(%s)", (off,))
         except psycopg.Error as e:
             raise StoreError(f"{self.where}: {pg_error(e)}") from e
 

@@ -26,6 +26,10 @@ migrated in place when the collector opens it):
     requests(id, device, action, requested_at)
         operator requests (`precast device reset`: action "reset") a running collector
         applies within a second and then deletes
+    discovery_configs(topic)
+        the Home Assistant discovery configs the MQTT sink published and has not cleared
+        (--ha-discovery; made by the first such run): a later run clears a device's
+        configs its new template lacks, whatever the broker kept
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY, device INTEGER NOT NULL, action TEXT NOT NULL,
     requested_at REAL NOT NULL);
 """
+_CONFIGS = "CREATE TABLE IF NOT EXISTS discovery_configs (topic TEXT PRIMARY KEY)"
 SQLITE_FULL = 13
 _UPSERT_DEVICE = (
     f"INSERT OR REPLACE INTO devices ({', '.join(DEVICE_NAMES)}) "
@@ -204,6 +209,35 @@ class SqliteStore:
                 c.executemany(
                     f"INSERT INTO recent_rejects VALUES ({', '.join('?' * len(RECENT_COLUMNS))})",
                     [tuple(r[k] for k in RECENT_COLUMNS) for r in recent],
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                _rollback(c)
+                raise
+        except sqlite3.Error as e:
+            raise _error(self.path, e) from e
+
+    def load_configs(self) -> list[str]:
+        """The discovery configs published and not cleared (the table made if missing)."""
+        try:
+            self.conn.execute(_CONFIGS)
+            return [r[0] for r in self.conn.execute("SELECT topic FROM discovery_configs")]
+        except sqlite3.Error as e:
+            raise _error(self.path, e) from e
+
+    def save_configs(self, configs: Mapping[str, bool]) -> None:
+        """Record discovery configs published (True) or cleared (False), by topic."""
+        c = self.conn
+        try:
+            c.execute("BEGIN")
+            try:
+                c.executemany(
+                    "INSERT OR IGNORE INTO discovery_configs VALUES (?)",
+                    [(t,) for t, on in configs.items() if on],
+                )
+                c.executemany(
+                    "DELETE FROM discovery_configs WHERE topic = ?",
+                    [(t,) for t, on in configs.items() if not on],
                 )
                 c.execute("COMMIT")
             except BaseException:

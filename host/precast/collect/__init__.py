@@ -12,6 +12,7 @@
 - store/       the database interface and its backends (sqlite.py, postgres.py)
 - dburl.py     which backend a --db value names, and the value without its password
 - outage.py    retrying a batch with backoff while the database is away
+- backoff.py   the delays of every retry, doubling to a ceiling
 - spill.py     what could not be stored at exit, and --replay-spill
 - sinks/       where stored readings go besides the database (jsonl.py)
 - report.py    the log: new devices, refused frames with their likely cause

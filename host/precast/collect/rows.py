@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 from precast.wire.codec import to_units
+from precast.wire.header import DEVICE, FIRST_FIELD, SEQ
 from precast.wire.layout import Layout
 
 Row = tuple[Any, ...]
@@ -41,7 +42,7 @@ def row_builder(layout: Layout) -> RowBuilder:
     parts = []
     for i, s in enumerate(layout.fields):
         f = s.field
-        v = f"v[{5 + i}]"
+        v = f"v[{FIRST_FIELD + i}]"
         ints = type(f.scale) is int and type(f.offset) is int
         if f.type == "f32":
             env[f"_u{i}"] = partial(to_units, s)
@@ -56,7 +57,8 @@ def row_builder(layout: Layout) -> RowBuilder:
             o = Decimal(repr(f.offset)) * d
             assert m == int(m) and o == int(o), (f, s.digits)
             parts.append(f"(({v} * {int(m)} + {int(o)}) / {d})")
-    src = f"def row(v, e, t, s):\n    return (v[3], v[4], e, t, s, {', '.join(parts)})\n"
+    head = f"v[{DEVICE}], v[{SEQ}]"
+    src = f"def row(v, e, t, s):\n    return ({head}, e, t, s, {', '.join(parts)})\n"
     exec(compile(src, f"<row {layout.template.name}>", "exec"), env)
     fn: RowBuilder = env["row"]
     return fn

@@ -9,6 +9,7 @@
 - device.py    `precast device reset`: an operator re-admits a device
 - spill.py     the spill file: datagrams not stored at exit
 - rows.py      a stored reading as a row and as a JSON object
+- utc.py       received_at, the stored time: one conversion each way
 - store/       the database interface and its backends (sqlite.py, postgres.py)
 - dburl.py     which backend a --db value names, and the value without its password
 - outage.py    retrying a batch with backoff while the database is away

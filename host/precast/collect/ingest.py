@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from precast.collect.backlog import Batch
-from precast.collect.rows import Row, RowBuilder, row_builder, utc_iso
+from precast.collect.rows import Row, RowBuilder, row_builder
 from precast.collect.tracker import AUTH_CRC, AUTH_MIC, JUMP_REASON, Device, Tracker, Verdict
+from precast.collect.utc import utc_iso
 from precast.wire.codec import Codec
 from precast.wire.constants import NO_KEY
 from precast.wire.header import DEVICE, SEQ

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from precast.collect.rows import utc_iso
+from precast.collect.utc import utc_iso
 from precast.wire import header
 from precast.wire.constants import (
     CHECK_KIND,

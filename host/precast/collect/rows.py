@@ -8,7 +8,6 @@ sinks publish: {"template", "device", "seq", "received_at", "fields"}.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from decimal import Decimal
 from functools import partial
@@ -20,12 +19,6 @@ from precast.wire.layout import Layout
 
 Row = tuple[Any, ...]
 RowBuilder = Callable[[tuple[Any, ...], int, str, str], Row]
-
-
-def utc_iso(ts: float) -> str:
-    """Unix time as UTC ISO 8601 with microseconds: 2026-01-02T03:04:05.678901Z."""
-    sec = int(ts)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{int((ts - sec) * 1e6):06d}Z"
 
 
 def row_builder(layout: Layout) -> RowBuilder:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,11 +68,6 @@ def connect(db: str | Path) -> sqlite3.Connection:
     return conn
 
 
-def quote(name: str) -> str:
-    """An SQL identifier, quoted."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def templates(conn: sqlite3.Connection) -> dict[int, TemplateInfo]:
     """Every template the collector has stored readings for, by id."""
     have = {r[1] for r in conn.execute("PRAGMA table_info(templates)")}
@@ -98,16 +92,3 @@ def templates(conn: sqlite3.Connection) -> dict[int, TemplateInfo]:
             infos = tuple(FieldInfo(name=n, column=c) for c, n in json.loads(columns))
         out[int(tid)] = TemplateInfo(int(tid), str(name), str(tbl), infos)
     return out
-
-
-def iso_utc(ts: float) -> str:
-    """Unix time in the received_at format (UTC ISO 8601, microseconds), for comparisons."""
-    sec = int(ts // 1)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{int((ts - sec) * 1e6):06d}Z"
-
-
-def parse_iso(text: str) -> float:
-    """A received_at value (2026-01-02T03:04:05.678901Z) as unix time."""
-    from datetime import datetime
-
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from precast.args import examples
+from precast.collect.store import quote
+from precast.collect.utc import parse_iso, utc_iso
 from precast.errors import UsageError
-from precast.view.db import FieldInfo, connect, iso_utc, parse_iso, quote, templates
+from precast.view.db import FieldInfo, connect, templates
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -125,10 +127,10 @@ def load_panels(
     params: list[Any] = []
     if since is not None:
         where.append("received_at >= ?")
-        params.append(iso_utc(since))
+        params.append(utc_iso(since))
     if until is not None:
         where.append("received_at <= ?")
-        params.append(iso_utc(until))
+        params.append(utc_iso(until))
     if devices:
         where.append(f"device IN ({', '.join('?' * len(devices))})")
         params += devices
@@ -264,9 +266,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if not panels:
         rng = []
         if since is not None:
-            rng.append(f"since {iso_utc(since)}")
+            rng.append(f"since {utc_iso(since)}")
         if until is not None:
-            rng.append(f"until {iso_utc(until)}")
+            rng.append(f"until {utc_iso(until)}")
         which = f" of device {', '.join(map(str, args.device))}" if args.device else ""
         print(
             f"precast: no readings{which} in {args.db}{' ' + ' '.join(rng) if rng else ''}",

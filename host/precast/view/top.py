@@ -36,9 +36,10 @@ from typing import Any
 
 from precast.args import examples, split_hostport
 from precast.collect.stats import stats_doc
-from precast.collect.store import read_stats
+from precast.collect.store import quote, read_stats
+from precast.collect.utc import parse_iso
 from precast.errors import UsageError
-from precast.view.db import TemplateInfo, connect, parse_iso, quote, templates
+from precast.view.db import TemplateInfo, connect, templates
 
 WINDOW_S = 60.0  # the sparklines' span
 SPARK_BUCKETS = 12  # 5 s each

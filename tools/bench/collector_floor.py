@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "host"))
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
 
-from precast.collect.rows import row_builder, utc_iso  # noqa: E402
+from precast.collect.rows import row_builder  # noqa: E402
 from precast.collect.store.sqlite import SqliteStore  # noqa: E402
+from precast.collect.utc import utc_iso  # noqa: E402
 from precast.wire.checks import crc16  # noqa: E402
 from precast.wire.layout import load_layouts  # noqa: E402
 

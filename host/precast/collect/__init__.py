@@ -9,11 +9,13 @@
 - device.py    `precast device reset`: an operator re-admits a device
 - spill.py     the spill file: datagrams not stored at exit
 - rows.py      a stored reading as a row and as a JSON object
+- utc.py       received_at, the stored time: one conversion each way
 - store/       the database interfaces (the collector's Store, every command's Reader), the
                devices table from Device (schema.py), the backends (sqlite.py, postgres.py)
                and their readers
 - dburl.py     which backend a --db value names, and the value without its password
 - outage.py    retrying a batch with backoff while the database is away
+- backoff.py   the delays of every retry, doubling to a ceiling
 - spill.py     what could not be stored at exit, and --replay-spill
 - sinks/       where stored readings go besides the database (jsonl.py)
 - report.py    the log: new devices, refused frames with their likely cause

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from precast.collect.backlog import Batch
-from precast.collect.rows import Row, RowBuilder, row_builder, utc_iso
+from precast.collect.rows import Row, RowBuilder, row_builder
 from precast.collect.tracker import AUTH_CRC, AUTH_MIC, JUMP_REASON, Device, Tracker, Verdict
+from precast.collect.utc import utc_iso
 from precast.wire.codec import Codec
 from precast.wire.constants import NO_KEY
+from precast.wire.header import DEVICE, SEQ
 from precast.wire.validator import Validator
 
 
@@ -119,7 +121,7 @@ class Ingest:
             for reason, sp, v in per:
                 if reason or v is None or sp is None:
                     continue
-                device = v[3]
+                device = v[DEVICE]
                 if not sp.mic and (device in keyed or (full and device not in known)):
                     continue  # the tracker refuses it (mic-required, device-limit) unlocked
                 touched.add(device)
@@ -163,18 +165,18 @@ class Ingest:
                 reason, sp, v = per[j] if per is not None else check(data)
                 if reason:
                     if v is not None and reason != NO_KEY:
-                        tracker.bad_check(v[3])
+                        tracker.bad_check(v[DEVICE])
                     rejects[reason] = rejects.get(reason, 0) + 1
                     refused.append(Refusal(reason, addr, data))
                     continue
                 assert sp is not None and v is not None
-                device = v[3]
+                device = v[DEVICE]
                 if device not in known:
                     new.append(NewDevice(device, sp.id, addr))
                 src = sources.get(addr)
                 if src is None:
                     src = describe(addr)
-                verdict, epoch, held = observe(device, sp.id, v[4], ts, sp.mic, data, src)
+                verdict, epoch, held = observe(device, sp.id, v[SEQ], ts, sp.mic, data, src)
                 if verdict is not stored:
                     if verdict.refused:
                         why = verdict.value

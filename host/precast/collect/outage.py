@@ -22,6 +22,8 @@ import logging
 import time
 from typing import Any
 
+from precast.collect.backoff import Backoff
+
 log = logging.getLogger("precast.collect")
 
 BACKOFF_FIRST = 0.1
@@ -47,7 +49,7 @@ class StoreRetry:
         self._deadline: float | None = None
         self.down_since: float | None = None
         self.outages = 0
-        self.delay = BACKOFF_FIRST
+        self.backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX)
 
     @property
     def deadline(self) -> float | None:
@@ -80,11 +82,7 @@ class StoreRetry:
 
     def wait(self) -> None:
         """Sleep the backoff (never past the deadline), then reconnect a broken connection."""
-        wait = self.delay
-        if self.deadline is not None:
-            wait = max(0.0, min(wait, self.deadline - time.monotonic()))
-        time.sleep(wait)
-        self.delay = min(self.delay * 2, BACKOFF_MAX)
+        self.backoff.sleep(self.deadline)
         if self.store.broken:
             try:
                 self.store.reconnect()
@@ -93,7 +91,7 @@ class StoreRetry:
 
     def ok(self) -> None:
         """Everything waiting was written: one log line if an outage ended."""
-        self.delay = BACKOFF_FIRST
+        self.backoff.reset()
         if self.down_since is not None:
             log.warning(
                 "the database is back after %.1f s; writing what waited",

@@ -17,26 +17,23 @@ batch that is retried is reported once.
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from precast.collect.rows import utc_iso
+from precast.collect.utc import utc_iso
+from precast.wire import header
 from precast.wire.constants import (
     CHECK_KIND,
     CRC,
     FLAGS_BAD,
-    HEADER_LEN,
     LENGTH,
     MAGIC,
     MAGIC_BAD,
     MIC,
     NO_KEY,
-    OFF_DEVICE,
-    OFF_TEMPLATE,
     SHORT,
     UNKNOWN_TEMPLATE,
     VERSION_BAD,
@@ -51,9 +48,6 @@ MAX_KEYS = 4096  # (source, reason) pairs tracked; beyond, a flood of sources sh
 # a flood of bad frames each with a fresh id costs nothing (unbounded, it grew RSS 134 MB).
 DEVICES_KEPT = 16
 
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
-
 
 @dataclass
 class _Tally:
@@ -66,9 +60,10 @@ class _Tally:
 
 def header_ids(data: bytes) -> tuple[int | None, int | None]:
     """(template id, device id) of a datagram that starts like a precast payload, else Nones."""
-    if len(data) < HEADER_LEN or data[0] != MAGIC:
+    h = header.parse(data)
+    if h is None or h.magic != MAGIC:
         return None, None
-    return _U16.unpack_from(data, OFF_TEMPLATE)[0], _U32.unpack_from(data, OFF_DEVICE)[0]
+    return h.template, h.device
 
 
 class Reporter:

@@ -8,23 +8,17 @@ sinks publish: {"template", "device", "seq", "received_at", "fields"}.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from decimal import Decimal
 from functools import partial
 from typing import Any
 
 from precast.wire.codec import to_units
+from precast.wire.header import DEVICE, FIRST_FIELD, SEQ
 from precast.wire.layout import Layout
 
 Row = tuple[Any, ...]
 RowBuilder = Callable[[tuple[Any, ...], int, str, str], Row]
-
-
-def utc_iso(ts: float) -> str:
-    """Unix time as UTC ISO 8601 with microseconds: 2026-01-02T03:04:05.678901Z."""
-    sec = int(ts)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{int((ts - sec) * 1e6):06d}Z"
 
 
 def row_builder(layout: Layout) -> RowBuilder:
@@ -41,7 +35,7 @@ def row_builder(layout: Layout) -> RowBuilder:
     parts = []
     for i, s in enumerate(layout.fields):
         f = s.field
-        v = f"v[{5 + i}]"
+        v = f"v[{FIRST_FIELD + i}]"
         ints = type(f.scale) is int and type(f.offset) is int
         if f.type == "f32":
             env[f"_u{i}"] = partial(to_units, s)
@@ -56,7 +50,8 @@ def row_builder(layout: Layout) -> RowBuilder:
             o = Decimal(repr(f.offset)) * d
             assert m == int(m) and o == int(o), (f, s.digits)
             parts.append(f"(({v} * {int(m)} + {int(o)}) / {d})")
-    src = f"def row(v, e, t, s):\n    return (v[3], v[4], e, t, s, {', '.join(parts)})\n"
+    head = f"v[{DEVICE}], v[{SEQ}]"
+    src = f"def row(v, e, t, s):\n    return ({head}, e, t, s, {', '.join(parts)})\n"
     exec(compile(src, f"<row {layout.template.name}>", "exec"), env)
     fn: RowBuilder = env["row"]
     return fn

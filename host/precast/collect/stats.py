@@ -23,8 +23,8 @@ from typing import Any
 
 from precast.args import examples
 from precast.collect.dburl import display_db
-from precast.collect.rows import utc_iso
 from precast.collect.store import Stats, open_reader
+from precast.collect.utc import utc_iso
 from precast.errors import UsageError
 
 DEFAULT_LIMIT = 10_000  # devices printed: the --max-devices default, fast (stats --json < 2 s)

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from precast.args import examples
 from precast.collect.dburl import display_db
-from precast.collect.rows import utc_iso
 from precast.collect.store import FieldInfo, Reader, open_reader
+from precast.collect.utc import utc_iso
 from precast.errors import UsageError
 
 if TYPE_CHECKING:

@@ -1,6 +1,7 @@
 """The wire format (docs/PROTOCOL.md): what every other part of precast is built on.
 
 - constants.py  the format's numbers: offsets, lengths, magic, version, flags, reasons
+- header.py     the payload header as a named record: its one definition and parse
 - template.py   a TOML template, parsed and validated
 - layout.py     a template compiled once: the whole frame, offsets, partial checksums
 - codec.py      encode and patch frames; decode to a Reading or a Rejected reason

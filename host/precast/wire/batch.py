@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from precast.wire import header
 from precast.wire.checks import crc16
 from precast.wire.constants import CRC, MIC, NO_KEY, REASONS
 from precast.wire.layout import Layout
@@ -143,11 +144,7 @@ def body_dtype(layout: Layout) -> np.dtype[np.void]:
     """A template's payload as a record: header, fields (by name) and check, big-endian."""
     return np.dtype(
         [
-            ("magic", "u1"),
-            ("version_flags", "u1"),
-            ("template", ">u2"),
-            ("device", ">u4"),
-            ("seq", ">u4"),
+            *[(name, dtype) for name, _, dtype in header.FIELDS],
             *[(f"field_{s.name}", DTYPES[s.field.type]) for s in layout.fields],
             ("check", f"V{layout.check_len}"),
         ]

@@ -23,6 +23,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from precast.errors import EncodeError
+from precast.wire import header
 from precast.wire.checks import checksum, cmac, crc16, ones_sum, udp_final
 from precast.wire.constants import (
     CHECK_KIND,
@@ -52,9 +53,9 @@ from precast.wire.constants import (
     VERSION,
     VERSION_BAD,
 )
+from precast.wire.header import FIRST_FIELD
 from precast.wire.layout import FieldSlot, Layout
 
-_HDR = struct.Struct(">BBH")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _F32 = struct.Struct(">f")
@@ -371,7 +372,9 @@ class Codec:
         n = len(m)
         if n < HEADER_LEN + 2:
             return Rejected(SHORT, f"{n} bytes")
-        magic, vf, tid = _HDR.unpack_from(m)
+        h = header.parse(m)
+        assert h is not None  # n >= HEADER_LEN
+        magic, vf, tid = h.magic, h.version_flags, h.template
         if magic != MAGIC:
             return Rejected(MAGIC_BAD, f"0x{magic:02x}")
         if vf >> 4 != VERSION:
@@ -392,8 +395,8 @@ class Codec:
             kind = " delayed" if delayed else ""
             return Rejected(LENGTH, f"{n} bytes, template {tid}{kind} needs {lay.payload_len}")
         c = lay.check_offset
-        vals = struct.unpack_from(lay.body_fmt, m)
-        device, seq = vals[3], vals[4]
+        vals = struct.unpack_from(lay.body_fmt, m)[FIRST_FIELD:]
+        device, seq = h.device, h.seq
         if mic:
             key = self.key_for(device)
             if key is None:
@@ -403,5 +406,5 @@ class Codec:
         elif crc16(m[:c]) != _U16.unpack_from(m, c)[0]:
             return Rejected(CRC)
         if delayed:
-            return Reading(live, device, seq, vals[5:-1], vals[-1])
-        return Reading(lay, device, seq, vals[5:])
+            return Reading(live, device, seq, vals[:-1], vals[-1])
+        return Reading(lay, device, seq, vals)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from precast.errors import UsageError
+from precast.wire import header
 from precast.wire.checks import checksum, ones_sum
 from precast.wire.constants import (
     AGE_LEN,
@@ -236,7 +237,7 @@ def compile_template(t: Template, delayed: bool = False) -> Layout:
         payload_len=plen,
         fields=tuple(slots),
         fields_fmt=fields_fmt,
-        body_fmt=">BBHII" + fields_fmt[1:] + ("I" if delayed else ""),  # the age last
+        body_fmt=header.FORMAT + fields_fmt[1:] + ("I" if delayed else ""),  # the age last
         check_offset=check_offset,
         check_len=t.check_len,
         ip_checksum=ip_csum,

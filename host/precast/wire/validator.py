@@ -28,6 +28,7 @@ from precast.wire.constants import (
     PAYLOAD_OFFSET,
     SHORT,
 )
+from precast.wire.header import DEVICE
 from precast.wire.layout import Layout
 
 # (reason, spec, unpacked body): reason "" for a valid frame; spec and body are None when
@@ -47,7 +48,7 @@ class Spec:
         self.length = layout.payload_len
         self.check_offset = layout.check_offset
         self.check_len = layout.check_len
-        # body: magic, version/flags, template, device, seq, the fields' raw values (, age)
+        # body: the header (header.py), the fields' raw values (, age)
         self.unpack = struct.Struct(layout.body_fmt).unpack_from
         self.prefix = layout.payload[:4]  # magic, version/flags, template id
 
@@ -67,7 +68,7 @@ class Validator:
             return self.reason(data), None, None
         v = sp.unpack(data)
         if sp.mic:
-            return self.mic_reason(sp, v[3], data), sp, v
+            return self.mic_reason(sp, v[DEVICE], data), sp, v
         return (CRC if crc16(data) else ""), sp, v
 
     def reason(self, data: bytes) -> str:

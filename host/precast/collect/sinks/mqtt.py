@@ -27,13 +27,16 @@ The broker is not the database. The collector's storing thread calls
 write(docs) after each committed batch and tick(now) about once a second
 (the Sink interface, sinks/__init__.py): both only append to deques and
 never wait; tick() reads the devices' sequence state (the tracker's) to find
-the stale ones. One thread of ours owns the paho-mqtt client (its
-v2 callback API) and runs its loop: connect, reconnect with backoff (1 s,
-doubling to 30 s), publish. Readings wait in a bounded buffer while the
-broker is away; what does not fit is counted (stats()["dropped"]) and logged
-once per outage. Status, availability and discovery go at QoS 1, retained;
-readings at the --mqtt-qos. A broker that refuses the credentials (or whose
-certificate does not verify) at start() raises MqttError: one line, exit 2.
+the stale ones. paho-mqtt's own loop (its thread, loop_start) owns the
+connection: it reconnects with reconnect_delay_set's backoff (1 s, doubling to
+30 s); its callbacks only note what the broker said. One thread of ours makes
+each reading's JSON and hands the messages to paho in order (status,
+discovery, availability, then readings), within a share of the CPU.
+Readings wait in a bounded buffer while the broker is away; what does not
+fit is counted (stats()["dropped"]) and logged once per outage. Status,
+availability and discovery go at QoS 1, retained; readings at the
+--mqtt-qos. A broker that refuses the credentials (or whose certificate does
+not verify) at start() raises MqttError: one line, exit 2.
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ import argparse
 import json
 import logging
 import os
-import select
 import socket
 import ssl
 import threading
@@ -72,14 +74,13 @@ log = logging.getLogger("precast.mqtt")
 
 DEFAULT_DISCOVERY = "homeassistant"
 DEFAULT_BUFFER = 10_000  # readings held while the broker is away
-BACKOFF_MIN = 1.0  # s before the first reconnect; doubles up to BACKOFF_MAX
-BACKOFF_MAX = 30.0
-CONNACK_TIMEOUT = 10.0  # s from the TCP connect to the broker's answer
+BACKOFF_MIN = 1  # s before paho's first reconnect; doubles up to BACKOFF_MAX
+BACKOFF_MAX = 30
 INFLIGHT = 1000  # QoS 1 messages paho may hold unacknowledged
-ROUND = 500  # readings queued in paho per round, then written out in one corked burst
-# Of the GIL, the publisher takes at most this share while it has a backlog (it sleeps the
-# rest): publishing must not slow storing by more than a quarter. At about 15 us a message
-# that is some 15,000 messages/s; a faster stream fills the buffer and counts drops.
+ROUND = 500  # readings handed to paho per round
+# Of the GIL, publishing (our thread and paho's) takes at most this share while it has a
+# backlog (ours sleeps the rest): publishing must not slow storing by more than a quarter.
+# A faster stream than that share allows fills the buffer and counts drops.
 SHARE = 0.2
 DIAG_EVERY = 30.0  # s between a device's diagnostics (its loss %) while they change
 
@@ -99,6 +100,14 @@ class DeviceState(Protocol):
     last_seen: float
     received: int
     lost: int
+
+
+class _NotAnError(logging.Filter):
+    """paho 2.2 logs `Client is not connected` at ERROR when its loop runs once more after
+    our own disconnect() at a clean stop: not an error, so not said."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Client is not connected")
 
 
 def stale(d: DeviceState, now: float) -> bool:
@@ -269,18 +278,6 @@ def config_from(args: argparse.Namespace) -> tuple[MqttUrl, MqttOptions] | None:
     )
 
 
-def _no_op(*args: Any) -> None:
-    pass
-
-
-def cork(sock: Any, on: bool) -> None:
-    """TCP_CORK: the packets of one burst leave in full segments, not one each."""
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)
-    except (OSError, AttributeError):
-        pass
-
-
 # ---- the publisher -------------------------------------------------------------------------
 
 
@@ -335,7 +332,9 @@ class MqttSink:
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
-        c.enable_logger(logging.getLogger("precast.mqtt.paho"))
+        paho_log = logging.getLogger("precast.mqtt.paho")
+        paho_log.addFilter(_NotAnError())
+        c.enable_logger(paho_log)
         c.will_set(f"{self.prefix}/status", OFFLINE, qos=1, retain=True)
         if self.url.user is not None:
             c.username_pw_set(self.url.user, password)
@@ -344,13 +343,11 @@ class MqttSink:
                 c.tls_set(ca_certs=options.ca, certfile=options.cert, keyfile=options.key)
             except (ssl.SSLError, OSError) as e:
                 raise UsageError(f"--mqtt TLS set-up: {e}") from None
-        # Our loop is paho's "external event loop": publish() only queues the packet (no
-        # write per message, no wake-up byte per message), _pump() writes them in bursts.
-        c.on_socket_register_write = _no_op
-        c.on_socket_unregister_write = _no_op
+        c.reconnect_delay_set(BACKOFF_MIN, BACKOFF_MAX)
         c.max_inflight_messages_set(INFLIGHT)
         c.max_queued_messages_set(INFLIGHT)
         c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         self.client = c
@@ -359,6 +356,8 @@ class MqttSink:
         # (template, field names, row) to make the doc of.
         self._readings: deque[dict[str, Any] | tuple[int, list[str], Row]] = deque()
         self._events: deque[tuple[str, int, int]] = deque()  # (kind, device, template)
+        # Handed over by paho's thread: what the broker said (see _take_network).
+        self._network: deque[tuple[str, int, str]] = deque()
         # The storing thread's own view: device -> available (True) or stale (False).
         self._online: dict[int, bool] = {}
         self._templates: dict[int, int] = {}
@@ -388,21 +387,17 @@ class MqttSink:
         self.dropped = 0
         self.connects = 0
         self.refusals = 0
-        self.connected = False
-        self._state = "down"  # down | connecting | refused | up
-        self._since = 0.0  # monotonic: when the current connect began
-        self._backoff = BACKOFF_MIN
-        self._retry_at = 0.0
+        self.connected = False  # paho's thread: between a CONNACK and the connection's end
         self._outage_logged = False
         self._drops_seen = 0  # self.dropped at the publisher's last look
         self._drop_spell = -1  # self.dropped when the current spell of drops began, or -1
         self._first = threading.Event()  # the first connect's outcome is known
         self._start_error: str | None = None
-        self._refused: str | None = None
+        self._last: Any = None  # paho's MQTTMessageInfo of the last reading handed to it
         self._closing = threading.Event()
         self._close_deadline = 0.0
         self._thread: threading.Thread | None = None
-        self._pause = 0.05  # s the loop waits on the socket before its next round
+        self._paho_clock = time.CLOCK_THREAD_CPUTIME_ID
 
     # -- the storing thread's side: never waits
 
@@ -467,17 +462,37 @@ class MqttSink:
     # -- life cycle
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start publishing; MqttError if the broker refuses us, else return (even unreachable)."""
+        """Start publishing; MqttError if the broker refuses us, else return (even unreachable).
+
+        The first connect is made here, so that what went wrong can be said; after it
+        paho's own loop (its thread) reconnects, with reconnect_delay_set's backoff.
+        """
         # Devices of earlier runs gone stale while the collector was away: found before the
         # first connect, so that they are marked offline before `status online` goes out.
         self.tick(time.time())
-        self._thread = threading.Thread(target=self._run, name="precast-mqtt", daemon=True)
-        self._thread.start()
+        c = self.client
+        where = self.url.where
+        try:
+            c.connect(self.url.host, self.url.port, keepalive=self.opts.keepalive)
+        except ssl.SSLCertVerificationError as e:
+            raise MqttError(
+                f"--mqtt {where}: TLS: {e.verify_message or e} (check --mqtt-ca)"
+            ) from None
+        except (OSError, ssl.SSLError) as e:
+            self._outage(getattr(e, "strerror", None) or str(e) or type(e).__name__)
+            c.connect_async(self.url.host, self.url.port, keepalive=self.opts.keepalive)
+            self._first.set()
+        c.loop_start()
+        # paho's thread's CPU clock: publishing's share counts its writes too (_run).
+        assert c._thread is not None and c._thread.ident is not None
+        self._paho_clock = time.pthread_getcpuclockid(c._thread.ident)
         self._first.wait(timeout)
         if self._start_error is not None:
-            self._thread.join(5.0)
-            self._thread = None
-            raise MqttError(f"--mqtt {self.url.where}: {self._start_error}")
+            c.disconnect()
+            c.loop_stop()
+            raise MqttError(f"--mqtt {where}: {self._start_error}")
+        self._thread = threading.Thread(target=self._run, name="precast-mqtt", daemon=True)
+        self._thread.start()
 
     def close(self, timeout: float = 5.0) -> None:
         """Publish what is buffered (up to timeout), then `offline` and a clean disconnect."""
@@ -511,39 +526,114 @@ class MqttSink:
             "connects": self.connects,
         }
 
-    # -- the publisher thread
+    # -- paho's thread: its callbacks only record what happened, for the publisher
+
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            # MQTT 3.1.1's 4 and 5: paho says "Bad user name or password", "Not authorized".
+            why = f"refused the connection: {reason} (check the user and password)"
+            if not self._first.is_set():
+                self._start_error = why
+                self._first.set()
+            else:
+                self.refusals += 1
+                self._outage(why, logging.ERROR)
+            return
+        self.connects += 1
+        again = self._outage_logged or self.connects > 1
+        log.info("MQTT broker %s: connected%s", self.url.where, " again" if again else "")
+        self._outage_logged = False
+        if self.opts.discovery is not None:
+            client.subscribe(f"{self.opts.discovery}/status", qos=1)
+        # Queued before `connected` is set: the publisher, seeing it set, takes this first.
+        self._network.append(("connected", 0, ""))
+        self.connected = True
+        self._first.set()
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        log.debug("MQTT broker %s: connect failed; paho retries", self.url.where)
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if not self.connected:
+            return  # a refused CONNACK, said in _on_connect
+        self.connected = False
+        if not self._closing.is_set():
+            self._outage("connection lost")
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if msg.payload == b"online":  # Home Assistant says so on DISCOVERY/status at start
+            self._network.append(("ha-online", 0, ""))
+
+    def _outage(self, why: str, level: int = logging.WARNING) -> None:
+        """Said once an outage: the broker is away; paho retries with its backoff."""
+        if self._outage_logged:
+            log.debug("MQTT broker %s: %s", self.url.where, why)
+            return
+        log.log(
+            level,
+            "MQTT broker %s: %s; readings are still stored; retrying (backoff up to %g s)",
+            self.url.where,
+            why,
+            BACKOFF_MAX,
+        )
+        self._outage_logged = True
+
+    # -- the publisher thread: hands paho the messages, in order, within its CPU share
+
+    def _cpu(self) -> float:
+        """CPU seconds of publishing so far: this thread's and paho's, whatever the load."""
+        return time.thread_time() + time.clock_gettime(self._paho_clock)
 
     def _run(self) -> None:
+        pause = 0.05
+        cpu, wall = self._cpu(), time.monotonic()
         try:
-            while not (self._closing.is_set() and self._state != "up"):
+            while not self._closing.wait(pause):
                 self._take_events()
                 self._log_drops()
-                if self._state == "down":
-                    self._connect()
+                pause = 0.05
+                if not self.connected:
                     continue
-                if self._state == "connecting" and time.monotonic() - self._since > CONNACK_TIMEOUT:
-                    self._lost("no CONNACK from the broker")
-                    continue
-                if not self._pump(self._pause):
-                    continue
-                t0 = time.thread_time()  # this thread's CPU: its share, whatever the load
                 # The storing thread queues a device's events before its readings: readings
                 # counted before the events are taken never go out ahead of their discovery.
                 ready = len(self._readings)
+                self._take_network()
                 self._take_events()
                 if self._publish_control():
                     self._publish_readings(ready)
-                busy = self._pump(0.0) and (self._readings or self._control)
-                spent = time.thread_time() - t0
-                self._pause = spent * (1 - SHARE) / SHARE if busy else 0.05
-                if self._closing.is_set():
-                    self._finish()
-                    return
+                # What publishing took since the last round (paho's writes in our pause
+                # included): the pause that brings it down to SHARE.
+                now_cpu, now = self._cpu(), time.monotonic()
+                if self._readings or self._control:
+                    pause = max(0.0, (now_cpu - cpu) / SHARE - (now - wall))
+                cpu, wall = now_cpu, now
+            self._finish()
         except Exception:
             log.exception("MQTT publisher failed; readings are still stored")
-        finally:
-            self.connected = False
-            self._first.set()
+            self.client.loop_stop()
+
+    def _take_network(self) -> None:
+        """What paho's thread heard: a (re)connect, Home Assistant's start."""
+        net = self._network
+        while net:
+            kind = net.popleft()[0]
+            if kind == "connected":
+                # Everything retained is published again: the broker may have lost it.
+                # `online` goes out after the devices' availability (_publish_control).
+                self._control.clear()
+                self._status_due = True
+                self._queue_collector()
+                self._pending_disc = dict(self._devices)
+                self._pending_avail = dict(self._avail)
+                self._pending_diag = dict(self._diag)
+            elif kind == "ha-online":
+                log.info("Home Assistant is online: publishing discovery again")
+                self._queue_collector()
+                self._pending_disc.update(self._devices)
 
     def _take_events(self) -> None:
         """The storing thread's device events, folded into what is to be published."""
@@ -569,137 +659,9 @@ class MqttSink:
                     self.opts.buffer,
                 )
             self._drops_seen = dropped
-        elif self._drop_spell >= 0 and self._state == "up" and not self._readings:
+        elif self._drop_spell >= 0 and self.connected and not self._readings:
             log.warning("MQTT: %d readings were not published", dropped - self._drop_spell)
             self._drop_spell = -1
-
-    def _pump(self, timeout: float) -> bool:
-        """Paho's network side: wait up to timeout, read, write (corked), keepalive; still up?"""
-        c = self.client
-        sock = c.socket()
-        if sock is None:
-            return self._state == "up"
-        want = c.want_write()
-        try:
-            r, _, _ = select.select([sock], [sock] if want else [], [], timeout)
-        except (OSError, ValueError):  # closed under us: paho's read says so
-            r = [sock]
-        if r or getattr(sock, "pending", lambda: 0)():
-            c.loop_read()
-            sock = c.socket()
-        if sock is not None and c.want_write():
-            cork(sock, True)
-            c.loop_write()
-            sock = c.socket()
-            if sock is not None:
-                cork(sock, False)
-        if c.socket() is not None:
-            c.loop_misc()
-        return self._state == "up"
-
-    def _connect(self) -> None:
-        now = time.monotonic()
-        if now < self._retry_at:
-            self._closing.wait(min(self._retry_at - now, 0.1))
-            return
-        self._since = now
-        self._refused = None
-        try:
-            self.client.connect(self.url.host, self.url.port, keepalive=self.opts.keepalive)
-        except ssl.SSLCertVerificationError as e:
-            self._failed(f"TLS: {e.verify_message or e} (check --mqtt-ca)", fatal=True)
-            return
-        except (OSError, ssl.SSLError) as e:
-            self._failed(getattr(e, "strerror", None) or str(e) or type(e).__name__)
-            return
-        self._state = "connecting"
-
-    def _failed(self, why: str, fatal: bool = False) -> None:
-        """A connect that did not get us in: fatal at start (MqttError), else back off, retry."""
-        self._state = "down"
-        self.connected = False
-        if not self._first.is_set():
-            if fatal:
-                self._start_error = why
-                self._closing.set()
-            self._first.set()
-            if fatal:
-                return
-        if fatal:
-            self.refusals += 1
-        if not self._outage_logged:
-            log.log(
-                logging.ERROR if fatal else logging.WARNING,
-                "MQTT broker %s: %s; readings are still stored; retrying (backoff up to %g s)",
-                self.url.where,
-                why,
-                BACKOFF_MAX,
-            )
-            self._outage_logged = True
-        else:
-            log.debug("MQTT broker %s: %s", self.url.where, why)
-        self._retry_at = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
-
-    def _lost(self, why: str) -> None:
-        state = self._state
-        try:
-            self.client.disconnect()
-        except Exception:  # paho may have closed the socket already
-            pass
-        if self._state == state:  # not already handled by _on_disconnect
-            self._failed(why)
-
-    def _on_connect(
-        self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
-        if reason.is_failure:
-            # MQTT 3.1.1's 4 and 5: paho says "Bad user name or password", "Not authorized".
-            self._refused = str(reason)
-            self._state = "refused"
-            return
-        self._state = "up"
-        self.connected = True
-        self.connects += 1
-        self._backoff = BACKOFF_MIN
-        again = self._outage_logged or self.connects > 1
-        log.info("MQTT broker %s: connected%s", self.url.where, " again" if again else "")
-        self._outage_logged = False
-        # Everything retained is published again: the broker may have lost it. `online`
-        # goes out after the devices' availability (_publish_control).
-        self._control.clear()
-        self._status_due = True
-        if self.opts.discovery is not None:
-            self._queue_collector()
-            client.subscribe(f"{self.opts.discovery}/status", qos=1)
-        self._pending_disc = dict(self._devices)
-        self._pending_avail = dict(self._avail)
-        self._pending_diag = dict(self._diag)
-        self._first.set()
-
-    def _on_disconnect(
-        self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
-        state = self._state
-        if state == "down":
-            return  # our own disconnect after a failure already handled
-        if state == "refused":
-            self._failed(
-                f"refused the connection: {self._refused} (check the user and password)",
-                fatal=True,
-            )
-        elif state == "up" and self._closing.is_set():
-            self._state = "down"
-            self.connected = False
-        else:
-            self._failed("connection lost" if state == "up" else f"disconnected ({reason})")
-
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        # Home Assistant announces itself on DISCOVERY/status after it (re)starts.
-        if msg.payload == b"online":
-            log.info("Home Assistant is online: publishing discovery again")
-            self._queue_collector()
-            self._pending_disc.update(self._devices)
 
     def _publish_control(self) -> bool:
         """Discovery, availability, then status; False while any is still waiting.
@@ -737,14 +699,11 @@ class MqttSink:
 
     def _publish_readings(self, ready: int) -> None:
         """Up to `ready` readings (and ROUND) from the buffer into paho's queue."""
-        c = self.client
-        qos = self.opts.qos
-        if qos == 0 and c.want_write():
-            return  # the last burst is not written out yet: the socket is full
         buf = self._readings
         prefix = self.prefix
+        qos = self.opts.qos
         dumps = json.dumps
-        publish = c.publish
+        publish = self.client.publish
         n = 0
         try:
             for _ in range(min(ready, ROUND, len(buf))):
@@ -753,9 +712,11 @@ class MqttSink:
                 # Retained: the broker keeps each device's last reading, which is what Home
                 # Assistant shows after it restarts, or when it subscribes to a sensor just
                 # discovered (else the first reading, sent with its config, is missed).
-                if publish(f"{prefix}/{r['device']}/reading", dumps(r), qos, retain=True).rc:
+                info = publish(f"{prefix}/{r['device']}/reading", dumps(r), qos, retain=True)
+                if info.rc:
                     buf.appendleft(item)  # the connection went, or paho's QoS 1 queue is full
                     return
+                self._last = info
                 n += 1
         finally:
             self.published += n
@@ -782,20 +743,23 @@ class MqttSink:
     def _finish(self) -> None:
         """Closing: publish the buffer until the deadline, then `offline` and disconnect."""
         c = self.client
-        while time.monotonic() < self._close_deadline and self._state == "up":
+        deadline = self._close_deadline
+        while time.monotonic() < deadline and self.connected:
             ready = len(self._readings)
+            self._take_network()
             self._take_events()
-            if not (ready or self._control or self._pending_disc) and not c.want_write():
+            if not (ready or self._control or self._pending_disc):
                 break
             if self._publish_control():
                 self._publish_readings(ready)
-            self._pump(0.01 if c.want_write() else 0.0)
-        if self._state == "up":
+            time.sleep(0.001 if self._readings else 0.0)
+        if self.connected:
+            last = self._last  # written out (QoS 0) or acknowledged (QoS 1) before `offline`
+            if last is not None and last.rc == 0:
+                last.wait_for_publish(max(0.1, deadline - time.monotonic()))
             info = c.publish(f"{self.prefix}/status", OFFLINE, qos=1, retain=True)
-            end = time.monotonic() + 2.0
-            while not info.is_published() and time.monotonic() < end and self._state == "up":
-                self._pump(0.05)
-            c.disconnect()
-            self._pump(0.05)
-        self._state = "down"
+            if info.rc == 0:
+                info.wait_for_publish(2.0)
+        c.disconnect()
+        c.loop_stop()
         self.connected = False

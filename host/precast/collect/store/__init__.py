@@ -29,6 +29,11 @@ from precast.wire.layout import Layout
 Row = tuple[Any, ...]  # device, seq, epoch, received_at, source, then the fields in units
 
 
+def quote(name: str) -> str:
+    """An SQL identifier, quoted (SQLite; PostgreSQL's are psycopg's sql.Identifier)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 class StoreError(PrecastError):
     """A database that cannot be opened, is not a precast collector's, or refused a write.
 

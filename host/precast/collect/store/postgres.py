@@ -63,6 +63,7 @@ import psycopg
 import psycopg.errors
 from psycopg import sql
 
+from precast.collect.backoff import Backoff
 from precast.collect.dburl import is_postgres, redact
 from precast.collect.store import Build, Row, StoreError
 from precast.collect.store.schema import (
@@ -528,7 +529,7 @@ class PostgresStore:
         batch counts as not written (retried or spilled by the caller): its readings
         are then never stored twice (the unique key), though counted as duplicates.
         """
-        delay = 0.1
+        backoff = Backoff(0.1, 5.0)
         log.warning("the connection was lost during a commit; finding out whether it was made")
         while True:
             try:
@@ -543,8 +544,7 @@ class PostgresStore:
             except psycopg.Error:
                 if self.deadline is not None and time.monotonic() >= self.deadline:
                     return False
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                backoff.sleep(self.deadline)
 
     def _commit_cache(self) -> None:
         """After a commit: the versions written and the totals the database now holds."""

@@ -42,6 +42,7 @@ from typing import Any
 
 from precast.collect.files import prepare_database
 from precast.collect.store import Build, Row, StoreError
+from precast.collect.store import quote as _q
 from precast.collect.store.lock import WriterLock
 from precast.collect.store.schema import DEVICE_NAMES, SQLITE, device_from_row, device_values
 from precast.collect.tracker import Device
@@ -72,10 +73,6 @@ _UPSERT_DEVICE = (
 )
 # SQLite functions take at most 100 arguments: json_object() gets fields in chunks.
 _JSON_CHUNK = 50
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def table_name(template_id: int) -> str:

@@ -15,24 +15,23 @@ import json
 import sqlite3
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from precast.collect.rows import utc_iso
-from precast.collect.store import Stats, StoredReading, StoreError, TemplateInfo, template_info
+from precast.collect.store import (
+    Stats,
+    StoredReading,
+    StoreError,
+    TemplateInfo,
+    quote,
+    template_info,
+)
 from precast.collect.store.schema import DEVICE_NAMES, device_from_row
 from precast.collect.store.sqlite import RECENT_COLUMNS, REQUESTS_TABLE
 from precast.collect.tracker import Device
+from precast.collect.utc import parse_iso, utc_iso
 
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _at(text: str) -> float:
-    """A received_at value (2026-01-02T03:04:05.678901Z) as unix time."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+_at = parse_iso
 
 
 class SqliteReader:
@@ -76,7 +75,7 @@ class SqliteReader:
         have = [r[1] for r in self._all("PRAGMA table_info(devices)")]
         names = [n for n in DEVICE_NAMES if n in have]  # an older database lacks some
         rows = self._all(
-            f"SELECT {', '.join(map(_q, names))} FROM devices ORDER BY device LIMIT ? OFFSET ?",
+            f"SELECT {', '.join(map(quote, names))} FROM devices ORDER BY device LIMIT ? OFFSET ?",
             (-1 if limit is None else limit, offset),
         )
         return [device_from_row(names, r) for r in rows]
@@ -104,9 +103,9 @@ class SqliteReader:
     def _select(
         self, t: TemplateInfo, where: str = "", params: Sequence[Any] = (), order: str = "rowid"
     ) -> list[StoredReading]:
-        cols = "".join(f", {_q(f.column)}" for f in t.fields)
+        cols = "".join(f", {quote(f.column)}" for f in t.fields)
         rows = self._all(
-            f"SELECT device, seq, epoch, received_at, source{cols} FROM {_q(t.table)}"
+            f"SELECT device, seq, epoch, received_at, source{cols} FROM {quote(t.table)}"
             f"{' WHERE ' + where if where else ''} ORDER BY {order}",
             params,
         )
@@ -133,13 +132,13 @@ class SqliteReader:
         return self._select(template, " AND ".join(where), params, "received_at, rowid")
 
     def latest(self, template: TemplateInfo) -> list[StoredReading]:
-        tbl = _q(template.table)
+        tbl = quote(template.table)
         return self._select(template, f"rowid IN (SELECT max(rowid) FROM {tbl} GROUP BY device)")
 
     def follow(
         self, template: TemplateInfo, mark: object | None, since: float
     ) -> tuple[list[StoredReading], object]:
-        tbl = _q(template.table)
+        tbl = quote(template.table)
         top = self._all(f"SELECT max(rowid) FROM {tbl}")[0][0]
         if top is None:
             return [], mark
@@ -161,7 +160,7 @@ class SqliteReader:
     def count(self, device: int | None = None) -> int:
         where, params = ("", ()) if device is None else (" WHERE device = ?", (device,))
         return sum(
-            int(self._all(f"SELECT count(*) FROM {_q(t.table)}{where}", params)[0][0])
+            int(self._all(f"SELECT count(*) FROM {quote(t.table)}{where}", params)[0][0])
             for t in self.templates().values()
         )
 

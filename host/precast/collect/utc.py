@@ -1,0 +1,24 @@
+"""Time as the collector stores it: received_at, UTC ISO 8601 with microseconds and a Z.
+
+    2026-01-02T03:04:05.678901Z
+
+One function each way, for every reader and writer of that text: utc_iso
+(unix seconds to it) and parse_iso (it, or any ISO 8601 time with a zone, to
+unix seconds).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+
+def utc_iso(ts: float) -> str:
+    """Unix time as UTC ISO 8601 with microseconds: 2026-01-02T03:04:05.678901Z."""
+    sec = int(ts // 1)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{int((ts - sec) * 1e6):06d}Z"
+
+
+def parse_iso(text: str) -> float:
+    """A received_at value (2026-01-02T03:04:05.678901Z) as unix time."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -1,7 +1,8 @@
 """The collector's UDP socket: binding it, reading it in batches, the kernel's count of drops.
 
-A receiver drains a non-blocking socket until EAGAIN: recvmmsg(2) through
-ctypes on Linux (up to 256 datagrams a system call), recvfrom(2) elsewhere.
+A receiver drains a non-blocking socket until EAGAIN: on Linux recvmmsg(2)
+through ctypes straight into the rows of a numpy array (ArrayReceiver, up to
+1,024 datagrams a system call; the collector's), recvfrom(2) elsewhere.
 Sources stay raw until describe() names one, so the hot path formats
 nothing. The kernel's own drops for a socket are the `drops` column of its
 inode's line in /proc/net/udp (or udp6).

@@ -3,6 +3,11 @@
 The row is (device, seq, epoch, received_at, source, <fields in units>...), in
 the store's column order; the JSON object is what `--jsonl` writes and the
 sinks publish: {"template", "device", "seq", "received_at", "fields"}.
+
+row_builder makes one row from one decoded frame (the per-frame path);
+Readings holds a template's readings of a commit as one record array, made
+from a batch's decoded records a column at a time (RecordBuilder), the same
+values: PostgreSQL copies its bytes, SQLite and the sinks take its rows.
 """
 
 from __future__ import annotations

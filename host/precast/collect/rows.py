@@ -12,9 +12,10 @@ values: PostgreSQL copies its bytes, SQLite and the sinks take its rows.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -169,18 +170,11 @@ class Readings(Sequence[Row]):
         """The rows (device, seq, epoch, received_at, source, fields...) as row_builder's."""
         if self._tuples is None:
             rec = self.records
-            names = rec.dtype.names or ()
-            cols = [(n, rec.dtype[n]) for n in names]
-            cols[3] = ("at", np.dtype(object))
-            cols[4] = ("source", np.dtype(object))
-            out = np.empty(len(rec), dtype=cols)
-            for n in names:
-                if n not in ("at", "source"):
-                    out[n] = rec[n]
+            cols: list[Iterable[Any]] = [rec[n].tolist() for n in rec.dtype.names or ()]
             times, where = np.unique(rec["at"], return_inverse=True)
-            out["at"] = np.array([iso_of_us(t) for t in times.tolist()], dtype=object)[where]
-            out["source"] = np.array(self.sources, dtype=object)[rec["source"]]
-            self._tuples = out.tolist()
+            cols[3] = _spread([iso_of_us(t) for t in times.tolist()], where.reshape(-1))
+            cols[4] = _spread(self.sources, rec["source"])
+            self._tuples = list(zip(*cols, strict=True))
         return self._tuples
 
     def __len__(self) -> int:
@@ -195,6 +189,13 @@ class Readings(Sequence[Row]):
 
     def __iter__(self) -> Iterator[Row]:
         return iter(self.tuples())
+
+
+def _spread(values: list[Any], index: npt.NDArray[np.integer]) -> Iterable[Any]:
+    """values[i] for each i of index (one value: repeated, no array made)."""
+    if len(values) == 1:
+        return itertools.repeat(values[0], len(index))
+    return np.array(values, dtype=object)[index].tolist()  # type: ignore[no-any-return]
 
 
 Column = Callable[[npt.NDArray[Any]], npt.NDArray[Any]]

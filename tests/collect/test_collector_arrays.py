@@ -352,13 +352,87 @@ def test_the_array_receiver_reads_datagrams_into_rows() -> None:
         recv.PER_CALL = 64  # several calls for one read
         for d in sent:
             tx.sendto(d, rx.getsockname())
-        rows, lens, names = recv.read(5000)
+        rows, lens, names = recv.views(5000)
         assert len(rows) == len(sent)
         for i, d in enumerate(sent):
             assert int(lens[i]) == min(len(d), 64)
             assert rows[i, : lens[i]].tobytes() == d[:64]
         assert MultiReceiver.describe(names[0, :8].tobytes()) == "{}:{}".format(*tx.getsockname())
-        assert len(recv.read(10)[0]) == 0  # dry: EAGAIN
+        assert len(recv.read(10)) == 0  # dry: EAGAIN
     finally:
         rx.close()
         tx.close()
+
+
+def commit_of(c: Any) -> dict[str, Any]:
+    """A Commit as plain data: rows as tuples (and their values' types), news, books."""
+    return {
+        "rows": {t: [(r, [type(x) for x in r]) for r in rs] for t, rs in sorted(c.rows.items())},
+        "rejects": c.rejects,
+        "refused": [(r.reason, r.addr, r.data) for r in c.refused],
+        "new": [(n.device, n.template, n.addr) for n in c.new],
+        "devices": sorted((d.device, d) for d in c.devices),
+    }
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(scenario(), st.lists(st.integers(0, 3), min_size=4, max_size=4))
+def test_ingest_of_arrays_commits_what_ingest_frame_by_frame_commits(
+    sc: dict[str, Any], cuts: list[int]
+) -> None:
+    """Ingest.run on Arrivals (the collector's batches) against Ingest.run on (datagram,
+    source) pairs, the per-frame path: the same Commit, row for row, refusal for
+    refusal, and the same books; a batch cut in two, one half of it sometimes pairs."""
+    from precast.collect.backlog import Arrivals
+    from precast.collect.ingest import Ingest
+
+    keys = OWN_KEYS if sc["own_keys"] else {}
+    codec = Codec(LAYOUTS, key=sc["default_key"], keys=keys)
+    ref = Tracker(sc["window"], sc["max_devices"])
+    arr = Tracker(sc["window"], sc["max_devices"])
+
+    def describe(a: bytes) -> str:
+        return f"src-{a.hex()}"
+
+    ing_ref = Ingest(codec, ref, {}, describe)
+    ing_arr = Ingest(codec, arr, {}, describe)
+    cursor: dict[int, int] = {}
+    for n, batch in enumerate(sc["batches"]):
+        datagrams = datagrams_of(sc, batch, sc["calm"][n], cursor)
+        names = [bytes([2, 0, 0, 1 + e[4] % 3, 127, 0, 0, 1]) for e in batch]
+        now = 1000.0 + n + 0.123456
+        if n == 1:
+            for dev in sc["resets"]:
+                assert ref.reset(dev) == arr.reset(dev)
+            if sc["rekey"]:
+                ref.keyed = set(OWN_KEYS)
+                arr.keyed = set(OWN_KEYS)
+        cut = len(datagrams) * cuts[n] // 4
+        pairs = list(zip(datagrams, names, strict=True))
+        want_batches: list[Any] = [(now, pairs[:cut]), (now + 0.5, pairs[cut:])]
+        got_batches: list[Any] = []
+        for k, (ts, part) in enumerate(want_batches):
+            if k == 0 and cuts[n] == 3:
+                got_batches.append((ts, list(part)))  # pairs beside Arrivals in one run
+                continue
+            rows, lens = as_arrays([d for d, _ in part], sc["junk"])
+            width = rows.shape[1] if len(part) else 1
+            arrivals = Arrivals(
+                rows.reshape(len(part), width),
+                lens.astype(np.uint32),
+                np.array([list(a) for _, a in part], dtype=np.uint8).reshape(len(part), 8),
+            )
+            got_batches.append((ts, arrivals))
+        for t in (ref, arr):
+            t.begin()
+        ing_ref.touched(want_batches)
+        ing_arr.touched(got_batches)
+        want = commit_of(ing_ref.run(want_batches))
+        got = commit_of(ing_arr.run(got_batches))
+        assert got == want
+        assert books(arr) == books(ref)
+        for t in (ref, arr):
+            if sc["rollback"][n]:
+                t.rollback()
+            else:
+                t.commit()

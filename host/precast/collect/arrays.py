@@ -30,10 +30,25 @@ from precast.wire.batch import NO_KEY_CODE, VALID, BatchValidator, Checked, Rows
 
 @dataclass(frozen=True, slots=True)
 class Tracked:
-    """The tracker's verdict on each frame (a run's frames share one Observed)."""
+    """The tracker's verdict on each frame: the epoch a frame is stored under (-1: not
+    stored), and the verdict of each frame that went through observe() one by one."""
 
-    verdicts: list[Observed]
-    slow: int  # frames that went through observe() one by one
+    epoch: npt.NDArray[np.int64]
+    exceptions: dict[int, Observed]
+
+    @property
+    def verdicts(self) -> list[Observed]:
+        """Each frame's Observed, as observe() would have said it."""
+        ex = self.exceptions
+        return [
+            ex[i] if i in ex else Observed(Verdict.STORED, e)
+            for i, e in enumerate(self.epoch.tolist())
+        ]
+
+    @property
+    def slow(self) -> int:
+        """Frames that went through observe() one by one."""
+        return len(self.exceptions)
 
 
 def observe_batch(
@@ -52,9 +67,9 @@ def observe_batch(
     frame held as a far jump keeps both).
     """
     n = len(device)
-    verdicts: list[Observed] = [Observed(Verdict.STORED)] * n
+    epoch = np.full(n, -1, dtype=np.int64)
     if not n:
-        return Tracked(verdicts, 0)
+        return Tracked(epoch, {})
     dev = device.astype(np.int64)
     order = np.argsort(dev, kind="stable")
     ds, ss, ms = dev[order], seq.astype(np.int64)[order], mic[order]
@@ -91,16 +106,19 @@ def observe_batch(
         d.template = last_template[g]
         d.last_seen = now
         tracker.dirty.add(dv)
-        stored = Observed(Verdict.STORED, d.epoch)
-        for i in order[s:e].tolist():
-            verdicts[i] = stored
+        epoch[order[s:e]] = d.epoch
     one_by_one = np.sort(order[slow]).tolist()
+    exceptions: dict[int, Observed] = {}
     if one_by_one:
         observe = tracker.observe
         devs, tids, seqs, mics = device.tolist(), template.tolist(), seq.tolist(), mic.tolist()
+        stored = Verdict.STORED
         for i in one_by_one:
-            verdicts[i] = observe(devs[i], tids[i], seqs[i], now, mics[i], payload(i), source(i))
-    return Tracked(verdicts, len(one_by_one))
+            o = observe(devs[i], tids[i], seqs[i], now, mics[i], payload(i), source(i))
+            exceptions[i] = o
+            if o.verdict is stored:
+                epoch[i] = o.epoch
+    return Tracked(epoch, exceptions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +126,22 @@ class Judged:
     """Each frame of a batch checked and tracked."""
 
     checked: Checked
-    verdicts: list[Observed | None]  # the tracker's, where checked.code is VALID, else None
-    slow: int  # valid frames that went through observe() one by one
+    epoch: npt.NDArray[np.int64]  # the epoch a frame is stored under; -1: not stored
+    exceptions: dict[int, Observed]  # frame -> verdict, of valid frames observed one by one
+
+    @property
+    def verdicts(self) -> list[Observed | None]:
+        """The tracker's verdict on each frame where checked.code is VALID, else None."""
+        ex, code = self.exceptions, self.checked.code.tolist()
+        return [
+            ex[i] if i in ex else (Observed(Verdict.STORED, e) if c == VALID else None)
+            for i, (c, e) in enumerate(zip(code, self.epoch.tolist(), strict=True))
+        ]
+
+    @property
+    def slow(self) -> int:
+        """Valid frames that went through observe() one by one."""
+        return len(self.exceptions)
 
 
 def judge(
@@ -119,11 +151,15 @@ def judge(
     lens: npt.NDArray[np.integer],
     now: float,
     source: Callable[[int], str],
+    checked: Checked | None = None,
 ) -> Judged:
-    """Check every datagram (rows[i, :lens[i]]), count bad checks, track the valid frames."""
-    checked = checker.check(rows, lens)
+    """Check every datagram (rows[i, :lens[i]]; checked: done already), count bad checks,
+    track the valid frames."""
+    if checked is None:
+        checked = checker.check(rows, lens)
     n = len(lens)
-    verdicts: list[Observed | None] = [None] * n
+    epoch = np.full(n, -1, dtype=np.int64)
+    exceptions: dict[int, Observed] = {}
     parts = []
     bad: list[tuple[int, int]] = []  # (frame, device) of failed checks that name a device
     for g in checked.groups:
@@ -143,12 +179,16 @@ def judge(
                 )
             )
     known = {dv for _, dv in bad if dv in tracker.devices}
-    slow = 0
     if parts:
-        index, device, template, seq, mic = (np.concatenate(c) for c in zip(*parts, strict=True))
-        order = np.argsort(index, kind="stable")  # frames in the batch's order
-        index, device, seq = index[order], device[order], seq[order]
-        template, mic = template[order], mic[order]
+        if len(parts) == 1:
+            index, device, template, seq, mic = parts[0]
+        else:
+            index, device, template, seq, mic = (
+                np.concatenate(c) for c in zip(*parts, strict=True)
+            )
+            order = np.argsort(index, kind="stable")  # frames in the batch's order
+            index, device, seq = index[order], device[order], seq[order]
+            template, mic = template[order], mic[order]
         at = index.tolist()
         obs = observe_batch(
             tracker,
@@ -160,28 +200,26 @@ def judge(
             lambda i: rows[at[i], : lens[at[i]]].tobytes(),
             lambda i: source(at[i]),
         )
-        for i, o in zip(at, obs.verdicts, strict=True):
-            verdicts[i] = o
-        slow = obs.slow
+        epoch[index] = obs.epoch
+        exceptions = {at[i]: o for i, o in obs.exceptions.items()}
         if len(known) < len({dv for _, dv in bad}):
             # A device new in this batch counts the failed checks after the frame that
             # made it known (as checking frame by frame would).
-            made = _made(index, device, obs.verdicts, known)
+            made = _made(at, device.tolist(), exceptions, known)
             bad = [(i, dv) for i, dv in bad if dv in known or made.get(dv, n) < i]
     for _, dv in bad:
         tracker.bad_check(dv)
-    return Judged(checked, verdicts, slow)
+    return Judged(checked, epoch, exceptions)
 
 
 def _made(
-    index: npt.NDArray[np.intp],
-    device: npt.NDArray[np.integer],
-    verdicts: list[Observed],
-    known: set[int],
+    index: list[int], device: list[int], exceptions: dict[int, Observed], known: set[int]
 ) -> dict[int, int]:
-    """device -> the frame that made it known, for devices not known before the batch."""
+    """device -> the frame that made it known, for devices not known before the batch
+    (a device not known goes one by one: its frames are exceptions)."""
     made: dict[int, int] = {}
-    for i, dv, v in zip(index.tolist(), device.tolist(), verdicts, strict=True):
-        if v.verdict is Verdict.STORED and dv not in known and dv not in made:
+    for i, dv in zip(index, device, strict=True):
+        v = exceptions.get(i)
+        if v is not None and v.verdict is Verdict.STORED and dv not in known and dv not in made:
             made[dv] = i
     return made

@@ -2,21 +2,66 @@
 
 The receiving thread puts one batch of datagrams per socket drain; the storing
 thread takes everything queued at once. Bounded in datagrams and in bytes (a
-datagram's length plus DATAGRAM_OVERHEAD, about what Python holds it in), so a
-stalled database costs counted drops, never unbounded memory, whatever the
-datagrams' size: what does not fit is counted, not queued.
+datagram's length plus DATAGRAM_OVERHEAD, about what Python holds it in; an
+Arrivals batch its arrays' bytes), so a stalled database costs counted drops,
+never unbounded memory, whatever the datagrams' size: what does not fit is
+counted, not queued.
+
+A batch's datagrams are either (datagram, source) pairs, or Arrivals: the
+datagrams as the array receiver (receiver.py) left them, one row each of a
+uint8 array, with their lengths and their sources' raw sockaddr bytes. Both
+iterate as (bytes, source) pairs and slice, so what is not on the hot path
+(the spill, pieces of a batch) treats them alike; collect/ingest.py checks
+and tracks Arrivals as arrays.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-Batch = tuple[float, list[tuple[bytes, Any]]]  # arrival time, [(datagram, source), ...]
+import numpy as np
+import numpy.typing as npt
 
 DATAGRAM_OVERHEAD = 160  # bytes: the bytes objects of datagram and source, the pair, the slot
 DEFAULT_QUEUE_BYTES = 64 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Arrivals:
+    """Datagrams received as arrays: datagram i is rows[i, :lens[i]], from names[i]."""
+
+    rows: npt.NDArray[np.uint8]  # (n, width): a row per datagram, stale bytes past its length
+    lens: npt.NDArray[np.uint32]
+    names: npt.NDArray[np.uint8]  # (n, k): the source's sockaddr (family, port, address)
+
+    def __len__(self) -> int:
+        return len(self.lens)
+
+    def __getitem__(self, i: slice) -> Arrivals:
+        return Arrivals(self.rows[i], self.lens[i], self.names[i])
+
+    def __iter__(self) -> Iterator[tuple[bytes, Any]]:
+        rows, names = self.rows, self.names
+        for i, n in enumerate(self.lens.tolist()):
+            yield rows[i, :n].tobytes(), names[i].tobytes()
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.rows.nbytes + self.lens.nbytes + self.names.nbytes)
+
+
+Datagrams = list[tuple[bytes, Any]] | Arrivals
+Batch = tuple[float, Datagrams]  # arrival time, [(datagram, source), ...] or Arrivals
+
+
+def _nbytes(datagrams: Datagrams) -> int:
+    if isinstance(datagrams, Arrivals):
+        return datagrams.nbytes
+    return sum([len(x[0]) for x in datagrams]) + len(datagrams) * DATAGRAM_OVERHEAD
 
 
 class Backlog:
@@ -39,7 +84,7 @@ class Backlog:
         bounds them).
         """
         n = len(batch[1])
-        nbytes = sum([len(x[0]) for x in batch[1]]) + n * DATAGRAM_OVERHEAD
+        nbytes = _nbytes(batch[1])
         with self._cv:
             if not force and (self.size + n > self.limit or self.bytes + nbytes > self.limit_bytes):
                 self.dropped += n
@@ -66,8 +111,7 @@ class Backlog:
 
     def release(self, batches: list[Batch]) -> None:
         """The batches taken are done with: their datagrams and bytes leave the bounds."""
-        n = sum(len(b) for _, b in batches)
-        nbytes = sum(len(x[0]) for _, b in batches for x in b) + n * DATAGRAM_OVERHEAD
+        nbytes = sum(_nbytes(b) for _, b in batches)
         with self._cv:
             self.bytes -= nbytes
 

@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from precast.collect.backlog import DEFAULT_QUEUE_BYTES, Backlog, Batch
+from precast.collect.backlog import DEFAULT_QUEUE_BYTES, Backlog, Batch, Datagrams
 from precast.collect.dburl import display_db
 from precast.collect.files import LinkRefused
 from precast.collect.ingest import Commit, Ingest
@@ -589,9 +589,7 @@ class Collector:
             self._reported_drops = drops
 
     @staticmethod
-    def _drain(
-        read: Callable[[int], list[tuple[bytes, Any]]], backlog: Backlog, batches: int
-    ) -> None:
+    def _drain(read: Callable[[int], Datagrams], backlog: Backlog, batches: int) -> None:
         """Read until EAGAIN, or `batches` full batches; queue them."""
         for _ in range(batches):
             batch = read(BATCH_MAX)

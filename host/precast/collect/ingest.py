@@ -10,6 +10,14 @@ The storing thread's steps, in docs/PROTOCOL.md's order, as named functions:
   per template, the changed devices' books, the reject counts this batch adds, and
   what the reporter tells the log (refusals, new devices).
 
+A batch the array receiver left as Arrivals (backlog.py) is checked and tracked
+as arrays (wire/batch.py, collect/arrays.py: a device's run of seqs in one step,
+the exceptions by the tracker's rules frame by frame) and its readings come out
+as Readings (rows.py), one record array per template. A batch of (datagram,
+source) pairs (a spill replayed, a system without recvmmsg) goes frame by frame:
+validator.check, tracker.observe, rows.row_builder. Both give the same Commit,
+frame for frame (tests/test_collector_arrays.py holds one against the other).
+
 The store writes a Commit in one transaction; the sinks and the reporter read it
 once it is written. A Commit the store refused is undone in the tracker (rollback)
 and the batch is run again.
@@ -17,18 +25,31 @@ and the batch is run again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from precast.collect.backlog import Batch
-from precast.collect.rows import Row, RowBuilder, row_builder
+import numpy as np
+
+from precast.collect.arrays import judge
+from precast.collect.backlog import Arrivals, Batch
+from precast.collect.rows import (
+    Readings,
+    RecordBuilder,
+    Row,
+    RowBuilder,
+    row_builder,
+)
 from precast.collect.tracker import AUTH_CRC, AUTH_MIC, JUMP_REASON, Device, Tracker, Verdict
-from precast.collect.utc import utc_iso
+from precast.collect.utc import unix_us, utc_iso
+from precast.wire.batch import VALID, BatchValidator, Checked, body_dtype, reason_of
 from precast.wire.codec import Codec
 from precast.wire.constants import NO_KEY
 from precast.wire.header import DEVICE, SEQ
 from precast.wire.validator import Validator
+
+# A template's readings in a commit, piece by piece: the batches' in order.
+Pieces = dict[int, list[list[Row] | Readings]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +74,13 @@ class NewDevice:
 class Commit:
     """What one batch changes: readings by template, books, reject counts, news.
 
-    rows: the readings to store, by template id, each a row in the store's column
-    order (rows.py); devices: the books the batch changed; rejects: the reject counts
+    rows: the readings to store, by template id: a row each in the store's column
+    order, or Readings (rows.py); devices: the books the batch changed; rejects: the reject counts
     it adds, by reason; counters: the totals by name to write with it (queue drops,
     the sinks', set by the collector); refused and new: for the reporter.
     """
 
-    rows: dict[int, list[Row]] = field(default_factory=dict)
+    rows: dict[int, Sequence[Row]] = field(default_factory=dict)
     devices: list[Device] = field(default_factory=list)
     rejects: dict[str, int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
@@ -90,12 +111,16 @@ class Ingest:
         self.builders: dict[int, RowBuilder] = {
             tid: row_builder(lay) for tid, lay in codec.layouts.items()
         }
+        self.records = {tid: RecordBuilder(lay) for tid, lay in codec.layouts.items()}
+        self.bodies = {tid: body_dtype(lay) for tid, lay in codec.layouts.items()}
         self.names: dict[int, list[str]] = {
             tid: [s.field.name for s in lay.fields] for tid, lay in codec.layouts.items()
         }
+        self.checker = BatchValidator(self.validator)
         tracker.keyed = set(codec.keys)  # a key of its own: accepted only with a MIC
-        # touched()'s checks of the batches it was given, for run() on the same batches
-        self._checked: tuple[Iterable[Batch], list[list[Any]]] | None = None
+        # touched()'s checks of the batches it was given, for run() on the same batches:
+        # a Checked per Arrivals, the validator's verdicts per datagram of a list
+        self._checked: tuple[Iterable[Batch], list[Any]] | None = None
 
     def load(self, dev: Device) -> None:
         """A device's books from the database into the tracker."""
@@ -111,13 +136,28 @@ class Ingest:
         A refused frame takes no lock and no placeholder row: garbage with a template's
         header made one row inserted and deleted per datagram (200,000 dead tuples)."""
         check = self.validator.check
-        verdicts = [[check(data) for data, _ in b] for _, b in batches]
+        verdicts: list[Any] = [
+            self.checker.check(b.rows, b.lens)
+            if isinstance(b, Arrivals)
+            else [check(data) for data, _ in b]
+            for _, b in batches
+        ]
         self._checked = (batches, verdicts)
         tracker = self.tracker
         known, keyed = tracker.devices, tracker.keyed
         full = len(known) >= tracker.max_devices
         touched = set(tracker.dirty)
         for per in verdicts:
+            if isinstance(per, Checked):
+                for g in per.groups:
+                    devices = np.unique(g.device[g.code == VALID]).tolist()
+                    if g.spec.mic:
+                        touched.update(devices)
+                        continue
+                    touched.update(
+                        d for d in devices if d not in keyed and (not full or d in known)
+                    )
+                continue
             for reason, sp, v in per:
                 if reason or v is None or sp is None:
                     continue
@@ -143,6 +183,42 @@ class Ingest:
         The tracker changes as it goes; the caller began it (tracker.begin()) and
         commits or rolls it back with the store's transaction.
         """
+        out = Commit()
+        pieces: Pieces = {}
+        kept = self._checked
+        verdicts = kept[1] if kept is not None and kept[0] is batches else None
+        for i, (ts, batch) in enumerate(batches):
+            per = verdicts[i] if verdicts is not None else None
+            if isinstance(batch, Arrivals):
+                self._arrays(ts, batch, per, out, pieces)
+            else:
+                self._frames(ts, batch, per, out, pieces)
+        tracker = self.tracker
+        if tracker.discarded:
+            rejects = out.rejects
+            rejects[JUMP_REASON] = rejects.get(JUMP_REASON, 0) + tracker.discarded
+        for tid, ps in pieces.items():
+            if len(ps) == 1:
+                out.rows[tid] = ps[0]
+            elif all(isinstance(p, list) for p in ps):
+                out.rows[tid] = [r for p in ps for r in p]
+            else:
+                kinds = self.records[tid].kinds
+                out.rows[tid] = Readings.concat(
+                    [p if isinstance(p, Readings) else Readings.from_rows(p, kinds) for p in ps]
+                )
+        out.devices = tracker.take_dirty()
+        return out
+
+    def _frames(
+        self,
+        ts: float,
+        batch: list[tuple[bytes, Any]],
+        per: list[Any] | None,
+        out: Commit,
+        pieces: Pieces,
+    ) -> None:
+        """One batch of (datagram, source) pairs, frame by frame (per: checked already)."""
         check = self.validator.check
         builders = self.builders
         tracker = self.tracker
@@ -150,53 +226,149 @@ class Ingest:
         known = tracker.devices
         sources = self.sources
         describe = self.describe
-        out = Commit()
-        rows = out.rows
         rejects = out.rejects
         refused = out.refused
         new = out.new
         stored = Verdict.STORED
-        kept = self._checked
-        verdicts = kept[1] if kept is not None and kept[0] is batches else None
-        for i, (ts, batch) in enumerate(batches):
-            at = utc_iso(ts)
-            per = verdicts[i] if verdicts is not None else None
-            for j, (data, addr) in enumerate(batch):
-                reason, sp, v = per[j] if per is not None else check(data)
-                if reason:
-                    if v is not None and reason != NO_KEY:
-                        tracker.bad_check(v[DEVICE])
-                    rejects[reason] = rejects.get(reason, 0) + 1
-                    refused.append(Refusal(reason, addr, data))
-                    continue
-                assert sp is not None and v is not None
-                device = v[DEVICE]
-                if device not in known:
-                    new.append(NewDevice(device, sp.id, addr))
-                src = sources.get(addr)
-                if src is None:
-                    src = describe(addr)
-                verdict, epoch, held = observe(device, sp.id, v[SEQ], ts, sp.mic, data, src)
-                if verdict is not stored:
-                    if verdict.refused:
-                        why = verdict.value
-                        rejects[why] = rejects.get(why, 0) + 1
-                        refused.append(Refusal(why, addr, data))
-                    continue
-                if held is not None:
-                    # A far jump confirmed: its first frame, held until now, goes first.
-                    hsp = self.validator.specs.get(held.data[:4])
-                    if hsp is not None and len(held.data) == hsp.length:
-                        rows.setdefault(hsp.id, []).append(
-                            builders[hsp.id](
-                                hsp.unpack(held.data), held.epoch, utc_iso(held.at), held.source
-                            )
+        rows: dict[int, list[Row]] = {}
+        at = utc_iso(ts)
+        for j, (data, addr) in enumerate(batch):
+            reason, sp, v = per[j] if per is not None else check(data)
+            if reason:
+                if v is not None and reason != NO_KEY:
+                    tracker.bad_check(v[DEVICE])
+                rejects[reason] = rejects.get(reason, 0) + 1
+                refused.append(Refusal(reason, addr, data))
+                continue
+            assert sp is not None and v is not None
+            device = v[DEVICE]
+            if device not in known:
+                new.append(NewDevice(device, sp.id, addr))
+            src = sources.get(addr)
+            if src is None:
+                src = describe(addr)
+            verdict, epoch, held = observe(device, sp.id, v[SEQ], ts, sp.mic, data, src)
+            if verdict is not stored:
+                if verdict.refused:
+                    why = verdict.value
+                    rejects[why] = rejects.get(why, 0) + 1
+                    refused.append(Refusal(why, addr, data))
+                continue
+            if held is not None:
+                # A far jump confirmed: its first frame, held until now, goes first.
+                hsp = self.validator.specs.get(held.data[:4])
+                if hsp is not None and len(held.data) == hsp.length:
+                    rows.setdefault(hsp.id, []).append(
+                        builders[hsp.id](
+                            hsp.unpack(held.data), held.epoch, utc_iso(held.at), held.source
                         )
-                r = rows.get(sp.id)
-                if r is None:
-                    r = rows[sp.id] = []
-                r.append(builders[sp.id](v, epoch, at, src))
-        if tracker.discarded:
-            rejects[JUMP_REASON] = rejects.get(JUMP_REASON, 0) + tracker.discarded
-        out.devices = tracker.take_dirty()
-        return out
+                    )
+            r = rows.get(sp.id)
+            if r is None:
+                r = rows[sp.id] = []
+            r.append(builders[sp.id](v, epoch, at, src))
+        for tid, rs in rows.items():
+            pieces.setdefault(tid, []).append(rs)
+
+    def _arrays(
+        self, ts: float, batch: Arrivals, checked: Checked | None, out: Commit, pieces: Pieces
+    ) -> None:
+        """One batch of Arrivals, as arrays: the same outcome as _frames, frame for frame."""
+        tracker = self.tracker
+        rows, lens, names = batch.rows, batch.lens, batch.names
+        if checked is None:
+            checked = self.checker.check(rows, lens)
+        code = checked.code
+        # Each distinct source named once; a frame's source is its index in srcs.
+        keys, where = np.unique(
+            np.ascontiguousarray(names).view(f"V{names.shape[1]}")[:, 0], return_inverse=True
+        )
+        where = where.reshape(-1)
+        addrs = [k.tobytes() for k in keys]
+        sources, describe = self.sources, self.describe
+        srcs = [sources.get(a) or describe(a) for a in addrs]
+        # Devices not known before the batch: their frames up to the first stored one are news.
+        valid = [np.unique(g.device[g.code == VALID]) for g in checked.groups]
+        known = tracker.devices
+        unknown = {d for v in valid for d in v.tolist() if d not in known}
+        judged = judge(self.checker, tracker, rows, lens, ts, lambda i: srcs[where[i]], checked)
+        # What the reporter hears, in the batch's order: refusals, new devices.
+        refusals: list[tuple[int, str]] = []
+        bad = np.flatnonzero(code != VALID)
+        if len(bad):
+            counts = np.bincount(code[bad])
+            rejects = out.rejects
+            for c in np.flatnonzero(counts).tolist():
+                why = reason_of(c)
+                rejects[why] = rejects.get(why, 0) + int(counts[c])
+            refusals = list(zip(bad.tolist(), map(reason_of, code[bad].tolist()), strict=True))
+        held: dict[int, list[tuple[int, Any]]] = {}  # template -> (confirming frame, Held)
+        made: set[int] = set()
+        stored = Verdict.STORED
+        for i, o in sorted(judged.exceptions.items()):
+            head = rows[i, :8].tobytes()
+            device = int.from_bytes(head[4:8], "big")
+            if device in unknown and device not in made:
+                out.new.append(NewDevice(device, int.from_bytes(head[2:4], "big"), addrs[where[i]]))
+            if o.verdict is stored:
+                made.add(device)
+                h = o.held
+                if h is not None:
+                    hsp = self.validator.specs.get(h.data[:4])
+                    if hsp is not None and len(h.data) == hsp.length:
+                        held.setdefault(hsp.id, []).append((i, h))
+            elif o.verdict.refused:
+                refusals.append((i, o.verdict.value))
+                rejects = out.rejects
+                rejects[o.verdict.value] = rejects.get(o.verdict.value, 0) + 1
+        if refusals:
+            refusals.sort()
+            out.refused += [
+                Refusal(why, addrs[where[i]], rows[i, : lens[i]].tobytes()) for i, why in refusals
+            ]
+        # The readings, a record array per template, in the batch's order.
+        at = unix_us(ts)
+        epoch = judged.epoch
+        for g in checked.groups:
+            tid = g.spec.id
+            e = epoch[g.index]
+            ok = e >= 0
+            if not ok.any():
+                continue
+            index = g.index[ok]
+            rec = self.records[tid](g.body[ok], e[ok], at, where[index])
+            src = srcs
+            hs = held.get(tid)
+            if hs is not None:
+                rec, src = self._with_held(tid, rec, index, hs, srcs)
+            pieces.setdefault(tid, []).append(Readings(rec, src))
+        grouped = {g.spec.id for g in checked.groups}
+        for tid, hs in held.items():
+            if tid not in grouped:
+                rec, src = self._with_held(tid, None, None, hs, srcs)
+                pieces.setdefault(tid, []).append(Readings(rec, src))
+
+    def _with_held(
+        self,
+        tid: int,
+        rec: Any,
+        index: Any,
+        hs: list[tuple[int, Any]],
+        srcs: list[str],
+    ) -> tuple[Any, list[str]]:
+        """A template's records with the confirmed far jumps' held frames, each just
+        before the frame that confirmed it (as _frames stores them)."""
+        build = self.records[tid]
+        bodies = np.frombuffer(b"".join(h.data for _, h in hs), dtype=self.bodies[tid])
+        src = [*srcs, *(h.source for _, h in hs)]
+        extra = build(
+            bodies,
+            np.array([h.epoch for _, h in hs], dtype=np.int64),
+            np.array([unix_us(h.at) for _, h in hs], dtype=np.int64),
+            np.arange(len(srcs), len(src)),
+        )
+        if rec is None:
+            return extra, src
+        at = np.concatenate([index.astype(np.float64), [i - 0.5 for i, _ in hs]])
+        both = np.concatenate([rec, extra])
+        return both[np.argsort(at, kind="stable")], src

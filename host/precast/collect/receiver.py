@@ -1,7 +1,8 @@
 """The collector's UDP socket: binding it, reading it in batches, the kernel's count of drops.
 
-A receiver drains a non-blocking socket until EAGAIN: recvmmsg(2) through
-ctypes on Linux (up to 256 datagrams a system call), recvfrom(2) elsewhere.
+A receiver drains a non-blocking socket until EAGAIN: on Linux recvmmsg(2)
+through ctypes straight into the rows of a numpy array (ArrayReceiver, up to
+1,024 datagrams a system call; the collector's), recvfrom(2) elsewhere.
 Sources stay raw until describe() names one, so the hot path formats
 nothing. The kernel's own drops for a socket are the `drops` column of its
 inode's line in /proc/net/udp (or udp6).
@@ -17,6 +18,7 @@ import socket
 import sys
 from typing import Any
 
+from precast.collect.backlog import Arrivals
 from precast.errors import UsageError
 
 log = logging.getLogger("precast.collect")
@@ -202,11 +204,11 @@ class MultiReceiver(Receiver):
         return f"[{socket.inet_ntop(socket.AF_INET6, source[8:24])}]:{port}"
 
 
-def receiver_for(sock: socket.socket) -> Receiver:
-    """The fastest receiver this system has for sock."""
+def receiver_for(sock: socket.socket) -> Receiver | ArrayReceiver:
+    """The fastest receiver this system has for sock: datagrams into arrays where recvmmsg is."""
     if sys.platform.startswith("linux"):
         try:
-            return MultiReceiver(sock)
+            return ArrayReceiver(sock)
         except (AttributeError, OSError) as e:  # no recvmmsg in this libc
             log.info("recvmmsg unavailable (%s): reading with recvfrom", e)
     return Receiver(sock)
@@ -251,21 +253,29 @@ def kernel_drops(sock: socket.socket) -> int | None:
 class ArrayReceiver:
     """recvmmsg(2) straight into the rows of a preallocated numpy array (Linux).
 
-    Each iovec points at a row of `width` bytes (the collector's cap: a
-    longer datagram is cut to it, as Receiver cuts it), so a datagram is never
-    a bytes object of its own: read() hands back views of the rows, their
-    lengths and their sockaddrs, valid until the next read().
+    Each iovec points at a row of `cap` bytes (a longer datagram is cut to
+    it, as Receiver cuts it), so a datagram is never a bytes object of its
+    own: views() hands back views of the rows, their lengths and their
+    sockaddrs, valid until the next call; read() a copy of them (Arrivals),
+    which the collector queues. A new cap (the templates reloaded, from the
+    storing thread) takes effect at the next read, on the reading thread: the
+    buffers the kernel writes into are never replaced under it.
     """
 
     NAME_LEN = MultiReceiver.NAME_LEN
     MSG_DONTWAIT = MultiReceiver.MSG_DONTWAIT
     PER_CALL = 1024  # the kernel's UIO_MAXIOV: the most recvmmsg takes at once
 
-    def __init__(self, sock: socket.socket, width: int, rows: int = 4096) -> None:
-        import numpy as np  # only the array path needs it
-
+    def __init__(self, sock: socket.socket, width: int = 64, rows: int = 4096) -> None:
         self._call = libc_recvmmsg()  # AttributeError without it
         self.sock = sock
+        self.cap = width
+        self._key_len = 8 if sock.family == socket.AF_INET else 24  # family, port, address
+        self._allocate(width, rows)
+
+    def _allocate(self, width: int, rows: int) -> None:
+        import numpy as np  # only the array path needs it
+
         self.width = width
         self.rows = np.zeros((rows, width), dtype=np.uint8)
         self.names = np.zeros((rows, self.NAME_LEN), dtype=np.uint8)
@@ -285,8 +295,10 @@ class ArrayReceiver:
         words = np.frombuffer(memoryview(self._msgs).cast("B"), dtype=np.uint32).reshape(rows, -1)
         self.lens = words[:, _Mmsghdr.msg_len.offset // 4]  # a view: the kernel writes it
 
-    def read(self, limit: int) -> tuple[Any, Any, Any]:
-        """(rows, lengths, sockaddrs) of up to limit datagrams: views, until the next read."""
+    def views(self, limit: int) -> tuple[Any, Any, Any]:
+        """(rows, lengths, sockaddrs) of up to limit datagrams: views, until the next call."""
+        if self.cap != self.width:
+            self._allocate(self.cap, len(self.rows))
         fd = self.sock.fileno()
         limit = min(limit, len(self.rows))
         n = 0
@@ -306,3 +318,10 @@ class ArrayReceiver:
             if got < want:
                 break
         return self.rows[:n], self.lens[:n], self.names[:n]
+
+    def read(self, limit: int) -> Arrivals:
+        """Up to limit datagrams, copied out of the receive buffers; fewer when it ran dry."""
+        rows, lens, names = self.views(limit)
+        return Arrivals(rows.copy(), lens.copy(), names[:, : self._key_len].copy())
+
+    describe = staticmethod(MultiReceiver.describe)

@@ -3,19 +3,30 @@
 The row is (device, seq, epoch, received_at, source, <fields in units>...), in
 the store's column order; the JSON object is what `--jsonl` writes and the
 sinks publish: {"template", "device", "seq", "received_at", "fields"}.
+
+row_builder makes one row from one decoded frame (the per-frame path);
+Readings holds a template's readings of a commit as one record array, made
+from a batch's decoded records a column at a time (RecordBuilder), the same
+values: PostgreSQL copies its bytes, SQLite and the sinks take its rows.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import Any, overload
 
+import numpy as np
+import numpy.typing as npt
+
+from precast.collect.utc import iso_of_us
 from precast.wire.codec import to_units
 from precast.wire.header import DEVICE, FIRST_FIELD, SEQ
-from precast.wire.layout import Layout
+from precast.wire.layout import FieldSlot, Layout
 
 Row = tuple[Any, ...]
 RowBuilder = Callable[[tuple[Any, ...], int, str, str], Row]
@@ -70,3 +81,165 @@ def reading_doc(template: int, names: list[str], row: Row) -> dict[str, Any]:
         "received_at": row[3],
         "fields": fields,
     }
+
+
+# ---- a commit's readings of one template as one record array ---------------------------------
+
+_UNIX = datetime(1970, 1, 1, tzinfo=UTC)
+_EXACT = 2**53  # integers below it convert to a float exactly
+
+
+def exact(slot: FieldSlot) -> bool:
+    """Whether a field's value in units is an integer (an INTEGER column), else a float."""
+    f = slot.field
+    return f.type != "f32" and type(f.scale) is int and type(f.offset) is int
+
+
+def reading_dtype(kinds: Sequence[str]) -> np.dtype[np.void]:
+    """Readings' records: the fixed columns (received_at as unix µs, source an index into
+    the sources), then each field in units as kinds says ("i8", "f8", or "O")."""
+    return np.dtype(
+        [
+            ("device", "<i8"),
+            ("seq", "<i8"),
+            ("epoch", "<i8"),
+            ("at", "<i8"),
+            ("source", "<i4"),
+            *[(f"f{i}", k) for i, k in enumerate(kinds)],
+        ]
+    )
+
+
+class Readings(Sequence[Row]):
+    """A template's readings of one commit: a record each, and the sources they name.
+
+    The stores read it as they want it: PostgreSQL's COPY straight from the
+    records (store/postgres.py), SQLite's executemany and the sinks as the row
+    tuples rows.row_builder makes (tuples(): one numpy call makes them all).
+    """
+
+    def __init__(self, records: npt.NDArray[np.void], sources: list[str]) -> None:
+        self.records = records
+        self.sources = sources
+        self._tuples: list[Row] | None = None
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Row], kinds: Sequence[str]) -> Readings:
+        """Readings of row tuples (received_at an ISO string, as utc_iso writes it)."""
+        rec = np.zeros(len(rows), dtype=reading_dtype(kinds))
+        sources: dict[str, int] = {}
+        times: dict[str, int] = {}
+        for j, r in enumerate(rows):
+            at = times.get(r[3])
+            if at is None:
+                d = datetime.fromisoformat(r[3].replace("Z", "+00:00"))
+                at = times[r[3]] = (d - _UNIX) // timedelta(microseconds=1)
+            rec[j] = (r[0], r[1], r[2], at, sources.setdefault(r[4], len(sources)), *r[5:])
+        return cls(rec, list(sources))
+
+    @classmethod
+    def concat(cls, parts: Sequence[Readings]) -> Readings:
+        """Several Readings of one template as one, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        recs, sources = [], list[str]()
+        for p in parts:
+            r = p.records.copy()
+            r["source"] += len(sources)
+            recs.append(r)
+            sources += p.sources
+        return cls(np.concatenate(recs), sources)
+
+    def tuples(self) -> list[Row]:
+        """The rows (device, seq, epoch, received_at, source, fields...) as row_builder's."""
+        if self._tuples is None:
+            rec = self.records
+            cols: list[Iterable[Any]] = [rec[n].tolist() for n in rec.dtype.names or ()]
+            times, where = np.unique(rec["at"], return_inverse=True)
+            cols[3] = _spread([iso_of_us(t) for t in times.tolist()], where.reshape(-1))
+            cols[4] = _spread(self.sources, rec["source"])
+            self._tuples = list(zip(*cols, strict=True))
+        return self._tuples
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @overload
+    def __getitem__(self, i: int) -> Row: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Row]: ...
+    def __getitem__(self, i: int | slice) -> Row | Sequence[Row]:
+        return self.tuples()[i]
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self.tuples())
+
+
+def _spread(values: list[Any], index: npt.NDArray[np.integer]) -> Iterable[Any]:
+    """values[i] for each i of index (one value: repeated, no array made)."""
+    if len(values) == 1:
+        return itertools.repeat(values[0], len(index))
+    return np.array(values, dtype=object)[index].tolist()  # type: ignore[no-any-return]
+
+
+Column = Callable[[npt.NDArray[Any]], npt.NDArray[Any]]
+
+
+def _column(slot: FieldSlot) -> tuple[str, Column]:
+    """A field's kind and its raw column -> units, the same values row_builder's give.
+
+    Integer arithmetic stays in int64 while it cannot overflow, and a division
+    of integers below 2**53 is the one correctly rounded float, as Python's; a
+    field whose values could leave those bounds is converted value by value.
+    """
+    f = slot.field
+    top = 1 << 32  # |raw| of any integer field type is below it
+    if f.type == "f32":
+        units = partial(to_units, slot)
+        return "f8", lambda raw: np.array([units(x) for x in raw.tolist()], dtype="f8")
+    s, o = f.scale, f.offset
+    ints = type(s) is int and type(o) is int
+    if ints:
+        if abs(s) * top + abs(o) >= 2**63:
+            return "O", lambda raw: np.array([x * s + o for x in raw.tolist()], dtype=object)
+        return "i8", lambda raw: raw.astype(np.int64) * s + o
+    if not slot.digits:
+        if type(s) is int and abs(s) * top >= _EXACT:
+            return "f8", lambda raw: np.array([x * s + o for x in raw.tolist()], dtype="f8")
+        if type(s) is int:
+            return "f8", lambda raw: (raw.astype(np.int64) * s).astype(np.float64) + o
+        return "f8", lambda raw: raw.astype(np.float64) * s + o
+    d = 10**slot.digits
+    m, b = int(Decimal(repr(s)) * d), int(Decimal(repr(o)) * d)
+    if abs(m) * top + abs(b) >= _EXACT:
+        return "f8", lambda raw: np.array([(x * m + b) / d for x in raw.tolist()], dtype="f8")
+    return "f8", lambda raw: (raw.astype(np.int64) * m + b) / d
+
+
+class RecordBuilder:
+    """A template's decoded bodies (wire/batch.py's records) -> Readings' records."""
+
+    def __init__(self, layout: Layout) -> None:
+        made = [_column(s) for s in layout.fields]
+        self.kinds = [k for k, _ in made]
+        self.columns = [c for _, c in made]
+        self.raw = [f"field_{s.name}" for s in layout.fields]
+        self.dtype = reading_dtype(self.kinds)
+
+    def __call__(
+        self,
+        body: npt.NDArray[np.void],
+        epoch: npt.NDArray[np.int64],
+        at: int | npt.NDArray[np.int64],
+        source: int | npt.NDArray[np.intp],
+    ) -> npt.NDArray[np.void]:
+        """The records of the bodies, stored under epoch, at (unix µs), from source."""
+        rec = np.empty(len(body), dtype=self.dtype)
+        rec["device"] = body["device"]
+        rec["seq"] = body["seq"]
+        rec["epoch"] = epoch
+        rec["at"] = at
+        rec["source"] = source
+        for i, (raw, col) in enumerate(zip(self.raw, self.columns, strict=True)):
+            rec[f"f{i}"] = col(body[raw])
+        return rec

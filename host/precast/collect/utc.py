@@ -4,7 +4,8 @@
 
 One function each way, for every reader and writer of that text: utc_iso
 (unix seconds to it) and parse_iso (it, or any ISO 8601 time with a zone, to
-unix seconds).
+unix seconds); unix_us and iso_of_us for the whole microseconds the record
+arrays and PostgreSQL's COPY carry.
 """
 
 from __future__ import annotations
@@ -13,10 +14,21 @@ import time
 from datetime import datetime
 
 
+def unix_us(ts: float) -> int:
+    """Unix time in whole µs (the µs floored), as the stores and the record arrays hold it."""
+    sec = int(ts // 1)
+    return sec * 1_000_000 + int((ts - sec) * 1e6)
+
+
+def iso_of_us(us: int) -> str:
+    """A time in whole µs as UTC ISO 8601 with microseconds: 2026-01-02T03:04:05.678901Z."""
+    sec, frac = divmod(us, 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:06d}Z"
+
+
 def utc_iso(ts: float) -> str:
     """Unix time as UTC ISO 8601 with microseconds: 2026-01-02T03:04:05.678901Z."""
-    sec = int(ts // 1)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{int((ts - sec) * 1e6):06d}Z"
+    return iso_of_us(unix_us(ts))
 
 
 def parse_iso(text: str) -> float:

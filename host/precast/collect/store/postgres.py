@@ -55,16 +55,17 @@ import os
 import struct
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import psycopg
 import psycopg.errors
 from psycopg import sql
 
 from precast.collect.backoff import Backoff
 from precast.collect.dburl import is_postgres, redact
+from precast.collect.rows import Readings
 from precast.collect.store import Build, Row, StoreError
 from precast.collect.store.schema import (
     DEVICE_COLUMNS,
@@ -139,7 +140,6 @@ class PostgresStore:
         self.versions: dict[int, int] = {}  # device -> version this collector last saw
         self.base_rejects: dict[str, int] = {}  # totals as last read or written
         self.base_counters: dict[str, int] = {}
-        self._packers: dict[tuple[str, ...], _Packer] = {}
         # Names this collector's commit count in the counters table while it runs.
         self.token = f"{COMMIT_PREFIX}{uuid.uuid4().hex}"
         self.commits = 0
@@ -688,81 +688,63 @@ class PostgresStore:
         cols: list[tuple[str, str, str]],
         batch: Sequence[Row],
     ) -> None:
-        """Binary COPY of rows into table, packed here in one buffer (_Packer)."""
-        key = tuple(typ for _, _, typ in cols)
-        packer = self._packers.get(key)
-        if packer is None:
-            packer = self._packers[key] = _Packer(key)
-        try:
-            data = packer.pack(batch)
-        except (struct.error, TypeError, ValueError):
-            data = None  # a value the packer cannot take: psycopg's dumpers decide
+        """Binary COPY of a template's readings into table (copy_data)."""
+        if not isinstance(batch, Readings):
+            batch = Readings.from_rows(
+                batch, ["i8" if typ == "INTEGER" else "f8" for *_, typ in cols]
+            )
         with self.conn.cursor().copy(
             sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(_q(table), ident)
         ) as cp:
-            if data is not None:
-                cp.write(data)
-                return
-            cp.set_types(["int8", "int8", "int8", "timestamptz", "text", *packer.types])
-            for r in batch:
-                cp.write_row((r[0], r[1], r[2], _parse_utc(r[3]), *r[4:]))
+            cp.write(copy_data(batch))
 
 
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01, timestamptz's zero, in unix µs
 
 
-class _Packer:
-    """Rows of one field layout as PostgreSQL's binary COPY format, with struct.
+def copy_data(readings: Readings) -> bytes:
+    """Readings as PostgreSQL's binary COPY data, from their records' bytes.
 
-    psycopg's write_row dumps each value through its adapters; here one generated
-    function packs a whole row (bigint device, seq, epoch; timestamptz received_at
-    as microseconds since 2000; text source, cached; then bigint or float8 fields),
-    a few times faster. Values out of range raise struct.error: the caller then
-    lets psycopg dump the batch.
+    A tuple is an int16 column count, then each column as an int32 length and
+    its bytes, big-endian: bigint device, seq, epoch; timestamptz received_at
+    as µs since 2000; text source; bigint or float8 fields. Every tuple with a
+    source of one length is one fixed-size record, so each length is one
+    structured array filled column by column, and its bytes are the data (a
+    batch's readings mostly come from sources of one or two lengths).
     """
-
-    def __init__(self, kinds: tuple[str, ...]) -> None:
-        self.types = ["int8" if k == "INTEGER" else "float8" for k in kinds]
-        head = struct.Struct(">hiqiqiqiq")
-        tail = struct.Struct(">" + "".join("iq" if k == "INTEGER" else "id" for k in kinds))
-        n = 5 + len(kinds)
-        args = ", ".join(f"8, r[{5 + i}]" for i in range(len(kinds)))
-        src = (
-            "def pack(r, ts, src):\n"
-            f"    return H({n}, 8, r[0], 8, r[1], 8, r[2], 8, ts) + src + T({args})\n"
-        )
-        env: dict[str, Any] = {"H": head.pack, "T": tail.pack}
-        exec(compile(src, "<copy row>", "exec"), env)
-        self.row: Callable[[Row, int, bytes], bytes] = env["pack"]
-        self.times: dict[str, int] = {}
-        self.sources: dict[str, bytes] = {}
-
-    def pack(self, batch: Sequence[Row]) -> bytes:
-        times, sources, row = self.times, self.sources, self.row
-        if len(times) > 4096:
-            times.clear()
-        if len(sources) > 4096:
-            sources.clear()
-        out = [_COPY_SIGNATURE]
-        for r in batch:
-            ts = times.get(r[3])
-            if ts is None:
-                ts = times[r[3]] = (_parse_utc(r[3]) - _PG_EPOCH) // _MICROSECOND
-            sb = sources.get(r[4])
-            if sb is None:
-                raw = r[4].encode()
-                sb = sources[r[4]] = struct.pack(">i", len(raw)) + raw
-            out.append(row(r, ts, sb))
-        out.append(_COPY_TRAILER)
-        return b"".join(out)
-
-
-def _parse_utc(at: str) -> datetime:
-    """The collector's received_at (UTC ISO 8601 with Z) as an aware datetime."""
-    return datetime.fromisoformat(at.replace("Z", "+00:00")).astimezone(UTC)
+    rec = readings.records
+    fields = (rec.dtype.names or ())[5:]
+    encoded = [s.encode() for s in readings.sources]
+    width = np.array([len(b) for b in encoded], dtype=np.int32)[rec["source"]]
+    texts = np.array(encoded, dtype=object)
+    out = [_COPY_SIGNATURE]
+    for n in np.unique(width).tolist():
+        sel = width == n
+        part = rec if sel.all() else rec[sel]
+        cols: list[tuple[str, str]] = [("count", ">i2")]
+        for c in ("device", "seq", "epoch", "at"):
+            cols += [(f"len_{c}", ">i4"), (c, ">i8")]
+        cols += [("len_source", ">i4")] + ([("source", f"S{n}")] if n else [])
+        for f in fields:
+            cols += [(f"len_{f}", ">i4"), (f, ">i8" if rec.dtype[f].kind == "i" else ">f8")]
+        t = np.empty(len(part), dtype=cols)
+        t["count"] = 5 + len(fields)
+        for c in ("device", "seq", "epoch"):
+            t[f"len_{c}"] = 8
+            t[c] = part[c]
+        t["len_at"] = 8
+        t["at"] = part["at"] - _PG_EPOCH_US
+        t["len_source"] = n
+        if n:
+            t["source"] = texts[part["source"]].astype(f"S{n}")
+        for f in fields:
+            t[f"len_{f}"] = 8
+            t[f] = part[f]
+        out.append(t.tobytes())
+    out.append(_COPY_TRAILER)
+    return b"".join(out)
 
 
 __all__ = [

@@ -23,7 +23,15 @@ from typing import Any
 
 from precast.collect.backlog import Batch
 from precast.collect.rows import Row, RowBuilder, row_builder, utc_iso
-from precast.collect.tracker import AUTH_CRC, AUTH_MIC, JUMP_REASON, Device, Tracker, Verdict
+from precast.collect.tracker import (
+    AUTH_CRC,
+    AUTH_MIC,
+    CONFLICT_REASON,
+    JUMP_REASON,
+    Device,
+    Tracker,
+    Verdict,
+)
 from precast.wire.codec import Codec
 from precast.wire.constants import NO_KEY
 from precast.wire.validator import Validator
@@ -196,5 +204,7 @@ class Ingest:
                 r.append(builders[sp.id](v, epoch, at, src))
         if tracker.discarded:
             rejects[JUMP_REASON] = rejects.get(JUMP_REASON, 0) + tracker.discarded
+        if tracker.conflicted:  # held first frames of a rival sequence, refused with the second
+            rejects[CONFLICT_REASON] = rejects.get(CONFLICT_REASON, 0) + tracker.conflicted
         out.devices = tracker.take_dirty()
         return out

@@ -64,7 +64,7 @@ from psycopg import sql
 from precast.collect.dburl import is_postgres, redact
 from precast.collect.store import Build, Row, StoreError
 from precast.collect.store.sqlite import (
-    _V2_COLUMNS,
+    _ADDED_COLUMNS,
     FIXED_COLUMNS,
     RECENT_COLUMNS,
     field_columns,
@@ -94,8 +94,13 @@ _OLD_ROW = {
     "cand_data": "''::bytea",
     "cand_source": "''",
     "restart": "false",
+    "source": "''",
+    "conflicts": "0",
+    "rival_seq": "-1",
+    "rival_at": "0",
+    "rival_source": "''",
 }
-assert set(_OLD_ROW) == {c for c, _ in _V2_COLUMNS}
+assert set(_OLD_ROW) == {c for c, _ in _ADDED_COLUMNS}
 
 
 def _pg_error(e: BaseException) -> str:

@@ -3,7 +3,7 @@
 WAL mode, so `precast stats` and other readers never block the collector;
 one transaction per batch (readings, the devices they changed, the reject
 and drop counters together), so a crash never leaves counters that
-disagree with the rows. The schema (user_version 2; a version 1 database is
+disagree with the rows. The schema (user_version 3; a version 1 or 2 database is
 migrated in place when the collector opens it):
 
     readings_<template id>(device, seq, epoch, received_at, source, <field>...)
@@ -17,10 +17,13 @@ migrated in place when the collector opens it):
         order, so a reader (plot, top) needs no template files
     devices(device, template, epoch, epoch_seq, epoch_started, lowest, highest, seen,
             received, lost, duplicates, late, bad, reboots, replays, first_seen, last_seen,
-            auth, seen_window, cand_seq, cand_at, cand_data, cand_source, restart)
+            auth, seen_window, cand_seq, cand_at, cand_data, cand_source, restart,
+            source, conflicts, rival_seq, rival_at, rival_source)
         the tracker's state (tracker.Device); times are unix seconds, seen the window
         bitmap; version 2 added auth ("crc"/"mic"), the window the bitmap was kept with,
-        the held far-jump candidate and the operator's reset flag
+        the held far-jump candidate and the operator's reset flag; version 3 where the
+        established sequence was last heard from, the frames refused as a rival
+        sequence's (conflicts) and that rival's seq, time and source
     rejects(reason, count)     frames refused, by codec or tracker reason
     counters(name, count)      "queue_drops", "kernel_drops": datagrams never decoded;
                                "jsonl_drops": stored readings the --jsonl file did not take
@@ -44,7 +47,7 @@ from precast.collect.store.lock import WriterLock
 from precast.collect.tracker import Device
 from precast.wire.layout import Layout
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FIXED_COLUMNS = ("device", "seq", "epoch", "received_at", "source")
 DEVICE_COLUMNS = (
     "device",
@@ -71,9 +74,14 @@ DEVICE_COLUMNS = (
     "cand_data",
     "cand_source",
     "restart",
+    "source",
+    "conflicts",
+    "rival_seq",
+    "rival_at",
+    "rival_source",
 )
-# Added by schema version 2, with the value an old row gets.
-_V2_COLUMNS = (
+# Added by schema versions 2 and 3, with the value an old row gets.
+_ADDED_COLUMNS = (
     ("auth", "TEXT NOT NULL DEFAULT ''"),
     ("seen_window", "INTEGER NOT NULL DEFAULT 0"),
     ("cand_seq", "INTEGER NOT NULL DEFAULT -1"),
@@ -81,6 +89,11 @@ _V2_COLUMNS = (
     ("cand_data", "BLOB NOT NULL DEFAULT x''"),
     ("cand_source", "TEXT NOT NULL DEFAULT ''"),
     ("restart", "INTEGER NOT NULL DEFAULT 0"),
+    ("source", "TEXT NOT NULL DEFAULT ''"),
+    ("conflicts", "INTEGER NOT NULL DEFAULT 0"),
+    ("rival_seq", "INTEGER NOT NULL DEFAULT -1"),
+    ("rival_at", "REAL NOT NULL DEFAULT 0"),
+    ("rival_source", "TEXT NOT NULL DEFAULT ''"),
 )
 
 _SCHEMA = """
@@ -178,6 +191,11 @@ def device_row(d: Device) -> tuple[Any, ...]:
         d.cand_data,
         d.cand_source,
         int(d.restart),
+        d.source,
+        d.conflicts,
+        d.rival_seq,
+        d.rival_at,
+        d.rival_source,
     )
 
 
@@ -225,7 +243,7 @@ class SqliteStore:
             # the last batches may be lost only when the machine itself loses power.
             self.conn.execute("PRAGMA synchronous=NORMAL")
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, SCHEMA_VERSION):
+            if version not in (0, 1, 2, SCHEMA_VERSION):
                 raise StoreError(f"{path}: schema version {version}, expected {SCHEMA_VERSION}")
             if version != SCHEMA_VERSION:
                 self._migrate()
@@ -242,7 +260,8 @@ class SqliteStore:
         self.deadline: float | None = None  # unused: SQLite has no commit in doubt
 
     def _migrate(self) -> None:
-        """Create the schema, or bring a version 1 database to version 2, in one transaction."""
+        """Create the schema, or bring a version 1 or 2 database to version 3, in one
+        transaction."""
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -250,7 +269,7 @@ class SqliteStore:
                 if stmt.strip():
                     c.execute(stmt)
             have = {r[1] for r in c.execute("PRAGMA table_info(devices)")}
-            for col, decl in _V2_COLUMNS:
+            for col, decl in _ADDED_COLUMNS:
                 if col not in have:
                     c.execute(f"ALTER TABLE devices ADD COLUMN {col} {decl}")
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

@@ -26,11 +26,14 @@ import numpy as np
 KEPT = 1024  # digests a device keeps (at least the default window, so a reset's old window)
 SLACK = 256  # appended beyond KEPT before the oldest are dropped (one move per SLACK frames)
 DIGEST = 8
+MIN_FRAME = 14  # a header and the shortest check
+LIMIT = (KEPT + SLACK) * DIGEST  # bytes of digests a device keeps at most
 
 
-def digest(seq: int, data: bytes) -> bytes:
-    """A frame's digest: its seq and its last 4 bytes; b"" for a frame without its bytes."""
-    return seq.to_bytes(4, "big") + data[-4:] if data else b""
+def digest(data: bytes) -> bytes:
+    """A frame's digest: its seq (bytes 8-11 of a payload) and its last 4 bytes; b"" for a
+    frame without its bytes."""
+    return data[8:12] + data[-4:] if len(data) >= MIN_FRAME else b""
 
 
 class Digests:
@@ -60,7 +63,7 @@ class Digests:
 
     def trim(self) -> None:
         """Drop the oldest beyond KEPT, once SLACK more have come."""
-        if len(self.data) > (KEPT + SLACK) * DIGEST:
+        if len(self.data) > LIMIT:
             del self.data[: len(self.data) - KEPT * DIGEST]
 
     def end_epoch(self) -> None:

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
 
-from precast.collect.replays import Digests, digest
+from precast.collect.replays import LIMIT, Digests, digest
 
 DEFAULT_WINDOW = 1024
 # The window's bitmap is window + 1 bits a device, kept in memory and written with its books
@@ -263,10 +263,19 @@ class Tracker:
     def keep(self, device: int, dg: bytes) -> None:
         """Stored frames' digests (one or more, end to end), kept (trimmed at commit() while a
         batch is open)."""
-        if dg:
-            g = self.touch_digests(device)
-            g.add(dg)
-            if self._undo is None:
+        if not dg:
+            return
+        g = self.digests.get(device)
+        if g is None:
+            g = self.digests[device] = Digests()
+        if self._undo is not None:
+            undo = self._digests_undo
+            if device not in undo:
+                undo[device] = (len(g.data), g.lo, g.hi)
+            g.data += dg
+        else:
+            g.data += dg
+            if len(g.data) > LIMIT:
                 g.trim()
 
     def _replayed(self, d: Device, dg: bytes) -> bool:
@@ -298,7 +307,7 @@ class Tracker:
         d = self.devices.get(device)
         if not mic and (device in self.keyed or (d is not None and d.auth == AUTH_MIC)):
             return MIC_REQUIRED
-        dg = digest(seq, data)
+        dg = digest(data)
         if d is None:
             if len(self.devices) >= self.max_devices and not mic and device not in self.keyed:
                 return DEVICE_LIMIT
@@ -441,7 +450,7 @@ class Tracker:
         if d.cand_seq == seq:
             d.duplicates += 1
             return DUPLICATE
-        if self._replayed(d, digest(seq, data)):
+        if self._replayed(d, digest(data)):
             return REPLAY  # a recorded frame below the window: no fake reboot from it
         self._drop_candidate(d)
         d.cand_seq, d.cand_at, d.cand_data, d.cand_source = seq, now, data, source
@@ -506,7 +515,7 @@ class Tracker:
             self.conflicted += 1
             d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
             return CONFLICT
-        held_dg = digest(c, d.cand_data)
+        held_dg = digest(d.cand_data)
         if reboot and d.highest < c <= d.highest + MAX_GAP:
             # A step forward within the maximum gap, now confirmed: the same epoch goes on,
             # and the seqs it skipped are lost (an outage longer than the window).

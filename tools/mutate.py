@@ -132,7 +132,7 @@ MUTANTS = [
     Mutant(
         "host-tracker-replay-accepted",
         "host/precast/collect/tracker.py",
-        r"^(\s+)if mic:\n(\s+)d\.replays \+= 1",
+        r"^(\s+)if d\.auth == AUTH_MIC:\n(\s+)d\.replays \+= 1",
         r"\1if False:\n\2d.replays += 1",
         ("tests/collect/test_collector_tracker.py", "tests/collect/test_collector_e2e.py"),
         "the tracker takes a MIC device's old seq as a reboot, not a replay",

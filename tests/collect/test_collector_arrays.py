@@ -90,7 +90,7 @@ def per_frame(
             out.append(reason)
             continue
         assert sp is not None and body is not None
-        e = t.observe(body[3], sp.id, body[4], now, sp.mic, data)
+        e = t.observe(body[3], sp.id, body[4], now, sp.mic, data, f"src{i}")
         if e.verdict is Verdict.HELD:
             t.devices[body[3]].cand_source = f"src{i}"
         out.append(e)

@@ -14,6 +14,7 @@ import re
 import select
 import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -39,9 +40,24 @@ def minimal(device: int, seq: int) -> bytes:
     return payload("minimal", {"value": seq % 65536}, device, seq)
 
 
-def meter(device: int, seq: int) -> bytes:
-    values = {"energy": seq % 1000, "power": 2, "voltage": 230, "power_factor": 1}
+def meter(device: int, seq: int, power: int = 2) -> bytes:
+    values = {"energy": seq % 1000, "power": power, "voltage": 230, "power_factor": 1}
     return payload("power-meter", values, device, seq, KEY)
+
+
+def request_reset(col: Collector, device: int) -> None:
+    """`precast device reset`, applied by the running collector."""
+    applied = col.stderr().count("books reset by an operator")
+    r = subprocess.run(
+        precast_cmd("device", "reset", "--db", str(col.db), str(device)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    wait_for(
+        lambda: col.stderr().count("books reset by an operator") > applied, 20, "the reset applied"
+    )
 
 
 def collect(tmp: Path, *extra: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -412,6 +428,91 @@ def test_refused_frames_never_write_a_placeholder_row(
     assert count_rows(pg_url) == 201
 
 
+# ---- 2. a forged CRC stream beside a device's own: a conflict ----------------------------------
+
+
+def test_a_forged_crc_stream_beside_a_device_is_refused_as_a_conflict(
+    tmp_path: Path, store_db: Path | str
+) -> None:
+    """Three forged frames at seq + 2**31 + i to each real one (the attack: 1,000/s against
+    100/s dropped 447 of 1,200 real readings as `jump`, 48 reboots): every real reading
+    stored, `lost` and `reboots` 0; every forged frame refused as `conflict`, counted on the
+    device; the log line names both sources."""
+    col = Collector(tmp_path, db=store_db)
+    dev = 12
+    forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    forger.bind(("127.0.0.1", 0))
+    f = 2**31
+    try:
+        for s in range(1200):
+            col.send([minimal(dev, s)])
+            for _ in range(3):
+                forger.sendto(payload("minimal", {"value": 9}, dev, f), ("127.0.0.1", col.port))
+                f += 1
+        real = f"127.0.0.1:{col.sock.getsockname()[1]}"
+        wait_for(lambda: count_rows(col.db) == 1200, 20, "the real readings")
+        wait_for(lambda: stats(col.db)["rejected"].get("conflict") == 3600, 20, "the conflicts")
+    finally:
+        forger.close()
+        assert col.stop() == 0, col.stderr()
+    assert sorted(r[1] for r in rows(col.db, 2, [])) == list(range(1200))
+    doc = stats(col.db)
+    d = by_device(doc)[dev]
+    assert (d["received"], d["lost"], d["reboots"], d["epoch"]) == (1200, 0, 0, 0), d
+    assert d["conflicts"] == 3600 and doc["rejected"] == {"conflict": 3600}
+    assert d["rival"]["seq"] == f - 1
+    # the first at once, then the count (here at the stop): each names both sources
+    said = [x for x in col.stderr().splitlines() if "conflict" in x]
+    assert 1 <= len(said) <= 2, said
+    for line in said:
+        assert d["rival"]["source"] in line and real in line, line
+
+
+# ---- 3. a frame identical to one stored is a replay, reset or not -----------------------------
+
+
+def test_a_spill_replayed_twice_stores_nothing_again(tmp_path: Path) -> None:
+    """A CRC device's readings 100-199 came in a spill that was replayed; the device went on
+    past the window; the spill is replayed again (the attack stored 903 readings a second
+    time, as a fake reboot): nothing is stored, the books do not move."""
+    col = Collector(tmp_path, "--window", "64")
+    dev = 13
+    try:
+        col.send(minimal(dev, s) for s in range(300))
+        wait_for(lambda: count_rows(col.db) == 300, 20, "the readings")
+    finally:
+        assert col.stop() == 0, col.stderr()
+    before = by_device(stats(col.db))[dev]
+    spill = tmp_path / "again.jsonl"
+    write_spill(
+        spill, [(1.0 + s / 100, [(minimal(dev, s), "127.0.0.1:9")]) for s in range(100, 200)], {}
+    )
+    r = subprocess.run(
+        precast_cmd(
+            "collect",
+            "--templates",
+            str(TEMPLATES),
+            "--db",
+            str(col.db),
+            "--window",
+            "64",
+            "--replay-spill",
+            str(spill),
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert count_rows(col.db) == 300
+    doc = stats(col.db)
+    d = by_device(doc)[dev]
+    books = ("received", "lost", "duplicates", "late", "reboots", "epoch", "last_seq")
+    assert {k: d[k] for k in books} == {k: before[k] for k in books} | {"epoch": 0}
+    assert d["conflicts"] == 100
+    assert doc["rejected"] == {"conflict": 100}
+
+
 # ---- 3. after `precast device reset`, two consecutive frames set the position -----------------
 
 
@@ -420,7 +521,9 @@ def test_after_a_reset_one_replayed_old_frame_cannot_take_the_device(
 ) -> None:
     """A MIC device sends seqs 4,900-5,099 and is wiped; the operator resets it; an attacker
     replays one recorded frame (seq 5,000) before the device, restarting at 1, sends again.
-    The old frame is held and dropped (counted `jump`), every new reading is stored."""
+    The old frame is refused as a replay (it was stored before: held, it would have been
+    dropped as a `jump`), every new reading is stored. Then the recorded frames are replayed:
+    refused, reset or not (issue 21's attack 3)."""
     kf = tmp_path / "key"
     kf.write_text(KEY.hex() + "\n")
     kf.chmod(0o600)
@@ -430,26 +533,27 @@ def test_after_a_reset_one_replayed_old_frame_cannot_take_the_device(
         recorded = [meter(dev, s) for s in range(4900, 5100)]
         col.send(recorded)
         wait_for(lambda: count_rows(col.db, 3) == 200, 20, "the first readings")
-        r = subprocess.run(
-            precast_cmd("device", "reset", "--db", str(col.db), str(dev)),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert r.returncode == 0, r.stderr
-        wait_for(lambda: "books reset by an operator" in col.stderr(), 20, "the reset applied")
+        request_reset(col, dev)
         col.send([recorded[100]])  # seq 5,000
         time.sleep(0.3)
-        col.send(meter(dev, s) for s in range(1, 301))
+        col.send(meter(dev, s, 1) for s in range(1, 301))
         wait_for(lambda: count_rows(col.db, 3) >= 500, 20, "the wiped device's readings")
-        time.sleep(0.5)
+        # Every recorded frame again (ahead of the new count: they were stored as new), then
+        # after another reset, with the position set just above them, the 64 below it (they
+        # were stored as late): each a frame identical to one stored, a replay.
+        col.send(recorded)
+        wait_for(lambda: stats(col.db)["rejected"].get("replay") == 201, 20, "the replays")
+        request_reset(col, dev)
+        col.send(meter(dev, s, 2) for s in (5100, 5101))
+        col.send(recorded[-64:])
+        wait_for(lambda: stats(col.db)["rejected"].get("replay") == 265, 20, "the late replays")
     finally:
         assert col.stop() == 0, col.stderr()
     seqs = sorted(r[1] for r in rows(col.db, 3, []))
-    assert seqs == [*range(1, 301), *range(4900, 5100)]
+    assert seqs == [*range(1, 301), *range(4900, 5102)]
     doc = stats(col.db)
-    assert doc["rejected"].get("replay", 0) == 0, doc["rejected"]
-    assert doc["rejected"].get("jump") == 1, doc["rejected"]
+    assert doc["rejected"] == {"replay": 265}, doc["rejected"]
+    assert by_device(doc)[dev]["late"] == 0
 
 
 # ---- 1. single forged CRC frames far ahead -----------------------------------------------------
@@ -473,12 +577,61 @@ def test_single_forged_crc_frames_ahead_move_nothing(tmp_path: Path, store_db: P
     try:
         col.send(frames)
         wait_for(lambda: count_rows(col.db) == seq, 20, "the real readings")
+        time.sleep(1.1)  # a real outage: the device silent, for longer than the quiet period
         col.send(minimal(dev, s) for s in range(seq + 2000, seq + 2010))  # 2,000 lost
         wait_for(lambda: count_rows(col.db) == seq + 10, 20, "after the outage")
+        # a last forged frame, still held when the collector stops: counted as held
+        col.send([payload("minimal", {"value": 1}, dev, seq + 2009 + 16_000)])
+        wait_for(lambda: stats(col.db)["held"] == 1, 20, "the frame held")
     finally:
         assert col.stop() == 0, col.stderr()
     got = sorted(r[1] for r in rows(col.db, 2, []))
     assert got == [*range(seq), *range(seq + 2000, seq + 2010)]
-    d = by_device(stats(col.db))[dev]
+    doc = stats(col.db)
+    d = by_device(doc)[dev]
     assert (d["lost"], d["reboots"], d["epoch"]) == (2000, 0, 0), d
-    assert stats(col.db)["rejected"] == {"jump": 21}
+    assert doc["rejected"] == {"jump": 21}
+    # every frame sent is stored, refused or held (a held frame was counted nowhere)
+    assert d["received"] + sum(doc["rejected"].values()) + doc["held"] == len(frames) + 11
+
+
+# ---- 4. a SIGKILL leaves no sink silently short of the database ------------------------------
+
+
+def test_readings_a_killed_collector_never_published_are_counted(tmp_path: Path) -> None:
+    """The broker away: 100 readings stored and waiting in the MQTT buffer when the collector
+    is killed (the attack: 42,040 rows without a line or a message, every counter 0). The next
+    start counts them as MQTT drops, with one line; the JSON lines, all written, none."""
+    broker = f"mqtt://127.0.0.1:{free_port()}"
+    jsonl = tmp_path / "out.jsonl"
+    col = Collector(tmp_path, "--mqtt", broker, "--jsonl", str(jsonl))
+    try:
+        col.send(minimal(3, s) for s in range(100))
+        wait_for(lambda: count_rows(col.db) == 100, 20, "the readings")
+        pending = f"jsonl_pending:{os.path.realpath(jsonl)}"
+        wait_for(lambda: counter(col.db, pending) == 0 and len(lines(jsonl)) == 100, 20, "lines")
+        assert counter(col.db, f"mqtt_pending:{broker}/precast") == 100
+    finally:
+        col.kill()
+    again = Collector(tmp_path, "--mqtt", broker, "--jsonl", str(jsonl), db=col.db, name="again")
+    assert again.stop() == 0, again.stderr()
+    doc = stats(col.db)
+    assert doc["mqtt"] == {"published": 0, "dropped": 100}
+    assert doc["drops"]["jsonl"] == 0 and len(lines(jsonl)) == 100
+    assert "100 readings stored before the collector was killed" in again.stderr()
+    assert counter(col.db, f"mqtt_pending:{broker}/precast") == 0
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def counter(db: Path | str, name: str) -> int:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        row = con.execute("SELECT count FROM counters WHERE name = ?", (name,)).fetchone()
+    except sqlite3.Error:
+        return 0
+    finally:
+        con.close()
+    return int(row[0]) if row else 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +56,16 @@ class Stream:
         self.device, self.layout, self.key = device, layout, key
         self.sends: list[tuple[bytes, int, bool]] = []
 
-    def values(self, seq: int) -> dict[str, Any]:
+    def values(self, seq: int, epoch: int = 0) -> dict[str, Any]:
+        """A reading's values: those of another epoch differ (a frame identical to one stored
+        would be a replay)."""
         return {"env-node": env_values, "power-meter": meter_values}.get(
             self.layout, lambda s: {"value": s % 65536}
-        )(seq)
+        )(seq + 1000 * epoch)
 
-    def good(self, seq: int) -> None:
-        self.sends.append(
-            (payload(self.layout, self.values(seq), self.device, seq, self.key), seq, True)
-        )
+    def good(self, seq: int, epoch: int = 0) -> None:
+        values = self.values(seq, epoch)
+        self.sends.append((payload(self.layout, values, self.device, seq, self.key), seq, True))
 
     def bad(self, seq: int) -> None:
         p = payload(self.layout, self.values(seq), self.device, seq, self.key)
@@ -101,9 +103,9 @@ def build_streams(rng: random.Random) -> dict[int, Stream]:
         b.good(s)
         if rng.random() < 0.05:
             b.good(s)
-    # 103: a reboot: counts 0..99, then from 0 again.
+    # 103: counts 0..99 (then, silent for a second, it reboots: reboot_103).
     c = Stream(103, "env-node")
-    for s in [*range(100), *range(20)]:
+    for s in range(100):
         c.good(s)
     # 300: MIC device: loss, a bad MIC, a replay below the window, a duplicate inside it.
     d = Stream(300, "power-meter", KEY)
@@ -147,6 +149,15 @@ def interleave(rng: random.Random, streams: dict[int, Stream]) -> list[tuple[int
     return out
 
 
+def reboot_103(col: Collector, stream: Stream) -> int:
+    """103 silent for longer than the quiet period (its old sequence over), then counting from
+    0 again with new readings: a reboot, nothing lost."""
+    time.sleep(1.1)
+    for s in range(20):
+        stream.good(s, epoch=1)
+    return col.send(p for p, _, _ in stream.sends[-20:])
+
+
 def expected_rows(stream: Stream, fields: list[str]) -> list[tuple[Any, ...]]:
     """What the collector must store for a device, in arrival order: (device, seq, epoch, ...)."""
     out = []
@@ -164,7 +175,7 @@ def expected_rows(stream: Stream, fields: list[str]) -> list[tuple[Any, ...]]:
         if (epoch, s) in seen:
             continue
         seen.add((epoch, s))
-        v = stream.values(s)
+        v = stream.values(s, epoch)
         out.append((stream.device, s, epoch, *(v[f] for f in fields)))
     return out
 
@@ -200,6 +211,7 @@ def test_collector_stores_and_counts_exactly(
         sent = col.send(streams[d].sends[i][0] for d, i in interleave(rng, streams))
         junk = garbage()
         sent += col.send(p for ps in junk.values() for p in ps)
+        sent += reboot_103(col, streams[103])
     finally:
         assert col.stop() == 0, col.stderr()
     assert "Traceback" not in col.stderr()

@@ -151,12 +151,14 @@ def test_a_forged_far_ahead_frame_leaves_a_crc_device_alone(
 def test_a_real_reboot_is_one_reboot_and_loses_nothing(
     tmp_path: Path, store_db: Path | str
 ) -> None:
-    """Seq back to 0, then counting up: held for one reading, then both stored, epoch 1."""
+    """Silent for a second (the quiet period: its old sequence is over), then seq back to 0
+    and counting up with new readings: held for one reading, then both stored, epoch 1."""
     col = Collector(tmp_path, db=store_db)
     try:
         col.send(minimal(6, s) for s in range(2000))
         settle(col, lambda: len(seqs(col.db, 2, 6)) == 2000, "the first run")
-        col.send(minimal(6, s) for s in range(100))
+        time.sleep(1.1)
+        col.send(payload("minimal", {"value": 7000 + s}, 6, s) for s in range(100))
         settle(col, lambda: len(seqs(col.db, 2, 6)) >= 2100, "the run after the reboot")
     finally:
         assert col.stop() == 0, col.stderr()

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from precast.collect.store import open_store
 from precast.collect.tracker import (
+    CONFLICT,
     DEVICE_LIMIT,
     DUPLICATE,
     HELD,
@@ -136,15 +137,16 @@ def test_far_jumps_are_held_until_confirmed() -> None:
         d = t.devices[1]
         assert (d.highest, d.lost, d.reboots, d.cand_seq) == (10, 0, 0, -1)
         far = 10**9
-        assert t.observe(1, 2, far, 22.0, mic, b"held") == HELD
-        assert t.observe(1, 2, far + 2, 23.0, mic) == (
+        # (the device's last reading 21 s after its first, 10 seqs: silent 3 intervals by 28.0)
+        assert t.observe(1, 2, far, 42.0, mic, b"held") == HELD
+        assert t.observe(1, 2, far + 2, 43.0, mic) == (
             Verdict.STORED,
             1,
-            Held(b"held", 22.0, "", 1),
+            Held(b"held", 42.0, "", 1),
         )
         assert (d.epoch, d.lowest, d.highest, d.lost, d.reboots) == (1, far, far + 2, 1, 1)
-        assert t.observe(1, 2, far + 1, 24.0, mic) == stored(1) and d.lost == 0  # late, inside
-        assert t.observe(1, 2, 5, 25.0, mic) == (REPLAY if mic else HELD)
+        assert t.observe(1, 2, far + 1, 44.0, mic) == stored(1) and d.lost == 0  # late, inside
+        assert t.observe(1, 2, 5, 45.0, mic) == (REPLAY if mic else HELD)
 
 
 def test_mic_device_refuses_crc_frames_and_a_limit_spares_mic_and_keyed() -> None:
@@ -176,6 +178,108 @@ def test_rollback_undoes_a_batch_the_store_refused() -> None:
     t.rollback()
     assert 2 not in t.devices and t.devices[1].highest == 2 and t.devices[1].received == 3
     assert t.dirty == {1}
+
+
+def frame(seq: int, value: int) -> bytes:
+    """A stand-in for a frame's bytes: its digest is the seq and the value (its last 4 bytes)."""
+    return b"P" * 8 + seq.to_bytes(4, "big") + value.to_bytes(4, "big")
+
+
+def test_a_second_crc_sequence_is_refused_until_the_first_falls_silent() -> None:
+    """Issue 21's attack 2: a forged stream at seq + 2**31 + i, three frames to each of a device
+    at 100/s. Every real reading stored, no loss, no reboot; every forged frame refused as a
+    `conflict` (the first held, then refused with the second). Once the real device is
+    silent for the quiet period, the other sequence takes the device over (a reboot)."""
+    t = Tracker()
+    t.begin()
+    real, forged = [], []
+    f = 2**31
+    for i in range(300):
+        real.append(t.observe(5, 2, i, i / 100, False, frame(i, 1), "real"))
+        for _ in range(3):
+            forged.append(t.observe(5, 2, f, i / 100, False, frame(f, 2), "forger"))
+            f += 1
+    d = t.devices[5]
+    assert set(real) == {stored(0)}
+    assert forged[0] == HELD and set(forged[1:]) == {CONFLICT}
+    assert (d.received, d.lost, d.reboots, d.epoch, d.highest) == (300, 0, 0, 0, 299)
+    assert (d.conflicts, t.conflicted, t.discarded) == (900, 1, 0)
+    assert (d.rival_seq, d.rival_source, d.source) == (f - 1, "forger", "real")
+    # silent for less than the quiet period: still the established one's
+    assert t.observe(5, 2, f, 3.5, False, frame(0, 3)) == CONFLICT
+    # a second after its last reading (and more than 3 intervals): the other one takes over
+    assert t.observe(5, 2, f + 1, 4.0, False, frame(0, 4)) == stored(1)
+    assert (d.reboots, d.epoch, d.lowest, d.rival_seq, d.lost) == (1, 1, f + 1, -1, 0)
+    # a MIC device keeps today's rules: a confirmed far jump is a new epoch
+    m = Tracker()
+    run(m, list(range(10)), device=6, mic=True)
+    assert m.observe(6, 2, 10 + MAX_GAP + 1, 9.0, True) == HELD
+    assert m.observe(6, 2, 10 + MAX_GAP + 2, 9.0, True).verdict is Verdict.STORED
+
+
+def test_a_rival_that_falls_silent_is_forgotten() -> None:
+    t = Tracker()
+    run(t, list(range(100)))  # 0..99 at t = 0..99 s: an interval of 1 s, quiet after 3 s
+    assert t.observe(1, 2, 5000, 99.5, False) == HELD
+    assert t.observe(1, 2, 5001, 99.5, False) == CONFLICT
+    assert t.observe(1, 2, 100, 100.0, False) == stored(0)
+    assert t.observe(1, 2, 101, 103.0, False) == stored(0)  # the rival silent 3.5 s
+    assert t.observe(1, 2, 5002, 103.1, False) == HELD  # far again, not the rival's
+    assert t.devices[1].rival_seq == -1
+
+
+def test_a_frame_identical_to_one_stored_is_a_replay_in_any_epoch() -> None:
+    """Issue 21's attack 3: after an operator's reset, recorded frames (ahead of the device's
+    new count, or just below its new start) are refused as replays; a CRC device's frames
+    replayed after it moved past the window make no fake reboot; a batch rolled back forgets
+    its digests."""
+    t = Tracker(window=64)
+    for s in range(4900, 5100):
+        t.observe(1, 3, s, 0.0, True, frame(s, 7))
+    assert t.reset(1)
+    # the wiped device restarts at 1: its new frames differ from the old ones
+    assert t.observe(1, 3, 1, 10.0, True, frame(1, 8)) == HELD
+    assert t.observe(1, 3, 2, 10.0, True, frame(2, 8)).verdict is Verdict.STORED
+    old = [t.observe(1, 3, s, 10.0, True, frame(s, 7)) for s in range(4900, 5100)]
+    assert set(old) == {REPLAY} and t.devices[1].highest == 2
+    assert t.observe(1, 3, 3, 10.0, True, frame(3, 8)) == stored(1)
+    # a reset, and the position set just above the old frames: those below are no late ones
+    assert t.reset(1)
+    assert t.observe(1, 3, 5100, 11.0, True, frame(5100, 9)) == HELD
+    assert t.observe(1, 3, 5101, 11.0, True, frame(5101, 9)).epoch == 2
+    below = [t.observe(1, 3, s, 11.0, True, frame(s, 7)) for s in range(5037, 5100)]
+    assert set(below) == {REPLAY} and t.devices[1].late == 0
+    assert t.devices[1].replays == 263
+    # CRC: 300 readings, then the same frames 100-199 again (a spill replayed twice)
+    c = Tracker(window=64)
+    for s in range(300):
+        c.observe(2, 2, s, s * 10.0, False, frame(s, 1))
+    again = [c.observe(2, 2, s, 5000.0, False, frame(s, 1)) for s in range(100, 200)]
+    d = c.devices[2]
+    assert set(again) == {REPLAY} and (d.reboots, d.epoch, d.replays) == (0, 0, 100)
+    # a frame that differs is held as ever
+    assert c.observe(2, 2, 100, 5000.0, False, frame(100, 2)) == HELD
+    # rolled back, a batch's frames are not taken for replays when it is run again
+    c.take_dirty()
+    c.commit()
+    c.begin()
+    assert c.observe(2, 2, 300, 5001.0, False, frame(300, 1)) == stored(0)
+    c.rollback()
+    c.begin()
+    assert c.observe(2, 2, 300, 5001.0, False, frame(300, 1)) == stored(0)
+
+
+def test_the_digests_are_bounded() -> None:
+    from precast.collect.replays import DIGEST, KEPT, SLACK
+
+    t = Tracker()
+    for s in range(5000):
+        t.begin()
+        t.observe(1, 2, s, 0.0, False, frame(s, 1))
+        t.take_dirty()
+        t.commit()
+    assert len(t.digests[1].data) <= (KEPT + SLACK) * DIGEST
+    assert t.observe(1, 2, 4000, 0.0, False, frame(4000, 1)) == DUPLICATE
 
 
 def test_window_conversion_on_load_never_turns_replays_late(tmp_path: Path) -> None:
@@ -223,7 +327,7 @@ def test_a_version_1_database_is_migrated_and_keeps_counting(tmp_path: Path) -> 
     store.write({}, t.take_dirty(), {}, {})
     store.close()
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     assert conn.execute("SELECT received, seen_window FROM devices").fetchone() == (11, 1024)
     conn.close()
 

@@ -273,3 +273,29 @@ def test_delayed_example_is_what_precast_encodes_and_every_changed_byte_is_judge
     got = json.loads(r.stdout)
     assert got["age_ms"] == age and got["fields"] == values(argv)
     assert r"bit 1 = delayed" in DOC and "P is at most 1468" in DOC
+
+
+def test_the_sequence_rules_say_all_of_the_contracts_step_5() -> None:
+    """docs/PROTOCOL.md's step 5 states each rule of the wire contract's receiver step 5 (held
+    to it by hand: the contract is not in this repository), and names the tracker's reasons."""
+    text = " ".join(section("What a receiver checks, in order").split())
+    for rule in (
+        "already stored is a **duplicate**",
+        "counted lost",
+        "is a **late** (reordered) arrival: it is stored",
+        "with a MIC, a seq below the window is a **replay**",
+        "No single frame moves a device far.",
+        "more than the window ahead or below the window, is held as a **candidate**",
+        "backward jump of a CRC device is a **reboot**",
+        "both frames are stored",
+        "A CRC frame proves nothing about its sender",
+        "two interleaved sequences, the one its history established keeps its books",
+        "its loss only its own gaps",
+        "refused as a **conflict** (`conflict`",
+        "until the established sequence has been silent long enough to be taken as a reboot",
+        "For a MIC device a backward jump stays a replay",
+        "two consecutive frames, not one, set its position",
+        "A frame identical to one already stored for the device, in any epoch, is a replay",
+    ):
+        assert rule.replace("*", "") in text.replace("*", ""), rule
+    assert {"replay", "conflict", "jump"} <= set(re.findall(r"`([a-z-]+)`", text))

@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import time
 import tomllib
 import urllib.request
 from pathlib import Path
@@ -99,18 +100,21 @@ def test_collector_claims(tmp_path: Path) -> None:
         # Keys: 0x2d (45) and 300 by their lines, 77 by `*`; 45 with the `*` key is refused.
         sent = [power(45, 0, KEY_A), power(300, 0, KEY_B), power(77, 0, KEY_STAR)]
         sent += [power(45, 1, KEY_STAR)]  # the wrong key for 45: mic
-        # Device 5 (CRC): 0..9, a duplicate of 3, 12 then late 11, then seq 2 (more than the
-        # window below the highest, 28, itself the window ahead of 12) and 3, which confirms
-        # it: a reboot.
-        seqs = [*range(10), 3, 12, 11, 28, 2, 3]
+        # Device 5 (CRC): 0..9, a duplicate of 3, 12 then late 11, 28 (the window ahead of
+        # 12); then, silent for a second, seq 2 (more than the window below 28) and 3, which
+        # confirms it: a reboot (below).
+        seqs = [*range(10), 3, 12, 11, 28]
         sent += [minimal(5, s) for s in seqs]
         # Device 300 (MIC): a seq far below its highest is a replay, refused.
         sent += [power(300, 100, KEY_B), power(300, 1, KEY_B)]
         # Every repeated --templates is loaded: an env-node reading is stored too.
         sent += [encode_raw(ENV, [2150, 4025, 101325, 3000], 9, 0)[PAYLOAD_OFFSET:]]
         col.send(sent)
-        want = 3 + 15 + 1 + 1  # power-meter 45, 300, 77; minimal 5; power-meter 300; env-node
-        wait_for(lambda: col.count() == want, 20, "every good reading stored")
+        want = 3 + 13 + 1 + 1  # power-meter 45, 300, 77; minimal 5; power-meter 300; env-node
+        wait_for(lambda: col.count() == want, 20, "the readings before the reboot")
+        time.sleep(1.1)  # its old sequence silent (a frame identical to a stored one: a replay)
+        col.send(encode_raw(MINIMAL, [1000 + s], 5, s)[PAYLOAD_OFFSET:] for s in (2, 3))
+        wait_for(lambda: col.count() == want + 2, 20, "every good reading stored")
         wait_for(lambda: stats(col.db)["rejected"].get("replay") == 1, 20, "the replay")
         samples = metric_samples(f"http://{info['metrics']}/metrics")
         # WAL mode, while the collector has the database open.

@@ -5,7 +5,9 @@
 - backlog.py   the bounded queue between the threads
 - keys.py      the keys file and key file (a device's AES key), their permissions checked
 - tracker.py   each device's sequence books: loss, duplicates, late, reboots, replays,
-               held far jumps, who must use a MIC, the device bound
+               held far jumps, a CRC device's rival sequence, who must use a MIC, the
+               device bound
+- replays.py   the digests of each device's last stored frames: a frame stored again
 - device.py    `precast device reset`: an operator re-admits a device
 - spill.py     the spill file: datagrams not stored at exit
 - rows.py      a stored reading as a row and as a JSON object

@@ -4,9 +4,11 @@ The common case, a device sending seq after seq, is decided for the whole
 batch at once: the valid frames are sorted by device (stably, so each device's
 frames keep their order), and a device whose frames in the batch are one run
 (the first one past its highest seq, each the one after the one before, one
-check kind, the kind its books expect, no candidate held, no reset pending)
-moves on in one step: its bitmap shifted by the run's length with the run's
-bits set, its highest seq the run's last, the run counted received. Such a
+check kind, the kind its books expect, no candidate held, no reset pending, no
+rival sequence, no seq an ended epoch's kept digests may have) moves on in one
+step: its bitmap shifted by the run's length with the run's bits set, its
+highest seq the run's last, the run counted received, the frames' digests kept
+(replays.py). Such a
 run is exactly what tracker.observe would make of it frame by frame (a step of
 1 each time). Every other device's frames (new, reordered, duplicated, a gap,
 a far jump, a first MIC, a replay) go through observe() one by one, in the
@@ -60,11 +62,13 @@ def observe_batch(
     now: float,
     payload: Callable[[int], bytes],
     source: Callable[[int], str],
+    digests: npt.NDArray[np.uint8],
 ) -> Tracked:
     """observe() for each frame i (device[i], ..., mic[i]: a valid MIC), runs in one step.
 
-    payload(i) and source(i) are asked only for frames that go one by one (a
-    frame held as a far jump keeps both).
+    payload(i) is asked only for frames that go one by one (a frame held as a far
+    jump keeps it), source(i) for those and the last frame of each run; digests[i]
+    is frame i's digest (replays.digest), kept for the frames of a run.
     """
     n = len(device)
     epoch = np.full(n, -1, dtype=np.int64)
@@ -80,7 +84,7 @@ def observe_batch(
     brk[starts] = False
     broken = np.logical_or.reduceat(brk, starts).tolist()
     slow = np.zeros(n, dtype=bool)
-    devices, keyed, mask = tracker.devices, tracker.keyed, tracker.mask
+    devices, keyed, mask, kept = tracker.devices, tracker.keyed, tracker.mask, tracker.digests
     last_template = template[order[ends - 1]].tolist()
     firsts, lasts, kinds = ss[starts].tolist(), ss[ends - 1].tolist(), ms[starts].tolist()
     runs = zip(ds[starts].tolist(), starts.tolist(), ends.tolist(), strict=True)
@@ -92,7 +96,9 @@ def observe_batch(
             or d is None
             or d.restart
             or d.cand_seq >= 0
+            or d.rival_seq >= 0
             or firsts[g] != d.highest + 1
+            or (dv in kept and kept[dv].lo <= lasts[g] and firsts[g] <= kept[dv].hi)
             or (d.auth == AUTH_MIC) != m
             or (not m and dv in keyed)
         ):
@@ -105,8 +111,11 @@ def observe_batch(
         d.received += k
         d.template = last_template[g]
         d.last_seen = now
+        at = order[s:e]
+        d.source = source(int(at[-1]))
+        tracker.keep(dv, digests[at].tobytes())
         tracker.dirty.add(dv)
-        epoch[order[s:e]] = d.epoch
+        epoch[at] = d.epoch
     one_by_one = np.sort(order[slow]).tolist()
     exceptions: dict[int, Observed] = {}
     if one_by_one:
@@ -190,6 +199,9 @@ def judge(
             index, device, seq = index[order], device[order], seq[order]
             template, mic = template[order], mic[order]
         at = index.tolist()
+        # Each frame's digest (replays.digest): its seq and its last 4 bytes.
+        tail = lens[index][:, None] - 4 + np.arange(4)
+        digests = np.concatenate((rows[index, 8:12], rows[index[:, None], tail]), axis=1)
         obs = observe_batch(
             tracker,
             device,
@@ -199,6 +211,7 @@ def judge(
             now,
             lambda i: rows[at[i], : lens[at[i]]].tobytes(),
             lambda i: source(at[i]),
+            digests,
         )
         epoch[index] = obs.epoch
         exceptions = {at[i]: o for i, o in obs.exceptions.items()}

@@ -156,6 +156,7 @@ class Collector:
             lambda: self.codec.layouts,
             lambda d: d in self.codec.keys,
             proven=lambda d: d in self.tracker.devices and self.tracker.devices[d].received > 0,
+            established=self._established,
         )
         self._recent_changed = False
         self.mqtt: mqtt_sink.MqttSink | None = None
@@ -172,6 +173,11 @@ class Collector:
             publisher.start()
             self.sinks.append(publisher)
             self.mqtt = publisher
+        # Readings committed for the sinks this run; what a killed run left them (sinks/).
+        self.sink_committed = 0
+        for sink in self.sinks:
+            if self.base.get(sink.position, 0) > 0:
+                sink.missed(self.base[sink.position])
         self.stopping = threading.Event()
         self.reload_wanted = threading.Event()
         self.reuse_port = reuse_port
@@ -180,7 +186,8 @@ class Collector:
         self.receiver = receiver_for(self.sock)
         self.receiver.cap = self._cap(self.codec)
         self.stored = 0
-        self._saved_counters: dict[str, int] = self._counters()
+        # What the database holds (a killed run's positions included, until the first commit).
+        self._saved_counters: dict[str, int] = {k: self.base.get(k, 0) for k in self._counters()}
         self.error: BaseException | None = None
         self._reported_drops = 0
 
@@ -234,13 +241,22 @@ class Collector:
 
     # -- the storing thread
 
-    def _counters(self) -> dict[str, int]:
-        """The totals the database keeps: this run's counts added to the earlier runs'."""
+    def _established(self, device: int) -> str | None:
+        """A device's established sequence in words, for a conflict's log line."""
+        d = self.tracker.devices.get(device)
+        if d is None:
+            return None
+        return f"at seq {d.highest}, from {d.source or 'an unknown source'}"
+
+    def _counters(self, committing: int = 0) -> dict[str, int]:
+        """The totals the database keeps: this run's counts added to the earlier runs'.
+        committing: the readings of the commit they go with (the sinks' positions)."""
         run = {"queue_drops": self.backlog.dropped, "kernel_drops": self.kernel_drops}
         run["jsonl_drops"] = 0  # shown (as 0) without --jsonl too
         for sink in self.sinks:
             for k, n in sink.counters().items():
                 run[k] = run.get(k, 0) + n
+            run[sink.position] = self.sink_committed + committing - sink.taken()
         base = self.base
         return {k: base.get(k, 0) + n for k, n in run.items()}
 
@@ -300,7 +316,8 @@ class Collector:
             ingest.fresh(fresh)
             c = ingest.run(batches)
             saved = self._saved_counters
-            c.counters = {k: n for k, n in self._counters().items() if saved.get(k) != n}
+            now = self._counters(c.stored if self.sinks else 0)
+            c.counters = {k: n for k, n in now.items() if saved.get(k) != n}
             built[:] = [c]
             return c
 
@@ -319,6 +336,7 @@ class Collector:
         self._saved_counters.update(c.counters)
         self.stored += stored
         if self.sinks and c.rows:
+            self.sink_committed += c.stored
             batch = Stored(c.rows, {tid: ingest.names[tid] for tid in c.rows})
             for sink in self.sinks:
                 try:

@@ -40,7 +40,15 @@ from precast.collect.rows import (
     RowBuilder,
     row_builder,
 )
-from precast.collect.tracker import AUTH_CRC, AUTH_MIC, JUMP_REASON, Device, Tracker, Verdict
+from precast.collect.tracker import (
+    AUTH_CRC,
+    AUTH_MIC,
+    CONFLICT_REASON,
+    JUMP_REASON,
+    Device,
+    Tracker,
+    Verdict,
+)
 from precast.collect.utc import unix_us, utc_iso
 from precast.wire.batch import VALID, BatchValidator, Checked, body_dtype, reason_of
 from precast.wire.codec import Codec
@@ -194,9 +202,11 @@ class Ingest:
             else:
                 self._frames(ts, batch, per, out, pieces)
         tracker = self.tracker
+        rejects = out.rejects
         if tracker.discarded:
-            rejects = out.rejects
             rejects[JUMP_REASON] = rejects.get(JUMP_REASON, 0) + tracker.discarded
+        if tracker.conflicted:  # held first frames of a rival sequence, refused with the second
+            rejects[CONFLICT_REASON] = rejects.get(CONFLICT_REASON, 0) + tracker.conflicted
         for tid, ps in pieces.items():
             if len(ps) == 1:
                 out.rows[tid] = ps[0]

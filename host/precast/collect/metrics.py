@@ -5,7 +5,7 @@ status() is the collector's snapshot: {"devices": [tracker.Device, ...],
 "jsonl_drops": n}, "queue": datagrams waiting}. Metric names:
 precast_rejected_total{reason} (every reason, zeros included: the codec's and
 replay, mic-required, jump, device-limit), precast_devices (tracked),
-precast_device_<received|lost|duplicates|late|bad|reboots|replays>{device} and
+precast_device_<received|lost|duplicates|late|bad|reboots|replays|conflicts>{device} and
 precast_device_last_seen_seconds{device} for the `devices` most recently seen
 only (a scrape stays small and fast however many devices there are),
 precast_dropped_total{where=kernel|queue|jsonl}, precast_queue_depth; with --mqtt,
@@ -73,7 +73,15 @@ def serve_metrics(
                 "late": ("Readings that arrived after a higher seq", CounterMetricFamily),
                 "bad": ("Frames with a failed CRC or MIC", CounterMetricFamily),
                 "reboots": ("Sequence restarts (new epochs)", CounterMetricFamily),
-                "replays": ("MIC frames refused as replays", CounterMetricFamily),
+                "replays": (
+                    "Frames refused as replays (a MIC seq below the window, or a frame "
+                    "identical to one stored)",
+                    CounterMetricFamily,
+                ),
+                "conflicts": (
+                    "Frames refused as a second sequence under a CRC device's id",
+                    CounterMetricFamily,
+                ),
             }
             for name, (doc, kind) in per.items():
                 fam = kind(f"precast_device_{name}", doc, labels=["device"])

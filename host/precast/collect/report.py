@@ -7,7 +7,9 @@ counts alone (`rejected: mic 5`) do not answer it. So the collector logs:
 - refused frames by (source, reason): the first at once, with the device when
   the frame carries a readable one and a hint for the common causes (a wrong
   key, an unknown template id, garbage); then, while they go on, one line a
-  minute per source and reason with the count, so a flood cannot fill the log;
+  minute per source and reason with the count, so a flood cannot fill the log
+  (a `conflict` line names both sources: the refused sequence's and the
+  established one's);
 - and keeps the latest refusals (newest first, bounded) for `precast stats`.
 
 The collector calls it after a batch is stored, with what the batch saw, so a
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from precast.collect.tracker import CONFLICT_REASON
 from precast.collect.utc import utc_iso
 from precast.wire import header
 from precast.wire.constants import (
@@ -75,10 +78,13 @@ class Reporter:
         keyed: Callable[[int], bool],
         clock: Callable[[], float] = time.time,
         proven: Callable[[int], bool] = lambda device: False,
+        established: Callable[[int], str | None] = lambda device: None,
     ) -> None:
         self.template_ids = template_ids  # the loaded templates, now (a reload changes them)
         self.keyed = keyed  # does this device have a key of its own on file?
         self.proven = proven  # has it sent frames with a valid MIC (so the key is right)?
+        # Its established sequence, in words (its seq and where it was last heard from).
+        self.established = established
         self.clock = clock
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self._tallies: dict[tuple[str, str], _Tally] = {}
@@ -139,12 +145,13 @@ class Reporter:
         more = t.more or len(t.devices) > 5
         devs = ", ".join(map(str, sorted(t.devices)[:5])) + ("..." if more else "")
         log.warning(
-            "refused from %s: %s x%d in the last %.0f s%s",
+            "refused from %s: %s x%d in the last %.0f s%s%s",
             source,
             reason,
             t.count,
             now - t.logged,
             f" (devices {devs})" if devs else "",
+            self._conflict(min(t.devices)) if reason == CONFLICT_REASON and t.devices else "",
         )
         t.count = 0
         t.devices.clear()
@@ -176,4 +183,14 @@ class Reporter:
             hint = ": the board's template differs from the collector's of the same id?"
         elif reason == CRC:
             hint = ": corrupted on the way"
+        elif reason == CONFLICT_REASON and device is not None:
+            hint = self._conflict(device)
         return f"{reason}{ids}{hint}"
+
+    def _conflict(self, device: int) -> str:
+        """Both sequences of a device in conflict: the refused one and the established one."""
+        est = self.established(device)
+        return (
+            f": a second sequence under device {device}'s id (a forger, or two boards with "
+            f"one id?), refused; its established sequence{f' ({est})' if est else ''} is stored"
+        )

@@ -4,13 +4,16 @@ Read-only (the collector keeps writing meanwhile). The --json document's
 keys are a contract: {"devices": [{device, template, received, lost,
 duplicates, late, last_seq, ...}], "rejected": {reason: count},
 "drops": {"queue": n, "kernel": n, "jsonl": n}}, "devices_total" (every
-device, when --limit printed fewer), and "mqtt": {"published": n, "dropped": n}
+device, when --limit printed fewer), "held" (frames held as far jumps of the
+devices listed, neither stored nor refused yet), and "mqtt": {"published": n, "dropped": n}
 when a collector ran with --mqtt. The reasons are the codec's (short,
 magic, version, flags, unknown-template, check-kind, length, crc, mic,
-no-key) and the tracker's: replay (a MIC device's seq below its window),
-mic-required (a CRC frame with the id of a device that uses a MIC), jump (a
-far seq never confirmed by a second frame), device-limit (a new device beyond
---max-devices).
+no-key) and the tracker's: replay (a MIC device's seq below its window, or a
+frame identical to one stored for the device), mic-required (a CRC frame with
+the id of a device that uses a MIC), jump (a far seq never confirmed by a
+second frame), device-limit (a new device beyond --max-devices), conflict (a
+second sequence under a CRC device's id while the established one still
+sends; per device in "conflicts", the sequence in "rival").
 """
 
 from __future__ import annotations
@@ -75,6 +78,11 @@ def stats_doc(raw: Stats, now: float) -> dict[str, Any]:
                 "epoch": d.epoch,
                 "auth": d.auth or None,
                 "candidate_seq": d.cand_seq if d.cand_seq >= 0 else None,
+                "conflicts": d.conflicts,
+                "source": d.source or None,
+                "rival": (
+                    {"seq": d.rival_seq, "source": d.rival_source} if d.rival_seq >= 0 else None
+                ),
                 "first_seen": utc_iso(d.first_seen),
                 "last_seen": utc_iso(d.last_seen),
                 "silent_s": round(silent, 3),
@@ -84,6 +92,10 @@ def stats_doc(raw: Stats, now: float) -> dict[str, Any]:
                 "stale": stale,
             }
         )
+    # Frames held now as far jumps (a device's candidate): neither stored nor refused yet, so
+    # that stored + drops + rejected + held is every frame that arrived, the collector stopped
+    # or not (a restart keeps them held).
+    held = sum(d["candidate_seq"] is not None for d in devices)
     recent = raw.recent_rejects[:RECENT_SHOWN]  # newest first
     c = raw.counters
     doc: dict[str, Any] = {
@@ -95,6 +107,7 @@ def stats_doc(raw: Stats, now: float) -> dict[str, Any]:
             "kernel": c.get("kernel_drops", 0),
             "jsonl": c.get("jsonl_drops", 0),
         },
+        "held": held,
         "recent_rejects": recent,
     }
     if "mqtt_published" in c or "mqtt_dropped" in c:  # a collector with --mqtt wrote here
@@ -169,7 +182,8 @@ def _wide_table(doc: dict[str, Any], db: str) -> Any:
 
     table = Table(title=f"precast devices ({db})")
     heads = [h for h, _, _ in _COLUMNS[:-1]]
-    for col in [*heads, "reboots", "replays", "interval", "first seen", "last seen", "stale"]:
+    cols = [*heads, "reboots", "replays", "conflicts", "interval", "first seen", "last seen"]
+    for col in [*cols, "stale"]:
         table.add_column(col, justify="left" if col in ("template", "first seen") else "right")
     for d in doc["devices"]:
         iv = d["interval_s"]
@@ -185,6 +199,7 @@ def _wide_table(doc: dict[str, Any], db: str) -> Any:
             str(d["last_seq"]),
             str(d["reboots"]),
             str(d["replays"]),
+            str(d["conflicts"]),
             f"{iv:.3g} s" if iv is not None else "-",
             d["first_seen"],
             _age(d["silent_s"]),

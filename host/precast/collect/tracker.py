@@ -20,7 +20,20 @@ bitmap of which of the `window` + 1 seqs at and below it were received:
   refused. An attacker can record and resend authenticated frames;
 - after an operator's reset (`precast device reset`) two consecutive frames set
   the device's position, never one: the first is held as the candidate, and the
-  next one at most CONFIRM_GAP after it confirms it (a new epoch, not a reboot).
+  next one at most CONFIRM_GAP after it confirms it (a new epoch, not a reboot);
+- a frame identical to one already stored for the device, in any epoch, is a
+  replay, refused (replays.py keeps the digests of each device's last stored
+  frames): checked where the bitmap cannot tell, that is before a frame is held,
+  confirms, starts an epoch, or is stored under a seq an ended epoch had;
+- a CRC frame proves nothing about its sender, so a confirmed far jump of a CRC
+  device does not take the books from a sequence still sending: unless the
+  established sequence has been silent for the quiet period (QUIET_S, or
+  QUIET_INTERVALS of its usual intervals if longer: a reboot, a replaced
+  board), the other sequence is the device's rival, its frames refused
+  (CONFLICT, counted per device) while the established one's are stored and
+  its loss counts only its own gaps. The rival takes the device over (a new
+  epoch, a reboot) with its first frame after the established sequence has
+  been silent that long; a rival silent that long is forgotten.
 
 A device's identity includes how it authenticates (receiver step 4): one
 listed by id in a keys file (`keyed`), or one that has sent a valid MIC
@@ -48,6 +61,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
 
+from precast.collect.replays import LIMIT, Digests, digest
+
 DEFAULT_WINDOW = 1024
 # The window's bitmap is window + 1 bits a device, kept in memory and written with its books
 # at every commit: 65,536 is 8 KiB a device, 80 MiB for 10,000 (--window's maximum).
@@ -55,6 +70,11 @@ MAX_WINDOW = 65_536
 DEFAULT_MAX_DEVICES = 10_000
 MAX_GAP = 16_384  # LoRaWAN's MAX_FCNT_GAP: a step beyond it needs a second frame
 CONFIRM_GAP = 16  # a candidate is confirmed by a frame at most this far after it
+# A CRC device's established sequence is silent long enough for another to take it over after
+# this many seconds, or QUIET_INTERVALS of its usual intervals if longer (stats' stale rule).
+# A second at least: arrival times are a batch's, and a batch takes up to a second to fill.
+QUIET_S = 1.0
+QUIET_INTERVALS = 3
 
 AUTH_CRC = "crc"
 AUTH_MIC = "mic"
@@ -64,7 +84,14 @@ REPLAY_REASON = "replay"
 MIC_REQUIRED_REASON = "mic-required"
 DEVICE_LIMIT_REASON = "device-limit"
 JUMP_REASON = "jump"  # a held candidate never confirmed
-TRACKER_REASONS = (REPLAY_REASON, MIC_REQUIRED_REASON, JUMP_REASON, DEVICE_LIMIT_REASON)
+CONFLICT_REASON = "conflict"  # a second sequence under a CRC device's id
+TRACKER_REASONS = (
+    REPLAY_REASON,
+    MIC_REQUIRED_REASON,
+    JUMP_REASON,
+    DEVICE_LIMIT_REASON,
+    CONFLICT_REASON,
+)
 
 
 class Verdict(Enum):
@@ -73,9 +100,11 @@ class Verdict(Enum):
     STORED = "stored"  # store it under Observed.epoch
     DUPLICATE = "duplicate"  # already stored: counted in the books, not stored
     HELD = "held"  # a far jump, held as the device's candidate until confirmed
-    REPLAY = REPLAY_REASON  # a MIC device counting backwards past the window: refused
+    REPLAY = REPLAY_REASON  # a MIC device counting backwards past the window, or a frame
+    # identical to one stored: refused
     MIC_REQUIRED = MIC_REQUIRED_REASON  # a CRC frame with a MIC device's id: refused
     DEVICE_LIMIT = DEVICE_LIMIT_REASON  # a new device beyond max_devices: refused
+    CONFLICT = CONFLICT_REASON  # the rival sequence of a CRC device: refused
 
     @property
     def refused(self) -> bool:
@@ -83,7 +112,7 @@ class Verdict(Enum):
         return self in _REFUSED
 
 
-_REFUSED = frozenset((Verdict.REPLAY, Verdict.MIC_REQUIRED, Verdict.DEVICE_LIMIT))
+_REFUSED = frozenset((Verdict.REPLAY, Verdict.MIC_REQUIRED, Verdict.DEVICE_LIMIT, Verdict.CONFLICT))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +139,7 @@ HELD = Observed(Verdict.HELD)
 REPLAY = Observed(Verdict.REPLAY)
 MIC_REQUIRED = Observed(Verdict.MIC_REQUIRED)
 DEVICE_LIMIT = Observed(Verdict.DEVICE_LIMIT)
+CONFLICT = Observed(Verdict.CONFLICT)
 
 
 @dataclass(slots=True)
@@ -140,6 +170,11 @@ class Device:
     cand_data: bytes = b""  # its payload, stored once confirmed
     cand_source: str = ""
     restart: bool = False  # an operator reset: the next two consecutive readings start an epoch
+    source: str = ""  # where the established sequence was last heard from
+    conflicts: int = 0  # frames refused as the rival sequence's (CONFLICT)
+    rival_seq: int = -1  # a CRC device in conflict: the rival sequence's highest seq, -1 none
+    rival_at: float = 0.0  # when the rival was last heard
+    rival_source: str = ""  # and from where
 
 
 class Tracker:
@@ -159,10 +194,14 @@ class Tracker:
         self.keyed: set[int] = keyed if keyed is not None else set()
         self.devices: dict[int, Device] = {}
         self.dirty: set[int] = set()  # devices changed since the store last saved them
+        self.digests: dict[int, Digests] = {}  # each device's last stored frames (replays.py)
         self._ok_by_epoch: dict[int, Observed] = {}  # Observed(STORED, epoch) by epoch, made once
         self.discarded = 0  # candidates discarded since begin() (the `jump` reason)
-        # Undo log of one batch (begin/rollback): device -> its state before, None if new.
+        self.conflicted = 0  # candidates refused as a rival's since begin() (`conflict`)
+        # Undo log of one batch (begin/rollback): device -> its state before, None if new;
+        # and its digests' (length, lo, hi) before.
         self._undo: dict[int, Device | None] | None = None
+        self._digests_undo: dict[int, tuple[int, int, int]] = {}
         self._taken: list[int] = []
 
     def load(self, dev: Device) -> None:
@@ -183,7 +222,9 @@ class Tracker:
     def begin(self) -> None:
         """Start recording what observe() changes, so rollback() can undo it."""
         self._undo = {}
+        self._digests_undo = {}
         self.discarded = 0
+        self.conflicted = 0
 
     def rollback(self) -> None:
         """Undo everything since begin() (the store refused the batch)."""
@@ -196,13 +237,54 @@ class Tracker:
                 self.dirty.discard(k)
             else:
                 self.devices[k] = old
+        for k, (n, lo, hi) in self._digests_undo.items():
+            g = self.digests[k]
+            del g.data[n:]
+            g.lo, g.hi = lo, hi
+        self._digests_undo = {}
         self.dirty.update(k for k in self._taken if k in self.devices)
         self.discarded = 0
+        self.conflicted = 0
 
     def _touch(self, device: int, d: Device | None) -> None:
         undo = self._undo
         if undo is not None and device not in undo:
             undo[device] = copy.copy(d) if d is not None else None
+
+    def touch_digests(self, device: int) -> Digests:
+        """The device's digests, their state noted for rollback() (a batch is open)."""
+        g = self.digests.get(device)
+        if g is None:
+            g = self.digests[device] = Digests()
+        if self._undo is not None and device not in self._digests_undo:
+            self._digests_undo[device] = (len(g.data), g.lo, g.hi)
+        return g
+
+    def keep(self, device: int, dg: bytes) -> None:
+        """Stored frames' digests (one or more, end to end), kept (trimmed at commit() while a
+        batch is open)."""
+        if not dg:
+            return
+        g = self.digests.get(device)
+        if g is None:
+            g = self.digests[device] = Digests()
+        if self._undo is not None:
+            undo = self._digests_undo
+            if device not in undo:
+                undo[device] = (len(g.data), g.lo, g.hi)
+            g.data += dg
+        else:
+            g.data += dg
+            if len(g.data) > LIMIT:
+                g.trim()
+
+    def _replayed(self, d: Device, dg: bytes) -> bool:
+        """Whether the frame is identical to one stored for d (counted as a replay)."""
+        g = self.digests.get(d.device)
+        if dg and g is not None and dg in g:
+            d.replays += 1
+            return True
+        return False
 
     # -- classifying
 
@@ -219,14 +301,19 @@ class Tracker:
         """The verdict on a reading of device with seq (STORED: with its epoch).
 
         mic: the frame carried a valid MIC. data and source are the frame's payload and
-        where it came from, kept when the frame is held as a candidate.
+        where it came from: data is kept when the frame is held as a candidate, and its
+        digest once it is stored (a frame without its bytes is never taken for a replay).
         """
         d = self.devices.get(device)
         if not mic and (device in self.keyed or (d is not None and d.auth == AUTH_MIC)):
             return MIC_REQUIRED
+        dg = digest(data)
         if d is None:
             if len(self.devices) >= self.max_devices and not mic and device not in self.keyed:
                 return DEVICE_LIMIT
+            g = self.digests.get(device)
+            if dg and g is not None and dg in g:
+                return REPLAY  # books rolled back or forgotten, the digests not
             undo = self._undo
             if undo is not None:
                 undo[device] = None
@@ -243,8 +330,10 @@ class Tracker:
                 last_seen=now,
                 auth=AUTH_MIC if mic else AUTH_CRC,
                 seen_window=self.window,
+                source=source,
             )
             self.dirty.add(device)
+            self.keep(device, dg)
             return self._ok(0)
         undo = self._undo
         if undo is not None and device not in undo:
@@ -254,29 +343,43 @@ class Tracker:
             # An operator reset: two consecutive frames set the position, never one (a single
             # recorded old frame replayed first would take it, and the real counter after it
             # would be refused as replays). The first is held, the next close after it confirms.
+            # Neither may be a frame stored before, in whatever epoch.
+            if self._replayed(d, dg):
+                return REPLAY
             c = d.cand_seq
             if c >= 0 and c < seq <= c + CONFIRM_GAP:
                 d.restart = False
                 d.auth = AUTH_MIC if mic else d.auth
-                return self._confirm(d, template, seq, now, reboot=False)
-            return self._jump(d, template, seq, now, data, source)
+                return self._confirm(d, template, seq, now, dg, source, reboot=False)
+            return self._jump(d, seq, now, data, source)
         if mic and d.auth != AUTH_MIC:
             # The first valid MIC of a device known only from CRC frames (which anyone can
             # forge): a new epoch here, judged by nothing before.
+            if self._replayed(d, dg):
+                return REPLAY
             d.auth = AUTH_MIC if mic else d.auth
             self._new_epoch(d, seq, seq, now, 1)
             self._drop_candidate(d)
-            return self._stored(d, template, now)
+            return self._stored(d, template, now, dg, source)
+        if d.rival_seq >= 0:
+            rival = self._rival(d, template, seq, now, dg, source)
+            if rival is not None:
+                return rival
         c = d.cand_seq
         if c >= 0 and c < seq <= c + CONFIRM_GAP:
-            return self._confirm(d, template, seq, now)
+            if self._replayed(d, dg):
+                return REPLAY
+            return self._confirm(d, template, seq, now, dg, source)
         step = seq - d.highest
         if step > 0:
             # A CRC frame proves nothing: past the window ahead, as below it, it waits for a
             # second one (one forged frame at seq + 16,000 added 16,000 to lost, and made the
             # device's real next frames a confirmed backward jump: a reboot each time).
             if step > (MAX_GAP if d.auth == AUTH_MIC else self.window):
-                return self._jump(d, template, seq, now, data, source)
+                return self._jump(d, seq, now, data, source)
+            g = self.digests.get(device)
+            if g is not None and g.old(seq) and self._replayed(d, dg):
+                return REPLAY  # an ended epoch's frame, ahead of this one's
             self._advance(d, step)
         elif step == 0:
             d.duplicates += 1
@@ -285,23 +388,27 @@ class Tracker:
             if d.auth == AUTH_MIC:
                 d.replays += 1
                 return REPLAY
-            return self._jump(d, template, seq, now, data, source)
+            return self._jump(d, seq, now, data, source)
         else:
             bit = 1 << -step
             if d.seen & bit:
                 d.duplicates += 1
                 return DUPLICATE
-            d.seen |= bit
-            d.late += 1
             if seq < d.lowest:
-                # Older than the first reading of the epoch: the seqs between are lost now.
+                # Older than the first reading of the epoch: it may be an ended epoch's frame
+                # (after a reset, the 1,024 recorded frames below the new start were stored
+                # again as late); if not, the seqs between are lost now.
+                if self._replayed(d, dg):
+                    return REPLAY
                 d.lost += d.lowest - seq - 1
                 d.lowest = seq
             else:
                 d.lost -= 1
+            d.seen |= bit
+            d.late += 1
         if d.cand_seq >= 0:
             self._drop_candidate(d)
-        return self._stored(d, template, now)
+        return self._stored(d, template, now, dg, source)
 
     def _advance(self, d: Device, step: int) -> None:
         """The highest seq moves up by step; the seqs it skips are lost."""
@@ -309,10 +416,12 @@ class Tracker:
         d.seen = ((d.seen << step) | 1) & self.mask if step <= self.window else 1
         d.highest += step
 
-    def _stored(self, d: Device, template: int, now: float) -> Observed:
+    def _stored(self, d: Device, template: int, now: float, dg: bytes, source: str) -> Observed:
         d.received += 1
         d.template = template
         d.last_seen = now
+        d.source = source
+        self.keep(d.device, dg)
         return self._ok_by_epoch.get(d.epoch) or self._ok(d.epoch)
 
     def _ok(self, epoch: int) -> Observed:
@@ -327,30 +436,86 @@ class Tracker:
         d.highest = high
         d.epoch_started = at
         d.seen = seen
+        d.rival_seq, d.rival_at, d.rival_source = -1, 0.0, ""
+        if d.device in self.digests:
+            self.touch_digests(d.device).end_epoch()
 
     def _drop_candidate(self, d: Device) -> None:
         if d.cand_seq >= 0:
             self.discarded += 1
         d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
 
-    def _jump(
-        self, d: Device, template: int, seq: int, now: float, data: bytes, source: str
-    ) -> Observed:
+    def _jump(self, d: Device, seq: int, now: float, data: bytes, source: str) -> Observed:
         """A far step: hold it as the device's candidate (any candidate before is dropped)."""
         if d.cand_seq == seq:
             d.duplicates += 1
             return DUPLICATE
+        if self._replayed(d, digest(data)):
+            return REPLAY  # a recorded frame below the window: no fake reboot from it
         self._drop_candidate(d)
         d.cand_seq, d.cand_at, d.cand_data, d.cand_source = seq, now, data, source
         return HELD
 
+    def quiet_period(self, d: Device) -> float:
+        """How long d's established sequence must be silent for another to take it over."""
+        span = d.highest - d.epoch_seq
+        interval = (d.last_seen - d.epoch_started) / span if span > 0 else 0.0
+        return max(QUIET_S, QUIET_INTERVALS * interval)
+
+    def _rival(
+        self, d: Device, template: int, seq: int, now: float, dg: bytes, source: str
+    ) -> Observed | None:
+        """A frame of a CRC device in conflict: the rival's verdict, or None (not the rival's:
+        the established sequence's, or a far frame, judged as ever)."""
+        quiet = self.quiet_period(d)
+        if now - d.rival_at >= quiet:
+            d.rival_seq, d.rival_at, d.rival_source = -1, 0.0, ""  # the rival went silent
+            return None
+        window = self.window
+        if -window <= seq - d.highest <= window:
+            return None
+        step = seq - d.rival_seq
+        if not -window <= step <= window:
+            return None
+        if self._replayed(d, dg):
+            return REPLAY
+        if step > 0 and now - d.last_seen >= quiet:
+            # The established sequence silent for the quiet period while this one went on: a
+            # real reboot or a replaced board. It takes the device over, from this frame.
+            self._drop_candidate(d)
+            self._new_epoch(d, seq, seq, now, 1)
+            d.reboots += 1
+            return self._stored(d, template, now, dg, source)
+        if step > 0:
+            d.rival_seq = seq
+        d.rival_at, d.rival_source = now, source
+        d.conflicts += 1
+        return CONFLICT
+
     def _confirm(
-        self, d: Device, template: int, seq: int, now: float, reboot: bool = True
+        self,
+        d: Device,
+        template: int,
+        seq: int,
+        now: float,
+        dg: bytes,
+        source: str,
+        reboot: bool = True,
     ) -> Observed:
         """seq confirms the candidate: a new epoch from it, and both frames are stored.
         reboot: count it as one (not after an operator's reset)."""
         c = d.cand_seq
         gap = seq - c
+        if reboot and d.auth != AUTH_MIC and now - d.last_seen < self.quiet_period(d):
+            # A second sequence under a CRC device's id while the established one still
+            # sends: the rival, refused with its held first frame (a forged stream at
+            # seq + 2**31 took 89 % of the real device's readings, a reboot each time).
+            d.rival_seq, d.rival_at, d.rival_source = seq, now, source
+            d.conflicts += 2
+            self.conflicted += 1
+            d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
+            return CONFLICT
+        held_dg = digest(d.cand_data)
         if reboot and d.highest < c <= d.highest + MAX_GAP:
             # A step forward within the maximum gap, now confirmed: the same epoch goes on,
             # and the seqs it skipped are lost (an outage longer than the window).
@@ -359,14 +524,18 @@ class Tracker:
             self._advance(d, gap)
             d.received += 1  # the candidate; _stored counts this frame
             d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
-            return Observed(Verdict.STORED, self._stored(d, template, now).epoch, held)
+            self.keep(d.device, held_dg)
+            ok = self._stored(d, template, now, dg, source)
+            return Observed(Verdict.STORED, ok.epoch, held)
         held = Held(d.cand_data, d.cand_at, d.cand_source, d.epoch + 1)
         self._new_epoch(d, c, seq, d.cand_at, (1 | (1 << gap)) if gap <= self.window else 1)
         d.reboots += reboot
         d.lost += gap - 1
         d.received += 1  # the candidate; _stored counts this frame
         d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
-        return Observed(Verdict.STORED, self._stored(d, template, now).epoch, held)
+        self.keep(d.device, held_dg)
+        ok = self._stored(d, template, now, dg, source)
+        return Observed(Verdict.STORED, ok.epoch, held)
 
     def reset(self, device: int) -> bool:
         """An operator's reset: the device's next two consecutive readings start a new epoch.
@@ -377,6 +546,7 @@ class Tracker:
         self._touch(device, d)
         d.restart = True
         d.cand_seq, d.cand_at, d.cand_data, d.cand_source = -1, 0.0, b"", ""
+        d.rival_seq, d.rival_at, d.rival_source = -1, 0.0, ""
         self.dirty.add(device)
         return True
 
@@ -396,6 +566,9 @@ class Tracker:
         return out
 
     def commit(self) -> None:
-        """The batch since begin() is stored: forget its undo log."""
+        """The batch since begin() is stored: forget its undo log, trim the digests."""
         self._undo = None
         self._taken = []
+        for k in self._digests_undo:
+            self.digests[k].trim()
+        self._digests_undo = {}

@@ -6,6 +6,14 @@ objects of the readings it stored ({"template", "device", "seq", "received_at",
 A sink must not block the storing thread for long: one that talks to a network
 (MQTT) hands the readings to a thread of its own through a bounded buffer.
 jsonl.py: JSON lines to a file or stdout (--jsonl).
+
+What a sink has yet to take is kept in the database: each commit writes, in
+the same transaction as its readings, the counter named by the sink's
+`position` (the readings committed for it and not yet taken: written or
+published, or counted dropped). A clean stop leaves it at 0; after a SIGKILL
+it holds the readings the sink may never have taken, and the next start hands
+that count to the sink's missed(), which counts them dropped and says so, so
+that a sink is never silently short of the database.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ class Sink(Protocol):
     """What the collector needs of a sink; it knows none by name."""
 
     name: str
+    position: str  # its counter of readings committed and not yet taken
 
     def write(self, docs: Stored) -> None:
         """Take the readings of one committed batch; never raise for an outage."""
@@ -75,6 +84,13 @@ class Sink(Protocol):
     def counters(self) -> dict[str, int]:
         """This run's counts the database keeps, by their name in its counters table
         (`precast stats`, /metrics): e.g. jsonl_drops, mqtt_published."""
+
+    def taken(self) -> int:
+        """Readings taken this run: written or published, or counted dropped."""
+
+    def missed(self, n: int) -> None:
+        """n readings committed before this run that the sink may never have taken (the
+        collector was killed): count them dropped and say so."""
 
     def close(self) -> None:
         """Flush and close; called once, after the last write."""

@@ -7,8 +7,9 @@ metrics), and the outage is logged once, with its cause, and once more when
 writing works again, with the lines dropped during it and in all (a disk that
 flaps near full: at most once a minute, and at close whatever was not said). A
 file whose last line a crash cut short is cut back to its last whole line
-when the collector opens it. Created 0640 (less with a stricter umask), never
-through a symbolic link (files.py).
+when the collector opens it, and the readings a killed collector committed
+but may not have written are counted dropped (sinks/__init__.py). Created
+0640 (less with a stricter umask), never through a symbolic link (files.py).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class JsonlSink:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.position = "jsonl_pending:" + (path if path == "-" else os.path.realpath(path))
         self.written = 0
         self.dropped = 0
         self._failing: str | None = None  # the cause of the outage going on
@@ -143,6 +145,19 @@ class JsonlSink:
 
     def counters(self) -> dict[str, int]:
         return {"jsonl_drops": self.dropped}
+
+    def taken(self) -> int:
+        return self.written + self.dropped
+
+    def missed(self, n: int) -> None:
+        self.dropped += n
+        self._told += n
+        log.warning(
+            "--jsonl %s: %d readings stored before the collector was killed may have no line "
+            "(counted as dropped: the database has them)",
+            self.path,
+            n,
+        )
 
     def close(self) -> None:
         self._tell(force=True)

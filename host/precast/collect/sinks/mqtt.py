@@ -303,6 +303,8 @@ class MqttSink:
         self.url = parse_url(url) if isinstance(url, str) else url
         self.opts = options
         self.prefix = self.url.prefix
+        # Collectors sharing a database and publishing under one prefix of one broker share it.
+        self.position = f"mqtt_pending:{self.url.where}/{self.prefix}"
         if options.qos not in (0, 1):
             raise UsageError(f"--mqtt-qos must be 0 or 1, got {options.qos}")
         if options.buffer < 1:
@@ -515,6 +517,20 @@ class MqttSink:
     def counters(self) -> dict[str, int]:
         """Persisted, so `precast stats` and /metrics show them."""
         return {"mqtt_published": self.published, "mqtt_dropped": self.dropped}
+
+    def taken(self) -> int:
+        """Readings handed to the broker's client or counted dropped, this run."""
+        return self.published + self.dropped
+
+    def missed(self, n: int) -> None:
+        """Readings a killed collector committed and may not have published: dropped."""
+        self.dropped += n
+        self._drops_seen += n
+        log.warning(
+            "MQTT: %d readings stored before the collector was killed may not have been "
+            "published (counted as dropped: the database has them)",
+            n,
+        )
 
     def stats(self) -> dict[str, int]:
         """Counts for the tests and the collector's status."""

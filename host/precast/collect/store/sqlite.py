@@ -3,7 +3,7 @@
 WAL mode, so `precast stats` and other readers never block the collector;
 one transaction per batch (readings, the devices they changed, the reject
 and drop counters together), so a crash never leaves counters that
-disagree with the rows. The schema (user_version 2; a version 1 database is
+disagree with the rows. The schema (user_version 3; a version 1 or 2 database is
 migrated in place when the collector opens it):
 
     readings_<template id>(device, seq, epoch, received_at, source, <field>...)
@@ -48,7 +48,7 @@ from precast.collect.store.schema import DEVICE_NAMES, SQLITE, device_from_row, 
 from precast.collect.tracker import Device
 from precast.wire.layout import Layout
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FIXED_COLUMNS = ("device", "seq", "epoch", "received_at", "source")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS templates (
@@ -150,7 +150,7 @@ class SqliteStore:
             # the last batches may be lost only when the machine itself loses power.
             self.conn.execute("PRAGMA synchronous=NORMAL")
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, SCHEMA_VERSION):
+            if version not in (0, 1, 2, SCHEMA_VERSION):
                 raise StoreError(f"{path}: schema version {version}, expected {SCHEMA_VERSION}")
             have = {r[1] for r in self.conn.execute("PRAGMA table_info(devices)")}
             if version != SCHEMA_VERSION or not have.issuperset(DEVICE_NAMES):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from collector_harness import Collector, by_device, payload, stats
 from kit import precast, precast_cmd, wait_for
+from precast.view.top import DeviceRow, Frame, View, parse_keys, render
 from sender_kit import need
 
 ENV = {"humidity": 50, "pressure": 101325, "battery": 3000}
@@ -42,7 +43,7 @@ def _table_rows(text: str) -> dict[int, list[str]]:
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("│").split("│")]
-        if len(cells) > 5 and cells[0].isdigit():
+        if len(cells) >= 4 and cells[0].isdigit():  # narrow: device, rd/s, lost, stale, latest
             rows[int(cells[0])] = cells
     return rows
 
@@ -189,3 +190,55 @@ def test_ctrl_c_quits_too(db: Path, tmp_path: Path) -> None:
         assert t.flag("alternate_on") == "0"
     finally:
         t.kill()
+
+
+def _fleet() -> Frame:
+    """38 devices, the first 25 stale (as in the issue: the sending ones were below)."""
+    rows = [
+        DeviceRow(
+            device=i,
+            template="env-node",
+            rate=0.0 if i < 25 else 20.0,
+            received=1000 + i,
+            stale=i < 25,
+            silent_s=200.0 if i < 25 else 0.1,
+            fields=[f"temperature {20 + i:>11} degC", "humidity 50 %"],
+        )
+        for i in range(38)
+    ]
+    return Frame("fleet.db", rows, {}, {})
+
+
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (200, 60)])
+def test_a_frame_fits_the_terminal_active_first_with_more(width: int, height: int) -> None:
+    from rich.console import Console
+
+    view = View()
+    console = Console(width=width, height=height, force_terminal=False)
+    with console.capture() as cap:
+        console.print(render(_fleet(), width, height, view))
+    lines = cap.get().splitlines()
+    assert len(lines) <= height and max(len(x) for x in lines) <= width, cap.get()
+    rows = list(_table_rows(cap.get()))
+    assert rows[0] == 25 and len(rows) == view.shown  # sending devices first
+    assert f"+{38 - view.shown} more" in lines[-1]
+    view.key("end")
+    assert view.offset == 37
+    view.key("home")
+    view.key("pgdn")
+    assert view.offset == view.shown
+    view.key("sort")
+    assert view.order == "device" and view.offset == 0
+
+
+def test_keys_are_parsed_from_escape_sequences() -> None:
+    assert parse_keys(b"\x1b[A\x1b[B\x1b[5~\x1b[6~\x1b[H\x1b[Fsq") == [
+        "up",
+        "down",
+        "pgup",
+        "pgdn",
+        "home",
+        "end",
+        "sort",
+        "quit",
+    ]

@@ -34,7 +34,7 @@ from typing import Any
 
 from precast.args import examples, split_hostport
 from precast.collect.dburl import display_db
-from precast.collect.stats import stats_doc
+from precast.collect.stats import is_stale, stats_doc
 from precast.collect.store import Reader, TemplateInfo, open_reader
 from precast.errors import UsageError
 
@@ -93,7 +93,13 @@ class DeviceRow:
     bad: int = 0
     silent_s: float | None = None
     stale: bool | None = None
+    interval_s: float | None = None
     fields: list[str] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        """Sending: not stale, or (stale unknown) readings arrived in the last sample."""
+        return self.stale is False or (self.stale is None and (self.rate or 0.0) > 0)
 
 
 @dataclass
@@ -191,6 +197,7 @@ class DbSource:
                     bad=d["bad"],
                     silent_s=d["silent_s"],
                     stale=d["stale"],
+                    interval_s=d["interval_s"],
                     fields=self.readings.field_lines(d["device"], now),
                 )
             )
@@ -251,6 +258,14 @@ class MetricsSource:
             total = received[dev] + lost
             seen = v.get("last_seen_seconds")
             db_row = by_db.get(dev)
+            silent = max(0.0, now - seen) if seen else None
+            # Stale as `stats` says it, but silent since the metrics' last_seen: the database's
+            # copy of the device's books trails the collector's by up to a flush.
+            stale = None
+            if db_row is not None and silent is not None:
+                stale = is_stale(db_row.interval_s, silent)
+            if rates.get(dev, 0.0) > 0:
+                stale = False
             rows.append(
                 DeviceRow(
                     device=dev,
@@ -261,8 +276,9 @@ class MetricsSource:
                     loss_pct=round(100.0 * lost / total, 3) if total else 0.0,
                     duplicates=int(v.get("duplicates", 0)),
                     bad=int(v.get("bad", 0)),
-                    silent_s=max(0.0, now - seen) if seen else None,
-                    stale=db_row.stale if db_row else None,
+                    silent_s=silent,
+                    stale=stale,
+                    interval_s=db_row.interval_s if db_row else None,
                     fields=db_row.fields if db_row else [],
                 )
             )
@@ -282,23 +298,120 @@ def _age(s: float | None) -> str:
     return f"{s / 86400:.1f} d ago"
 
 
-def render(f: Frame) -> Any:
-    """The rich renderable of a frame: the header, then the devices' table."""
-    from rich.console import Group
-    from rich.table import Table
+# The orders `s` cycles through (`--sort` picks the first). "active": the devices sending
+# first (not stale), then the stale ones, each by device id, as htop puts running tasks first.
+SORTS = ("active", "device", "loss", "rate")
+
+# Columns dropped, in this order, while the table is wider than the terminal: first what
+# `precast stats` shows in full anyway, last what says which device is sending and losing.
+# The latest values' column is then cut at the edge. device, rd/s and stale always stay.
+DROP_ORDER = ("received", "dup", "last seen", "loss %", "bad", "template", "lost")
+COLUMNS = (
+    ("device", "right"),
+    ("template", "left"),
+    ("rd/s", "right"),
+    ("received", "right"),
+    ("lost", "right"),
+    ("loss %", "right"),
+    ("dup", "right"),
+    ("bad", "right"),
+    ("last seen", "left"),
+    ("stale", "left"),
+    ("latest, last minute", "left"),
+)
+TEMPLATE_MAX = 14  # wider template names end in an ellipsis
+TABLE_CHROME = 4  # the table's top border, heading, rule under it and bottom border
+
+
+@dataclass
+class View:
+    """What the keys change: the first device shown and the order; what the last frame showed."""
+
+    order: str = "active"
+    offset: int = 0
+    shown: int = 0
+    total: int = 0
+
+    def key(self, name: str) -> None:
+        """Act on one key: scroll (up, down, pgup, pgdn, home, end) or `sort`."""
+        page = max(1, self.shown)
+        last = max(0, self.total - 1)
+        if name == "sort":
+            self.order = SORTS[(SORTS.index(self.order) + 1) % len(SORTS)]
+            self.offset = 0
+            return
+        moves = {"up": -1, "down": 1, "pgup": -page, "pgdn": page, "home": -self.total}
+        self.offset = last if name == "end" else self.offset + moves.get(name, 0)
+        self.offset = max(0, min(self.offset, last))
+
+
+# Escape sequences of the keys (xterm and vt100 spellings, as tmux and most terminals send).
+KEYS = {
+    b"\x1b[A": "up",
+    b"\x1bOA": "up",
+    b"\x1b[B": "down",
+    b"\x1bOB": "down",
+    b"\x1b[5~": "pgup",
+    b"\x1b[6~": "pgdn",
+    b"\x1b[H": "home",
+    b"\x1bOH": "home",
+    b"\x1b[1~": "home",
+    b"\x1b[F": "end",
+    b"\x1bOF": "end",
+    b"\x1b[4~": "end",
+    b"k": "up",
+    b"j": "down",
+    b"s": "sort",
+    b"q": "quit",
+    b"Q": "quit",
+}
+
+
+def parse_keys(data: bytes) -> list[str]:
+    """The keys in what one read of the terminal got; unknown bytes are skipped."""
+    out = []
+    i = 0
+    while i < len(data):
+        for seq, name in KEYS.items():
+            if data.startswith(seq, i):
+                out.append(name)
+                i += len(seq)
+                break
+        else:
+            i += 1
+    return out
+
+
+def sort_rows(rows: list[DeviceRow], order: str) -> list[DeviceRow]:
+    """The rows in one of SORTS' orders."""
+    if order == "device":
+        return sorted(rows, key=lambda d: d.device)
+    if order == "loss":
+        return sorted(rows, key=lambda d: (-d.loss_pct, d.device))
+    if order == "rate":
+        return sorted(rows, key=lambda d: (-(d.rate or 0.0), d.device))
+    return sorted(rows, key=lambda d: (not d.active, d.device))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _header(f: Frame) -> Any:
     from rich.text import Text
 
     stale = sum(1 for d in f.devices if d.stale)
     received = sum(d.received for d in f.devices)
     lost = sum(d.lost for d in f.devices)
-    rate = sum(d.rate or 0.0 for d in f.devices)
+    rates = [d.rate for d in f.devices if d.rate is not None]
+    rate = f"{sum(rates):.1f}/s" if rates else "-/s"
     head = Text()
     head.append("precast top", style="bold")
     # The clock and the key first: a long database path is what gets cut at the edge.
     head.append(f"  {time.strftime('%H:%M:%S', time.gmtime())} UTC  (q quits)  {f.title}\n")
     head.append(
         f"devices {len(f.devices)} ({stale} stale)  readings {received} received, {lost} lost, "
-        f"{rate:.1f}/s\n"
+        f"{rate}\n"
     )
     rej = ", ".join(f"{k} {n}" for k, n in sorted(f.rejected.items())) or "none"
     head.append(f"rejected: {rej}  ")
@@ -308,36 +421,106 @@ def render(f: Frame) -> Any:
         head.append(f"  queue {f.queue}")
     if f.note:
         head.append(f"\n{f.note}", style="dim")
+    return head
+
+
+def _cells(d: DeviceRow, lines: list[str]) -> dict[str, str]:
+    return {
+        "device": str(d.device),
+        "template": d.template,
+        "rd/s": "-" if d.rate is None else f"{d.rate:.1f}",
+        "received": str(d.received),
+        "lost": str(d.lost),
+        "loss %": f"{d.loss_pct:.2f}",
+        "dup": str(d.duplicates),
+        "bad": str(d.bad),
+        "last seen": _age(d.silent_s),
+        "stale": "?" if d.stale is None else ("[bold red]stale[/]" if d.stale else "ok"),
+        "latest, last minute": "\n".join(lines) or "-",
+    }
+
+
+def _table(rows: list[dict[str, str]], dropped: set[str], latest_max: int | None) -> Any:
+    from rich.table import Table
+
     table = Table(expand=False, pad_edge=False)
-    for col, just in (
-        ("device", "right"),
-        ("template", "left"),
-        ("rd/s", "right"),
-        ("received", "right"),
-        ("lost", "right"),
-        ("loss %", "right"),
-        ("dup", "right"),
-        ("bad", "right"),
-        ("last seen", "left"),
-        ("stale", "left"),
-        ("latest, last minute", "left"),
-    ):
-        table.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
-    for d in f.devices:
-        table.add_row(
-            str(d.device),
-            d.template,
-            "-" if d.rate is None else f"{d.rate:.1f}",
-            str(d.received),
-            str(d.lost),
-            f"{d.loss_pct:.2f}",
-            str(d.duplicates),
-            str(d.bad),
-            _age(d.silent_s),
-            "?" if d.stale is None else ("[bold red]stale[/]" if d.stale else "ok"),
-            "\n".join(d.fields) or "-",
+    for col, just in COLUMNS:
+        if col in dropped:
+            continue
+        table.add_column(
+            col,
+            justify=just,  # type: ignore[arg-type]
+            no_wrap=True,
+            overflow="ellipsis" if col == "template" else "crop",
+            max_width=TEMPLATE_MAX
+            if col == "template"
+            else latest_max
+            if col == COLUMNS[-1][0]
+            else None,
         )
-    return Group(head, table)
+    for r in rows:
+        table.add_row(*(v for k, v in r.items() if k not in dropped))
+    return table
+
+
+def render(f: Frame, width: int, height: int | None = None, view: View | None = None) -> Any:
+    """The header and the devices' table, fitted to width (and to height when given)."""
+    from rich.console import Console, Group
+    from rich.measure import Measurement
+    from rich.text import Text
+
+    view = view or View()
+    head = _header(f)
+    devices = sort_rows(f.devices, view.order)
+    view.total = len(devices)
+    view.offset = max(0, min(view.offset, len(devices) - 1))
+    # Rows from the offset while they fit: a device takes a line per field.
+    room = None if height is None else height - len(head.plain.splitlines()) - TABLE_CHROME - 1
+    rows = []
+    for d in devices[view.offset :]:
+        lines = d.fields
+        if room is not None:
+            if room <= 0:
+                break
+            if len(lines) > room:
+                lines = lines[:room]
+            room -= max(1, len(lines))
+        rows.append(_cells(d, lines))
+    view.shown = len(rows)
+    # Measured on a console wide enough not to clamp the table's natural width.
+    console = Console(width=10_000, file=open(os.devnull, "w"))
+    dropped: set[str] = set()
+    latest_max = None
+    for col in (None, *DROP_ORDER):
+        if col is not None:
+            dropped.add(col)
+        need = Measurement.get(console, console.options, _table(rows, dropped, None)).maximum
+        if need <= width:
+            break
+    else:  # still too wide: the latest values are cut at the edge
+        latest_max = max(8, width - (need - _latest_width(rows)))
+    table = _table(rows, dropped, latest_max)
+    console.file.close()
+    parts: list[Any] = [head, table]
+    below = len(devices) - view.offset - len(rows)
+    if view.offset or below or height is not None:
+        foot = Text(style="dim")
+        if rows:
+            foot.append(f"devices {view.offset + 1}-{view.offset + len(rows)} of {len(devices)}")
+        if below:
+            foot.append(f", +{below} more", style="bold")
+        if view.offset:
+            foot.append(f", {view.offset} above")
+        foot.append(f"  sort: {view.order}")
+        if height is not None:
+            foot.append("  (s sort; ↑↓ PgUp PgDn Home End)")
+        parts.append(foot)
+    return Group(*parts)
+
+
+def _latest_width(rows: list[dict[str, str]]) -> int:
+    key = COLUMNS[-1][0]
+    return max([len(key), *(len(x) for r in rows for x in r[key].splitlines())])
 
 
 def _stop_on_sigterm() -> None:
@@ -347,7 +530,7 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def live(source: DbSource | MetricsSource) -> int:
+def live(source: DbSource | MetricsSource, view: View) -> int:
     """Refresh about once a second until q, Ctrl-C or SIGTERM; the terminal is put back."""
     import termios
     import tty
@@ -361,19 +544,30 @@ def live(source: DbSource | MetricsSource) -> int:
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
     _stop_on_sigterm()
+
+    def draw(f: Frame) -> Any:
+        size = console.size
+        return render(f, size.width, size.height, view)
+
     try:
         tty.setcbreak(fd)  # keys one at a time, no echo; Ctrl-C still signals
-        with Live(render(source.frame()), console=console, screen=True, auto_refresh=False) as view:
+        frame = source.frame()
+        with Live(draw(frame), console=console, screen=True, auto_refresh=False) as screen:
             next_at = time.monotonic() + REFRESH_S
             while True:
                 ready, _, _ = select.select([fd], [], [], max(0.0, next_at - time.monotonic()))
                 if ready:
-                    keys = os.read(fd, 64)
-                    if b"q" in keys.lower():
+                    keys = parse_keys(os.read(fd, 64))
+                    if "quit" in keys:
                         break
+                    for k in keys:
+                        view.key(k)
+                    if keys:  # redraw the frame we have at once; fresh data on the clock
+                        screen.update(draw(frame), refresh=True)
                     continue
                 next_at = time.monotonic() + REFRESH_S
-                view.update(render(source.frame()), refresh=True)
+                frame = source.frame()
+                screen.update(draw(frame), refresh=True)
     except KeyboardInterrupt:
         pass
     finally:
@@ -388,14 +582,18 @@ def cmd_top(args: argparse.Namespace) -> int:
         source = MetricsSource(args.metrics, args.db)
     else:
         source = DbSource(args.db or "precast.db")
+    view = View(order=args.sort)
     if not args.once:
-        return live(source)
+        return live(source, view)
     from rich.console import Console
 
     console = Console()
     if not console.is_terminal:  # piped: no 80-column squeeze
         console = Console(width=200)
-    console.print(render(source.frame()))
+    if isinstance(source, MetricsSource):  # rates are differences: two samples
+        source.frame()
+        time.sleep(REFRESH_S)
+    console.print(render(source.frame(), console.width, None, view))
     return 0
 
 
@@ -407,7 +605,9 @@ def register(sub: Any) -> None:
         description="A live view of the fleet, refreshed about once a second: per device its "
         "template, readings/s, loss, duplicates, bad checks, last seen, stale, and the latest "
         "value of each field with a sparkline of the last minute; the collector's totals, "
-        "rejects and drops above. q or Ctrl-C quits. Reads the database alone (no template "
+        "rejects and drops above. Sending devices first; arrows, PgUp/PgDn, Home/End scroll, "
+        "s changes the order, q or Ctrl-C quits. In a narrow terminal columns are dropped "
+        f"in this order: {', '.join(DROP_ORDER)}. Reads the database alone (no template "
         "files), or the counters from a collector's --metrics endpoint.",
         epilog=examples(
             "precast top --db precast.db",
@@ -425,5 +625,17 @@ def register(sub: Any) -> None:
         metavar="HOST:PORT|URL",
         help="a running collector's metrics endpoint (its `collect --metrics`)",
     )
-    p.add_argument("--once", action="store_true", help="print one frame and exit")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="print one frame (every device, fitted to the width) and exit; with --metrics "
+        f"it samples twice, {REFRESH_S:g} s apart, for the rates",
+    )
+    p.add_argument(
+        "--sort",
+        choices=SORTS,
+        default=SORTS[0],
+        help="the rows' order (default active: sending devices first, then stale; "
+        "`s` cycles in the live view)",
+    )
     p.set_defaults(func=cmd_top)

@@ -200,7 +200,8 @@ def datagrams_of(
             cursor[dev] = seq
         key = OWN_KEYS.get(dev, KEY) if sc["own_keys"] else KEY
         raw = [r % 100 for _ in lay.fields]
-        payload = encode_raw(lay, raw, dev, seq, key)[PAYLOAD_OFFSET:]
+        age = (r >> 4) % 100_000 if r % 9 == 0 else None  # now and then a delayed frame
+        payload = encode_raw(lay, raw, dev, seq, key, age_ms=age)[PAYLOAD_OFFSET:]
         out.append(spoil(how, payload, li, r))
     return out
 

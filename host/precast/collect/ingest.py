@@ -50,7 +50,7 @@ from precast.collect.tracker import (
     Verdict,
 )
 from precast.collect.utc import unix_us, utc_iso
-from precast.wire.batch import VALID, BatchValidator, Checked, body_dtype, reason_of
+from precast.wire.batch import VALID, BatchValidator, Checked, Index, body_dtype, reason_of
 from precast.wire.codec import Codec
 from precast.wire.constants import NO_KEY
 from precast.wire.header import DEVICE, SEQ
@@ -120,7 +120,9 @@ class Ingest:
             tid: row_builder(lay) for tid, lay in codec.layouts.items()
         }
         self.records = {tid: RecordBuilder(lay) for tid, lay in codec.layouts.items()}
-        self.bodies = {tid: body_dtype(lay) for tid, lay in codec.layouts.items()}
+        # Each frame's body record by its prefix (magic, version/flags, template id): a
+        # template's live and delayed frames differ (the age).
+        self.bodies = {p: body_dtype(sp.layout) for p, sp in self.validator.specs.items()}
         self.names: dict[int, list[str]] = {
             tid: [s.field.name for s in lay.fields] for tid, lay in codec.layouts.items()
         }
@@ -339,24 +341,36 @@ class Ingest:
         # The readings, a record array per template, in the batch's order.
         at = unix_us(ts)
         epoch = judged.epoch
+        # A template's live and delayed frames are two groups: their records are merged
+        # back into the batch's order.
+        made_of: dict[int, list[tuple[Index, Any]]] = {}
         for g in checked.groups:
-            tid = g.spec.id
             e = epoch[g.index]
             ok = e >= 0
-            if not ok.any():
-                continue
-            index = g.index[ok]
-            rec = self.records[tid](g.body[ok], e[ok], at, where[index])
+            if ok.any():
+                index = g.index[ok]
+                rec = self.records[g.spec.id](g.body[ok], e[ok], at, where[index])
+                made_of.setdefault(g.spec.id, []).append((index, rec))
+        for tid, parts in made_of.items():
+            if len(parts) == 1:
+                index, rec = parts[0]
+            else:
+                index = np.concatenate([i for i, _ in parts])
+                order = np.argsort(index, kind="stable")
+                index, rec = index[order], np.concatenate([r for _, r in parts])[order]
             src = srcs
             hs = held.get(tid)
             if hs is not None:
                 rec, src = self._with_held(tid, rec, index, hs, srcs)
             pieces.setdefault(tid, []).append(Readings(rec, src))
-        grouped = {g.spec.id for g in checked.groups}
         for tid, hs in held.items():
-            if tid not in grouped:
+            if tid not in made_of:
                 rec, src = self._with_held(tid, None, None, hs, srcs)
                 pieces.setdefault(tid, []).append(Readings(rec, src))
+
+    def _body(self, data: bytes) -> np.dtype[np.void]:
+        """The body record of a held frame (live or delayed), found by its prefix."""
+        return self.bodies[data[:4]]
 
     def _with_held(
         self,
@@ -369,13 +383,18 @@ class Ingest:
         """A template's records with the confirmed far jumps' held frames, each just
         before the frame that confirmed it (as _frames stores them)."""
         build = self.records[tid]
-        bodies = np.frombuffer(b"".join(h.data for _, h in hs), dtype=self.bodies[tid])
         src = [*srcs, *(h.source for _, h in hs)]
-        extra = build(
-            bodies,
-            np.array([h.epoch for _, h in hs], dtype=np.int64),
-            np.array([unix_us(h.at) for _, h in hs], dtype=np.int64),
-            np.arange(len(srcs), len(src)),
+        # A held frame may be live or delayed (P + 4 bytes): each read with its own layout.
+        extra = np.concatenate(
+            [
+                build(
+                    np.frombuffer(h.data, dtype=self._body(h.data)),
+                    np.array([h.epoch], dtype=np.int64),
+                    unix_us(h.at),
+                    len(srcs) + j,
+                )
+                for j, (_, h) in enumerate(hs)
+            ]
         )
         if rec is None:
             return extra, src

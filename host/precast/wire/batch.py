@@ -141,11 +141,13 @@ class CmacRows:
 
 
 def body_dtype(layout: Layout) -> np.dtype[np.void]:
-    """A template's payload as a record: header, fields (by name) and check, big-endian."""
+    """A template's payload as a record: header, fields (by name), a delayed frame's age
+    (ms, before the check) and check, big-endian."""
     return np.dtype(
         [
             *[(name, dtype) for name, _, dtype in header.FIELDS],
             *[(f"field_{s.name}", DTYPES[s.field.type]) for s in layout.fields],
+            *([("age", ">u4")] if layout.delayed else []),
             ("check", f"V{layout.check_len}"),
         ]
     )

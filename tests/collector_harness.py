@@ -49,6 +49,9 @@ class Collector(PrecastCollector):
         name: str = "c",
         listen: str = "127.0.0.1:0",
     ) -> None:
+        # Made first: the plugin's start stops a collector that never got ready (stop() below).
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         super().__init__(
             [str(templates)],
             tmp,
@@ -59,8 +62,6 @@ class Collector(PrecastCollector):
             capture_stdout=True,
             listen=listen,
         )
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
 
     def send(self, datagrams: Iterable[bytes]) -> int:
         n = 0

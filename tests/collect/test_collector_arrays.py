@@ -426,11 +426,14 @@ def test_ingest_of_arrays_commits_what_ingest_frame_by_frame_commits(
             got_batches.append((ts, arrivals))
         for t in (ref, arr):
             t.begin()
-        ing_ref.touched(want_batches)
-        ing_arr.touched(got_batches)
-        want = commit_of(ing_ref.run(want_batches))
-        got = commit_of(ing_arr.run(got_batches))
-        assert got == want
+        locked = {"ref": ing_ref.touched(want_batches), "arr": ing_arr.touched(got_batches)}
+        made = {"ref": ing_ref.run(want_batches), "arr": ing_arr.run(got_batches)}
+        assert commit_of(made["arr"]) == commit_of(made["ref"])
+        # A shared store locks the touched devices' books: every device whose books the batch
+        # made or changed must be among them.
+        for name, c in made.items():
+            changed = {d.device for d in c.devices}
+            assert changed <= locked[name], (name, sorted(changed - locked[name]))
         assert books(arr) == books(ref)
         for t in (ref, arr):
             if sc["rollback"][n]:

@@ -378,7 +378,10 @@ def test_stopping_one_of_two_reuse_port_collectors_hands_its_sources_over(
         sender.join()
         locker.join()
         total = sum(sent)
-        wait_for(lambda: count_rows(pg_url) >= total, 60, "every reading stored")
+        try:
+            wait_for(lambda: count_rows(pg_url) >= total, 60, "every reading stored")
+        except AssertionError:
+            pass  # the count per device below tells which are missing
     finally:
         done.set()
         a.kill()
@@ -422,8 +425,10 @@ def test_refused_frames_never_write_a_placeholder_row(
             db=db,
         )
     )
-    # devices 1 and 2: a placeholder each, then their books (4); 6 was seen once under load,
-    # cause not found. Before the fix: 14,002 (one insert and delete per refused frame).
+    # devices 1 and 2: a placeholder each, then their books (4). Before the fix: 14,002 (one
+    # insert and delete per refused frame); 14 in CI when device 2's frame shared a batch with
+    # new ids and the batch's free place let them all take a placeholder (now: the first
+    # `room` of them at most).
     assert ins <= 8, ins
     assert count_rows(pg_url) == 201
 

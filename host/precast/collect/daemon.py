@@ -56,6 +56,7 @@ from precast.collect.receiver import (
     bind_udp,
     kernel_drops,
     receiver_for,
+    seal,
 )
 from precast.collect.report import Reporter
 from precast.collect.sinks import Sink, Stored
@@ -563,14 +564,18 @@ class Collector:
         What the socket holds was received: it goes to the backlog past its bounds (the
         socket's buffer bounds it; a sender still going is cut off at what the buffer holds),
         to be stored, or spilled and counted if the database will not take it. Then the
-        socket is closed at once, not when storing is done: with --reuse-port, closing is
-        what hands this socket's sources to the rest of the group (the kernel picks among
-        the sockets bound then), so a slow database here costs the others nothing. Only a
-        datagram that arrives between the last read and the close (microseconds) is lost
-        with the socket, uncounted: Linux has no way to leave a group and keep the queue.
+        socket is closed at once, not when storing is done, so a slow database here costs
+        the others nothing.
+
+        First the socket is connected to itself (`seal`): a connected UDP socket takes only
+        its peer's datagrams, so from then on the kernel gives every source to the rest of a
+        --reuse-port group, and the socket's queue is a closed set that the reads empty.
+        Closing at once instead loses what arrives between the last read and the close,
+        uncounted (under load, dozens of readings a stop).
         """
         read = self.receiver.read
         taken = 0
+        seal(self.sock)
         try:
             # At least 768 bytes of buffer a datagram (the kernel's truesize of a small one).
             most = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 768 + BATCH_MAX

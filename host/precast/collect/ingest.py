@@ -50,7 +50,15 @@ from precast.collect.tracker import (
     Verdict,
 )
 from precast.collect.utc import unix_us, utc_iso
-from precast.wire.batch import VALID, BatchValidator, Checked, Index, body_dtype, reason_of
+from precast.wire.batch import (
+    NO_KEY_CODE,
+    VALID,
+    BatchValidator,
+    Checked,
+    Index,
+    body_dtype,
+    reason_of,
+)
 from precast.wire.codec import Codec
 from precast.wire.constants import NO_KEY
 from precast.wire.header import DEVICE, SEQ
@@ -155,26 +163,49 @@ class Ingest:
         self._checked = (batches, verdicts)
         tracker = self.tracker
         known, keyed = tracker.devices, tracker.keyed
-        full = len(known) >= tracker.max_devices
+        # Room for this many new devices: the tracker takes new CRC devices in arrival order
+        # until it is full and refuses the rest (device-limit) unlocked. Within a group, the
+        # first `room` new ids in arrival order are the most it can take, whatever the order
+        # of the groups: a batch with the last free place and a flood of new ids locks (and
+        # writes a placeholder for) `room` of them, not the flood.
+        room = max(0, tracker.max_devices - len(known))
         touched = set(tracker.dirty)
+
+        def take(devices: Iterable[int], mic: bool) -> None:
+            new = 0
+            for d in devices:
+                if d in touched:
+                    continue
+                if mic:
+                    touched.add(d)
+                elif d in known:
+                    if d not in keyed:
+                        touched.add(d)
+                elif d not in keyed and new < room:
+                    new += 1
+                    touched.add(d)
+
         for per in verdicts:
             if isinstance(per, Checked):
                 for g in per.groups:
-                    devices = np.unique(g.device[g.code == VALID]).tolist()
-                    if g.spec.mic:
-                        touched.update(devices)
-                        continue
-                    touched.update(
-                        d for d in devices if d not in keyed and (not full or d in known)
-                    )
+                    ids, first = np.unique(g.device[g.code == VALID], return_index=True)
+                    take(ids[np.argsort(first)].tolist(), g.spec.mic)
+                    bad = g.device[(g.code != VALID) & (g.code != NO_KEY_CODE)]
+                    if len(bad):  # a failed check is counted on a known device's books
+                        touched.update(d for d in np.unique(bad).tolist() if d in known)
                 continue
-            for reason, sp, v in per:
-                if reason or v is None or sp is None:
-                    continue
-                device = v[DEVICE]
-                if not sp.mic and (device in keyed or (full and device not in known)):
-                    continue  # the tracker refuses it (mic-required, device-limit) unlocked
-                touched.add(device)
+            valid = [
+                (v[DEVICE], sp.mic)
+                for reason, sp, v in per
+                if not reason and v is not None and sp is not None
+            ]
+            take((d for d, mic in valid if not mic), False)
+            take((d for d, mic in valid if mic), True)
+            touched.update(
+                v[DEVICE]
+                for reason, _, v in per
+                if reason and reason != NO_KEY and v is not None and v[DEVICE] in known
+            )
         return touched
 
     def fresh(self, books: dict[int, Device | None]) -> None:

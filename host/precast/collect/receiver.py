@@ -64,6 +64,23 @@ def bind_udp(listen: tuple[str, int], rcvbuf: int, reuse_port: bool = False) -> 
     return sock
 
 
+def seal(sock: socket.socket) -> None:
+    """Connect a bound UDP socket to its own address, so that it takes no more datagrams.
+
+    What its queue holds stays readable; a new datagram from anywhere else goes to the
+    other sockets of its SO_REUSEPORT group (the kernel scores a connected socket for its
+    peer only), or, with none, is refused (ICMP port unreachable) as after a close. A
+    socket bound to a wildcard address is connected to the loopback of its family.
+    """
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = "::1" if sock.family == socket.AF_INET6 else "127.0.0.1"
+    try:
+        sock.connect((host, port))
+    except OSError as e:  # never stop a stop for it: closing is what follows anyway
+        log.warning("stopping: could not seal the socket (%s); closing it as it is", e)
+
+
 # ---- reading the socket ---------------------------------------------------------------------
 
 

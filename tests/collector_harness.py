@@ -113,6 +113,14 @@ def pg_query(url: str, q: str) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute(q).fetchall()]
 
 
+def pg_exec(url: str, q: str) -> None:
+    """Run a statement with psycopg (not through precast), committed."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(q)
+
+
 def count_rows(db: Path | str, template: int = 2) -> int:
     """Rows in readings_<template>, counted by the database itself."""
     q = f"SELECT count(*) FROM readings_{template}"

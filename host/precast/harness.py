@@ -93,6 +93,9 @@ class PrecastCollector:
             with os.fdopen(fd, "w") as f:
                 f.write(key.hex() + "\n")
             cmd += ["--key-file", str(key_path)]
+        if not any(a == "--spill" or a.startswith("--spill=") for a in args):
+            # What a database outage spills goes beside the log, not into the caller's cwd.
+            cmd += ["--spill", str(workdir / f"{name}.spill.jsonl")]
         cmd += list(args)
         self._log: IO[bytes] = open(self.log_path, "ab")
         out: Any = subprocess.PIPE if capture_stdout else self._log
@@ -140,12 +143,15 @@ class PrecastCollector:
             time.sleep(0.05)
 
     def readings(self, device: int | None = None) -> list[dict[str, Any]]:
-        """Stored readings as dicts (device, template, seq, epoch, received_at, source,
-        fields), by device, epoch and seq."""
+        """Stored readings as dicts (device, template, seq, epoch, received_at, taken_at,
+        source, fields), by device, epoch and seq."""
+
+        def iso(t: float) -> str:
+            return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
         out = []
         for t in self.reader.templates().values():
             for r in self.reader.readings(t, None if device is None else [device]):
-                at = datetime.fromtimestamp(r.at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
                 fields = {f.name: v for f, v in zip(t.fields, r.values, strict=True)}
                 out.append(
                     {
@@ -153,7 +159,8 @@ class PrecastCollector:
                         "template": t.id,
                         "seq": r.seq,
                         "epoch": r.epoch,
-                        "received_at": at,
+                        "received_at": iso(r.at),
+                        "taken_at": iso(r.taken),
                         "source": r.source,
                         "fields": fields,
                     }

@@ -22,10 +22,10 @@ def same(a: Any, b: Any) -> bool:
 def test_row_builder_is_to_units(data: st.DataObject) -> None:
     layout = data.draw(templates())
     raw = data.draw(raws(layout))
-    row = row_builder(layout)((0x50, 0x10, layout.template.id, 7, 9, *raw), 3, "at", "src")
-    assert row[:5] == (7, 9, 3, "at", "src")
+    row = row_builder(layout)((0x50, 0x10, layout.template.id, 7, 9, *raw), 3, "at", "tk", "src")
+    assert row[:6] == (7, 9, 3, "at", "tk", "src")
     want = [to_units(s, r) for s, r in zip(layout.fields, raw, strict=True)]
-    assert all(same(a, b) for a, b in zip(row[5:], want, strict=True)), (row[5:], want)
+    assert all(same(a, b) for a, b in zip(row[6:], want, strict=True)), (row[6:], want)
 
 
 @given(
@@ -37,5 +37,5 @@ def test_exact_division_equals_rounding(raw: int, scale: float, offset: float) -
     """Also for the extremes of i32 and offsets with more decimals than the scale."""
     doc = {"id": 1, "field": [{"name": "x", "type": "i32", "scale": scale, "offset": offset}]}
     layout = compile_template(parse_template(doc))
-    row = row_builder(layout)((0, 0, 1, 0, 0, raw), 0, "", "")
-    assert same(row[5], to_units(layout.fields[0], raw))
+    row = row_builder(layout)((0, 0, 1, 0, 0, raw), 0, "", "", "")
+    assert same(row[6], to_units(layout.fields[0], raw))

@@ -95,7 +95,9 @@ def test_each_stored_reading_once_with_discovery(tmp_path: Path, broker: Mosquit
         (d, s, *f) for d, s, _, *f in pm_rows
     ]
     assert {m["device"] for m in got} == {7, 9, 11}
-    assert all(set(m) == {"template", "device", "seq", "received_at", "fields"} for m in got)
+    assert all(
+        set(m) == {"template", "device", "seq", "received_at", "taken_at", "fields"} for m in got
+    )
 
     ret = retained(broker, "#")
     assert ret["precast/status"] == "offline"  # a clean stop

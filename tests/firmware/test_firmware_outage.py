@@ -9,12 +9,14 @@ ring are counted lost at both ends (the node's `dropped`, the collector's `lost`
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -82,8 +84,26 @@ def test_link_down_then_up_every_kept_reading_stored_once(tmp_path: Path, veth: 
     )  # fmt: skip
     (dev,) = json.loads(stats.stdout)["devices"]
     con = sqlite3.connect(db)
-    seqs = [s for (s,) in con.execute("SELECT seq FROM readings WHERE device = 9 ORDER BY seq")]
+    got = con.execute(
+        "SELECT seq, received_at, taken_at FROM readings WHERE device = 9 ORDER BY seq"
+    ).fetchall()
     con.close()
+    seqs = [s for s, _, _ in got]
+
+    def unix(text: str) -> float:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    delayed = [(s, unix(t)) for s, r, t in got if r != t]
+    assert len(delayed) == late, (delayed, late)
+    assert dev["delayed"] == late, dev
+    taken = [unix(t) for _, _, t in got]
+    assert taken == sorted(taken), "the time of taking runs with the seq"
+    # each kept reading was taken during the outage (this machine's clock), give or take one
+    # interval, and one interval or so after the one before it
+    slack = INTERVAL_MS / 1000
+    for (s0, t0), (s1, t1) in itertools.pairwise(delayed):
+        assert s1 == s0 + 1 and 0 < t1 - t0 <= 3 * slack, (s0, t0, s1, t1)
+    assert all(down - slack <= t <= up + slack for _, t in delayed), (down, up, delayed)
     assert len(seqs) == len(set(seqs)) == N - ring_dropped, stdout  # each once
     assert dev["lost"] == ring_dropped and dev["duplicates"] == 0, dev
     missing = sorted(set(range(N)) - set(seqs))

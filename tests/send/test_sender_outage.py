@@ -79,6 +79,14 @@ def test_a_fleet_outage_reaches_the_collector_as_delayed_readings(
     assert sum(d["duplicates"] for d in stats["devices"]) == 0
     assert not sum(stats["rejected"].values())
     assert precast_collector.count() == run.sent
+    # the late readings are stored at their time of taking: counted, and in seq order in time
+    readings = precast_collector.readings()
+    late = [r for r in readings if r["taken_at"] != r["received_at"]]
+    assert len(late) == run.sent_late == sum(d["delayed"] for d in stats["devices"])
+    assert all(r["taken_at"] < r["received_at"] for r in late)
+    for dev in {r["device"] for r in readings}:
+        times = [r["taken_at"] for r in readings if r["device"] == dev]  # by seq
+        assert times == sorted(times), dev
 
 
 def test_an_outage_needs_a_rate_and_a_well_formed_span() -> None:

@@ -49,7 +49,7 @@ from precast.collect.tracker import (
     Tracker,
     Verdict,
 )
-from precast.collect.utc import unix_us, utc_iso
+from precast.collect.utc import iso_of_us, taken_us, unix_us
 from precast.wire.batch import (
     NO_KEY_CODE,
     VALID,
@@ -274,7 +274,8 @@ class Ingest:
         new = out.new
         stored = Verdict.STORED
         rows: dict[int, list[Row]] = {}
-        at = utc_iso(ts)
+        at_us = unix_us(ts)
+        at = iso_of_us(at_us)
         for j, (data, addr) in enumerate(batch):
             reason, sp, v = per[j] if per is not None else check(data)
             if reason:
@@ -301,15 +302,27 @@ class Ingest:
                 # A far jump confirmed: its first frame, held until now, goes first.
                 hsp = self.validator.specs.get(held.data[:4])
                 if hsp is not None and len(held.data) == hsp.length:
+                    hv = hsp.unpack(held.data)
+                    hat = unix_us(held.at)
+                    if hsp.delayed:
+                        tracker.count_delayed(device)
                     rows.setdefault(hsp.id, []).append(
                         builders[hsp.id](
-                            hsp.unpack(held.data), held.epoch, utc_iso(held.at), held.source
+                            hv,
+                            held.epoch,
+                            iso_of_us(hat),
+                            iso_of_us(taken_us(hat, hv[-1])) if hsp.delayed else iso_of_us(hat),
+                            held.source,
                         )
                     )
             r = rows.get(sp.id)
             if r is None:
                 r = rows[sp.id] = []
-            r.append(builders[sp.id](v, epoch, at, src))
+            if sp.delayed:  # the age, the body's last value
+                tracker.count_delayed(device)
+                r.append(builders[sp.id](v, epoch, at, iso_of_us(taken_us(at_us, v[-1])), src))
+            else:
+                r.append(builders[sp.id](v, epoch, at, at, src))
         for tid, rs in rows.items():
             pieces.setdefault(tid, []).append(rs)
 
@@ -360,6 +373,8 @@ class Ingest:
                     hsp = self.validator.specs.get(h.data[:4])
                     if hsp is not None and len(h.data) == hsp.length:
                         held.setdefault(hsp.id, []).append((i, h))
+                        if hsp.delayed:
+                            tracker.count_delayed(device)
             elif o.verdict.refused:
                 refusals.append((i, o.verdict.value))
                 rejects = out.rejects
@@ -382,6 +397,10 @@ class Ingest:
                 index = g.index[ok]
                 rec = self.records[g.spec.id](g.body[ok], e[ok], at, where[index])
                 made_of.setdefault(g.spec.id, []).append((index, rec))
+                if g.spec.delayed:
+                    ids, n = np.unique(g.device[ok], return_counts=True)
+                    for d, k in zip(ids.tolist(), n.tolist(), strict=True):
+                        tracker.count_delayed(d, k)
         for tid, parts in made_of.items():
             if len(parts) == 1:
                 index, rec = parts[0]

@@ -1,8 +1,10 @@
 """A stored reading as a database row and as a JSON object, made fast.
 
-The row is (device, seq, epoch, received_at, source, <fields in units>...), in
-the store's column order; the JSON object is what `--jsonl` writes and the
-sinks publish: {"template", "device", "seq", "received_at", "fields"}.
+The row is (device, seq, epoch, received_at, taken_at, source, <fields in
+units>...), in the store's column order (taken_at: when the reading was taken,
+received_at less a delayed frame's age; a live reading's is its received_at);
+the JSON object is what `--jsonl` writes and the sinks publish: {"template",
+"device", "seq", "received_at", "taken_at", "fields"}.
 
 row_builder makes one row from one decoded frame (the per-frame path);
 Readings holds a template's readings of a commit as one record array, made
@@ -23,17 +25,20 @@ from typing import Any, overload
 import numpy as np
 import numpy.typing as npt
 
-from precast.collect.utc import iso_of_us
+from precast.collect.utc import iso_of_us, taken_us
 from precast.wire.codec import to_units
 from precast.wire.header import DEVICE, FIRST_FIELD, SEQ
 from precast.wire.layout import FieldSlot, Layout
 
 Row = tuple[Any, ...]
-RowBuilder = Callable[[tuple[Any, ...], int, str, str], Row]
+RowBuilder = Callable[[tuple[Any, ...], int, str, str, str], Row]
+FIELDS_AT = 6  # a row's first field: after device, seq, epoch, received_at, taken_at, source
+TAKEN_AT = 4
+SOURCE_AT = 5
 
 
 def row_builder(layout: Layout) -> RowBuilder:
-    """A function (unpacked body, epoch, received_at, source) -> the readings row.
+    """A function (unpacked body, epoch, received_at, taken_at, source) -> the readings row.
 
     Generated once per template so that each field costs one expression. A
     field in units is codec.to_units: raw * scale + offset, rounded to the
@@ -62,7 +67,7 @@ def row_builder(layout: Layout) -> RowBuilder:
             assert m == int(m) and o == int(o), (f, s.digits)
             parts.append(f"(({v} * {int(m)} + {int(o)}) / {d})")
     head = f"v[{DEVICE}], v[{SEQ}]"
-    src = f"def row(v, e, t, s):\n    return ({head}, e, t, s, {', '.join(parts)})\n"
+    src = f"def row(v, e, t, k, s):\n    return ({head}, e, t, k, s, {', '.join(parts)})\n"
     exec(compile(src, f"<row {layout.template.name}>", "exec"), env)
     fn: RowBuilder = env["row"]
     return fn
@@ -72,13 +77,14 @@ def reading_doc(template: int, names: list[str], row: Row) -> dict[str, Any]:
     """The JSON object of a stored row: non-finite floats (an f32 NaN) become null."""
     fields = {
         n: (None if isinstance(x, float) and not math.isfinite(x) else x)
-        for n, x in zip(names, row[5:], strict=True)
+        for n, x in zip(names, row[FIELDS_AT:], strict=True)
     }
     return {
         "template": template,
         "device": row[0],
         "seq": row[1],
         "received_at": row[3],
+        "taken_at": row[TAKEN_AT],
         "fields": fields,
     }
 
@@ -96,14 +102,15 @@ def exact(slot: FieldSlot) -> bool:
 
 
 def reading_dtype(kinds: Sequence[str]) -> np.dtype[np.void]:
-    """Readings' records: the fixed columns (received_at as unix µs, source an index into
-    the sources), then each field in units as kinds says ("i8", "f8", or "O")."""
+    """Readings' records: the fixed columns (received_at and taken_at as unix µs, source an
+    index into the sources), then each field in units as kinds says ("i8", "f8", or "O")."""
     return np.dtype(
         [
             ("device", "<i8"),
             ("seq", "<i8"),
             ("epoch", "<i8"),
             ("at", "<i8"),
+            ("taken", "<i8"),
             ("source", "<i4"),
             *[(f"f{i}", k) for i, k in enumerate(kinds)],
         ]
@@ -125,16 +132,21 @@ class Readings(Sequence[Row]):
 
     @classmethod
     def from_rows(cls, rows: Sequence[Row], kinds: Sequence[str]) -> Readings:
-        """Readings of row tuples (received_at an ISO string, as utc_iso writes it)."""
+        """Readings of row tuples (received_at, taken_at ISO strings, as utc_iso writes them)."""
         rec = np.zeros(len(rows), dtype=reading_dtype(kinds))
         sources: dict[str, int] = {}
         times: dict[str, int] = {}
+
+        def us(text: str) -> int:
+            t = times.get(text)
+            if t is None:
+                d = datetime.fromisoformat(text.replace("Z", "+00:00"))
+                t = times[text] = (d - _UNIX) // timedelta(microseconds=1)
+            return t
+
         for j, r in enumerate(rows):
-            at = times.get(r[3])
-            if at is None:
-                d = datetime.fromisoformat(r[3].replace("Z", "+00:00"))
-                at = times[r[3]] = (d - _UNIX) // timedelta(microseconds=1)
-            rec[j] = (r[0], r[1], r[2], at, sources.setdefault(r[4], len(sources)), *r[5:])
+            src = sources.setdefault(r[SOURCE_AT], len(sources))
+            rec[j] = (r[0], r[1], r[2], us(r[3]), us(r[TAKEN_AT]), src, *r[FIELDS_AT:])
         return cls(rec, list(sources))
 
     @classmethod
@@ -151,13 +163,17 @@ class Readings(Sequence[Row]):
         return cls(np.concatenate(recs), sources)
 
     def tuples(self) -> list[Row]:
-        """The rows (device, seq, epoch, received_at, source, fields...) as row_builder's."""
+        """The rows (device, seq, epoch, received_at, taken_at, source, fields...) as
+        row_builder's."""
         if self._tuples is None:
             rec = self.records
             cols: list[Iterable[Any]] = [rec[n].tolist() for n in rec.dtype.names or ()]
-            times, where = np.unique(rec["at"], return_inverse=True)
-            cols[3] = _spread([iso_of_us(t) for t in times.tolist()], where.reshape(-1))
-            cols[4] = _spread(self.sources, rec["source"])
+            n = len(rec)
+            times, where = np.unique(np.concatenate((rec["at"], rec["taken"])), return_inverse=True)
+            iso = _spread([iso_of_us(t) for t in times.tolist()], where.reshape(-1))
+            iso = list(iso)
+            cols[3], cols[TAKEN_AT] = iso[:n], iso[n:]
+            cols[SOURCE_AT] = _spread(self.sources, rec["source"])
             self._tuples = list(zip(*cols, strict=True))
         return self._tuples
 
@@ -233,12 +249,15 @@ class RecordBuilder:
         at: int | npt.NDArray[np.int64],
         source: int | npt.NDArray[np.intp],
     ) -> npt.NDArray[np.void]:
-        """The records of the bodies, stored under epoch, at (unix µs), from source."""
+        """The records of the bodies, stored under epoch, at (unix µs), from source; taken
+        at `at` less a delayed body's age."""
         rec = np.empty(len(body), dtype=self.dtype)
         rec["device"] = body["device"]
         rec["seq"] = body["seq"]
         rec["epoch"] = epoch
         rec["at"] = at
+        names = body.dtype.names or ()
+        rec["taken"] = taken_us(rec["at"], body["age"].astype(np.int64)) if "age" in names else at
         rec["source"] = source
         for i, (raw, col) in enumerate(zip(self.raw, self.columns, strict=True)):
             rec[f"f{i}"] = col(body[raw])

@@ -1,18 +1,17 @@
 """`precast stats`: what a collector's database says of each device, as a table or JSON.
 
-Read-only (the collector keeps writing meanwhile). The --json document's
-keys are a contract: {"devices": [{device, template, received, lost,
-duplicates, late, last_seq, ...}], "rejected": {reason: count},
-"drops": {"queue": n, "kernel": n, "jsonl": n}}, "devices_total" (every
-device, when --limit printed fewer), "held" (frames held as far jumps of the
-devices listed, neither stored nor refused yet), and "mqtt": {"published": n, "dropped": n}
-when a collector ran with --mqtt. The reasons are the codec's (short,
-magic, version, flags, unknown-template, check-kind, length, crc, mic,
-no-key) and the tracker's: replay (a MIC device's seq below its window, or a
-frame identical to one stored for the device), mic-required (a CRC frame with
-the id of a device that uses a MIC), jump (a far seq never confirmed by a
-second frame), device-limit (a new device beyond --max-devices), conflict (a
-second sequence under a CRC device's id while the established one still
+Read-only (the collector keeps writing meanwhile). The --json document's keys are a
+contract: {"devices": [{device, template, received, lost, duplicates, late, delayed
+(readings stored from delayed frames), last_seq, ...}], "rejected": {reason: count},
+"drops": {"queue": n, "kernel": n, "jsonl": n}}, "devices_total" (every device, when
+--limit printed fewer), "held" (frames held as far jumps of the devices listed, neither
+stored nor refused yet), and "mqtt": {"published": n, "dropped": n} when a collector ran
+with --mqtt. The reasons are the codec's (short, magic, version, flags,
+unknown-template, check-kind, length, crc, mic, no-key) and the tracker's: replay (a MIC
+device's seq below its window, or a frame identical to one stored for the device),
+mic-required (a CRC frame with the id of a device that uses a MIC), jump (a far seq
+never confirmed by a second frame), device-limit (a new device beyond --max-devices),
+conflict (a second sequence under a CRC device's id while the established one still
 sends; per device in "conflicts", the sequence in "rival").
 """
 
@@ -69,6 +68,7 @@ def stats_doc(raw: Stats, now: float) -> dict[str, Any]:
                 "lost": d.lost,
                 "duplicates": d.duplicates,
                 "late": d.late,
+                "delayed": d.delayed,
                 "last_seq": d.highest,
                 "template_name": raw.templates.get(d.template),
                 "loss_pct": loss_pct(d.received, d.lost),
@@ -182,7 +182,16 @@ def _wide_table(doc: dict[str, Any], db: str) -> Any:
 
     table = Table(title=f"precast devices ({db})")
     heads = [h for h, _, _ in _COLUMNS[:-1]]
-    cols = [*heads, "reboots", "replays", "conflicts", "interval", "first seen", "last seen"]
+    cols = [
+        *heads,
+        "delayed",
+        "reboots",
+        "replays",
+        "conflicts",
+        "interval",
+        "first seen",
+        "last seen",
+    ]
     for col in [*cols, "stale"]:
         table.add_column(col, justify="left" if col in ("template", "first seen") else "right")
     for d in doc["devices"]:
@@ -197,6 +206,7 @@ def _wide_table(doc: dict[str, Any], db: str) -> Any:
             str(d["late"]),
             str(d["bad"]),
             str(d["last_seq"]),
+            str(d["delayed"]),
             str(d["reboots"]),
             str(d["replays"]),
             str(d["conflicts"]),

@@ -175,6 +175,7 @@ class Device:
     rival_seq: int = -1  # a CRC device in conflict: the rival sequence's highest seq, -1 none
     rival_at: float = 0.0  # when the rival was last heard
     rival_source: str = ""  # and from where
+    delayed: int = 0  # readings stored from delayed frames (sent late, with their age)
 
 
 class Tracker:
@@ -549,6 +550,14 @@ class Tracker:
         d.rival_seq, d.rival_at, d.rival_source = -1, 0.0, ""
         self.dirty.add(device)
         return True
+
+    def count_delayed(self, device: int, n: int = 1) -> None:
+        """Count n stored readings of a known device that came in delayed frames."""
+        d = self.devices.get(device)
+        if d is not None:
+            self._touch(device, d)
+            d.delayed += n
+            self.dirty.add(device)
 
     def bad_check(self, device: int) -> None:
         """Count a failed CRC or MIC against a device already known (never create one)."""

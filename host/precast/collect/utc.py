@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from typing import Any
 
 
 def unix_us(ts: float) -> int:
     """Unix time in whole µs (the µs floored), as the stores and the record arrays hold it."""
     sec = int(ts // 1)
     return sec * 1_000_000 + int((ts - sec) * 1e6)
+
+
+def taken_us(arrival_us: Any, age_ms: Any) -> Any:
+    """When a reading was taken, in unix µs: its arrival less a delayed frame's age (ms).
+    Ints or numpy arrays of them alike (the record arrays' column at a time)."""
+    return arrival_us - age_ms * 1000
 
 
 def iso_of_us(us: int) -> str:

@@ -1,7 +1,8 @@
 """`precast plot`: draw a collector's stored readings with matplotlib (Agg), to PNG or SVG.
 
 One panel per field (fields of the same name and unit share a panel, whatever
-their template), one line per device, time (UTC) on the x axis and the
+their template), one line per device, the time each reading was taken (UTC;
+a delayed reading's arrival less its age) on the x axis and the
 field's unit on the y axis. A device's line is broken, not drawn across, where
 more than GAP_INTERVALS of its readings in a row are lost (its seq jumps by
 more), or where it restarted (a new epoch) after a silence longer than
@@ -142,11 +143,19 @@ def load_panels(
                 s = panel.series.get(r.device)
                 if s is None:
                     s = panel.series[r.device] = Series(r.device)
-                s.times.append(r.at)
+                s.times.append(r.taken)  # a delayed reading where it was taken
                 s.values.append(float(v))
                 s.seqs.append(r.seq)
                 s.epochs.append(r.epoch)
     out = [p for p in panels.values() if p.series]
+    for p in out:
+        for s in p.series.values():  # readings come by arrival; a delayed one was taken earlier
+            if any(b < a for a, b in zip(s.times, s.times[1:], strict=False)):
+                by = sorted(range(len(s.times)), key=s.times.__getitem__)
+                s.times = [s.times[i] for i in by]
+                s.values = [s.values[i] for i in by]
+                s.seqs = [s.seqs[i] for i in by]
+                s.epochs = [s.epochs[i] for i in by]
     if order:
         out.sort(key=lambda p: order.index(p.info.name))
     return out

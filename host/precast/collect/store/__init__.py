@@ -26,7 +26,7 @@ from precast.collect.tracker import Device
 from precast.errors import PrecastError, UsageError
 from precast.wire.layout import Layout
 
-Row = tuple[Any, ...]  # device, seq, epoch, received_at, source, then the fields in units
+Row = tuple[Any, ...]  # device, seq, epoch, received_at, taken_at, source, then the fields
 
 
 def quote(name: str) -> str:
@@ -186,13 +186,15 @@ def template_info(tid: int, name: str, table: str, columns: Any, fields: Any) ->
 
 
 class StoredReading(NamedTuple):
-    """One stored reading: at is its arrival (unix seconds), values its template's fields
-    in TemplateInfo.fields order (in units)."""
+    """One stored reading: at is its arrival and taken when it was taken (unix seconds; a
+    delayed frame's arrival less its age, else at), values its template's fields in
+    TemplateInfo.fields order (in units)."""
 
     device: int
     seq: int
     epoch: int
     at: float
+    taken: float
     source: str
     values: tuple[Any, ...]
 

@@ -6,13 +6,16 @@ database's default schema (`public`) unless the URL's
 `options=-csearch_path=...` names another:
 
     readings_<template id>(device bigint, seq bigint, epoch bigint,
-                           received_at timestamptz, source text, <field>...)
+                           received_at timestamptz, taken_at timestamptz, source text,
+                           <field>...)
+        taken_at: received_at less a delayed frame's age (a table from before delayed
+        frames gains the column, its rows' taken_at their received_at)
         fields bigint when exact (integer scale and offset), else double precision;
         unique (device, epoch, seq): a reading is stored once, however many
         collectors received it; an index (device, received_at) for the query a
         dashboard makes (one device's readings over time)
     readings        a view over every readings_<id>: device, template, seq, epoch,
-                    received_at, source, fields (jsonb)
+                    received_at, taken_at, source, fields (jsonb)
     templates(id, name, tbl, columns jsonb, fields jsonb)
         fields: each field's name, column, type, unit, scale and offset (the SQLite
         store's field_info), so a reader needs no template files
@@ -65,7 +68,7 @@ from psycopg import sql
 
 from precast.collect.backoff import Backoff
 from precast.collect.dburl import is_postgres, redact
-from precast.collect.rows import Readings
+from precast.collect.rows import FIELDS_AT, Readings
 from precast.collect.store import Build, Row, StoreError
 from precast.collect.store.schema import (
     DEVICE_COLUMNS,
@@ -287,7 +290,7 @@ class PostgresStore:
                             sql.SQL(
                                 "CREATE TABLE {} (device bigint NOT NULL, seq bigint NOT NULL, "
                                 "epoch bigint NOT NULL, received_at timestamptz NOT NULL, "
-                                "source text, {})"
+                                "taken_at timestamptz NOT NULL, source text, {})"
                             ).format(_q(tbl), defs)
                         )
                         c.execute(
@@ -301,6 +304,13 @@ class PostgresStore:
                             )
                         )
                     else:
+                        if "taken_at" not in have:  # from before delayed frames: all live
+                            for step in (
+                                "ALTER TABLE {} ADD COLUMN taken_at timestamptz",
+                                "UPDATE {} SET taken_at = received_at",
+                                "ALTER TABLE {} ALTER COLUMN taken_at SET NOT NULL",
+                            ):
+                                c.execute(sql.SQL(step).format(_q(tbl)))
                         for col, _, typ in cols:
                             if col not in have:
                                 c.execute(
@@ -343,8 +353,8 @@ class PostgresStore:
             ] or [sql.SQL("'{}'::jsonb")]
             selects.append(
                 sql.SQL(
-                    "SELECT device, {} AS template, seq, epoch, received_at, source, "
-                    "{} AS fields FROM {}"
+                    "SELECT device, {} AS template, seq, epoch, received_at, taken_at, "
+                    "source, {} AS fields FROM {}"
                 ).format(sql.Literal(int(tid)), sql.SQL(" || ").join(chunks), _q(tbl))
             )
         c.execute("DROP VIEW IF EXISTS readings")
@@ -708,14 +718,14 @@ def copy_data(readings: Readings) -> bytes:
     """Readings as PostgreSQL's binary COPY data, from their records' bytes.
 
     A tuple is an int16 column count, then each column as an int32 length and
-    its bytes, big-endian: bigint device, seq, epoch; timestamptz received_at
-    as µs since 2000; text source; bigint or float8 fields. Every tuple with a
+    its bytes, big-endian: bigint device, seq, epoch; timestamptz received_at and
+    taken_at as µs since 2000; text source; bigint or float8 fields. Every tuple with a
     source of one length is one fixed-size record, so each length is one
     structured array filled column by column, and its bytes are the data (a
     batch's readings mostly come from sources of one or two lengths).
     """
     rec = readings.records
-    fields = (rec.dtype.names or ())[5:]
+    fields = (rec.dtype.names or ())[FIELDS_AT:]
     encoded = [s.encode() for s in readings.sources]
     width = np.array([len(b) for b in encoded], dtype=np.int32)[rec["source"]]
     texts = np.array(encoded, dtype=object)
@@ -724,18 +734,19 @@ def copy_data(readings: Readings) -> bytes:
         sel = width == n
         part = rec if sel.all() else rec[sel]
         cols: list[tuple[str, str]] = [("count", ">i2")]
-        for c in ("device", "seq", "epoch", "at"):
+        for c in ("device", "seq", "epoch", "at", "taken"):
             cols += [(f"len_{c}", ">i4"), (c, ">i8")]
         cols += [("len_source", ">i4")] + ([("source", f"S{n}")] if n else [])
         for f in fields:
             cols += [(f"len_{f}", ">i4"), (f, ">i8" if rec.dtype[f].kind == "i" else ">f8")]
         t = np.empty(len(part), dtype=cols)
-        t["count"] = 5 + len(fields)
+        t["count"] = FIELDS_AT + len(fields)
         for c in ("device", "seq", "epoch"):
             t[f"len_{c}"] = 8
             t[c] = part[c]
-        t["len_at"] = 8
-        t["at"] = part["at"] - _PG_EPOCH_US
+        for c in ("at", "taken"):
+            t[f"len_{c}"] = 8
+            t[c] = part[c] - _PG_EPOCH_US
         t["len_source"] = n
         if n:
             t["source"] = texts[part["source"]].astype(f"S{n}")

@@ -43,6 +43,7 @@ class PostgresReader:
     def __init__(self, url: str) -> None:
         self.url = url
         self.where = redact(url)
+        self._taken_cols: dict[str, str] = {}  # table -> its time-of-taking column
         self.conn = connect(url)
         self.conn.autocommit = True
         try:
@@ -157,11 +158,25 @@ class PostgresReader:
         rows = self._all(
             sql.SQL(
                 "SELECT r.device, r.seq, r.epoch, extract(epoch FROM r.received_at)::float8, "
-                "r.source{} FROM {}"
-            ).format(cols, rest),
+                "extract(epoch FROM r.{})::float8, r.source{} FROM {}"
+            ).format(_q(self._taken(template.table)), cols, rest),
             params,
         )
-        return [StoredReading(r[0], r[1], r[2], r[3], r[4], tuple(r[5:])) for r in rows]
+        return [StoredReading(r[0], r[1], r[2], r[3], r[4], r[5], tuple(r[6:])) for r in rows]
+
+    def _taken(self, table: str) -> str:
+        """The column of a reading's time of taking: taken_at, or received_at in a table
+        from before delayed frames that no collector has opened since (a reader never
+        migrates)."""
+        col = self._taken_cols.get(table)
+        if col is None:
+            have = self._all(
+                "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+                "AND attname = 'taken_at' AND NOT attisdropped",
+                (table,),
+            )
+            col = self._taken_cols[table] = "taken_at" if have else "received_at"
+        return col
 
     def follow(
         self, template: TemplateInfo, mark: object | None, since: float

@@ -6,12 +6,14 @@ and drop counters together), so a crash never leaves counters that
 disagree with the rows. The schema (user_version 3; a version 1 or 2 database is
 migrated in place when the collector opens it):
 
-    readings_<template id>(device, seq, epoch, received_at, source, <field>...)
+    readings_<template id>(device, seq, epoch, received_at, taken_at, source, <field>...)
         one table per template, one column per field in units (INTEGER when
         scale and offset are integers, else REAL); received_at is UTC ISO 8601,
+        taken_at too (received_at less a delayed frame's age; a table from before
+        delayed frames gains the column, its rows' taken_at their received_at);
         source is "ip:port". A field named like a fixed column gets "field_".
     readings        a view over every readings_<id> table: device, template, seq,
-                    epoch, received_at, source, fields (a JSON object)
+                    epoch, received_at, taken_at, source, fields (a JSON object)
     templates(id, name, tbl, columns, fields)  columns: JSON [[column, field name], ...];
         fields: JSON [{"name", "column", "type", "unit", "scale", "offset"}, ...] in wire
         order, so a reader (plot, top) needs no template files
@@ -49,7 +51,7 @@ from precast.collect.tracker import Device
 from precast.wire.layout import Layout
 
 SCHEMA_VERSION = 3
-FIXED_COLUMNS = ("device", "seq", "epoch", "received_at", "source")
+FIXED_COLUMNS = ("device", "seq", "epoch", "received_at", "taken_at", "source")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS templates (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, tbl TEXT NOT NULL, columns TEXT NOT NULL,
@@ -287,9 +289,12 @@ class SqliteStore:
                 defs = ", ".join(f"{_q(col)} {typ}" for col, _, typ in cols)
                 c.execute(
                     f"CREATE TABLE {_q(tbl)} (device INTEGER, seq INTEGER, "
-                    f"epoch INTEGER, received_at TEXT, source TEXT, {defs})"
+                    f"epoch INTEGER, received_at TEXT, taken_at TEXT, source TEXT, {defs})"
                 )
             else:
+                if "taken_at" not in have:  # a table from before delayed frames: all live
+                    c.execute(f"ALTER TABLE {_q(tbl)} ADD COLUMN taken_at TEXT")
+                    c.execute(f"UPDATE {_q(tbl)} SET taken_at = received_at")
                 for col, _, typ in cols:
                     if col not in have:
                         c.execute(f"ALTER TABLE {_q(tbl)} ADD COLUMN {_q(col)} {typ}")
@@ -327,7 +332,7 @@ class SqliteStore:
                 fields = f"json_patch({fields}, {more})"
             selects.append(
                 f"SELECT device, {int(tid)} AS template, seq, epoch, received_at, "
-                f"source, {fields} AS fields FROM {_q(tbl)}"
+                f"taken_at, source, {fields} AS fields FROM {_q(tbl)}"
             )
         self.conn.execute("DROP VIEW IF EXISTS readings")
         if selects:

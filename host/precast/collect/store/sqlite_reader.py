@@ -39,6 +39,7 @@ class SqliteReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(str(path).removeprefix("sqlite://"))
+        self._taken_cols: dict[str, str] = {}  # table -> its time-of-taking column
         if not self.path.is_file():
             raise StoreError(
                 f"{self.path}: no such database (start `precast collect --db {self.path}`)"
@@ -105,11 +106,23 @@ class SqliteReader:
     ) -> list[StoredReading]:
         cols = "".join(f", {quote(f.column)}" for f in t.fields)
         rows = self._all(
-            f"SELECT device, seq, epoch, received_at, source{cols} FROM {quote(t.table)}"
-            f"{' WHERE ' + where if where else ''} ORDER BY {order}",
+            f"SELECT device, seq, epoch, received_at, {self._taken(t.table)}, source{cols} "
+            f"FROM {quote(t.table)}{' WHERE ' + where if where else ''} ORDER BY {order}",
             params,
         )
-        return [StoredReading(r[0], r[1], r[2], _at(r[3]), r[4], tuple(r[5:])) for r in rows]
+        return [
+            StoredReading(r[0], r[1], r[2], _at(r[3]), _at(r[4]), r[5], tuple(r[6:])) for r in rows
+        ]
+
+    def _taken(self, table: str) -> str:
+        """The column of a reading's time of taking: taken_at, or received_at in a table
+        from before delayed frames that no collector has opened since (a reader never
+        migrates)."""
+        col = self._taken_cols.get(table)
+        if col is None:
+            have = {r[1] for r in self._all(f"PRAGMA table_info({quote(table)})")}
+            col = self._taken_cols[table] = "taken_at" if "taken_at" in have else "received_at"
+        return col
 
     def readings(
         self,

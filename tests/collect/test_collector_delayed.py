@@ -99,16 +99,18 @@ def _iso(text: str) -> datetime:
 
 def _ages_ms(db: Path | str) -> dict[int, float]:
     """received_at - taken_at of each reading of readings_2 (minimal), in ms, by seq: the
-    subtraction done by PostgreSQL itself, or on SQLite's stored text with datetime."""
+    subtraction done by PostgreSQL itself, or on SQLite's stored text with datetime (a row
+    from before delayed frames has no taken_at: its received_at, as the view says)."""
+    taken = "coalesce(taken_at, received_at)"
     if is_pg(db):
         got = pg_query(
             str(db),
-            "SELECT seq, extract(epoch FROM received_at - taken_at) * 1000 FROM readings_2",
+            f"SELECT seq, extract(epoch FROM received_at - {taken}) * 1000 FROM readings_2",
         )
         return {int(s): float(a) for s, a in got}
     conn = sqlite3.connect(db)
     try:
-        got = conn.execute("SELECT seq, received_at, taken_at FROM readings_2").fetchall()
+        got = conn.execute(f"SELECT seq, received_at, {taken} FROM readings_2").fetchall()
     finally:
         conn.close()
     return {s: (_iso(r) - _iso(t)) / timedelta(milliseconds=1) for s, r, t in got}
@@ -143,17 +145,19 @@ def test_a_delayed_reading_is_stored_at_its_time_of_taking(
 def test_a_readings_table_from_before_delayed_frames_gains_taken_at(
     tmp_path: Path, store_db: Path | str
 ) -> None:
-    """A database whose readings table has no taken_at (its view dropped with it, as a
+    """A database whose readings tables have no taken_at (its view dropped with them, as a
     collector before delayed frames made it): a reader still reads it (taken = received);
-    the next collector adds the column, each old row's taken_at its received_at, and stores
-    a delayed reading beside them with its own."""
+    the next collector, given only one of the templates, adds the column to every table
+    (the view reads them all), NULL in the old rows, which read as their received_at, and
+    stores a delayed reading beside them with its own."""
     col = Collector(tmp_path, db=store_db)
     try:
         col.send(encode_raw(MINIMAL, [s], 3, s)[PAYLOAD_OFFSET:] for s in range(10))
         wait_for(lambda: count_rows(store_db) == 10, 20, "the old readings")
     finally:
         assert col.stop() == 0, col.stderr()
-    old = ["DROP VIEW readings", "ALTER TABLE readings_2 DROP COLUMN taken_at"]
+    tables = ["readings_1", "readings_2", "readings_3"]  # env-node, minimal, power-meter
+    old = ["DROP VIEW readings", *(f"ALTER TABLE {t} DROP COLUMN taken_at" for t in tables)]
     if is_pg(store_db):
         for q in old:
             pg_exec(str(store_db), q)
@@ -164,7 +168,7 @@ def test_a_readings_table_from_before_delayed_frames_gains_taken_at(
         conn.commit()
         conn.close()
     assert [r["seq"] for r in plot_readings(store_db)] == list(range(10))
-    col = Collector(tmp_path, db=store_db, name="again")
+    col = Collector(tmp_path, db=store_db, name="again", templates=TEMPLATES / "minimal.toml")
     try:
         col.send([encode_raw(MINIMAL, [10], 3, 10, age_ms=1500)[PAYLOAD_OFFSET:]])
         wait_for(lambda: count_rows(store_db) == 11, 20, "the delayed reading")

@@ -609,7 +609,7 @@ def test_a_commit_whose_answer_is_lost_is_looked_up_not_redone(
                 if d is not None:
                     tracker.load(d)
             tracker.observe(1, 2, seq, 1.0 + seq, False)
-            row = (1, seq, 0, at, "127.0.0.1:1", seq)
+            row = (1, seq, 0, at, at, "127.0.0.1:1", seq)
             return Commit(rows={2: [row]}, devices=tracker.take_dirty())
 
         return work

@@ -419,9 +419,12 @@ def test_a_stored_batch_is_published_from_its_rows(broker: Mosquitto) -> None:
     from precast.collect.sinks import Stored
 
     names = {1: [s.name for s in ENV.fields], 2: ["value"]}
-    env_rows = [(7, seq, 0, f"2026-01-01T00:00:0{seq}.000000Z", "ip", 21.5, 40.0, 1, 2)
-                for seq in range(1, 4)]  # fmt: skip
-    batch = Stored({1: env_rows, 2: [(9, 1, 0, "2026-01-01T00:00:00.000000Z", "ip", 5)]}, names)
+    # the second reading delayed: taken 1.5 s before it arrived
+    env_rows = [(7, seq, 0, f"2026-01-01T00:00:0{seq}.000000Z",
+                 f"2026-01-01T00:00:0{seq}.000000Z" if seq != 2 else "2026-01-01T00:00:00.500000Z",
+                 "ip", 21.5, 40.0, 1, 2) for seq in range(1, 4)]  # fmt: skip
+    t9 = "2026-01-01T00:00:00.000000Z"
+    batch = Stored({1: env_rows, 2: [(9, 1, 0, t9, t9, "ip", 5)]}, names)
     sub = Subscriber(broker)
     s = sink(broker.url_base, buffer=3)
     s.start()
@@ -435,8 +438,10 @@ def test_a_stored_batch_is_published_from_its_rows(broker: Mosquitto) -> None:
         "device": 7,
         "seq": 1,
         "received_at": "2026-01-01T00:00:01.000000Z",
+        "taken_at": "2026-01-01T00:00:01.000000Z",
         "fields": {"temperature": 21.5, "humidity": 40.0, "pressure": 1, "battery": 2},
     }
+    assert got[1]["taken_at"] == "2026-01-01T00:00:00.500000Z"
     # Device 9 still counts as seen: its availability is published though its reading was not.
     wait_for(lambda: "precast/9/availability" in retained(broker, "precast/#"), 5, "dev 9")
     s.close()

@@ -53,7 +53,7 @@ def floor(n: int, devices: int) -> dict[str, float]:
     for d in data:
         if crc16(d):
             continue
-        rows.append(build(unpack(d), 0, at, "127.0.0.1:20547"))
+        rows.append(build(unpack(d), 0, at, at, "127.0.0.1:20547"))
     t1 = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteStore(Path(tmp) / "floor.db")

@@ -8,8 +8,10 @@ database's default schema (`public`) unless the URL's
     readings_<template id>(device bigint, seq bigint, epoch bigint,
                            received_at timestamptz, taken_at timestamptz, source text,
                            <field>...)
-        taken_at: received_at less a delayed frame's age (a table from before delayed
-        frames gains the column, its rows' taken_at their received_at)
+        taken_at: received_at less a delayed frame's age; a table from before delayed
+        frames gains the column, NULL in its old rows (read coalesce(taken_at,
+        received_at), as the view and the readers do): no rewrite of a big table, and
+        a collector not yet upgraded beside this one still writes (its rows NULL)
         fields bigint when exact (integer scale and offset), else double precision;
         unique (device, epoch, seq): a reading is stored once, however many
         collectors received it; an index (device, received_at) for the query a
@@ -290,7 +292,7 @@ class PostgresStore:
                             sql.SQL(
                                 "CREATE TABLE {} (device bigint NOT NULL, seq bigint NOT NULL, "
                                 "epoch bigint NOT NULL, received_at timestamptz NOT NULL, "
-                                "taken_at timestamptz NOT NULL, source text, {})"
+                                "taken_at timestamptz, source text, {})"
                             ).format(_q(tbl), defs)
                         )
                         c.execute(
@@ -304,13 +306,6 @@ class PostgresStore:
                             )
                         )
                     else:
-                        if "taken_at" not in have:  # from before delayed frames: all live
-                            for step in (
-                                "ALTER TABLE {} ADD COLUMN taken_at timestamptz",
-                                "UPDATE {} SET taken_at = received_at",
-                                "ALTER TABLE {} ALTER COLUMN taken_at SET NOT NULL",
-                            ):
-                                c.execute(sql.SQL(step).format(_q(tbl)))
                         for col, _, typ in cols:
                             if col not in have:
                                 c.execute(
@@ -334,6 +329,17 @@ class PostgresStore:
                     self.layouts[t.id] = lay
                     self.columns[t.id] = cols
                     self._stage_table(t.id)
+                # Every readings table gains taken_at, whether or not this run loads its
+                # template: the view reads it from all of them (NULL in the older rows).
+                # (Only where it lacks: an ALTER locks the table, even one with nothing to do.)
+                for (tbl,) in c.execute(
+                    "SELECT tbl FROM templates WHERE to_regclass(tbl) IS NOT NULL AND NOT EXISTS "
+                    "(SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(tbl) "
+                    "AND attname = 'taken_at' AND NOT attisdropped)"
+                ).fetchall():
+                    c.execute(
+                        sql.SQL("ALTER TABLE {} ADD COLUMN taken_at timestamptz").format(_q(tbl))
+                    )
                 self._create_view()
         except psycopg.Error as e:
             raise StoreError(
@@ -353,8 +359,8 @@ class PostgresStore:
             ] or [sql.SQL("'{}'::jsonb")]
             selects.append(
                 sql.SQL(
-                    "SELECT device, {} AS template, seq, epoch, received_at, taken_at, "
-                    "source, {} AS fields FROM {}"
+                    "SELECT device, {} AS template, seq, epoch, received_at, "
+                    "coalesce(taken_at, received_at) AS taken_at, source, {} AS fields FROM {}"
                 ).format(sql.Literal(int(tid)), sql.SQL(" || ").join(chunks), _q(tbl))
             )
         c.execute("DROP VIEW IF EXISTS readings")

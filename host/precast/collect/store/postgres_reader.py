@@ -74,13 +74,21 @@ class PostgresReader:
         return out
 
     def devices(self, limit: int | None = None, offset: int = 0) -> list[Device]:
+        have = {
+            r[0]
+            for r in self._all(
+                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass('devices') "
+                "AND attnum > 0 AND NOT attisdropped"
+            )
+        }
+        names = [n for n in DEVICE_NAMES if n in have]  # an older database lacks some
         rows = self._all(
             sql.SQL(
                 "SELECT {} FROM devices WHERE version > 0 ORDER BY device LIMIT %s OFFSET %s"
-            ).format(sql.SQL(", ").join(map(_q, DEVICE_NAMES))),
+            ).format(sql.SQL(", ").join(map(_q, names))),
             (limit, offset),
         )
-        return [device_from_row(DEVICE_NAMES, r) for r in rows]
+        return [device_from_row(names, r) for r in rows]
 
     def stats(self, limit: int | None = None, offset: int = 0) -> Stats:
         try:
@@ -158,16 +166,15 @@ class PostgresReader:
         rows = self._all(
             sql.SQL(
                 "SELECT r.device, r.seq, r.epoch, extract(epoch FROM r.received_at)::float8, "
-                "extract(epoch FROM r.{})::float8, r.source{} FROM {}"
-            ).format(_q(self._taken(template.table)), cols, rest),
+                "extract(epoch FROM {})::float8, r.source{} FROM {}"
+            ).format(sql.SQL(self._taken(template.table)), cols, rest),
             params,
         )
         return [StoredReading(r[0], r[1], r[2], r[3], r[4], r[5], tuple(r[6:])) for r in rows]
 
     def _taken(self, table: str) -> str:
-        """The column of a reading's time of taking: taken_at, or received_at in a table
-        from before delayed frames that no collector has opened since (a reader never
-        migrates)."""
+        """A reading's time of taking: taken_at (NULL in rows from before delayed frames),
+        or received_at in a table no collector has opened since (a reader never migrates)."""
         col = self._taken_cols.get(table)
         if col is None:
             have = self._all(
@@ -175,7 +182,8 @@ class PostgresReader:
                 "AND attname = 'taken_at' AND NOT attisdropped",
                 (table,),
             )
-            col = self._taken_cols[table] = "taken_at" if have else "received_at"
+            col = "coalesce(r.taken_at, r.received_at)" if have else "r.received_at"
+            self._taken_cols[table] = col
         return col
 
     def follow(

@@ -10,7 +10,8 @@ migrated in place when the collector opens it):
         one table per template, one column per field in units (INTEGER when
         scale and offset are integers, else REAL); received_at is UTC ISO 8601,
         taken_at too (received_at less a delayed frame's age; a table from before
-        delayed frames gains the column, its rows' taken_at their received_at);
+        delayed frames gains the column, NULL in its old rows: read it as
+        coalesce(taken_at, received_at), as the view and the readers do);
         source is "ip:port". A field named like a fixed column gets "field_".
     readings        a view over every readings_<id> table: device, template, seq,
                     epoch, received_at, taken_at, source, fields (a JSON object)
@@ -292,9 +293,6 @@ class SqliteStore:
                     f"epoch INTEGER, received_at TEXT, taken_at TEXT, source TEXT, {defs})"
                 )
             else:
-                if "taken_at" not in have:  # a table from before delayed frames: all live
-                    c.execute(f"ALTER TABLE {_q(tbl)} ADD COLUMN taken_at TEXT")
-                    c.execute(f"UPDATE {_q(tbl)} SET taken_at = received_at")
                 for col, _, typ in cols:
                     if col not in have:
                         c.execute(f"ALTER TABLE {_q(tbl)} ADD COLUMN {_q(col)} {typ}")
@@ -314,6 +312,12 @@ class SqliteStore:
                     json.dumps(field_info(lay)),
                 ),
             )
+        # Every readings table gains taken_at, whether or not this run loads its template:
+        # the view reads it from all of them. NULL in the rows from before (live readings).
+        for (tbl,) in c.execute("SELECT tbl FROM templates").fetchall():
+            have = {r[1] for r in c.execute(f"PRAGMA table_info({_q(tbl)})")}
+            if have and "taken_at" not in have:
+                c.execute(f"ALTER TABLE {_q(tbl)} ADD COLUMN taken_at TEXT")
         self._create_view()
 
     def _create_view(self) -> None:
@@ -332,7 +336,8 @@ class SqliteStore:
                 fields = f"json_patch({fields}, {more})"
             selects.append(
                 f"SELECT device, {int(tid)} AS template, seq, epoch, received_at, "
-                f"taken_at, source, {fields} AS fields FROM {_q(tbl)}"
+                f"coalesce(taken_at, received_at) AS taken_at, source, {fields} AS fields "
+                f"FROM {_q(tbl)}"
             )
         self.conn.execute("DROP VIEW IF EXISTS readings")
         if selects:

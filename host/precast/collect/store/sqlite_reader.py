@@ -115,13 +115,13 @@ class SqliteReader:
         ]
 
     def _taken(self, table: str) -> str:
-        """The column of a reading's time of taking: taken_at, or received_at in a table
-        from before delayed frames that no collector has opened since (a reader never
-        migrates)."""
+        """A reading's time of taking: taken_at (NULL in rows from before delayed frames),
+        or received_at in a table no collector has opened since (a reader never migrates)."""
         col = self._taken_cols.get(table)
         if col is None:
             have = {r[1] for r in self._all(f"PRAGMA table_info({quote(table)})")}
-            col = self._taken_cols[table] = "taken_at" if "taken_at" in have else "received_at"
+            col = "coalesce(taken_at, received_at)" if "taken_at" in have else "received_at"
+            self._taken_cols[table] = col
         return col
 
     def readings(

@@ -191,19 +191,24 @@ class FakeADC:
 class FakeRTC:
     """machine.RTC's memory(): bytes that survive deep sleep. Not real: the unix port has none.
 
-    Like ESP32's, memory(data) keeps a copy of data (its length too) and
-    memory() returns it; it lives as long as this object, i.e. across the
-    "reboots" a test simulates by making new stores in one process.
+    Like ESP32's (ports/esp32/machine_rtc.c), memory(data) keeps a copy of data
+    (its length too), refusing more than `size` bytes (MICROPY_HW_RTC_USER_MEM_MAX,
+    2048 by default) with ValueError("buffer too long") before writing anything,
+    and memory() returns it; it lives as long as this object, i.e. across the
+    "reboots" a test simulates by making new stores in one process. size=32 is
+    rp2's (its watchdog's scratch registers).
     """
 
-    def __init__(self):
-        self._mem = bytearray(64)  # ESP32 keeps up to 2 KiB; a write allocates nothing here
+    def __init__(self, size=2048):
+        self._mem = bytearray(size)  # made once: a write allocates nothing here
         self._len = 0
         self.writes = 0
 
     def memory(self, data=None):
         if data is None:
             return bytes(self._mem[: self._len])
+        if len(data) > len(self._mem):
+            raise ValueError("buffer too long")
         for i in range(len(data)):
             self._mem[i] = data[i]
         self._len = len(data)

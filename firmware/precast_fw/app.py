@@ -260,16 +260,17 @@ def run(tpl, cfg, transport=None, sensor=None):
         if sensor is None:
             sensor = open_sensor(getattr(cfg, "SENSOR", "sim"), tpl, cfg)
         sender = Sender(tpl, getattr(cfg, "KEY", None))
-        sender.seq = board.first_seq(first_seq(cfg))  # the seq store's, when it has one
-        count = getattr(cfg, "COUNT", 0)
-        interval = getattr(cfg, "INTERVAL_MS", DEFAULT_INTERVAL_MS)
         backlog = getattr(cfg, "BACKLOG", 0)
-        if backlog:
+        if backlog:  # before first_seq: the seq store clears the RTC memory the ring shares
             from .backlog import open_keeper
 
             path = getattr(cfg, "BACKLOG_FILE", None)
-            keeper = open_keeper(backlog, link, sender, getattr(cfg, "KEY", None), path)
+            rtc = getattr(board.store, "rtc", None)
+            keeper = open_keeper(backlog, link, sender, getattr(cfg, "KEY", None), path, rtc)
             board.keep_over_sleep(keeper.backlog, path)
+        sender.seq = board.first_seq(first_seq(cfg))  # the seq store's, when it has one
+        count = getattr(cfg, "COUNT", 0)
+        interval = getattr(cfg, "INTERVAL_MS", DEFAULT_INTERVAL_MS)
         loop = Loop(board, link, sensor, sender, sender.values, interval, keeper)
         # Warm-up: the first reading outside the lock (first calls may allocate caches).
         board.claim(1)

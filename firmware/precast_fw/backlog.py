@@ -16,10 +16,15 @@ checks.load_be32 (viper where the port has it: a word, never an int object).
 
 The time of taking is `time.ticks_ms()` by default: an age is right up to
 ticks_diff's range (2**29 ms, 6.2 days). Across deep sleep (a reboot) the ring
-goes into a file (`save` before the sleep, `restore` at boot), each reading with
-its age so far and the RTC's time, so the ages go on from the RTC's clock; RTC
-memory is not used yet. A reset or power loss loses the ring (the seq store
-still guarantees no seq repeats).
+is saved (`save` before the sleep, `restore` at boot), each reading with its age
+so far and the RTC's time, so the ages go on from the RTC's clock: into RTC
+memory where the board has it (ESP32: 2 KiB, beside the seq store's record, so
+no flash is written), as many of the newest readings as fit there, the rest
+(or all, without RTC memory) into a file. RTC memory survives deep sleep and a
+watchdog or soft reset, not a power loss; restore() takes the ring out of it at
+once, so a later reset cannot bring it back. A power loss loses what RTC memory
+held, a reset during a run loses the ring in RAM (the seq store still
+guarantees no seq repeats).
 """
 
 from array import array
@@ -39,6 +44,8 @@ AGE_MAX = const(0x3FFFFFFF)  # the largest small int on any port: 12.4 days of m
 
 
 _TICKS_AGE_MAX = const(1 << 28)  # ages restored after a sleep stay inside ticks_diff's range
+RTC_AT = const(16)  # RTC memory: the seq store's record (seqstore._RTC_LEN), then the ring
+RTC_MAX = const(2048)  # ESP32's RTC memory (MICROPY_HW_RTC_USER_MEM_MAX, its default)
 
 
 def _rtc_ms():
@@ -87,6 +94,7 @@ class Backlog:
         self.state = array("i", bytes(4 * 5))
         self.clock = clock or time.ticks_ms
         self.diff = diff or time.ticks_diff
+        self.rtc = None  # an RTC whose memory() survives deep sleep: the ring goes there
         late.params[P_FIELDS] = 0  # seal writes seq and checks; the fields come from the ring
 
     def __len__(self):
@@ -141,38 +149,65 @@ class Backlog:
         return sent
 
     def save(self, path):
-        """Write what is kept to `path`, before deep sleep: each reading's age so far, and the
-        RTC's time, so that the next boot's ages go on from the RTC (ticks_ms restarts).
-        Nothing kept: no file (no flash written). Allocates: call it with the heap unlocked."""
+        """Before deep sleep: what is kept, each reading's age so far and the RTC's time, so
+        that the next boot's ages go on from the RTC (ticks_ms restarts). The newest readings
+        that fit go into self.rtc's memory after the seq store's record (RTC_AT bytes, written
+        just before), the rest into `path` (no file when nothing is left for it: no flash
+        written). Allocates: call it with the heap unlocked."""
+        n = self.state[B_COUNT]
+        rtc = self.rtc
+        k = 0  # the newest k go into RTC memory
+        if rtc is not None and n:
+            k = min(n, (RTC_MAX - RTC_AT - 10) // (4 + self.width))
+            head = bytes(rtc.memory()[:RTC_AT])
+            try:
+                rtc.memory(head + bytes(RTC_AT - len(head)) + self._image(n - k, n))
+            except ValueError:  # a port whose RTC memory is smaller (rp2: 32 bytes)
+                k = 0
+        if n - k:
+            with open(path, "wb") as f:
+                f.write(self._image(0, n - k))
+        else:
+            self.forget(path)
+
+    def _image(self, lo, hi):
+        """Readings lo..hi-1 (0: the oldest) as save() writes them: the RTC's time and their
+        count, then each one's age so far and its bytes."""
         import struct
 
         st = self.state
-        n = st[B_COUNT]
-        if not n:
-            self.forget(path)
-            return
         now = self.clock()
         w = self.width
-        out = bytearray(struct.pack(">QH", _rtc_ms(), n))
-        i = 0
-        while i < n:
-            slot = (st[B_HEAD] + i) % self.n
+        out = bytearray(struct.pack(">QH", _rtc_ms(), hi - lo))
+        while lo < hi:
+            slot = (st[B_HEAD] + lo) % self.n
             out += struct.pack(">I", self.diff(now, self.taken[slot]))
             out += self.kept[slot * w : slot * w + w]
-            i += 1
-        with open(path, "wb") as f:
-            f.write(out)
+            lo += 1
+        return out
 
     def restore(self, path):
-        """Take back what save() wrote (then remove the file); the readings restored."""
-        import struct
-
+        """Take back what save() wrote, the file's (the older) then RTC memory's, and remove
+        both (RTC memory keeps only the seq store's record); the readings restored."""
         try:
             with open(path, "rb") as f:
                 data = f.read()
+            self.forget(path)
         except OSError:
-            return 0
-        self.forget(path)
+            data = b""
+        n = self._take(data)
+        rtc = self.rtc
+        if rtc is not None:
+            mem = rtc.memory()
+            if len(mem) > RTC_AT:
+                rtc.memory(mem[:RTC_AT])  # read once: a later reset must not bring it back
+                n += self._take(mem[RTC_AT:])
+        return n
+
+    def _take(self, data):
+        """Readings from one _image() into the ring; how many."""
+        import struct
+
         w = self.width
         if len(data) < 10:
             return 0
@@ -258,9 +293,10 @@ class Keeper:
         return False
 
 
-def open_keeper(n, link, sender, key, path=None):
+def open_keeper(n, link, sender, key, path=None, rtc=None):
     """A Keeper with a ring of n readings and the delayed frame's Sender (made once, here);
-    what a deep sleep left in `path` is taken back."""
+    what a deep sleep left in `path` and `rtc`'s memory is taken back (before the seq store
+    reads its record there, which it then clears)."""
     import precast_template_late as late_tpl
 
     from .sender import Sender
@@ -268,6 +304,7 @@ def open_keeper(n, link, sender, key, path=None):
     late = Sender(late_tpl, key)
     mv = late.frame_mv if link.FRAME else late.payload_mv
     ring = Backlog(n, late, late_tpl.OFF_AGE)
+    ring.rtc = rtc
     if path:
         ring.restore(path)
     return Keeper(link, sender, ring, mv)

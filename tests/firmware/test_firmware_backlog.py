@@ -9,6 +9,7 @@ heap objects the moment they become ints. Judge: codec.encode_raw with age_ms.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -367,3 +368,99 @@ def test_the_raw_chips_send_the_precomputed_delayed_frame(tmp_path: Path, veth, 
     assert late and late == sorted(late) and set(late) <= set(range(50, 61)), late
     assert len(got["payloads"]) == n  # type: ignore[arg-type]
     assert counts_of(res)["readings"] == n
+
+
+RTC_SLEEP = r"""
+import os, time, binascii
+import precast_template as tpl
+import precast_template_late as late_tpl
+from drivers_fakes import FakeRTC
+from precast_fw import sender, backlog
+from precast_fw.seqstore import SeqStore
+
+N, SIZE, GAP = %d, %d, %d
+rtc = FakeRTC(SIZE)
+store = SeqStore("seq", rtc=rtc)
+s = sender.Sender(tpl, None)
+s.seq = store.start()
+late = sender.Sender(late_tpl, None)
+ring = backlog.Backlog(N, late, late_tpl.OFF_AGE)
+ring.rtc = rtc
+v = s.values
+i = 0
+while i < N:
+    v[0] = i
+    s.patch(v)
+    store.take()
+    ring.keep(s.frame)
+    time.sleep_ms(GAP)
+    i += 1
+# what Board.pause does just before machine.deepsleep: the seq's record, then the ring
+store.save_for_sleep()
+ring.save("kept")
+print("saved", "kept" in os.listdir("."), len(rtc.memory()))
+time.sleep_ms(300)  # the sleep
+# the next boot: the ring first (app.py), then the seq store, from the same RTC memory
+late2 = sender.Sender(late_tpl, None)
+ring2 = backlog.Backlog(N, late2, late_tpl.OFF_AGE)
+ring2.rtc = rtc
+restored = ring2.restore("kept")
+left = len(rtc.memory())
+store2 = SeqStore("seq", rtc=rtc)
+first = store2.start()
+print("restored", restored, "kept" in os.listdir("."), left, store2.resumed, first)
+out = []
+def send(mv):
+    out.append(bytes(mv))
+ring2.drain(send, late2.frame_mv, N)
+# a reset later in that run: nothing comes back from RTC memory or the flash
+ring3 = backlog.Backlog(N, sender.Sender(late_tpl, None), late_tpl.OFF_AGE)
+ring3.rtc = rtc
+print("again", ring3.restore("kept"))
+for f in out:
+    print(binascii.hexlify(f).decode())
+"""
+
+
+@pytest.mark.parametrize(
+    ("n", "size", "in_rtc"),
+    [(5, 2048, 5), (250, 2048, 202), (5, 32, 0)],
+    ids=["fits-esp32", "part-in-a-file", "rp2-32-bytes"],
+)
+def test_the_ring_crosses_deep_sleep_in_rtc_memory(
+    tmp_path: Path, n: int, size: int, in_rtc: int
+) -> None:
+    """ESP32's RTC memory (a fake written from ports/esp32/machine_rtc.c: 2,048 bytes, more
+    refused with ValueError): the newest readings that fit beside the seq store's record go
+    there and no flash is written; the older rest go to the file; a port with 32 bytes (rp2)
+    keeps only the seq's record there. At the next boot the ring is read back oldest first,
+    with ages that went on through the sleep, RTC memory keeps the seq's record for the
+    store, and a later reset brings nothing back."""
+    from precast.wire.codec import Codec, Reading
+
+    out = tmp_path / "b"
+    build(out, TEMPLATES_DIR / "minimal.toml", "--device", "5", "--sleep", "deep")
+    shutil.copy(Path(__file__).parents[1] / "drivers_fakes.py", out)
+    gap = 10 if n < 100 else 1
+    (out / "test_script.py").write_text(RTC_SLEEP % (n, size, gap))
+    r = subprocess.run(
+        [micropython(), "test_script.py"], cwd=out, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.strip().split("\n")
+    slot = 4 + 4 + 2  # an age, the seq, minimal's one u16 field
+    rtc_len = 16 + (10 + in_rtc * slot if in_rtc else 0)
+    assert lines[0] == f"saved {in_rtc < n} {rtc_len}", lines[0]
+    assert lines[1] == f"restored {n} False 16 True {n}", lines[1]
+    assert lines[2] == "again 0", lines[2]
+    codec = Codec(load_layouts([TEMPLATES_DIR / "minimal.toml"]))
+    got = [codec.decode(bytes.fromhex(x)) for x in lines[3:]]
+    readings = [g for g in got if isinstance(g, Reading) and g.delayed]
+    assert len(readings) == n
+    assert [g.seq for g in readings] == list(range(n))  # oldest first, file then RTC memory
+    assert [g.raw[0] for g in readings] == list(range(n))
+    ages = [g.age_ms or 0 for g in readings]
+    assert ages == sorted(ages, reverse=True)  # older, older
+    assert all(a >= 300 for a in ages)  # the sleep counted (the RTC's clock)
+    assert ages[0] - ages[-1] >= (n - 1) * gap * 0.9, (ages[0], ages[-1])

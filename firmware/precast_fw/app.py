@@ -93,13 +93,15 @@ class Counts:
     """What a run did: readings made, and the link's sent/failed/dropped/reopened.
 
     Every reading goes to the link once and is either sent (at the first try
-    or a retry) or dropped: sent is readings - dropped.
+    or a retry) or dropped; a datagram that went out and was then refused by the
+    collector's host (ECONNREFUSED at the send after it) counts as refused: sent
+    is readings - dropped - refused.
     """
 
     def __init__(self, readings, link, keeper=None):
         self.readings = readings
         self.backlog = None if keeper is None else keeper.backlog.counts()
-        self.sent = readings - link.dropped
+        self.sent = max(0, readings - link.dropped - link.refused)
         self.failed = link.failed
         self.dropped = link.dropped
         self.reopened = link.reopened

@@ -121,32 +121,42 @@ class Backlog:
         ring. The number sent.
         """
         st = self.state
+        now = self.clock()
+        sent = 0
+        while sent < limit and st[B_COUNT]:
+            self.load(0, now)
+            send(mv)
+            self.pop(1)
+            sent += 1
+        return sent
+
+    def load(self, i, now):
+        """Kept reading i (0: the oldest) into the late sender's frame, its age at `now`,
+        sealed: ready to send, still kept."""
         late = self.late
         f = late.frame
         # plain.py's load_be32 writes through the byte view of params (params_b), viper's
         words = late.params if late.params_b is None else late.params_b
         w = self.width
         a = self.age_at
-        now = self.clock()
-        sent = 0
-        while sent < limit and st[B_COUNT]:
-            slot = st[B_HEAD]
-            _copy(f, FRAME_SEQ, self.kept, slot * w, w)
-            load_be32(words, P_SEQ, f, FRAME_SEQ)
-            age = self.diff(now, self.taken[slot])
-            if not 0 <= age < AGE_MAX:
-                age = AGE_MAX
-            f[a] = age >> 24
-            f[a + 1] = (age >> 16) & 0xFF
-            f[a + 2] = (age >> 8) & 0xFF
-            f[a + 3] = age & 0xFF
-            seal(late, None)  # seq (from params), the checks, the UDP checksum
-            send(mv)
-            st[B_HEAD] = (slot + 1) % self.n
-            st[B_COUNT] -= 1
-            st[B_LATE] += 1
-            sent += 1
-        return sent
+        slot = (self.state[B_HEAD] + i) % self.n
+        _copy(f, FRAME_SEQ, self.kept, slot * w, w)
+        load_be32(words, P_SEQ, f, FRAME_SEQ)
+        age = self.diff(now, self.taken[slot])
+        if not 0 <= age < AGE_MAX:
+            age = AGE_MAX
+        f[a] = age >> 24
+        f[a + 1] = (age >> 16) & 0xFF
+        f[a + 2] = (age >> 8) & 0xFF
+        f[a + 3] = age & 0xFF
+        seal(late, None)  # seq (from params), the checks, the UDP checksum
+
+    def pop(self, k):
+        """The k oldest went out: no longer kept (counted sent late)."""
+        st = self.state
+        st[B_HEAD] = (st[B_HEAD] + k) % self.n
+        st[B_COUNT] -= k
+        st[B_LATE] += k
 
     def save(self, path):
         """Before deep sleep: what is kept, each reading's age so far and the RTC's time, so
@@ -258,6 +268,7 @@ class Backlog:
 
 
 LATE_PER_READING = const(4)  # kept readings sent before each new one, at most
+_REFUSED = const(111)  # ECONNREFUSED: the collector refused the datagram before this send
 
 
 class Keeper:
@@ -267,6 +278,15 @@ class Keeper:
     When a kept reading cannot go out, the new one still goes through the link's send,
     its retries and reopening (the link may need reopening to come back at all); if that
     works, the kept ones follow at the next reading.
+
+    A refused send (ECONNREFUSED: the collector's host answered an earlier datagram with
+    ICMP port unreachable, so nothing listens there: it is stopped or restarting) is told
+    only by the next send on the socket, which then goes nowhere itself, and the one after
+    it goes out again, to be lost. So after a refusal the keeper probes: every new reading
+    is kept, and one kept reading goes out as a probe, still kept; the next reading's send
+    says whether the probe was refused (then it goes again) or not (the collector is back:
+    it and the one sent with the answer count as sent late, and the ring drains as usual).
+    Each outage costs the one datagram whose refusal told of it (counted dropped).
     """
 
     def __init__(self, link, sender, backlog, late_mv):
@@ -274,23 +294,75 @@ class Keeper:
         self.frame = sender.frame
         self.backlog = backlog
         self.late_mv = late_mv
+        self.probing = False
 
     def send(self, mv):
         """Send mv after what is kept; True when mv went out now."""
         b = self.backlog
         link = self.link
+        if self.probing:
+            self.probe()
+            return False
         if b.state[B_COUNT]:
             try:
                 b.drain(link.send_raw, self.late_mv, LATE_PER_READING)
             except OSError as e:
                 link.failed += 1
                 link.last_errno = e.errno
+                if e.errno == _REFUSED:  # the datagram before this one was refused
+                    link.refused += 1
+                    self.refused()
+                    return False
             except MemoryError:  # under heap_lock a port may fail to build the OSError
                 link.failed += 1
         if link.send(mv):
             return True
         b.keep(self.frame)
+        if link.last_errno == _REFUSED:  # the link did not retry it: see refused()
+            self.probing = True
+            self.probe_again()
         return False
+
+    def refused(self):
+        """The new reading is kept unsent, and probing starts with the oldest kept one."""
+        self.backlog.keep(self.frame)
+        self.link.dropped += 1
+        self.probing = True
+        self.probe_again()
+
+    def probe(self):
+        """Probing: keep the new reading; the next kept one goes out, which tells whether
+        the probe (the oldest) was refused."""
+        b = self.backlog
+        link = self.link
+        b.keep(self.frame)
+        link.dropped += 1  # not sent now (kept)
+        i = 1 if len(b) > 1 else 0  # 0: a full ring of one dropped the probe for it
+        b.load(i, b.clock())
+        try:
+            link.send_raw(self.late_mv)
+        except OSError as e:
+            link.failed += 1
+            link.last_errno = e.errno
+            if e.errno == _REFUSED:
+                self.probe_again()  # refused still: the error is taken, so this one goes
+            return
+        except MemoryError:
+            link.failed += 1
+            return
+        b.pop(i + 1)  # the probe was not refused: it arrived, and so (it seems) this one
+        self.probing = False
+
+    def probe_again(self):
+        """The oldest kept reading goes out, still kept (an error: the next probe tells)."""
+        b = self.backlog
+        b.load(0, b.clock())
+        try:
+            self.link.send_raw(self.late_mv)
+        except OSError:
+            self.link.failed += 1
+        except MemoryError:
+            self.link.failed += 1
 
 
 def open_keeper(n, link, sender, key, path=None, rtc=None):

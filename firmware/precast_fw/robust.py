@@ -36,6 +36,9 @@ import time
 import micropython
 
 _CLOSED = (errno.EBADF, errno.ENOTCONN)
+# The collector's host refused the datagram before this send (ICMP port unreachable): this
+# one never left, and a retry would go out into nothing. Not retried; that datagram counted.
+_REFUSED = errno.ECONNREFUSED
 _NOT_OPEN = OSError(errno.ENOTCONN)  # made once: raising it allocates nothing
 _NAMES = getattr(errno, "errorcode", {})  # errno -> "ENOBUFS", where the port has the table
 TELL_MS = 60000  # the same cause on the console at most once a minute
@@ -69,7 +72,8 @@ class Robust:
         self.feed = feed
         self.sent = 0  # readings that went out through send() (the loop's bursts count their own)
         self.failed = 0  # send attempts that raised (opening attempts included)
-        self.dropped = 0  # readings given up after every retry
+        self.dropped = 0  # readings given up after every retry (or at once when refused)
+        self.refused = 0  # datagrams sent and then refused by the collector's host (lost)
         self.reopened = 0
         self.last_errno = 0
         self.last_error = None  # last_errno's words: the driver's, or the errno's name
@@ -144,6 +148,10 @@ class Robust:
         while True:
             self.failed += 1
             self.fault(err)
+            if err == _REFUSED:
+                self.refused += 1
+                self.dropped += 1
+                return False
             tries += 1
             if err in _CLOSED or tries > self.retries:
                 self.reopen()

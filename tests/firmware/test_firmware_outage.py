@@ -108,3 +108,58 @@ def test_link_down_then_up_every_kept_reading_stored_once(tmp_path: Path, veth: 
     assert dev["lost"] == ring_dropped and dev["duplicates"] == 0, dev
     missing = sorted(set(range(N)) - set(seqs))
     assert len(missing) == ring_dropped and missing == list(range(missing[0], missing[-1] + 1))
+
+
+@pytest.mark.parametrize("lock", [False, True], ids=["", "heap-lock"])
+def test_collector_restart_every_kept_reading_stored_once(tmp_path: Path, lock: bool) -> None:
+    """The node sends UDP every 50 ms to a real collector on this host, which is stopped
+    (SIGTERM) and started again on the same port and database. While it is down the host
+    answers each datagram with ICMP port unreachable, which the node's next send reports
+    (ECONNREFUSED): the node keeps its readings and probes with the oldest kept one until
+    a probe is not refused. Every reading the ring held is stored once, none twice; what
+    the node says it sent (live and late) is what was stored; the rest is lost at both
+    ends (the ring's overflow and the one datagram whose refusal told of the outage)."""
+    from collector_harness import Collector, by_device, stats
+    from pg_server import free_port
+
+    port = free_port()
+    listen = f"127.0.0.1:{port}"
+    db = tmp_path / "precast.db"
+    n, ring = 120, 10  # 6 s: time for a loaded machine to stop and start a collector
+    out = tmp_path / "b"
+    build(
+        out, TEMPLATES / "minimal.toml", "--device", "9", "--collector", listen,
+        "--count", str(n), "--interval-ms", str(INTERVAL_MS), "--backlog", str(ring),
+        "--seq-file", "", *(["--heap-lock"] if lock else []),
+    )  # fmt: skip
+    a = Collector(tmp_path, db=db, name="a", listen=listen)
+    node = subprocess.Popen([micropython(), "main.py"], cwd=out, stdout=subprocess.PIPE, text=True)
+    b = None
+    try:
+        time.sleep(n * INTERVAL_MS / 1000 / 4)
+        assert a.stop() == 0, a.stderr()
+        time.sleep(0.5)  # down: more readings than the ring holds
+        b = Collector(tmp_path, db=db, name="b", listen=listen)
+        stdout, _ = node.communicate(timeout=60)
+        assert node.returncode == 0, stdout
+        b.wait_for_readings(1, device=9)
+        time.sleep(1.0)  # the last batch
+    finally:
+        if node.poll() is None:
+            node.kill()
+        if b is not None:
+            assert b.stop() == 0, b.stderr()
+    counts = re.search(r"readings (\d+) sent (\d+) failed (\d+) dropped (\d+)", stdout)
+    ring_line = re.search(r"backlog kept (\d+) late (\d+) dropped (\d+) waiting (\d+)", stdout)
+    assert counts and ring_line, stdout
+    readings, sent, _, _ = map(int, counts.groups())
+    kept, late, overflow, waiting = map(int, ring_line.groups())
+    assert readings == n and waiting == 0 and late == ring and overflow == kept - ring, stdout
+    con = sqlite3.connect(db)
+    seqs = [s for (s,) in con.execute("SELECT seq FROM readings_2 WHERE device = 9")]
+    con.close()
+    dev = by_device(stats(db))[9]
+    assert len(seqs) == len(set(seqs)) and dev["duplicates"] == 0, dev  # none twice
+    assert len(seqs) == sent + late, (len(seqs), sent, late, stdout)  # what it said it sent
+    assert dev["delayed"] == late and dev["lost"] == n - len(seqs), dev
+    assert n - len(seqs) == overflow + 1, (n, len(seqs), overflow, stdout)  # + the telling one

@@ -163,3 +163,84 @@ def test_collector_restart_every_kept_reading_stored_once(tmp_path: Path, lock: 
     assert len(seqs) == sent + late, (len(seqs), sent, late, stdout)  # what it said it sent
     assert dev["delayed"] == late and dev["lost"] == n - len(seqs), dev
     assert n - len(seqs) == overflow + 1, (n, len(seqs), overflow, stdout)  # + the telling one
+
+
+def test_deep_sleep_through_a_link_outage_keeps_the_ring_in_rtc_memory(
+    tmp_path: Path, veth: VethPair
+) -> None:
+    """A deep-sleeping node (an ESP32's RTC memory and deep sleep from a fake `machine`, see
+    tests/fake_esp32_machine.py): each boot takes one reading, sends it and what it kept
+    over the veth pair to a real collector, and sleeps; the test boots it again. The link is
+    down for 12 boots: the ring (10) crosses each sleep in RTC memory (no backlog file is
+    ever written), the 10 newest readings of the outage are stored once when the link is
+    back, each with a taken_at from its own boot, the 2 before them counted lost."""
+    import shutil
+
+    from collector_harness import by_device, stats
+
+    t = template_for(veth, TEMPLATES / "minimal.toml", tmp_path / "minimal.toml")
+    ready = tmp_path / "ready.json"
+    db = tmp_path / "precast.db"
+    col = subprocess.Popen(
+        veth.exec(
+            sys.executable, "-m", "precast.cli", "collect", "--templates", str(t), "--db", str(db),
+            "--listen", f"{veth.inner_ip}:20547", "--ready-file", str(ready),
+            "--log-level", "warning",
+        ),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    boots, down, up, ring = 30, 6, 18, 10
+    began: list[float] = []
+    ended: list[float] = []
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert col.poll() is None and time.monotonic() < deadline, "no collector"
+            time.sleep(0.05)
+        out = tmp_path / "b"
+        build(
+            out, t, "--device", "9", "--transport", "packet", "--iface", veth.outer,
+            "--interval-ms", "200", "--backlog", str(ring), "--sleep", "deep",
+        )  # fmt: skip
+        shutil.copy(Path(__file__).parents[1] / "fake_esp32_machine.py", out / "machine.py")
+        for boot in range(boots):
+            if boot in (down, up):
+                state = "down" if boot == down else "up"
+                subprocess.run(["ip", "link", "set", veth.outer, state], check=True)
+            began.append(time.time())
+            r = subprocess.run(
+                [micropython(), "main.py"], cwd=out, capture_output=True, text=True, timeout=30,
+                check=False,
+            )  # fmt: skip
+            ended.append(time.time())
+            assert r.returncode == 0, (boot, r.stdout, r.stderr)
+            assert not (out / "precast_backlog").exists(), boot  # RTC memory, not the flash
+            slept = out / "deepsleep_ms"
+            assert slept.exists(), (boot, r.stdout, r.stderr)  # it went to sleep
+            time.sleep(int(slept.read_text()) / 1000)
+            slept.unlink()
+        time.sleep(1.5)  # the collector's batch
+    finally:
+        subprocess.run(["ip", "link", "set", veth.outer, "up"], check=False)
+        col.terminate()
+        col.wait(timeout=20)
+    con = sqlite3.connect(db)
+    got = con.execute(
+        "SELECT seq, received_at, coalesce(taken_at, received_at) FROM readings_2 ORDER BY seq"
+    ).fetchall()
+    con.close()
+
+    def unix(text: str) -> float:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    seqs = [s for s, _, _ in got]
+    first = seqs[0]  # the seq store's first seq; one seq a boot from there
+    lost = list(range(first + down, first + up - ring))
+    assert len(seqs) == len(set(seqs)) == boots - len(lost), seqs  # each once
+    assert sorted(set(range(first, first + boots)) - set(seqs)) == lost, seqs
+    delayed = [(s - first, unix(k)) for s, r, k in got if r != k]
+    assert [b for b, _ in delayed] == list(range(up - ring, up)), delayed  # the ring's ten
+    for b, taken in delayed:  # taken during its own boot (this machine's clock)
+        assert began[b] - 0.05 <= taken <= ended[b] + 0.05, (b, began[b], taken, ended[b])
+    dev = by_device(stats(db))[9]
+    assert dev["lost"] == len(lost) and dev["delayed"] == ring and dev["duplicates"] == 0, dev

@@ -30,24 +30,32 @@ INTERVAL_MS = 50
 RING = 10
 
 
-def test_link_down_then_up_every_kept_reading_stored_once(tmp_path: Path, veth: VethPair) -> None:
-    t = template_for(veth, TEMPLATES / "minimal.toml", tmp_path / "minimal.toml")
-    ready = tmp_path / "ready.json"
-    db = tmp_path / "precast.db"
+def collector_in(veth: VethPair, template: Path, db: Path, ready: Path) -> subprocess.Popen[str]:
+    """A real `precast collect` in the veth pair's far namespace, on its address; once ready."""
     col = subprocess.Popen(
         veth.exec(
-            sys.executable, "-m", "precast.cli", "collect", "--templates", str(t), "--db", str(db),
-            "--listen", f"{veth.inner_ip}:20547", "--ready-file", str(ready),
+            sys.executable, "-m", "precast.cli", "collect", "--templates", str(template),
+            "--db", str(db), "--listen", f"{veth.inner_ip}:20547", "--ready-file", str(ready),
             "--log-level", "warning",
         ),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not ready.exists():
+        if col.poll() is not None or time.monotonic() > deadline:
+            col.kill()
+            raise AssertionError("no collector")
+        time.sleep(0.05)
+    return col
+
+
+def test_link_down_then_up_every_kept_reading_stored_once(tmp_path: Path, veth: VethPair) -> None:
+    t = template_for(veth, TEMPLATES / "minimal.toml", tmp_path / "minimal.toml")
+    ready = tmp_path / "ready.json"
+    db = tmp_path / "precast.db"
+    col = collector_in(veth, t, db, ready)
     node = None
     try:
-        deadline = time.monotonic() + 20
-        while not ready.exists():
-            assert col.poll() is None and time.monotonic() < deadline, "no collector"
-            time.sleep(0.05)
         out = tmp_path / "b"
         build(
             out, t, "--device", "9", "--transport", "packet", "--iface", veth.outer,
@@ -181,22 +189,11 @@ def test_deep_sleep_through_a_link_outage_keeps_the_ring_in_rtc_memory(
     t = template_for(veth, TEMPLATES / "minimal.toml", tmp_path / "minimal.toml")
     ready = tmp_path / "ready.json"
     db = tmp_path / "precast.db"
-    col = subprocess.Popen(
-        veth.exec(
-            sys.executable, "-m", "precast.cli", "collect", "--templates", str(t), "--db", str(db),
-            "--listen", f"{veth.inner_ip}:20547", "--ready-file", str(ready),
-            "--log-level", "warning",
-        ),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    col = collector_in(veth, t, db, ready)
     boots, down, up, ring = 30, 6, 18, 10
     began: list[float] = []
     ended: list[float] = []
     try:
-        deadline = time.monotonic() + 20
-        while not ready.exists():
-            assert col.poll() is None and time.monotonic() < deadline, "no collector"
-            time.sleep(0.05)
         out = tmp_path / "b"
         build(
             out, t, "--device", "9", "--transport", "packet", "--iface", veth.outer,

@@ -82,13 +82,20 @@ def split_hostport(text: str, *, allow_zero: bool = False) -> tuple[str, int | N
 
 
 def parse_hostport(
-    text: str, *, default_host: str | None = None, allow_zero: bool = False
+    text: str, *, default_host: str | None = None, allow_zero: bool = False, what: str = ""
 ) -> tuple[str, int]:
-    """HOST:PORT as (host, port), the host optional (':PORT') when there is a default."""
-    host, port = split_hostport(text, allow_zero=allow_zero)
+    """HOST:PORT as (host, port), the host optional (':PORT') when there is a default.
+
+    `what` (an option, "--listen") begins the error line, so that it names what was wrong."""
+    lead = f"{what}: " if what else ""
+    try:
+        host, port = split_hostport(text, allow_zero=allow_zero)
+    except UsageError as e:
+        raise UsageError(lead + str(e)) from None
     host = host or (default_host or "")
     if port is None or not host:
-        raise UsageError(f"expected HOST:PORT, got {text!r}")
+        also = f" (or :PORT for {default_host}:PORT)" if default_host else ""
+        raise UsageError(f"{lead}expected HOST:PORT{also}, got {text!r}")
     return host, port
 
 

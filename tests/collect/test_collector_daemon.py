@@ -222,6 +222,24 @@ def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.startswith("precast: error: ") and r.stderr.count("\n") == 1, r.stderr
     assert "keys:1" in precast(*cases[0]).stderr
+    # each names what was wrong, before anything listens (no "listening on" line first)
+    db = ["--templates", str(TEMPLATES), "--db", str(tmp_path / "b.db")]
+    named = [
+        (["--listen", "127.0.0.1"], "--listen: expected HOST:PORT (or :PORT for 0.0.0.0:PORT)"),
+        (["--metrics", "127.0.0.1"], "--metrics: expected HOST:PORT (or :PORT for 127.0.0.1"),
+        (["--listen", "127.0.0.1:70000"], "--listen: '127.0.0.1:70000': port out of range"),
+        (
+            ["--ready-file", str(tmp_path / "no" / "ready.json")],
+            f"--ready-file {tmp_path}/no/ready.json: the directory {tmp_path}/no does not exist",
+        ),
+        (["--jsonl", str(tmp_path / "no" / "o.jsonl")], f"the directory {tmp_path}/no does not"),
+    ]
+    for args, says in named:
+        r = precast("collect", *db, *args)
+        assert r.returncode == 2 and says in r.stderr, (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and "listening" not in r.stderr, r.stderr
+    r = precast("collect", "--templates", str(TEMPLATES), "--db", str(tmp_path / "no" / "x.db"))
+    assert r.returncode == 2 and f"the directory {tmp_path}/no does not exist" in r.stderr
 
 
 def test_port_in_use_is_an_error(tmp_path: Path) -> None:

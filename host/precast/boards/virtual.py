@@ -421,7 +421,7 @@ class VirtualBoard:
 def cmd_board(args: argparse.Namespace) -> int:
     board = VirtualBoard(
         args.root,
-        parse_hostport(args.listen, allow_zero=True),
+        parse_hostport(args.listen, allow_zero=True, what="--listen"),
         micropython=args.micropython,
         log=sys.stderr,
     )

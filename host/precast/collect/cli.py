@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from precast.args import examples, key_arg, parse_hostport
@@ -54,6 +55,11 @@ def cmd_collect(args: argparse.Namespace) -> int:
     ):
         if path:
             refuse_link(what, path)
+            parent = Path(path).parent
+            if not parent.is_dir():  # said now, not once the collector is listening
+                raise UsageError(
+                    f"{what} {path}: the directory {parent} does not exist (create it first)"
+                )
     if args.queue < 1:
         raise UsageError("--queue must be at least 1")
     if args.stop_timeout < 0:
@@ -68,7 +74,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if args.replay_spill:
         listen = ("127.0.0.1", 0)  # nothing is received: the spill file is the input
     else:
-        listen = parse_hostport(args.listen, default_host="0.0.0.0", allow_zero=True)
+        listen = parse_hostport(
+            args.listen, default_host="0.0.0.0", allow_zero=True, what="--listen"
+        )
     if args.queue_bytes < 65536 + 160:
         raise UsageError("--queue-bytes must hold one 64 KiB datagram (at least 65696)")
     if args.max_devices < 1:
@@ -108,7 +116,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
     metrics = (
         serve_metrics(
             col.status,
-            parse_hostport(args.metrics, default_host="127.0.0.1", allow_zero=True),
+            parse_hostport(
+                args.metrics, default_host="127.0.0.1", allow_zero=True, what="--metrics"
+            ),
             args.metrics_devices,
         )
         if args.metrics
@@ -183,7 +193,8 @@ def register(sub: Any) -> None:
         "--listen",
         default=DEFAULT_LISTEN,
         metavar="HOST:PORT",
-        help=f"UDP address to receive on; port 0 picks one (default {DEFAULT_LISTEN})",
+        help=f"UDP address to receive on; :PORT is every address (0.0.0.0:PORT), port 0 picks "
+        f"one (default {DEFAULT_LISTEN})",
     )
     c.add_argument(
         "--templates",
@@ -216,7 +227,12 @@ def register(sub: Any) -> None:
         help="keys file: lines `DEVICE HEX` (* = default); a listed device must use a MIC",
     )
     c.add_argument("--jsonl", metavar="FILE|-", help="append one JSON line per stored reading")
-    c.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics over HTTP")
+    c.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics over HTTP; :PORT is this host only (127.0.0.1:PORT), "
+        "as an exporter's default should be: give 0.0.0.0:PORT for a scraper elsewhere",
+    )
     c.add_argument(
         "--window",
         type=int,

@@ -125,6 +125,10 @@ def prepare_database(path: str | Path) -> None:
             os.close(create_new(what, p))
         except FileExistsError:
             pass
+        except FileNotFoundError:
+            raise UsageError(
+                f"{what} {path}: the directory {p.parent} does not exist (create it first)"
+            ) from None
         except OSError as e:
             raise UsageError(f"{what} {path}: cannot create {p.name}: {e.strerror}") from None
 

@@ -247,3 +247,27 @@ def test_eth_build_help_says_the_defaults() -> None:
     d = precast("deploy", "--help")  # deploy takes every option of build
     assert d.returncode == 0 and "--transport {udp,packet,serial,w5500,enc28j60}" in d.stdout
     assert all(f in d.stdout for f in ("--spi-sck", "--eth-reset", "--src-ip", "--dst-mac"))
+
+
+def test_a_raw_build_on_the_templates_defaults_says_so(tmp_path: Path) -> None:
+    """Over UDP the board's stack picks its addresses; a raw-Ethernet bundle sends what the
+    template says, so the defaults (the same MAC on every board, a documentation IPv4
+    address, the broadcast MAC) are each a warning line, and none when given."""
+    base = ["build", str(ENV), "--device", "1", "--collector", "10.1.2.1:20547"]
+    r = precast(*base, "--transport", "w5500", "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    warned = [x for x in r.stderr.splitlines() if x.startswith("precast build: warning: ")]
+    assert len(warned) == 3, r.stderr
+    assert "--src-mac" in warned[0] and "--src-ip" in warned[1] and "--dst-mac" in warned[2]
+    given = [
+        "--src-mac",
+        "02:12:34:56:78:9a",
+        "--src-ip",
+        "10.1.2.3",
+        "--dst-mac",
+        "02:00:5e:00:00:01",
+    ]
+    r = precast(*base, "--transport", "enc28j60", *given, "--out", str(tmp_path / "b"))
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    r = precast(*base, "--out", str(tmp_path / "c"))  # udp: the board's stack addresses it
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr

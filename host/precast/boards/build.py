@@ -44,6 +44,7 @@ from precast.errors import PrecastError, UsageError
 from precast.wire.checks import crc16, fold, ones_sum
 from precast.wire.constants import AGE_LEN, OFF_DEVICE, OFF_SEQ, PAYLOAD_OFFSET
 from precast.wire.layout import Layout, compile_template, pick_layout
+from precast.wire.template import Network
 from precast.wire.units import plausible_raw
 
 
@@ -225,9 +226,41 @@ def describe_destination(options: Any, lay: Layout) -> str:
     return f"readings go to {n.dst_ip}:{n.dst_port}{named}"
 
 
+RAW_TRANSPORTS = ("w5500", "enc28j60", "packet")  # the bundle writes every header byte itself
+
+
+def raw_defaults(options: Any, lay: Layout) -> list[str]:
+    """Warnings, a line each, for a raw-Ethernet bundle that uses the addressing the template
+    left to its defaults: over UDP the board's stack picks them, here they go out as they are.
+    """
+    if _opt(options, "transport") not in RAW_TRANSPORTS:
+        return []
+    n, default = lay.template.network, Network()
+    out = []
+    if n.src_mac == default.src_mac:
+        out.append(
+            f"the board's MAC is the template's default {n.src_mac}, the same on every board "
+            "built so: give --src-mac (or src_mac in the template's [network])"
+        )
+    if n.src_ip == default.src_ip:
+        out.append(
+            f"the board's IPv4 address is the template's default {n.src_ip}, a documentation "
+            "address (RFC 5737): give --src-ip (or src_ip in the template's [network])"
+        )
+    if n.dst_mac.lower() == "ff:ff:ff:ff:ff:ff":
+        out.append(
+            "readings go to the Ethernet broadcast address: every host on the segment gets "
+            "each one; give --dst-mac MAC (the collector's, or its router's) or --dst-mac auto"
+        )
+    return out
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     paths = build_bundle(args)
-    print(f"precast build: {describe_destination(args, bundle_layout(args))}", file=sys.stderr)
+    lay = bundle_layout(args)
+    print(f"precast build: {describe_destination(args, lay)}", file=sys.stderr)
+    for line in raw_defaults(args, lay):
+        print(f"precast build: warning: {line}", file=sys.stderr)
     for path in paths:
         print(path)
     return 0

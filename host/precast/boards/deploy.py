@@ -408,7 +408,7 @@ def deploy(board: ReplConnection, files: dict[str, bytes], secrets: bytes | None
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from precast.boards.build import bundle_layout, describe_destination
+    from precast.boards.build import bundle_layout, describe_destination, raw_defaults
 
     keep = args.out
     with tempfile.TemporaryDirectory(prefix="precast-deploy-") as tmp:
@@ -424,7 +424,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(line)
     copied = sum(1 for line in listing if line.startswith("copied"))
     print(f"deployed to {args.port}: {len(listing)} files, {copied} copied; board reset")
-    print(f"the board's {describe_destination(args, bundle_layout(args))}")
+    lay = bundle_layout(args)
+    print(f"the board's {describe_destination(args, lay)}")
+    for line in raw_defaults(args, lay):
+        print(f"warning: {line}")
     if args.watch > 0:
         print(f"the board's first {args.watch:g} s:" if shown else "the board printed nothing")
         for line in shown:

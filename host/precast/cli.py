@@ -90,6 +90,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     lay = pick_layout([args.template], args.which)
     values = parse_assignments(args.values)
+    if args.key is not None and not lay.template.mic:
+        print(
+            f"precast encode: warning: --key unused: template {lay.template.name!r} is checked "
+            f"by {lay.template.check}, not a MIC",
+            file=sys.stderr,
+        )
     frame = encode(lay, values, args.device, args.seq, args.key, args.age_ms)
     print((frame[PAYLOAD_OFFSET:] if args.payload_only else frame).hex())
     return 0

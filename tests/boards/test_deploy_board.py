@@ -377,3 +377,14 @@ def grp_id(name: str) -> int:
 
 
 _PRECAST = [sys.executable, "-m", "precast.cli"]
+
+
+def test_a_host_and_port_as_the_serial_device_suggests_socket() -> None:
+    """`--port 127.0.0.1:5000` is no serial device: the error names socket:// (the board
+    server's URL), as mpremote and pyserial take it."""
+    r = subprocess.run(
+        [*_PRECAST, "deploy", "--port", "127.0.0.1:5000", str(TEMPLATES / "minimal.toml"),
+         "--device", "1", "--collector", "127.0.0.1"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert "a board over the network is socket://127.0.0.1:5000" in _one_line_error(r)

@@ -34,6 +34,16 @@ def test_compile_human_output() -> None:
     assert r.returncode == 0 and "env-node" in r.stdout and "cmac8" in r.stdout
 
 
+def test_a_key_for_a_crc_template_is_said_unused() -> None:
+    key = "000102030405060708090a0b0c0d0e0f"
+    r = precast("encode", ENV, "--device", "42", "--seq", "7", "--key", key, *VALUES)
+    assert r.returncode == 0 and "--key unused: template 'env-node' is checked by crc16" in (
+        r.stderr
+    ), r.stderr
+    plain = precast("encode", ENV, "--device", "42", "--seq", "7", *VALUES)
+    assert r.stdout == plain.stdout and plain.stderr == ""  # the same frame, the key unused
+
+
 def test_encode_then_decode_round_trip() -> None:
     r = precast("encode", ENV, "--device", "42", "--seq", "7", *VALUES)
     assert r.returncode == 0, r.stderr

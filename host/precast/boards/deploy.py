@@ -25,6 +25,7 @@ import errno
 import hashlib
 import io
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -169,6 +170,8 @@ def port_problem(port: str) -> str | None:
     try:
         st = os.stat(port)
     except FileNotFoundError:
+        if re.fullmatch(r"[\w.-]+:\d+", port):  # HOST:PORT: a board served over the network
+            return f"no such device; a board over the network is socket://{port}"
         return "no such device (is the board plugged in? `ls /dev/ttyUSB* /dev/ttyACM*`)"
     except OSError as e:
         return f"cannot open: {e.strerror}"

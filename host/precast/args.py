@@ -50,6 +50,11 @@ def _suggestion(message: str) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def plural(n: int, word: str) -> str:
+    """'1 panel', '2 panels': a count and its noun, for a command's output."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def examples(*lines: str) -> str:
     """A command's --help epilog: example command lines, one per line."""
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)

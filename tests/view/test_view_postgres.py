@@ -115,6 +115,7 @@ def test_stats_on_the_url(run: Run, capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["rejected"] == {"crc": 1}
     table = precast(capsys, "stats", "--db", run.url)
     assert table.returncode == 0 and "precast devices (postgresql://precast@" in table.stdout
+    assert "nothing dropped" in table.stdout and "dropped before" not in table.stdout
     no_password(r.stdout, r.stderr, table.stdout, table.stderr)
 
 
@@ -128,7 +129,7 @@ def test_plot_on_the_url(run: Run, capsys: pytest.CaptureFixture[str]) -> None:
     assert m and len(re.findall(r"M ", m.group(1))) == 2  # broken at the hole
     assert "precast-value-device-8" in svg and "precast-value-device-9" in svg
     one = precast(capsys, "plot", "--db", run.url, "--device", "9", "-o", str(run.tmp / "9.svg"))
-    assert one.returncode == 0 and "1 panels, 1 readings" in one.stderr, one.stderr
+    assert one.returncode == 0 and "1 panel, 1 reading" in one.stderr, one.stderr
     empty = precast(
         capsys,
         "plot",

@@ -257,17 +257,23 @@ def cmd_stats(args: argparse.Namespace) -> int:
             f"devices {args.offset + 1}..{args.offset + len(doc['devices'])} of "
             f"{doc['devices_total']} (--limit, --offset)"
         )
-    out.append(
-        f"dropped before decoding: {doc['drops']['queue']} by the queue, "
-        f"{doc['drops']['kernel']} by the kernel; "
-        f"lines the --jsonl file did not take: {doc['drops']['jsonl']}"
-    )
+    drops = doc["drops"]
+    if any(drops.values()):
+        out.append(
+            f"dropped before decoding: {drops['queue']} by the queue, "
+            f"{drops['kernel']} by the kernel; "
+            f"lines the --jsonl file did not take: {drops['jsonl']}"
+        )
+    else:
+        out.append("nothing dropped (the queue, the kernel, the --jsonl file)")
     if "mqtt" in doc:
         m = doc["mqtt"]
-        out.append(
-            f"MQTT: {m['published']} published, {m['dropped']} dropped "
-            "(stored, but not published: the publisher's buffer was full)"
+        lost = (
+            f", {m['dropped']} dropped (stored, but not published: the publisher's buffer was full)"
+            if m["dropped"]
+            else ""
         )
+        out.append(f"MQTT: {m['published']} published{lost}")
     for line in out:
         print(textwrap.fill(line, width=80, subsequent_indent="  "))
     return 0

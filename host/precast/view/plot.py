@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from precast.args import examples
+from precast.args import examples, plural
 from precast.collect.dburl import display_db
 from precast.collect.store import FieldInfo, Reader, open_reader
 from precast.collect.utc import utc_iso
@@ -272,7 +272,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"cannot write {out}: {e.strerror}") from None
     n = sum(len(s.times) for p in panels for s in p.series.values())
-    print(f"wrote {out}: {len(panels)} panels, {n} readings", file=sys.stderr)
+    print(f"wrote {out}: {plural(len(panels), 'panel')}, {plural(n, 'reading')}", file=sys.stderr)
     return 0
 
 

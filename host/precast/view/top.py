@@ -393,10 +393,6 @@ def sort_rows(rows: list[DeviceRow], order: str) -> list[DeviceRow]:
     return sorted(rows, key=lambda d: (not d.active, d.device))
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def _header(f: Frame) -> Any:
     from rich.text import Text
 

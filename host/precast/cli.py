@@ -69,12 +69,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
             f"  frame {lay.frame_len} bytes, payload {lay.payload_len} bytes at {PAYLOAD_OFFSET},"
             f" IPv4 checksum 0x{lay.ip_checksum:04x}, struct {lay.body_fmt!r}"
         )
+        print(f"  {'offset':>6}  {'type':<4} field (units = raw x scale + offset)")
         for s in lay.fields:
             f = s.field
             scale = f" x{f.scale}" if f.scale != 1 else ""
             off = f" {f.offset:+}" if f.offset else ""
-            print(f"  {s.offset:5d}  {f.type:<4} {f.name}{scale}{off} {f.unit}".rstrip())
-        print(f"  {lay.check_offset:5d}  {t.check}")
+            print(f"  {s.offset:6d}  {f.type:<4} {f.name}{scale}{off} {f.unit}".rstrip())
+        print(f"  {lay.check_offset:6d}  {t.check}")
         late = lay.late
         print(
             f"  delayed: frame {late.frame_len} bytes, payload {late.payload_len}, age (u32 ms)"

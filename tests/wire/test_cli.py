@@ -32,6 +32,9 @@ def test_compile_json_contract() -> None:
 def test_compile_human_output() -> None:
     r = precast("compile", str(TEMPLATES))
     assert r.returncode == 0 and "env-node" in r.stdout and "cmac8" in r.stdout
+    lines = r.stdout.splitlines()
+    head = lines.index("  offset  type field (units = raw x scale + offset)")  # headed columns
+    assert lines[head + 1].split()[:3] == ["12", "i16", "temperature"], lines[head + 1]
 
 
 def test_a_key_for_a_crc_template_is_said_unused() -> None:

@@ -135,3 +135,18 @@ def test_secrets_are_copied_private_and_never_shown(tmp_path: Path) -> None:
     src.write_text(f'WIFI_SSID = "lab"\nWIFI_PASSWORD = {secret}"\n')  # a syntax error
     rc, listing, err, _ = build(tmp_path, "--secrets", str(src))
     assert rc == 2 and "not Python" in err and secret not in listing + err
+
+
+def test_key_file_gives_the_key_kept_off_the_command_line(tmp_path: Path) -> None:
+    """--key-file (as deploy and collect have it): the same bundle as --key; both is one line."""
+    key = "2b7e151628aed2a6abf7158809cf4f3c"
+    f = tmp_path / "k.hex"
+    f.write_text(key + "\n")
+    pm = str(TEMPLATES / "power-meter.toml")
+    rc, _, err, out = build(tmp_path, "--key-file", str(f), template=pm)
+    assert rc == 0, err
+    assert config_of(out)["KEY"] == bytes.fromhex(key)
+    rc, _, err, _ = build(tmp_path, "--key-file", str(f), "--key", key, template=pm)
+    assert rc == 2 and "give --key or --key-file, not both" in err and err.count("\n") == 1
+    rc, _, err, _ = build(tmp_path, "--key-file", str(tmp_path / "none"), template=pm)
+    assert rc == 2 and "--key-file" in err and err.count("\n") == 1, err

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 from precast.args import add_template_args, examples, non_negative, split_hostport
 from precast.boards import ethernet, hardware
 from precast.errors import PrecastError, UsageError
-from precast.wire.checks import crc16, fold, ones_sum
+from precast.wire.checks import crc16, fold, ones_sum, parse_key
 from precast.wire.constants import AGE_LEN, OFF_DEVICE, OFF_SEQ, PAYLOAD_OFFSET
 from precast.wire.layout import Layout, compile_template, pick_layout
 from precast.wire.template import Network
@@ -127,6 +127,12 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `precast build` (TEMPLATE, --device, --out, ...), for reuse."""
     add_template_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write")
+    p.add_argument(
+        "--key-file",
+        metavar="FILE",
+        help="file holding the AES-128 key, 32 hex digits (instead of --key, which every "
+        "local user can read in ps)",
+    )
     p.add_argument(
         "--transport",
         choices=TRANSPORTS,
@@ -296,10 +302,31 @@ def _check_destination(options: Any, lay: Layout) -> None:
         )
 
 
+def key_of(options: Any) -> bytes | None:
+    """The key of --key or --key-file (its one line of 32 hex digits; a key on the command
+    line is every local user's to read in ps), or None."""
+    key: bytes | None = _opt(options, "key")
+    path = _opt(options, "key_file")
+    if path is None:
+        return key
+    if key is not None:
+        raise UsageError("give --key or --key-file, not both")
+    try:
+        text = Path(path).read_text().strip()
+    except OSError as e:
+        raise UsageError(f"--key-file {path}: {e.strerror}") from None
+    try:
+        return parse_key(text)
+    except PrecastError as e:
+        raise UsageError(f"--key-file {path}: {e}") from None
+
+
 def _check_options(options: Any, lay: Layout) -> None:
     t = lay.template
     if t.mic and _opt(options, "key") is None:
-        raise UsageError(f"template {t.name!r} uses {t.check}: a key is needed (--key HEX)")
+        raise UsageError(
+            f"template {t.name!r} uses {t.check}: a key is needed (--key HEX or --key-file F)"
+        )
     if _opt(options, "transport", "udp") == "packet" and not _opt(options, "iface"):
         raise UsageError("--transport packet needs --iface IF")
 
@@ -553,6 +580,8 @@ def firmware_modules(transport: str, sensors: tuple[str, ...], needs: Needs) -> 
 
 def build_bundle(options: Any) -> list[Path]:
     """Write the bundle for `options` (build's arguments, by attribute); the files written."""
+    if _opt(options, "key_file") is not None:
+        options = argparse.Namespace(**{**vars(options), "key": key_of(options), "key_file": None})
     lay = bundle_layout(options)
     _check_options(options, lay)
     entries = config_entries(options, lay)  # refuses bad hardware options

@@ -336,24 +336,24 @@ def bundle_files(out: Path, written: list[Path]) -> dict[str, bytes]:
 
 def _prepare(args: argparse.Namespace, out: Path) -> tuple[dict[str, bytes], bytes | None]:
     """Build into `out`; the files to put on the board and the secrets file (or None)."""
-    from precast.boards.build import build_bundle, bundle_layout, config_entries, config_source
+    from precast.boards.build import (
+        build_bundle,
+        bundle_layout,
+        config_entries,
+        config_source,
+        key_of,
+    )
 
-    if args.key is not None and args.key_file is not None:
-        raise UsageError("give --key or --key-file, not both")
     if (args.wifi_ssid is None) != (args.wifi_password_file is None):
         raise UsageError("--wifi-ssid and --wifi-password-file go together")
     if getattr(args, "secrets", None) and args.wifi_ssid is not None:
         raise UsageError("give --secrets FILE or --wifi-ssid/--wifi-password-file, not both")
-    key: bytes | None = args.key
-    if args.key_file is not None:
-        from precast.wire.checks import parse_key
-
-        key = parse_key(_read_secret_file(args.key_file, "key"))
+    key = key_of(args)
     password = None
     if args.wifi_password_file is not None:
         password = _read_secret_file(args.wifi_password_file, "WiFi password")
     options = argparse.Namespace(**vars(args))
-    options.key = key
+    options.key, options.key_file = key, None  # read once, here
     options.out = str(out)
     written = build_bundle(options)
     # The key stays out of the bundle: precast_config (kept as source, it is small) imports
@@ -557,7 +557,6 @@ def add_deploy_arguments(p: argparse.ArgumentParser) -> None:
         help="the board: a serial device, socket://HOST:PORT, rfc2217://HOST:PORT, or "
         "mpremote's auto, a0, u0, c0",
     )
-    p.add_argument("--key-file", metavar="F", help="file holding the AES-128 key (32 hex digits)")
     p.add_argument("--wifi-ssid", metavar="S", help="WiFi network the board joins")
     p.add_argument("--wifi-password-file", metavar="F", help="file holding the WiFi password")
     p.add_argument(

@@ -504,6 +504,9 @@ class MqttSink:
         self._closing.set()
         self._thread.join(timeout + 5.0)
         self._thread = None
+        if self._drop_spell >= 0:  # a spell of drops still open: its line, now or never
+            log.warning("MQTT: %d readings were not published", self.dropped - self._drop_spell)
+            self._drop_spell = -1
         n = len(self._readings)
         if n:
             self._readings.clear()

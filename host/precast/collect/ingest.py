@@ -62,7 +62,7 @@ from precast.wire.batch import (
 from precast.wire.codec import Codec
 from precast.wire.constants import NO_KEY
 from precast.wire.header import DEVICE, SEQ
-from precast.wire.validator import Validator
+from precast.wire.validator import Spec, Validator
 
 # A template's readings in a commit, piece by piece: the batches' in order.
 Pieces = dict[int, list[list[Row] | Readings]]
@@ -304,27 +304,30 @@ class Ingest:
                 if hsp is not None and len(held.data) == hsp.length:
                     hv = hsp.unpack(held.data)
                     hat = unix_us(held.at)
-                    if hsp.delayed:
-                        tracker.count_delayed(device)
+                    hiso = iso_of_us(hat)
                     rows.setdefault(hsp.id, []).append(
                         builders[hsp.id](
                             hv,
                             held.epoch,
-                            iso_of_us(hat),
-                            iso_of_us(taken_us(hat, hv[-1])) if hsp.delayed else iso_of_us(hat),
+                            hiso,
+                            self._taken(hsp, hv, hat, hiso),
                             held.source,
                         )
                     )
             r = rows.get(sp.id)
             if r is None:
                 r = rows[sp.id] = []
-            if sp.delayed:  # the age, the body's last value
-                tracker.count_delayed(device)
-                r.append(builders[sp.id](v, epoch, at, iso_of_us(taken_us(at_us, v[-1])), src))
-            else:
-                r.append(builders[sp.id](v, epoch, at, at, src))
+            r.append(builders[sp.id](v, epoch, at, self._taken(sp, v, at_us, at), src))
         for tid, rs in rows.items():
             pieces.setdefault(tid, []).append(rs)
+
+    def _taken(self, sp: Spec, v: tuple[Any, ...], at_us: int, at: str) -> str:
+        """A stored frame's taken_at: `at`, or for a delayed frame (counted on its device)
+        at less its age, the body's last value."""
+        if not sp.delayed:
+            return at
+        self.tracker.count_delayed(v[DEVICE])
+        return iso_of_us(taken_us(at_us, v[-1]))
 
     def _arrays(
         self, ts: float, batch: Arrivals, checked: Checked | None, out: Commit, pieces: Pieces

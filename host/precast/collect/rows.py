@@ -168,11 +168,8 @@ class Readings(Sequence[Row]):
         if self._tuples is None:
             rec = self.records
             cols: list[Iterable[Any]] = [rec[n].tolist() for n in rec.dtype.names or ()]
-            n = len(rec)
-            times, where = np.unique(np.concatenate((rec["at"], rec["taken"])), return_inverse=True)
-            iso = _spread([iso_of_us(t) for t in times.tolist()], where.reshape(-1))
-            iso = list(iso)
-            cols[3], cols[TAKEN_AT] = iso[:n], iso[n:]
+            cols[3] = _iso(rec["at"])
+            cols[TAKEN_AT] = _iso(rec["taken"])
             cols[SOURCE_AT] = _spread(self.sources, rec["source"])
             self._tuples = list(zip(*cols, strict=True))
         return self._tuples
@@ -189,6 +186,13 @@ class Readings(Sequence[Row]):
 
     def __iter__(self) -> Iterator[Row]:
         return iter(self.tuples())
+
+
+def _iso(us: npt.NDArray[np.int64]) -> Iterable[str]:
+    """A column of unix µs as utc.iso_of_us's text, each distinct time formatted once (a
+    batch's readings mostly share one arrival time)."""
+    times, where = np.unique(us, return_inverse=True)
+    return _spread([iso_of_us(t) for t in times.tolist()], where.reshape(-1))
 
 
 def _spread(values: list[Any], index: npt.NDArray[np.integer]) -> Iterable[Any]:

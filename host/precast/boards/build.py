@@ -302,6 +302,19 @@ def _check_destination(options: Any, lay: Layout) -> None:
         )
 
 
+def read_secret_file(path: str, what: str) -> str:
+    """The text of a file holding a secret (a key, a WiFi password), its line end stripped;
+    one line, naming the file, when it cannot be read or is empty."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise UsageError(f"cannot read the {what} file {path}: {e.strerror}") from None
+    text = text.strip("\r\n")
+    if not text:
+        raise UsageError(f"the {what} file {path} is empty")
+    return text
+
+
 def key_of(options: Any) -> bytes | None:
     """The key of --key or --key-file (its one line of 32 hex digits; a key on the command
     line is every local user's to read in ps), or None."""
@@ -312,11 +325,11 @@ def key_of(options: Any) -> bytes | None:
     if key is not None:
         raise UsageError("give --key or --key-file, not both")
     try:
-        text = Path(path).read_text().strip()
-    except OSError as e:
-        raise UsageError(f"--key-file {path}: {e.strerror}") from None
+        text = read_secret_file(path, "key")
+    except UsageError as e:
+        raise UsageError(f"--key-file: {e}") from None
     try:
-        return parse_key(text)
+        return parse_key(text.strip())
     except PrecastError as e:
         raise UsageError(f"--key-file {path}: {e}") from None
 

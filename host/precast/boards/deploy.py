@@ -107,17 +107,6 @@ def secrets_source(key: bytes | None, ssid: str | None, password: str | None) ->
     return ("\n".join(lines) + "\n").encode()
 
 
-def _read_secret_file(path: str, what: str) -> str:
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise UsageError(f"cannot read the {what} file {path}: {e.strerror}") from None
-    text = text.strip("\r\n")
-    if not text:
-        raise UsageError(f"the {what} file {path} is empty")
-    return text
-
-
 @contextlib.contextmanager
 def deadline(seconds: float, message: str) -> Iterator[None]:
     """Raise BoardError(message) if the block takes longer (main thread only)."""
@@ -342,6 +331,7 @@ def _prepare(args: argparse.Namespace, out: Path) -> tuple[dict[str, bytes], byt
         config_entries,
         config_source,
         key_of,
+        read_secret_file,
     )
 
     if (args.wifi_ssid is None) != (args.wifi_password_file is None):
@@ -351,7 +341,7 @@ def _prepare(args: argparse.Namespace, out: Path) -> tuple[dict[str, bytes], byt
     key = key_of(args)
     password = None
     if args.wifi_password_file is not None:
-        password = _read_secret_file(args.wifi_password_file, "WiFi password")
+        password = read_secret_file(args.wifi_password_file, "WiFi password")
     options = argparse.Namespace(**vars(args))
     options.key, options.key_file = key, None  # read once, here
     options.out = str(out)

@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 from precast.args import examples, key_arg, parse_hostport
@@ -22,7 +21,7 @@ from precast.collect.daemon import (
     log,
 )
 from precast.collect.dburl import is_postgres
-from precast.collect.files import refuse_link, write_replacing
+from precast.collect.files import need_directory, refuse_link, write_replacing
 from precast.collect.metrics import DEFAULT_METRICS_DEVICES, serve_metrics
 from precast.collect.receiver import big_datagrams_unmapped
 from precast.collect.sinks import mqtt as mqtt_sink
@@ -55,11 +54,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     ):
         if path:
             refuse_link(what, path)
-            parent = Path(path).parent
-            if not parent.is_dir():  # said now, not once the collector is listening
-                raise UsageError(
-                    f"{what} {path}: the directory {parent} does not exist (create it first)"
-                )
+            need_directory(what, path)  # said now, not once the collector is listening
     if args.queue < 1:
         raise UsageError("--queue must be at least 1")
     if args.stop_timeout < 0:

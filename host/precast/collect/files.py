@@ -64,6 +64,14 @@ def refuse_link(what: str, path: str | Path) -> None:
         raise LinkRefused(what, path)
 
 
+def need_directory(what: str, path: str | Path) -> None:
+    """UsageError naming the missing directory a file to be written would go in (checked at
+    start, before anything listens)."""
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise UsageError(f"{what} {path}: the directory {parent} does not exist (create it first)")
+
+
 def open_append(what: str, path: str | Path, read: bool = False) -> int:
     """A descriptor appending to path (created MODE when missing), never through a link.
 
@@ -120,15 +128,12 @@ def prepare_database(path: str | Path) -> None:
         refuse_link(what, p)
     if names[0].exists():
         return
+    need_directory(what, path)
     for p in names[:3]:
         try:
             os.close(create_new(what, p))
         except FileExistsError:
             pass
-        except FileNotFoundError:
-            raise UsageError(
-                f"{what} {path}: the directory {p.parent} does not exist (create it first)"
-            ) from None
         except OSError as e:
             raise UsageError(f"{what} {path}: cannot create {p.name}: {e.strerror}") from None
 

@@ -33,6 +33,7 @@ from micropython import const
 
 from .checks import load_be32, seal
 from .layout import FRAME_SEQ, P_FIELDS, P_SEQ, PAYLOAD_OFFSET
+from .robust import REFUSED  # ECONNREFUSED: the datagram before this send was refused
 
 # The ring's state, an array('i'): where the oldest is, how many, and the counts.
 B_HEAD = const(0)
@@ -268,7 +269,6 @@ class Backlog:
 
 
 LATE_PER_READING = const(4)  # kept readings sent before each new one, at most
-_REFUSED = const(111)  # ECONNREFUSED: the collector refused the datagram before this send
 
 
 class Keeper:
@@ -309,7 +309,7 @@ class Keeper:
             except OSError as e:
                 link.failed += 1
                 link.last_errno = e.errno
-                if e.errno == _REFUSED:  # the datagram before this one was refused
+                if e.errno == REFUSED:  # the datagram before this one was refused
                     link.refused += 1
                     self.refused()
                     return False
@@ -318,8 +318,7 @@ class Keeper:
         if link.send(mv):
             return True
         b.keep(self.frame)
-        if link.last_errno == _REFUSED:  # the link did not retry it: see refused()
-            self.probing = True
+        if link.last_errno == REFUSED:  # the link did not retry it: see refused()
             self.probe_again()
         return False
 
@@ -327,7 +326,6 @@ class Keeper:
         """The new reading is kept unsent, and probing starts with the oldest kept one."""
         self.backlog.keep(self.frame)
         self.link.dropped += 1
-        self.probing = True
         self.probe_again()
 
     def probe(self):
@@ -344,7 +342,7 @@ class Keeper:
         except OSError as e:
             link.failed += 1
             link.last_errno = e.errno
-            if e.errno == _REFUSED:
+            if e.errno == REFUSED:
                 self.probe_again()  # refused still: the error is taken, so this one goes
             return
         except MemoryError:
@@ -354,7 +352,9 @@ class Keeper:
         self.probing = False
 
     def probe_again(self):
-        """The oldest kept reading goes out, still kept (an error: the next probe tells)."""
+        """Probing: the oldest kept reading goes out, still kept (an error: the next probe
+        tells)."""
+        self.probing = True
         b = self.backlog
         b.load(0, b.clock())
         try:

@@ -38,7 +38,7 @@ import micropython
 _CLOSED = (errno.EBADF, errno.ENOTCONN)
 # The collector's host refused the datagram before this send (ICMP port unreachable): this
 # one never left, and a retry would go out into nothing. Not retried; that datagram counted.
-_REFUSED = errno.ECONNREFUSED
+REFUSED = errno.ECONNREFUSED
 _NOT_OPEN = OSError(errno.ENOTCONN)  # made once: raising it allocates nothing
 _NAMES = getattr(errno, "errorcode", {})  # errno -> "ENOBUFS", where the port has the table
 TELL_MS = 60000  # the same cause on the console at most once a minute
@@ -148,7 +148,7 @@ class Robust:
         while True:
             self.failed += 1
             self.fault(err)
-            if err == _REFUSED:
+            if err == REFUSED:
                 self.refused += 1
                 self.dropped += 1
                 return False

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from firmware_kit import build, no_viper
-from kit import KEY_HEX, micropython
+from kit import KEY_HEX, micropython, run_bundle
 from kit import TEMPLATES as TEMPLATES_DIR
 from precast.wire.codec import encode_raw
 from precast.wire.layout import load_layouts
@@ -316,11 +316,7 @@ def test_the_ring_crosses_deep_sleep_in_a_file_with_its_ages_going_on(tmp_path: 
     out = tmp_path / "b"
     build(out, TEMPLATES_DIR / "minimal.toml", "--device", "5", "--sleep", "deep")
     assert "BACKLOG_FILE = 'precast_backlog'" in (out / "precast_config.py").read_text()
-    (out / "test_script.py").write_text(SLEEP)
-    r = subprocess.run(
-        [micropython(), "test_script.py"], cwd=out, capture_output=True, text=True, timeout=60,
-        check=False,
-    )  # fmt: skip
+    r = run_bundle(out, SLEEP)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.strip().split("\n")
     assert lines[0] == "after pause False" and lines[1] == "restored 5 False", lines
@@ -442,11 +438,7 @@ def test_the_ring_crosses_deep_sleep_in_rtc_memory(
     build(out, TEMPLATES_DIR / "minimal.toml", "--device", "5", "--sleep", "deep")
     shutil.copy(Path(__file__).parents[1] / "drivers_fakes.py", out)
     gap = 10 if n < 100 else 1
-    (out / "test_script.py").write_text(RTC_SLEEP % (n, size, gap))
-    r = subprocess.run(
-        [micropython(), "test_script.py"], cwd=out, capture_output=True, text=True, timeout=60,
-        check=False,
-    )  # fmt: skip
+    r = run_bundle(out, RTC_SLEEP % (n, size, gap))
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.strip().split("\n")
     slot = 4 + 4 + 2  # an age, the seq, minimal's one u16 field

@@ -64,6 +64,28 @@ def _nbytes(datagrams: Datagrams) -> int:
     return sum([len(x[0]) for x in datagrams]) + len(datagrams) * DATAGRAM_OVERHEAD
 
 
+def datagrams(batches: list[Batch]) -> int:
+    """How many datagrams the batches hold."""
+    return sum(len(b) for _, b in batches)
+
+
+def halves(batches: list[Batch]) -> list[list[Batch]]:
+    """batches as two pieces of about half the datagrams each (a batch split if need be)."""
+    half = datagrams(batches) // 2
+    first: list[Batch] = []
+    n = 0
+    for i, (ts, b) in enumerate(batches):
+        if n + len(b) <= half:
+            first.append((ts, b))
+            n += len(b)
+            continue
+        cut = half - n
+        if cut:
+            first.append((ts, b[:cut]))
+        return [first, [(ts, b[cut:]), *batches[i + 1 :]]]
+    return [first, []]
+
+
 class Backlog:
     """A queue of batches bounded in datagrams and bytes; what does not fit is counted."""
 

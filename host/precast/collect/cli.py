@@ -18,6 +18,7 @@ from precast.collect.daemon import (
     DEFAULT_RCVBUF,
     STOP_WAIT,
     Collector,
+    Options,
     log,
 )
 from precast.collect.dburl import is_postgres
@@ -88,24 +89,22 @@ def cmd_collect(args: argparse.Namespace) -> int:
             os.getpid(),
         )
     mqtt = mqtt_sink.config_from(args)
-    col = Collector(
-        listen,
-        templates,
-        args.db,
+    opts = Options(
         key=args.key,
+        key_file=args.key_file,
         keys_file=args.keys,
         jsonl=args.jsonl,
+        mqtt=mqtt,
         window=args.window,
+        max_devices=args.max_devices,
         queue=args.queue,
+        queue_bytes=args.queue_bytes,
         rcvbuf=args.rcvbuf,
         reuse_port=args.reuse_port,
         spill=args.spill,
         stop_timeout=args.stop_timeout,
-        key_file=args.key_file,
-        queue_bytes=args.queue_bytes,
-        max_devices=args.max_devices,
-        mqtt=mqtt,
     )
+    col = Collector(listen, templates, args.db, opts)
     if args.replay_spill:
         return col.replay(args.replay_spill)
     metrics = (

@@ -20,7 +20,9 @@ from pathlib import Path
 from precast.collect.files import read_trusted
 from precast.errors import PrecastError, UsageError
 from precast.wire.checks import parse_key
+from precast.wire.codec import Codec
 from precast.wire.constants import U32_MAX
+from precast.wire.layout import load_layouts
 
 
 def _read_secret(path: str | Path, what: str) -> str:
@@ -76,3 +78,20 @@ def load_key_file(path: str | Path) -> bytes:
         return parse_key(words[0])
     except PrecastError as e:
         raise UsageError(f"{path}: {e}") from None
+
+
+def load_codec(
+    templates: list[str],
+    key: bytes | None = None,
+    key_file: str | None = None,
+    keys_file: str | None = None,
+) -> Codec:
+    """The codec a collector checks frames with: its templates, and the keys of --key,
+    --key-file and --keys (a keys file's `*` line wins over the other two)."""
+    default, keys = key, dict[int, bytes]()
+    if key_file:
+        default = load_key_file(key_file)
+    if keys_file:
+        file_default, keys = load_keys(keys_file)
+        default = file_default if file_default is not None else default
+    return Codec(load_layouts(templates), key=default, keys=keys)

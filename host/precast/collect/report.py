@@ -10,6 +10,7 @@ counts alone (`rejected: mic 5`) do not answer it. So the collector logs:
   minute per source and reason with the count, so a flood cannot fill the log
   (a `conflict` line names both sources: the refused sequence's and the
   established one's);
+- frames refused for the device limit (--max-devices), one line a minute at most;
 - and keeps the latest refusals (newest first, bounded) for `precast stats`.
 
 The collector calls it after a batch is stored, with what the batch saw, so a
@@ -21,11 +22,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from precast.collect.tracker import CONFLICT_REASON
+from precast.collect.ingest import Commit
+from precast.collect.tracker import CONFLICT_REASON, Verdict
 from precast.collect.utc import utc_iso
 from precast.wire import header
 from precast.wire.constants import (
@@ -79,6 +81,7 @@ class Reporter:
         clock: Callable[[], float] = time.time,
         proven: Callable[[int], bool] = lambda device: False,
         established: Callable[[int], str | None] = lambda device: None,
+        max_devices: int = 0,
     ) -> None:
         self.template_ids = template_ids  # the loaded templates, now (a reload changes them)
         self.keyed = keyed  # does this device have a key of its own on file?
@@ -87,7 +90,26 @@ class Reporter:
         self.established = established
         self.clock = clock
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self.unsaved = False  # recent has refusals the store has not been given
+        self.max_devices = max_devices
         self._tallies: dict[tuple[str, str], _Tally] = {}
+        self._limit = _Tally(first=0.0, logged=-EVERY_S)  # device-limit refusals, any source
+
+    def committed(
+        self,
+        c: Commit,
+        names: Callable[[int], str],
+        tracked: Container[int],
+        source: Callable[[Any], str],
+    ) -> None:
+        """What a stored batch saw: its new devices (those tracked: a device the limit
+        refused is not new) and its refused frames. names: a template id's name."""
+        for n in c.new:
+            if n.device in tracked:
+                self.new_device(n.device, names(n.template), n.template, source(n.addr))
+        for r in c.refused:
+            self.refused(r.reason, source(r.addr), r.data)
+        self._limit.count += c.rejects.get(Verdict.DEVICE_LIMIT.value, 0)
 
     # -- what the storing thread reports
 
@@ -99,6 +121,7 @@ class Reporter:
         """A refused datagram: keep it among the recent ones; log it, rate-limited."""
         now = self.clock()
         tid, device = header_ids(data) if reason not in (SHORT, MAGIC_BAD) else (None, None)
+        self.unsaved = True
         self.recent.appendleft(
             {
                 "at": utc_iso(now),
@@ -137,6 +160,16 @@ class Reporter:
                 self._line(key, t, now)
             elif not t.count and due:
                 del self._tallies[key]  # quiet for a minute: its next refusal logs at once
+        t = self._limit
+        if t.count and (now - t.logged >= EVERY_S or force):
+            log.warning(
+                "device limit (%d, --max-devices) reached: refused %d frames of new devices "
+                "since the last report (devices with a key of their own are still admitted)",
+                self.max_devices,
+                t.count,
+            )
+            t.count = 0
+            t.logged = now
 
     # -- the words
 

@@ -18,13 +18,16 @@ A spill that was replayed is renamed FILE.replayed, so it is not counted twice.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from precast.collect.files import open_append
+from precast.collect.files import LinkRefused, open_append
 from precast.errors import UsageError
+
+log = logging.getLogger("precast.collect")
 
 DEFAULT_SPILL = "precast-spill.jsonl"
 
@@ -53,6 +56,37 @@ def write_spill(
 
 
 Spilled = list[tuple[float, list[tuple[bytes, str]]]]
+
+
+def spill_unwritten(
+    path: str, batches: Spilled, readings: int, counters: Mapping[str, int], cause: BaseException
+) -> None:
+    """Stopping with the database unwritable: the batches to the spill file, and one log line
+    saying how many readings (of how many datagrams) wait there, or were lost if it failed."""
+    n = sum(len(b) for _, b in batches)
+    try:
+        write_spill(path, batches, counters)
+    except (OSError, LinkRefused) as err:
+        log.error(
+            "stopping: the database stays unwritable (%s) and the spill file %s cannot be "
+            "written (%s): %d readings (in %d datagrams) received were not stored",
+            cause,
+            path,
+            err.strerror if isinstance(err, OSError) else "a symbolic link, never followed",
+            readings,
+            n,
+        )
+        return
+    log.error(
+        "stopping: the database stays unwritable (%s): %d readings (in %d datagrams) "
+        "received were not stored; they are in %s (load them with "
+        "`precast collect --replay-spill %s`)",
+        cause,
+        readings,
+        n,
+        path,
+        path,
+    )
 
 
 def read_spill(path: str | Path) -> tuple[Spilled, dict[str, int]]:

@@ -695,3 +695,60 @@ def test_a_devices_table_from_before_the_hardening_gets_its_columns(
     assert row == ("crc", -1, b"", False, 200)
     d = by_device(stats(pg_url))[7]
     assert (d["received"], d["lost"], d["reboots"], d["epoch"]) == (200, 0, 0, 0)
+
+
+def test_books_changed_outside_the_locked_set_are_locked_and_built_again(pg_url: str) -> None:
+    """A Commit that changes a device its touched set left out (the rare gaps of touched():
+    a place freed by fresh(), a replay counted as new) is not written as built: the store
+    locks that device too and builds again from the database's books, so collector A never
+    writes stale books over what collector B stored meanwhile."""
+    from collector_harness import LAYOUTS
+    from precast.collect.ingest import Commit
+    from precast.collect.store import open_store
+    from precast.collect.tracker import Tracker
+
+    at = "2026-01-02T03:04:05.000000Z"
+    stores: list[Any] = [open_store(pg_url), open_store(pg_url)]
+    trackers = [Tracker(), Tracker()]
+    calls: list[set[int]] = []
+
+    def work(who: int, seqs: dict[int, int], note: bool = False) -> Any:
+        t = trackers[who]
+
+        def build(fresh: dict[int, Any]) -> Any:
+            if note:
+                calls.append(set(stores[who]._locked))
+                t.rollback()
+                t.begin()
+            for dev, d in fresh.items():
+                if d is None:
+                    t.devices.pop(dev, None)
+                else:
+                    t.load(d)
+            rows = []
+            for dev, seq in seqs.items():
+                t.observe(dev, 2, seq, 1.0 + seq, False)
+                rows.append((dev, seq, 0, at, at, "127.0.0.1:1", seq))
+            return Commit(rows={2: rows}, devices=t.take_dirty())
+
+        return build
+
+    def commit(who: int, touched: set[int], seqs: dict[int, int], note: bool = False) -> None:
+        trackers[who].begin()
+        stores[who].commit(touched, work(who, seqs, note))
+        trackers[who].commit()
+
+    try:
+        for s in stores:
+            s.ensure_templates(LAYOUTS.values())
+        commit(0, {1, 2}, {1: 0, 2: 0})  # A knows devices 1 and 2
+        commit(1, {2}, {2: 1})  # B moves device 2 on, twice
+        commit(1, {2}, {2: 2})
+        commit(0, {1}, {1: 1, 2: 3}, note=True)  # A's touched set leaves device 2 out
+    finally:
+        for s in stores:
+            s.close()
+    assert calls == [{1}, {1, 2}]  # built twice: the second time with device 2 locked
+    books = by_device(stats(pg_url))[2]
+    # B's two readings are in A's books (stale, A would have written received 2, lost 2).
+    assert (books["received"], books["lost"], books["last_seq"]) == (4, 0, 3)

@@ -219,6 +219,9 @@ class Collector:
         built: list[Commit] = []
 
         def build(fresh: dict[int, Device | None]) -> Commit:
+            if built:  # asked again, with more devices locked: from where the first began
+                tracker.rollback()
+                tracker.begin()
             ingest.fresh(fresh)
             c = ingest.run(batches)
             c.counters = counters.changed(c.stored if self.sinks else 0)

@@ -74,6 +74,9 @@ class Store(Protocol):
 
         PostgreSQL locks the books of `touched` and hands build() those another
         collector moved on; SQLite (one writer) ignores touched and hands it none.
+        build() may be called again (PostgreSQL, when its Commit changed the books of
+        a device not in touched: then with that device locked too); each call must
+        start from the state the first one started from.
         The Commit's rows, devices, reject counts (added) and counters (totals) are
         written all or nothing; a failure raises one of `transient` or StoreError.
         """

@@ -129,6 +129,14 @@ def _q(name: str) -> sql.Identifier:
     return sql.Identifier(name)
 
 
+class _Unlocked(Exception):
+    """A Commit changed the books of devices the transaction had not locked."""
+
+    def __init__(self, devices: set[int]) -> None:
+        super().__init__(f"books of unlocked devices changed: {sorted(devices)}")
+        self.devices = devices
+
+
 class PostgresStore:
     """The collector's writer into PostgreSQL; the methods of the SQLite store, plus transact()."""
 
@@ -504,10 +512,22 @@ class PostgresStore:
         build(fresh) gets the devices another collector moved on since this one
         last saw them (None: no books yet), must load them into its tracker,
         classify the batch and return the Commit to write. Returns the readings stored.
+        A Commit that changes the books of a device not locked (the caller's touched
+        set fell short) is not written: the attempt is undone and made again with that
+        device locked too (build is called again, and must start from where the first
+        call started), so no collector writes books it did not lock.
         On an error the transaction is rolled back, the touched devices are
         forgotten (so the next attempt reloads them) and the error is raised.
         """
         ids = sorted(set(touched))
+        while True:
+            try:
+                return self._commit_locked(ids, build)
+            except _Unlocked as e:
+                log.debug("a commit changed unlocked devices %s: made again", sorted(e.devices))
+                ids = sorted(e.devices.union(ids))
+
+    def _commit_locked(self, ids: list[int], build: Build) -> int:
         self.commits += 1
         committing = False
         try:
@@ -515,6 +535,9 @@ class PostgresStore:
                 self._locked = ids
                 fresh = self._lock(ids)
                 c = build(fresh)
+                unlocked = {d.device for d in c.devices}.difference(ids)
+                if unlocked:
+                    raise _Unlocked(unlocked)
                 stored = self._write(c.rows, c.devices, c.rejects, c.counters)
                 # This collector's commit count, written with the batch: if the connection
                 # dies during COMMIT, it tells whether the batch is in (see _in_doubt).

@@ -24,7 +24,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from collector_harness import Collector, by_device, count_rows, payload, rows, stats
+from collector_harness import (
+    Collector,
+    by_device,
+    count_rows,
+    is_pg,
+    payload,
+    pg_query,
+    rows,
+    stats,
+)
 from kit import KEY, TEMPLATES, precast_cmd, wait_for
 from pg_server import PgServer, free_port
 from precast.collect.files import LinkRefused
@@ -603,35 +612,88 @@ def test_single_forged_crc_frames_ahead_move_nothing(tmp_path: Path, store_db: P
 # ---- 4. a SIGKILL leaves no sink silently short of the database ------------------------------
 
 
-def test_readings_a_killed_collector_never_published_are_counted(tmp_path: Path) -> None:
+def test_readings_a_killed_collector_never_published_are_published_after_restart(
+    tmp_path: Path, store_db: Path | str
+) -> None:
     """The broker away: 100 readings stored and waiting in the MQTT buffer when the collector
     is killed (the attack: 42,040 rows without a line or a message, every counter 0). The next
-    start counts them as MQTT drops, with one line; the JSON lines, all written, none."""
-    broker = f"mqtt://127.0.0.1:{free_port()}"
+    start, the broker back, publishes every one of them from the store's outbox (a subscriber
+    gets each seq, with the fields and times the database holds), and with nothing owed a
+    clean stop leaves the outbox empty; the JSON lines, all written before the kill (their
+    outbox entries gone with the commit that counted them), are not written again."""
+    from mqtt_kit import Mosquitto, Subscriber
+
+    broker = Mosquitto(tmp_path)
+    broker.stop()  # the port kept: away while the readings are stored
     jsonl = tmp_path / "out.jsonl"
-    col = Collector(tmp_path, "--mqtt", broker, "--jsonl", str(jsonl))
+    args = ("--mqtt", broker.url_base, "--jsonl", str(jsonl))
+    col = Collector(tmp_path, *args, db=store_db)
     try:
         col.send(minimal(3, s) for s in range(100))
         wait_for(lambda: count_rows(col.db) == 100, 20, "the readings")
         pending = f"jsonl_pending:{os.path.realpath(jsonl)}"
         wait_for(lambda: counter(col.db, pending) == 0 and len(lines(jsonl)) == 100, 20, "lines")
-        assert counter(col.db, f"mqtt_pending:{broker}/precast") == 100
+        assert counter(col.db, f"mqtt_pending:{broker.url_base}/precast") == 100
+        assert outbox(col.db) > 0
     finally:
         col.kill()
-    again = Collector(tmp_path, "--mqtt", broker, "--jsonl", str(jsonl), db=col.db, name="again")
-    assert again.stop() == 0, again.stderr()
+    broker.start()
+    try:
+        sub = Subscriber(broker, "precast/3/reading")
+        again = Collector(tmp_path, *args, db=store_db, name="again")
+        got = sub.wait(lambda m: len(m) >= 100, 20, "the killed run's readings")
+        assert again.stop() == 0, again.stderr()
+    finally:
+        broker.close()
+    docs = [json.loads(m["payload"]) for m in got]
+    assert sorted(d["seq"] for d in docs) == list(range(100))
+    at = received(col.db)
+    for d in docs:  # as the database holds them, read back
+        assert d["fields"] == {"value": d["seq"]}
+        assert d["received_at"] == d["taken_at"] == at[d["seq"]], (d, at[d["seq"]])
+    assert "handed again 100 readings" in again.stderr()
     doc = stats(col.db)
-    assert doc["mqtt"] == {"published": 0, "dropped": 100}
+    assert doc["mqtt"] == {"published": 100, "dropped": 0}
     assert doc["drops"]["jsonl"] == 0 and len(lines(jsonl)) == 100
-    assert "100 readings stored before the collector was killed" in again.stderr()
-    assert counter(col.db, f"mqtt_pending:{broker}/precast") == 0
+    assert counter(col.db, f"mqtt_pending:{broker.url_base}/precast") == 0
+    assert outbox(col.db) == 0
 
 
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def received(db: Path | str) -> dict[int, str]:
+    """seq -> received_at of readings_2 as the database gives it (PostgreSQL's formatted by
+    the server as the collector formats its own)."""
+    if is_pg(db):
+        q = (
+            "SELECT seq, to_char(received_at AT TIME ZONE 'UTC', "
+            '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\') FROM readings_2'
+        )
+        return {int(a): str(b) for a, b in pg_query(str(db), q)}
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return dict(con.execute("SELECT seq, received_at FROM readings_2").fetchall())
+    finally:
+        con.close()
+
+
+def outbox(db: Path | str) -> int:
+    """Entries in the sinks' outbox, counted by the database itself."""
+    if is_pg(db):
+        return int(pg_query(str(db), "SELECT count(*) FROM sink_outbox")[0][0])
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return int(con.execute("SELECT count(*) FROM sink_outbox").fetchone()[0])
+    finally:
+        con.close()
+
+
 def counter(db: Path | str, name: str) -> int:
+    if is_pg(db):
+        got = pg_query(str(db), f"SELECT count FROM counters WHERE name = '{name}'")
+        return int(got[0][0]) if got else 0
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
         row = con.execute("SELECT count FROM counters WHERE name = ?", (name,)).fetchone()

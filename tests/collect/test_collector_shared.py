@@ -295,6 +295,7 @@ def test_schema_types_indexes_and_search_path(pg_server: PgServer, pg_url: str) 
         "precast_s.recent_rejects",
         "precast_s.rejects",
         "precast_s.requests",
+        "precast_s.sink_outbox",
         "precast_s.templates",
     ]
     devcols = pg_server.psql(

@@ -358,6 +358,8 @@ def start_collector(
                 "warning",
                 *(["--reuse-port"] if n > 1 else []),
             ]
+            if os.environ.get("PRECAST_BENCH_JSONL"):  # the --jsonl sink's cost (its outbox)
+                cmd += ["--jsonl", str(tmp / f"{kind}-{i}.jsonl")]
             if kind.startswith("precast-mqtt"):
                 assert broker is not None
                 cmd += ["--mqtt", f"mqtt://127.0.0.1:{broker.port}", "--mqtt-qos", kind[-1]]

@@ -121,9 +121,6 @@ class Collector:
             )
             self.mqtt.start()
             self.sinks.append(self.mqtt)
-        for sink in self.sinks:  # what a killed run left them (sinks/)
-            if base.get(sink.position, 0) > 0:
-                sink.missed(base[sink.position])
         self.reporter = Reporter(
             lambda: self.codec.layouts,
             lambda d: d in self.codec.keys,
@@ -137,6 +134,8 @@ class Collector:
         )
         self.address = self.listener.address
         self.counters = Counters(base, self.backlog, self.sinks, lambda: self.listener.kernel_drops)
+        for sink in self.sinks:
+            self._resend(sink, base.get(sink.position, 0))
         self.stored = 0
         self.error: BaseException | None = None
         self._next_tick = self._next_chores = 0.0
@@ -205,6 +204,31 @@ class Collector:
             src = sources[addr] = self.listener.receiver.describe(addr)
         return src
 
+    def _resend(self, sink: Sink, owed: int) -> None:
+        """Hand the sink what a killed run committed and it may not have taken (outbox.py):
+        its outbox's entries, read back; owed, the killed run's position, counts what no
+        entry holds (a database from before the outbox) as dropped."""
+        box = self.counters.outboxes[sink.position]
+        resent = 0
+        for p in self.store.adopt_outbox(sink.position):
+            rows = {tid: r for tid, r in self.store.outbox_rows(p).items() if r}
+            found = sum(map(len, rows.values()))
+            box.record(box.next(p.n))
+            if rows:
+                sink.write(Stored(rows, {tid: self.ingest.names[tid] for tid in rows}))
+            if found < p.n:
+                sink.missed(p.n - found)
+            resent += found
+        if owed > box.handed:
+            sink.missed(box.owe(owed - box.handed))
+        if resent:
+            log.warning(
+                "%s: handed again %d readings stored before the collector was killed, which "
+                "it may not have taken (those it had may come twice)",
+                sink.name,
+                resent,
+            )
+
     # -- the storing thread
 
     def _store_piece(self, batches: list[Batch]) -> None:
@@ -225,6 +249,7 @@ class Collector:
             ingest.fresh(fresh)
             c = ingest.run(batches)
             c.counters = counters.changed(c.stored if self.sinks else 0)
+            c.outbox, c.outbox_done = counters.outbox(c.stored)
             built.append(c)
             return c
 
@@ -240,8 +265,8 @@ class Collector:
             self.rejects[k] = self.rejects.get(k, 0) + n
         self.reporter.committed(c, self._template_name, tracker.devices, self._source)
         counters.written(c.counters)
+        counters.recorded(c)
         if self.sinks and c.rows:
-            counters.sink_committed += c.stored
             batch = Stored(c.rows, {tid: ingest.names[tid] for tid in c.rows})
             for sink in self.sinks:
                 try:

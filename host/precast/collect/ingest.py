@@ -33,6 +33,7 @@ import numpy as np
 
 from precast.collect.arrays import judge
 from precast.collect.backlog import Arrivals, Batch
+from precast.collect.outbox import Entry
 from precast.collect.rows import (
     Readings,
     RecordBuilder,
@@ -93,13 +94,17 @@ class Commit:
     rows: the readings to store, by template id: a row each in the store's column
     order, or Readings (rows.py); devices: the books the batch changed; rejects: the reject counts
     it adds, by reason; counters: the totals by name to write with it (queue drops,
-    the sinks', set by the collector); refused and new: for the reporter.
+    the sinks', set by the collector); outbox: by sink, the entry its readings make
+    for it, and outbox_done: by sink, the entries through this `until` it has taken
+    (outbox.py, set by the collector); refused and new: for the reporter.
     """
 
     rows: dict[int, Sequence[Row]] = field(default_factory=dict)
     devices: list[Device] = field(default_factory=list)
     rejects: dict[str, int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+    outbox: dict[str, Entry] = field(default_factory=dict)
+    outbox_done: dict[str, int] = field(default_factory=dict)
     refused: list[Refusal] = field(default_factory=list)
     new: list[NewDevice] = field(default_factory=list)
 

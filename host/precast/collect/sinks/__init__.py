@@ -10,10 +10,13 @@ jsonl.py: JSON lines to a file or stdout (--jsonl).
 What a sink has yet to take is kept in the database: each commit writes, in
 the same transaction as its readings, the counter named by the sink's
 `position` (the readings committed for it and not yet taken: written or
-published, or counted dropped). A clean stop leaves it at 0; after a SIGKILL
-it holds the readings the sink may never have taken, and the next start hands
-that count to the sink's missed(), which counts them dropped and says so, so
-that a sink is never silently short of the database.
+published, or counted dropped) and an entry in the sink's outbox naming those
+readings (outbox.py). A clean stop leaves the counter at 0 and no entry;
+after a SIGKILL the next start reads the entries' readings back and writes
+them to the sink again (at least once); what no entry names (a database from
+before the outbox, or a row deleted since) goes to the sink's missed(), which
+counts it dropped and says so, so that a sink is never silently short of the
+database.
 """
 
 from __future__ import annotations

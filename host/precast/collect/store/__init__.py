@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Protocol
 
 from precast.collect.dburl import is_postgres, redact
 from precast.collect.ingest import Commit
+from precast.collect.outbox import Pending
 from precast.collect.tracker import Device
 from precast.errors import PrecastError, UsageError
 from precast.wire.layout import Layout
@@ -80,6 +81,14 @@ class Store(Protocol):
         The Commit's rows, devices, reject counts (added) and counters (totals) are
         written all or nothing; a failure raises one of `transient` or StoreError.
         """
+
+    def adopt_outbox(self, sink: str) -> list[Pending]:
+        """The sink's outbox entries of collectors that are gone, made this one's (outbox.py)."""
+        ...
+
+    def outbox_rows(self, p: Pending) -> dict[int, list[Row]]:
+        """The rows of an entry still stored, by template id (templates loaded), in order."""
+        ...
 
     def write(
         self,

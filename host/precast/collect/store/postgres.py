@@ -35,6 +35,11 @@ database's default schema (`public`) unless the URL's
     discovery_configs(topic)
         the Home Assistant discovery configs MQTT sinks published and have not
         cleared (made by the first --ha-discovery run), as in the SQLite store
+    sink_outbox(sink, owner, until, n, ref)
+        as in the SQLite store (outbox.py), ref the readings' keys as int64
+        quadruples (template id, device, epoch, seq); owner a collector's token,
+        on which it holds a session advisory lock while it runs, so that a
+        starting collector takes over only the entries of one that is gone
 
 Several collectors may write one database. The devices table is the truth
 about every device's books, a collector's tracker a cache of it: each batch
@@ -70,6 +75,7 @@ from psycopg import sql
 
 from precast.collect.backoff import Backoff
 from precast.collect.dburl import is_postgres, redact
+from precast.collect.outbox import Entry, Pending
 from precast.collect.rows import FIELDS_AT, Readings
 from precast.collect.store import Build, Row, StoreError
 from precast.collect.store.schema import (
@@ -127,6 +133,18 @@ def connect(url: str) -> psycopg.Connection[Any]:
 
 def _q(name: str) -> sql.Identifier:
     return sql.Identifier(name)
+
+
+def _keys(tid: int, rows: Sequence[Row]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """The rows' keys as int64 quadruples (template id, device, epoch, seq)."""
+    k = np.empty((len(rows), 4), dtype="<i8")
+    k[:, 0] = tid
+    if isinstance(rows, Readings):
+        r = rows.records
+        k[:, 1], k[:, 2], k[:, 3] = r["device"], r["epoch"], r["seq"]
+    elif rows:
+        k[:, 1:] = [(row[0], row[2], row[1]) for row in rows]
+    return k
 
 
 class _Unlocked(Exception):
@@ -250,12 +268,19 @@ class PostgresStore:
             c.execute(
                 "CREATE TABLE IF NOT EXISTS counters (name text PRIMARY KEY, count bigint NOT NULL)"
             )
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS sink_outbox (sink text NOT NULL, owner text NOT NULL, "
+                "until bigint NOT NULL, n bigint NOT NULL, ref bytea NOT NULL, "
+                "PRIMARY KEY (sink, owner, until))"
+            )
         self._staging()
 
     def _staging(self) -> None:
-        """This connection's temporary tables for COPY (emptied at each commit)."""
+        """This connection's temporary tables for COPY (emptied at each commit), and the
+        advisory lock on the token that tells other collectors this one runs (outbox.py)."""
         c = self.conn
         with c.transaction():
+            c.execute("SELECT pg_advisory_lock(hashtext(%s))", (self.token,))
             c.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS stage_devices "
                 "(LIKE devices INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
@@ -539,6 +564,7 @@ class PostgresStore:
                 if unlocked:
                     raise _Unlocked(unlocked)
                 stored = self._write(c.rows, c.devices, c.rejects, c.counters)
+                self._write_outbox(c.rows, c.outbox, c.outbox_done)
                 # This collector's commit count, written with the batch: if the connection
                 # dies during COMMIT, it tells whether the batch is in (see _in_doubt).
                 self.conn.execute(
@@ -619,6 +645,95 @@ class PostgresStore:
             fresh[dev] = device_from_row(self.dev_names, rest) if version > 0 else None
             self.versions[dev] = version
         return fresh
+
+    def _write_outbox(
+        self,
+        rows: Mapping[int, Sequence[Row]],
+        outbox: Mapping[str, Entry],
+        done: Mapping[str, int],
+    ) -> None:
+        """The commit's entry for each sink (its readings' keys), and the entries sinks took."""
+        c = self.conn
+        if outbox:
+            ref = np.concatenate([_keys(tid, b) for tid, b in rows.items()] or [_keys(0, [])])
+            for k, e in outbox.items():
+                c.execute(
+                    "INSERT INTO sink_outbox VALUES (%s, %s, %s, %s, %s)",
+                    (k, self.token, e.until, e.n, ref.tobytes()),
+                )
+        for k, until in done.items():
+            c.execute(
+                "DELETE FROM sink_outbox WHERE sink = %s AND owner = %s AND until <= %s",
+                (k, self.token, until),
+            )
+
+    def adopt_outbox(self, sink: str) -> list[Pending]:
+        """The sink's entries of collectors that are gone (their token's advisory lock is
+        free), now this one's, numbered on from 0 in their order."""
+        c = self.conn
+        try:
+            with c.transaction():
+                owners = c.execute(
+                    "SELECT DISTINCT owner FROM sink_outbox WHERE sink = %s AND owner <> %s "
+                    "ORDER BY owner",
+                    (sink, self.token),
+                ).fetchall()
+                pending: list[Pending] = []
+                for (owner,) in owners:
+                    free = c.execute(
+                        "SELECT pg_try_advisory_xact_lock(hashtext(%s))", (owner,)
+                    ).fetchone()
+                    if not (free and free[0]):
+                        continue  # a collector running beside this one: its own
+                    got = c.execute(
+                        "DELETE FROM sink_outbox WHERE sink = %s AND owner = %s "
+                        "RETURNING until, n, ref",
+                        (sink, owner),
+                    ).fetchall()
+                    pending += [Pending(n, bytes(ref)) for _, n, ref in sorted(got)]
+                until = 0
+                for p in pending:
+                    until += p.n
+                    c.execute(
+                        "INSERT INTO sink_outbox VALUES (%s, %s, %s, %s, %s)",
+                        (sink, self.token, until, p.n, p.ref),
+                    )
+        except psycopg.Error as e:
+            raise StoreError(
+                f"{self.where}: cannot read the sinks' outbox: {pg_error(e)}"
+            ) from None
+        return pending
+
+    def outbox_rows(self, p: Pending) -> dict[int, list[Row]]:
+        """The rows an entry refers to that are still stored, by template (loaded ones), in
+        the entry's order; times as the live rows give them (utc.iso_of_us's text)."""
+        keys = np.frombuffer(p.ref, dtype="<i8").reshape(-1, 4)
+        out: dict[int, list[Row]] = {}
+        iso = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        received = sql.SQL(iso.format("r.received_at"))
+        taken = sql.SQL(iso.format("coalesce(r.taken_at, r.received_at)"))
+        try:
+            with self.conn.transaction():
+                for tid in dict.fromkeys(keys[:, 0].tolist()):
+                    if tid not in self.columns:
+                        continue
+                    k = keys[keys[:, 0] == tid]
+                    fields = sql.SQL("").join(
+                        sql.SQL(", r.{}").format(_q(col)) for col, _, _ in self.columns[tid]
+                    )
+                    q = sql.SQL(
+                        "SELECT r.device, r.seq, r.epoch, {}, {}, r.source{} FROM {} r "
+                        "JOIN unnest(%s::bigint[], %s::bigint[], %s::bigint[]) WITH ORDINALITY "
+                        "AS k(device, epoch, seq, i) "
+                        "ON (r.device, r.epoch, r.seq) = (k.device, k.epoch, k.seq) ORDER BY k.i"
+                    ).format(received, taken, fields, _q(table_name(tid)))
+                    cols = (k[:, 1].tolist(), k[:, 2].tolist(), k[:, 3].tolist())
+                    out[tid] = [tuple(r) for r in self.conn.execute(q, cols)]
+        except psycopg.Error as e:
+            raise StoreError(
+                f"{self.where}: cannot read the sinks' outbox: {pg_error(e)}"
+            ) from None
+        return out
 
     def _write(
         self,

@@ -33,17 +33,25 @@ migrated in place when the collector opens it):
         the Home Assistant discovery configs the MQTT sink published and has not cleared
         (--ha-discovery; made by the first such run): a later run clears a device's
         configs its new template lacks, whatever the broker kept
+    sink_outbox(sink, owner, until, n, ref)
+        per sink (its position name), the commits' readings it has not taken all of
+        (outbox.py): ref is the commit's rowid range in each readings table, as int64
+        triples (template id, first, last); owner the collector run's token
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from precast.collect.files import prepare_database
+from precast.collect.outbox import Entry, Pending
 from precast.collect.store import Build, Row, StoreError
 from precast.collect.store import quote as _q
 from precast.collect.store.lock import WriterLock
@@ -69,6 +77,11 @@ CREATE TABLE IF NOT EXISTS requests (
     requested_at REAL NOT NULL);
 """
 _CONFIGS = "CREATE TABLE IF NOT EXISTS discovery_configs (topic TEXT PRIMARY KEY)"
+_OUTBOX = (
+    "CREATE TABLE IF NOT EXISTS sink_outbox (sink TEXT NOT NULL, owner TEXT NOT NULL, "
+    "until INTEGER NOT NULL, n INTEGER NOT NULL, ref BLOB NOT NULL, "
+    "PRIMARY KEY (sink, owner, until))"
+)
 SQLITE_FULL = 13
 _UPSERT_DEVICE = (
     f"INSERT OR REPLACE INTO devices ({', '.join(DEVICE_NAMES)}) "
@@ -161,6 +174,7 @@ class SqliteStore:
             have = {r[1] for r in self.conn.execute("PRAGMA table_info(templates)")}
             if "fields" not in have:  # a database from before units were recorded
                 self.conn.execute("ALTER TABLE templates ADD COLUMN fields TEXT")
+            self.conn.execute(_OUTBOX)
         except sqlite3.Error as e:
             self.lock.release()
             raise StoreError(f"{path}: cannot open the database: {e}") from None
@@ -168,6 +182,8 @@ class SqliteStore:
             self.lock.release()
             raise
         self.insert_sql: dict[int, str] = {}
+        self.select_sql: dict[int, str] = {}  # a rowid range of readings, as sinks take rows
+        self.token = uuid.uuid4().hex  # this run's, as the owner of its outbox entries
         self.deadline: float | None = None  # unused: SQLite has no commit in doubt
 
     def _migrate(self) -> None:
@@ -301,6 +317,11 @@ class SqliteStore:
                 f"INSERT INTO {_q(tbl)} ({', '.join(map(_q, names))}) "
                 f"VALUES ({', '.join('?' * len(names))})"
             )
+            fields = "".join(f", {_q(col)}" for col, _, _ in cols)
+            self.select_sql[t.id] = (
+                "SELECT device, seq, epoch, received_at, coalesce(taken_at, received_at), "
+                f"source{fields} FROM {_q(tbl)} WHERE rowid BETWEEN ? AND ? ORDER BY rowid"
+            )
             c.execute(
                 "INSERT OR REPLACE INTO templates (id, name, tbl, columns, fields) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -357,7 +378,7 @@ class SqliteStore:
     def commit(self, touched: Collection[int], build: Build) -> int:
         """One batch in one transaction (one writer: no books to lock, touched unused)."""
         c = build({})
-        self._write(c.rows, c.devices, c.rejects, c.counters, _ADD_REJECTS)
+        self._write(c.rows, c.devices, c.rejects, c.counters, _ADD_REJECTS, c.outbox, c.outbox_done)
         return c.stored
 
     def write(
@@ -377,13 +398,30 @@ class SqliteStore:
         rejects: Mapping[str, int],
         counters: Mapping[str, int],
         rejects_sql: str,
+        outbox: Mapping[str, Entry] | None = None,
+        done: Mapping[str, int] | None = None,
     ) -> None:
         c = self.conn
         try:
             c.execute("BEGIN")
             try:
+                ranges = []
                 for tid, batch in rows.items():
                     c.executemany(self.insert_sql[tid], batch)
+                    if outbox and batch:  # one writer: a commit's rowids run on unbroken
+                        last = c.execute("SELECT last_insert_rowid()").fetchone()[0]
+                        ranges.append((tid, last - len(batch) + 1, last))
+                if outbox:
+                    ref = np.array(ranges, dtype="<i8").tobytes()
+                    c.executemany(
+                        "INSERT INTO sink_outbox VALUES (?, ?, ?, ?, ?)",
+                        [(k, self.token, e.until, e.n, ref) for k, e in outbox.items()],
+                    )
+                if done:
+                    c.executemany(
+                        "DELETE FROM sink_outbox WHERE sink = ? AND owner = ? AND until <= ?",
+                        [(k, self.token, until) for k, until in done.items()],
+                    )
                 c.executemany(_UPSERT_DEVICE, [device_values(d) for d in devices])
                 c.executemany(rejects_sql, rejects.items())
                 c.executemany("INSERT OR REPLACE INTO counters VALUES (?, ?)", counters.items())
@@ -393,6 +431,48 @@ class SqliteStore:
                 raise
         except sqlite3.Error as e:
             raise _error(self.path, e) from e
+
+    def adopt_outbox(self, sink: str) -> list[Pending]:
+        """The sink's entries a killed run left (one writer: every other owner's), now this
+        run's, numbered on from 0 in their order."""
+        c = self.conn
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                got = c.execute(
+                    "SELECT n, ref FROM sink_outbox WHERE sink = ? AND owner <> ? ORDER BY rowid",
+                    (sink, self.token),
+                ).fetchall()
+                c.execute(
+                    "DELETE FROM sink_outbox WHERE sink = ? AND owner <> ?", (sink, self.token)
+                )
+                pending = [Pending(n, bytes(ref)) for n, ref in got]
+                until = 0
+                for p in pending:
+                    until += p.n
+                    c.execute(
+                        "INSERT INTO sink_outbox VALUES (?, ?, ?, ?, ?)",
+                        (sink, self.token, until, p.n, p.ref),
+                    )
+                c.execute("COMMIT")
+            except BaseException:
+                _rollback(c)
+                raise
+        except sqlite3.Error as e:
+            raise _error(self.path, e) from e
+        return pending
+
+    def outbox_rows(self, p: Pending) -> dict[int, list[Row]]:
+        """The rows an entry refers to that are still stored, by template (loaded ones)."""
+        out: dict[int, list[Row]] = {}
+        for tid, first, last in np.frombuffer(p.ref, dtype="<i8").reshape(-1, 3).tolist():
+            q = self.select_sql.get(tid)
+            if q is not None:
+                try:
+                    out.setdefault(tid, []).extend(self.conn.execute(q, (first, last)))
+                except sqlite3.Error as e:
+                    raise _error(self.path, e) from e
+        return out
 
     def reconnect(self) -> None:
         """Nothing to do: a file does not go away like a server (kept for the interface)."""

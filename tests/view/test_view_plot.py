@@ -75,7 +75,9 @@ def test_png_has_one_panel_per_field(
     assert rc == 0, err
     # env-node's four fields and minimal's one: 80 + 240 px per panel, 1000 px wide.
     assert png_size(out) == (1000, 80 + 240 * 5)  # value: devices 8 and 9 share a panel
-    assert "5 panels" in err
+    # A reading is counted once, however many of its fields' panels it is a point on:
+    # device 7's 50 readings are 200 points, devices 8 and 9's 119 readings 119 more.
+    assert "5 panels, 169 readings (319 points)" in err, err
 
 
 def test_figure_data_is_the_signal_broken_at_the_hole(db: Path) -> None:

@@ -232,6 +232,24 @@ def figure(panels: list[Panel]) -> Figure:
     return fig
 
 
+def drawn(panels: list[Panel]) -> tuple[int, int]:
+    """(readings, points) drawn: a point is a finite value on a panel, and a reading counts
+    once however many panels (one per field) it is a point on."""
+    import numpy as np
+
+    keys, points = [], 0
+    for p in panels:
+        for s in p.series.values():
+            ok = np.isfinite(np.asarray(s.values, dtype=np.float64))
+            points += int(ok.sum())
+            # A reading is its device, epoch, seq and time (the float's bits, exactly).
+            t = np.asarray(s.times, dtype=np.float64).view(np.int64)
+            key = np.column_stack((np.full(len(t), s.device), s.epochs, s.seqs, t))
+            keys.append(key[ok])
+    readings = len(np.unique(np.concatenate(keys), axis=0)) if keys else 0
+    return readings, points
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     """`precast plot`: the readings in the range to a PNG or SVG file."""
     out = Path(args.output)
@@ -271,8 +289,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
             fig.savefig(out, format=fmt, dpi=DPI)
     except OSError as e:
         raise UsageError(f"cannot write {out}: {e.strerror}") from None
-    n = sum(len(s.times) for p in panels for s in p.series.values())
-    print(f"wrote {out}: {plural(len(panels), 'panel')}, {plural(n, 'reading')}", file=sys.stderr)
+    readings, points = drawn(panels)
+    also = f" ({plural(points, 'point')})" if points != readings else ""
+    print(
+        f"wrote {out}: {plural(len(panels), 'panel')}, {plural(readings, 'reading')}{also}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -156,6 +156,35 @@ def test_a_silence_breaks_the_line_though_seqs_run_on() -> None:
     }
 
 
+def fleet(name: str, devices: range) -> Panel:
+    """A panel of these devices, three readings each."""
+    t0 = 1.7e9
+    return Panel(
+        FieldInfo(name, name),
+        ["minimal"],
+        {d: series(d, [t0, t0 + 1, t0 + 2], [0, 1, 2], [1] * 3) for d in devices},
+    )
+
+
+def test_every_device_on_a_panel_has_its_own_colour() -> None:
+    """40 devices on one panel, 15 of them on another: 40 colours (matplotlib's cycle has 10),
+    each device the same in both panels, and the first 10 matplotlib's own."""
+    from matplotlib.colors import to_rgb
+
+    fig = figure([fleet("a", range(1, 41)), fleet("b", range(31, 46))])
+    colour = [
+        {line.get_gid(): to_rgb(line.get_color()) for line in ax.get_lines()} for ax in fig.axes
+    ]
+    a, b = colour
+    assert len(set(a.values())) == 40 and len(set(b.values())) == 15
+    for dev in range(31, 41):
+        assert a[f"precast-a-device-{dev}"] == b[f"precast-b-device-{dev}"]
+    assert [a[f"precast-a-device-{d}"] for d in range(1, 11)] == [
+        to_rgb(f"C{i}") for i in range(10)
+    ]
+    assert len(set(a.values()) | set(b.values())) == 45
+
+
 def test_svg_paths_break_at_the_hole_and_axes_carry_units(db: Path, tmp_path: Path) -> None:
     out = tmp_path / "t.svg"
     r = precast(

@@ -21,6 +21,13 @@ bursts tens of ms (10 simulated devices at 2 kHz each: a median of 0, steps up
 to 150 ms with no reading lost). A silence shorter than GAP_MIN_S is not told
 from those; a lost reading still is, by its seq.
 
+A device has one colour in the whole figure, the same on every panel and no
+two alike (palette): tab20's strong ten first (matplotlib's own cycle, so a
+few devices look as they always did), then its light ten, then past 20 the
+rest spread evenly along viridis (perceptually uniform, its lightness
+monotonic, so no two samples coincide). Past about 20 no eye tells the lines
+apart by colour alone.
+
 The figure is WIDTH_IN inches wide and PANEL_IN per panel plus MARGIN_IN
 high, at DPI: 1000 px wide and 80 + 240 px per panel. The margins are fixed
 (no tight_layout: it costs more than drawing).
@@ -211,6 +218,24 @@ def line_id(panel: Panel, device: int) -> str:
     return f"precast-{name}-device-{device}"
 
 
+def palette(n: int) -> list[tuple[float, float, float]]:
+    """n distinct colours, for a figure's devices in order (module docstring)."""
+    import matplotlib
+    import numpy as np
+
+    tab20 = np.asarray(matplotlib.colormaps["tab20"](np.arange(20)))[:, :3]
+    rgb = tab20[[*range(0, 20, 2), *range(1, 20, 2)]][:n]  # its strong ten are tab10
+    if n > len(rgb):
+        # Interpolated between viridis's colours, not looked up: a lookup in its 256 gives
+        # one colour twice once more than 256 are wanted.
+        viridis = matplotlib.colormaps["viridis"]
+        lut = np.asarray(viridis(np.arange(viridis.N)))[:, :3]
+        at = np.linspace(0, viridis.N - 1, n - len(rgb))
+        more = [np.interp(at, np.arange(viridis.N), lut[:, c]) for c in range(3)]
+        rgb = np.vstack((rgb, np.column_stack(more)))
+    return [(float(r), float(g), float(b)) for r, g, b in rgb]
+
+
 def figure(panels: list[Panel]) -> Figure:
     """The matplotlib figure of the panels (Agg: no display needed)."""
     import matplotlib
@@ -219,6 +244,8 @@ def figure(panels: list[Panel]) -> Figure:
     import matplotlib.dates as mdates
     from matplotlib.figure import Figure
 
+    devices = sorted({dev for p in panels for dev in p.series})
+    colour = dict(zip(devices, palette(len(devices)), strict=True))
     n = len(panels)
     fig = Figure(figsize=(WIDTH_IN, MARGIN_IN + PANEL_IN * n), dpi=DPI)
     axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
@@ -227,7 +254,7 @@ def figure(panels: list[Panel]) -> Figure:
             s = panel.series[dev]
             t, v = broken(s)
             x = (t * 1e6).astype("datetime64[us]")  # unix seconds as UTC times
-            (line,) = ax.plot(x, v, label=f"device {dev}", linewidth=1.2)
+            (line,) = ax.plot(x, v, label=f"device {dev}", linewidth=1.2, color=colour[dev])
             line.set_gid(line_id(panel, dev))
         ax.set_ylabel(panel.info.label)
         ax.set_title(f"{panel.info.name} ({', '.join(panel.templates)})", fontsize=9, loc="right")

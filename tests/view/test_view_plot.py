@@ -185,6 +185,27 @@ def test_every_device_on_a_panel_has_its_own_colour() -> None:
     assert len(set(a.values()) | set(b.values())) == 45
 
 
+def test_a_legend_at_any_device_count() -> None:
+    """Beside each panel: every device up to 36 (three columns of 12), then '+N more'; as
+    many columns as fit the figure, which long device numbers make fewer."""
+    fig = figure([fleet("a", range(1, 21)), fleet("b", range(1, 41)), fleet("c", range(1, 2))])
+    long = figure([fleet("d", range(134217734, 134217774))])
+    legends = [ax.get_legend() for ax in [*fig.axes, *long.axes]]
+    assert all(legends)
+    texts = [[t.get_text() for t in leg.get_texts()] for leg in legends]
+    assert texts[0] == [str(d) for d in range(1, 21)]
+    assert texts[1] == [*(str(d) for d in range(1, 36)), "+5 more"]
+    assert texts[2] == ["1"]
+    assert texts[3] == [*(str(d) for d in range(134217734, 134217757)), "+17 more"]
+    titles = [leg.get_title().get_text() for leg in legends]
+    assert titles == ["20 devices", "40 devices", "1 device", "40 devices"]
+    for ax, leg, shown in zip([*fig.axes, *long.axes], legends, [20, 35, 1, 23], strict=True):
+        handles = leg.legend_handles[:shown]  # type: ignore[attr-defined]
+        assert [h.get_color() for h in handles] == [ln.get_color() for ln in ax.get_lines()[:shown]]
+        right = leg.get_window_extent(ax.figure.canvas.get_renderer()).x1  # type: ignore[attr-defined]
+        assert ax.get_window_extent().x1 < right <= ax.figure.bbox.x1  # type: ignore[union-attr]
+
+
 def test_svg_paths_break_at_the_hole_and_axes_carry_units(db: Path, tmp_path: Path) -> None:
     out = tmp_path / "t.svg"
     r = precast(

@@ -26,11 +26,22 @@ two alike (palette): tab20's strong ten first (matplotlib's own cycle, so a
 few devices look as they always did), then its light ten, then past 20 the
 rest spread evenly along viridis (perceptually uniform, its lightness
 monotonic, so no two samples coincide). Past about 20 no eye tells the lines
-apart by colour alone.
+apart by colour alone: the legend names them.
 
-The figure is WIDTH_IN inches wide and PANEL_IN per panel plus MARGIN_IN
-high, at DPI: 1000 px wide and 80 + 240 px per panel. The margins are fixed
-(no tight_layout: it costs more than drawing).
+Each panel's legend stands right of its axes, never over the lines: a title
+saying how many devices the panel has, then their numbers, lowest first,
+LEGEND_ROWS to a column (what a panel's height holds) in as many columns as
+fit the strip (LEGEND_COLS at most; long device numbers fit fewer, measured
+with the renderer, not guessed). Past that room (36 devices) the last entry
+is '+N more': their lines are drawn all the same, and in an SVG each carries
+its device in its id (line_id). Beside the axes rather than in them (where it
+hid lines, and was left out past 12 devices) or labels at the lines' ends
+(which overlap where lines run close, as many devices' do); a strip of fixed
+width keeps every panel's axes alike, whatever its count.
+
+The figure is WIDTH_IN inches wide, LEGEND_IN of them the legends' strip, and
+PANEL_IN per panel plus MARGIN_IN high, at DPI: 1000 px wide and 80 + 240 px
+per panel. The margins are fixed (no tight_layout: it costs more than drawing).
 """
 
 from __future__ import annotations
@@ -50,11 +61,13 @@ from precast.collect.utc import utc_iso
 from precast.errors import UsageError
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 GAP_INTERVALS = 3.0
 GAP_MIN_S = 1.0
 WIDTH_IN, PANEL_IN, MARGIN_IN, DPI = 10.0, 2.4, 0.8, 100
+LEGEND_IN, LEGEND_ROWS, LEGEND_COLS = 1.7, 12, 3
 FORMATS = {".png": "png", ".svg": "svg"}
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -236,18 +249,64 @@ def palette(n: int) -> list[tuple[float, float, float]]:
     return [(float(r), float(g), float(b)) for r, g, b in rgb]
 
 
+def legend(ax: Axes, panel: Panel) -> None:
+    """A panel's legend beside its axes: its devices, LEGEND_ROWS to a column, as many
+    columns as fit (LEGEND_COLS at most), and '+N more' past them (module docstring)."""
+    from matplotlib.lines import Line2D
+
+    lines = ax.get_lines()
+    names = [str(dev) for dev in sorted(panel.series)]
+    renderer = ax.figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    for cols in range(LEGEND_COLS, 0, -1):
+        room = LEGEND_ROWS * cols
+        handles: list[Any] = list(lines)
+        labels = names
+        if len(lines) > room:
+            handles = [*lines[: room - 1], Line2D([], [], linestyle="none")]
+            labels = [*names[: room - 1], f"+{len(lines) - room + 1} more"]
+        box = ax.legend(
+            handles,
+            labels,
+            title=plural(len(lines), "device"),
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            borderaxespad=0.0,
+            ncols=-(-len(handles) // LEGEND_ROWS),
+            fontsize=7,
+            title_fontsize=7,
+            frameon=False,
+            handlelength=1.2,
+            handletextpad=0.4,
+            columnspacing=0.8,
+            labelspacing=0.25,
+            alignment="left",
+        )
+        if box.get_window_extent(renderer).x1 <= ax.figure.bbox.x1:
+            return  # else long device numbers: fewer columns
+
+
 def figure(panels: list[Panel]) -> Figure:
     """The matplotlib figure of the panels (Agg: no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.dates as mdates
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     devices = sorted({dev for p in panels for dev in p.series})
     colour = dict(zip(devices, palette(len(devices)), strict=True))
     n = len(panels)
-    fig = Figure(figsize=(WIDTH_IN, MARGIN_IN + PANEL_IN * n), dpi=DPI)
+    height = MARGIN_IN + PANEL_IN * n
+    fig = Figure(figsize=(WIDTH_IN, height), dpi=DPI)
+    FigureCanvasAgg(fig)  # a renderer to measure the legends with
+    fig.subplots_adjust(
+        left=0.09,
+        right=1 - LEGEND_IN / WIDTH_IN,
+        top=1 - 0.3 / height,
+        bottom=0.5 / height,
+        hspace=0.35,
+    )  # before the legends: they are placed and measured beside the axes
     axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
     for ax, panel in zip(axes, panels, strict=True):
         for dev in sorted(panel.series):
@@ -259,16 +318,11 @@ def figure(panels: list[Panel]) -> Figure:
         ax.set_ylabel(panel.info.label)
         ax.set_title(f"{panel.info.name} ({', '.join(panel.templates)})", fontsize=9, loc="right")
         ax.grid(True, alpha=0.3)
-        if len(panel.series) <= 12:
-            ax.legend(loc="upper left", fontsize=7, ncols=min(6, len(panel.series)))
+        legend(ax, panel)
     loc = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
     axes[-1].xaxis.set_major_locator(loc)
     axes[-1].xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))  # type: ignore[no-untyped-call]
     axes[-1].set_xlabel("time (UTC)")
-    height = MARGIN_IN + PANEL_IN * n
-    fig.subplots_adjust(
-        left=0.09, right=0.98, top=1 - 0.3 / height, bottom=0.5 / height, hspace=0.35
-    )
     return fig
 
 

@@ -10,12 +10,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from collector_harness import Collector, payload
 from kit import precast, wait_for
 from precast.cli import main as precast_main
-from precast.collect.store import StoreError, open_reader
-from precast.view.plot import figure, load_panels
+from precast.collect.store import FieldInfo, StoreError, open_reader
+from precast.view.plot import Panel, Series, figure, load_panels
 
 HOLE = range(20, 30)  # seqs of device 7 never sent
 SEQS = [s for s in range(60) if s not in HOLE]
@@ -75,7 +76,9 @@ def test_png_has_one_panel_per_field(
     assert rc == 0, err
     # env-node's four fields and minimal's one: 80 + 240 px per panel, 1000 px wide.
     assert png_size(out) == (1000, 80 + 240 * 5)  # value: devices 8 and 9 share a panel
-    assert "5 panels" in err
+    # A reading is counted once, however many of its fields' panels it is a point on:
+    # device 7's 50 readings are 200 points, devices 8 and 9's 119 readings 119 more.
+    assert "5 panels, 169 readings (319 points)" in err, err
 
 
 def test_figure_data_is_the_signal_broken_at_the_hole(db: Path) -> None:
@@ -97,6 +100,110 @@ def test_figure_data_is_the_signal_broken_at_the_hole(db: Path) -> None:
     vline, _ = value_ax.get_lines()  # devices 8 and 9, in device order
     assert not any(math.isnan(v) for v in vline.get_ydata())  # type: ignore[attr-defined]
     assert list(vline.get_ydata()) == [s * 10.0 for s in range(60)]  # type: ignore[arg-type]
+
+
+def series(device: int, times: list[float], seqs: list[int], epochs: list[int]) -> Series:
+    return Series(device, times, [float(q) for q in seqs], seqs, epochs)
+
+
+def breaks(panel: Panel) -> dict[int, list[float]]:
+    """Each device's line as drawn: the x (unix seconds) of the NaN between its runs."""
+    (ax,) = figure([panel]).axes
+    out = {}
+    for line in ax.get_lines():
+        x = np.asarray(line.get_xdata(), dtype="datetime64[us]").astype(np.int64) / 1e6
+        y = np.asarray(line.get_ydata(), dtype=np.float64)
+        out[int(str(line.get_gid()).rsplit("-", 1)[1])] = x[np.isnan(y)].tolist()
+    return out
+
+
+def test_a_silence_breaks_the_line_though_seqs_run_on() -> None:
+    """A gap in time is a hole as a gap in seq is: 3 minutes of silence after a clean stop
+    (seqs contiguous across it) breaks a 1 s line; bursts, a lost reading, a quick restart
+    do not."""
+    t0 = 1.7e9
+    once = [t0 + q for q in range(30)] + [t0 + 29 + 180 + q for q in range(30)]  # seq 0..59
+    # simulate's chunks at 2 kHz: 50 readings stamped together every 25 ms, median step 0.
+    bursts = [t0 + (q // 50) * 0.025 for q in range(500)]
+    lost = [q for q in range(60) if q != 30]  # one reading lost: 2 s, no hole
+    panel = Panel(
+        FieldInfo("value", "value"),
+        ["minimal"],
+        {
+            1: series(1, once, list(range(60)), [5] * 60),
+            2: series(2, bursts, list(range(500)), [5] * 500),
+            3: series(3, [t0 + q for q in lost], lost, [5] * 59),
+            # restarted (seq from 0, a new epoch) after 2 s, then after 3 minutes
+            4: series(
+                4,
+                [t0 + q for q in range(20)]
+                + [t0 + 21 + q for q in range(20)]
+                + [t0 + 220 + q for q in range(20)],
+                [*range(20), *range(20), *range(20)],
+                [5] * 20 + [6] * 20 + [7] * 20,
+            ),
+            # the silence most of the span: the median step is still 1 s
+            5: series(5, [t0 + q + 3600 * (q > 4) for q in range(10)], [*range(10)], [5] * 10),
+        },
+    )
+    got = breaks(panel)
+    assert got == {
+        1: [t0 + 29 + 180 / 2],
+        2: [],
+        3: [],
+        4: [t0 + (40 + 220) / 2],
+        5: [t0 + 4 + 3601 / 2],
+    }
+
+
+def fleet(name: str, devices: range) -> Panel:
+    """A panel of these devices, three readings each."""
+    t0 = 1.7e9
+    return Panel(
+        FieldInfo(name, name),
+        ["minimal"],
+        {d: series(d, [t0, t0 + 1, t0 + 2], [0, 1, 2], [1] * 3) for d in devices},
+    )
+
+
+def test_every_device_on_a_panel_has_its_own_colour() -> None:
+    """40 devices on one panel, 15 of them on another: 40 colours (matplotlib's cycle has 10),
+    each device the same in both panels, and the first 10 matplotlib's own."""
+    from matplotlib.colors import to_rgb
+
+    fig = figure([fleet("a", range(1, 41)), fleet("b", range(31, 46))])
+    colour = [
+        {line.get_gid(): to_rgb(line.get_color()) for line in ax.get_lines()} for ax in fig.axes
+    ]
+    a, b = colour
+    assert len(set(a.values())) == 40 and len(set(b.values())) == 15
+    for dev in range(31, 41):
+        assert a[f"precast-a-device-{dev}"] == b[f"precast-b-device-{dev}"]
+    assert [a[f"precast-a-device-{d}"] for d in range(1, 11)] == [
+        to_rgb(f"C{i}") for i in range(10)
+    ]
+    assert len(set(a.values()) | set(b.values())) == 45
+
+
+def test_a_legend_at_any_device_count() -> None:
+    """Beside each panel: every device up to 36 (three columns of 12), then '+N more'; as
+    many columns as fit the figure, which long device numbers make fewer."""
+    fig = figure([fleet("a", range(1, 21)), fleet("b", range(1, 41)), fleet("c", range(1, 2))])
+    long = figure([fleet("d", range(134217734, 134217774))])
+    legends = [ax.get_legend() for ax in [*fig.axes, *long.axes]]
+    assert all(legends)
+    texts = [[t.get_text() for t in leg.get_texts()] for leg in legends]
+    assert texts[0] == [str(d) for d in range(1, 21)]
+    assert texts[1] == [*(str(d) for d in range(1, 36)), "+5 more"]
+    assert texts[2] == ["1"]
+    assert texts[3] == [*(str(d) for d in range(134217734, 134217757)), "+17 more"]
+    titles = [leg.get_title().get_text() for leg in legends]
+    assert titles == ["20 devices", "40 devices", "1 device", "40 devices"]
+    for ax, leg, shown in zip([*fig.axes, *long.axes], legends, [20, 35, 1, 23], strict=True):
+        handles = leg.legend_handles[:shown]  # type: ignore[attr-defined]
+        assert [h.get_color() for h in handles] == [ln.get_color() for ln in ax.get_lines()[:shown]]
+        right = leg.get_window_extent(ax.figure.canvas.get_renderer()).x1  # type: ignore[attr-defined]
+        assert ax.get_window_extent().x1 < right <= ax.figure.bbox.x1  # type: ignore[union-attr]
 
 
 def test_svg_paths_break_at_the_hole_and_axes_carry_units(db: Path, tmp_path: Path) -> None:

@@ -3,16 +3,45 @@
 One panel per field (fields of the same name and unit share a panel, whatever
 their template), one line per device, the time each reading was taken (UTC;
 a delayed reading's arrival less its age) on the x axis and the
-field's unit on the y axis. A device's line is broken, not drawn across, where
-more than GAP_INTERVALS of its readings in a row are lost (its seq jumps by
-more), or where it restarted (a new epoch) after a silence longer than
-GAP_INTERVALS of its intervals. Counting in seqs, not seconds, keeps the
-bursts in which readings arrive (a sender's batches, the collector's) from
-looking like holes.
+field's unit on the y axis. A device's line is broken, not drawn across, at a
+hole in seq or in time:
 
-The figure is WIDTH_IN inches wide and PANEL_IN per panel plus MARGIN_IN
-high, at DPI: 1000 px wide and 80 + 240 px per panel. The margins are fixed
-(no tight_layout: it costs more than drawing).
+- its seq jumps by more than GAP_INTERVALS (readings lost in a row), or
+- a step takes more than GAP_INTERVALS of its intervals per reading it
+  advances, and more than GAP_MIN_S: a silence, whether its seqs run on after
+  it (a clean stop and start) or a new epoch begins (a restart).
+
+Its interval is the median of its steps, each divided by the readings it
+advances (its seq jump; 1 across a restart): a lost reading's step is not a
+long one, and a silence counts once however much of the range it fills (a
+mean would grow with it). GAP_MIN_S is for the jitter of arrival: readings
+come in bursts (a sender's batches, the collector's socket batches stamped at
+once), so a fast device's median step is tiny or 0 and its steps between
+bursts tens of ms (10 simulated devices at 2 kHz each: a median of 0, steps up
+to 150 ms with no reading lost). A silence shorter than GAP_MIN_S is not told
+from those; a lost reading still is, by its seq.
+
+A device has one colour in the whole figure, the same on every panel and no
+two alike (palette): tab20's strong ten first (matplotlib's own cycle, so a
+few devices look as they always did), then its light ten, then past 20 the
+rest spread evenly along viridis (perceptually uniform, its lightness
+monotonic, so no two samples coincide). Past about 20 no eye tells the lines
+apart by colour alone: the legend names them.
+
+Each panel's legend stands right of its axes, never over the lines: a title
+saying how many devices the panel has, then their numbers, lowest first,
+LEGEND_ROWS to a column (what a panel's height holds) in as many columns as
+fit the strip (LEGEND_COLS at most; long device numbers fit fewer, measured
+with the renderer, not guessed). Past that room (36 devices) the last entry
+is '+N more': their lines are drawn all the same, and in an SVG each carries
+its device in its id (line_id). Beside the axes rather than in them (where it
+hid lines, and was left out past 12 devices) or labels at the lines' ends
+(which overlap where lines run close, as many devices' do); a strip of fixed
+width keeps every panel's axes alike, whatever its count.
+
+The figure is WIDTH_IN inches wide, LEGEND_IN of them the legends' strip, and
+PANEL_IN per panel plus MARGIN_IN high, at DPI: 1000 px wide and 80 + 240 px
+per panel. The margins are fixed (no tight_layout: it costs more than drawing).
 """
 
 from __future__ import annotations
@@ -32,10 +61,13 @@ from precast.collect.utc import utc_iso
 from precast.errors import UsageError
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 GAP_INTERVALS = 3.0
+GAP_MIN_S = 1.0
 WIDTH_IN, PANEL_IN, MARGIN_IN, DPI = 10.0, 2.4, 0.8, 100
+LEGEND_IN, LEGEND_ROWS, LEGEND_COLS = 1.7, 12, 3
 FORMATS = {".png": "png", ".svg": "svg"}
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -167,16 +199,17 @@ def holes(s: Series) -> list[int]:
 
     if len(s.times) < 2:
         return []
-    t = np.asarray(s.times, dtype=np.float64)
+    dt = np.diff(np.asarray(s.times, dtype=np.float64))
     seq = np.asarray(s.seqs, dtype=np.int64)
     epoch = np.asarray(s.epochs, dtype=np.int64)
-    same = epoch[1:] == epoch[:-1]
-    lost = same & (seq[1:] - seq[:-1] > GAP_INTERVALS)
-    span = int(seq.max() - seq.min()) if len(set(s.epochs)) == 1 else 0
-    steps = max(span, len(t) - 1)
-    interval = (t[-1] - t[0]) / steps if steps else 0.0
-    restart = ~same & (np.diff(t) > GAP_INTERVALS * interval)
-    return [int(i) for i in np.nonzero(lost | restart)[0]]
+    # Readings a step advances: its seq jump, or 1 across a restart (a new epoch's seqs
+    # start again) or to a late reading drawn where it was taken (seq backwards).
+    jump = np.where(epoch[1:] == epoch[:-1], np.maximum(np.diff(seq), 1), 1)
+    lost = jump > GAP_INTERVALS
+    per = dt / jump  # a step's time per reading: a lost reading's step is not a long one
+    interval = float(np.median(per))
+    silent = (per > GAP_INTERVALS * interval) & (dt > GAP_MIN_S)
+    return [int(i) for i in np.nonzero(lost | silent)[0]]
 
 
 def broken(s: Series) -> tuple[Any, Any]:
@@ -198,38 +231,117 @@ def line_id(panel: Panel, device: int) -> str:
     return f"precast-{name}-device-{device}"
 
 
+def palette(n: int) -> list[tuple[float, float, float]]:
+    """n distinct colours, for a figure's devices in order (module docstring)."""
+    import matplotlib
+    import numpy as np
+
+    tab20 = np.asarray(matplotlib.colormaps["tab20"](np.arange(20)))[:, :3]
+    rgb = tab20[[*range(0, 20, 2), *range(1, 20, 2)]][:n]  # its strong ten are tab10
+    if n > len(rgb):
+        # Interpolated between viridis's colours, not looked up: a lookup in its 256 gives
+        # one colour twice once more than 256 are wanted.
+        viridis = matplotlib.colormaps["viridis"]
+        lut = np.asarray(viridis(np.arange(viridis.N)))[:, :3]
+        at = np.linspace(0, viridis.N - 1, n - len(rgb))
+        more = [np.interp(at, np.arange(viridis.N), lut[:, c]) for c in range(3)]
+        rgb = np.vstack((rgb, np.column_stack(more)))
+    return [(float(r), float(g), float(b)) for r, g, b in rgb]
+
+
+def legend(ax: Axes, panel: Panel) -> None:
+    """A panel's legend beside its axes: its devices, LEGEND_ROWS to a column, as many
+    columns as fit (LEGEND_COLS at most), and '+N more' past them (module docstring)."""
+    from matplotlib.lines import Line2D
+
+    lines = ax.get_lines()
+    names = [str(dev) for dev in sorted(panel.series)]
+    renderer = ax.figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    for cols in range(LEGEND_COLS, 0, -1):
+        room = LEGEND_ROWS * cols
+        handles: list[Any] = list(lines)
+        labels = names
+        if len(lines) > room:
+            handles = [*lines[: room - 1], Line2D([], [], linestyle="none")]
+            labels = [*names[: room - 1], f"+{len(lines) - room + 1} more"]
+        box = ax.legend(
+            handles,
+            labels,
+            title=plural(len(lines), "device"),
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            borderaxespad=0.0,
+            ncols=-(-len(handles) // LEGEND_ROWS),
+            fontsize=7,
+            title_fontsize=7,
+            frameon=False,
+            handlelength=1.2,
+            handletextpad=0.4,
+            columnspacing=0.8,
+            labelspacing=0.25,
+            alignment="left",
+        )
+        if box.get_window_extent(renderer).x1 <= ax.figure.bbox.x1:
+            return  # else long device numbers: fewer columns
+
+
 def figure(panels: list[Panel]) -> Figure:
     """The matplotlib figure of the panels (Agg: no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.dates as mdates
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    devices = sorted({dev for p in panels for dev in p.series})
+    colour = dict(zip(devices, palette(len(devices)), strict=True))
     n = len(panels)
-    fig = Figure(figsize=(WIDTH_IN, MARGIN_IN + PANEL_IN * n), dpi=DPI)
+    height = MARGIN_IN + PANEL_IN * n
+    fig = Figure(figsize=(WIDTH_IN, height), dpi=DPI)
+    FigureCanvasAgg(fig)  # a renderer to measure the legends with
+    fig.subplots_adjust(
+        left=0.09,
+        right=1 - LEGEND_IN / WIDTH_IN,
+        top=1 - 0.3 / height,
+        bottom=0.5 / height,
+        hspace=0.35,
+    )  # before the legends: they are placed and measured beside the axes
     axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
     for ax, panel in zip(axes, panels, strict=True):
         for dev in sorted(panel.series):
             s = panel.series[dev]
             t, v = broken(s)
             x = (t * 1e6).astype("datetime64[us]")  # unix seconds as UTC times
-            (line,) = ax.plot(x, v, label=f"device {dev}", linewidth=1.2)
+            (line,) = ax.plot(x, v, label=f"device {dev}", linewidth=1.2, color=colour[dev])
             line.set_gid(line_id(panel, dev))
         ax.set_ylabel(panel.info.label)
         ax.set_title(f"{panel.info.name} ({', '.join(panel.templates)})", fontsize=9, loc="right")
         ax.grid(True, alpha=0.3)
-        if len(panel.series) <= 12:
-            ax.legend(loc="upper left", fontsize=7, ncols=min(6, len(panel.series)))
+        legend(ax, panel)
     loc = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
     axes[-1].xaxis.set_major_locator(loc)
     axes[-1].xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))  # type: ignore[no-untyped-call]
     axes[-1].set_xlabel("time (UTC)")
-    height = MARGIN_IN + PANEL_IN * n
-    fig.subplots_adjust(
-        left=0.09, right=0.98, top=1 - 0.3 / height, bottom=0.5 / height, hspace=0.35
-    )
     return fig
+
+
+def drawn(panels: list[Panel]) -> tuple[int, int]:
+    """(readings, points) drawn: a point is a finite value on a panel, and a reading counts
+    once however many panels (one per field) it is a point on."""
+    import numpy as np
+
+    keys, points = [], 0
+    for p in panels:
+        for s in p.series.values():
+            ok = np.isfinite(np.asarray(s.values, dtype=np.float64))
+            points += int(ok.sum())
+            # A reading is its device, epoch, seq and time (the float's bits, exactly).
+            t = np.asarray(s.times, dtype=np.float64).view(np.int64)
+            key = np.column_stack((np.full(len(t), s.device), s.epochs, s.seqs, t))
+            keys.append(key[ok])
+    readings = len(np.unique(np.concatenate(keys), axis=0)) if keys else 0
+    return readings, points
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -271,8 +383,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
             fig.savefig(out, format=fmt, dpi=DPI)
     except OSError as e:
         raise UsageError(f"cannot write {out}: {e.strerror}") from None
-    n = sum(len(s.times) for p in panels for s in p.series.values())
-    print(f"wrote {out}: {plural(len(panels), 'panel')}, {plural(n, 'reading')}", file=sys.stderr)
+    readings, points = drawn(panels)
+    also = f" ({plural(points, 'point')})" if points != readings else ""
+    print(
+        f"wrote {out}: {plural(len(panels), 'panel')}, {plural(readings, 'reading')}{also}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -282,10 +398,11 @@ def register(sub: Any) -> None:
         "plot",
         help="draw stored readings to a PNG or SVG file",
         description="Draw a collector's stored readings with matplotlib: one panel per field "
-        "with its unit, one line per device, time (UTC) on the x axis, and a gap where more "
-        f"than {GAP_INTERVALS:g} readings in a row were lost or a device restarted after a "
-        "silence. PNG or SVG by the file's extension. Reads the database alone (no template "
-        "files). Exit 1 when no reading is in the range.",
+        "with its unit, one line per device, time (UTC) on the x axis, and a gap where a "
+        f"device's seq jumps by more than {GAP_INTERVALS:g} (readings lost) or it was silent "
+        f"for more than {GAP_INTERVALS:g} of its intervals and {GAP_MIN_S:g} s (stopped, or "
+        "restarted). PNG or SVG by the file's extension. Reads the database alone (no "
+        "template files). Exit 1 when no reading is in the range.",
         epilog=examples(
             "precast plot --db precast.db -o readings.png",
             "precast plot --db precast.db --field temperature --device 7 --since 1h -o t.svg",

@@ -336,3 +336,28 @@ def test_sqlite_locked_at_sigterm_spills_and_replays(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert count_rows(col.db) == 301
     assert by_device(stats(col.db))[6]["received"] == 301
+
+
+def test_a_mic_template_without_a_key_is_warned_about_at_start_and_reload(tmp_path: Path) -> None:
+    """A MIC template with no key to check it: one warning line at start (its frames would be
+    refused as no_key); a reload says whether a default key (`*`) came, and warns no more."""
+    tdir = tmp_path / "templates"
+    tdir.mkdir()
+    shutil.copy(TEMPLATES / "power-meter.toml", tdir)
+    keys = tmp_path / "keys"
+    keys.write_text(f"44 {KEY.hex()}\n")
+    keys.chmod(0o600)
+    col = Collector(tmp_path, "--keys", str(keys), templates=tdir)
+    try:
+        wait_for(lambda: "there is no default key" in col.stderr(), 10, "the warning")
+        keys.write_text(f"44 {KEY.hex()}\n* {KEY.hex()}\n")
+        col.signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded" in col.stderr(), 10, "reload")
+    finally:
+        assert col.stop() == 0
+    err = col.stderr()
+    assert err.count("is checked with a MIC") == 1, err
+    assert "keys for 1 device, and a default key for the others" in err
+    bare = Collector(tmp_path, templates=tdir, name="bare")
+    assert bare.stop() == 0
+    assert "no key is given: all its frames are refused as no_key" in bare.stderr()

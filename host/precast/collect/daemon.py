@@ -42,7 +42,7 @@ from precast.collect.backlog import DEFAULT_QUEUE_BYTES, Backlog, Batch
 from precast.collect.counters import Counters
 from precast.collect.dburl import display_db
 from precast.collect.ingest import Commit, Ingest
-from precast.collect.keys import load_codec
+from precast.collect.keys import key_gaps, load_codec
 from precast.collect.listener import Listener
 from precast.collect.outage import DEFAULT_STOP_TIMEOUT, StoreRetry, Unwritten
 from precast.collect.report import Reporter
@@ -98,6 +98,8 @@ class Collector:
         self.tracker = Tracker(opts.window, opts.max_devices)
         self.sources: dict[Any, str] = {}  # raw address -> "ip:port", as rows name it
         self._use(self._load_codec())
+        for line in key_gaps(self.codec):
+            log.warning("%s", line)
         self.store = open_store(db)
         self.where = display_db(db)  # never the password
         self.retry = StoreRetry(self.store, self.store.transient)
@@ -179,7 +181,11 @@ class Collector:
         for sink in self.sinks:
             sink.set_layouts(codec.layouts)
         names = ", ".join(f"{lay.template.name} ({tid})" for tid, lay in codec.layouts.items())
-        log.info("reloaded templates: %s; keys for %d devices", names, len(codec.keys))
+        default = ", and a default key for the others" if codec.key is not None else ""
+        n = len(codec.keys)
+        log.info("reloaded templates: %s; keys for %d device%s%s", names, n, "s"[: n != 1], default)
+        for line in key_gaps(codec):
+            log.warning("%s", line)
         return True
 
     def _established(self, device: int) -> str | None:

@@ -95,3 +95,27 @@ def load_codec(
         file_default, keys = load_keys(keys_file)
         default = file_default if file_default is not None else default
     return Codec(load_layouts(templates), key=default, keys=keys)
+
+
+def key_gaps(codec: Codec) -> list[str]:
+    """A warning per MIC template whose frames some device could send with no key here to
+    check them: refused as no_key (the collector starts anyway; the keys can come by SIGHUP)."""
+    if codec.key is not None:
+        return []
+    out = []
+    for tid, lay in sorted(codec.layouts.items()):
+        t = lay.template
+        if not t.mic:
+            continue
+        if codec.keys:
+            out.append(
+                f"template {t.name} ({tid}) is checked with a MIC ({t.check}) and there is no "
+                f"default key: frames of devices not in --keys are refused as no_key "
+                "(give one with --key-file, or a `*` line in --keys)"
+            )
+        else:
+            out.append(
+                f"template {t.name} ({tid}) is checked with a MIC ({t.check}) and no key is "
+                "given: all its frames are refused as no_key (give --key-file or --keys)"
+            )
+    return out

@@ -122,7 +122,7 @@ def test_discovery_config_of_every_shipped_field() -> None:
             assert cfg["name"] == label
             assert cfg["unique_id"] == f"precast_42_{slot.name}"
             assert cfg["state_topic"] == "precast/42/reading"
-            assert cfg["value_template"] == "{{ value_json.fields['" + slot.name + "'] }}"
+            assert cfg["value_template"] == "{{ value_json.fields.get('" + slot.name + "', '') }}"
             assert cfg["availability"] == [
                 {"topic": "precast/status"},
                 {"topic": "precast/42/availability"},

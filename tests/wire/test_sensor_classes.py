@@ -10,6 +10,7 @@ ids are checked across collector prefixes.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,22 @@ def test_every_value_template_renders_its_field() -> None:
         doc = diag if cfg["state_topic"].endswith("/diagnostics") else reading
         out = env.from_string(cfg["value_template"]).render(value_json=doc)
         assert out not in ("", "None"), cfg
+
+
+def test_a_reading_without_the_field_is_ignored_and_not_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An entity whose config is being removed (a template changed) still gets the next
+    reading. Home Assistant renders with an Undefined that logs a warning when it is made a
+    string (helpers/template.py, as jinja2's logging Undefined), and a missing `items` is
+    the dict's method even subscripted; "" is a state its MQTT sensor ignores."""
+    env = jinja2.Environment(undefined=jinja2.make_logging_undefined(logging.getLogger("ha")))
+    reading = {"fields": {}, "received_at": "2026-01-01T00:00:00.000000Z"}
+    fields = [cfg for _, cfg in configs() if "value_json.fields" in cfg["value_template"]]
+    assert fields
+    for cfg in fields:
+        assert env.from_string(cfg["value_template"]).render(value_json=reading) == "", cfg
+    assert not caplog.records, caplog.records[0].getMessage()
 
 
 def test_ids_carry_the_collector_prefix() -> None:

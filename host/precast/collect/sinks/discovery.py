@@ -178,8 +178,11 @@ def discovery_config(prefix: str, device: int, layout: Layout, slot: FieldSlot) 
         "name": slot.field.label or readable_name(slot.name),
         "unique_id": f"{node(prefix, device)}_{slot.name}",
         "state_topic": f"{prefix}/{device}/reading",
-        # Subscript, not attribute: a field named `items` or `keys` is not the dict's method.
-        "value_template": f"{{{{ value_json.fields['{slot.name}'] }}}}",
+        # get(), not an attribute nor a subscript: Jinja2 falls back from either to the
+        # dict's method (a field named `items`, `keys`). A reading without the field (an
+        # entity whose config is being removed, after a template change) gives "", which
+        # Home Assistant's MQTT sensor ignores, with no warning of an undefined value.
+        "value_template": f"{{{{ value_json.fields.get('{slot.name}', '') }}}}",
         **_availability(prefix, device),
         **field_classes(slot),
         **category,

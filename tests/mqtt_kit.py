@@ -349,7 +349,7 @@ def check_config(cfg: dict[str, Any], prefix: str, device: int, template: str, f
     assert cfg["name"] == label
     assert cfg["unique_id"] == f"{node(prefix, device)}_{field}"
     assert cfg["state_topic"] == f"{prefix}/{device}/reading"
-    assert cfg["value_template"] == "{{ value_json.fields['" + field + "'] }}"
+    assert cfg["value_template"] == "{{ value_json.fields.get('" + field + "', '') }}"
     assert [a["topic"] for a in cfg["availability"]] == [
         f"{prefix}/status",
         f"{prefix}/{device}/availability",

@@ -122,7 +122,7 @@ def test_discovery_config_of_every_shipped_field() -> None:
             assert cfg["name"] == label
             assert cfg["unique_id"] == f"precast_42_{slot.name}"
             assert cfg["state_topic"] == "precast/42/reading"
-            assert cfg["value_template"] == "{{ value_json.fields['" + slot.name + "'] }}"
+            assert cfg["value_template"] == "{{ value_json.fields.get('" + slot.name + "', '') }}"
             assert cfg["availability"] == [
                 {"topic": "precast/status"},
                 {"topic": "precast/42/availability"},
@@ -412,6 +412,37 @@ def test_a_device_that_changes_template_loses_the_old_fields(broker: Mosquitto) 
     cfg = json.loads(retained(broker, "homeassistant/#")[topic])
     assert cfg["device"]["model"] == "minimal"
     s.close()
+
+
+def test_a_template_changed_by_a_reload_is_announced_again(broker: Mosquitto) -> None:
+    """SIGHUP: env-node loses `battery` and is renamed; its devices' configs follow at once."""
+    import dataclasses
+
+    from precast.wire.layout import compile_template
+
+    s = sink(broker.url_base, discovery="homeassistant")
+    s.start()
+    s.write([reading(8, 1), reading(9, 1, template=2)])
+    wait_for(lambda: len(retained(broker, "homeassistant/#")) == 4 + 1 + 2 * 2 + 1, 5, "configs")
+    sub = Subscriber(broker, "homeassistant/#")
+    t = ENV.template
+    v2 = compile_template(dataclasses.replace(t, name="env-node-v2", fields=t.fields[:3]))
+    s.set_layouts({**BY_ID, ENV.id: v2})
+    battery = "homeassistant/sensor/precast_8/battery/config"
+    temperature = "homeassistant/sensor/precast_8/temperature/config"
+    msgs = sub.wait(
+        lambda m: {battery, temperature} <= {x["topic"] for x in m if not x["retain"]},
+        what="device 8's configs again",
+    )
+    assert battery not in retained(broker, "homeassistant/#")
+    assert json.loads(retained(broker, "homeassistant/#")[temperature])["device"]["model"] == (
+        "env-node-v2"
+    )
+    # Device 9's template (minimal) did not change: nothing of it is published again.
+    assert not [m["topic"] for m in msgs if "precast_9" in m["topic"] and not m["retain"]]
+    assert s.take_configs()[battery] is False
+    s.close()
+    sub.close()
 
 
 def test_a_stored_batch_is_published_from_its_rows(broker: Mosquitto) -> None:

@@ -10,6 +10,8 @@ ids are checked across collector prefixes.
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,12 @@ from precast.wire.sensor_classes import (
 
 EDGE = ROOT / "tools" / "ha" / "templates"
 LAYOUTS = load_layouts([TEMPLATES, EDGE])
+# Home Assistant 2024.3.3's discovery topic after its prefix (components/mqtt/discovery.py,
+# TOPIC_MATCHER, used with match()): a config on a topic it does not match is logged as an
+# "illegal discovery topic" and makes no entity.
+HA_TOPIC = re.compile(
+    r"(?P<component>\w+)/(?:(?P<node_id>[a-zA-Z0-9_-]+)/)?(?P<object_id>[a-zA-Z0-9_-]+)/config"
+)
 
 
 def configs(prefix: str = "precast") -> list[tuple[Layout, dict[str, Any]]]:
@@ -132,6 +140,45 @@ def test_every_value_template_renders_its_field() -> None:
         doc = diag if cfg["state_topic"].endswith("/diagnostics") else reading
         out = env.from_string(cfg["value_template"]).render(value_json=doc)
         assert out not in ("", "None"), cfg
+
+
+def test_a_reading_without_the_field_is_ignored_and_not_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An entity whose config is being removed (a template changed) still gets the next
+    reading. Home Assistant renders with an Undefined that logs a warning when it is made a
+    string (helpers/template.py, as jinja2's logging Undefined), and a missing `items` is
+    the dict's method even subscripted; "" is a state its MQTT sensor ignores."""
+    env = jinja2.Environment(undefined=jinja2.make_logging_undefined(logging.getLogger("ha")))
+    reading = {"fields": {}, "received_at": "2026-01-01T00:00:00.000000Z"}
+    fields = [cfg for _, cfg in configs() if "value_json.fields" in cfg["value_template"]]
+    assert fields
+    for cfg in fields:
+        assert env.from_string(cfg["value_template"]).render(value_json=reading) == "", cfg
+    assert not caplog.records, caplog.records[0].getMessage()
+
+
+def test_every_config_topic_is_one_home_assistant_takes() -> None:
+    """Field names are identifiers, and an identifier may be `température`: the topic's
+    object id is spelled in Home Assistant's characters, the value template reads the name."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    names = set()
+    for prefix in ("precast", "site2", "a/b"):
+        for lay in LAYOUTS:
+            cs = d.device_configs("homeassistant", prefix, 7, lay)
+            ids = [d.object_id(c) for c in cs]
+            assert len(set(ids)) == len(ids), ids
+            for c, slot in zip(cs, lay.fields, strict=False):
+                m = HA_TOPIC.match(c.topic.removeprefix("homeassistant/"))
+                assert m is not None, c.topic
+                assert m.group("node_id", "object_id") == (d.node(prefix, 7), d.object_id(c))
+                cfg = json.loads(c.payload)
+                assert cfg["unique_id"] == f"{d.node(prefix, 7)}_{d.object_id(c)}"
+                reading = {"fields": {slot.name: 12.5}}
+                assert env.from_string(cfg["value_template"]).render(value_json=reading) == "12.5"
+                names.add(slot.name)
+    assert {"température", "Δp"} <= names  # the edge template accents.toml
+    assert d.slug("temperature") == "temperature"  # ASCII names keep their ids
 
 
 def test_ids_carry_the_collector_prefix() -> None:

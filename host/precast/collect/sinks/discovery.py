@@ -16,7 +16,10 @@ installations from before prefixes counted) and `precast-<prefix>-<device>`
 otherwise, so two collectors on one broker never share an entity; it is also
 the device's identifier and the start of every unique_id. A device is
 `via_device` of the collector (`precast_collector`, `precast-<prefix>-collector`).
-Field names are identifiers and diagnostics' names hold a `-`, so they never meet.
+Home Assistant takes a topic's node and object id only in [A-Za-z0-9_-]: a
+field's name is its object id where it is ASCII, else slug()'s spelling of it
+(`température`: `temp_rature_<hash>`). Field names are identifiers and
+diagnostics' names hold a `-`, so they never meet.
 
 What Home Assistant would refuse in a field's unit, device class and state
 class was refused when its template loaded (wire/sensor_classes.py).
@@ -72,12 +75,13 @@ class Config:
     payload: str
 
 
-def slug(prefix: str) -> str:
-    """The prefix in a topic level and an id: [A-Za-z0-9_-]; a hash where it had to change."""
-    clean = re.sub(r"[^A-Za-z0-9_-]", "_", prefix)
-    if clean == prefix:
+def slug(name: str) -> str:
+    """A prefix or a field's name in a topic level and an id: [A-Za-z0-9_-], as Home
+    Assistant's discovery topics take; a hash of the name where it had to change."""
+    clean = re.sub(r"[^A-Za-z0-9_-]", "_", name)
+    if clean == name:
         return clean
-    return f"{clean}_{hashlib.sha256(prefix.encode()).hexdigest()[:6]}"
+    return f"{clean}_{hashlib.sha256(name.encode()).hexdigest()[:6]}"
 
 
 def node(prefix: str, device: int) -> str:
@@ -176,10 +180,13 @@ def discovery_config(prefix: str, device: int, layout: Layout, slot: FieldSlot) 
     category = {"entity_category": "diagnostic"} if is_diagnostic(slot.field) else {}
     return {
         "name": slot.field.label or readable_name(slot.name),
-        "unique_id": f"{node(prefix, device)}_{slot.name}",
+        "unique_id": f"{node(prefix, device)}_{slug(slot.name)}",
         "state_topic": f"{prefix}/{device}/reading",
-        # Subscript, not attribute: a field named `items` or `keys` is not the dict's method.
-        "value_template": f"{{{{ value_json.fields['{slot.name}'] }}}}",
+        # get(), not an attribute nor a subscript: Jinja2 falls back from either to the
+        # dict's method (a field named `items`, `keys`). A reading without the field (an
+        # entity whose config is being removed, after a template change) gives "", which
+        # Home Assistant's MQTT sensor ignores, with no warning of an undefined value.
+        "value_template": f"{{{{ value_json.fields.get('{slot.name}', '') }}}}",
         **_availability(prefix, device),
         **field_classes(slot),
         **category,
@@ -248,7 +255,7 @@ def device_configs(discovery: str, prefix: str, device: int, layout: Layout) -> 
     n = node(prefix, device)
     out = [
         Config(
-            _topic(discovery, "sensor", n, s.name),
+            _topic(discovery, "sensor", n, slug(s.name)),
             _dump(discovery_config(prefix, device, layout, s)),
         )
         for s in layout.fields

@@ -17,8 +17,9 @@ The topics (PREFIX is the --mqtt URL's path, default `precast`; DISCOVERY is
                                   its first tick and then at most every DIAG_EVERY while they
                                   change
     DISCOVERY/...                 Home Assistant's retained discovery configs (discovery.py):
-                                  a device's at its first reading, the collector's and every
-                                  device's when DISCOVERY/status says `online` and after every
+                                  a device's at its first reading and when a reload (SIGHUP)
+                                  changed its template, the collector's and every device's
+                                  when DISCOVERY/status says `online` and after every
                                   (re)connect; before a device's, empty ones for the fields its
                                   template no longer has (orphans), known from this run and the
                                   store's record of earlier runs (take_configs())
@@ -64,6 +65,7 @@ from precast.collect.sinks.discovery import (
     ONLINE,
     Published,
     collector_configs,
+    device_configs,
     diagnostics_doc,
 )
 from precast.collect.stats import interval_of, is_stale
@@ -357,7 +359,9 @@ class MqttSink:
         # Handed over by the storing thread (deque appends and pops are atomic): docs, or
         # (template, field names, row) to make the doc of.
         self._readings: deque[dict[str, Any] | tuple[int, list[str], Row]] = deque()
-        self._events: deque[tuple[str, int, int]] = deque()  # (kind, device, template)
+        # (kind, device, template): "device" (announce it), "online", "offline", "template"
+        # (a reload changed it: its devices announced again)
+        self._events: deque[tuple[str, int, int]] = deque()
         # Handed over by paho's thread: what the broker said (see _take_network).
         self._network: deque[tuple[str, int, str]] = deque()
         # The storing thread's own view: device -> available (True) or stale (False).
@@ -514,8 +518,17 @@ class MqttSink:
             log.warning("MQTT: %d readings not published at exit (counted as dropped)", n)
 
     def set_layouts(self, layouts: Mapping[int, Layout]) -> None:
-        """The templates after a reload (SIGHUP)."""
-        self.layouts = dict(layouts)
+        """The templates after a reload (SIGHUP); the devices of a template whose discovery
+        changed (a field gone or added, a new name) are announced again, orphans cleared."""
+        old, self.layouts = self.layouts, dict(layouts)
+        disc = self.opts.discovery
+        if disc is None:
+            return
+        for tid, lay in self.layouts.items():
+            was = old.get(tid)
+            configs = device_configs(disc, self.prefix, 0, lay)
+            if was is not None and device_configs(disc, self.prefix, 0, was) != configs:
+                self._events.append(("template", 0, tid))
 
     def counters(self) -> dict[str, int]:
         """Persisted, so `precast stats` and /metrics show them."""
@@ -662,6 +675,8 @@ class MqttSink:
             if kind == "device":
                 self._devices[dev] = tid
                 self._pending_disc[dev] = tid
+            elif kind == "template":  # reloaded, changed: every device of it announced again
+                self._pending_disc.update((d, t) for d, t in self._devices.items() if t == tid)
             elif self._avail.get(dev) != kind:
                 self._avail[dev] = kind
                 self._pending_avail[dev] = kind

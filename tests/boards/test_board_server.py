@@ -188,3 +188,23 @@ def test_board_refusals_are_one_line(tmp_path: Path) -> None:
             assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
             lines = r.stderr.strip().splitlines()
             assert len(lines) == 1 and why in lines[0], r.stderr
+
+
+def test_a_missing_root_is_made_and_said(tmp_path: Path) -> None:
+    """--root naming a directory that does not exist: made with its parents, as mkdir -p
+    would, and said in one line (a typo there is a new, empty board)."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "a" / "b"
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # then refused: no board left running
+        port = taken.getsockname()[1]
+        cmd = [sys.executable, "-m", "precast.cli", "board", "--root", str(root)]
+        r = subprocess.run(
+            [*cmd, "--listen", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert root.is_dir()
+    assert f"precast board: created {root} (the board's filesystem; it did not exist)" in r.stderr

@@ -166,14 +166,17 @@ class VirtualBoard:
         log: Any = None,
     ) -> None:
         self.root = Path(root).resolve()
+        self.log = log
+        made = not self.root.exists()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"--root {root}: {e.strerror}") from None
+        if made:  # as `mkdir -p` would, but said: a typo in --root is a new, empty board
+            self._say(f"created {self.root} (the board's filesystem; it did not exist)")
         self.micropython = micropython or find_micropython()
         if not os.access(self.micropython, os.X_OK):
             raise UsageError(f"--micropython {self.micropython}: not an executable")
-        self.log = log
         try:
             self.listener = socket.create_server(listen, reuse_port=False)
         except OSError as e:

@@ -38,6 +38,13 @@ OPTIONS = {
 
 PROBE = r"""
 import gc
+import sys
+
+# The unix port puts the script's absolute directory first on sys.path, so every module's
+# __file__ (a qstr, held for the run) would carry pytest's temporary path: 1 KB over 17
+# modules, and a figure that changed with the test's name. A board imports from "" (the
+# filesystem's root): "precast_fw/app.mpy". The same here.
+sys.path[0] = ""
 import precast_config as cfg
 import precast_template as tpl
 from precast_fw import app

@@ -60,23 +60,3 @@ S_NOISE = const(4)  # noise amplitude: +-S_NOISE raw units
 S_STRIDE = const(5)
 S_BIAS = const(0x10000000)  # 2**28: values within +-2**28 stay small ints on any port
 
-
-def crc_table():
-    """CRC-16/CCITT-FALSE's 256-entry table, an array('H')."""
-    from array import array
-
-    t = array("H", bytes(512))
-    i = 0
-    while i < 256:
-        c = i << 8
-        j = 0
-        while j < 8:
-            c = ((c << 1) ^ CRC16_POLY) if c & 0x8000 else (c << 1)
-            c &= 0xFFFF
-            j += 1
-        t[i] = c
-        i += 1
-    return t
-
-
-CRC_TABLE = crc_table()

@@ -19,7 +19,6 @@ import uctypes
 
 from .layout import (
     CRC16_LEN,
-    CRC_TABLE,
     FRAME_FIELDS,
     FRAME_SEQ,
     P_CHECK,
@@ -69,10 +68,11 @@ def _put(frame, p, v, size):
 
 
 def _crc(frame, stop, crc):
-    t = CRC_TABLE
     i = FRAME_SEQ
-    while i < stop:
-        crc = ((crc << 8) & 0xFF00) ^ t[(crc >> 8) ^ frame[i]]
+    while i < stop:  # CRC-16/CCITT-FALSE a byte at a time, without a table (as viper's seal)
+        t = ((crc >> 8) ^ frame[i]) & 0xFF
+        t ^= t >> 4
+        crc = ((crc << 8) ^ (t << 12) ^ (t << 5) ^ t) & 0xFFFF
         i += 1
     return crc
 
@@ -126,22 +126,6 @@ def _copy_mac(frame, p, mac, n):
     i = 0
     while i < n:
         frame[p + i] = mac[i]
-        i += 1
-
-
-def xor_into(dst, src, n):
-    """dst[i] ^= src[i] for i < n."""
-    i = 0
-    while i < n:
-        dst[i] ^= src[i]
-        i += 1
-
-
-def copy_into(dst, src, n):
-    """dst[i] = src[i] for i < n (a slice assignment would allocate)."""
-    i = 0
-    while i < n:
-        dst[i] = src[i]
         i += 1
 
 

@@ -10,18 +10,22 @@ in place, once per 16-byte block).
 state another (S_*). Viper folds only this module's const(): the names
 below repeat layout.py's with a leading _ (a private const() leaves no
 global behind: 300 bytes of .mpy), and tests/firmware/test_firmware_constants.py
-holds them equal. Viper takes at most four arguments, so the CRC table is a module
-global. The offsets are docs/PROTOCOL.md's.
+holds them equal. The offsets are docs/PROTOCOL.md's.
+
+The CRC-16 (CCITT-FALSE: polynomial 0x1021, MSB first) goes a byte at a
+time without a table: with t = (crc >> 8) ^ byte, t ^= t >> 4, the next
+crc is (crc << 8) ^ (t << 12) ^ (t << 5) ^ t, the polynomial's three
+terms folded into shifts. A table took 512 bytes of RAM for 0.05-0.1 µs a
+reading: env-node's patch, call included, 0.80 against 0.75 µs on the
+64-bit unix port and 0.97 against 0.90 µs on the 32-bit one (PC).
 
 The UDP checksum is RFC 1624's incremental form: the template's partial
 sum (pseudo-header, UDP header, payload [0, 8)) plus payload [8, P).
 """
-# ruff: noqa: F821  (ptr8, ptr16 and ptr32 are viper's built-in types)
+# ruff: noqa: F821  (ptr8 and ptr32 are viper's built-in types)
 
 import micropython
 from micropython import const
-
-from .layout import CRC_TABLE
 
 _UDP_CSUM_OFFSET = const(40)
 _PAYLOAD_OFFSET = const(42)
@@ -86,7 +90,6 @@ def seal(sender, values):
         p += size
         i += 1
     stop = _PAYLOAD_OFFSET + params[_P_CHECK]
-    s = params[_P_PARTIAL]
     if params[_P_MAC]:
         # AES-CMAC (RFC 4493) of payload [0, check), steps as in Cmac.compute.
         mac = sender.mac
@@ -132,33 +135,27 @@ def seal(sender, values):
             frame[stop + i] = x[i]
             i += 1
         stop += n
-        i = _FRAME_SEQ
-        while i + 1 < stop:
-            s += (frame[i] << 8) | frame[i + 1]
-            i += 2
-        if i < stop:
-            s += frame[i] << 8
     else:
-        # CRC over payload [8, check) and the UDP sum over [8, P), in one pass of words.
-        t = ptr16(CRC_TABLE)
+        # CRC-16/CCITT-FALSE over payload [8, check), a byte at a time without a table
+        # (the shifts fold the polynomial 0x1021 in: no 512-byte table in RAM).
         crc = params[_P_CRC_INIT]
         i = _FRAME_SEQ
-        while i + 1 < stop:
-            a = frame[i]
-            b = frame[i + 1]
-            crc = ((crc << 8) ^ t[((crc >> 8) ^ a) & 0xFF]) & 0xFFFF
-            crc = ((crc << 8) ^ t[((crc >> 8) ^ b) & 0xFF]) & 0xFFFF
-            s += (a << 8) | b
-            i += 2
-        if i < stop:  # an odd check offset: the last byte pairs with the CRC's high byte
-            a = frame[i]
-            crc = ((crc << 8) ^ t[((crc >> 8) ^ a) & 0xFF]) & 0xFFFF
-            s += (a << 8) | (crc >> 8)
-            s += (crc & 0xFF) << 8
-        else:
-            s += crc
+        while i < stop:
+            t = ((crc >> 8) ^ frame[i]) & 0xFF
+            t ^= t >> 4
+            crc = ((crc << 8) ^ (t << 12) ^ (t << 5) ^ t) & 0xFFFF
+            i += 1
         frame[stop] = crc >> 8
         frame[stop + 1] = crc
+        stop += 2
+    # The UDP sum over payload [8, P): the template's partial sum holds the rest.
+    s = params[_P_PARTIAL]
+    i = _FRAME_SEQ
+    while i + 1 < stop:
+        s += (frame[i] << 8) | frame[i + 1]
+        i += 2
+    if i < stop:
+        s += frame[i] << 8
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
     c = (s ^ 0xFFFF) & 0xFFFF
@@ -166,30 +163,6 @@ def seal(sender, values):
         c = 0xFFFF  # RFC 768: a computed 0 goes out as all ones
     frame[_UDP_CSUM_OFFSET] = c >> 8
     frame[_UDP_CSUM_OFFSET + 1] = c
-
-
-@micropython.viper
-def xor_into(dst, src, n):
-    """dst[i] ^= src[i] for i < n."""
-    d = ptr8(dst)
-    s = ptr8(src)
-    k = int(n)
-    i = 0
-    while i < k:
-        d[i] = d[i] ^ s[i]
-        i += 1
-
-
-@micropython.viper
-def copy_into(dst, src, n):
-    """dst[i] = src[i] for i < n (a slice assignment would allocate)."""
-    d = ptr8(dst)
-    s = ptr8(src)
-    k = int(n)
-    i = 0
-    while i < k:
-        d[i] = s[i]
-        i += 1
 
 
 @micropython.viper

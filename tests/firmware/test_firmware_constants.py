@@ -6,18 +6,20 @@ from the source (ast, no MicroPython needed): each name has one value
 wherever it is defined, the wire names equal the host's constants, the
 hot path has no bare frame offsets left, and the firmware's modules import
 each other without a cycle. The CRC table the firmware computes on the
-unix port is crcmod's.
+unix port (without a table) is crcmod's.
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import random
 from pathlib import Path
 
 import crcmod
 import pytest
 from cryptography.hazmat.primitives.ciphers import algorithms
-from firmware_kit import build
+from firmware_kit import build, no_viper
 from kit import ROOT, TEMPLATES, run_bundle
 from precast.boards import build as host_build
 from precast.wire import constants as wire
@@ -126,7 +128,7 @@ def _imports(mod: str, path: Path) -> set[str]:
 def test_firmware_imports_have_no_cycle() -> None:
     mods = _modules()
     graph = {m: {i for i in _imports(m, p) if i in mods and i != m} for m, p in mods.items()}
-    assert "precast_fw.layout" in graph["precast_fw.viper"]
+    assert "precast_fw.layout" in graph["precast_fw.sender"]
     state: dict[str, int] = {}
 
     def visit(m: str, path: list[str]) -> None:
@@ -142,12 +144,38 @@ def test_firmware_imports_have_no_cycle() -> None:
         visit(m, [])
 
 
+CRC_SCRIPT = r"""
+import json, binascii
+import precast_template as tpl
+from precast_fw import sender
+s = sender.Sender(tpl)
+with open("cases.json") as f:
+    for seq, value in json.load(f):
+        s.seq = seq
+        s.values[0] = value
+        s.patch(s.values)
+        print(binascii.hexlify(s.payload_mv).decode())
+"""
+
+
 @pytest.mark.usefixtures("mp_port")
-def test_firmware_crc_table_is_crcmods(tmp_path: Path) -> None:
-    build(tmp_path / "b", TEMPLATES / "minimal.toml", "--device", "1")
-    r = run_bundle(
-        tmp_path / "b", "from precast_fw.layout import CRC_TABLE\nprint(list(CRC_TABLE))"
-    )
-    assert r.returncode == 0, r.stderr
-    want = crcmod.Crc(0x11021, initCrc=0xFFFF, rev=False, xorOut=0).table
-    assert ast.literal_eval(r.stdout.strip()) == list(want)
+def test_firmware_crc16_is_crcmods(tmp_path: Path) -> None:
+    """The table-free CRC-16 of viper's seal, then of plain's, against crcmod's."""
+    crc = crcmod.Crc(0x11021, initCrc=0xFFFF, rev=False, xorOut=0)
+    rng = random.Random(16)
+    cases = [(rng.getrandbits(32), rng.getrandbits(16)) for _ in range(200)]
+    cases += [(0, 0), (2**32 - 1, 2**16 - 1)]
+    for plain in (False, True):
+        out = tmp_path / ("plain" if plain else "viper")
+        build(out, TEMPLATES / "minimal.toml", "--device", "1")
+        if plain:
+            no_viper(out)
+        (out / "cases.json").write_text(json.dumps(cases))
+        r = run_bundle(out, CRC_SCRIPT)
+        assert r.returncode == 0, r.stderr
+        payloads = [bytes.fromhex(line) for line in r.stdout.split()]
+        assert len(payloads) == len(cases)
+        for p in payloads:  # the minimal template: its check is the last two bytes
+            want = crc.copy()
+            want.update(p[:-2])
+            assert p[-2:] == want.digest(), p.hex()

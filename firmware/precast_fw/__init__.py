@@ -8,7 +8,8 @@ frame, offsets, struct format, partial sums) and writes `precast_config`;
 - checks: the hot path (seal: seq, fields, CRC-16 or CMAC, UDP checksum; the sim's
   walk), chosen once: viper (native code, one call a reading) or plain (the fallback)
 - viper, plain: the two versions of the hot path, with the same names and bytes
-- layout: the numbers they share, named (wire offsets, magic, version, params slots)
+- layout: the numbers they share, named (wire offsets, magic, version, params slots); each
+  module repeats those it uses as private const(), so no bundle carries it
 - cmac: AES-128-CMAC (RFC 4493) over cryptolib's AES, subkeys computed once
 - transport_<name>: udp, packet, serial, w5500, enc28j60 (SPI Ethernet chips: the whole
   frame, no IP stack), mem (one class `Transport` each)

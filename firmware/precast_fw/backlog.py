@@ -32,9 +32,13 @@ from array import array
 from micropython import const
 
 from .checks import load_be32, seal
-from .layout import FRAME_SEQ, P_FIELDS, P_SEQ, PAYLOAD_OFFSET
 from .robust import REFUSED  # ECONNREFUSED: the datagram before this send was refused
 
+# layout.py's numbers, as private const() (tests/firmware/test_firmware_constants.py).
+_PAYLOAD_OFFSET = const(42)
+_FRAME_SEQ = const(50)
+_P_SEQ = const(0)
+_P_FIELDS = const(1)
 # The ring's state, an array('i'): where the oldest is, how many, and the counts.
 B_HEAD = const(0)
 B_COUNT = const(1)
@@ -88,15 +92,15 @@ class Backlog:
 
         self.n = n
         self.late = late
-        self.age_at = PAYLOAD_OFFSET + off_age
-        self.width = self.age_at - FRAME_SEQ  # payload [8, 12 + F): seq and fields
+        self.age_at = _PAYLOAD_OFFSET + off_age
+        self.width = self.age_at - _FRAME_SEQ  # payload [8, 12 + F): seq and fields
         self.kept = bytearray(n * self.width)
         self.taken = array("i", bytes(4 * n))
         self.state = array("i", bytes(4 * 5))
         self.clock = clock or time.ticks_ms
         self.diff = diff or time.ticks_diff
         self.rtc = None  # an RTC whose memory() survives deep sleep: the ring goes there
-        late.params[P_FIELDS] = 0  # seal writes seq and checks; the fields come from the ring
+        late.params[_P_FIELDS] = 0  # seal writes seq and checks; the fields come from the ring
 
     def __len__(self):
         return self.state[B_COUNT]
@@ -110,7 +114,7 @@ class Backlog:
             st[B_COUNT] = n - 1
             st[B_DROPPED] += 1
         slot = (st[B_HEAD] + st[B_COUNT]) % n
-        _copy(self.kept, slot * self.width, frame, FRAME_SEQ, self.width)
+        _copy(self.kept, slot * self.width, frame, _FRAME_SEQ, self.width)
         self.taken[slot] = self.clock()  # type: ignore[assignment]  # stubs: ticks are ints here
         st[B_COUNT] += 1
         st[B_KEPT] += 1
@@ -141,8 +145,8 @@ class Backlog:
         w = self.width
         a = self.age_at
         slot = (self.state[B_HEAD] + i) % self.n
-        _copy(f, FRAME_SEQ, self.kept, slot * w, w)
-        load_be32(words, P_SEQ, f, FRAME_SEQ)
+        _copy(f, _FRAME_SEQ, self.kept, slot * w, w)
+        load_be32(words, _P_SEQ, f, _FRAME_SEQ)
         age = self.diff(now, self.taken[slot])
         if not 0 <= age < AGE_MAX:
             age = AGE_MAX

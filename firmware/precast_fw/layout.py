@@ -2,10 +2,13 @@
 
 The wire numbers are docs/PROTOCOL.md's and the host's
 (precast.wire.constants); tests/firmware/test_firmware_constants.py holds each
-`NAME = const(N)` in the firmware against the host's value of NAME, and
-every module's copy of a name against this one. viper.py repeats the ones
-it uses: viper folds only its own module's const() (an imported name is
-an object to it, and a ptr index must be a machine int).
+`NAME = const(N)` here against the host's value of NAME, and every module's
+copy of a name against this one. No module imports this one: each repeats
+the names it uses as a private `_NAME = const(N)`, which the compiler folds
+into the code and which leaves no global behind (an imported name is a
+dictionary entry in both modules and a lookup at every use, and viper folds
+only its own module's const(): a ptr index must be a machine int). So no
+bundle carries this module; it is the list the copies are held to.
 
 Frame: Ethernet II (14) | IPv4 (20) | UDP (8) | payload. Payload: magic,
 version << 4 | flags, template id (2), device (4), seq (4), fields, check.

@@ -1,11 +1,12 @@
 """The firmware's numbers are the host's: every `NAME = const(N)` held against the wire module.
 
-The firmware names its wire numbers in precast_fw/layout.py, and viper.py
-repeats the ones it uses (viper folds only its own module's const()). Read
-from the source (ast, no MicroPython needed): each name has one value
-wherever it is defined, the wire names equal the host's constants, the
-hot path has no bare frame offsets left, and the firmware's modules import
-each other without a cycle. The CRC table the firmware computes on the
+The firmware names its wire numbers in precast_fw/layout.py, and each module
+repeats the ones it uses as a private `_NAME = const(N)` (folded in, no
+global; viper folds only its own module's const()), so no module imports
+layout.py. Read from the source (ast, no MicroPython needed): each name has
+one value wherever it is defined, the wire names equal the host's constants,
+the hot path has no bare frame offsets left, and the firmware's modules
+import each other without a cycle. The CRC-16 the firmware computes on the
 unix port (without a table) is crcmod's.
 """
 
@@ -49,8 +50,10 @@ HOST = {
 
 def _consts(path: Path, copies: bool = False) -> dict[str, int]:
     """NAME -> N for every top-level `NAME = const(N)` in a firmware module; with `copies`
-    (viper.py's: layout's names with a leading _, which leave no global) `_NAME` as NAME."""
+    (every module but layout.py: layout's names with a leading _, which leave no global)
+    `_NAME` as NAME."""
     out = {}
+    seen: dict[str, int] = {}  # as written: a const() may use those defined before it
     for node in ast.parse(path.read_text()).body:
         if (
             isinstance(node, ast.Assign)
@@ -62,7 +65,8 @@ def _consts(path: Path, copies: bool = False) -> dict[str, int]:
             assert isinstance(target, ast.Name)
             expr = ast.Expression(node.value.args[0])  # a literal, or arithmetic on literals
             name = target.id.lstrip("_") if copies else target.id
-            out[name] = eval(compile(expr, str(path), "eval"), {"__builtins__": {}})
+            seen[target.id] = eval(compile(expr, str(path), "eval"), {"__builtins__": {}, **seen})
+            out[name] = seen[target.id]
     return out
 
 
@@ -83,7 +87,7 @@ def test_firmware_names_have_one_value_everywhere() -> None:
     for mod, path in _modules().items():
         if mod == "precast_fw.layout":
             continue
-        for name, value in _consts(path, copies=mod == "precast_fw.viper").items():
+        for name, value in _consts(path, copies=True).items():
             if name in layout:
                 assert value == layout[name], f"{mod}.{name} = {value}, layout says {layout[name]}"
                 seen += 1
@@ -128,7 +132,8 @@ def _imports(mod: str, path: Path) -> set[str]:
 def test_firmware_imports_have_no_cycle() -> None:
     mods = _modules()
     graph = {m: {i for i in _imports(m, p) if i in mods and i != m} for m, p in mods.items()}
-    assert "precast_fw.layout" in graph["precast_fw.sender"]
+    # No module imports layout.py: each has private copies, so no bundle carries it.
+    assert not [m for m, deps in graph.items() if "precast_fw.layout" in deps]
     state: dict[str, int] = {}
 
     def visit(m: str, path: list[str]) -> None:

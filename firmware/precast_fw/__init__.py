@@ -20,7 +20,9 @@ frame, offsets, struct format, partial sums) and writes `precast_config`;
   battery; group reads several)
 - board: the watchdog, sleep between readings, WiFi through wifi (from precast_secrets)
 - buses: the I2C, SPI, 1-Wire buses, ADC and output pins drivers ask for
-- seqstore: the seq across deep sleep (RTC memory) and resets (a flash reservation)
+- seqstore: the seq across resets and power loss (a flash reservation)
+- deepsleep: what crosses a deep sleep (the seq's record and the backlog's ring in RTC
+  memory), over seqstore and board; only a bundle built --sleep deep carries it
 - app: the main loop
 """
 

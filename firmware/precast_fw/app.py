@@ -58,7 +58,7 @@ def open_link(name, tpl, cfg, transport=None, board=None):
     """A Robust around the transport; it opens the named one itself, and retries that too."""
     retries = getattr(cfg, "RETRIES", 3)
     backoff = getattr(cfg, "BACKOFF_MS", 2)
-    feed = None if board is None else board.feed_fn()
+    feed = None if board is None or board.wdt is None else board.wdt.feed  # bound once
     prepare = None if board is None else board.reconnect
     tell = getattr(cfg, "TELL_MS", TELL_MS)
     if transport is not None:
@@ -263,13 +263,13 @@ def run(tpl, cfg, transport=None, sensor=None):
             sensor = open_sensor(getattr(cfg, "SENSOR", "sim"), tpl, cfg)
         sender = Sender(tpl, getattr(cfg, "KEY", None))
         backlog = getattr(cfg, "BACKLOG", 0)
-        if backlog:  # before first_seq: the seq store clears the RTC memory the ring shares
+        if backlog:
             from .backlog import open_keeper
 
-            path = getattr(cfg, "BACKLOG_FILE", None)
-            rtc = getattr(board.store, "rtc", None)
-            keeper = open_keeper(backlog, link, sender, getattr(cfg, "KEY", None), path, rtc)
-            board.keep_over_sleep(keeper.backlog, path)
+            keeper = open_keeper(backlog, link, sender, getattr(cfg, "KEY", None))
+            # Before first_seq: a deep-sleeping board takes the ring back from the RTC memory
+            # the seq store then reads and clears.
+            board.keep_over_sleep(keeper.backlog)
         sender.seq = board.first_seq(first_seq(cfg))  # the seq store's, when it has one
         count = getattr(cfg, "COUNT", 0)
         interval = getattr(cfg, "INTERVAL_MS", DEFAULT_INTERVAL_MS)

@@ -100,7 +100,7 @@ def test_killed_runs_never_repeat_a_seq(tmp_path: Path, reserve: int) -> None:
 SCRIPT = """
 import json, micropython
 from drivers_fakes import FakeRTC
-from precast_fw.seqstore import SeqStore
+from precast_fw.deepsleep import SeqStore
 P = %r
 out = {}
 rtc = FakeRTC()
@@ -134,7 +134,7 @@ out["after_lock"] = s.next_seq
 s.close()
 # a stale record (well formed, but its limit is no longer the flash's) is not trusted
 import struct
-from precast_fw.seqstore import _check
+from precast_fw.deepsleep import _check
 rtc.memory(struct.pack(">4sIII", b"PCSQ", 5, 10, _check(5, 10)))
 s = SeqStore(P, reserve=10, rtc=rtc)
 out["stale"] = s.start()
@@ -182,7 +182,7 @@ def test_deep_sleep_without_rtc_memory_cuts_the_reservation(tmp_path: Path) -> N
     """The unix port (like rp2) has no RTC memory: next_seq itself goes to the flash."""
     script = f"""
 import micropython
-from precast_fw.seqstore import SeqStore
+from precast_fw.deepsleep import SeqStore
 s = SeqStore({str(tmp_path / "seq")!r}, reserve=10)
 print(s.rtc, s.start())
 for i in range(3):
@@ -199,7 +199,7 @@ print(s.start())
 
 WRAP = """
 import micropython
-from precast_fw.seqstore import SeqStore
+from precast_fw.deepsleep import SeqStore
 
 class Rtc:  # an ESP32's RTC memory: written in place, as the real one copies
     def __init__(self):

@@ -441,7 +441,7 @@ BACKLOG_FILE = "precast_backlog"
 
 def backlog_slot_bytes(lay: Layout) -> int:
     """RAM one kept reading takes on the node: seq, time of taking, the fields' bytes."""
-    return 8 + lay.template.fields_len  # firmware/precast_fw/backlog.py's slot_bytes
+    return 8 + lay.template.fields_len  # backlog.py's slot: seq and fields (kept), taken
 
 
 def backlog_size(options: Any, lay: Layout) -> int:
@@ -562,6 +562,7 @@ class Needs(NamedTuple):
     backlog: bool = True  # readings kept through an outage (BACKLOG > 0): backlog.py
     seq_file: bool = True  # the seq kept across resets (SEQ_FILE): seqstore.py
     wifi: bool = True  # the board joins a WiFi (a udp node on ESP32, Pico W): wifi.py
+    deep_sleep: bool = False  # --sleep deep: deepsleep.py (the seq and the ring cross it)
 
 
 def firmware_modules(transport: str, sensors: tuple[str, ...], needs: Needs) -> list[str]:
@@ -576,6 +577,7 @@ def firmware_modules(transport: str, sensors: tuple[str, ...], needs: Needs) -> 
         ("backlog.py", needs.backlog),
         ("seqstore.py", needs.seq_file),
         ("wifi.py", needs.wifi),
+        ("deepsleep.py", needs.deep_sleep),
     ):
         if not needed:
             skip.add(rel)
@@ -614,6 +616,7 @@ def build_bundle(options: Any) -> list[Path]:
             backlog=entries["BACKLOG"] > 0,
             seq_file=entries["SEQ_FILE"] is not None,
             wifi=entries.get("WIFI", entries["TRANSPORT"] == "udp"),  # as board.setup decides
+            deep_sleep=entries["SLEEP"] == "deep",
         )
         for rel in firmware_modules(entries["TRANSPORT"], tuple(sensors), needs):
             (pkg / rel).parent.mkdir(parents=True, exist_ok=True)

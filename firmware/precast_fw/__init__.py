@@ -25,5 +25,3 @@ frame, offsets, struct format, partial sums) and writes `precast_config`;
   memory), over seqstore and board; only a bundle built --sleep deep carries it
 - app: the main loop
 """
-
-VERSION = "0.1.0"

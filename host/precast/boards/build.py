@@ -581,8 +581,8 @@ def firmware_modules(transport: str, sensors: tuple[str, ...], needs: Needs) -> 
     ):
         if not needed:
             skip.add(rel)
-    todo = ["__init__.py", "app.py", "board.py", f"transport_{transport}.py"]
-    todo += ["sensors/__init__.py", *(f"sensors/{name}.py" for name in sensors)]
+    todo = ["app.py", "board.py", f"transport_{transport}.py"]
+    todo += [f"sensors/{name}.py" for name in sensors]
     seen: set[str] = set()
     while todo:
         rel = todo.pop()
@@ -590,7 +590,15 @@ def firmware_modules(transport: str, sensors: tuple[str, ...], needs: Needs) -> 
             continue
         seen.add(rel)
         todo += _imports(FIRMWARE_DIR / rel, rel)
-    return sorted(seen)
+    # A package's __init__ that holds nothing but its docstring stays home: MicroPython imports
+    # a directory without one as a package, and each module loaded costs the board RAM.
+    return sorted(rel for rel in seen if not _docstring_only(FIRMWARE_DIR / rel))
+
+
+def _docstring_only(path: Path) -> bool:
+    """True for a module whose source is its docstring and nothing else."""
+    body = ast.parse(path.read_text()).body
+    return all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
 
 
 def build_bundle(options: Any) -> list[Path]:

@@ -454,22 +454,32 @@ def backlog_size(options: Any, lay: Layout) -> int:
 
 
 def config_entries(options: Any, lay: Layout) -> dict[str, Any]:
-    """Names and values of precast_config.py (plain literals)."""
+    """Names and values of precast_config.py (plain literals).
+
+    A name only some builds read is written only there (IFACE for packet, SERIAL_* for
+    serial, BACKLOG_FILE for deep sleep): each one is a name and an entry in the board's RAM.
+    """
     key = _opt(options, "key")
+    transport = _opt(options, "transport", "udp")
+    only: dict[str, Any] = {}
+    if transport == "packet":
+        only["IFACE"] = _opt(options, "iface")
+    if transport == "serial":
+        only["SERIAL_PORT"] = _opt(options, "serial_port", 1)
+        only["SERIAL_BAUD"] = _opt(options, "serial_baud", 115200)
+    if _opt(options, "sleep", "none") == "deep":
+        # Deep sleep reboots: the kept readings wait in this file meanwhile (flash written
+        # once a sleep, only while something is kept).
+        only["BACKLOG_FILE"] = BACKLOG_FILE
     return {
-        "TRANSPORT": _opt(options, "transport", "udp"),
-        "IFACE": _opt(options, "iface"),
-        "SERIAL_PORT": _opt(options, "serial_port", 1),
-        "SERIAL_BAUD": _opt(options, "serial_baud", 115200),
+        "TRANSPORT": transport,
+        **only,
         "SENSOR": _opt(options, "sensor", "sim"),
         "SEED": _opt(options, "seed", 1),
         "INTERVAL_MS": _opt(options, "interval_ms", DEFAULT_INTERVAL_MS),
         "COUNT": _opt(options, "count", 0),
         "HEAP_LOCK": bool(_opt(options, "heap_lock", False)),
         "BACKLOG": backlog_size(options, lay),  # readings kept through an outage; 0: off
-        # Deep sleep reboots: the kept readings wait in this file meanwhile (flash written
-        # once a sleep, only while something is kept).
-        "BACKLOG_FILE": BACKLOG_FILE if _opt(options, "sleep", "none") == "deep" else None,
         **hardware.config_entries(options, lay),  # SENSOR (its final say), SLEEP, SEQ_FILE, ...
         **ethernet.config_entries(options),  # SPI pins, CS, reset; WIFI off (w5500, enc28j60)
         "KEY": bytes(key) if key is not None else None,

@@ -3,11 +3,11 @@
 `main(tpl, cfg)` is what main.py calls with the generated template module
 and the config module. The loop's parts, in order:
 
-1. board setup (network, watchdog)             -> setup_board()
+1. board setup (network, watchdog, seq store)  -> board.setup()
 2. the transport, picked by name, opened
    through the link (robust)                   -> open_link()
 3. the sensor, picked by name                  -> open_sensor()
-4. the first seq                               -> first_seq()
+4. the first seq                               -> Board.first_seq()
 5. one warm-up reading, then heap_lock if asked
 6. loop: sensor.read, sender.patch, send; with an interval, board.pace() first
 7. counts, printed as one line (also after Ctrl-C)
@@ -34,24 +34,21 @@ import time
 import micropython
 from micropython import const
 
+from .board import setup
 from .robust import TELL_MS, Robust
 from .sender import Sender
 
-DEFAULT_INTERVAL_MS = 1000  # a sender is rate-capped by default (RFC 8085)
-BURST = const(1000)  # readings between two claims at --interval-ms 0
+_DEFAULT_INTERVAL_MS = const(1000)  # a sender is rate-capped by default (RFC 8085)
+_BURST = const(1000)  # readings between two claims at --interval-ms 0
 _ROLL = const(1 << 28)  # the readings count rolls over into `rolls` (small ints on any port)
 
 
-def _module(package, name):
-    mod = __import__(package + "." + name)
-    for part in (package + "." + name).split(".")[1:]:
+def _module(path):
+    """The firmware module at `path` ("transport_udp", "sensors.sim"), imported."""
+    mod = __import__("precast_fw." + path)
+    for part in path.split("."):
         mod = getattr(mod, part)
     return mod
-
-
-def transport_class(name):
-    """The transport class named `name` (udp, packet, serial, mem): transport_<name>.Transport."""
-    return _module("precast_fw", "transport_" + name).Transport
 
 
 def open_link(name, tpl, cfg, transport=None, board=None):
@@ -63,7 +60,7 @@ def open_link(name, tpl, cfg, transport=None, board=None):
     tell = getattr(cfg, "TELL_MS", TELL_MS)
     if transport is not None:
         return Robust(transport, retries, backoff, feed=feed, prepare=prepare, tell_ms=tell)
-    cls = transport_class(name)
+    cls = _module("transport_" + name).Transport  # udp, packet, serial, w5500, enc28j60, mem
     return Robust(None, retries, backoff, feed=feed, opener=lambda: cls(tpl, cfg),
                   frame=getattr(cls, "FRAME", True), prepare=prepare, tell_ms=tell)  # fmt: skip
 
@@ -74,19 +71,7 @@ def open_sensor(name, tpl, cfg):
         from .sensors.group import Group
 
         return Group([open_sensor(n, tpl, cfg) for n in name.split(",")])
-    return _module("precast_fw.sensors", name).Sensor(tpl, cfg)
-
-
-def setup_board(cfg):
-    """Bring the board up (WiFi, watchdog, seq store, sleep mode): a board.Board."""
-    from .board import setup
-
-    return setup(cfg)
-
-
-def first_seq(cfg):
-    """The seq of the first reading."""
-    return getattr(cfg, "SEQ_START", 0)
+    return _module("sensors." + name).Sensor(tpl, cfg)
 
 
 class Counts:
@@ -168,7 +153,7 @@ class Loop:
         board = self.board
         left = count
         while count == 0 or left > 0:
-            want = BURST if count == 0 or left > BURST else left
+            want = _BURST if count == 0 or left > _BURST else left
             if self.interval:
                 k = self.paced(want)
             else:
@@ -251,7 +236,7 @@ class Loop:
 
 def run(tpl, cfg, transport=None, sensor=None):
     """Send cfg.COUNT readings (0: forever, or until Ctrl-C); the Counts."""
-    board = setup_board(cfg)
+    board = setup(cfg)  # WiFi, watchdog, seq store, sleep mode: a board.Board
     link = open_link(getattr(cfg, "TRANSPORT", "udp"), tpl, cfg, transport, board)
     loop = None
     lock = getattr(cfg, "HEAP_LOCK", False)
@@ -270,9 +255,9 @@ def run(tpl, cfg, transport=None, sensor=None):
             # Before first_seq: a deep-sleeping board takes the ring back from the RTC memory
             # the seq store then reads and clears.
             board.keep_over_sleep(keeper.backlog)
-        sender.seq = board.first_seq(first_seq(cfg))  # the seq store's, when it has one
+        sender.seq = board.first_seq(getattr(cfg, "SEQ_START", 0))  # the store's, if any
         count = getattr(cfg, "COUNT", 0)
-        interval = getattr(cfg, "INTERVAL_MS", DEFAULT_INTERVAL_MS)
+        interval = getattr(cfg, "INTERVAL_MS", _DEFAULT_INTERVAL_MS)
         loop = Loop(board, link, sensor, sender, sender.values, interval, keeper)
         # Warm-up: the first reading outside the lock (first calls may allocate caches).
         board.claim(1)

@@ -22,8 +22,7 @@ import machine
 import micropython
 from micropython import const
 
-SLEEP_MODES = ("none", "light", "deep")
-DEFAULT_WDT_MS = 30000
+_DEFAULT_WDT_MS = const(30000)
 # The longest a single sleep may last with a watchdog running: rp2's WDT stops at 8388 ms.
 _MAX_WDT_MS = const(8000)
 
@@ -54,7 +53,7 @@ def _unload(name):
         delattr(pkg, name)
 
 
-def watchdog(timeout_ms=DEFAULT_WDT_MS):
+def watchdog(timeout_ms=_DEFAULT_WDT_MS):
     """A started machine.WDT, or None where the port has none (0 turns it off)."""
     if not timeout_ms:
         return None
@@ -77,7 +76,7 @@ class Board:
     """What app's loop asks of the board: first_seq(), claim() per reading, pace() between."""
 
     def __init__(self, cfg, store=None, wdt=None):
-        self.sleep_mode = SLEEP_MODES.index(getattr(cfg, "SLEEP", "none"))
+        self.sleep_mode = ("none", "light", "deep").index(getattr(cfg, "SLEEP", "none"))
         self.heap_lock = getattr(cfg, "HEAP_LOCK", False)
         self.wlan = None
         if getattr(cfg, "WIFI", getattr(cfg, "TRANSPORT", "udp") == "udp"):

@@ -236,7 +236,14 @@ class Loop:
 
 def run(tpl, cfg, transport=None, sensor=None):
     """Send cfg.COUNT readings (0: forever, or until Ctrl-C); the Counts."""
-    board = setup(cfg)  # WiFi, watchdog, seq store, sleep mode: a board.Board
+    # The board, up: WiFi, watchdog, seq store (deepsleep's, which only a bundle built
+    # --sleep deep carries, saves what crosses each sleep).
+    if getattr(cfg, "SLEEP", "none") == "deep":
+        from .deepsleep import Board as Deep
+
+        board = setup(cfg, Deep)
+    else:
+        board = setup(cfg)
     link = open_link(getattr(cfg, "TRANSPORT", "udp"), tpl, cfg, transport, board)
     loop = None
     lock = getattr(cfg, "HEAP_LOCK", False)

@@ -176,8 +176,9 @@ class Board:
             self.store.close()
 
 
-def setup(cfg):
-    """Bring the board up (WiFi, watchdog) and return its Board for the loop (WiFi or not)."""
+def setup(cfg, kind=None):
+    """Bring the board up (WiFi, watchdog) and return its Board for the loop (WiFi or not):
+    a `kind` (a Board, or deepsleep's) made with cfg, its seq store and the watchdog."""
     # Only a socket transport needs the network (serial goes over the UART).
     wifi = getattr(cfg, "WIFI", getattr(cfg, "TRANSPORT", "udp") == "udp")
     wdt = watchdog(getattr(cfg, "WATCHDOG_MS", 0))
@@ -185,8 +186,4 @@ def setup(cfg):
         # Not the end: the loop runs, its sends fail (counted), and every reopen of the
         # transport tries the WiFi again first (Board.reconnect), until it is up.
         print("precast: no network yet; the loop keeps trying")
-    if getattr(cfg, "SLEEP", "none") == "deep":  # only a bundle built --sleep deep has it
-        from .deepsleep import Board as Deep
-
-        return Deep(cfg, wdt=wdt)
-    return Board(cfg, wdt=wdt)
+    return (kind or Board)(cfg, wdt=wdt)

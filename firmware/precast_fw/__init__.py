@@ -10,7 +10,8 @@ frame, offsets, struct format, partial sums) and writes `precast_config`;
 - viper, plain: the two versions of the hot path, with the same names and bytes
 - layout: the numbers they share, named (wire offsets, magic, version, params slots); each
   module repeats those it uses as private const(), so no bundle carries it
-- cmac: AES-128-CMAC (RFC 4493) over cryptolib's AES, subkeys computed once
+- cmac: AES-128-CMAC (RFC 4493) over cryptolib's AES, subkeys computed once;
+  viper_cmac: its per-reading steps as viper code (both only with a MIC)
 - transport_<name>: udp, packet, serial, w5500, enc28j60 (SPI Ethernet chips: the whole
   frame, no IP stack), mem (one class `Transport` each)
 - ethchip: what the two SPI Ethernet drivers share (bus, reset line, errnos, bounded waits,

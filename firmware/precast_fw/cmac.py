@@ -9,6 +9,8 @@ cryptolib's AES in ECB mode (1) encrypts one block in place.
 
 import cryptolib
 
+from .checks import VIPER
+
 _ECB = 1
 
 
@@ -38,9 +40,10 @@ def _double(b):
 class Cmac:
     """CMAC of `msg` (a memoryview whose first `length` bytes change, not its place).
 
-    compute() is the plain way; viper's seal runs the same steps on the
-    public attributes: x (the state, then the tag), enc (AES-ECB in place),
-    last_key (K1, or K2 with the padding), n (blocks), rest (bytes in the last).
+    compute() is the plain way (plain.py's seal); where checks.py chose viper, `sign` is
+    viper_cmac.sign, which viper's seal calls: the same steps on the public attributes
+    x (the state, then the tag), enc (AES-ECB in place), last_key (K1, or K2 with the
+    padding), n (blocks), rest (bytes in the last).
     """
 
     def __init__(self, key, msg, length):
@@ -50,6 +53,11 @@ class Cmac:
         lkey = bytearray(16)
         aes.encrypt(lkey, lkey)
         self.enc = aes.encrypt  # bound once: fetching it per message would allocate
+        self.sign = None
+        if VIPER:
+            from .viper_cmac import sign  # native code: a bundle carries it with a MIC only
+
+            self.sign = sign
         k1 = _double(lkey)
         n = (length + 15) // 16 or 1
         rest = length - (n - 1) * 16

@@ -113,6 +113,7 @@ def mpy_bundle(tmp_path: Path, transport: str, *extra: str) -> int:
     assert names == {f"transport_{transport}"}  # no other transport rides along
     assert not (out / "precast_fw" / "sensors" / "bme280.mpy").exists()
     assert not (out / "precast_fw" / "cmac.mpy").exists()  # env-node is CRC-16
+    assert not (out / "precast_fw" / "viper_cmac.mpy").exists()
     assert not (out / "precast_fw" / "plain.mpy").exists()  # viper is native: --march
     kept = extra != LEAN
     assert (out / "precast_fw" / "backlog.mpy").exists() == kept

@@ -68,7 +68,7 @@ CHECK_KINDS = {"crc16": 0, "cmac4": 1, "cmac8": 1}
 PACK_CHUNK = 16
 # The simulated sensor keeps raw values inside a 32-bit port's small ints.
 SIM_LIMIT = 2**28 - 1024  # the firmware sim's own bound (sensors/sim.py LIMIT)
-VIPER_MODULE = "viper.py"
+VIPER_MODULES = ("viper.py", "viper_cmac.py")  # native code: compiled for --march only
 PLAIN_MODULE = "plain.py"  # the same hot path for a port without viper
 
 
@@ -538,7 +538,7 @@ def _precompile(out: Path, march: str | None) -> list[Path]:
     ]
     written = []
     for f in files:
-        if f.name == VIPER_MODULE and not march:
+        if f.name in VIPER_MODULES and not march:
             written.append(f)  # native code needs an arch; as source the board compiles it
             continue
         _mpy_cross(f, march)

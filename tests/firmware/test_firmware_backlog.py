@@ -37,7 +37,7 @@ late = sender.Sender(late_tpl, KEY)
 t = [1000]
 def clock():
     return t[0]
-L = late_tpl.FRAME_LEN
+L = len(late_tpl.FRAME)
 out = bytearray(L * c["readings"])
 pos = [0]
 def send(mv):

@@ -345,7 +345,13 @@ def _check_options(options: Any, lay: Layout) -> None:
 
 
 def template_source(lay: Layout, device: int) -> str:
-    """The text of precast_template.py for a layout and a device id."""
+    """The text of precast_template.py for a layout and a device id.
+
+    Every public name is one the firmware reads (each is a name and an entry in the board's
+    RAM); those it never reads are private const(), for the reader, folded away on the board.
+    The delayed frame's module (lay.delayed) only goes through a Sender: no addresses, no
+    sim ranges.
+    """
     t = lay.template
     n = t.network
     frame = bytearray(lay.frame)
@@ -373,14 +379,16 @@ def template_source(lay: Layout, device: int) -> str:
         *(("from struct import pack_into", "") if not integer else ()),
         "from micropython import const",
         "",
-        f"TEMPLATE_ID = const({t.id})",
+        "# For the reader: no code on the board reads these three.",
+        f"_TEMPLATE_ID = const({t.id})",
+        f"_DEVICE = const({device})",
+        f"_FRAME_LEN = const({len(frame)})",
+        "",
         f"NAME = {t.name!r}",
         f"CHECK = {t.check!r}",
         f"CHECK_KIND = const({CHECK_KINDS[t.check]})  # 0: CRC-16, 1: AES-CMAC",
         f"CHECK_LEN = const({lay.check_len})",
-        f"DEVICE = const({device})",
         f"FRAME = {bytes(frame)!r}",
-        f"FRAME_LEN = const({len(frame)})",
         f"PAYLOAD_LEN = const({lay.payload_len})",
         f"OFF_CHECK = const({lay.check_offset})",
         f"OFF_AGE = const({lay.age_offset})  # a delayed frame's age; the check's offset if live",
@@ -393,11 +401,14 @@ def template_source(lay: Layout, device: int) -> str:
         f"# Fields: {', '.join(f'{nm} @{at}' for nm, at in zip(names, offsets, strict=True))}",
         f"FIELD_SIZES = {sizes!r}",
         f"INTEGER = {integer!r}  # no f32 field: a reading allocates nothing",
-        f"DST_IP = {n.dst_ip!r}",
-        f"DST_PORT = const({n.dst_port})",
-        f"SIM_LO = {tuple(lo)!r}",
-        f"SIM_HI = {tuple(hi)!r}",
     ]
+    if not lay.delayed:
+        lines += [
+            f"DST_IP = {n.dst_ip!r}",
+            f"DST_PORT = const({n.dst_port})",
+            f"SIM_LO = {tuple(lo)!r}",
+            f"SIM_HI = {tuple(hi)!r}",
+        ]
     if not integer:  # only a template with an f32 field packs its fields with struct
         lines += [
             "",

@@ -519,10 +519,14 @@ sys.exit(app.main(precast_template, precast_config))
 '''
 
 
-def _mpy_cross(src: Path, march: str | None) -> None:
+def _mpy_cross(src: Path, march: str | None, out: Path) -> None:
     # No line numbers in the bytecode: 7% of a bundle, and of the RAM it takes on the board
     # (a traceback there says "line ?"; the firmware's own failures are said in words).
-    cmd = [sys.executable, "-m", "mpy_cross", "-X", "no-source-lines"]
+    # The source name each .mpy carries (for tracebacks) is the module's own name, "app" for
+    # precast_fw/app.py: a name the board interns anyway (its attribute on the package), so
+    # a module costs one name fewer than with "app.py" there (a traceback: File "app").
+    name = src.stem
+    cmd = [sys.executable, "-m", "mpy_cross", "-X", "no-source-lines", "-s", name]
     if march:
         cmd.append(f"-march={march}")
     cmd.append(src.name)
@@ -552,7 +556,7 @@ def _precompile(out: Path, march: str | None) -> list[Path]:
         if f.name in VIPER_MODULES and not march:
             written.append(f)  # native code needs an arch; as source the board compiles it
             continue
-        _mpy_cross(f, march)
+        _mpy_cross(f, march, out)
         written.append(f.with_suffix(".mpy"))
     return written
 

@@ -131,23 +131,6 @@ class Loop:
         self.n = 0
         self.rolls = 0
 
-    def readings(self):
-        return self.rolls * _ROLL + self.n
-
-    def go_split(self, rounds, rest):
-        """rounds * _ROLL + rest more readings (both 0: until stopped).
-
-        run() splits the count before any heap_lock: past 2**30 it is a big int on a 32-bit
-        port, and the loop works on small ints only."""
-        if rounds == 0 and rest == 0:
-            while True:
-                self.go_small(0)
-        while rounds:
-            self.go_small(_ROLL)
-            rounds -= 1
-        if rest:
-            self.go_small(rest)
-
     def go_small(self, count):
         """`count` (below 2**30) more readings (0: until stopped)."""
         board = self.board
@@ -274,12 +257,21 @@ def run(tpl, cfg, transport=None, sensor=None):
         loop.n = 1
         loop.deadline = time.ticks_add(time.ticks_ms(), interval)
         if count != 1:
-            rounds = (count - 1) // _ROLL if count else 0  # split before the lock: a count
-            rest = (count - 1) % _ROLL if count else 0  # past 2**30 is a big int
+            # The rest as rounds * 2**28 + rest readings (none: until stopped), split before
+            # the lock: a count past 2**30 is a big int on a 32-bit port, and the loop works
+            # on small ints only.
+            rounds = (count - 1) // _ROLL if count else 0
+            rest = (count - 1) % _ROLL if count else 0
             if lock:
                 micropython.heap_lock()
                 link.heap_locked = locked = True
-            loop.go_split(rounds, rest)
+            while not count:
+                loop.go_small(0)
+            while rounds:
+                loop.go_small(_ROLL)
+                rounds -= 1
+            if rest:
+                loop.go_small(rest)
     except KeyboardInterrupt:  # Ctrl-C: stop as --count does, with the counts line
         pass
     finally:
@@ -288,7 +280,7 @@ def run(tpl, cfg, transport=None, sensor=None):
             micropython.heap_unlock()
         link.close()
         board.close(None if sender is None else sender.seq)
-    return Counts(0 if loop is None else loop.readings(), link, keeper)
+    return Counts(0 if loop is None else loop.rolls * _ROLL + loop.n, link, keeper)
 
 
 def main(tpl, cfg):

@@ -38,19 +38,15 @@ def wifi_up(timeout_ms=None, wdt=None):
     try:
         return up(network, timeout_ms, wdt)
     finally:
-        _unload("wifi")
+        # Needed at start-up and rarely after (again only to rejoin): its code leaves RAM
+        # until then (1.9 KB on a 32-bit port), and a rejoin, with the heap unlocked,
+        # imports it again.
+        import sys
 
-
-def _unload(name):
-    # A module needed at start-up and rarely after (wifi: again only to rejoin): its code
-    # leaves RAM until then (1.9 KB on a 32-bit port), and a rejoin, with the heap
-    # unlocked, imports it again.
-    import sys
-
-    sys.modules.pop(__name__.rpartition(".")[0] + "." + name, None)
-    pkg = sys.modules.get(__name__.rpartition(".")[0])
-    if pkg is not None and name in pkg.__dict__:
-        delattr(pkg, name)
+        pkg = __name__.rpartition(".")[0]
+        sys.modules.pop(pkg + ".wifi", None)
+        if "wifi" in sys.modules[pkg].__dict__:
+            delattr(sys.modules[pkg], "wifi")
 
 
 def watchdog(timeout_ms=_DEFAULT_WDT_MS):

@@ -67,7 +67,7 @@ def parse_slot(b):
 
 
 class SeqStore:
-    """start() gives the first seq; claim(n) or take() before sends; save_exact() at a stop."""
+    """start() gives the first seq; claim(n) before sends; save_exact() at a clean stop."""
 
     def __init__(self, path="precast_seq", reserve=DEFAULT_RESERVE, write_ms=0):
         # write_ms > 0: a reservation used up sooner than that makes the next one larger (up
@@ -102,14 +102,8 @@ class SeqStore:
                 print("precast: seq file %s unreadable; starting seq at 0" % self.path)
             best = 0
         self.limit = best
-        self.left = 0  # the first take() reserves [best, best + R)
+        self.left = 0  # the first claim() reserves [best, best + R)
         return best
-
-    def take(self):
-        """Claim the next seq for a send; writes a new reservation once every R calls."""
-        if self.left <= 0:
-            self._renew()
-        self.left -= 1
 
     def _renew(self):
         r = self.step
@@ -129,11 +123,9 @@ class SeqStore:
         self.left = r
 
     def claim(self, n):
-        """Claim up to n seqs at once (a burst of sends); how many, at least 1.
-
-        As many take() calls would, without crossing the reservation: every seq
-        handed out is below the limit on the flash before its send.
-        """
+        """Claim up to n seqs for the next sends; how many, at least 1 (fewer than n where
+        the reservation ends: every seq handed out is below the limit on the flash before its
+        send). A new reservation is written once the last one is used up."""
         if self.left <= 0:
             self._renew()
         k = n if n < self.left else self.left
@@ -162,13 +154,13 @@ class SeqStore:
 
     @property
     def next_seq(self):
-        """The seq the next take() hands out (an int, mod 2**32)."""
+        """The seq the next claim() hands out first (an int, mod 2**32)."""
         return (self.limit - self.left) & 0xFFFFFFFF
 
     def save_exact(self):
         """Cut the reservation back to next_seq: after a clean stop the next boot skips nothing.
 
-        Every seq below next_seq was claimed by take() before its send, so starting there
+        Every seq below next_seq was claimed before its send, so starting there
         repeats none. Into both slots, the older first: boot takes the larger slot, so until
         the second write lands the current, larger limit still stands (an interrupt or a
         power loss halfway costs a skip, never a repeat).

@@ -29,7 +29,7 @@ s = SeqStore(sys.argv[1], reserve=int(sys.argv[2]))
 seq = s.start()
 print("start", seq)
 while True:
-    s.take()
+    s.claim(1)
     if s.next_seq != seq + 1:
         print("mismatch", s.next_seq, seq)
         sys.exit(3)
@@ -107,7 +107,7 @@ rtc = FakeRTC()
 s = SeqStore(P, reserve=10, rtc=rtc)
 out["first"] = s.start()
 for i in range(13):
-    s.take()
+    s.claim(1)
 out["next"] = s.next_seq
 s.save_rtc()
 flash = open(P, "rb").read()
@@ -117,7 +117,7 @@ s = SeqStore(P, reserve=10, rtc=rtc)
 out["woke"] = s.start()
 out["resumed"] = s.resumed
 out["rtc_after_read"] = len(rtc.memory())
-s.take()
+s.claim(1)
 out["flash_same"] = open(P, "rb").read() == flash
 s.close()
 # a reset without a deep sleep: no record, so the flash's reservation decides
@@ -127,7 +127,7 @@ out["reset_resumed"] = s.resumed
 # steady state, under heap_lock: 2000 takes write 200 reservations without allocating
 micropython.heap_lock()
 for i in range(2000):
-    s.take()
+    s.claim(1)
 s.save_rtc()
 micropython.heap_unlock()
 out["after_lock"] = s.next_seq
@@ -161,7 +161,7 @@ def test_torn_slots(tmp_path: Path) -> None:
 from precast_fw.seqstore import SeqStore
 s = SeqStore({str(seq)!r}, reserve=100)
 print(s.start())
-s.take()
+s.claim(1)
 s.close()
 """
     assert run_script(script).stdout.split() == ["0"]
@@ -186,7 +186,7 @@ from precast_fw.deepsleep import SeqStore
 s = SeqStore({str(tmp_path / "seq")!r}, reserve=10)
 print(s.rtc, s.start())
 for i in range(3):
-    s.take()
+    s.claim(1)
 micropython.heap_lock()
 s.save_for_sleep()  # allocation-free: the loop may run under heap_lock
 micropython.heap_unlock()
@@ -217,7 +217,7 @@ s = SeqStore(%r, reserve=1000, rtc=rtc)
 print(s.start())
 micropython.heap_lock()
 for i in range(2500):  # three reservations, across the 2**32 wrap
-    s.take()
+    s.claim(1)
 s.save_rtc()
 micropython.heap_unlock()
 print(s.next_seq, s.limit)

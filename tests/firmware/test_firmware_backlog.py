@@ -387,7 +387,7 @@ i = 0
 while i < N:
     v[0] = i
     s.patch(v)
-    store.take()
+    store.claim(1)
     ring.keep(s.frame)
     time.sleep_ms(GAP)
     i += 1

@@ -247,10 +247,16 @@ class Keeper:
 
 def open_keeper(n, link, sender, key):
     """A Keeper with a ring of n readings and the delayed frame's Sender (made once, here)."""
+    import sys
+
     import precast_template_late as late_tpl
 
     from .sender import Sender
 
     late = Sender(late_tpl, key)
     mv = late.frame_mv if link.FRAME else late.payload_mv
-    return Keeper(link, sender, Backlog(n, late, late_tpl.OFF_AGE), mv)
+    keeper = Keeper(link, sender, Backlog(n, late, late_tpl.OFF_AGE), mv)
+    # The delayed frame's template is read here and never again (the late Sender holds its
+    # frame and numbers): it leaves RAM (336 bytes on the 32-bit port).
+    del sys.modules["precast_template_late"]
+    return keeper

@@ -77,18 +77,13 @@ def seal(sender, values):
     vals = ptr32(values if n else sender.params)  # an array('i'); no fields: not read at all
     while i < n:
         v = vals[i]
-        size = params[_P_SIZES + i]
-        if size == 1:
-            frame[p] = v
-        elif size == 2:
-            frame[p] = v >> 8
-            frame[p + 1] = v
-        else:
-            frame[p] = v >> 24
-            frame[p + 1] = v >> 16
-            frame[p + 2] = v >> 8
-            frame[p + 3] = v
-        p += size
+        q = p
+        p += params[_P_SIZES + i]
+        j = p
+        while j > q:  # big-endian: the low byte last
+            j -= 1
+            frame[j] = v
+            v >>= 8
         i += 1
     stop = _PAYLOAD_OFFSET + params[_P_CHECK]
     if params[_P_MAC]:

@@ -46,6 +46,10 @@ class Sender:
     """
 
     patch = seal
+    # Set on an instance only where they apply (each instance attribute is a slot of its own).
+    params_b = values_b = None  # plain.seal's byte views of params and values, without viper
+    mac = None  # the CMAC (cmac.Cmac) of a template with a MIC
+    _pack = None  # tpl.pack, for a template with an f32 field
 
     def __init__(self, tpl, key=None):
         mac = tpl.CHECK_KIND != _CHECK_CRC16
@@ -77,17 +81,14 @@ class Sender:
         # template (viper reads it as words), a list where a field is f32.
         n = tpl.FIELD_COUNT
         self.values = array("i", bytes(4 * n)) if tpl.INTEGER else [0] * n
-        self.params_b = self.values_b = None
         if not VIPER:  # plain.seal's byte views of params and values (see plain.py)
             from .plain import bytes_of
 
             self.params_b = bytes_of(self.params)
             self.values_b = bytes_of(self.values) if tpl.INTEGER else None
-        self._pack = None
         if not tpl.INTEGER:
             self._pack = tpl.pack  # struct.pack_into writes the fields, f32 included
             self.params[_P_FIELDS] = 0
-        self.mac = None
         if mac:
             if key is None:
                 raise ValueError("template %s uses %s: a key is needed" % (tpl.NAME, tpl.CHECK))

@@ -74,7 +74,7 @@ class Board:
     def __init__(self, cfg, store=None, wdt=None):
         self.sleep_mode = ("none", "light", "deep").index(getattr(cfg, "SLEEP", "none"))
         self.heap_lock = getattr(cfg, "HEAP_LOCK", False)
-        self.wlan = None
+        self.wlan = None  # the WiFi station: only a socket transport needs the network
         if getattr(cfg, "WIFI", getattr(cfg, "TRANSPORT", "udp") == "udp"):
             try:
                 import network
@@ -175,11 +175,10 @@ class Board:
 def setup(cfg, kind=None):
     """Bring the board up (WiFi, watchdog) and return its Board for the loop (WiFi or not):
     a `kind` (a Board, or deepsleep's) made with cfg, its seq store and the watchdog."""
-    # Only a socket transport needs the network (serial goes over the UART).
-    wifi = getattr(cfg, "WIFI", getattr(cfg, "TRANSPORT", "udp") == "udp")
     wdt = watchdog(getattr(cfg, "WATCHDOG_MS", 0))
-    if wifi and not wifi_up(wdt=wdt):
+    board = (kind or Board)(cfg, wdt=wdt)
+    if board.wlan is not None and not wifi_up(wdt=wdt):
         # Not the end: the loop runs, its sends fail (counted), and every reopen of the
         # transport tries the WiFi again first (Board.reconnect), until it is up.
         print("precast: no network yet; the loop keeps trying")
-    return (kind or Board)(cfg, wdt=wdt)
+    return board

@@ -116,7 +116,6 @@ class Loop:
     """
 
     def __init__(self, board, link, sensor, sender, values, interval, keeper=None):
-        self.board = board
         self.link = link
         self.keeper = keeper
         self.send = link.send if keeper is None else keeper.send  # bound once
@@ -133,14 +132,14 @@ class Loop:
 
     def go_small(self, count):
         """`count` (below 2**30) more readings (0: until stopped)."""
-        board = self.board
+        claim = self.claim
         left = count
         while count == 0 or left > 0:
             want = _BURST if count == 0 or left > _BURST else left
             if self.interval:
                 k = self.paced(want)
             else:
-                k = self.burst(board.claim(want))
+                k = self.burst(claim(want))
             if count:
                 left -= k
             if self.n >= _ROLL:

@@ -239,9 +239,7 @@ class Keeper:
         b.load(0, b.clock())
         try:
             self.link.send_raw(self.late_mv)
-        except OSError:
-            self.link.failed += 1
-        except MemoryError:
+        except (OSError, MemoryError):  # MemoryError: heap_lock, the OSError not made
             self.link.failed += 1
 
 

@@ -46,11 +46,6 @@ DEFAULT_RESERVE = 1000
 MAX_RESERVE = const(1 << 20)  # public: deepsleep.SeqStore reads it
 
 
-def ahead(a, b):
-    """True when limit a is at or ahead of limit b on the 2**32 circle (less than half round)."""
-    return (a - b) & 0xFFFFFFFF < 0x80000000
-
-
 def parse_slot(b):
     """The limit in one slot's bytes; -2 for a slot never written, -1 torn or garbage."""
     if len(b) < _SLOT or b[0] == 0x0A:
@@ -91,7 +86,8 @@ class SeqStore:
         """The seq of the first reading after this boot."""
         slots = self._read_file()
         a, b = slots
-        newer = 0 if a >= 0 and (b < 0 or ahead(a, b)) else 1  # none: slot 0 is written first
+        # The newer slot: the one ahead on the circle (see above); none: slot 0 is written first.
+        newer = 0 if a >= 0 and (b < 0 or (a - b) & 0xFFFFFFFF < 0x80000000) else 1
         self._slot = newer ^ 1  # overwrite the older slot first
         best = slots[newer]
         if self._resume(best):

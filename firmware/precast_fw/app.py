@@ -220,7 +220,8 @@ def run(tpl, cfg, transport=None, sensor=None):
     """Send cfg.COUNT readings (0: forever, or until Ctrl-C); the Counts."""
     # The board, up: WiFi, watchdog, seq store (deepsleep's, which only a bundle built
     # --sleep deep carries, saves what crosses each sleep).
-    if getattr(cfg, "SLEEP", "none") == "deep":
+    deep = getattr(cfg, "SLEEP", "none") == "deep"
+    if deep:
         from .deepsleep import Board as Deep
 
         board = setup(cfg, Deep)
@@ -241,9 +242,8 @@ def run(tpl, cfg, transport=None, sensor=None):
             from .backlog import open_keeper
 
             keeper = open_keeper(backlog, link, sender, getattr(cfg, "KEY", None))
-            # Before first_seq: a deep-sleeping board takes the ring back from the RTC memory
-            # the seq store then reads and clears.
-            board.keep_over_sleep(keeper.backlog)
+            if deep:  # before first_seq: the ring comes back from the RTC memory the seq
+                board.keep_over_sleep(keeper.backlog)  # store then reads and clears
         sender.seq = board.first_seq(getattr(cfg, "SEQ_START", 0))  # the store's, if any
         count = getattr(cfg, "COUNT", 0)
         interval = getattr(cfg, "INTERVAL_MS", _DEFAULT_INTERVAL_MS)

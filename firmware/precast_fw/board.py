@@ -96,9 +96,6 @@ class Board:
         return SeqStore(cfg.SEQ_FILE, getattr(cfg, "SEQ_RESERVE", DEFAULT_RESERVE),
                         getattr(cfg, "SEQ_WRITE_MS", 0))  # fmt: skip
 
-    def keep_over_sleep(self, ring):
-        """deepsleep.Board's: the backlog's ring crosses a deep sleep. No deep sleep here."""
-
     def first_seq(self, default=0):
         """The seq of this boot's first reading: from the store, else `default`."""
         if self.store is None:

@@ -132,9 +132,11 @@ def sim_walk(sensor, values):
     i = 0
     j = _S_FIELDS
     while i < n:
+        lo = st[j + _S_LO]
+        hi = st[j + _S_HI]
         d = st[j + _S_DRIFT]
         v = st[j + _S_V] + d - _S_BIAS
-        if v < st[j + _S_LO] or v > st[j + _S_HI]:
+        if v < lo or v > hi:
             d = 2 * _S_BIAS - d
             st[j + _S_DRIFT] = d
             v = st[j + _S_V] + d - _S_BIAS
@@ -144,10 +146,10 @@ def sim_walk(sensor, values):
         x ^= (x << 8) & 0xFFFF
         a = st[j + _S_NOISE]
         v += x % (2 * a + 1) - a
-        if v < st[j + _S_LO]:
-            v = st[j + _S_LO]
-        elif v > st[j + _S_HI]:
-            v = st[j + _S_HI]
+        if v < lo:
+            v = lo
+        elif v > hi:
+            v = hi
         vals[i] = v - _S_BIAS
         i += 1
         j += _S_STRIDE

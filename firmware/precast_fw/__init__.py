@@ -24,5 +24,5 @@ frame, offsets, struct format, partial sums) and writes `precast_config`;
 - seqstore: the seq across resets and power loss (a flash reservation)
 - deepsleep: what crosses a deep sleep (the seq's record and the backlog's ring in RTC
   memory), over seqstore and board; only a bundle built --sleep deep carries it
-- app: the main loop
+- app: the main loop; counts: what a run did (loaded once it is over)
 """

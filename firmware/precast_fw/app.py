@@ -10,7 +10,8 @@ and the config module. The loop's parts, in order:
 4. the first seq                               -> Board.first_seq()
 5. one warm-up reading, then heap_lock if asked
 6. loop: sensor.read, sender.patch, send; with an interval, board.pace() first
-7. counts, printed as one line (also after Ctrl-C)
+7. counts, printed as one line (also after
+   Ctrl-C)                                     -> counts.Counts
 
 The loop is as lean as its core: at --interval-ms 0 it runs in bursts of
 readings (as many as the seq store has reserved, at most BURST) with the
@@ -72,40 +73,6 @@ def open_sensor(name, tpl, cfg):
 
         return Group([open_sensor(n, tpl, cfg) for n in name.split(",")])
     return _module("sensors." + name).Sensor(tpl, cfg)
-
-
-class Counts:
-    """What a run did: readings made, and the link's sent/failed/dropped/reopened.
-
-    Every reading goes to the link once and is either sent (at the first try
-    or a retry) or dropped; a datagram that went out and was then refused by the
-    collector's host (ECONNREFUSED at the send after it) counts as refused: sent
-    is readings - dropped - refused.
-    """
-
-    def __init__(self, readings, link, keeper=None):
-        self.readings = readings
-        self.backlog = None if keeper is None else keeper.backlog.counts()
-        self.sent = max(0, readings - link.dropped - link.refused)
-        self.failed = link.failed
-        self.dropped = link.dropped
-        self.reopened = link.reopened
-        self.last_errno = link.last_errno
-        self.last_error = link.last_error  # its words: why the transport cannot send or open
-        self.detail = getattr(link.transport, "summary", None)
-
-    def __str__(self):
-        line = "precast: readings %d sent %d failed %d dropped %d reopened %d last_errno %d" % (
-            self.readings,
-            self.sent,
-            self.failed,
-            self.dropped,
-            self.reopened,
-            self.last_errno,
-        )
-        if self.last_errno and self.last_error:
-            line += ' last_error "%s"' % self.last_error
-        return line
 
 
 class Loop:
@@ -279,6 +246,8 @@ def run(tpl, cfg, transport=None, sensor=None):
             micropython.heap_unlock()
         link.close()
         board.close(None if sender is None else sender.seq)
+    from .counts import Counts  # the run is over: loaded now, never held by the loop
+
     return Counts(0 if loop is None else loop.rolls * _ROLL + loop.n, link, keeper)
 
 

@@ -17,8 +17,6 @@ from micropython import const
 from ..checks import sim_walk
 
 _S_BIAS = const(0x10000000)  # layout.py's S_BIAS: values are stored plus it
-# Ranges are kept inside +-_LIMIT so that walk, drift and noise stay small ints (_S_BIAS).
-_LIMIT = const(_S_BIAS - 1024)
 
 
 class Sensor:
@@ -34,8 +32,10 @@ class Sensor:
         n = tpl.FIELD_COUNT
         st = [x, n]
         for i in range(n):
-            lo = max(-_LIMIT, min(_LIMIT, tpl.SIM_LO[i]))
-            hi = max(lo, min(_LIMIT, tpl.SIM_HI[i]))
+            # The host keeps lo <= hi inside +-(S_BIAS - 1024) (build.SIM_LIMIT), so that walk,
+            # drift and noise stay small ints.
+            lo = tpl.SIM_LO[i]
+            hi = tpl.SIM_HI[i]
             x = _xorshift(x)
             drift = 1 + (x & 3)
             noise = max(1, min(100, (hi - lo) // 256))

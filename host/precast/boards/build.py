@@ -67,7 +67,9 @@ CHECK_KINDS = {"crc16": 0, "cmac4": 1, "cmac8": 1}
 # Fields per generated pack_into call: MicroPython passes positional arguments on its stack.
 PACK_CHUNK = 16
 # The simulated sensor keeps raw values inside a 32-bit port's small ints.
-SIM_LIMIT = 2**28 - 1024  # the firmware sim's own bound (sensors/sim.py LIMIT)
+# The firmware sim's bound (its walk, drift and noise stay small ints inside +-2**28, its
+# S_BIAS): it takes SIM_LO and SIM_HI as given, so they are kept inside it here.
+SIM_LIMIT = 2**28 - 1024
 VIPER_MODULES = ("viper.py", "viper_cmac.py")  # native code: compiled for --march only
 PLAIN_MODULE = "plain.py"  # the same hot path for a port without viper
 

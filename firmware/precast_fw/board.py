@@ -39,7 +39,7 @@ def wifi_up(timeout_ms=None, wdt=None):
         return up(network, timeout_ms, wdt)
     finally:
         # Needed at start-up and rarely after (again only to rejoin): its code leaves RAM
-        # until then (1.9 KB on a 32-bit port), and a rejoin, with the heap unlocked,
+        # until then (1.4 KB on a 32-bit port), and a rejoin, with the heap unlocked,
         # imports it again.
         import sys
 

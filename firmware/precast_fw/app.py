@@ -3,14 +3,15 @@
 `main(tpl, cfg)` is what main.py calls with the generated template module
 and the config module. The loop's parts, in order:
 
-1. board setup (network, watchdog)             -> setup_board()
+1. board setup (network, watchdog, seq store)  -> board.setup()
 2. the transport, picked by name, opened
    through the link (robust)                   -> open_link()
 3. the sensor, picked by name                  -> open_sensor()
-4. the first seq                               -> first_seq()
+4. the first seq                               -> Board.first_seq()
 5. one warm-up reading, then heap_lock if asked
 6. loop: sensor.read, sender.patch, send; with an interval, board.pace() first
-7. counts, printed as one line (also after Ctrl-C)
+7. counts, printed as one line (also after
+   Ctrl-C)                                     -> counts.Counts
 
 The loop is as lean as its core: at --interval-ms 0 it runs in bursts of
 readings (as many as the seq store has reserved, at most BURST) with the
@@ -34,36 +35,33 @@ import time
 import micropython
 from micropython import const
 
+from .board import setup
 from .robust import TELL_MS, Robust
 from .sender import Sender
 
-DEFAULT_INTERVAL_MS = 1000  # a sender is rate-capped by default (RFC 8085)
-BURST = const(1000)  # readings between two claims at --interval-ms 0
+_DEFAULT_INTERVAL_MS = const(1000)  # a sender is rate-capped by default (RFC 8085)
+_BURST = const(1000)  # readings between two claims at --interval-ms 0
 _ROLL = const(1 << 28)  # the readings count rolls over into `rolls` (small ints on any port)
 
 
-def _module(package, name):
-    mod = __import__(package + "." + name)
-    for part in (package + "." + name).split(".")[1:]:
+def _module(path):
+    """The firmware module at `path` ("transport_udp", "sensors.sim"), imported."""
+    mod = __import__("precast_fw." + path)
+    for part in path.split("."):
         mod = getattr(mod, part)
     return mod
-
-
-def transport_class(name):
-    """The transport class named `name` (udp, packet, serial, mem): transport_<name>.Transport."""
-    return _module("precast_fw", "transport_" + name).Transport
 
 
 def open_link(name, tpl, cfg, transport=None, board=None):
     """A Robust around the transport; it opens the named one itself, and retries that too."""
     retries = getattr(cfg, "RETRIES", 3)
     backoff = getattr(cfg, "BACKOFF_MS", 2)
-    feed = None if board is None else board.feed_fn()
+    feed = None if board is None or board.wdt is None else board.wdt.feed  # bound once
     prepare = None if board is None else board.reconnect
     tell = getattr(cfg, "TELL_MS", TELL_MS)
     if transport is not None:
         return Robust(transport, retries, backoff, feed=feed, prepare=prepare, tell_ms=tell)
-    cls = transport_class(name)
+    cls = _module("transport_" + name).Transport  # udp, packet, serial, w5500, enc28j60, mem
     return Robust(None, retries, backoff, feed=feed, opener=lambda: cls(tpl, cfg),
                   frame=getattr(cls, "FRAME", True), prepare=prepare, tell_ms=tell)  # fmt: skip
 
@@ -74,53 +72,7 @@ def open_sensor(name, tpl, cfg):
         from .sensors.group import Group
 
         return Group([open_sensor(n, tpl, cfg) for n in name.split(",")])
-    return _module("precast_fw.sensors", name).Sensor(tpl, cfg)
-
-
-def setup_board(cfg):
-    """Bring the board up (WiFi, watchdog, seq store, sleep mode): a board.Board."""
-    from .board import setup
-
-    return setup(cfg)
-
-
-def first_seq(cfg):
-    """The seq of the first reading."""
-    return getattr(cfg, "SEQ_START", 0)
-
-
-class Counts:
-    """What a run did: readings made, and the link's sent/failed/dropped/reopened.
-
-    Every reading goes to the link once and is either sent (at the first try
-    or a retry) or dropped; a datagram that went out and was then refused by the
-    collector's host (ECONNREFUSED at the send after it) counts as refused: sent
-    is readings - dropped - refused.
-    """
-
-    def __init__(self, readings, link, keeper=None):
-        self.readings = readings
-        self.backlog = None if keeper is None else keeper.backlog.counts()
-        self.sent = max(0, readings - link.dropped - link.refused)
-        self.failed = link.failed
-        self.dropped = link.dropped
-        self.reopened = link.reopened
-        self.last_errno = link.last_errno
-        self.last_error = link.last_error  # its words: why the transport cannot send or open
-        self.detail = getattr(link.transport, "summary", None)
-
-    def __str__(self):
-        line = "precast: readings %d sent %d failed %d dropped %d reopened %d last_errno %d" % (
-            self.readings,
-            self.sent,
-            self.failed,
-            self.dropped,
-            self.reopened,
-            self.last_errno,
-        )
-        if self.last_errno and self.last_error:
-            line += ' last_error "%s"' % self.last_error
-        return line
+    return _module("sensors." + name).Sensor(tpl, cfg)
 
 
 class Loop:
@@ -131,7 +83,6 @@ class Loop:
     """
 
     def __init__(self, board, link, sensor, sender, values, interval, keeper=None):
-        self.board = board
         self.link = link
         self.keeper = keeper
         self.send = link.send if keeper is None else keeper.send  # bound once
@@ -146,33 +97,16 @@ class Loop:
         self.n = 0
         self.rolls = 0
 
-    def readings(self):
-        return self.rolls * _ROLL + self.n
-
-    def go_split(self, rounds, rest):
-        """rounds * _ROLL + rest more readings (both 0: until stopped).
-
-        run() splits the count before any heap_lock: past 2**30 it is a big int on a 32-bit
-        port, and the loop works on small ints only."""
-        if rounds == 0 and rest == 0:
-            while True:
-                self.go_small(0)
-        while rounds:
-            self.go_small(_ROLL)
-            rounds -= 1
-        if rest:
-            self.go_small(rest)
-
     def go_small(self, count):
         """`count` (below 2**30) more readings (0: until stopped)."""
-        board = self.board
+        claim = self.claim
         left = count
         while count == 0 or left > 0:
-            want = BURST if count == 0 or left > BURST else left
+            want = _BURST if count == 0 or left > _BURST else left
             if self.interval:
                 k = self.paced(want)
             else:
-                k = self.burst(board.claim(want))
+                k = self.burst(claim(want))
             if count:
                 left -= k
             if self.n >= _ROLL:
@@ -251,7 +185,15 @@ class Loop:
 
 def run(tpl, cfg, transport=None, sensor=None):
     """Send cfg.COUNT readings (0: forever, or until Ctrl-C); the Counts."""
-    board = setup_board(cfg)
+    # The board, up: WiFi, watchdog, seq store (deepsleep's, which only a bundle built
+    # --sleep deep carries, saves what crosses each sleep).
+    deep = getattr(cfg, "SLEEP", "none") == "deep"
+    if deep:
+        from .deepsleep import Board as Deep
+
+        board = setup(cfg, Deep)
+    else:
+        board = setup(cfg)
     link = open_link(getattr(cfg, "TRANSPORT", "udp"), tpl, cfg, transport, board)
     loop = None
     lock = getattr(cfg, "HEAP_LOCK", False)
@@ -263,16 +205,15 @@ def run(tpl, cfg, transport=None, sensor=None):
             sensor = open_sensor(getattr(cfg, "SENSOR", "sim"), tpl, cfg)
         sender = Sender(tpl, getattr(cfg, "KEY", None))
         backlog = getattr(cfg, "BACKLOG", 0)
-        if backlog:  # before first_seq: the seq store clears the RTC memory the ring shares
+        if backlog:
             from .backlog import open_keeper
 
-            path = getattr(cfg, "BACKLOG_FILE", None)
-            rtc = getattr(board.store, "rtc", None)
-            keeper = open_keeper(backlog, link, sender, getattr(cfg, "KEY", None), path, rtc)
-            board.keep_over_sleep(keeper.backlog, path)
-        sender.seq = board.first_seq(first_seq(cfg))  # the seq store's, when it has one
+            keeper = open_keeper(backlog, link, sender, getattr(cfg, "KEY", None))
+            if deep:  # before first_seq: the ring comes back from the RTC memory the seq
+                board.keep_over_sleep(keeper.backlog)  # store then reads and clears
+        sender.seq = board.first_seq(getattr(cfg, "SEQ_START", 0))  # the store's, if any
         count = getattr(cfg, "COUNT", 0)
-        interval = getattr(cfg, "INTERVAL_MS", DEFAULT_INTERVAL_MS)
+        interval = getattr(cfg, "INTERVAL_MS", _DEFAULT_INTERVAL_MS)
         loop = Loop(board, link, sensor, sender, sender.values, interval, keeper)
         # Warm-up: the first reading outside the lock (first calls may allocate caches).
         board.claim(1)
@@ -282,12 +223,21 @@ def run(tpl, cfg, transport=None, sensor=None):
         loop.n = 1
         loop.deadline = time.ticks_add(time.ticks_ms(), interval)
         if count != 1:
-            rounds = (count - 1) // _ROLL if count else 0  # split before the lock: a count
-            rest = (count - 1) % _ROLL if count else 0  # past 2**30 is a big int
+            # The rest as rounds * 2**28 + rest readings (none: until stopped), split before
+            # the lock: a count past 2**30 is a big int on a 32-bit port, and the loop works
+            # on small ints only.
+            rounds = (count - 1) // _ROLL if count else 0
+            rest = (count - 1) % _ROLL if count else 0
             if lock:
                 micropython.heap_lock()
                 link.heap_locked = locked = True
-            loop.go_split(rounds, rest)
+            while not count:
+                loop.go_small(0)
+            while rounds:
+                loop.go_small(_ROLL)
+                rounds -= 1
+            if rest:
+                loop.go_small(rest)
     except KeyboardInterrupt:  # Ctrl-C: stop as --count does, with the counts line
         pass
     finally:
@@ -296,7 +246,9 @@ def run(tpl, cfg, transport=None, sensor=None):
             micropython.heap_unlock()
         link.close()
         board.close(None if sender is None else sender.seq)
-    return Counts(0 if loop is None else loop.readings(), link, keeper)
+    from .counts import Counts  # the run is over: loaded now, never held by the loop
+
+    return Counts(0 if loop is None else loop.rolls * _ROLL + loop.n, link, keeper)
 
 
 def main(tpl, cfg):

@@ -15,16 +15,11 @@ the age is a small int, and the seq goes into the late sender's params through
 checks.load_be32 (viper where the port has it: a word, never an int object).
 
 The time of taking is `time.ticks_ms()` by default: an age is right up to
-ticks_diff's range (2**29 ms, 6.2 days). Across deep sleep (a reboot) the ring
-is saved (`save` before the sleep, `restore` at boot), each reading with its age
-so far and the RTC's time, so the ages go on from the RTC's clock: into RTC
-memory where the board has it (ESP32: 2 KiB, beside the seq store's record, so
-no flash is written), as many of the newest readings as fit there, the rest
-(or all, without RTC memory) into a file. RTC memory survives deep sleep and a
-watchdog or soft reset, not a power loss; restore() takes the ring out of it at
-once, so a later reset cannot bring it back. A power loss loses what RTC memory
-held, a reset during a run loses the ring in RAM (the seq store still
-guarantees no seq repeats).
+ticks_diff's range (2**29 ms, 6.2 days). Across a deep sleep (a reboot) the
+ring is saved and restored by deepsleep.py (a bundle built with `--sleep
+deep` carries it), with the ages going on from the RTC's clock; a reset
+during a run loses the ring in RAM (the seq store still guarantees no seq
+repeats).
 """
 
 from array import array
@@ -32,43 +27,21 @@ from array import array
 from micropython import const
 
 from .checks import load_be32, seal
-from .layout import FRAME_SEQ, P_FIELDS, P_SEQ, PAYLOAD_OFFSET
 from .robust import REFUSED  # ECONNREFUSED: the datagram before this send was refused
 
+# layout.py's numbers, as private const() (tests/firmware/test_firmware_constants.py).
+_PAYLOAD_OFFSET = const(42)
+_FRAME_SEQ = const(50)
+_P_SEQ = const(0)
+_P_FIELDS = const(1)
 # The ring's state, an array('i'): where the oldest is, how many, and the counts.
-B_HEAD = const(0)
-B_COUNT = const(1)
-B_KEPT = const(2)
-B_LATE = const(3)  # sent late
-B_DROPPED = const(4)  # overwritten by a newer one in a full ring
-AGE_MAX = const(0x3FFFFFFF)  # the largest small int on any port: 12.4 days of ms
-
-
-_TICKS_AGE_MAX = const(1 << 28)  # ages restored after a sleep stay inside ticks_diff's range
-RTC_AT = const(16)  # RTC memory: the seq store's record (seqstore._RTC_LEN), then the ring
-RTC_MAX = const(2048)  # ESP32's RTC memory (MICROPY_HW_RTC_USER_MEM_MAX, its default)
-
-
-def _rtc_ms():
-    """The RTC's time in ms: it runs through deep sleep, where ticks_ms restarts."""
-    import time
-
-    try:
-        return time.time_ns() // 1000000
-    except AttributeError:  # a port without time_ns: whole seconds
-        return int(time.time()) * 1000
-
-
-def time_taken(now, age):
-    """The ticks_ms a reading was taken at, `age` ms before `now`."""
-    import time
-
-    return time.ticks_add(now, -age)
-
-
-def slot_bytes(fields_len):
-    """RAM a slot takes: seq (4), the fields' bytes, the time of taking (4)."""
-    return 8 + fields_len
+_B_HEAD = const(0)
+_B_COUNT = const(1)
+_B_KEPT = const(2)
+_B_LATE = const(3)  # sent late
+_B_DROPPED = const(4)  # overwritten by a newer one in a full ring
+_AGE_MAX = const(0x3FFFFFFF)  # the largest small int on any port: 12.4 days of ms
+_LATE_PER_READING = const(4)  # kept readings sent before each new one, at most
 
 
 def _copy(dst, d, src, s, n):
@@ -88,32 +61,40 @@ class Backlog:
 
         self.n = n
         self.late = late
-        self.age_at = PAYLOAD_OFFSET + off_age
-        self.width = self.age_at - FRAME_SEQ  # payload [8, 12 + F): seq and fields
+        self.age_at = _PAYLOAD_OFFSET + off_age
+        self.width = self.age_at - _FRAME_SEQ  # payload [8, 12 + F): seq and fields
         self.kept = bytearray(n * self.width)
         self.taken = array("i", bytes(4 * n))
         self.state = array("i", bytes(4 * 5))
         self.clock = clock or time.ticks_ms
         self.diff = diff or time.ticks_diff
-        self.rtc = None  # an RTC whose memory() survives deep sleep: the ring goes there
-        late.params[P_FIELDS] = 0  # seal writes seq and checks; the fields come from the ring
+        late.params[_P_FIELDS] = 0  # seal writes seq and checks; the fields come from the ring
 
     def __len__(self):
-        return self.state[B_COUNT]
+        return self.state[_B_COUNT]
+
+    def slot(self, i):
+        """The slot of kept reading i (0: the oldest)."""
+        return (self.state[_B_HEAD] + i) % self.n
 
     def keep(self, frame):
         """Keep the reading just sent (or not) in frame: its seq and fields, and the time."""
+        self.put(frame, _FRAME_SEQ, self.clock())
+        self.state[_B_KEPT] += 1
+
+    def put(self, src, at, taken):
+        """src[at:at + width] (a reading's seq and fields) into the ring, taken at ticks_ms
+        `taken`; a full ring drops its oldest for it."""
         st = self.state
         n = self.n
-        if st[B_COUNT] == n:  # full: the oldest goes
-            st[B_HEAD] = (st[B_HEAD] + 1) % n
-            st[B_COUNT] = n - 1
-            st[B_DROPPED] += 1
-        slot = (st[B_HEAD] + st[B_COUNT]) % n
-        _copy(self.kept, slot * self.width, frame, FRAME_SEQ, self.width)
-        self.taken[slot] = self.clock()  # type: ignore[assignment]  # stubs: ticks are ints here
-        st[B_COUNT] += 1
-        st[B_KEPT] += 1
+        if st[_B_COUNT] == n:  # full: the oldest goes
+            st[_B_HEAD] = (st[_B_HEAD] + 1) % n
+            st[_B_COUNT] = n - 1
+            st[_B_DROPPED] += 1
+        slot = self.slot(st[_B_COUNT])
+        _copy(self.kept, slot * self.width, src, at, self.width)
+        self.taken[slot] = taken
+        st[_B_COUNT] += 1
 
     def drain(self, send, mv, limit):
         """Send up to `limit` kept readings, oldest first, through the late sender's mv.
@@ -124,7 +105,7 @@ class Backlog:
         st = self.state
         now = self.clock()
         sent = 0
-        while sent < limit and st[B_COUNT]:
+        while sent < limit and st[_B_COUNT]:
             self.load(0, now)
             send(mv)
             self.pop(1)
@@ -140,12 +121,12 @@ class Backlog:
         words = late.params if late.params_b is None else late.params_b
         w = self.width
         a = self.age_at
-        slot = (self.state[B_HEAD] + i) % self.n
-        _copy(f, FRAME_SEQ, self.kept, slot * w, w)
-        load_be32(words, P_SEQ, f, FRAME_SEQ)
+        slot = self.slot(i)
+        _copy(f, _FRAME_SEQ, self.kept, slot * w, w)
+        load_be32(words, _P_SEQ, f, _FRAME_SEQ)
         age = self.diff(now, self.taken[slot])
-        if not 0 <= age < AGE_MAX:
-            age = AGE_MAX
+        if not 0 <= age < _AGE_MAX:
+            age = _AGE_MAX
         f[a] = age >> 24
         f[a + 1] = (age >> 16) & 0xFF
         f[a + 2] = (age >> 8) & 0xFF
@@ -155,120 +136,19 @@ class Backlog:
     def pop(self, k):
         """The k oldest went out: no longer kept (counted sent late)."""
         st = self.state
-        st[B_HEAD] = (st[B_HEAD] + k) % self.n
-        st[B_COUNT] -= k
-        st[B_LATE] += k
-
-    def save(self, path):
-        """Before deep sleep: what is kept, each reading's age so far and the RTC's time, so
-        that the next boot's ages go on from the RTC (ticks_ms restarts). The newest readings
-        that fit go into self.rtc's memory after the seq store's record (RTC_AT bytes, written
-        just before), the rest into `path` (no file when nothing is left for it: no flash
-        written). Allocates: call it with the heap unlocked."""
-        n = self.state[B_COUNT]
-        rtc = self.rtc
-        k = 0  # the newest k go into RTC memory
-        if rtc is not None and n:
-            k = min(n, (RTC_MAX - RTC_AT - 10) // (4 + self.width))
-            head = bytes(rtc.memory()[:RTC_AT])
-            try:
-                rtc.memory(head + bytes(RTC_AT - len(head)) + self._image(n - k, n))
-            except ValueError:  # a port whose RTC memory is smaller (rp2: 32 bytes)
-                k = 0
-        if n - k:
-            with open(path, "wb") as f:
-                f.write(self._image(0, n - k))
-        else:
-            self.forget(path)
-
-    def _image(self, lo, hi):
-        """Readings lo..hi-1 (0: the oldest) as save() writes them: the RTC's time and their
-        count, then each one's age so far and its bytes."""
-        import struct
-
-        st = self.state
-        now = self.clock()
-        w = self.width
-        out = bytearray(struct.pack(">QH", _rtc_ms(), hi - lo))
-        while lo < hi:
-            slot = (st[B_HEAD] + lo) % self.n
-            out += struct.pack(">I", self.diff(now, self.taken[slot]))
-            out += self.kept[slot * w : slot * w + w]
-            lo += 1
-        return out
-
-    def restore(self, path):
-        """Take back what save() wrote, the file's (the older) then RTC memory's, and remove
-        both (RTC memory keeps only the seq store's record); the readings restored."""
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-            self.forget(path)
-        except OSError:
-            data = b""
-        n = self._take(data)
-        rtc = self.rtc
-        if rtc is not None:
-            mem = rtc.memory()
-            if len(mem) > RTC_AT:
-                rtc.memory(mem[:RTC_AT])  # read once: a later reset must not bring it back
-                n += self._take(mem[RTC_AT:])
-        return n
-
-    def _take(self, data):
-        """Readings from one _image() into the ring; how many."""
-        import struct
-
-        w = self.width
-        if len(data) < 10:
-            return 0
-        saved, n = struct.unpack_from(">QH", data, 0)
-        if len(data) != 10 + n * (4 + w):
-            return 0  # not this template's (a rebuilt bundle): nothing to trust
-        slept = max(0, _rtc_ms() - saved)
-        now = self.clock()
-        at = 10
-        i = 0
-        while i < n:
-            age = min(struct.unpack_from(">I", data, at)[0] + slept, _TICKS_AGE_MAX)
-            self._put(data, at + 4, time_taken(now, age))
-            at += 4 + w
-            i += 1
-        return n
-
-    def _put(self, data, at, taken):
-        st = self.state
-        if st[B_COUNT] == self.n:
-            st[B_HEAD] = (st[B_HEAD] + 1) % self.n
-            st[B_COUNT] = self.n - 1
-            st[B_DROPPED] += 1
-        slot = (st[B_HEAD] + st[B_COUNT]) % self.n
-        _copy(self.kept, slot * self.width, data, at, self.width)
-        self.taken[slot] = taken
-        st[B_COUNT] += 1
-
-    @staticmethod
-    def forget(path):
-        """Remove a saved backlog (the sleep did not happen: this run goes on with it)."""
-        import os
-
-        try:
-            os.remove(path)
-        except OSError:
-            pass
+        st[_B_HEAD] = (st[_B_HEAD] + k) % self.n
+        st[_B_COUNT] -= k
+        st[_B_LATE] += k
 
     def counts(self):
         """'kept K late L dropped D waiting W', for the run's summary line."""
         st = self.state
         return "kept %d late %d dropped %d waiting %d" % (
-            st[B_KEPT],
-            st[B_LATE],
-            st[B_DROPPED],
-            st[B_COUNT],
+            st[_B_KEPT],
+            st[_B_LATE],
+            st[_B_DROPPED],
+            st[_B_COUNT],
         )
-
-
-LATE_PER_READING = const(4)  # kept readings sent before each new one, at most
 
 
 class Keeper:
@@ -303,9 +183,9 @@ class Keeper:
         if self.probing:
             self.probe()
             return False
-        if b.state[B_COUNT]:
+        if b.state[_B_COUNT]:
             try:
-                b.drain(link.send_raw, self.late_mv, LATE_PER_READING)
+                b.drain(link.send_raw, self.late_mv, _LATE_PER_READING)
             except OSError as e:
                 link.failed += 1
                 link.last_errno = e.errno
@@ -359,24 +239,22 @@ class Keeper:
         b.load(0, b.clock())
         try:
             self.link.send_raw(self.late_mv)
-        except OSError:
-            self.link.failed += 1
-        except MemoryError:
+        except (OSError, MemoryError):  # MemoryError: heap_lock, the OSError not made
             self.link.failed += 1
 
 
-def open_keeper(n, link, sender, key, path=None, rtc=None):
-    """A Keeper with a ring of n readings and the delayed frame's Sender (made once, here);
-    what a deep sleep left in `path` and `rtc`'s memory is taken back (before the seq store
-    reads its record there, which it then clears)."""
+def open_keeper(n, link, sender, key):
+    """A Keeper with a ring of n readings and the delayed frame's Sender (made once, here)."""
+    import sys
+
     import precast_template_late as late_tpl
 
     from .sender import Sender
 
     late = Sender(late_tpl, key)
     mv = late.frame_mv if link.FRAME else late.payload_mv
-    ring = Backlog(n, late, late_tpl.OFF_AGE)
-    ring.rtc = rtc
-    if path:
-        ring.restore(path)
-    return Keeper(link, sender, ring, mv)
+    keeper = Keeper(link, sender, Backlog(n, late, late_tpl.OFF_AGE), mv)
+    # The delayed frame's template is read here and never again (the late Sender holds its
+    # frame and numbers): it leaves RAM (336 bytes on the 32-bit port).
+    del sys.modules["precast_template_late"]
+    return keeper

@@ -12,21 +12,19 @@ three ways (cfg.SLEEP): "none" (time.sleep_ms, the radio stays up),
 "light" (machine.lightsleep: CPU and radio stop, RAM is kept; WiFi is
 rejoined on waking if the access point dropped the station) or "deep"
 (machine.deepsleep: the board powers down and boots again into main.py;
-the seq crosses the reboot in RTC memory, see seqstore).
+deepsleep.Board, which only a bundle built --sleep deep carries, saves
+what crosses the reboot first).
 """
 
 import time
 
 import machine
 import micropython
+from micropython import const
 
-SLEEP_MODES = ("none", "light", "deep")
-DEFAULT_WDT_MS = 30000
+_DEFAULT_WDT_MS = const(30000)
 # The longest a single sleep may last with a watchdog running: rp2's WDT stops at 8388 ms.
-_MAX_WDT_MS = 8000
-# lwIP queues a datagram and the WiFi driver sends it later: deep sleep at once would cut the
-# radio first. A margin, not a measurement.
-_TX_DRAIN_MS = 100
+_MAX_WDT_MS = const(8000)
 
 
 def wifi_up(timeout_ms=None, wdt=None):
@@ -40,22 +38,18 @@ def wifi_up(timeout_ms=None, wdt=None):
     try:
         return up(network, timeout_ms, wdt)
     finally:
-        _unload("wifi")
+        # Needed at start-up and rarely after (again only to rejoin): its code leaves RAM
+        # until then (1.4 KB on a 32-bit port), and a rejoin, with the heap unlocked,
+        # imports it again.
+        import sys
+
+        pkg = __name__.rpartition(".")[0]
+        sys.modules.pop(pkg + ".wifi", None)
+        if "wifi" in sys.modules[pkg].__dict__:
+            delattr(sys.modules[pkg], "wifi")
 
 
-def _unload(name):
-    # A module needed at start-up and rarely after (wifi: again only to rejoin): its code
-    # leaves RAM until then (1.9 KB on a 32-bit port), and a rejoin, with the heap
-    # unlocked, imports it again.
-    import sys
-
-    sys.modules.pop(__name__.rpartition(".")[0] + "." + name, None)
-    pkg = sys.modules.get(__name__.rpartition(".")[0])
-    if pkg is not None and name in pkg.__dict__:
-        delattr(pkg, name)
-
-
-def watchdog(timeout_ms=DEFAULT_WDT_MS):
+def watchdog(timeout_ms=_DEFAULT_WDT_MS):
     """A started machine.WDT, or None where the port has none (0 turns it off)."""
     if not timeout_ms:
         return None
@@ -70,27 +64,17 @@ def watchdog(timeout_ms=DEFAULT_WDT_MS):
 # Looked up once: under heap_lock a failed lookup could not even build its AttributeError.
 try:
     _lightsleep = machine.lightsleep
-    _deepsleep = machine.deepsleep
-except AttributeError:  # the unix port has neither: an ordinary wait stands in
-    _lightsleep = _deepsleep = None
-
-
-def _sleep(ms, mode):
-    if mode == 1 and _lightsleep is not None:
-        _lightsleep(ms)
-    elif mode == 2 and _deepsleep is not None:
-        _deepsleep(ms)  # does not return: the board boots into main.py
-    else:
-        time.sleep_ms(ms)  # "none", and the unix port's stand-in (deep: go on as if rebooted)
+except AttributeError:  # the unix port has none: an ordinary wait stands in
+    _lightsleep = None
 
 
 class Board:
-    """What app's loop asks of the board: first_seq(), tick() per reading, pace() between."""
+    """What app's loop asks of the board: first_seq(), claim() per reading, pace() between."""
 
     def __init__(self, cfg, store=None, wdt=None):
-        self.sleep_mode = SLEEP_MODES.index(getattr(cfg, "SLEEP", "none"))
+        self.sleep_mode = ("none", "light", "deep").index(getattr(cfg, "SLEEP", "none"))
         self.heap_lock = getattr(cfg, "HEAP_LOCK", False)
-        self.wlan = None
+        self.wlan = None  # the WiFi station: only a socket transport needs the network
         if getattr(cfg, "WIFI", getattr(cfg, "TRANSPORT", "udp") == "udp"):
             try:
                 import network
@@ -99,31 +83,24 @@ class Board:
             except ImportError:  # the unix port: the host keeps its own network up
                 pass
         if store is None and getattr(cfg, "SEQ_FILE", None):
-            from .seqstore import DEFAULT_RESERVE, SeqStore  # a bundle without one lacks it
-
-            store = SeqStore(cfg.SEQ_FILE, getattr(cfg, "SEQ_RESERVE", DEFAULT_RESERVE),
-                             write_ms=getattr(cfg, "SEQ_WRITE_MS", 0))  # fmt: skip
+            store = self.seq_store(cfg)
         self.store = store
         self.wdt = wdt
         self._slice = _MAX_WDT_MS if wdt is not None else 0
         self.network_tries = 0  # WiFi connections tried after the first (reconnect)
-        self.backlog = None  # app's backlog ring, saved to backlog_path before deep sleep
-        self.backlog_path = None
 
-    def keep_over_sleep(self, backlog, path):
-        """Save `backlog` to `path` before each deep sleep (None: it is not kept over one)."""
-        self.backlog = backlog
-        self.backlog_path = path
+    def seq_store(self, cfg):
+        """The seq store cfg asks for (seqstore.py: a bundle without a seq file lacks it)."""
+        from .seqstore import DEFAULT_RESERVE, SeqStore
+
+        return SeqStore(cfg.SEQ_FILE, getattr(cfg, "SEQ_RESERVE", DEFAULT_RESERVE),
+                        getattr(cfg, "SEQ_WRITE_MS", 0))  # fmt: skip
 
     def first_seq(self, default=0):
         """The seq of this boot's first reading: from the store, else `default`."""
         if self.store is None:
             return default
         return self.store.start()
-
-    def tick(self):
-        """Before each send: feed the watchdog and claim the seq from the store."""
-        self.claim(1)
 
     def claim(self, n):
         """Before the next n sends: feed the watchdog, claim their seqs; how many may go (>= 1).
@@ -136,40 +113,23 @@ class Board:
             return self.store.claim(n)
         return n
 
-    def feed_fn(self):
-        """What feeds the watchdog (for waits outside the loop), or None without one."""
-        return None if self.wdt is None else self.wdt.feed
-
     def pause(self, ms):
-        """Wait ms in the configured sleep mode, feeding the watchdog; deep sleep reboots."""
-        if ms <= 0:
-            return
-        deep = self.sleep_mode == 2
-        if deep and _deepsleep is not None and self.wlan is not None:
-            time.sleep_ms(_TX_DRAIN_MS)
-            ms -= _TX_DRAIN_MS
-        if deep and ms > 0 and self.store is not None:
-            self.store.save_for_sleep()
-        keep = deep and ms > 0 and self.backlog is not None and self.backlog_path
-        if keep:
-            self._unlocked(self.backlog.save, self.backlog_path)  # a file: the heap is needed
+        """Wait ms in the configured sleep mode (none or light), feeding the watchdog."""
         # A watchdog must be fed more often than it bites: sleep in slices it allows.
-        # Deep sleep stops the watchdog with the chip, so it goes in one piece.
-        step = self._slice if self.sleep_mode != 2 else 0
+        step = self._slice
+        light = self.sleep_mode == 1 and _lightsleep is not None
         while ms > 0:
             n = ms if not step or ms < step else step
-            _sleep(n, self.sleep_mode)
+            if light:
+                _lightsleep(n)
+            else:
+                time.sleep_ms(n)  # "none", and light sleep's stand-in on the unix port
             ms -= n
             if self.wdt is not None:
                 self.wdt.feed()
-        if deep and self.store is not None:
-            # Still running: no deep sleep happened (the unix port's stand-in). A record left
-            # in RTC memory must not outlive this moment, or a later reset would replay it.
-            self.store.clear_rtc()
-        if keep:  # the same for the saved backlog: this run goes on with it in RAM
-            self._unlocked(self.backlog.forget, self.backlog_path)
         if self.sleep_mode == 1 and self.wlan is not None and not self.wlan.isconnected():
-            self._reconnect()
+            # The access point may have dropped the station: rejoin (rare, not per reading).
+            self._unlocked(Board.reconnect, self)
 
     def pace(self, deadline, interval_ms):
         """Pause until `deadline` (ticks_ms); the next deadline. Never bursts to catch up."""
@@ -190,22 +150,12 @@ class Board:
             wifi_up(wdt=self.wdt)
 
     def _unlocked(self, fn, arg):
-        # Rare, not per reading (before a deep sleep): under heap_lock it is lifted meanwhile.
+        # fn(arg) needs the heap (a WiFi rejoin, a file before a deep sleep): rare, not per
+        # reading, so under heap_lock the lock is lifted meanwhile.
         if self.heap_lock:
             micropython.heap_unlock()
         try:
             fn(arg)
-        finally:
-            if self.heap_lock:
-                micropython.heap_lock()
-
-    def _reconnect(self):
-        # After a light sleep the access point may have dropped the station; reconnecting
-        # needs the heap, so under heap_lock it is lifted for the moment (rare, not per reading).
-        if self.heap_lock:
-            micropython.heap_unlock()
-        try:
-            wifi_up(wdt=self.wdt)
         finally:
             if self.heap_lock:
                 micropython.heap_lock()
@@ -219,13 +169,13 @@ class Board:
             self.store.close()
 
 
-def setup(cfg):
-    """Bring the board up (WiFi, watchdog) and return its Board for the loop (WiFi or not)."""
-    # Only a socket transport needs the network (serial goes over the UART).
-    wifi = getattr(cfg, "WIFI", getattr(cfg, "TRANSPORT", "udp") == "udp")
+def setup(cfg, kind=None):
+    """Bring the board up (WiFi, watchdog) and return its Board for the loop (WiFi or not):
+    a `kind` (a Board, or deepsleep's) made with cfg, its seq store and the watchdog."""
     wdt = watchdog(getattr(cfg, "WATCHDOG_MS", 0))
-    if wifi and not wifi_up(wdt=wdt):
+    board = (kind or Board)(cfg, wdt=wdt)
+    if board.wlan is not None and not wifi_up(wdt=wdt):
         # Not the end: the loop runs, its sends fail (counted), and every reopen of the
         # transport tries the WiFi again first (Board.reconnect), until it is up.
         print("precast: no network yet; the loop keeps trying")
-    return Board(cfg, wdt=wdt)
+    return board

@@ -1,8 +1,8 @@
 """The hot path, chosen once: viper.py where the port has a native emitter, else plain.py.
 
 What every reading runs: seal (seq, fields, CRC-16 or CMAC, UDP checksum:
-Sender's patch), xor_into/copy_into (the CMAC's steps), sim_walk (the
-simulated sensor) and load_be32 (a kept reading's seq).
+Sender's patch), sim_walk (the simulated sensor) and load_be32 (a kept
+reading's seq).
 The two modules have the same names and give the same bytes; viper is 18x
 faster on the unix port (0.2 against 3.8 µs a reading). This is the one
 place that decides; VIPER says what it decided. A bundle built with --mpy
@@ -10,23 +10,16 @@ place that decides; VIPER says what it decided. A bundle built with --mpy
 """
 
 try:
-    from .viper import copy_into, load_be32, seal, sim_walk, xor_into
+    from .viper import load_be32, seal, sim_walk
 
     VIPER = True
 except (ImportError, SyntaxError, ValueError) as e:  # no viper here, or .mpy of another arch
     try:
-        from .plain import copy_into, load_be32, seal, sim_walk, xor_into
+        from .plain import load_be32, seal, sim_walk
     except ImportError:  # a bundle built --mpy --march carries viper only: the wrong arch
         raise ImportError("precast: viper does not load on this port (%s) and the bundle has"
                           " no plain.py: build for this board's --march" % e) from None  # fmt: skip
 
     VIPER = False
 
-__all__ = [
-    "VIPER",
-    "copy_into",
-    "load_be32",
-    "seal",
-    "sim_walk",
-    "xor_into",
-]
+__all__ = ["VIPER", "load_be32", "seal", "sim_walk"]

@@ -9,9 +9,17 @@ cryptolib's AES in ECB mode (1) encrypts one block in place.
 
 import cryptolib
 
-from .checks import copy_into, xor_into
+from .checks import VIPER
 
 _ECB = 1
+
+
+def _xor_into(dst, src, n):
+    """dst[i] ^= src[i] for i < n (compute() runs where there is no viper: plain.seal's)."""
+    i = 0
+    while i < n:
+        dst[i] ^= src[i]
+        i += 1
 
 
 def _double(b):
@@ -32,9 +40,10 @@ def _double(b):
 class Cmac:
     """CMAC of `msg` (a memoryview whose first `length` bytes change, not its place).
 
-    compute() is the plain way; viper's seal runs the same steps on the
-    public attributes: x (the state, then the tag), enc (AES-ECB in place),
-    last_key (K1, or K2 with the padding), n (blocks), rest (bytes in the last).
+    compute() is the plain way (plain.py's seal); where checks.py chose viper, `sign` is
+    viper_cmac.sign, which viper's seal calls: the same steps on the public attributes
+    x (the state, then the tag), enc (AES-ECB in place), last_key (K1, or K2 with the
+    padding), n (blocks), rest (bytes in the last).
     """
 
     def __init__(self, key, msg, length):
@@ -44,6 +53,11 @@ class Cmac:
         lkey = bytearray(16)
         aes.encrypt(lkey, lkey)
         self.enc = aes.encrypt  # bound once: fetching it per message would allocate
+        self.sign = None
+        if VIPER:
+            from .viper_cmac import sign  # native code: a bundle carries it with a MIC only
+
+            self.sign = sign
         k1 = _double(lkey)
         n = (length + 15) // 16 or 1
         rest = length - (n - 1) * 16
@@ -65,16 +79,16 @@ class Cmac:
         blocks = self._blocks
         n = self.n
         if n == 1:
-            copy_into(x, self.last_key, 16)
+            x[:] = self.last_key  # in place: x's bytes, nothing allocated
         else:
-            copy_into(x, blocks[0], 16)
+            x[:] = blocks[0]
             enc(x, x)
             i = 1
             while i < n - 1:
-                xor_into(x, blocks[i], 16)
+                _xor_into(x, blocks[i], 16)
                 enc(x, x)
                 i += 1
-            xor_into(x, self.last_key, 16)
-        xor_into(x, blocks[n - 1], self.rest)
+            _xor_into(x, self.last_key, 16)
+        _xor_into(x, blocks[n - 1], self.rest)
         enc(x, x)
         return x

@@ -2,10 +2,13 @@
 
 The wire numbers are docs/PROTOCOL.md's and the host's
 (precast.wire.constants); tests/firmware/test_firmware_constants.py holds each
-`NAME = const(N)` in the firmware against the host's value of NAME, and
-every module's copy of a name against this one. viper.py repeats the ones
-it uses: viper folds only its own module's const() (an imported name is
-an object to it, and a ptr index must be a machine int).
+`NAME = const(N)` here against the host's value of NAME, and every module's
+copy of a name against this one. No module imports this one: each repeats
+the names it uses as a private `_NAME = const(N)`, which the compiler folds
+into the code and which leaves no global behind (an imported name is a
+dictionary entry in both modules and a lookup at every use, and viper folds
+only its own module's const(): a ptr index must be a machine int). So no
+bundle carries this module; it is the list the copies are held to.
 
 Frame: Ethernet II (14) | IPv4 (20) | UDP (8) | payload. Payload: magic,
 version << 4 | flags, template id (2), device (4), seq (4), fields, check.
@@ -60,23 +63,3 @@ S_NOISE = const(4)  # noise amplitude: +-S_NOISE raw units
 S_STRIDE = const(5)
 S_BIAS = const(0x10000000)  # 2**28: values within +-2**28 stay small ints on any port
 
-
-def crc_table():
-    """CRC-16/CCITT-FALSE's 256-entry table, an array('H')."""
-    from array import array
-
-    t = array("H", bytes(512))
-    i = 0
-    while i < 256:
-        c = i << 8
-        j = 0
-        while j < 8:
-            c = ((c << 1) ^ CRC16_POLY) if c & 0x8000 else (c << 1)
-            c &= 0xFFFF
-            j += 1
-        t[i] = c
-        i += 1
-    return t
-
-
-CRC_TABLE = crc_table()

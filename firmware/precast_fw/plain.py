@@ -16,37 +16,37 @@ up in place, a byte and a carry at a time. Every port precast runs on
 """
 
 import uctypes
+from micropython import const
 
-from .layout import (
-    CRC16_LEN,
-    CRC_TABLE,
-    FRAME_FIELDS,
-    FRAME_SEQ,
-    P_CHECK,
-    P_CHECK_LEN,
-    P_CRC_INIT,
-    P_FIELDS,
-    P_MAC,
-    P_PARTIAL,
-    P_SEQ,
-    P_SIZES,
-    PAYLOAD_OFFSET,
-    S_BIAS,
-    S_DRIFT,
-    S_FIELDS,
-    S_HI,
-    S_LO,
-    S_N,
-    S_NOISE,
-    S_STRIDE,
-    S_V,
-    S_X,
-    UDP_CSUM_OFFSET,
-)
+# layout.py's numbers, repeated as private const(): folded into the bytecode, no global left
+# (tests/firmware/test_firmware_constants.py holds each one against layout.py's).
+_UDP_CSUM_OFFSET = const(40)
+_PAYLOAD_OFFSET = const(42)
+_FRAME_SEQ = const(50)
+_FRAME_FIELDS = const(54)
+_CRC16_LEN = const(2)
+_P_SEQ = const(0)
+_P_FIELDS = const(1)
+_P_CHECK = const(2)
+_P_CHECK_LEN = const(3)
+_P_CRC_INIT = const(4)
+_P_PARTIAL = const(5)
+_P_MAC = const(6)
+_P_SIZES = const(8)
+_S_X = const(0)
+_S_N = const(1)
+_S_FIELDS = const(2)
+_S_V = const(0)
+_S_LO = const(1)
+_S_HI = const(2)
+_S_DRIFT = const(3)
+_S_NOISE = const(4)
+_S_STRIDE = const(5)
+_S_BIAS = const(0x10000000)
 
 
 def _udp(frame, stop, s):
-    i = FRAME_SEQ
+    i = _FRAME_SEQ
     while i + 1 < stop:
         s += (frame[i] << 8) | frame[i + 1]
         i += 2
@@ -57,8 +57,8 @@ def _udp(frame, stop, s):
     c = ~s & 0xFFFF
     if c == 0:
         c = 0xFFFF  # RFC 768: a computed 0 goes out as all ones
-    frame[UDP_CSUM_OFFSET] = c >> 8
-    frame[UDP_CSUM_OFFSET + 1] = c & 0xFF
+    frame[_UDP_CSUM_OFFSET] = c >> 8
+    frame[_UDP_CSUM_OFFSET + 1] = c & 0xFF
 
 
 def _put(frame, p, v, size):
@@ -69,10 +69,11 @@ def _put(frame, p, v, size):
 
 
 def _crc(frame, stop, crc):
-    t = CRC_TABLE
-    i = FRAME_SEQ
-    while i < stop:
-        crc = ((crc << 8) & 0xFF00) ^ t[(crc >> 8) ^ frame[i]]
+    i = _FRAME_SEQ
+    while i < stop:  # CRC-16/CCITT-FALSE a byte at a time, without a table (as viper's seal)
+        t = ((crc >> 8) ^ frame[i]) & 0xFF
+        t ^= t >> 4
+        crc = ((crc << 8) ^ (t << 12) ^ (t << 5) ^ t) & 0xFFFF
         i += 1
     return crc
 
@@ -87,12 +88,12 @@ def seal(sender, values):
     frame = sender.frame
     params = sender.params
     pb = sender.params_b
-    q = 4 * P_SEQ
-    frame[FRAME_SEQ] = pb[q + 3]
-    frame[FRAME_SEQ + 1] = pb[q + 2]
-    frame[FRAME_SEQ + 2] = pb[q + 1]
-    frame[FRAME_SEQ + 3] = pb[q]
-    while q < 4 * P_SEQ + 4:  # seq + 1, mod 2**32
+    q = 4 * _P_SEQ
+    frame[_FRAME_SEQ] = pb[q + 3]
+    frame[_FRAME_SEQ + 1] = pb[q + 2]
+    frame[_FRAME_SEQ + 2] = pb[q + 1]
+    frame[_FRAME_SEQ + 3] = pb[q]
+    while q < 4 * _P_SEQ + 4:  # seq + 1, mod 2**32
         c = pb[q] + 1
         if c < 256:
             pb[q] = c
@@ -100,11 +101,11 @@ def seal(sender, values):
         pb[q] = 0
         q += 1
     i = 0
-    p = FRAME_FIELDS
-    n = params[P_FIELDS]  # 0: the fields are in the frame already (f32, or a kept reading)
+    p = _FRAME_FIELDS
+    n = params[_P_FIELDS]  # 0: the fields are in the frame already (f32, or a kept reading)
     vb = sender.values_b if values is sender.values or not n else bytes_of(values)
     while i < n:
-        size = params[P_SIZES + i]
+        size = params[_P_SIZES + i]
         j = 4 * i
         e = p + size
         while e > p:  # the low `size` bytes, big-endian: two's complement for a signed field
@@ -113,13 +114,13 @@ def seal(sender, values):
             j += 1
         p += size
         i += 1
-    stop = PAYLOAD_OFFSET + params[P_CHECK]
-    if params[P_MAC]:
-        _copy_mac(frame, stop, sender.mac.compute(), params[P_CHECK_LEN])
-        _udp(frame, stop + params[P_CHECK_LEN], params[P_PARTIAL])
+    stop = _PAYLOAD_OFFSET + params[_P_CHECK]
+    if params[_P_MAC]:
+        _copy_mac(frame, stop, sender.mac.compute(), params[_P_CHECK_LEN])
+        _udp(frame, stop + params[_P_CHECK_LEN], params[_P_PARTIAL])
     else:
-        _put(frame, stop, _crc(frame, stop, params[P_CRC_INIT]), CRC16_LEN)
-        _udp(frame, stop + CRC16_LEN, params[P_PARTIAL])
+        _put(frame, stop, _crc(frame, stop, params[_P_CRC_INIT]), _CRC16_LEN)
+        _udp(frame, stop + _CRC16_LEN, params[_P_PARTIAL])
 
 
 def _copy_mac(frame, p, mac, n):
@@ -129,49 +130,33 @@ def _copy_mac(frame, p, mac, n):
         i += 1
 
 
-def xor_into(dst, src, n):
-    """dst[i] ^= src[i] for i < n."""
-    i = 0
-    while i < n:
-        dst[i] ^= src[i]
-        i += 1
-
-
-def copy_into(dst, src, n):
-    """dst[i] = src[i] for i < n (a slice assignment would allocate)."""
-    i = 0
-    while i < n:
-        dst[i] = src[i]
-        i += 1
-
-
 def sim_walk(sensor, values):
-    """The simulated sensor's next reading into values (layout: S_* in layout.py)."""
+    """The simulated sensor's next reading into values (the slots: S_* in layout.py)."""
     st = sensor.state
-    x = st[S_X]
+    x = st[_S_X]
     i = 0
-    j = S_FIELDS
-    while i < st[S_N]:
+    j = _S_FIELDS
+    while i < st[_S_N]:
         x = _sim_field(st, j, x, values, i)
         i += 1
-        j += S_STRIDE
-    st[S_X] = x
+        j += _S_STRIDE
+    st[_S_X] = x
 
 
 def _sim_field(st, j, x, values, i):
-    d = st[j + S_DRIFT]
-    v = st[j + S_V] + d - S_BIAS
-    if v < st[j + S_LO] or v > st[j + S_HI]:
-        d = 2 * S_BIAS - d
-        st[j + S_DRIFT] = d
-        v = st[j + S_V] + d - S_BIAS
-    st[j + S_V] = v
+    d = st[j + _S_DRIFT]
+    v = st[j + _S_V] + d - _S_BIAS
+    if v < st[j + _S_LO] or v > st[j + _S_HI]:
+        d = 2 * _S_BIAS - d
+        st[j + _S_DRIFT] = d
+        v = st[j + _S_V] + d - _S_BIAS
+    st[j + _S_V] = v
     x ^= (x << 7) & 0xFFFF
     x ^= x >> 9
     x ^= (x << 8) & 0xFFFF
-    a = st[j + S_NOISE]
+    a = st[j + _S_NOISE]
     v += x % (2 * a + 1) - a
-    values[i] = max(st[j + S_LO], min(st[j + S_HI], v)) - S_BIAS
+    values[i] = max(st[j + _S_LO], min(st[j + _S_HI], v)) - _S_BIAS
     return x
 
 

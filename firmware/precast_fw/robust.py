@@ -70,7 +70,6 @@ class Robust:
         self.backoff_ms = backoff_ms
         self.max_backoff_ms = max_backoff_ms
         self.feed = feed
-        self.sent = 0  # readings that went out through send() (the loop's bursts count their own)
         self.failed = 0  # send attempts that raised (opening attempts included)
         self.dropped = 0  # readings given up after every retry (or at once when refused)
         self.refused = 0  # datagrams sent and then refused by the collector's host (lost)
@@ -138,7 +137,6 @@ class Robust:
             return self.recover(mv, e.errno)
         except MemoryError:  # under heap_lock a port may fail to build the OSError itself
             return self.recover(mv, errno.ENOMEM)
-        self.sent += 1
         return True
 
     def recover(self, mv, err):
@@ -164,7 +162,6 @@ class Robust:
             wait = min(wait * 2, self.max_backoff_ms)
             try:
                 self.send_raw(mv)
-                self.sent += 1
                 return True
             except OSError as e:
                 err = e.errno

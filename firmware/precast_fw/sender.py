@@ -16,19 +16,22 @@ seq lives in the params array (slots P_* in layout) as a uint32, so it never bec
 
 from array import array
 
+from micropython import const
+
 from .checks import VIPER, seal
-from .layout import (
-    CHECK_CRC16,
-    FLAG_DELAYED,
-    FLAG_MIC,
-    MAGIC,
-    OFF_MAGIC,
-    OFF_VERFLAGS,
-    P_FIELDS,
-    P_SEQ,
-    PAYLOAD_OFFSET,
-    VERSION,
-)
+
+# layout.py's numbers, as private const(): folded in, no global (held equal by
+# tests/firmware/test_firmware_constants.py).
+_PAYLOAD_OFFSET = const(42)
+_OFF_MAGIC = const(0)
+_OFF_VERFLAGS = const(1)
+_MAGIC = const(0x50)
+_VERSION = const(1)
+_FLAG_MIC = const(0x01)
+_FLAG_DELAYED = const(0x02)
+_CHECK_CRC16 = const(0)
+_P_SEQ = const(0)
+_P_FIELDS = const(1)
 
 
 class Sender:
@@ -43,18 +46,23 @@ class Sender:
     """
 
     patch = seal
+    # Set on an instance only where they apply (each instance attribute is a slot of its own).
+    params_b = values_b = None  # plain.seal's byte views of params and values, without viper
+    mac = None  # the CMAC (cmac.Cmac) of a template with a MIC
+    _pack = None  # tpl.pack, for a template with an f32 field
 
     def __init__(self, tpl, key=None):
-        mac = tpl.CHECK_KIND != CHECK_CRC16
-        head = tpl.FRAME[PAYLOAD_OFFSET + OFF_MAGIC], tpl.FRAME[PAYLOAD_OFFSET + OFF_VERFLAGS]
-        # tpl.LATE, the delayed frame, has flag bit 1 set: its age is one more u32 field.
-        if (head[0], head[1] & ~FLAG_DELAYED) != (MAGIC, (VERSION << 4) | (FLAG_MIC if mac else 0)):
+        mac = tpl.CHECK_KIND != _CHECK_CRC16
+        magic = tpl.FRAME[_PAYLOAD_OFFSET + _OFF_MAGIC]
+        flags = tpl.FRAME[_PAYLOAD_OFFSET + _OFF_VERFLAGS]
+        # The delayed frame (precast_template_late) has flag bit 1 set: its age is one more field.
+        if magic != _MAGIC or flags & ~_FLAG_DELAYED != _VERSION << 4 | (_FLAG_MIC if mac else 0):
             raise ValueError("template %s: header 0x%02x 0x%02x is not this firmware's (magic"
                              " 0x%02x, version %d): rebuild the bundle"
-                             % (tpl.NAME, head[0], head[1], MAGIC, VERSION))  # fmt: skip
+                             % (tpl.NAME, magic, flags, _MAGIC, _VERSION))  # fmt: skip
         self.frame = bytearray(tpl.FRAME)
         self.frame_mv = memoryview(self.frame)
-        self.payload_mv = self.frame_mv[PAYLOAD_OFFSET:]
+        self.payload_mv = self.frame_mv[_PAYLOAD_OFFSET:]
         self.params = array(
             "I",
             (
@@ -73,17 +81,14 @@ class Sender:
         # template (viper reads it as words), a list where a field is f32.
         n = tpl.FIELD_COUNT
         self.values = array("i", bytes(4 * n)) if tpl.INTEGER else [0] * n
-        self.params_b = self.values_b = None
         if not VIPER:  # plain.seal's byte views of params and values (see plain.py)
             from .plain import bytes_of
 
             self.params_b = bytes_of(self.params)
             self.values_b = bytes_of(self.values) if tpl.INTEGER else None
-        self._pack = None
         if not tpl.INTEGER:
             self._pack = tpl.pack  # struct.pack_into writes the fields, f32 included
-            self.params[P_FIELDS] = 0
-        self.mac = None
+            self.params[_P_FIELDS] = 0
         if mac:
             if key is None:
                 raise ValueError("template %s uses %s: a key is needed" % (tpl.NAME, tpl.CHECK))
@@ -96,11 +101,11 @@ class Sender:
     @property
     def seq(self):
         """The sequence number the next reading goes out with."""
-        return self.params[P_SEQ]
+        return self.params[_P_SEQ]
 
     @seq.setter
     def seq(self, value):
-        self.params[P_SEQ] = value & 0xFFFFFFFF
+        self.params[_P_SEQ] = value & 0xFFFFFFFF
 
     def _patch_in_steps(self, values):
         self._pack(self.frame, 0, 0, values)  # seal writes seq over the zeros

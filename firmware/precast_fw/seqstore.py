@@ -1,4 +1,4 @@
-"""The sequence number across deep sleep, resets and power loss: never the same seq twice.
+"""The sequence number across resets and power loss: never the same seq twice.
 
 Flash holds a reservation: a number L above every seq sent so far. At
 power-on the store reads L, starts at seq L and writes L + R before the
@@ -32,53 +32,18 @@ file is opened once and rewritten in place from a preallocated buffer, so
 a reservation allocates nothing (littlefs, ESP32's and the Pico W's file
 system, commits a file at flush; the unix port's flush is an fsync).
 
-Deep sleep ends in a reboot but keeps the RTC's memory (ESP32): before
-sleeping the store leaves "PCSQ", seq, limit and a check there, and the
-next boot takes the seq from it instead of the flash, so waking costs no
-flash write and skips nothing. The record is cleared as soon as it is read,
-so a later reset cannot replay it. A port without RTC memory (rp2) writes
-next_seq itself as the reservation before sleeping instead.
+Deep sleep (a reboot) costs no flash write where the board has RTC memory:
+deepsleep.SeqStore, which a bundle built with `--sleep deep` carries, leaves
+the next seq there.
 """
 
-import struct
 import time
 
-import machine
+from micropython import const
 
-_SLOT = 22  # "0000001000/0000001000\n"
-_MAGIC = b"PCSQ"
-_RTC_FMT = ">4sIII"  # magic, seq, limit, check
-_RTC_LEN = 16
+_SLOT = const(22)  # "0000001000/0000001000\n"
 DEFAULT_RESERVE = 1000
-MAX_RESERVE = 1 << 20
-
-
-def _rtc():
-    """The RTC whose memory survives deep sleep, or None where the port has none."""
-    try:
-        rtc = machine.RTC()
-    except AttributeError:  # the unix port has no RTC class
-        return None
-    return rtc if hasattr(rtc, "memory") else None  # rp2's RTC keeps no memory
-
-
-_CHECK_HI = 0x5EC5  # the record's check is seq ^ limit ^ 0x5EC5EC5E, by 16-bit halves
-_CHECK_LO = 0xEC5E
-
-
-def _check(seq, limit):
-    """The RTC record's check of seq and limit (ints: at boot, where allocating is fine)."""
-    return seq ^ limit ^ (_CHECK_HI << 16 | _CHECK_LO)
-
-
-def _be16(buf, i, v):
-    buf[i] = v >> 8
-    buf[i + 1] = v & 0xFF
-
-
-def ahead(a, b):
-    """True when limit a is at or ahead of limit b on the 2**32 circle (less than half round)."""
-    return (a - b) & 0xFFFFFFFF < 0x80000000
+MAX_RESERVE = const(1 << 20)  # public: deepsleep.SeqStore reads it
 
 
 def parse_slot(b):
@@ -97,10 +62,9 @@ def parse_slot(b):
 
 
 class SeqStore:
-    """start() gives the first seq; take() before each send; save_for_sleep() before deep sleep."""
+    """start() gives the first seq; claim(n) before sends; save_exact() at a clean stop."""
 
-    def __init__(self, path="precast_seq", reserve=DEFAULT_RESERVE, rtc=None, write_ms=0):
-        # rtc: an object with memory() / memory(buf); None asks machine for the RTC.
+    def __init__(self, path="precast_seq", reserve=DEFAULT_RESERVE, write_ms=0):
         # write_ms > 0: a reservation used up sooner than that makes the next one larger (up
         # to MAX_RESERVE), one lasting 8x longer halves it (not below reserve), so a fast sender
         # writes the flash about once per write_ms (a write is a commit: an fsync, flash wear).
@@ -109,23 +73,21 @@ class SeqStore:
         self.step = reserve  # the reservation written next
         self.write_ms = write_ms
         self._since = None  # ticks_ms of the last reservation written
-        self.rtc = _rtc() if rtc is None else rtc
         self._hi = 0  # the limit, mod 2**32, in 16-bit halves (small ints on any port)
         self._lo = 0
         self._shi = 0  # next_seq's halves, as _next_halves() last found them
         self._slo = 0
         self.left = 0
-        self.resumed = False  # True when start() took the seq from RTC memory
         self._file = None
         self._slot = 0
         self._buf = bytearray(b"0000000000/0000000000\n")
-        self._rec = bytearray(_MAGIC + bytes(_RTC_LEN - 4))
 
     def start(self):
         """The seq of the first reading after this boot."""
         slots = self._read_file()
         a, b = slots
-        newer = 0 if a >= 0 and (b < 0 or ahead(a, b)) else 1  # none: slot 0 is written first
+        # The newer slot: the one ahead on the circle (see above); none: slot 0 is written first.
+        newer = 0 if a >= 0 and (b < 0 or (a - b) & 0xFFFFFFFF < 0x80000000) else 1
         self._slot = newer ^ 1  # overwrite the older slot first
         best = slots[newer]
         if self._resume(best):
@@ -136,14 +98,8 @@ class SeqStore:
                 print("precast: seq file %s unreadable; starting seq at 0" % self.path)
             best = 0
         self.limit = best
-        self.left = 0  # the first take() reserves [best, best + R)
+        self.left = 0  # the first claim() reserves [best, best + R)
         return best
-
-    def take(self):
-        """Claim the next seq for a send; writes a new reservation once every R calls."""
-        if self.left <= 0:
-            self._renew()
-        self.left -= 1
 
     def _renew(self):
         r = self.step
@@ -163,11 +119,9 @@ class SeqStore:
         self.left = r
 
     def claim(self, n):
-        """Claim up to n seqs at once (a burst of sends); how many, at least 1.
-
-        As many take() calls would, without crossing the reservation: every seq
-        handed out is below the limit on the flash before its send.
-        """
+        """Claim up to n seqs for the next sends; how many, at least 1 (fewer than n where
+        the reservation ends: every seq handed out is below the limit on the flash before its
+        send). A new reservation is written once the last one is used up."""
         if self.left <= 0:
             self._renew()
         k = n if n < self.left else self.left
@@ -196,22 +150,13 @@ class SeqStore:
 
     @property
     def next_seq(self):
-        """The seq the next take() hands out (an int, mod 2**32)."""
+        """The seq the next claim() hands out first (an int, mod 2**32)."""
         return (self.limit - self.left) & 0xFFFFFFFF
-
-    def save_for_sleep(self):
-        """Before a deep sleep: next_seq into RTC memory, or where there is none into the flash.
-
-        Without RTC memory (rp2) the reservation is cut back to next_seq itself, so a wake
-        skips nothing, for one flash write per sleep.
-        """
-        if not self.save_rtc():
-            self.save_exact()
 
     def save_exact(self):
         """Cut the reservation back to next_seq: after a clean stop the next boot skips nothing.
 
-        Every seq below next_seq was claimed by take() before its send, so starting there
+        Every seq below next_seq was claimed before its send, so starting there
         repeats none. Into both slots, the older first: boot takes the larger slot, so until
         the second write lands the current, larger limit still stands (an interrupt or a
         power loss halfway costs a skip, never a repeat).
@@ -223,35 +168,11 @@ class SeqStore:
         self._reserve(self._shi, self._slo)
         self.left = 0
 
-    def save_rtc(self):
-        """Leave next_seq in RTC memory for the boot after a deep sleep (False: no RTC)."""
-        if self.rtc is None:
-            return False
-        # seq = limit - left by halves, and the record in halves: under heap_lock on a 32-bit
-        # port, before a deep sleep, where an int past 2**30 would not be made
-        self._next_halves()
-        hi = self._shi
-        lo = self._slo
-        rec = self._rec  # _MAGIC at [0, 4) since __init__
-        _be16(rec, 4, hi)
-        _be16(rec, 6, lo)
-        _be16(rec, 8, self._hi)
-        _be16(rec, 10, self._lo)
-        _be16(rec, 12, hi ^ self._hi ^ _CHECK_HI)
-        _be16(rec, 14, lo ^ self._lo ^ _CHECK_LO)
-        self.rtc.memory(rec)
-        return True
-
     def _next_halves(self):
         """next_seq (limit - left, mod 2**32) into _shi, _slo: small ints on any port."""
         lo = self._lo - self.left
         self._shi = (self._hi + (lo >> 16)) & 0xFFFF  # lo >> 16 is negative when lo borrows
         self._slo = lo & 0xFFFF
-
-    def clear_rtc(self):
-        """Forget a record left in RTC memory (the board did not sleep after all)."""
-        if self.rtc is not None:
-            self.rtc.memory(b"")
 
     def close(self):
         if self._file is not None:
@@ -259,23 +180,8 @@ class SeqStore:
             self._file = None
 
     def _resume(self, flash_limit):
-        if self.rtc is None:
-            return False
-        rec = self.rtc.memory()
-        if len(rec) < _RTC_LEN:
-            return False
-        self.clear_rtc()  # read once: a later reset must not replay this record
-        magic, seq, limit, check = struct.unpack_from(_RTC_FMT, rec, 0)
-        # The flash always holds the current limit: a record that disagrees is stale.
-        if magic != _MAGIC or check != _check(seq, limit) or limit != flash_limit:
-            return False
-        left = (limit - seq) & 0xFFFFFFFF
-        if left > MAX_RESERVE:  # seq is not just behind the limit: not a record of ours
-            return False
-        self.resumed = True
-        self.limit = limit
-        self.left = left
-        return True
+        """deepsleep.SeqStore's: the seq from RTC memory after a deep sleep. None here."""
+        return False
 
     def _read_file(self):
         """Both slots' limits (see parse_slot), leaving the file open for writes."""

@@ -4,13 +4,11 @@
 `on_send`, when set, is called with it, so a test can record each frame.
 """
 
-FRAME = True
-
 
 class Transport:
     """send(mv) never fails; count and last say what was sent."""
 
-    FRAME = FRAME
+    FRAME = True
 
     def __init__(self, tpl=None, cfg=None):
         self.count = 0

@@ -12,7 +12,6 @@ import socket
 import struct
 
 AF_PACKET = 17
-FRAME = True  # sends the whole frame
 
 
 def _ifindex(iface):
@@ -28,7 +27,7 @@ def sockaddr_ll(ifindex):
 class Transport:
     """send(mv) raises OSError on failure; reopen() makes a fresh socket."""
 
-    FRAME = FRAME
+    FRAME = True  # sends the whole frame
 
     def __init__(self, tpl, cfg):
         iface = getattr(cfg, "IFACE", None)

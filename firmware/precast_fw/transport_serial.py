@@ -13,8 +13,6 @@ cfg.SERIAL_BAUD: the baud rate on a board (default 115200).
 
 from micropython import const
 
-FRAME = False  # sends the payload, not the whole frame
-
 _END = const(0xC0)
 _ESC = const(0xDB)
 _ESC_END = const(0xDC)
@@ -45,7 +43,7 @@ def slip_into(src, dst):
 class Transport:
     """send(mv) raises OSError on failure; reopen() opens the port again."""
 
-    FRAME = FRAME
+    FRAME = False  # sends the payload, not the whole frame
 
     def __init__(self, tpl, cfg=None):
         self._port = getattr(cfg, "SERIAL_PORT", 1)

@@ -7,13 +7,11 @@ is the template's [network] dst_ip:dst_port (or --collector at build time).
 
 import socket
 
-FRAME = False  # sends the payload, not the whole frame
-
 
 class Transport:
     """send(mv) raises OSError on failure; reopen() makes a fresh socket."""
 
-    FRAME = FRAME
+    FRAME = False  # sends the payload, not the whole frame
 
     def __init__(self, tpl, cfg=None):
         self._addr = socket.getaddrinfo(tpl.DST_IP, tpl.DST_PORT)[0][-1]

@@ -56,7 +56,7 @@ _SHAR = const(0x0009)
 _PHYCFGR = const(0x002E)
 _LNK = const(0x01)
 _VERSIONR = const(0x0039)
-_VERSION = const(0x04)
+_CHIP_VERSION = const(0x04)  # what VERSIONR reads on a W5500
 # Socket registers.
 _SN_MR = const(0x0000)
 _SN_RXBUF_SIZE = const(0x001E)
@@ -150,7 +150,7 @@ class Transport(Chip):
             self._pending = False
         self.pulse_reset(2)  # PLL lock: at most 1 ms
         v = self._read(_VERSIONR, _COMMON_R, 1)[0]
-        if v != _VERSION:
+        if v != _CHIP_VERSION:
             raise OSError(
                 ENODEV,
                 "w5500: VERSIONR reads 0x%02x, not 0x04: no chip, or a wiring fault "

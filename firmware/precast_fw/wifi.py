@@ -11,6 +11,13 @@ unix port); the secrets module is put on the device by `precast build
 
 import time
 
+# The ports' names for failed connections; rp2 reports negative numbers without names.
+_FAILED = (
+    ("STAT_WRONG_PASSWORD", -3, "wrong password"),
+    ("STAT_NO_AP_FOUND", -2, "no access point with that SSID"),
+    ("STAT_CONNECT_FAIL", -1, "connection failed"),
+)
+
 
 def up(network, timeout_ms=None, wdt=None):
     """Connect to the secrets' WiFi through the port's `network` module (True when up)."""
@@ -33,13 +40,14 @@ def up(network, timeout_ms=None, wdt=None):
     start = time.ticks_ms()
     while not wlan.isconnected():
         status = wlan.status()
-        if status in _fatal_statuses(network):
-            print("precast: WiFi %r: %s" % (ssid, _status_text(network, status)))
-            wlan.disconnect()
-            return False
-        if time.ticks_diff(time.ticks_ms(), start) > timeout_ms:
-            print("precast: WiFi %r: no connection after %d ms (status %s)"
-                  % (ssid, timeout_ms, _status_text(network, status)))  # fmt: skip
+        why = None
+        for name, code, text in _FAILED:
+            if status == getattr(network, name, code):
+                why = text
+        if why is None and time.ticks_diff(time.ticks_ms(), start) > timeout_ms:
+            why = "no connection after %d ms (status %s)" % (timeout_ms, status)
+        if why is not None:
+            print("precast: WiFi %r: %s" % (ssid, why))
             wlan.disconnect()
             return False
         if wdt is not None:
@@ -47,22 +55,3 @@ def up(network, timeout_ms=None, wdt=None):
         time.sleep_ms(100)
     print("precast: WiFi %r up, address %s" % (ssid, wlan.ifconfig()[0]))
     return True
-
-
-# The ports' names for failed connections; rp2 reports negative numbers without names.
-_STATUS_NAMES = (
-    ("STAT_WRONG_PASSWORD", -3, "wrong password"),
-    ("STAT_NO_AP_FOUND", -2, "no access point with that SSID"),
-    ("STAT_CONNECT_FAIL", -1, "connection failed"),
-)
-
-
-def _fatal_statuses(network):
-    return [getattr(network, name, code) for name, code, _ in _STATUS_NAMES]
-
-
-def _status_text(network, status):
-    for name, code, text in _STATUS_NAMES:
-        if status == getattr(network, name, code):
-            return text
-    return str(status)

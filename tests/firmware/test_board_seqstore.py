@@ -29,7 +29,7 @@ s = SeqStore(sys.argv[1], reserve=int(sys.argv[2]))
 seq = s.start()
 print("start", seq)
 while True:
-    s.take()
+    s.claim(1)
     if s.next_seq != seq + 1:
         print("mismatch", s.next_seq, seq)
         sys.exit(3)
@@ -100,14 +100,14 @@ def test_killed_runs_never_repeat_a_seq(tmp_path: Path, reserve: int) -> None:
 SCRIPT = """
 import json, micropython
 from drivers_fakes import FakeRTC
-from precast_fw.seqstore import SeqStore
+from precast_fw.deepsleep import SeqStore
 P = %r
 out = {}
 rtc = FakeRTC()
 s = SeqStore(P, reserve=10, rtc=rtc)
 out["first"] = s.start()
 for i in range(13):
-    s.take()
+    s.claim(1)
 out["next"] = s.next_seq
 s.save_rtc()
 flash = open(P, "rb").read()
@@ -117,7 +117,7 @@ s = SeqStore(P, reserve=10, rtc=rtc)
 out["woke"] = s.start()
 out["resumed"] = s.resumed
 out["rtc_after_read"] = len(rtc.memory())
-s.take()
+s.claim(1)
 out["flash_same"] = open(P, "rb").read() == flash
 s.close()
 # a reset without a deep sleep: no record, so the flash's reservation decides
@@ -127,14 +127,14 @@ out["reset_resumed"] = s.resumed
 # steady state, under heap_lock: 2000 takes write 200 reservations without allocating
 micropython.heap_lock()
 for i in range(2000):
-    s.take()
+    s.claim(1)
 s.save_rtc()
 micropython.heap_unlock()
 out["after_lock"] = s.next_seq
 s.close()
 # a stale record (well formed, but its limit is no longer the flash's) is not trusted
 import struct
-from precast_fw.seqstore import _check
+from precast_fw.deepsleep import _check
 rtc.memory(struct.pack(">4sIII", b"PCSQ", 5, 10, _check(5, 10)))
 s = SeqStore(P, reserve=10, rtc=rtc)
 out["stale"] = s.start()
@@ -161,7 +161,7 @@ def test_torn_slots(tmp_path: Path) -> None:
 from precast_fw.seqstore import SeqStore
 s = SeqStore({str(seq)!r}, reserve=100)
 print(s.start())
-s.take()
+s.claim(1)
 s.close()
 """
     assert run_script(script).stdout.split() == ["0"]
@@ -182,11 +182,11 @@ def test_deep_sleep_without_rtc_memory_cuts_the_reservation(tmp_path: Path) -> N
     """The unix port (like rp2) has no RTC memory: next_seq itself goes to the flash."""
     script = f"""
 import micropython
-from precast_fw.seqstore import SeqStore
+from precast_fw.deepsleep import SeqStore
 s = SeqStore({str(tmp_path / "seq")!r}, reserve=10)
 print(s.rtc, s.start())
 for i in range(3):
-    s.take()
+    s.claim(1)
 micropython.heap_lock()
 s.save_for_sleep()  # allocation-free: the loop may run under heap_lock
 micropython.heap_unlock()
@@ -199,7 +199,7 @@ print(s.start())
 
 WRAP = """
 import micropython
-from precast_fw.seqstore import SeqStore
+from precast_fw.deepsleep import SeqStore
 
 class Rtc:  # an ESP32's RTC memory: written in place, as the real one copies
     def __init__(self):
@@ -217,7 +217,7 @@ s = SeqStore(%r, reserve=1000, rtc=rtc)
 print(s.start())
 micropython.heap_lock()
 for i in range(2500):  # three reservations, across the 2**32 wrap
-    s.take()
+    s.claim(1)
 s.save_rtc()
 micropython.heap_unlock()
 print(s.next_seq, s.limit)

@@ -283,18 +283,18 @@ def test_wifi_up_from_the_secrets_module(tmp_path: Path) -> None:
 
 BOARD_SCRIPT = """
 import time
-from precast_fw import board
+from precast_fw import board, deepsleep
 from drivers_fakes import FakeWDT, FakeRTC
-from precast_fw.seqstore import SeqStore
+from precast_fw.deepsleep import SeqStore
 class Cfg:
     SLEEP = "deep"
     TRANSPORT = "udp"
 print("wdt", board.watchdog(5000))  # None: the unix port has no machine.WDT
 w = FakeWDT()
 rtc = FakeRTC()
-b = board.Board(Cfg, store=SeqStore("seq", reserve=10, rtc=rtc), wdt=w)
+b = deepsleep.Board(Cfg, store=SeqStore("seq", reserve=10, rtc=rtc), wdt=w)
 print("first", b.first_seq())
-b.tick(); b.tick()
+b.claim(1); b.claim(1)
 print("feeds", w.feeds)
 t0 = time.ticks_ms()
 b.pause(30)  # deep: the seq into RTC memory, then (the unix stand-in) a wait and carry on
@@ -302,7 +302,7 @@ print("paused", time.ticks_diff(time.ticks_ms(), t0) >= 30, "rtc", rtc.writes, "
 print("left", len(rtc.memory()))  # carried on, so the record is gone again
 b.store.save_for_sleep()  # what pause() does on a board just before machine.deepsleep
 b.close()
-b = board.Board(Cfg, store=SeqStore("seq", reserve=10, rtc=rtc))
+b = deepsleep.Board(Cfg, store=SeqStore("seq", reserve=10, rtc=rtc))
 print("woke", b.first_seq())
 """
 

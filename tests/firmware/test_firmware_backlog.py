@@ -37,7 +37,7 @@ late = sender.Sender(late_tpl, KEY)
 t = [1000]
 def clock():
     return t[0]
-L = late_tpl.FRAME_LEN
+L = len(late_tpl.FRAME)
 out = bytearray(L * c["readings"])
 pos = [0]
 def send(mv):
@@ -277,7 +277,7 @@ import time, os
 import precast_template as tpl
 import precast_template_late as late_tpl
 import precast_config as cfg
-from precast_fw import sender, backlog, board
+from precast_fw import sender, backlog, deepsleep
 
 s = sender.Sender(tpl, None)
 late = sender.Sender(late_tpl, None)
@@ -290,16 +290,17 @@ while i < 5:
     ring.keep(s.frame)
     time.sleep_ms(100)
     i += 1
-b = board.Board(cfg)
-b.keep_over_sleep(ring, "kept")
+b = deepsleep.Board(cfg)  # --sleep deep: the ring is kept in cfg.BACKLOG_FILE
+b.keep_over_sleep(ring)
 b.pause(200)  # deep: saved, then (the unix stand-in: no reboot) removed again
-print("after pause", "kept" in os.listdir("."))
-ring.save("kept")  # what pause() does on a board just before machine.deepsleep
+print("after pause", cfg.BACKLOG_FILE in os.listdir("."))
+deepsleep.save(ring, cfg.BACKLOG_FILE, b.rtc)  # what pause() does just before machine.deepsleep
 time.sleep_ms(300)  # the sleep
 # the next boot: a new ring, its ticks and the RTC's time later
 late2 = sender.Sender(late_tpl, None)
 ring2 = backlog.Backlog(8, late2, late_tpl.OFF_AGE)
-print("restored", ring2.restore("kept"), "kept" in os.listdir("."))
+n = deepsleep.restore(ring2, cfg.BACKLOG_FILE, deepsleep.Board(cfg).rtc)
+print("restored", n, cfg.BACKLOG_FILE in os.listdir("."))
 out = []
 def send(mv):
     out.append(bytes(mv))
@@ -371,8 +372,8 @@ import os, time, binascii
 import precast_template as tpl
 import precast_template_late as late_tpl
 from drivers_fakes import FakeRTC
-from precast_fw import sender, backlog
-from precast_fw.seqstore import SeqStore
+from precast_fw import sender, backlog, deepsleep
+from precast_fw.deepsleep import SeqStore
 
 N, SIZE, GAP = %d, %d, %d
 rtc = FakeRTC(SIZE)
@@ -381,26 +382,24 @@ s = sender.Sender(tpl, None)
 s.seq = store.start()
 late = sender.Sender(late_tpl, None)
 ring = backlog.Backlog(N, late, late_tpl.OFF_AGE)
-ring.rtc = rtc
 v = s.values
 i = 0
 while i < N:
     v[0] = i
     s.patch(v)
-    store.take()
+    store.claim(1)
     ring.keep(s.frame)
     time.sleep_ms(GAP)
     i += 1
 # what Board.pause does just before machine.deepsleep: the seq's record, then the ring
 store.save_for_sleep()
-ring.save("kept")
+deepsleep.save(ring, "kept", rtc)
 print("saved", "kept" in os.listdir("."), len(rtc.memory()))
 time.sleep_ms(300)  # the sleep
 # the next boot: the ring first (app.py), then the seq store, from the same RTC memory
 late2 = sender.Sender(late_tpl, None)
 ring2 = backlog.Backlog(N, late2, late_tpl.OFF_AGE)
-ring2.rtc = rtc
-restored = ring2.restore("kept")
+restored = deepsleep.restore(ring2, "kept", rtc)
 left = len(rtc.memory())
 store2 = SeqStore("seq", rtc=rtc)
 first = store2.start()
@@ -411,8 +410,7 @@ def send(mv):
 ring2.drain(send, late2.frame_mv, N)
 # a reset later in that run: nothing comes back from RTC memory or the flash
 ring3 = backlog.Backlog(N, sender.Sender(late_tpl, None), late_tpl.OFF_AGE)
-ring3.rtc = rtc
-print("again", ring3.restore("kept"))
+print("again", deepsleep.restore(ring3, "kept", rtc))
 for f in out:
     print(binascii.hexlify(f).decode())
 """

@@ -12,8 +12,8 @@ from precast.wire.layout import load_layouts
 
 CONSTANTS = r"""
 import precast_template as t
-print(t.TEMPLATE_ID, t.DEVICE, t.FRAME_LEN, t.PAYLOAD_LEN, t.OFF_CHECK, t.CHECK_LEN, t.FIELD_COUNT,
-      t.DST_IP, t.DST_PORT, t.CHECK_KIND)
+print(len(t.FRAME), t.PAYLOAD_LEN, t.OFF_CHECK, t.CHECK_LEN, t.FIELD_COUNT, t.DST_IP, t.DST_PORT,
+      t.CHECK_KIND)
 """
 
 
@@ -47,9 +47,11 @@ def test_firmware_build_writes_the_bundle(tmp_path: Path) -> None:
         assert out / name in listed
     lay = load_layouts([TEMPLATES / "power-meter.toml"])[0]
     got = run_bundle(out, CONSTANTS).stdout.split()
+    # The names no code on the board reads are private const(), for the reader of the file.
+    source = (out / "precast_template.py").read_text()
+    assert f"_TEMPLATE_ID = const({lay.id})" in source and "_DEVICE = const(16)" in source
+    assert f"_FRAME_LEN = const({lay.frame_len})" in source
     want = [
-        lay.id,
-        16,
         lay.frame_len,
         lay.payload_len,
         lay.check_offset,

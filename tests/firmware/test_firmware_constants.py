@@ -1,23 +1,26 @@
 """The firmware's numbers are the host's: every `NAME = const(N)` held against the wire module.
 
-The firmware names its wire numbers in precast_fw/layout.py, and viper.py
-repeats the ones it uses (viper folds only its own module's const()). Read
-from the source (ast, no MicroPython needed): each name has one value
-wherever it is defined, the wire names equal the host's constants, the
-hot path has no bare frame offsets left, and the firmware's modules import
-each other without a cycle. The CRC table the firmware computes on the
-unix port is crcmod's.
+The firmware names its wire numbers in precast_fw/layout.py, and each module
+repeats the ones it uses as a private `_NAME = const(N)` (folded in, no
+global; viper folds only its own module's const()), so no module imports
+layout.py. Read from the source (ast, no MicroPython needed): each name has
+one value wherever it is defined, the wire names equal the host's constants,
+the hot path has no bare frame offsets left, and the firmware's modules
+import each other without a cycle. The CRC-16 the firmware computes on the
+unix port (without a table) is crcmod's.
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import random
 from pathlib import Path
 
 import crcmod
 import pytest
 from cryptography.hazmat.primitives.ciphers import algorithms
-from firmware_kit import build
+from firmware_kit import build, no_viper
 from kit import ROOT, TEMPLATES, run_bundle
 from precast.boards import build as host_build
 from precast.wire import constants as wire
@@ -47,8 +50,10 @@ HOST = {
 
 def _consts(path: Path, copies: bool = False) -> dict[str, int]:
     """NAME -> N for every top-level `NAME = const(N)` in a firmware module; with `copies`
-    (viper.py's: layout's names with a leading _, which leave no global) `_NAME` as NAME."""
+    (every module but layout.py: layout's names with a leading _, which leave no global)
+    `_NAME` as NAME."""
     out = {}
+    seen: dict[str, int] = {}  # as written: a const() may use those defined before it
     for node in ast.parse(path.read_text()).body:
         if (
             isinstance(node, ast.Assign)
@@ -60,7 +65,8 @@ def _consts(path: Path, copies: bool = False) -> dict[str, int]:
             assert isinstance(target, ast.Name)
             expr = ast.Expression(node.value.args[0])  # a literal, or arithmetic on literals
             name = target.id.lstrip("_") if copies else target.id
-            out[name] = eval(compile(expr, str(path), "eval"), {"__builtins__": {}})
+            seen[target.id] = eval(compile(expr, str(path), "eval"), {"__builtins__": {}, **seen})
+            out[name] = seen[target.id]
     return out
 
 
@@ -81,7 +87,7 @@ def test_firmware_names_have_one_value_everywhere() -> None:
     for mod, path in _modules().items():
         if mod == "precast_fw.layout":
             continue
-        for name, value in _consts(path, copies=mod == "precast_fw.viper").items():
+        for name, value in _consts(path, copies=True).items():
             if name in layout:
                 assert value == layout[name], f"{mod}.{name} = {value}, layout says {layout[name]}"
                 seen += 1
@@ -92,7 +98,7 @@ def test_firmware_names_have_one_value_everywhere() -> None:
 
 def test_firmware_hot_path_has_no_bare_offsets() -> None:
     """The frame offsets (40, 42, 50, 54) appear only as const() definitions."""
-    for name in ("viper.py", "plain.py", "sender.py"):
+    for name in ("viper.py", "viper_cmac.py", "plain.py", "sender.py"):
         tree = ast.parse((FW / name).read_text())
         defs = {
             id(n.value.args[0])
@@ -126,7 +132,8 @@ def _imports(mod: str, path: Path) -> set[str]:
 def test_firmware_imports_have_no_cycle() -> None:
     mods = _modules()
     graph = {m: {i for i in _imports(m, p) if i in mods and i != m} for m, p in mods.items()}
-    assert "precast_fw.layout" in graph["precast_fw.viper"]
+    # No module imports layout.py: each has private copies, so no bundle carries it.
+    assert not [m for m, deps in graph.items() if "precast_fw.layout" in deps]
     state: dict[str, int] = {}
 
     def visit(m: str, path: list[str]) -> None:
@@ -142,12 +149,38 @@ def test_firmware_imports_have_no_cycle() -> None:
         visit(m, [])
 
 
+CRC_SCRIPT = r"""
+import json, binascii
+import precast_template as tpl
+from precast_fw import sender
+s = sender.Sender(tpl)
+with open("cases.json") as f:
+    for seq, value in json.load(f):
+        s.seq = seq
+        s.values[0] = value
+        s.patch(s.values)
+        print(binascii.hexlify(s.payload_mv).decode())
+"""
+
+
 @pytest.mark.usefixtures("mp_port")
-def test_firmware_crc_table_is_crcmods(tmp_path: Path) -> None:
-    build(tmp_path / "b", TEMPLATES / "minimal.toml", "--device", "1")
-    r = run_bundle(
-        tmp_path / "b", "from precast_fw.layout import CRC_TABLE\nprint(list(CRC_TABLE))"
-    )
-    assert r.returncode == 0, r.stderr
-    want = crcmod.Crc(0x11021, initCrc=0xFFFF, rev=False, xorOut=0).table
-    assert ast.literal_eval(r.stdout.strip()) == list(want)
+def test_firmware_crc16_is_crcmods(tmp_path: Path) -> None:
+    """The table-free CRC-16 of viper's seal, then of plain's, against crcmod's."""
+    crc = crcmod.Crc(0x11021, initCrc=0xFFFF, rev=False, xorOut=0)
+    rng = random.Random(16)
+    cases = [(rng.getrandbits(32), rng.getrandbits(16)) for _ in range(200)]
+    cases += [(0, 0), (2**32 - 1, 2**16 - 1)]
+    for plain in (False, True):
+        out = tmp_path / ("plain" if plain else "viper")
+        build(out, TEMPLATES / "minimal.toml", "--device", "1")
+        if plain:
+            no_viper(out)
+        (out / "cases.json").write_text(json.dumps(cases))
+        r = run_bundle(out, CRC_SCRIPT)
+        assert r.returncode == 0, r.stderr
+        payloads = [bytes.fromhex(line) for line in r.stdout.split()]
+        assert len(payloads) == len(cases)
+        for p in payloads:  # the minimal template: its check is the last two bytes
+            want = crc.copy()
+            want.update(p[:-2])
+            assert p[-2:] == want.digest(), p.hex()

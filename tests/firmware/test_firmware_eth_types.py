@@ -55,13 +55,12 @@ def test_eth_bundle_typechecks(tmp_path: Path, transport: str, port: str, mcu: s
     ]
     r = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=300, check=False)
     # The build leaves out what this board never imports: AES-CMAC for a CRC-16 template,
-    # the group of several sensors for one, WiFi for a chip's raw frames. Any other missing
-    # module is a fault.
-    absent = ("precast_fw.cmac", "precast_fw.sensors.group", "precast_fw.wifi")
-    errors = [
-        line
-        for line in r.stdout.splitlines()
-        if ": error: " in line and not any(f'module named "{m}"' in line for m in absent)
-    ]
+    # the group of several sensors for one, WiFi for a chip's raw frames, what crosses a
+    # deep sleep for a board that does not sleep so. Any other missing module is a fault.
+    absent = ("precast_fw.cmac", "precast_fw.sensors.group", "precast_fw.wifi",
+              "precast_fw.deepsleep")  # fmt: skip
+    lines = [line for line in r.stdout.splitlines() if ": error: " in line]
+    left_out = [line for line in lines if any(f'module named "{m}"' in line for m in absent)]
+    errors = [line for line in lines if line not in left_out]
     assert not errors, r.stdout + r.stderr
-    assert "Success" in r.stdout or "Found 3 errors" in r.stdout, r.stdout
+    assert "Success" in r.stdout or f"Found {len(left_out)} errors" in r.stdout, r.stdout

@@ -36,7 +36,7 @@ with open("cases.json") as f:
     cases = json.load(f)
 s = sender.Sender(late, KEY)
 v = s.values  # the template's fields, then the age
-print("viper", checks.VIPER, len(s.frame), tpl.FRAME_LEN)
+print("viper", checks.VIPER, len(s.frame), len(tpl.FRAME))
 for seq, raws, age in cases:
     s.seq = seq
     i = 0

@@ -112,7 +112,7 @@ for _ in range(REPEAT):
     alone = dt if alone is None else min(alone, dt)
 print(json.dumps({"model_us": best / N, "null_us": bare / N, "patch_us": alone / N,
                   "transactions": per_tx,
-                  "octets": per_oct, "frame": tpl.FRAME_LEN}))
+                  "octets": per_oct, "frame": len(tpl.FRAME)}))
 """
 
 

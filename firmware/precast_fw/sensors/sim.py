@@ -12,11 +12,11 @@ over an array('I') of state whose slots layout.py names (S_*).
 
 from array import array
 
-from ..checks import sim_walk
-from ..layout import S_BIAS
+from micropython import const
 
-# Ranges are kept inside +-LIMIT so that walk, drift and noise stay small ints (S_BIAS).
-LIMIT = S_BIAS - 1024
+from ..checks import sim_walk
+
+_S_BIAS = const(0x10000000)  # layout.py's S_BIAS: values are stored plus it
 
 
 class Sensor:
@@ -32,13 +32,15 @@ class Sensor:
         n = tpl.FIELD_COUNT
         st = [x, n]
         for i in range(n):
-            lo = max(-LIMIT, min(LIMIT, tpl.SIM_LO[i]))
-            hi = max(lo, min(LIMIT, tpl.SIM_HI[i]))
+            # The host keeps lo <= hi inside +-(S_BIAS - 1024) (build.SIM_LIMIT), so that walk,
+            # drift and noise stay small ints.
+            lo = tpl.SIM_LO[i]
+            hi = tpl.SIM_HI[i]
             x = _xorshift(x)
             drift = 1 + (x & 3)
             noise = max(1, min(100, (hi - lo) // 256))
             mid = (lo + hi) // 2
-            st += [mid + S_BIAS, lo + S_BIAS, hi + S_BIAS, drift + S_BIAS, noise]
+            st += [mid + _S_BIAS, lo + _S_BIAS, hi + _S_BIAS, drift + _S_BIAS, noise]
         st[0] = x
         self.state = array("I", st)
         if not tpl.INTEGER:  # values is a list (an f32 field): walk in an array, then copy

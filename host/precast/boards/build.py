@@ -67,8 +67,10 @@ CHECK_KINDS = {"crc16": 0, "cmac4": 1, "cmac8": 1}
 # Fields per generated pack_into call: MicroPython passes positional arguments on its stack.
 PACK_CHUNK = 16
 # The simulated sensor keeps raw values inside a 32-bit port's small ints.
-SIM_LIMIT = 2**28 - 1024  # the firmware sim's own bound (sensors/sim.py LIMIT)
-VIPER_MODULE = "viper.py"
+# The firmware sim's bound (its walk, drift and noise stay small ints inside +-2**28, its
+# S_BIAS): it takes SIM_LO and SIM_HI as given, so they are kept inside it here.
+SIM_LIMIT = 2**28 - 1024
+VIPER_MODULES = ("viper.py", "viper_cmac.py")  # native code: compiled for --march only
 PLAIN_MODULE = "plain.py"  # the same hot path for a port without viper
 
 
@@ -345,7 +347,13 @@ def _check_options(options: Any, lay: Layout) -> None:
 
 
 def template_source(lay: Layout, device: int) -> str:
-    """The text of precast_template.py for a layout and a device id."""
+    """The text of precast_template.py for a layout and a device id.
+
+    Every public name is one the firmware reads (each is a name and an entry in the board's
+    RAM); those it never reads are private const(), for the reader, folded away on the board.
+    The delayed frame's module (lay.delayed) only goes through a Sender: no addresses, no
+    sim ranges.
+    """
     t = lay.template
     n = t.network
     frame = bytearray(lay.frame)
@@ -373,14 +381,16 @@ def template_source(lay: Layout, device: int) -> str:
         *(("from struct import pack_into", "") if not integer else ()),
         "from micropython import const",
         "",
-        f"TEMPLATE_ID = const({t.id})",
+        "# For the reader: no code on the board reads these three.",
+        f"_TEMPLATE_ID = const({t.id})",
+        f"_DEVICE = const({device})",
+        f"_FRAME_LEN = const({len(frame)})",
+        "",
         f"NAME = {t.name!r}",
         f"CHECK = {t.check!r}",
         f"CHECK_KIND = const({CHECK_KINDS[t.check]})  # 0: CRC-16, 1: AES-CMAC",
         f"CHECK_LEN = const({lay.check_len})",
-        f"DEVICE = const({device})",
         f"FRAME = {bytes(frame)!r}",
-        f"FRAME_LEN = const({len(frame)})",
         f"PAYLOAD_LEN = const({lay.payload_len})",
         f"OFF_CHECK = const({lay.check_offset})",
         f"OFF_AGE = const({lay.age_offset})  # a delayed frame's age; the check's offset if live",
@@ -393,11 +403,14 @@ def template_source(lay: Layout, device: int) -> str:
         f"# Fields: {', '.join(f'{nm} @{at}' for nm, at in zip(names, offsets, strict=True))}",
         f"FIELD_SIZES = {sizes!r}",
         f"INTEGER = {integer!r}  # no f32 field: a reading allocates nothing",
-        f"DST_IP = {n.dst_ip!r}",
-        f"DST_PORT = const({n.dst_port})",
-        f"SIM_LO = {tuple(lo)!r}",
-        f"SIM_HI = {tuple(hi)!r}",
     ]
+    if not lay.delayed:
+        lines += [
+            f"DST_IP = {n.dst_ip!r}",
+            f"DST_PORT = const({n.dst_port})",
+            f"SIM_LO = {tuple(lo)!r}",
+            f"SIM_HI = {tuple(hi)!r}",
+        ]
     if not integer:  # only a template with an f32 field packs its fields with struct
         lines += [
             "",
@@ -441,7 +454,7 @@ BACKLOG_FILE = "precast_backlog"
 
 def backlog_slot_bytes(lay: Layout) -> int:
     """RAM one kept reading takes on the node: seq, time of taking, the fields' bytes."""
-    return 8 + lay.template.fields_len  # firmware/precast_fw/backlog.py's slot_bytes
+    return 8 + lay.template.fields_len  # backlog.py's slot: seq and fields (kept), taken
 
 
 def backlog_size(options: Any, lay: Layout) -> int:
@@ -454,22 +467,32 @@ def backlog_size(options: Any, lay: Layout) -> int:
 
 
 def config_entries(options: Any, lay: Layout) -> dict[str, Any]:
-    """Names and values of precast_config.py (plain literals)."""
+    """Names and values of precast_config.py (plain literals).
+
+    A name only some builds read is written only there (IFACE for packet, SERIAL_* for
+    serial, BACKLOG_FILE for deep sleep): each one is a name and an entry in the board's RAM.
+    """
     key = _opt(options, "key")
+    transport = _opt(options, "transport", "udp")
+    only: dict[str, Any] = {}
+    if transport == "packet":
+        only["IFACE"] = _opt(options, "iface")
+    if transport == "serial":
+        only["SERIAL_PORT"] = _opt(options, "serial_port", 1)
+        only["SERIAL_BAUD"] = _opt(options, "serial_baud", 115200)
+    if _opt(options, "sleep", "none") == "deep":
+        # Deep sleep reboots: the kept readings wait in this file meanwhile (flash written
+        # once a sleep, only while something is kept).
+        only["BACKLOG_FILE"] = BACKLOG_FILE
     return {
-        "TRANSPORT": _opt(options, "transport", "udp"),
-        "IFACE": _opt(options, "iface"),
-        "SERIAL_PORT": _opt(options, "serial_port", 1),
-        "SERIAL_BAUD": _opt(options, "serial_baud", 115200),
+        "TRANSPORT": transport,
+        **only,
         "SENSOR": _opt(options, "sensor", "sim"),
         "SEED": _opt(options, "seed", 1),
         "INTERVAL_MS": _opt(options, "interval_ms", DEFAULT_INTERVAL_MS),
         "COUNT": _opt(options, "count", 0),
         "HEAP_LOCK": bool(_opt(options, "heap_lock", False)),
         "BACKLOG": backlog_size(options, lay),  # readings kept through an outage; 0: off
-        # Deep sleep reboots: the kept readings wait in this file meanwhile (flash written
-        # once a sleep, only while something is kept).
-        "BACKLOG_FILE": BACKLOG_FILE if _opt(options, "sleep", "none") == "deep" else None,
         **hardware.config_entries(options, lay),  # SENSOR (its final say), SLEEP, SEQ_FILE, ...
         **ethernet.config_entries(options),  # SPI pins, CS, reset; WIFI off (w5500, enc28j60)
         "KEY": bytes(key) if key is not None else None,
@@ -498,10 +521,14 @@ sys.exit(app.main(precast_template, precast_config))
 '''
 
 
-def _mpy_cross(src: Path, march: str | None) -> None:
+def _mpy_cross(src: Path, march: str | None, out: Path) -> None:
     # No line numbers in the bytecode: 7% of a bundle, and of the RAM it takes on the board
     # (a traceback there says "line ?"; the firmware's own failures are said in words).
-    cmd = [sys.executable, "-m", "mpy_cross", "-X", "no-source-lines"]
+    # The source name each .mpy carries (for tracebacks) is the module's own name, "app" for
+    # precast_fw/app.py: a name the board interns anyway (its attribute on the package), so
+    # a module costs one name fewer than with "app.py" there (a traceback: File "app").
+    name = src.stem
+    cmd = [sys.executable, "-m", "mpy_cross", "-X", "no-source-lines", "-s", name]
     if march:
         cmd.append(f"-march={march}")
     cmd.append(src.name)
@@ -528,10 +555,10 @@ def _precompile(out: Path, march: str | None) -> list[Path]:
     ]
     written = []
     for f in files:
-        if f.name == VIPER_MODULE and not march:
+        if f.name in VIPER_MODULES and not march:
             written.append(f)  # native code needs an arch; as source the board compiles it
             continue
-        _mpy_cross(f, march)
+        _mpy_cross(f, march, out)
         written.append(f.with_suffix(".mpy"))
     return written
 
@@ -562,6 +589,7 @@ class Needs(NamedTuple):
     backlog: bool = True  # readings kept through an outage (BACKLOG > 0): backlog.py
     seq_file: bool = True  # the seq kept across resets (SEQ_FILE): seqstore.py
     wifi: bool = True  # the board joins a WiFi (a udp node on ESP32, Pico W): wifi.py
+    deep_sleep: bool = False  # --sleep deep: deepsleep.py (the seq and the ring cross it)
 
 
 def firmware_modules(transport: str, sensors: tuple[str, ...], needs: Needs) -> list[str]:
@@ -576,11 +604,12 @@ def firmware_modules(transport: str, sensors: tuple[str, ...], needs: Needs) -> 
         ("backlog.py", needs.backlog),
         ("seqstore.py", needs.seq_file),
         ("wifi.py", needs.wifi),
+        ("deepsleep.py", needs.deep_sleep),
     ):
         if not needed:
             skip.add(rel)
-    todo = ["__init__.py", "app.py", "board.py", f"transport_{transport}.py"]
-    todo += ["sensors/__init__.py", *(f"sensors/{name}.py" for name in sensors)]
+    todo = ["app.py", "board.py", f"transport_{transport}.py"]
+    todo += [f"sensors/{name}.py" for name in sensors]
     seen: set[str] = set()
     while todo:
         rel = todo.pop()
@@ -588,7 +617,15 @@ def firmware_modules(transport: str, sensors: tuple[str, ...], needs: Needs) -> 
             continue
         seen.add(rel)
         todo += _imports(FIRMWARE_DIR / rel, rel)
-    return sorted(seen)
+    # A package's __init__ that holds nothing but its docstring stays home: MicroPython imports
+    # a directory without one as a package, and each module loaded costs the board RAM.
+    return sorted(rel for rel in seen if not _docstring_only(FIRMWARE_DIR / rel))
+
+
+def _docstring_only(path: Path) -> bool:
+    """True for a module whose source is its docstring and nothing else."""
+    body = ast.parse(path.read_text()).body
+    return all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
 
 
 def build_bundle(options: Any) -> list[Path]:
@@ -614,6 +651,7 @@ def build_bundle(options: Any) -> list[Path]:
             backlog=entries["BACKLOG"] > 0,
             seq_file=entries["SEQ_FILE"] is not None,
             wifi=entries.get("WIFI", entries["TRANSPORT"] == "udp"),  # as board.setup decides
+            deep_sleep=entries["SLEEP"] == "deep",
         )
         for rel in firmware_modules(entries["TRANSPORT"], tuple(sensors), needs):
             (pkg / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -37,3 +37,7 @@ class TransportError(PrecastError):
 
 class BoardError(PrecastError):
     """A board that cannot be reached, or that does not answer as MicroPython does."""
+
+
+class SerialPortError(PrecastError):
+    """A serial port that will not open: missing, busy, not permitted, refused."""

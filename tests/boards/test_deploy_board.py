@@ -350,24 +350,58 @@ def test_a_serial_port_without_permission_names_the_group_and_the_fix(tmp_path: 
     assert "sudo usermod -aG dialout nobody" in line
 
 
-def test_a_missing_serial_device_says_so() -> None:
-    r = subprocess.run(
-        [
-            *_PRECAST,
-            "deploy",
-            "--port",
-            "/dev/ttyUSB77",
-            str(TEMPLATES / "minimal.toml"),
-            "--device",
-            "1",
-            "--collector",
-            "127.0.0.1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert "no such device" in _one_line_error(r)
+def _serial_errors(port: str, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """What `precast bridge`, `monitor` and `deploy` say on stderr when `port` will not open
+    (run in this process: no start-up per command)."""
+    from precast.cli import main
+
+    commands = {
+        "bridge": ["bridge", "--serial", port, "--udp", "127.0.0.1:9", "--idle", "1"],
+        "monitor": ["monitor", "--port", port],
+        "deploy": ["deploy", "--port", port, str(TEMPLATES / "minimal.toml"), "--device", "1",
+                   "--collector", "127.0.0.1"],
+    }  # fmt: skip
+    said = {}
+    for name, argv in commands.items():
+        capsys.readouterr()
+        assert main(argv) == 2, name
+        said[name] = capsys.readouterr().err
+    return said
+
+
+@pytest.mark.parametrize("problem", ["missing", "busy", "refused"])
+def test_a_serial_port_that_will_not_open_is_the_same_line_in_every_command(
+    problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fcntl
+    import os
+    import pty
+
+    if problem == "missing":
+        said = _serial_errors("/dev/ttyUSB77", capsys)
+        expected = (
+            "precast: error: /dev/ttyUSB77: no such device (is the board plugged in? "
+            "`ls /dev/ttyUSB* /dev/ttyACM*`)\n"
+        )
+    elif problem == "refused":  # a board over the network that is not there
+        url = f"socket://127.0.0.1:{_free_port()}"
+        said = _serial_errors(url, capsys)
+        expected = f"precast: error: {url}: cannot open: connection refused\n"
+    else:  # a port another program holds, locked as pyserial's exclusive open locks it
+        master, slave = pty.openpty()
+        dev = os.ttyname(slave)
+        holder = os.open(dev, os.O_RDWR | os.O_NOCTTY)
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            said = _serial_errors(dev, capsys)
+        finally:
+            for fd in (holder, slave, master):
+                os.close(fd)
+        expected = (
+            f"precast: error: {dev}: the port is busy: another program (a monitor, mpremote, "
+            "a bridge) has it\n"
+        )
+    assert said == {"bridge": expected, "monitor": expected, "deploy": expected}
 
 
 def grp_id(name: str) -> int:

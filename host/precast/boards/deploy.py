@@ -2,11 +2,11 @@
 
 `precast deploy --port PORT TEMPLATE --device N ...` builds the bundle `precast build`
 makes (with every one of its options) into a temporary directory, then talks to the board
-through mpremote's SerialTransport (any URL pyserial opens: /dev/ttyUSB0, socket://HOST:PORT,
-rfc2217://HOST:PORT): it interrupts what runs, soft-resets into the raw REPL, asks the board
-for the SHA-256 of every file of the bundle in one go, writes only the files that differ,
-removes firmware files the bundle no longer has (a stale .py would shadow a new .mpy), and
-hard-resets the board so that main.py runs.
+through mpremote's SerialTransport (any port precast.serialport names: /dev/ttyUSB0,
+socket://HOST:PORT, rfc2217://HOST:PORT, auto, u0): it interrupts what runs, soft-resets
+into the raw REPL, asks the board for the SHA-256 of every file of the bundle in one go,
+writes only the files that differ, removes firmware files the bundle no longer has (a stale
+.py would shadow a new .mpy), and hard-resets the board so that main.py runs.
 
 Secrets never enter the bundle: the AES key (--key or --key-file) and the WiFi credentials
 (--wifi-ssid, --wifi-password-file) go into `precast_secrets.py`, written on the board only
@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import errno
 import hashlib
 import io
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -38,6 +36,7 @@ from typing import Any
 
 from precast.args import examples
 from precast.errors import BoardError, UsageError
+from precast.serialport import cannot_open, open_serial, resolve_port
 
 CONNECT_TIMEOUT_S = 5.0  # a board answers the raw REPL well within this after a soft reset
 WATCH_S = 3.0  # after the reset: long enough for a boot, a WiFi join and the first readings
@@ -128,64 +127,6 @@ def deadline(seconds: float, message: str) -> Iterator[None]:
 
 TRACEBACK = b"Traceback (most recent call last)"
 
-_SHORTCUTS = {"a": "/dev/ttyACM", "u": "/dev/ttyUSB", "c": "COM"}
-
-
-def resolve_port(port: str) -> str:
-    """mpremote's names for ports: auto (the first USB serial device), a0..a99, u0..u99,
-    c0..c99 and port:NAME; anything else is a pyserial URL or device as it is."""
-    if port == "auto":
-        from serial.tools.list_ports import comports
-
-        found = sorted(p.device for p in comports() if p.vid is not None)
-        if not found:
-            raise BoardError("auto: no USB serial device found")
-        return str(found[0])
-    if port.startswith("port:"):
-        return port[len("port:") :]
-    if len(port) >= 2 and port[0] in _SHORTCUTS and port[1:].isdigit() and len(port) <= 3:
-        return _SHORTCUTS[port[0]] + port[1:]
-    return port
-
-
-def port_problem(port: str) -> str | None:
-    """Why a serial device cannot be opened, in words a user can act on; None if it can.
-
-    Permission denied names the group that owns the device (dialout, usually) and the
-    command that adds the user to it; a busy port and a missing one say so.
-    """
-    if "://" in port:
-        return None
-    try:
-        st = os.stat(port)
-    except FileNotFoundError:
-        if re.fullmatch(r"[\w.-]+:\d+", port):  # HOST:PORT: a board served over the network
-            return f"no such device; a board over the network is socket://{port}"
-        return "no such device (is the board plugged in? `ls /dev/ttyUSB* /dev/ttyACM*`)"
-    except OSError as e:
-        return f"cannot open: {e.strerror}"
-    try:
-        fd = os.open(port, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY)
-    except PermissionError:
-        import grp
-        import pwd
-
-        try:
-            group = grp.getgrgid(st.st_gid).gr_name
-        except KeyError:
-            group = str(st.st_gid)
-        user = pwd.getpwuid(os.getuid()).pw_name
-        return (
-            f"permission denied: the device belongs to group {group!r}, and {user} is not in "
-            f"it; run `sudo usermod -aG {group} {user}`, then log in again"
-        )
-    except OSError as e:
-        if e.errno == errno.EBUSY:
-            return "the port is busy: another program (a monitor, mpremote, a collector) has it"
-        return f"cannot open: {e.strerror}"
-    os.close(fd)
-    return None
-
 
 class ReplConnection:
     """A MicroPython board behind a port, in its raw REPL (mpremote's SerialTransport)."""
@@ -212,13 +153,13 @@ class ReplConnection:
             self.close()
             why = str(e.args[0]) if e.args else str(e)
             if why.startswith("failed to access"):  # mpremote drops pyserial's reason
-                why = port_problem(port) or "cannot open the port (connection refused?)"
-            elif why.startswith("could not enter raw repl"):
+                raise cannot_open(port) from None
+            if why.startswith("could not enter raw repl"):
                 why = f"no MicroPython raw REPL answered in {timeout:g} s"
             raise BoardError(f"{port}: {why}") from None
         except (SerialException, OSError, ValueError) as e:
             self.close()
-            raise BoardError(f"{port}: {port_problem(port) or f'cannot open: {e}'}") from None
+            raise cannot_open(port, e) from None
         except BaseException:
             self.close()
             raise
@@ -446,20 +387,10 @@ def _traceback_error(lines: list[str]) -> str | None:
 # ---- monitor -------------------------------------------------------------------------------
 
 
-def _open_port(port: str) -> Any:
-    import serial
-
-    port = resolve_port(port)
-    try:
-        return serial.serial_for_url(port, baudrate=115200, timeout=0.05)
-    except (serial.SerialException, OSError, ValueError) as e:
-        raise BoardError(f"{port}: {port_problem(port) or f'cannot open: {e}'}") from None
-
-
 def cmd_monitor(args: argparse.Namespace) -> int:
     import serial
 
-    link = _open_port(args.port)
+    link = open_serial(args.port, timeout=0.05)
     tty = sys.stdin.isatty()
     out = sys.stdout.buffer
     done = threading.Event()

@@ -10,9 +10,10 @@ The package, from the wire format up (each part imports only those above it):
 
 - wire/     the format: constants, template, layout, codec, checks, validator, pcap, slip
 - args.py   command-line types and option groups shared by every command
+- serialport.py  a board's serial port: its names, the exclusive open, the one error line
 - collect/  the collector daemon, its books, its store backends and sinks, `stats`
 - send/     the host sender: engine, batches, transports, `send`, `simulate`, `bridge`
-- boards/   firmware bundles (`build`), `deploy`, the virtual board
+- boards/   firmware bundles (`build`), `deploy` (with its progress line), the virtual board
 - view/     seeing it: the Wireshark dissector, `plot`, `top` (from the database alone)
 - pytest_plugin.py  fixtures: a running collector, a virtual board, a sensor fleet
 - harness.py        what those fixtures hand out (PrecastCollector, run_fleet, MicropythonBoard)

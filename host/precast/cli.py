@@ -19,7 +19,7 @@ from typing import Any
 
 from precast import __version__
 from precast.args import Parser, add_template_args, examples, key_arg, parse_assignments, uint32
-from precast.errors import PrecastError, UsageError
+from precast.errors import Interrupted, PrecastError, UsageError
 from precast.wire.codec import Codec, encode
 from precast.wire.constants import PAYLOAD_OFFSET
 from precast.wire.layout import load_layouts, pick_layout
@@ -238,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run precast; every domain error becomes one line on stderr and exit 2."""
+    """Run precast; every domain error becomes one line on stderr and exit 2 (a Ctrl-C the
+    command stopped cleanly on, Interrupted, exit 130)."""
     parser = build_parser()
     # argparse takes positionals in one run; NAME=VALUE words and hex frames may also come
     # after options, so a command that collects words names its list in `intermixed`.
@@ -253,6 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Handler = args.func
     try:
         return func(args)
+    except Interrupted as e:
+        if args.traceback:
+            raise
+        print(f"precast: interrupted: {e}", file=sys.stderr)
+        return 130
     except PrecastError as e:
         if args.traceback:
             raise

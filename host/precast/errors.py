@@ -1,7 +1,8 @@
 """One tree of exceptions for the host side of precast.
 
 Every error a user can cause (a bad template, a bad value, a bad option)
-is a PrecastError; the CLI turns it into one line on stderr and exit 2.
+is a PrecastError; the CLI turns it into one line on stderr and exit 2
+(Interrupted, a Ctrl-C a command stopped cleanly on: exit 130).
 Bad bytes on the wire are not errors: a decoder returns a reason.
 """
 
@@ -37,3 +38,11 @@ class TransportError(PrecastError):
 
 class BoardError(PrecastError):
     """A board that cannot be reached, or that does not answer as MicroPython does."""
+
+
+class SerialPortError(PrecastError):
+    """A serial port that will not open: missing, busy, not permitted, refused."""
+
+
+class Interrupted(PrecastError):
+    """Ctrl-C, stopped cleanly: the message says what state things were left in (exit 130)."""

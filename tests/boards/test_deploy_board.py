@@ -4,6 +4,8 @@ files copied; secrets on the board only; clear errors for boards that are not th
 
 from __future__ import annotations
 
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -113,18 +115,55 @@ def test_secrets_stay_on_the_board_and_redeploy_copies_changes(
     assert "'home'" not in secrets and '"home"' in secrets and repr(KEY) in secrets
 
 
-def test_deploy_mpy_replaces_sources(
+def _board_files(board: MicropythonBoard) -> dict[str, bytes]:
+    return {
+        p.relative_to(board.root).as_posix(): p.read_bytes()
+        for p in sorted(board.root.rglob("*"))
+        if p.is_file() and p.name != "precast_seq"  # the firmware's own, rewritten as it runs
+    }
+
+
+def test_deploy_mpy_replaces_sources_and_a_ctrl_c_leaves_no_half_bundle(
     micropython_board: MicropythonBoard, precast_collector: PrecastCollector
 ) -> None:
     common = dict(collector=precast_collector.address, interval_ms=0, count=5)
     micropython_board.deploy(TEMPLATES / "minimal.toml", 11, **common)
     assert (micropython_board.root / "precast_fw" / "app.py").exists()
     precast_collector.wait_for_readings(5, device=11, timeout=20)
+    before = _board_files(micropython_board)
+
+    # Ctrl-C (SIGINT) once the first file of the --mpy bundle is copied: each file's line came
+    # while deploy ran (progress), and the board keeps its whole .py bundle: no app.mpy beside
+    # app.py, no staged .part file; one line says so, and how to finish.
+    cmd = [*_PRECAST, "deploy", "--port", micropython_board.port, str(TEMPLATES / "minimal.toml"),
+           "--device", "12", "--mpy", "--collector", precast_collector.address,
+           "--interval-ms", "0", "--count", "5"]  # fmt: skip
+    run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert run.stdout is not None
+    seen = []
+    for line in run.stdout:
+        seen.append(line)
+        if line.startswith("copied"):
+            assert run.poll() is None, "the copied line came only at the end"
+            run.send_signal(signal.SIGINT)
+            break
+    rest, err = run.communicate(timeout=30)
+    assert run.returncode == 130, "".join(seen) + rest + err
+    assert "Traceback" not in rest + err and "deployed to" not in rest
+    assert err.splitlines() == [
+        "precast: interrupted: nothing was installed: the board keeps the files it had, and "
+        "was reset to run them; run the same deploy again to finish"
+    ], err
+    assert _board_files(micropython_board) == before
+
     out = micropython_board.deploy(TEMPLATES / "minimal.toml", 12, mpy=True, **common)
     fw = micropython_board.root / "precast_fw"
-    # A stale app.py would shadow app.mpy on import: deploy removes it.
+    # A stale app.py would shadow app.mpy on import: deploy removes it, and the top-level
+    # modules' .py too.
     assert (fw / "app.mpy").exists() and not (fw / "app.py").exists()
     assert "removed    precast_fw/app.py" in out
+    assert not list(micropython_board.root.glob("precast_template*.py"))
+    assert not list(micropython_board.root.rglob("*.part"))
     precast_collector.wait_for_readings(5, device=12, timeout=20)
 
 
@@ -287,32 +326,60 @@ def test_deploy_shows_a_board_that_crashes_on_boot_and_fails(
     assert "I2C" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_deploy_shows_the_first_lines_of_a_board_that_runs(
+def _in_a_terminal(cmd: list[str], timeout: float = 60) -> tuple[int, str, str]:
+    """Run cmd with its stdout on an 80x24 pty, as in a terminal: status, what the terminal
+    got (escape sequences and all), stderr."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")}
+    run = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        env=env | {"TERM": "xterm"},
+    )
+    os.close(slave)
+    got = bytearray()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the command ended and the pty's other side is closed
+            break
+        if not data:
+            break
+        got += data
+    os.close(master)
+    assert run.stderr is not None
+    err = run.stderr.read().decode()
+    return run.wait(timeout=10), got.decode(errors="replace"), err
+
+
+def test_deploy_in_a_terminal_shows_each_copy_and_the_boards_first_lines(
     micropython_board: MicropythonBoard,
 ) -> None:
-    r = subprocess.run(
-        [
-            *_PRECAST,
-            "deploy",
-            "--port",
-            micropython_board.port,
-            str(TEMPLATES / "minimal.toml"),
-            "--device",
-            "7",
-            "--collector",
-            "127.0.0.1:9",
-            "--count",
-            "3",
-            "--interval-ms",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "the board's readings go to 127.0.0.1:9" in r.stdout
-    assert "| precast: readings 3 " in r.stdout  # main.py's own summary line, from the board
+    """On a terminal a live line says what deploy does (each file's bytes as they go, the
+    watch) under the lines it keeps; the kept lines are the ones a pipe gets."""
+    status, screen, err = _in_a_terminal(
+        [*_PRECAST, "deploy", "--port", micropython_board.port, str(TEMPLATES / "minimal.toml"),
+         "--device", "7", "--collector", "127.0.0.1:9", "--count", "3", "--interval-ms", "0"]
+    )  # fmt: skip
+    assert status == 0, screen + err
+    # the live line: app.py (11 KB) in 2 KB chunks, then the watch
+    assert re.search(r"copying precast_fw/app\.py \(\d+ of \d+\).* 2,048/[\d,]+ bytes", screen)
+    assert "watching the board: " in screen
+    # what stays on the screen, each line whole: the live line is redrawn after "\r", ESC[2K
+    shown = re.split(r"[\r\n]+", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen))
+    assert any(ln.startswith("copied     precast_fw/app.py (") for ln in shown)
+    assert "the board's readings go to 127.0.0.1:9" in shown
+    assert "| precast: readings 3 " in screen  # main.py's own summary line, from the board
 
 
 def test_a_serial_port_without_permission_names_the_group_and_the_fix(tmp_path: Path) -> None:
@@ -350,24 +417,58 @@ def test_a_serial_port_without_permission_names_the_group_and_the_fix(tmp_path: 
     assert "sudo usermod -aG dialout nobody" in line
 
 
-def test_a_missing_serial_device_says_so() -> None:
-    r = subprocess.run(
-        [
-            *_PRECAST,
-            "deploy",
-            "--port",
-            "/dev/ttyUSB77",
-            str(TEMPLATES / "minimal.toml"),
-            "--device",
-            "1",
-            "--collector",
-            "127.0.0.1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert "no such device" in _one_line_error(r)
+def _serial_errors(port: str, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """What `precast bridge`, `monitor` and `deploy` say on stderr when `port` will not open
+    (run in this process: no start-up per command)."""
+    from precast.cli import main
+
+    commands = {
+        "bridge": ["bridge", "--serial", port, "--udp", "127.0.0.1:9", "--idle", "1"],
+        "monitor": ["monitor", "--port", port],
+        "deploy": ["deploy", "--port", port, str(TEMPLATES / "minimal.toml"), "--device", "1",
+                   "--collector", "127.0.0.1"],
+    }  # fmt: skip
+    said = {}
+    for name, argv in commands.items():
+        capsys.readouterr()
+        assert main(argv) == 2, name
+        said[name] = capsys.readouterr().err
+    return said
+
+
+@pytest.mark.parametrize("problem", ["missing", "busy", "refused"])
+def test_a_serial_port_that_will_not_open_is_the_same_line_in_every_command(
+    problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fcntl
+    import os
+    import pty
+
+    if problem == "missing":
+        said = _serial_errors("/dev/ttyUSB77", capsys)
+        expected = (
+            "precast: error: /dev/ttyUSB77: no such device (is the board plugged in? "
+            "`ls /dev/ttyUSB* /dev/ttyACM*`)\n"
+        )
+    elif problem == "refused":  # a board over the network that is not there
+        url = f"socket://127.0.0.1:{_free_port()}"
+        said = _serial_errors(url, capsys)
+        expected = f"precast: error: {url}: cannot open: connection refused\n"
+    else:  # a port another program holds, locked as pyserial's exclusive open locks it
+        master, slave = pty.openpty()
+        dev = os.ttyname(slave)
+        holder = os.open(dev, os.O_RDWR | os.O_NOCTTY)
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            said = _serial_errors(dev, capsys)
+        finally:
+            for fd in (holder, slave, master):
+                os.close(fd)
+        expected = (
+            f"precast: error: {dev}: the port is busy: another program (a monitor, mpremote, "
+            "a bridge) has it\n"
+        )
+    assert said == {"bridge": expected, "monitor": expected, "deploy": expected}
 
 
 def grp_id(name: str) -> int:

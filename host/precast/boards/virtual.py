@@ -386,6 +386,11 @@ class VirtualBoard:
                             continue
                         try:
                             data = self.client.recv(65536)
+                            # ACK at once (Linux clears QUICKACK as it goes): pyserial's
+                            # socket:// keeps Nagle on, so a client's second small write
+                            # (mpremote's Ctrl-D after each command) waited for the delayed
+                            # ACK, 40 ms a command; a board on a cable has no such wait.
+                            self.client.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
                         except OSError:
                             data = b""
                         if data:

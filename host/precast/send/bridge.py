@@ -107,18 +107,13 @@ class Bridge:
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
-    import serial
-
-    from precast.errors import TransportError
     from precast.send.engine import print_summary, stop_on_sigterm, transport_from_args
+    from precast.serialport import open_serial
     from precast.wire.layout import load_layouts
 
     layouts = load_layouts(args.templates or default_templates())
     codec = Codec(layouts, key=args.key)
-    try:
-        port = serial.serial_for_url(args.serial, baudrate=args.baud, timeout=READ_TIMEOUT)
-    except (serial.SerialException, ValueError) as e:
-        raise TransportError(f"cannot open serial port {args.serial}: {e}") from None
+    port = open_serial(args.serial, baudrate=args.baud, timeout=READ_TIMEOUT)
     stop_on_sigterm()
     transport = transport_from_args(args, max(lay.frame_len for lay in layouts))
 
@@ -163,7 +158,8 @@ def register(sub: Any) -> None:
         "--serial",
         required=True,
         metavar="PORT",
-        help="serial device or pyserial URL (loop://, rfc2217://...)",
+        help="serial device or pyserial URL (loop://, rfc2217://...), or mpremote's auto, a0, "
+        "u0, c0",
     )
     b.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
     b.add_argument(

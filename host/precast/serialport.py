@@ -100,9 +100,9 @@ def cannot_open(port: str, error: BaseException | None = None) -> SerialPortErro
                 open_serial(port).close()
             except SerialPortError as e:
                 return e
-            return SerialPortError(f"{port}: cannot open")
+            return SerialPortError(f"serial port {port}: cannot open")
         reason = "cannot open: " + _words(error)
-    return SerialPortError(f"{port}: {reason}")
+    return SerialPortError(f"serial port {port}: {reason}")
 
 
 def _words(error: BaseException) -> str:

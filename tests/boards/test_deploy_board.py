@@ -447,13 +447,13 @@ def test_a_serial_port_that_will_not_open_is_the_same_line_in_every_command(
     if problem == "missing":
         said = _serial_errors("/dev/ttyUSB77", capsys)
         expected = (
-            "precast: error: /dev/ttyUSB77: no such device (is the board plugged in? "
+            "precast: error: serial port /dev/ttyUSB77: no such device (is the board plugged in? "
             "`ls /dev/ttyUSB* /dev/ttyACM*`)\n"
         )
     elif problem == "refused":  # a board over the network that is not there
         url = f"socket://127.0.0.1:{_free_port()}"
         said = _serial_errors(url, capsys)
-        expected = f"precast: error: {url}: cannot open: connection refused\n"
+        expected = f"precast: error: serial port {url}: cannot open: connection refused\n"
     else:  # a port another program holds, locked as pyserial's exclusive open locks it
         master, slave = pty.openpty()
         dev = os.ttyname(slave)
@@ -465,7 +465,7 @@ def test_a_serial_port_that_will_not_open_is_the_same_line_in_every_command(
             for fd in (holder, slave, master):
                 os.close(fd)
         expected = (
-            f"precast: error: {dev}: the port is busy: another program (a monitor, mpremote, "
+            f"precast: error: serial port {dev}: the port is busy: another program (a monitor, mpremote, "
             "a bridge) has it\n"
         )
     assert said == {"bridge": expected, "monitor": expected, "deploy": expected}

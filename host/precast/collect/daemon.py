@@ -98,8 +98,6 @@ class Collector:
         self.tracker = Tracker(opts.window, opts.max_devices)
         self.sources: dict[Any, str] = {}  # raw address -> "ip:port", as rows name it
         self._use(self._load_codec())
-        for line in key_gaps(self.codec):
-            log.warning("%s", line)
         self.store = open_store(db)
         self.where = display_db(db)  # never the password
         self.retry = StoreRetry(self.store, self.store.transient)
@@ -399,6 +397,8 @@ class Collector:
 
     def run(self, ready: Callable[[], None] | None = None) -> int:
         """Receive until stopped (stop() or a signal); store everything received; 0 or 1."""
+        for line in key_gaps(self.codec):  # once started: a refused start stays one line
+            log.warning("%s", line)
         storer = threading.Thread(target=self._storing, name="precast-store", daemon=True)
         storer.start()
         try:

@@ -465,8 +465,8 @@ def test_a_serial_port_that_will_not_open_is_the_same_line_in_every_command(
             for fd in (holder, slave, master):
                 os.close(fd)
         expected = (
-            f"precast: error: serial port {dev}: the port is busy: another program (a monitor, mpremote, "
-            "a bridge) has it\n"
+            f"precast: error: serial port {dev}: the port is busy: another program "
+            "(a monitor, mpremote, a bridge) has it\n"
         )
     assert said == {"bridge": expected, "monitor": expected, "deploy": expected}
 
